@@ -1,0 +1,4 @@
+// CLI commands contributed by agent/ (registered by bin/cli.ts).
+import type { Command } from 'commander';
+
+export function register(_program: Command): void {}
