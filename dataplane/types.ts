@@ -1,0 +1,26 @@
+// The dataplane's shared vocabulary. Other packages (overlay/, agent/) depend on these
+// shapes; keep them small and stable.
+
+/**
+ * One packet as it crosses the dataplane: the virtio_net_hdr that came with it from the
+ * TUN (or that must go with it into the peer's TUN) and the IP packet itself. With TSO
+ * on, `data` may be a GSO super-packet of up to 64 KiB; `vnet` says how to segment it.
+ */
+export interface Packet {
+  /** virtio_net_hdr, VNET_HDR_LEN bytes (all zero = a plain packet, no offload). */
+  vnet: Uint8Array;
+  /** The IPv4 or IPv6 packet. */
+  data: Uint8Array;
+}
+
+/** Size of struct virtio_net_hdr (legacy, without num_buffers) used on the TUN. */
+export const VNET_HDR_LEN = 10;
+
+/** Where the forwarder sends packets for one remote node: a tunnel stream (overlay/). */
+export interface PeerLink {
+  /**
+   * Queues one encoded frame (many packets) for the peer. Returns false when the link's
+   * bounded queue is full and the frame was dropped (the caller counts the drop).
+   */
+  send(frame: Uint8Array): boolean;
+}
