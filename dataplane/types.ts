@@ -24,3 +24,13 @@ export interface PeerLink {
    */
   send(frame: Uint8Array): boolean;
 }
+
+/** A packet device the forwarder drives: the TUN (dataplane/tun-device.ts) or a test double. */
+export interface PacketIO {
+  /** Whether packets carry vnet headers with GSO super-packets (TUN offloads on). */
+  readonly offload: boolean;
+  /** Starts delivering batches read from the device to `handler`. */
+  onBatch(handler: (batch: Packet[]) => void): void;
+  /** Writes a batch; returns how many packets the device accepted. */
+  write(batch: Packet[]): number;
+}
