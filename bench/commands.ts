@@ -1,4 +1,34 @@
-// CLI commands contributed by bench/ (registered by bin/cli.ts).
+// CLI: `edgemesh-cni bench`.
 import type { Command } from 'commander';
 
-export function register(_program: Command): void {}
+export function register(program: Command): void {
+  program
+    .command('bench')
+    .description('measure pod→pod paths against the kernel, wireguard-go and nebula (needs root)')
+    .option('--rounds <n>', 'interleaved rounds per scenario', '3')
+    .option('--seconds <n>', 'iperf3 duration per measurement', '5')
+    .option('--udp-rate <rate>', 'offered UDP rate', '500M')
+    .option('--pings <n>', 'pings per RTT measurement', '200')
+    .option('--out <dir>', 'results folder (default bench/results/<date>)')
+    .option('--no-components', 'skip the component benchmarks (LPM, IPAM, CNI, ...)')
+    .action(
+      async (o: {
+        rounds: string;
+        seconds: string;
+        udpRate: string;
+        pings: string;
+        out?: string;
+        components: boolean;
+      }) => {
+        const { runBench } = await import('./run.ts');
+        await runBench({
+          rounds: Number(o.rounds),
+          seconds: Number(o.seconds),
+          udpRate: o.udpRate,
+          pings: Number(o.pings),
+          components: o.components,
+          ...(o.out ? { outDir: o.out } : {}),
+        });
+      },
+    );
+}

@@ -1,0 +1,57 @@
+// Pod→pod network benchmark: every scenario measured in the same run, interleaved
+// (round 1: A B C ..., round 2: A B C ...) so the machine's noise spreads over all of
+// them, then medians and ratios.
+import type { Scenario } from './baselines/pair.ts';
+import { type Measurement, type MeasureOptions, measure } from './lib/measure.ts';
+import { median } from './lib/stats.ts';
+
+/** A bed brings scenarios up and tears them down (the comparison pair, the lab). */
+export interface Bed {
+  name: string;
+  scenarios: Scenario[];
+  destroy(): Promise<void>;
+}
+
+export interface NetworkBenchOptions extends MeasureOptions {
+  rounds: number;
+  log?: (line: string) => void;
+}
+
+export type Summary = Omit<Measurement, 'scenario'> & { scenario: string; rounds: number };
+
+export async function runNetworkBench(
+  beds: readonly Bed[],
+  opts: NetworkBenchOptions,
+): Promise<{
+  raw: Measurement[];
+  summary: Summary[];
+}> {
+  const scenarios = beds.flatMap((b) => b.scenarios);
+  const raw: Measurement[] = [];
+  for (let round = 1; round <= opts.rounds; round++) {
+    for (const s of scenarios) {
+      opts.log?.(`round ${round}/${opts.rounds}: ${s.name}`);
+      try {
+        raw.push(await measure(s, opts));
+      } catch (err) {
+        opts.log?.(`  ${s.name} failed: ${(err as Error).message}`);
+      }
+    }
+  }
+  const summary = scenarios.map((s) => {
+    const runs = raw.filter((m) => m.scenario === s.name);
+    const med = (k: keyof Omit<Measurement, 'scenario'>) => median(runs.map((m) => m[k]));
+    return {
+      scenario: s.name,
+      rounds: runs.length,
+      tcp1Gbps: med('tcp1Gbps'),
+      tcp4Gbps: med('tcp4Gbps'),
+      udpGbps: med('udpGbps'),
+      udpLossPercent: med('udpLossPercent'),
+      rttP50Ms: med('rttP50Ms'),
+      rttP99Ms: med('rttP99Ms'),
+      cpuSecondsPerGB: med('cpuSecondsPerGB'),
+    };
+  });
+  return { raw, summary };
+}
