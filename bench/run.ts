@@ -3,10 +3,12 @@
 // and writes JSON + markdown + SVG under bench/results/<date>/.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runPrefix } from '../common/netns.ts';
 import { comparisonBed } from './baselines/bed.ts';
+import { toKnbJson } from './lib/knb.ts';
 import { barChartSvg, type Table, writeResults } from './lib/report.ts';
 import { ratio } from './lib/stats.ts';
 import { type Bed, runNetworkBench, type Summary } from './network.ts';
@@ -101,6 +103,12 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
   await writeResults(dir, { date: new Date().toISOString(), options: opts, network, components }, tables, [
     { file: 'tcp-single-stream.svg', svg: chart },
   ]);
+  // The same figures in knb's JSON shape, to compare with knb runs on real clusters.
+  await mkdir(join(dir, 'knb'), { recursive: true });
+  for (const s of network.summary) {
+    const knb = toKnbJson(s, { clientNode: 'lab-client', serverNode: 'lab-server', mtu: 1420 });
+    await writeFile(join(dir, 'knb', `${knb.metadata.name}.json`), `${JSON.stringify(knb, null, 2)}\n`);
+  }
   log(`results written to ${dir}`);
   return dir;
 }
