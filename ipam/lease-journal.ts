@@ -1,0 +1,201 @@
+// Durable storage of the lease table: a snapshot plus an append-only journal.
+//
+// Why a journal (measured on this machine's ext4, Node 24, 200 samples each):
+//   atomic snapshot of 250 leases (write tmp + fsync + rename + fsync dir): p50 1.9 ms, p99 117 ms
+//   append one record + fdatasync:                                         p50 0.35 ms, p99 4.5 ms
+// The snapshot's cost grows with the table and its dir fsync has a long tail; an append does
+// not. Concurrent mutations are also group-committed (one write + one fdatasync per batch).
+// The journal is compacted into a new snapshot (atomic write + rename + dir fsync) when it
+// holds many more records than there are leases.
+//
+// Crash safety: a mutation is acknowledged only after its record is fdatasync'ed. Each line
+// carries a CRC32, so a torn tail (SIGKILL or power loss mid-write) is detected; everything
+// from the first bad line on was never acknowledged (acknowledgement implies every earlier
+// byte is durable) and is cut off on open. Records carry a sequence number, so a crash
+// between writing a snapshot and emptying the journal replays nothing twice.
+import { constants } from 'node:fs';
+import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
+import { IpamError } from './errors.ts';
+import type { Lease } from './types.ts';
+
+export const SNAPSHOT_FILE = 'leases.snapshot.json';
+export const JOURNAL_FILE = 'leases.journal';
+const SNAPSHOT_FORMAT = 'edgemesh-ipam-leases/v1';
+
+export type JournalRecord =
+  | { seq: number; op: 'allocate'; lease: Lease }
+  | { seq: number; op: 'release'; containerId: string; ifname: string };
+
+export interface Snapshot {
+  format: typeof SNAPSHOT_FORMAT;
+  /** The last journal sequence number included in this snapshot. */
+  seq: number;
+  leases: Lease[];
+  /** Round-robin pointers: block CIDR → last address handed out. */
+  lastAllocated: Record<string, string>;
+}
+
+export function emptySnapshot(): Snapshot {
+  return { format: SNAPSHOT_FORMAT, seq: 0, leases: [], lastAllocated: {} };
+}
+
+export function encodeRecord(record: JournalRecord): string {
+  const json = JSON.stringify(record);
+  return `${crc32(json).toString(16).padStart(8, '0')} ${json}\n`;
+}
+
+/** Decodes one line (without "\n"); undefined when torn or corrupt. */
+export function decodeRecord(line: string): JournalRecord | undefined {
+  if (line.length < 10 || line[8] !== ' ') return undefined;
+  const json = line.slice(9);
+  if (crc32(json).toString(16).padStart(8, '0') !== line.slice(0, 8)) return undefined;
+  try {
+    const r = JSON.parse(json) as JournalRecord;
+    if (typeof r.seq !== 'number' || (r.op !== 'allocate' && r.op !== 'release')) return undefined;
+    return r;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LoadedJournal {
+  snapshot: Snapshot;
+  /** Records newer than the snapshot, in order. */
+  records: JournalRecord[];
+  /** Bytes of torn/corrupt tail that were cut off (0 normally). */
+  truncatedBytes: number;
+}
+
+async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `data` to `path` atomically and durably: tmp file + fsync + rename + fsync dir. */
+export async function writeFileAtomic(dir: string, name: string, data: string): Promise<void> {
+  const tmp = join(dir, `${name}.tmp`);
+  const fh = await open(tmp, 'w', 0o600);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, name));
+  await fsyncDir(dir);
+}
+
+async function readSnapshot(dir: string): Promise<Snapshot> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, SNAPSHOT_FILE), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return emptySnapshot();
+    throw e;
+  }
+  // Written only by rename of a fully fsync'ed file: a parse failure is real corruption, and
+  // guessing would risk handing out an address twice, so refuse loudly.
+  let parsed: Snapshot;
+  try {
+    parsed = JSON.parse(text) as Snapshot;
+  } catch (e) {
+    throw new IpamError('CorruptStore', `lease snapshot ${join(dir, SNAPSHOT_FILE)} does not parse`, { cause: e });
+  }
+  if (parsed.format !== SNAPSHOT_FORMAT || !Array.isArray(parsed.leases) || typeof parsed.seq !== 'number') {
+    throw new IpamError('CorruptStore', `lease snapshot ${join(dir, SNAPSHOT_FILE)} has an unknown format`);
+  }
+  parsed.lastAllocated ??= {};
+  return parsed;
+}
+
+/** Reads snapshot + journal; cuts a torn journal tail off the file (durably). */
+export async function loadJournal(dir: string): Promise<LoadedJournal> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const snapshot = await readSnapshot(dir);
+  const path = join(dir, JOURNAL_FILE);
+  let buf: Buffer;
+  try {
+    buf = await readFile(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { snapshot, records: [], truncatedBytes: 0 };
+    throw e;
+  }
+  const records: JournalRecord[] = [];
+  let good = 0;
+  while (good < buf.length) {
+    const nl = buf.indexOf(0x0a, good);
+    if (nl < 0) break;
+    const record = decodeRecord(buf.toString('utf8', good, nl));
+    if (!record) break;
+    if (record.seq > snapshot.seq) records.push(record);
+    good = nl + 1;
+  }
+  const truncatedBytes = buf.length - good;
+  if (truncatedBytes > 0) {
+    const fh = await open(path, 'r+');
+    try {
+      await fh.truncate(good);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  }
+  return { snapshot, records, truncatedBytes };
+}
+
+/** The open journal file: appends batches of records durably. */
+export class JournalWriter {
+  private readonly dir: string;
+  private fh: FileHandle;
+  private recordCount: number;
+
+  private constructor(dir: string, fh: FileHandle, recordCount: number) {
+    this.dir = dir;
+    this.fh = fh;
+    this.recordCount = recordCount;
+  }
+
+  static async open(dir: string, existingRecords: number): Promise<JournalWriter> {
+    const fh = await open(join(dir, JOURNAL_FILE), 'a', 0o600);
+    return new JournalWriter(dir, fh, existingRecords);
+  }
+
+  /** Records in the journal since the last compaction. */
+  get records(): number {
+    return this.recordCount;
+  }
+
+  /** Appends the records with one write and one fdatasync; resolves once they are durable. */
+  async append(records: JournalRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    await this.fh.write(records.map(encodeRecord).join(''));
+    await this.fh.datasync();
+    this.recordCount += records.length;
+  }
+
+  /** Replaces snapshot + journal by `snapshot` (which must include every appended record). */
+  async compact(snapshot: Snapshot): Promise<void> {
+    await writeFileAtomic(this.dir, SNAPSHOT_FILE, JSON.stringify(snapshot));
+    // The snapshot is durable: the journal's records are all <= snapshot.seq and would be
+    // skipped on replay, so emptying it can crash at any point without harm.
+    await this.fh.close();
+    await writeFileAtomic(this.dir, JOURNAL_FILE, '');
+    this.fh = await open(join(this.dir, JOURNAL_FILE), 'a', 0o600);
+    this.recordCount = 0;
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close();
+  }
+}
+
+/** Deletes a store directory's files (uninstall / tests). */
+export async function removeStoreFiles(dir: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,229 @@
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { contains, gateway } from '../../../ipam/cidr.ts';
+import { IpamError } from '../../../ipam/errors.ts';
+import { JOURNAL_FILE, SNAPSHOT_FILE } from '../../../ipam/lease-journal.ts';
+import { LeaseStore } from '../../../ipam/lease-store.ts';
+import type { NodeBlock } from '../../../ipam/types.ts';
+
+function block(cidr: string): NodeBlock {
+  return { family: cidr.includes(':') ? 6 : 4, cidr, gateway: gateway(cidr) };
+}
+
+const V4 = block('10.244.3.0/24');
+const V6 = block('fd00:10:244:0:3::/80');
+
+let dir: string;
+const open: LeaseStore[] = [];
+async function openStore(blocks: NodeBlock[], extra: { compactAfter?: number; maxPending?: number } = {}) {
+  const s = await LeaseStore.open({ dir, blocks, ...extra });
+  open.push(s);
+  return s;
+}
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'edgemesh-ipam-unit-'));
+});
+afterEach(async () => {
+  for (const s of open.splice(0)) await s.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('LeaseStore allocation', () => {
+  it('hands out the first address after the gateway, with prefix and gateway', async () => {
+    const s = await openStore([V4]);
+    const lease = await s.allocate('c1', 'eth0');
+    expect(lease).toEqual({
+      containerId: 'c1',
+      ifname: 'eth0',
+      ips: [{ family: 4, address: '10.244.3.2', prefixLength: 24, gateway: '10.244.3.1' }],
+    });
+  });
+
+  it('is idempotent per attachment and distinct per ifname', async () => {
+    const s = await openStore([V4]);
+    const a = await s.allocate('c1', 'eth0');
+    expect(await s.allocate('c1', 'eth0')).toEqual(a);
+    const b = await s.allocate('c1', 'net1');
+    expect(b.ips[0]?.address).not.toBe(a.ips[0]?.address);
+    expect(s.get('c1', 'eth0')).toEqual(a);
+    expect(s.list()).toHaveLength(2);
+    expect(await s.release('c1', 'eth0')).toEqual(a);
+    expect(await s.release('c1', 'eth0')).toBeUndefined();
+    expect(s.get('c1', 'eth0')).toBeUndefined();
+  });
+
+  it('is round-robin: a released address is not handed out again at once', async () => {
+    const s = await openStore([V4]);
+    const a = await s.allocate('a', 'eth0');
+    await s.release('a', 'eth0');
+    const b = await s.allocate('b', 'eth0');
+    expect(b.ips[0]?.address).toBe('10.244.3.3');
+    expect(a.ips[0]?.address).toBe('10.244.3.2');
+  });
+
+  it('keeps the round-robin pointer across reopen', async () => {
+    let s = await openStore([V4]);
+    await s.allocate('a', 'eth0');
+    await s.release('a', 'eth0');
+    await s.close();
+    open.length = 0;
+    s = await openStore([V4]);
+    expect((await s.allocate('b', 'eth0')).ips[0]?.address).toBe('10.244.3.3');
+  });
+
+  it('wraps around and exhausts a block with a clear error, reserving network/gateway/broadcast', async () => {
+    const small = block('10.9.0.0/29'); // .0 network, .1 gateway, .7 broadcast → .2–.6 usable
+    const s = await openStore([small]);
+    const got: string[] = [];
+    for (let i = 0; i < 5; i++) got.push((await s.allocate(`c${i}`, 'eth0')).ips[0]?.address as string);
+    expect(got.sort()).toEqual(['10.9.0.2', '10.9.0.3', '10.9.0.4', '10.9.0.5', '10.9.0.6']);
+    const err = await s.allocate('c5', 'eth0').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IpamError);
+    expect((err as IpamError).message).toBe('no free address in 10.9.0.0/29 (5 in use)');
+    expect(s.usage()).toEqual([{ family: 4, cidr: '10.9.0.0/29', used: 5, capacity: 5 }]);
+    await s.release('c2', 'eth0');
+    expect((await s.allocate('c6', 'eth0')).ips[0]?.address).toBe('10.9.0.4');
+  });
+
+  it('gives one v4 and one v6 address per attachment (dual-stack)', async () => {
+    const s = await openStore([V4, V6]);
+    const lease = await s.allocate('c1', 'eth0');
+    expect(lease.ips).toEqual([
+      { family: 4, address: '10.244.3.2', prefixLength: 24, gateway: '10.244.3.1' },
+      { family: 6, address: 'fd00:10:244:0:3::2', prefixLength: 80, gateway: 'fd00:10:244:0:3::1' },
+    ]);
+    expect(s.usage().map((u) => u.used)).toEqual([1, 1]);
+    expect(s.usage()[1]?.capacity).toBe(2 ** 48 - 2);
+  });
+
+  it('is all-or-nothing when one family is exhausted', async () => {
+    const s = await openStore([block('10.9.0.0/30'), V6]); // v4: only .2 is allocatable
+    await s.allocate('c1', 'eth0');
+    await expect(s.allocate('c2', 'eth0')).rejects.toThrow('no free address in 10.9.0.0/30 (1 in use)');
+    expect(s.usage()).toEqual([
+      { family: 4, cidr: '10.9.0.0/30', used: 1, capacity: 1 },
+      { family: 6, cidr: 'fd00:10:244:0:3::/80', used: 1, capacity: 2 ** 48 - 2 },
+    ]);
+    expect(s.get('c2', 'eth0')).toBeUndefined();
+  });
+
+  it('GC releases everything not in the live list', async () => {
+    const s = await openStore([V4]);
+    for (const id of ['a', 'b', 'c', 'd']) await s.allocate(id, 'eth0');
+    const released = await s.gc([
+      { containerId: 'b', ifname: 'eth0' },
+      { containerId: 'd', ifname: 'eth0' },
+      { containerId: 'zzz', ifname: 'eth0' },
+    ]);
+    expect(released.map((l) => l.containerId).sort()).toEqual(['a', 'c']);
+    expect(
+      s
+        .list()
+        .map((l) => l.containerId)
+        .sort(),
+    ).toEqual(['b', 'd']);
+    await s.close();
+    open.length = 0;
+    const again = await openStore([V4]);
+    expect(
+      again
+        .list()
+        .map((l) => l.containerId)
+        .sort(),
+    ).toEqual(['b', 'd']);
+  });
+
+  it('rejects bad arguments clearly and refuses a second opener of the same directory', async () => {
+    const s = await openStore([V4]);
+    expect(() => s.allocate('', 'eth0')).toThrow(/containerId/);
+    expect(() => s.allocate('c', '')).toThrow(/ifname/);
+    await expect(LeaseStore.open({ dir, blocks: [V4] })).rejects.toThrow(/in use/);
+    await expect(LeaseStore.open({ dir, blocks: [] })).rejects.toThrow(/at least one node block/);
+  });
+
+  it('reports leases outside the blocks after the node block changed', async () => {
+    let s = await openStore([V4]);
+    await s.allocate('old', 'eth0');
+    await s.close();
+    open.length = 0;
+    s = await openStore([block('10.244.9.0/24')]);
+    expect(s.orphans().map((l) => l.containerId)).toEqual(['old']);
+    expect((await s.allocate('new', 'eth0')).ips[0]?.address).toBe('10.244.9.2');
+    await s.release('old', 'eth0');
+    expect(s.orphans()).toEqual([]);
+  });
+});
+
+describe('LeaseStore concurrency and persistence', () => {
+  it('1000 concurrent allocations on one node: 1000 distinct addresses, all present after reopen', async () => {
+    const big = block('10.250.0.0/20');
+    let s = await openStore([big, V6], { compactAfter: 300 });
+    const leases = await Promise.all(Array.from({ length: 1000 }, (_, i) => s.allocate(`pod-${i}`, 'eth0')));
+    const v4 = new Set(leases.map((l) => l.ips[0]?.address));
+    const v6 = new Set(leases.map((l) => l.ips[1]?.address));
+    expect(v4.size).toBe(1000);
+    expect(v6.size).toBe(1000);
+    for (const a of v4) expect(contains(big.cidr, a as string)).toBe(true);
+    await s.close();
+    open.length = 0;
+    s = await openStore([big, V6]);
+    expect(s.list()).toHaveLength(1000);
+    for (const l of leases) expect(s.get(l.containerId, l.ifname)).toEqual(l);
+    expect(s.usage().map((u) => u.used)).toEqual([1000, 1000]);
+  });
+
+  it('bounds the mutation queue', async () => {
+    const s = await openStore([block('10.250.0.0/20')], { maxPending: 10 });
+    const results = await Promise.allSettled(Array.from({ length: 50 }, (_, i) => s.allocate(`p${i}`, 'eth0')));
+    const busy = results.filter((r) => r.status === 'rejected');
+    expect(busy.length).toBeGreaterThan(0);
+    expect(String((busy[0] as PromiseRejectedResult).reason)).toMatch(/busy/);
+    const ok = results.filter((r) => r.status === 'fulfilled');
+    expect(s.list()).toHaveLength(ok.length);
+  });
+
+  it('compacts the journal into a snapshot and replays correctly', async () => {
+    let s = await openStore([V4], { compactAfter: 20 });
+    for (let i = 0; i < 60; i++) {
+      await s.allocate(`p${i}`, 'eth0');
+      if (i % 2 === 0) await s.release(`p${i}`, 'eth0');
+    }
+    const before = s.list();
+    await s.close();
+    open.length = 0;
+    const snap = JSON.parse(await readFile(join(dir, SNAPSHOT_FILE), 'utf8'));
+    expect(snap.seq).toBeGreaterThan(0);
+    const journalLines = (await readFile(join(dir, JOURNAL_FILE), 'utf8')).split('\n').filter(Boolean);
+    expect(journalLines.length).toBeLessThan(60);
+    s = await openStore([V4]);
+    expect(s.list().sort((a, b) => a.containerId.localeCompare(b.containerId))).toEqual(
+      before.sort((a, b) => a.containerId.localeCompare(b.containerId)),
+    );
+  });
+
+  it('cuts a torn tail but keeps every complete record', async () => {
+    let s = await openStore([V4]);
+    await s.allocate('a', 'eth0');
+    await s.allocate('b', 'eth0');
+    await s.close();
+    open.length = 0;
+    const path = join(dir, JOURNAL_FILE);
+    const text = await readFile(path, 'utf8');
+    await writeFile(path, `${text}0badc0de {"seq":3,"op":"allo`);
+    s = await openStore([V4]);
+    expect(s.list().map((l) => l.containerId)).toEqual(['a', 'b']);
+    expect((await s.allocate('c', 'eth0')).ips[0]?.address).toBe('10.244.3.4');
+    await s.close();
+    open.length = 0;
+    s = await openStore([V4]);
+    expect(s.list().map((l) => l.containerId)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('refuses a corrupt snapshot instead of guessing', async () => {
+    await writeFile(join(dir, SNAPSHOT_FILE), '{"format":');
+    await expect(LeaseStore.open({ dir, blocks: [V4] })).rejects.toThrow(/does not parse/);
+  });
+});
