@@ -1,0 +1,230 @@
+// The TUN device as the forwarder sees it: batches of Packets in, batches out, counters.
+// The native addon (dataplane/native/tun.c) does the syscalls on its own thread; this file
+// turns its batch buffers into Packet views (no copies) and keeps the statistics.
+import { createRequire } from 'node:module';
+import { type Packet, type PacketIO, VNET_HDR_LEN } from './types.ts';
+
+interface NativeHandle {
+  readonly name: string;
+  readonly offload: boolean;
+  readonly offloadFlags: string[];
+  readonly mtu: number;
+}
+
+interface NativeStats {
+  rxBatches: number;
+  rxReadErrors: number;
+  txErrors: number;
+  lastTxError: string | null;
+}
+
+interface NativeTun {
+  open(opts: { name: string; offload: boolean; mtu?: number; netns?: string }): NativeHandle;
+  start(h: NativeHandle, cb: (buf: ArrayBuffer | null, count: number, err?: string) => void): void;
+  write(h: NativeHandle, parts: Uint8Array[], partsPerPacket: 1 | 2, status: Uint8Array): number;
+  stats(h: NativeHandle): NativeStats;
+  close(h: NativeHandle): void;
+}
+
+let native: NativeTun | undefined;
+function loadNative(): NativeTun {
+  if (!native) {
+    const require = createRequire(import.meta.url);
+    try {
+      native = require('../build/edgemesh_tun.node') as NativeTun;
+    } catch (err) {
+      throw new Error(`the TUN addon is not built (run \`npm run build:native\`): ${(err as Error).message}`);
+    }
+  }
+  return native;
+}
+
+export interface TunOpenOptions {
+  /** Interface name (≤ 15 characters); an existing TUN is attached, otherwise one is created. */
+  name: string;
+  /** virtio_net_hdr + TSO/USO offloads (GSO super-packets). Default true. */
+  offload?: boolean;
+  /** Sets the interface MTU when given. */
+  mtu?: number;
+  /**
+   * Network namespace (a name under /var/run/netns or a path) to create the TUN in.
+   * Default: the process's current namespace. Only the open happens there; the fd works anywhere.
+   */
+  netns?: string;
+}
+
+export interface TunStats {
+  rxPackets: number;
+  rxBytes: number;
+  rxSuperPackets: number;
+  rxBatches: number;
+  txPackets: number;
+  txBytes: number;
+  txSuperPackets: number;
+  /** Read errors, refused writes and malformed records. */
+  errors: number;
+  lastTxError: string | null;
+}
+
+/** virtio_net_hdr gso_type values (the low 7 bits; 0x80 is the ECN flag). */
+export const GSO_NONE = 0;
+export const GSO_TCPV4 = 1;
+export const GSO_UDP = 3;
+export const GSO_TCPV6 = 4;
+export const GSO_UDP_L4 = 5;
+
+/** Reads the gso_type of a virtio_net_hdr without its ECN bit. */
+export function gsoType(vnet: Uint8Array): number {
+  return (vnet[1] ?? 0) & 0x7f;
+}
+
+// Shared header for packets of a TUN without offloads. Consumers must not write into it.
+const ZERO_VNET = new Uint8Array(VNET_HDR_LEN);
+
+export class TunDevice implements PacketIO {
+  readonly name: string;
+  readonly offload: boolean;
+  /** Offload features the kernel accepted, e.g. ['csum','tso4','tso6','uso4','uso6']. */
+  readonly offloadFlags: readonly string[];
+  /** MTU when opened; larger packets read from the TUN are GSO super-packets. */
+  readonly mtu: number;
+
+  readonly #native: NativeTun;
+  readonly #handle: NativeHandle;
+  #handler: ((batch: Packet[]) => void) | undefined;
+  #errorHandler: ((err: Error) => void) | undefined;
+  #started = false;
+  #closed = false;
+  #status = new Uint8Array(256);
+  #rxPackets = 0;
+  #rxBytes = 0;
+  #rxSuper = 0;
+  #txPackets = 0;
+  #txBytes = 0;
+  #txSuper = 0;
+  #localErrors = 0;
+
+  private constructor(nativeTun: NativeTun, handle: NativeHandle) {
+    this.#native = nativeTun;
+    this.#handle = handle;
+    this.name = handle.name;
+    this.offload = handle.offload;
+    this.offloadFlags = Object.freeze([...handle.offloadFlags]);
+    this.mtu = handle.mtu;
+  }
+
+  /** Opens (or attaches to) a TUN. Throws an Error whose message starts with the errno name. */
+  static open(opts: TunOpenOptions): TunDevice {
+    const n = loadNative();
+    const handle = n.open({
+      name: opts.name,
+      offload: opts.offload ?? true,
+      ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+      ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+    });
+    return new TunDevice(n, handle);
+  }
+
+  /** Sets the batch handler; the first call starts the reader thread. */
+  onBatch(handler: (batch: Packet[]) => void): void {
+    if (this.#closed) throw new Error(`EBADF: TUN ${this.name} is closed`);
+    this.#handler = handler;
+    if (this.#started) return;
+    this.#started = true;
+    this.#native.start(this.#handle, (buf, count, err) => this.#deliver(buf, count, err));
+  }
+
+  /** Called when the reader stops on an error (e.g. the interface was deleted). */
+  onError(handler: (err: Error) => void): void {
+    this.#errorHandler = handler;
+  }
+
+  #deliver(buf: ArrayBuffer | null, count: number, err?: string): void {
+    if (buf === null) {
+      this.#localErrors++;
+      this.#errorHandler?.(new Error(`${err ?? 'EIO'}: reading TUN ${this.name} stopped`));
+      return;
+    }
+    const view = new DataView(buf);
+    const hdr = this.offload ? VNET_HDR_LEN : 0;
+    const batch: Packet[] = [];
+    let off = 0;
+    for (let i = 0; i < count; i++) {
+      if (off + 4 > buf.byteLength) {
+        this.#localErrors++;
+        break;
+      }
+      const len = view.getUint32(off, true);
+      const start = off + 4;
+      off = start + len;
+      if (off > buf.byteLength || len <= hdr) {
+        this.#localErrors++;
+        break;
+      }
+      const vnet = hdr ? new Uint8Array(buf, start, hdr) : ZERO_VNET;
+      const data = new Uint8Array(buf, start + hdr, len - hdr);
+      this.#rxBytes += data.length;
+      if (data.length > this.mtu || (hdr && gsoType(vnet) !== GSO_NONE)) this.#rxSuper++;
+      batch.push({ vnet, data });
+    }
+    this.#rxPackets += batch.length;
+    if (batch.length > 0) this.#handler?.(batch);
+  }
+
+  /**
+   * Writes a batch; returns how many packets the kernel accepted. Refused packets (bad
+   * header, too big for a TUN without offloads, …) are counted in stats().errors.
+   */
+  write(batch: Packet[]): number {
+    if (this.#closed) throw new Error(`EBADF: TUN ${this.name} is closed`);
+    if (batch.length === 0) return 0;
+    if (this.#status.length < batch.length)
+      this.#status = new Uint8Array(Math.max(batch.length, 2 * this.#status.length));
+    const parts: Uint8Array[] = [];
+    const sent: Packet[] = [];
+    for (const p of batch) {
+      if (this.offload) {
+        if (p.vnet.length !== VNET_HDR_LEN) {
+          this.#localErrors++;
+          continue;
+        }
+        parts.push(p.vnet, p.data);
+      } else {
+        parts.push(p.data);
+      }
+      sent.push(p);
+    }
+    if (sent.length === 0) return 0;
+    const accepted = this.#native.write(this.#handle, parts, this.offload ? 2 : 1, this.#status);
+    for (let i = 0; i < sent.length; i++) {
+      if (this.#status[i] !== 1) continue;
+      const p = sent[i] as Packet;
+      this.#txPackets++;
+      this.#txBytes += p.data.length;
+      if (p.data.length > this.mtu || (this.offload && gsoType(p.vnet) !== GSO_NONE)) this.#txSuper++;
+    }
+    return accepted;
+  }
+
+  stats(): TunStats {
+    const s = this.#native.stats(this.#handle);
+    return {
+      rxPackets: this.#rxPackets,
+      rxBytes: this.#rxBytes,
+      rxSuperPackets: this.#rxSuper,
+      rxBatches: s.rxBatches,
+      txPackets: this.#txPackets,
+      txBytes: this.#txBytes,
+      txSuperPackets: this.#txSuper,
+      errors: this.#localErrors + s.rxReadErrors + s.txErrors,
+      lastTxError: s.lastTxError,
+    };
+  }
+
+  /** Stops the reader thread and closes the fd (a non-persistent TUN disappears). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#native.close(this.#handle);
+  }
+}

@@ -1,0 +1,221 @@
+// The TUN addon against the real kernel, inside namespaces this file creates.
+import { spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../../common/exec.ts';
+import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
+import { configureInterface, ensureRoute } from '../../../dataplane/host-net.ts';
+import { GSO_TCPV4, gsoType, TunDevice } from '../../../dataplane/tun-device.ts';
+import type { Packet } from '../../../dataplane/types.ts';
+import { VNET_HDR_LEN } from '../../../dataplane/types.ts';
+
+const prefix = runPrefix('emtun');
+const nsA = `${prefix}a`;
+const nsB = `${prefix}b`;
+const devices: TunDevice[] = [];
+const children: ReturnType<typeof spawn>[] = [];
+
+function track(t: TunDevice): TunDevice {
+  devices.push(t);
+  return t;
+}
+
+beforeAll(async () => {
+  await createNetns(nsA);
+  await createNetns(nsB);
+});
+
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const d of devices) d.close();
+  await deleteNetns(nsA);
+  await deleteNetns(nsB);
+});
+
+function checksum(buf: Uint8Array, start: number, end: number): number {
+  let sum = 0;
+  for (let i = start; i < end; i += 2) sum += ((buf[i] ?? 0) << 8) | (i + 1 < end ? (buf[i + 1] ?? 0) : 0);
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return ~sum & 0xffff;
+}
+
+/** Builds the echo reply for an IPv4 ICMP echo request, or undefined for anything else. */
+function echoReply(p: Packet): Packet | undefined {
+  const d = p.data;
+  if (d.length < 28 || d[0] >> 4 !== 4 || d[9] !== 1) return undefined;
+  const ihl = (d[0] & 0x0f) * 4;
+  if (d[ihl] !== 8) return undefined;
+  const r = Uint8Array.from(d);
+  r.set(d.subarray(16, 20), 12);
+  r.set(d.subarray(12, 16), 16);
+  r[8] = 64;
+  r[10] = 0;
+  r[11] = 0;
+  const ipSum = checksum(r, 0, ihl);
+  r[10] = ipSum >> 8;
+  r[11] = ipSum & 0xff;
+  r[ihl] = 0;
+  r[ihl + 2] = 0;
+  r[ihl + 3] = 0;
+  const icmpSum = checksum(r, ihl, r.length);
+  r[ihl + 2] = icmpSum >> 8;
+  r[ihl + 3] = icmpSum & 0xff;
+  return { vnet: new Uint8Array(VNET_HDR_LEN), data: r };
+}
+
+describe('TUN device', () => {
+  it('delivers a ping to JS and carries the reply written back', async () => {
+    const tun = track(TunDevice.open({ name: `${prefix}p`, netns: nsA, mtu: 1400 }));
+    expect(tun.offload).toBe(true);
+    expect(tun.offloadFlags).toEqual(expect.arrayContaining(['csum', 'tso4', 'tso6']));
+    expect(tun.mtu).toBe(1400);
+    await configureInterface({ dev: tun.name, address: '10.77.0.1/32', netns: nsA });
+    await ensureRoute({ dst: '10.77.1.0/24', dev: tun.name, src: '10.77.0.1' }, { netns: nsA });
+    const seen: Packet[] = [];
+    tun.onBatch((batch) => {
+      const replies: Packet[] = [];
+      for (const p of batch) {
+        const reply = echoReply(p);
+        if (!reply) continue;
+        seen.push({ vnet: Uint8Array.from(p.vnet), data: Uint8Array.from(p.data) });
+        replies.push(reply);
+      }
+      if (replies.length) expect(tun.write(replies)).toBe(replies.length);
+    });
+    const out = await runIn(nsA, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.77.1.5']);
+    expect(out).toMatch(/3 packets transmitted, 3 received/);
+    expect(seen.length).toBe(3);
+    const first = seen[0] as Packet;
+    expect(Array.from(first.data.subarray(12, 16))).toEqual([10, 77, 0, 1]);
+    expect(Array.from(first.data.subarray(16, 20))).toEqual([10, 77, 1, 5]);
+    const s = tun.stats();
+    expect(s.rxPackets).toBeGreaterThanOrEqual(3);
+    expect(s.txPackets).toBe(3);
+    expect(s.errors).toBe(0);
+    tun.close();
+  });
+
+  it('reads and writes GSO super-packets larger than the MTU for a TCP flow (iperf3 through a JS relay)', async () => {
+    const mtu = 1400;
+    const a = track(TunDevice.open({ name: `${prefix}ta`, netns: nsA, mtu }));
+    const b = track(TunDevice.open({ name: `${prefix}tb`, netns: nsB, mtu }));
+    await configureInterface({ dev: a.name, address: '10.78.0.1/32', netns: nsA });
+    await configureInterface({ dev: b.name, address: '10.78.0.2/32', netns: nsB });
+    await ensureRoute({ dst: '10.78.0.2', dev: a.name }, { netns: nsA });
+    await ensureRoute({ dst: '10.78.0.1', dev: b.name }, { netns: nsB });
+    let biggest: Packet | undefined;
+    a.onBatch((batch) => {
+      for (const p of batch) {
+        if (!biggest || p.data.length > biggest.data.length) {
+          biggest = { vnet: Uint8Array.from(p.vnet), data: Uint8Array.from(p.data) };
+        }
+      }
+      b.write(batch);
+    });
+    b.onBatch((batch) => a.write(batch));
+
+    const server = spawn('ip', ['netns', 'exec', nsB, 'iperf3', '-s', '-1', '-B', '10.78.0.2', '-p', '5201'], {
+      stdio: 'ignore',
+    });
+    children.push(server);
+    await new Promise((r) => setTimeout(r, 300));
+    const out = await runIn(nsA, 'iperf3', ['-c', '10.78.0.2', '-p', '5201', '-t', '2', '-J']);
+    const report = JSON.parse(out) as { end: { sum_received: { bytes: number } } };
+    expect(report.end.sum_received.bytes).toBeGreaterThan(1_000_000);
+
+    const sa = a.stats();
+    const sb = b.stats();
+    expect(sa.rxSuperPackets).toBeGreaterThan(0);
+    expect(sb.txSuperPackets).toBeGreaterThan(0);
+    expect(sb.txBytes).toBe(sa.rxBytes);
+    expect(sa.errors + sb.errors).toBe(0);
+    const big = biggest as Packet;
+    expect(big.data.length).toBeGreaterThan(mtu);
+    expect(gsoType(big.vnet)).toBe(GSO_TCPV4);
+    // gso_size (bytes 4-5, little endian on x86) is the MSS: below the MTU.
+    const gsoSize = (big.vnet[4] ?? 0) | ((big.vnet[5] ?? 0) << 8);
+    expect(gsoSize).toBeGreaterThan(0);
+    expect(gsoSize).toBeLessThan(mtu);
+    a.close();
+    b.close();
+  });
+
+  it('lets tcpdump on the TUN see the traffic', async () => {
+    const tun = track(TunDevice.open({ name: `${prefix}d`, netns: nsA }));
+    await configureInterface({ dev: tun.name, address: '10.79.0.1/32', netns: nsA });
+    await ensureRoute({ dst: '10.79.1.0/24', dev: tun.name }, { netns: nsA });
+    tun.onBatch((batch) => {
+      const replies = batch.map(echoReply).filter((p): p is Packet => p !== undefined);
+      if (replies.length) tun.write(replies);
+    });
+    const dump = spawn('ip', ['netns', 'exec', nsA, 'tcpdump', '-n', '-l', '-i', tun.name, '-c', '4', 'icmp'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    children.push(dump);
+    let text = '';
+    dump.stdout.setEncoding('utf8').on('data', (d: string) => {
+      text += d;
+    });
+    let listening = false;
+    dump.stderr.setEncoding('utf8').on('data', (d: string) => {
+      if (d.includes('listening')) listening = true;
+    });
+    for (let i = 0; i < 50 && !listening; i++) await new Promise((r) => setTimeout(r, 100));
+    await runIn(nsA, 'ping', ['-c', '2', '-i', '0.2', '-W', '2', '10.79.1.9']);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 3000);
+      dump.on('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    expect(text).toMatch(/10\.79\.0\.1 > 10\.79\.1\.9: ICMP echo request/);
+    expect(text).toMatch(/10\.79\.1\.9 > 10\.79\.0\.1: ICMP echo reply/);
+    tun.close();
+  });
+
+  it('gives clear errors: bad name, missing namespace, no permission', async () => {
+    expect(() => TunDevice.open({ name: 'this-name-is-far-too-long' })).toThrow(/^EINVAL: bad TUN name/);
+    expect(() => TunDevice.open({ name: 'a/b' })).toThrow(/^EINVAL/);
+    expect(() => TunDevice.open({ name: 'x', netns: `${prefix}missing` })).toThrow(
+      /^ENOENT: entering the network namespace failed/,
+    );
+    // Same call as an unprivileged user: TUNSETIFF needs CAP_NET_ADMIN.
+    const script = `import('${join(process.cwd(), 'dataplane/tun-device.ts')}').then((m) => {
+      try { m.TunDevice.open({ name: '${prefix}u' }); console.log('opened'); }
+      catch (e) { console.log(e.message); }
+    })`;
+    const out = await run('setpriv', [
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      process.execPath,
+      '--input-type=module',
+      '-e',
+      script,
+    ]);
+    // /dev/net/tun is 0666 on most hosts (then TUNSETIFF refuses), 0600 on some (then open does).
+    expect(out.trim()).toMatch(/^(EPERM: TUNSETIFF|EACCES: open \/dev\/net\/tun) failed/);
+  });
+
+  it('closes twice safely and leaks no fd or thread over 100 open/close cycles', () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const threads = () => readdirSync('/proc/self/task').length;
+    const warm = TunDevice.open({ name: `${prefix}w`, netns: nsA });
+    warm.onBatch(() => {});
+    warm.close();
+    warm.close();
+    expect(() => warm.write([{ vnet: new Uint8Array(10), data: new Uint8Array(20) }])).toThrow(/^EBADF/);
+    const fd0 = fds();
+    const th0 = threads();
+    for (let i = 0; i < 100; i++) {
+      const t = TunDevice.open({ name: `${prefix}l`, netns: nsA, offload: i % 2 === 0 });
+      t.onBatch(() => {});
+      t.close();
+      t.close();
+    }
+    expect(fds()).toBe(fd0);
+    expect(threads()).toBe(th0);
+  });
+});
