@@ -1,0 +1,169 @@
+// Software GSO: turns a super-packet (a TCP or UDP payload of up to 64 KiB with one set of
+// headers and a virtio_net_hdr saying how to cut it) into wire-sized packets, for a TUN
+// that has no offloads. Also completes a NEEDS_CSUM checksum for a plain packet. The
+// rules follow the kernel's tcp_gso_segment/__udp_gso_segment: sequence numbers advance
+// by gso_size, IPv4 ids increment, FIN/PSH only on the last segment, CWR only on the
+// first, every length and checksum recomputed.
+import { checksumOf, pseudoHeaderSum, setIpv4HeaderChecksum, sumWords } from './checksum.ts';
+import { type Packet, VNET_HDR_LEN } from './types.ts';
+
+export const VNET_F_NEEDS_CSUM = 1;
+export const VNET_F_DATA_VALID = 2;
+export const GSO_NONE = 0;
+export const GSO_TCPV4 = 1;
+export const GSO_UDP = 3;
+export const GSO_TCPV6 = 4;
+export const GSO_UDP_L4 = 5;
+export const GSO_ECN = 0x80;
+
+const PROTO_TCP = 6;
+const PROTO_UDP = 17;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+const TCP_CWR = 0x80;
+
+/** struct virtio_net_hdr (little-endian: the TUN uses the host's byte order, x86/arm64). */
+export interface VnetHeader {
+  flags: number;
+  /** gso_type without the ECN bit. */
+  gsoType: number;
+  ecn: boolean;
+  hdrLen: number;
+  gsoSize: number;
+  csumStart: number;
+  csumOffset: number;
+}
+
+export function readVnetHeader(vnet: Uint8Array): VnetHeader {
+  const u16 = (at: number) => (vnet.length >= at + 2 ? vnet[at]! | (vnet[at + 1]! << 8) : 0);
+  const gso = vnet[1] ?? 0;
+  return {
+    flags: vnet[0] ?? 0,
+    gsoType: gso & 0x7f,
+    ecn: (gso & GSO_ECN) !== 0,
+    hdrLen: u16(2),
+    gsoSize: u16(4),
+    csumStart: u16(6),
+    csumOffset: u16(8),
+  };
+}
+
+/** Whether the packet is a GSO super-packet (must be segmented for a TUN without offloads). */
+export function isGso(vnet: Uint8Array): boolean {
+  return ((vnet[1] ?? 0) & 0x7f) !== GSO_NONE;
+}
+
+/** Whether the packet's transport checksum is still partial (the receiver must complete it). */
+export function needsChecksum(vnet: Uint8Array): boolean {
+  return ((vnet[0] ?? 0) & VNET_F_NEEDS_CSUM) !== 0;
+}
+
+export type SegmentRejectReason = 'gso-unsupported' | 'gso-malformed' | 'csum-malformed';
+export type SegmentResult = { ok: true; packets: Packet[] } | { ok: false; reason: SegmentRejectReason };
+
+const reject = (reason: SegmentRejectReason): SegmentResult => ({ ok: false, reason });
+
+/**
+ * What a TUN without offloads can take: the packet itself (vnet all zero), its segments if
+ * it is a super-packet, or the packet with its checksum completed if it was partial.
+ * Completing a checksum writes into `packet.data` (the caller owns that buffer).
+ */
+export function toPlainPackets(packet: Packet): SegmentResult {
+  if (isGso(packet.vnet)) return segmentSuperPacket(packet);
+  if (needsChecksum(packet.vnet)) return completeChecksum(packet);
+  return { ok: true, packets: [packet] };
+}
+
+/** Completes a NEEDS_CSUM packet in place: ones'-complement sum from csum_start to the end. */
+export function completeChecksum(packet: Packet): SegmentResult {
+  const h = readVnetHeader(packet.vnet);
+  const data = packet.data;
+  const field = h.csumStart + h.csumOffset;
+  if (h.csumStart < 20 || field + 2 > data.length) return reject('csum-malformed');
+  // The field holds the pseudo-header sum already (that is what "partial" means).
+  let c = checksumOf(sumWords(data, h.csumStart, data.length));
+  if (c === 0) c = 0xffff; // as the kernel does (CSUM_MANGLED_0): 0 means "no checksum" to UDP
+  data[field] = c >> 8;
+  data[field + 1] = c & 0xff;
+  return { ok: true, packets: [{ vnet: new Uint8Array(VNET_HDR_LEN), data }] };
+}
+
+/** Cuts a TCPv4/TCPv6/UDP-L4 super-packet into gso_size pieces with complete headers. */
+export function segmentSuperPacket(packet: Packet): SegmentResult {
+  const h = readVnetHeader(packet.vnet);
+  const data = packet.data;
+  if (data.length < 20) return reject('gso-malformed');
+  const version = data[0]! >> 4;
+  const tcp = h.gsoType === GSO_TCPV4 || h.gsoType === GSO_TCPV6;
+  if (!tcp && h.gsoType !== GSO_UDP_L4) return reject('gso-unsupported'); // UFO (IP fragments) is not used by TUNs
+  if ((h.gsoType === GSO_TCPV4 && version !== 4) || (h.gsoType === GSO_TCPV6 && version !== 6)) {
+    return reject('gso-malformed');
+  }
+  if (version !== 4 && version !== 6) return reject('gso-malformed');
+  const ipLen = version === 4 ? (data[0]! & 0x0f) * 4 : 40;
+  const protocol = version === 4 ? data[9]! : data[6]!;
+  if (ipLen < 20 || data.length < ipLen + 8) return reject('gso-malformed');
+  // IPv6 extension headers before TCP/UDP would need walking; TUN super-packets carry none.
+  if (protocol !== (tcp ? PROTO_TCP : PROTO_UDP)) return reject(version === 6 ? 'gso-unsupported' : 'gso-malformed');
+  const l4Len = tcp ? (data[ipLen + 12]! >> 4) * 4 : 8;
+  const hdrLen = ipLen + l4Len;
+  const mss = h.gsoSize;
+  const payloadLen = data.length - hdrLen;
+  if (l4Len < 8 || (tcp && l4Len < 20) || payloadLen <= 0 || mss === 0) return reject('gso-malformed');
+
+  const src = version === 4 ? data.subarray(12, 16) : data.subarray(8, 24);
+  const dst = version === 4 ? data.subarray(16, 20) : data.subarray(24, 40);
+  const seq0 = readU32(data, ipLen + 4);
+  const id0 = version === 4 ? (data[4]! << 8) | data[5]! : 0;
+  const tcpFlags = data[ipLen + 13]!;
+  const count = Math.ceil(payloadLen / mss);
+  const checksumAt = ipLen + (tcp ? 16 : 6);
+  const packets: Packet[] = [];
+  for (let i = 0; i < count; i++) {
+    const from = hdrLen + i * mss;
+    const segPayload = Math.min(mss, data.length - from);
+    const seg = new Uint8Array(hdrLen + segPayload);
+    seg.set(data.subarray(0, hdrLen));
+    seg.set(data.subarray(from, from + segPayload), hdrLen);
+    if (version === 4) {
+      writeU16(seg, 2, seg.length);
+      writeU16(seg, 4, (id0 + i) & 0xffff);
+      setIpv4HeaderChecksum(seg, ipLen);
+    } else {
+      writeU16(seg, 4, seg.length - 40);
+    }
+    if (tcp) {
+      writeU32(seg, ipLen + 4, seq0 + i * mss);
+      let flags = tcpFlags;
+      if (i < count - 1) flags &= ~(TCP_FIN | TCP_PSH);
+      if (i > 0) flags &= ~TCP_CWR;
+      seg[ipLen + 13] = flags;
+    } else {
+      writeU16(seg, ipLen + 4, l4Len + segPayload);
+    }
+    seg[checksumAt] = 0;
+    seg[checksumAt + 1] = 0;
+    let c = checksumOf(sumWords(seg, ipLen, seg.length, pseudoHeaderSum(src, dst, protocol, l4Len + segPayload)));
+    if (!tcp && c === 0) c = 0xffff;
+    writeU16(seg, checksumAt, c);
+    packets.push({ vnet: new Uint8Array(VNET_HDR_LEN), data: seg });
+  }
+  return { ok: true, packets };
+}
+
+function readU32(b: Uint8Array, at: number): number {
+  return ((b[at]! << 24) | (b[at + 1]! << 16) | (b[at + 2]! << 8) | b[at + 3]!) >>> 0;
+}
+
+function writeU16(b: Uint8Array, at: number, v: number): void {
+  b[at] = (v >> 8) & 0xff;
+  b[at + 1] = v & 0xff;
+}
+
+function writeU32(b: Uint8Array, at: number, v: number): void {
+  const u = v >>> 0; // sequence numbers wrap modulo 2^32
+  b[at] = u >>> 24;
+  b[at + 1] = (u >>> 16) & 0xff;
+  b[at + 2] = (u >>> 8) & 0xff;
+  b[at + 3] = u & 0xff;
+}
