@@ -68,7 +68,13 @@ export async function removeAddress(opts: { dev: string; address: string } & Net
   try {
     await ip(['addr', 'del', opts.address, 'dev', opts.dev], opts);
   } catch (err) {
-    if (!(err instanceof CommandError && (isAlreadyGone(err.stderr) || /Cannot assign/.test(err.stderr)))) throw err;
+    if (
+      !(
+        err instanceof CommandError &&
+        (isAlreadyGone(err.stderr) || /Cannot assign|address not found/.test(err.stderr))
+      )
+    )
+      throw err;
   }
 }
 
@@ -126,7 +132,14 @@ export async function listRoutes(
   const table = opts.table === undefined ? [] : ['table', String(opts.table)];
   const routes: RouteSpec[] = [];
   for (const family of ['-4', '-6']) {
-    const out = await ip(['-j', family, 'route', 'show', 'dev', dev, ...table], opts);
+    let out: string;
+    try {
+      out = await ip(['-j', family, 'route', 'show', 'dev', dev, ...table], opts);
+    } catch (err) {
+      // A table nobody has put a route in yet does not exist for the kernel: it is empty.
+      if (err instanceof CommandError && /table does not exist/i.test(err.stderr)) continue;
+      throw err;
+    }
     const parsed = (out.trim() ? JSON.parse(out) : []) as IpJsonRoute[];
     for (const r of parsed) {
       // Kernel-made routes (IPv6 link-local, multicast) are not ours to manage.
