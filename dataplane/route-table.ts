@@ -146,6 +146,11 @@ export class RouteTable<T> {
     this.routes.set(p.text, value);
   }
 
+  /** The value of exactly `cidr` (not a longest-prefix match), or undefined. */
+  get(cidr: string): T | undefined {
+    return this.routes.get(parseCidr(cidr).text);
+  }
+
   /** Removes the route for exactly `cidr`; returns whether there was one. */
   remove(cidr: string): boolean {
     const p = parseCidr(cidr);

@@ -1,0 +1,344 @@
+// The forwarder: the loop between the TUN and the peers' tunnel streams.
+//
+// Outbound: a TUN batch → parse → LPM(dst) → group per peer → one frame, one link.send()
+// per peer per batch. Inbound: a peer's stream bytes → frame decoder → policy (src inside
+// that peer's pod CIDRs, dst inside ours) → segmentation only if our TUN has no offloads →
+// one tun.write(). Nothing waits without bound: a peer whose link is not up yet gets a few
+// frames held (maxQueuedFramesPerPeer), everything else that cannot go is dropped and
+// counted by reason, like a NIC queue.
+import { type Logger, logger } from '../common/log.ts';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  encodeFrame,
+  FRAME_HEADER_LEN,
+  FrameDecoder,
+  FrameError,
+  PACKET_HEADER_LEN,
+} from './frame-codec.ts';
+import { parsePacket } from './packet.ts';
+import { parseCidr, RouteTable } from './route-table.ts';
+import { isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
+import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
+
+/** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
+export type CaptureDirection = 'tx' | 'rx';
+
+/** Receives a view of every forwarded packet (pcap capture); must copy what it keeps. */
+export interface CaptureSink {
+  offer(packet: Packet, meta: { peer: string; direction: CaptureDirection }): void;
+}
+
+export interface ForwarderOptions {
+  tun: PacketIO;
+  /** This node's pod CIDRs: inbound packets must be addressed inside them. */
+  localCidrs: string[];
+  /** Frames held for a peer whose link is not attached yet (default 16); more are dropped. */
+  maxQueuedFramesPerPeer?: number;
+  /** Largest frame sent or accepted (default 4 MiB); a batch is split to stay below it. */
+  maxFrameBytes?: number;
+  /** Asks the overlay to connect to a peer that has traffic but no link (at most once a second per peer). */
+  onPeerNeeded?: (node: string) => void;
+  capture?: CaptureSink;
+  logger?: Logger;
+}
+
+export interface PeerCounters {
+  txPackets: number;
+  txBytes: number;
+  rxPackets: number;
+  rxBytes: number;
+  drops: number;
+}
+
+export interface ForwarderStats {
+  peers: Record<string, PeerCounters>;
+  drops: Record<string, number>;
+}
+
+interface PeerState {
+  readonly node: string;
+  cidrs: string[];
+  link: PeerLink | undefined;
+  decoder: FrameDecoder;
+  /** Frames (and their packet counts) waiting for a link. */
+  pending: { frame: Uint8Array; packets: number; bytes: number }[];
+  lastNeededAt: number;
+  counters: PeerCounters;
+}
+
+const PEER_NEEDED_INTERVAL_MS = 1000;
+
+export class Forwarder {
+  private readonly tun: PacketIO;
+  private readonly maxQueuedFrames: number;
+  private readonly maxFrameBytes: number;
+  private readonly onPeerNeeded: ((node: string) => void) | undefined;
+  private readonly log: Logger;
+  private readonly peers = new Map<string, PeerState>();
+  /** Pod CIDR → peer: outbound next hop, and inbound source check. */
+  private readonly routes = new RouteTable<PeerState>();
+  private local = new RouteTable<true>();
+  private readonly captures = new Set<CaptureSink>();
+  private readonly drops: Record<string, number> = {};
+
+  constructor(opts: ForwarderOptions) {
+    this.tun = opts.tun;
+    this.maxQueuedFrames = opts.maxQueuedFramesPerPeer ?? 16;
+    this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+    this.onPeerNeeded = opts.onPeerNeeded;
+    this.log = opts.logger ?? logger('forwarder');
+    if (opts.capture) this.captures.add(opts.capture);
+    this.setLocalCidrs(opts.localCidrs);
+    this.tun.onBatch((batch) => this.forwardOutbound(batch));
+  }
+
+  /** Replaces this node's pod CIDRs (inbound destinations allowed). Throws CidrError on a bad CIDR. */
+  setLocalCidrs(cidrs: string[]): void {
+    const table = new RouteTable<true>();
+    for (const c of cidrs) table.insert(c, true);
+    this.local = table;
+  }
+
+  /** Adds a peer or replaces its pod CIDRs. All CIDRs are checked before anything changes. */
+  setPeer(node: string, podCidrs: string[]): void {
+    const canonical = podCidrs.map((c) => parseCidr(c).text);
+    let peer = this.peers.get(node);
+    if (!peer) {
+      peer = {
+        node,
+        cidrs: [],
+        link: undefined,
+        decoder: new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }),
+        pending: [],
+        lastNeededAt: Number.NEGATIVE_INFINITY,
+        counters: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: 0 },
+      };
+      this.peers.set(node, peer);
+    }
+    this.unrouteCidrs(peer);
+    for (const cidr of canonical) {
+      const other = this.routes.get(cidr);
+      if (other && other !== peer) {
+        this.log.warn({ cidr, node, previous: other.node }, 'pod CIDR moves to another peer');
+        other.cidrs = other.cidrs.filter((c) => c !== cidr);
+      }
+      this.routes.insert(cidr, peer);
+    }
+    peer.cidrs = canonical;
+  }
+
+  /** Forgets a peer: its routes, its link and anything held for it. */
+  removePeer(node: string): void {
+    const peer = this.peers.get(node);
+    if (!peer) return;
+    this.unrouteCidrs(peer);
+    this.dropPending(peer, 'peer-removed');
+    this.peers.delete(node);
+  }
+
+  /** The peer's tunnel stream is up: frames held for it go now, in order. */
+  attachLink(node: string, link: PeerLink): void {
+    const peer = this.peers.get(node);
+    if (!peer) throw new Error(`attachLink: unknown peer ${node} (call setPeer first)`);
+    peer.link = link;
+    const held = peer.pending;
+    peer.pending = [];
+    for (const f of held) this.sendFrame(peer, f.frame, f.packets, f.bytes);
+  }
+
+  /** The peer's stream is gone: later traffic asks for a new one; a half-received frame is discarded. */
+  detachLink(node: string): void {
+    const peer = this.peers.get(node);
+    if (!peer) return;
+    peer.link = undefined;
+    this.resetReceiver(peer);
+  }
+
+  addCapture(capture: CaptureSink): void {
+    this.captures.add(capture);
+  }
+
+  removeCapture(capture: CaptureSink): void {
+    this.captures.delete(capture);
+  }
+
+  /**
+   * Bytes from `node`'s tunnel stream. Throws FrameError (after counting it) when the stream
+   * is not valid frame data: the caller must reset that stream.
+   */
+  receive(node: string, chunk: Uint8Array): void {
+    const peer = this.peers.get(node);
+    if (!peer) {
+      this.count('unknown-peer', 1);
+      return;
+    }
+    let packets: Packet[];
+    try {
+      packets = peer.decoder.push(chunk);
+    } catch (err) {
+      this.count('bad-frame', 1);
+      peer.counters.drops++;
+      this.resetReceiver(peer);
+      if (err instanceof FrameError) this.log.warn({ node, err: err.message }, 'bad frame from peer: stream reset');
+      throw err;
+    }
+    if (packets.length > 0) this.forwardInbound(peer, packets);
+  }
+
+  stats(): ForwarderStats {
+    const peers: Record<string, PeerCounters> = {};
+    for (const [node, p] of this.peers) peers[node] = { ...p.counters };
+    return { peers, drops: { ...this.drops } };
+  }
+
+  private forwardOutbound(batch: Packet[]): void {
+    const groups = new Map<PeerState, Packet[]>();
+    for (const p of batch) {
+      const h = parsePacket(p.data, { gso: isGso(p.vnet) });
+      if (!h.ok) {
+        this.count(`malformed-${h.reason}`, 1);
+        continue;
+      }
+      const peer = h.version === 4 ? this.routes.lookupV4(h.dst4) : this.routes.lookupV6(h.dstBytes);
+      if (!peer) {
+        this.count('no-route', 1);
+        continue;
+      }
+      const group = groups.get(peer);
+      if (group) group.push(p);
+      else groups.set(peer, [p]);
+    }
+    for (const [peer, packets] of groups) this.sendPackets(peer, packets);
+  }
+
+  /** Frames `packets` (split only if they exceed maxFrameBytes) and sends or holds them. */
+  private sendPackets(peer: PeerState, packets: Packet[]): void {
+    let start = 0;
+    while (start < packets.length) {
+      let end = start;
+      let bytes = 0;
+      let size = FRAME_HEADER_LEN;
+      while (end < packets.length) {
+        const p = packets[end]!;
+        const add = PACKET_HEADER_LEN + p.vnet.length + p.data.length;
+        if (end > start && size + add > this.maxFrameBytes) break;
+        size += add;
+        bytes += p.data.length;
+        end++;
+      }
+      const slice = packets.slice(start, end);
+      if (this.captures.size > 0) for (const p of slice) this.capture(p, peer, 'tx');
+      this.sendFrame(peer, encodeFrame(slice), slice.length, bytes);
+      start = end;
+    }
+  }
+
+  private sendFrame(peer: PeerState, frame: Uint8Array, packets: number, bytes: number): void {
+    if (peer.link) {
+      if (peer.link.send(frame)) {
+        peer.counters.txPackets += packets;
+        peer.counters.txBytes += bytes;
+      } else {
+        this.countPeer(peer, 'link-full', packets);
+      }
+      return;
+    }
+    const now = performance.now();
+    if (this.onPeerNeeded && now - peer.lastNeededAt >= PEER_NEEDED_INTERVAL_MS) {
+      peer.lastNeededAt = now;
+      try {
+        this.onPeerNeeded(peer.node);
+      } catch (err) {
+        this.log.error({ node: peer.node, err: String(err) }, 'onPeerNeeded failed');
+      }
+    }
+    if (peer.pending.length < this.maxQueuedFrames) peer.pending.push({ frame, packets, bytes });
+    else this.countPeer(peer, 'no-link', packets);
+  }
+
+  private forwardInbound(peer: PeerState, packets: Packet[]): void {
+    const out: Packet[] = [];
+    for (const received of packets) {
+      let p = received;
+      if (p.vnet.length !== VNET_HDR_LEN) {
+        if (p.vnet.length !== 0) {
+          this.countPeer(peer, 'bad-vnet-header', 1);
+          continue;
+        }
+        p = { vnet: new Uint8Array(VNET_HDR_LEN), data: p.data }; // a peer without offloads
+      }
+      const h = parsePacket(p.data, { gso: isGso(p.vnet) });
+      if (!h.ok) {
+        this.countPeer(peer, `malformed-${h.reason}`, 1);
+        continue;
+      }
+      const owner = h.version === 4 ? this.routes.lookupV4(h.src4) : this.routes.lookupV6(h.srcBytes);
+      if (owner !== peer) {
+        this.countPeer(peer, 'spoofed-source', 1);
+        continue;
+      }
+      const local = h.version === 4 ? this.local.lookupV4(h.dst4) : this.local.lookupV6(h.dstBytes);
+      if (!local) {
+        this.countPeer(peer, 'not-local-destination', 1);
+        continue;
+      }
+      peer.counters.rxPackets++;
+      peer.counters.rxBytes += p.data.length;
+      if (this.captures.size > 0) this.capture(p, peer, 'rx');
+      if (!this.tun.offload && (isGso(p.vnet) || needsChecksum(p.vnet))) {
+        const plain = toPlainPackets(p);
+        if (!plain.ok) {
+          this.countPeer(peer, plain.reason, 1);
+          continue;
+        }
+        for (const s of plain.packets) out.push(s);
+      } else {
+        out.push(p);
+      }
+    }
+    if (out.length === 0) return;
+    let written = 0;
+    try {
+      written = this.tun.write(out);
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'TUN write failed');
+    }
+    if (written < out.length) this.countPeer(peer, 'tun-write', out.length - written);
+  }
+
+  private capture(packet: Packet, peer: PeerState, direction: CaptureDirection): void {
+    for (const c of this.captures) {
+      try {
+        c.offer(packet, { peer: peer.node, direction });
+      } catch (err) {
+        // A broken capture must not stop forwarding: detach it.
+        this.captures.delete(c);
+        this.log.error({ err: String(err) }, 'capture failed and was removed');
+      }
+    }
+  }
+
+  private resetReceiver(peer: PeerState): void {
+    peer.decoder = new FrameDecoder({ maxFrameBytes: this.maxFrameBytes });
+  }
+
+  private unrouteCidrs(peer: PeerState): void {
+    for (const cidr of peer.cidrs) if (this.routes.get(cidr) === peer) this.routes.remove(cidr);
+    peer.cidrs = [];
+  }
+
+  private dropPending(peer: PeerState, reason: string): void {
+    const n = peer.pending.reduce((sum, f) => sum + f.packets, 0);
+    peer.pending = [];
+    if (n > 0) this.countPeer(peer, reason, n);
+  }
+
+  private countPeer(peer: PeerState, reason: string, n: number): void {
+    peer.counters.drops += n;
+    this.count(reason, n);
+  }
+
+  private count(reason: string, n: number): void {
+    this.drops[reason] = (this.drops[reason] ?? 0) + n;
+  }
+}
