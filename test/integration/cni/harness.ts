@@ -1,0 +1,215 @@
+// Shared set-up for the CNI integration tests: a "node" namespace created by the test, the
+// CNI server (cni/standalone.ts) running inside it, pod namespaces, and the real C client
+// called exactly as a container runtime calls it (env + stdin, stdout + exit code).
+// Everything carries a per-run prefix and is removed by cleanup(), also after failures.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../../../common/exec.ts';
+import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLIENT = join(ROOT, 'build', 'edgemesh');
+export const REFERENCE_PLUGINS = '/usr/lib/cni';
+
+/** Builds the C client when it is missing or older than its source. */
+export async function ensureClient(): Promise<void> {
+  const source = join(ROOT, 'cni', 'client', 'edgemesh.c');
+  if (existsSync(CLIENT) && statSync(CLIENT).mtimeMs >= statSync(source).mtimeMs) return;
+  await run(process.execPath, [join(ROOT, 'scripts', 'build-native.mjs')]);
+}
+
+export interface ClientResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  json: Record<string, unknown> | undefined;
+}
+
+/** Runs an executable CNI plugin (ours or a reference one) the way a runtime does. */
+export function execPlugin(
+  file: string,
+  env: Record<string, string>,
+  stdin: string,
+  opts: { netns?: string } = {},
+): Promise<ClientResult> {
+  const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, file]] : [file, []];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args as string[], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      let json: Record<string, unknown> | undefined;
+      try {
+        json = stdout.trim() ? JSON.parse(stdout) : undefined;
+      } catch {
+        json = undefined;
+      }
+      resolve({ code: code ?? -1, stdout, stderr, json });
+    });
+    child.stdin.end(stdin);
+  });
+}
+
+export interface Attachment {
+  containerId: string;
+  netns: string;
+  ifname: string;
+}
+
+export function cniEnv(command: string, a?: Attachment): Record<string, string> {
+  return {
+    CNI_COMMAND: command,
+    CNI_PATH: REFERENCE_PLUGINS,
+    ...(a ? { CNI_CONTAINERID: a.containerId, CNI_NETNS: a.netns, CNI_IFNAME: a.ifname } : {}),
+  };
+}
+
+export interface CniNode {
+  prefix: string;
+  node: string;
+  socket: string;
+  stateDir: string;
+  v4Block: string;
+  v6Block: string;
+  /** Network config for our plugin at `cniVersion`, with the socket path. */
+  conf(cniVersion: string, extra?: Record<string, unknown>): string;
+  /** Calls the C client. */
+  client(command: string, a: Attachment | undefined, stdin: string): Promise<ClientResult>;
+  /** Creates a pod namespace (removed by cleanup) and returns its attachment. */
+  pod(name: string, ifname?: string): Promise<Attachment>;
+  /** Creates an extra namespace that cleanup removes. */
+  netns(name: string): Promise<string>;
+  stopServer(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function startCniNode(
+  opts: { clusterCidrs?: string[]; masquerade?: boolean; v4Block?: string; v6Block?: string | null } = {},
+): Promise<CniNode> {
+  await ensureClient();
+  const prefix = runPrefix('cn');
+  const node = `${prefix}node`;
+  const stateDir = join('/tmp', `${prefix}cni`);
+  const socket = join(stateDir, 'cni.sock');
+  const namespaces = [node];
+  const v4Block = opts.v4Block ?? '10.244.7.0/24';
+  const v6Block = opts.v6Block === null ? '' : (opts.v6Block ?? 'fd00:10:244:7::/64');
+  let server: ChildProcess | undefined;
+  const cleanup = async () => {
+    await stopServer();
+    for (const ns of namespaces) await deleteNetns(ns);
+    await rm(stateDir, { recursive: true, force: true });
+  };
+  const stopServer = async () => {
+    const s = server;
+    server = undefined;
+    if (!s || s.exitCode !== null) return;
+    const exited = new Promise((r) => s.once('exit', r));
+    s.kill('SIGTERM');
+    const timer = setTimeout(() => s.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(timer);
+  };
+  try {
+    await createNetns(node);
+    await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    const args = [
+      'netns',
+      'exec',
+      node,
+      process.execPath,
+      join(ROOT, 'cni', 'standalone.ts'),
+      '--socket',
+      socket,
+      '--state-dir',
+      join(stateDir, 'ipam'),
+      '--block',
+      v4Block,
+      ...(v6Block ? ['--block', v6Block] : []),
+      ...(opts.clusterCidrs ?? []).flatMap((c) => ['--cluster-cidr', c]),
+      ...(opts.masquerade === false ? ['--no-masquerade'] : []),
+    ];
+    server = spawn('ip', args, {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' },
+    });
+    const s = server;
+    let output = '';
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`CNI server did not start: ${output}`)), 30_000);
+      const onData = (d: Buffer) => {
+        output += d.toString();
+        if (output.includes('ready\n')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+      s.stdout!.on('data', onData);
+      s.stderr!.on('data', (d: Buffer) => {
+        output += d.toString();
+      });
+      s.once('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`CNI server exited (${code}): ${output}`));
+      });
+    });
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  return {
+    prefix,
+    node,
+    socket,
+    stateDir,
+    v4Block,
+    v6Block,
+    conf: (cniVersion, extra = {}) =>
+      JSON.stringify({ cniVersion, name: 'edgemesh-test', type: 'edgemesh', socket, ...extra }),
+    client: (command, a, stdin) => execPlugin(CLIENT, cniEnv(command, a), stdin),
+    pod: async (name, ifname = 'eth0') => {
+      const ns = `${prefix}${name}`;
+      namespaces.push(ns);
+      await createNetns(ns);
+      return { containerId: `${prefix}${name}-${Date.now()}`, netns: `/var/run/netns/${ns}`, ifname };
+    },
+    netns: async (name) => {
+      const ns = `${prefix}${name}`;
+      namespaces.push(ns);
+      await createNetns(ns);
+      return ns;
+    },
+    stopServer,
+    cleanup,
+  };
+}
+
+/** Pings from inside a namespace (path of a pod netns or a name); true when answered. */
+export async function ping(netnsPath: string, address: string): Promise<boolean> {
+  try {
+    await run('nsenter', [`--net=${netnsPath}`, 'ping', '-c', '1', '-W', '2', address]);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Interface names in a named namespace. */
+export async function links(ns: string): Promise<string[]> {
+  const out = JSON.parse(await run('ip', ['-n', ns, '-j', 'link', 'show'])) as { ifname: string }[];
+  return out.map((l) => l.ifname);
+}
+
+export function nsName(path: string): string {
+  return path.split('/').pop()!;
+}
