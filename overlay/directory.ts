@@ -1,0 +1,209 @@
+// The peer directory: what this node knows about every other cluster node, fed from the
+// Node objects' annotations (overlay/annotations.ts). A Node whose annotations are missing
+// or invalid is ignored with a reason (it may simply not have started its agent yet); it
+// never throws out of upsertFromNode, because one bad Node must not stop the watch.
+import { EventEmitter } from 'node:events';
+import { peerIdFromString } from '@libp2p/peer-id';
+import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
+import ipaddr from 'ipaddr.js';
+import { ipOf, isCircuit, isPublicIp } from './addresses.ts';
+import { Annotations, Labels } from './annotations.ts';
+
+export interface PeerInfo {
+  node: string;
+  peerId: string;
+  multiaddrs: Multiaddr[];
+  podCidrs: string[];
+  site: string;
+  nodeIp: string;
+  punchPort?: number;
+  relay: boolean;
+  /** The multiaddrs whose IP is public (routable across sites): a direct dial target. */
+  publicAddrs: Multiaddr[];
+}
+
+export interface NodeLike {
+  name: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+export type UpsertResult =
+  | { ok: true; peer: PeerInfo; change: 'added' | 'updated' | 'unchanged' }
+  | { ok: false; reason: string };
+
+export interface PeerDirectoryEvents {
+  'peer:added': [PeerInfo];
+  'peer:updated': [PeerInfo, PeerInfo];
+  'peer:removed': [PeerInfo];
+  'peer:ignored': [string, string];
+}
+
+export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
+  readonly #byNode = new Map<string, PeerInfo>();
+  readonly #byPeerId = new Map<string, PeerInfo>();
+  /** Why each ignored node was ignored (for status/logs). */
+  readonly ignored = new Map<string, string>();
+
+  upsertFromNode(node: NodeLike): UpsertResult {
+    const parsed = parsePeerInfo(node);
+    if (!parsed.ok) {
+      this.ignored.set(node.name, parsed.reason);
+      // A node that became invalid must not keep its old (possibly stale) entry.
+      this.remove(node.name);
+      this.emit('peer:ignored', node.name, parsed.reason);
+      return parsed;
+    }
+    this.ignored.delete(node.name);
+    const peer = parsed.peer;
+    const owner = this.#byPeerId.get(peer.peerId);
+    if (owner !== undefined && owner.node !== peer.node) {
+      const reason = `peer ID ${peer.peerId} is already published by node ${owner.node}`;
+      this.ignored.set(node.name, reason);
+      this.emit('peer:ignored', node.name, reason);
+      return { ok: false, reason };
+    }
+    const previous = this.#byNode.get(peer.node);
+    if (previous !== undefined && samePeer(previous, peer)) return { ok: true, peer: previous, change: 'unchanged' };
+    if (previous !== undefined) this.#byPeerId.delete(previous.peerId);
+    this.#byNode.set(peer.node, peer);
+    this.#byPeerId.set(peer.peerId, peer);
+    if (previous === undefined) this.emit('peer:added', peer);
+    else this.emit('peer:updated', peer, previous);
+    return { ok: true, peer, change: previous === undefined ? 'added' : 'updated' };
+  }
+
+  remove(name: string): boolean {
+    const peer = this.#byNode.get(name);
+    if (peer === undefined) return false;
+    this.#byNode.delete(name);
+    this.#byPeerId.delete(peer.peerId);
+    this.emit('peer:removed', peer);
+    return true;
+  }
+
+  get(name: string): PeerInfo | undefined {
+    return this.#byNode.get(name);
+  }
+
+  byPeerId(peerId: string): PeerInfo | undefined {
+    return this.#byPeerId.get(peerId);
+  }
+
+  has(peerId: string): boolean {
+    return this.#byPeerId.has(peerId);
+  }
+
+  list(): PeerInfo[] {
+    return [...this.#byNode.values()];
+  }
+
+  relays(): PeerInfo[] {
+    return this.list().filter((p) => p.relay && p.publicAddrs.length > 0);
+  }
+}
+
+function samePeer(a: PeerInfo, b: PeerInfo): boolean {
+  return JSON.stringify(describe(a)) === JSON.stringify(describe(b));
+}
+
+function describe(p: PeerInfo): unknown {
+  return { ...p, multiaddrs: p.multiaddrs.map(String), publicAddrs: p.publicAddrs.map(String) };
+}
+
+/** Parses one Node's annotations; pure, exported for tests. */
+export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { ok: false; reason: string } {
+  const ann = node.annotations ?? {};
+  const labels = node.labels ?? {};
+  const fail = (reason: string) => ({ ok: false as const, reason: `node ${node.name}: ${reason}` });
+
+  const peerIdText = ann[Annotations.peerId];
+  if (!peerIdText) return fail(`no ${Annotations.peerId} annotation (agent not started yet?)`);
+  try {
+    peerIdFromString(peerIdText);
+  } catch {
+    return fail(`${Annotations.peerId} "${peerIdText}" is not a libp2p peer ID`);
+  }
+
+  let rawAddrs: unknown;
+  try {
+    rawAddrs = JSON.parse(ann[Annotations.multiaddrs] ?? '[]');
+  } catch {
+    return fail(`${Annotations.multiaddrs} is not JSON`);
+  }
+  if (!Array.isArray(rawAddrs) || !rawAddrs.every((a) => typeof a === 'string')) {
+    return fail(`${Annotations.multiaddrs} must be a JSON array of strings`);
+  }
+  const multiaddrs: Multiaddr[] = [];
+  for (const text of rawAddrs as string[]) {
+    try {
+      multiaddrs.push(multiaddr(text));
+    } catch {
+      return fail(`${Annotations.multiaddrs} holds an invalid multiaddr "${text}"`);
+    }
+  }
+
+  const podCidrs = (ann[Annotations.podCidrs] ?? '')
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean);
+  for (const cidr of podCidrs) {
+    if (!ipaddr.isValidCIDR(cidr)) return fail(`${Annotations.podCidrs} holds an invalid CIDR "${cidr}"`);
+  }
+
+  const site = ann[Annotations.site] ?? labels[Labels.site] ?? '';
+  if (!site) return fail(`no site (${Annotations.site} annotation or label)`);
+
+  const nodeIp = ann[Annotations.nodeIp] ?? '';
+  if (!ipaddr.isValid(nodeIp)) return fail(`${Annotations.nodeIp} "${nodeIp}" is not an IP address`);
+
+  let punchPort: number | undefined;
+  const punchText = ann[Annotations.punchPort];
+  if (punchText !== undefined && punchText !== '') {
+    punchPort = Number(punchText);
+    if (!Number.isInteger(punchPort) || punchPort < 1 || punchPort > 65535) {
+      return fail(`${Annotations.punchPort} "${punchText}" is not a TCP port`);
+    }
+  }
+
+  const relay = labels[Labels.relay] === 'true';
+  const publicAddrs = multiaddrs.filter((ma) => {
+    const ip = ipOf(ma);
+    return ip !== undefined && isPublicIp(ip) && !isCircuit(ma);
+  });
+  if (relay && publicAddrs.length === 0) return fail('labelled as relay but publishes no public multiaddr');
+
+  return {
+    ok: true,
+    peer: {
+      node: node.name,
+      peerId: peerIdText,
+      multiaddrs,
+      podCidrs,
+      site,
+      nodeIp,
+      ...(punchPort === undefined ? {} : { punchPort }),
+      relay,
+      publicAddrs,
+    },
+  };
+}
+
+/** The annotations/labels a node publishes for itself (the inverse of parsePeerInfo). */
+export function peerAnnotations(p: {
+  peerId: string;
+  multiaddrs: string[];
+  podCidrs: string[];
+  site: string;
+  nodeIp: string;
+  punchPort?: number;
+}): Record<string, string> {
+  return {
+    [Annotations.peerId]: p.peerId,
+    [Annotations.multiaddrs]: JSON.stringify(p.multiaddrs),
+    [Annotations.podCidrs]: p.podCidrs.join(','),
+    [Annotations.site]: p.site,
+    [Annotations.nodeIp]: p.nodeIp,
+    ...(p.punchPort === undefined ? {} : { [Annotations.punchPort]: String(p.punchPort) }),
+  };
+}

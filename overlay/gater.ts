@@ -1,0 +1,28 @@
+// The membership gate: only peer IDs published by cluster Nodes (the directory) may connect
+// to us, be dialled by us, reserve a slot on our relay, or be relayed (both ends).
+import type { ConnectionGater, PeerId } from '@libp2p/interface';
+import type { PeerDirectory } from './directory.ts';
+
+export interface GateCounters {
+  denied: Record<string, number>;
+}
+
+export function createMembershipGater(directory: PeerDirectory, counters: GateCounters): ConnectionGater {
+  const deny = (what: string, ...peers: PeerId[]): boolean => {
+    const stranger = peers.some((p) => !directory.has(p.toString()));
+    if (stranger) counters.denied[what] = (counters.denied[what] ?? 0) + 1;
+    return stranger;
+  };
+  return {
+    // Addresses are never filtered by kind: TEST-NET and RFC 1918 are both legitimate here.
+    denyDialMultiaddr: () => false,
+    denyDialPeer: (peer) => deny('dial', peer),
+    denyInboundEncryptedConnection: (peer) => deny('inbound', peer),
+    denyOutboundEncryptedConnection: (peer) => deny('outbound', peer),
+    denyInboundUpgradedConnection: (peer) => deny('inbound', peer),
+    denyOutboundUpgradedConnection: (peer) => deny('outbound', peer),
+    denyInboundRelayReservation: (source) => deny('reservation', source),
+    denyOutboundRelayedConnection: (source, destination) => deny('relay-hop', source, destination),
+    denyInboundRelayedConnection: (relay, remote) => deny('relayed-inbound', relay, remote),
+  };
+}

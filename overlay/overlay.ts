@@ -1,0 +1,549 @@
+// The overlay: one libp2p host per node, one tunnel per remote node that has traffic,
+// over the best path the directory allows (direct, hole-punched, relayed), moving between
+// paths by itself. The forwarder sees one PeerLink per peer whatever the path underneath.
+import type { Connection, Stream } from '@libp2p/interface';
+import { peerIdFromString } from '@libp2p/peer-id';
+import type { Multiaddr } from '@multiformats/multiaddr';
+import type { Logger } from 'pino';
+import { silentLogger } from '../common/log.ts';
+import type { PeerLink } from '../dataplane/types.ts';
+import { circuitAddr, isPublicIp, withPeer } from './addresses.ts';
+import type { PeerDirectory, PeerInfo } from './directory.ts';
+import type { GateCounters } from './gater.ts';
+import { HolePunch, type PunchCounters } from './hole-punch.ts';
+import { createHost, type Host, internalsOf } from './host.ts';
+import { loadOrCreateNodeKey } from './node-key.ts';
+import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
+import { ReservationKeeper } from './reservations.ts';
+import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
+
+/** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
+export interface ForwarderLike {
+  attachLink(node: string, link: PeerLink): void;
+  detachLink(node: string): void;
+  /** One whole frame from the peer; throws (FrameError) on garbage: the stream is reset. */
+  receive(node: string, chunk: Uint8Array): void;
+}
+
+export type PathKind = 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+
+export interface PeerStatus {
+  node: string;
+  site: string;
+  podCidrs: string[];
+  path: PathKind;
+  rttMs: number | undefined;
+  txBytes: number;
+  rxBytes: number;
+  drops: number;
+  /** Epoch ms of the last byte in either direction, undefined when never connected. */
+  lastSeen: number | undefined;
+  /** The remote multiaddr carrying the tunnel now. */
+  remoteAddr: string | undefined;
+}
+
+export interface OverlayCounters {
+  punch: PunchCounters;
+  gateDenied: Record<string, number>;
+  /** Frames the peer sent that the forwarder rejected (stream reset). */
+  badFrames: number;
+  tunnelsOpened: number;
+  pathChanges: number;
+}
+
+export interface OverlayOptions {
+  nodeName: string;
+  site: string;
+  keyPath: string;
+  listen: string[];
+  announce?: string[];
+  punchPort: number;
+  relay: boolean;
+  directory: PeerDirectory;
+  forwarder: ForwarderLike;
+  logger?: Logger;
+  /** Offload capability announced in the tunnel handshake (TUN with vnet_hdr + GSO). */
+  offload?: boolean;
+  /** Tunnels without traffic for this long are closed (connections on demand). */
+  idleTimeoutMs?: number;
+  /** Keepalive on direct connections: ping interval and how long a silent path lives. */
+  keepaliveIntervalMs?: number;
+  deadAfterMs?: number;
+  /** Bound of each tunnel's send queue. */
+  maxQueueBytes?: number;
+}
+
+export interface Overlay {
+  peerId: string;
+  multiaddrs(): string[];
+  connect(node: string): Promise<void>;
+  pathOf(node: string): PathKind;
+  status(): PeerStatus[];
+  counters(): OverlayCounters;
+  /** Relay nodes on which we hold a circuit-relay reservation now. */
+  reservations(): string[];
+  /** The path policy's plan for a peer (for status and tests). */
+  planFor(node: string): PathPlan;
+  /** Negotiated tunnel capabilities with a peer (undefined when no tunnel is up). */
+  capsOf(node: string): TunnelCaps | undefined;
+  stop(): Promise<void>;
+  /** The libp2p host, for tests and diagnostics. */
+  readonly host: Host;
+}
+
+/** Per remote node: its tunnel streams (one per path) and the PeerLink the forwarder holds. */
+class PeerSession {
+  readonly node: string;
+  readonly peerId: string;
+  readonly tunnels = new Set<TunnelStream>();
+  connecting: Promise<void> | undefined;
+  punching = false;
+  nextPunchAt = 0;
+  punchFailures = 0;
+  rttMs: number | undefined;
+  txBytes = 0;
+  rxBytes = 0;
+  drops = 0;
+  lastSeen: number | undefined;
+  lastPath: PathKind = 'none';
+  attached = false;
+  readonly link: PeerLink & { readonly offload: boolean };
+
+  constructor(node: string, peerId: string) {
+    this.node = node;
+    this.peerId = peerId;
+    const session = this;
+    this.link = {
+      send: (frame) => {
+        const tunnel = session.preferred();
+        const ok = tunnel?.send(frame) ?? false;
+        if (ok) session.txBytes += frame.length;
+        else session.drops++;
+        return ok;
+      },
+      get offload() {
+        return session.preferred()?.caps?.offload ?? false;
+      },
+    };
+  }
+
+  /** The tunnel to send on: a ready one, direct before relayed, the newest first. */
+  preferred(): TunnelStream | undefined {
+    let best: TunnelStream | undefined;
+    for (const t of this.tunnels) {
+      if (t.closed || t.caps === undefined) continue;
+      if (best === undefined || (t.direct && !best.direct) || t.direct === best.direct) best = t;
+    }
+    return best;
+  }
+}
+
+export async function createOverlay(opts: OverlayOptions): Promise<Overlay> {
+  const log = opts.logger ?? silentLogger();
+  const key = await loadOrCreateNodeKey(opts.keyPath);
+  const gate: GateCounters = { denied: {} };
+  const host = await createHost({
+    privateKey: key.privateKey,
+    listen: opts.listen,
+    ...(opts.announce ? { announce: opts.announce } : {}),
+    relay: opts.relay,
+    directory: opts.directory,
+    gateCounters: gate,
+  });
+  return new OverlayImpl(opts, host, gate, log);
+}
+
+class OverlayImpl implements Overlay {
+  readonly host: Host;
+  readonly peerId: string;
+  readonly #opts: OverlayOptions;
+  readonly #dir: PeerDirectory;
+  readonly #log: Logger;
+  readonly #gate: GateCounters;
+  readonly #sessions = new Map<string, PeerSession>();
+  readonly #punched = new Set<string>(); // ids of connections made by our hole punch
+  readonly #reservations: ReservationKeeper;
+  readonly #punch: HolePunch;
+  readonly #caps: TunnelCaps;
+  readonly #timers: NodeJS.Timeout[] = [];
+  readonly #pinging = new Set<string>();
+  #badFrames = 0;
+  #tunnelsOpened = 0;
+  #pathChanges = 0;
+  #stopped = false;
+
+  constructor(opts: OverlayOptions, host: Host, gate: GateCounters, log: Logger) {
+    this.#opts = opts;
+    this.host = host;
+    this.peerId = host.peerId.toString();
+    this.#dir = opts.directory;
+    this.#log = log;
+    this.#gate = gate;
+    this.#caps = { offload: opts.offload ?? false };
+    this.#reservations = new ReservationKeeper(host, () => this.#dir.relays(), log);
+    this.#punch = new HolePunch({
+      host,
+      internals: internalsOf(host),
+      punchPort: opts.punchPort,
+      directory: this.#dir,
+      log,
+      onConnection: (conn) => this.#punched.add(conn.id),
+    });
+    void host.handle(TUNNEL_PROTOCOL, (stream, conn) => this.#onInboundTunnel(stream, conn), {
+      runOnLimitedConnection: true,
+      maxInboundStreams: 8,
+      maxOutboundStreams: 8,
+    });
+    this.#punch.start();
+    if (!opts.relay) this.#reservations.start();
+    this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
+    this.#dir.on('peer:added', (peer) => {
+      if (peer.relay) this.#reservations.check();
+    });
+    const keepalive = opts.keepaliveIntervalMs ?? 500;
+    this.#every(keepalive, () => this.#keepalive());
+    this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#closeIdle());
+    this.#every(1000, () => this.#maybePunchAll());
+  }
+
+  multiaddrs(): string[] {
+    return this.host.getMultiaddrs().map(String);
+  }
+
+  #self(): { site: string; publicReachable: boolean; punchPort: number } {
+    const announced = (this.#opts.announce ?? this.#opts.listen).some((a) => {
+      const ip = a.split('/')[2];
+      return ip !== undefined && isPublicIp(ip);
+    });
+    return { site: this.#opts.site, publicReachable: announced, punchPort: this.#opts.punchPort };
+  }
+
+  planFor(node: string): PathPlan {
+    const peer = this.#dir.get(node);
+    if (peer === undefined) return { kind: 'none', reason: `node ${node} is not in the peer directory` };
+    const relays = this.#dir.relays().some((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
+    return choosePath(
+      this.#self(),
+      {
+        site: peer.site,
+        publicReachable: peer.publicAddrs.length > 0,
+        ...(peer.punchPort === undefined ? {} : { punchPort: peer.punchPort }),
+      },
+      relays,
+    );
+  }
+
+  async connect(node: string): Promise<void> {
+    if (this.#stopped) throw new Error('overlay stopped');
+    const peer = this.#dir.get(node);
+    if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
+    const plan = this.planFor(node);
+    if (plan.kind === 'host-gw') return;
+    if (plan.kind === 'none') throw new Error(`no path to ${node}: ${plan.reason}`);
+    const session = this.#session(peer);
+    if (session.preferred() !== undefined) return;
+    session.connecting ??= this.#open(session, peer, plan).finally(() => {
+      session.connecting = undefined;
+    });
+    return session.connecting;
+  }
+
+  async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
+    let conn: Connection;
+    if (plan.kind === 'direct') {
+      conn = await this.host.dial(
+        peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
+        { signal: AbortSignal.timeout(10_000) },
+      );
+    } else {
+      conn = await this.#dialViaRelay(peer);
+    }
+    await this.#openTunnel(session, conn);
+    if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+  }
+
+  async #dialViaRelay(peer: PeerInfo): Promise<Connection> {
+    const relays = this.#dir.relays().filter((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
+    const errors: string[] = [];
+    for (const relay of relays) {
+      const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
+      try {
+        return await this.host.dial(addrs, { signal: AbortSignal.timeout(10_000) });
+      } catch (err) {
+        errors.push(`${relay.node}: ${(err as Error).message}`);
+      }
+    }
+    throw new Error(`cannot reach ${peer.node} through any relay (${errors.join('; ') || 'no relay'})`);
+  }
+
+  async #openTunnel(session: PeerSession, conn: Connection): Promise<TunnelStream> {
+    const stream = await conn.newStream(TUNNEL_PROTOCOL, {
+      runOnLimitedConnection: true,
+      signal: AbortSignal.timeout(10_000),
+    });
+    const tunnel = this.#addTunnel(session, stream, conn);
+    await raceTimeout(tunnel.ready, 10_000, 'tunnel handshake timed out');
+    return tunnel;
+  }
+
+  #onInboundTunnel(stream: Stream, conn: Connection): void {
+    const peer = this.#dir.byPeerId(conn.remotePeer.toString());
+    if (peer === undefined) {
+      // The gater already refused strangers; a peer removed since then lands here.
+      stream.abort(new Error('peer is not in the directory'));
+      return;
+    }
+    const session = this.#session(peer);
+    const tunnel = this.#addTunnel(session, stream, conn);
+    tunnel.ready
+      .then(() => {
+        // The peer reached us over a relay: if it is public we can dial it directly
+        // instead, and if both are behind NAT the punch leader starts the punch.
+        if (tunnel.direct) return;
+        const plan = this.planFor(peer.node);
+        if (plan.kind === 'direct') void this.#upgradeToDirect(session, peer);
+        else if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+      })
+      .catch(() => {});
+  }
+
+  async #upgradeToDirect(session: PeerSession, peer: PeerInfo): Promise<void> {
+    try {
+      const conn = await this.host.dial(
+        peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
+        { signal: AbortSignal.timeout(10_000), force: true },
+      );
+      await this.#openTunnel(session, conn);
+    } catch (err) {
+      this.#log.info({ peer: peer.node, err: (err as Error).message }, 'direct dial back failed, staying relayed');
+    }
+  }
+
+  #addTunnel(session: PeerSession, stream: Stream, conn: Connection): TunnelStream {
+    const tunnel = new TunnelStream({
+      stream,
+      connection: conn,
+      localCaps: this.#caps,
+      ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
+      onFrame: (frame) => {
+        session.rxBytes += frame.length;
+        session.lastSeen = Date.now();
+        try {
+          this.#opts.forwarder.receive(session.node, frame);
+        } catch (err) {
+          this.#badFrames++;
+          throw err; // TunnelStream resets the stream
+        }
+      },
+      onClose: (t, err) => this.#onTunnelClosed(session, t, err),
+    });
+    this.#tunnelsOpened++;
+    session.tunnels.add(tunnel);
+    tunnel.ready
+      .then(() => {
+        session.lastSeen = Date.now();
+        this.#attach(session);
+        this.#notePath(session);
+      })
+      .catch(() => {});
+    return tunnel;
+  }
+
+  #attach(session: PeerSession): void {
+    if (session.attached) return;
+    session.attached = true;
+    this.#opts.forwarder.attachLink(session.node, session.link);
+  }
+
+  #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
+    session.tunnels.delete(tunnel);
+    this.#log.info(
+      { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
+      'tunnel stream closed',
+    );
+    if (session.tunnels.size === 0 && session.attached) {
+      // Detach so the forwarder's next packet for this peer asks us to connect again.
+      session.attached = false;
+      this.#opts.forwarder.detachLink(session.node);
+    }
+    this.#notePath(session);
+  }
+
+  #notePath(session: PeerSession): void {
+    const path = this.pathOf(session.node);
+    if (path === session.lastPath) return;
+    this.#log.info({ peer: session.node, from: session.lastPath, to: path }, 'tunnel path changed');
+    session.lastPath = path;
+    this.#pathChanges++;
+  }
+
+  #session(peer: PeerInfo): PeerSession {
+    let session = this.#sessions.get(peer.node);
+    if (session === undefined || session.peerId !== peer.peerId) {
+      if (session !== undefined) this.#dropPeer(peer.node);
+      session = new PeerSession(peer.node, peer.peerId);
+      this.#sessions.set(peer.node, session);
+    }
+    return session;
+  }
+
+  #dropPeer(node: string): void {
+    const session = this.#sessions.get(node);
+    if (session === undefined) return;
+    this.#sessions.delete(node);
+    for (const t of session.tunnels) t.abort(new Error('peer left the directory'));
+    if (session.attached) this.#opts.forwarder.detachLink(node);
+    session.attached = false;
+    void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
+  }
+
+  // --- hole punching -------------------------------------------------------------------
+
+  #maybePunchAll(): void {
+    for (const session of this.#sessions.values()) this.#maybePunch(session);
+  }
+
+  #maybePunch(session: PeerSession): void {
+    if (session.punching || Date.now() < session.nextPunchAt || this.#stopped) return;
+    const current = session.preferred();
+    if (current === undefined || current.direct) return;
+    const plan = this.planFor(session.node);
+    if (plan.kind !== 'relayed' || !plan.punch || !leadsPunch(this.peerId, session.peerId)) return;
+    const peer = this.#dir.get(session.node);
+    if (peer === undefined) return;
+    session.punching = true;
+    this.#punch
+      .punch(current.connection, peer)
+      .then(async (conn) => {
+        session.punchFailures = 0;
+        await this.#openTunnel(session, conn);
+      })
+      .catch((err: Error) => {
+        session.punchFailures++;
+        // Back off: a NAT that defeated us once (symmetric) will likely do it again.
+        session.nextPunchAt = Date.now() + Math.min(300_000, 15_000 * 2 ** (session.punchFailures - 1));
+        this.#log.info({ peer: session.node, err: err.message }, 'hole punch failed, staying relayed');
+      })
+      .finally(() => {
+        session.punching = false;
+      });
+  }
+
+  // --- liveness and idle ---------------------------------------------------------------
+
+  #keepalive(): void {
+    const deadAfter = this.#opts.deadAfterMs ?? 1500;
+    for (const session of this.#sessions.values()) {
+      const conns = new Map<string, Connection>();
+      for (const t of session.tunnels) conns.set(t.connection.id, t.connection);
+      for (const conn of conns.values()) {
+        if (this.#pinging.has(conn.id) || conn.status !== 'open') continue;
+        this.#pinging.add(conn.id);
+        // The remote's own ping answers prove the path in both directions; a silent path
+        // (DROP rule, NAT state lost) is aborted so the tunnel falls back to the relay.
+        this.host.services.ping
+          .ping(conn.remoteAddr, { signal: AbortSignal.timeout(deadAfter), runOnLimitedConnection: true })
+          .then((rtt) => {
+            if (session.preferred()?.connection.id === conn.id) session.rttMs = rtt;
+          })
+          .catch((err: Error) => {
+            if (this.#stopped) return;
+            this.#log.warn({ peer: session.node, remote: conn.remoteAddr.toString(), err: err.message }, 'path dead');
+            conn.abort(new Error(`keepalive failed: ${err.message}`));
+          })
+          .finally(() => this.#pinging.delete(conn.id));
+      }
+    }
+  }
+
+  #closeIdle(): void {
+    const idle = this.#opts.idleTimeoutMs ?? 120_000;
+    const now = Date.now();
+    for (const session of this.#sessions.values()) {
+      if (session.tunnels.size === 0 || session.connecting) continue;
+      const last = Math.max(...[...session.tunnels].map((t) => t.lastActivity));
+      if (now - last < idle) continue;
+      this.#log.info({ peer: session.node }, 'closing idle tunnel');
+      for (const t of session.tunnels) void t.close();
+      const peer = this.#dir.get(session.node);
+      if (peer?.relay !== true) void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
+    }
+  }
+
+  #every(ms: number, fn: () => void): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.#timers.push(t);
+  }
+
+  // --- status ---------------------------------------------------------------------------
+
+  pathOf(node: string): PathKind {
+    const peer = this.#dir.get(node);
+    if (peer !== undefined && this.planFor(node).kind === 'host-gw') return 'host-gw';
+    const tunnel = this.#sessions.get(node)?.preferred();
+    if (tunnel === undefined) return 'none';
+    if (!tunnel.direct) return 'relayed';
+    return this.#punched.has(tunnel.connection.id) ? 'hole-punched' : 'direct';
+  }
+
+  reservations(): string[] {
+    return this.#dir
+      .relays()
+      .filter((r) => r.peerId !== this.peerId && this.#reservations.hasReservation(r.peerId))
+      .map((r) => r.node);
+  }
+
+  capsOf(node: string): TunnelCaps | undefined {
+    return this.#sessions.get(node)?.preferred()?.caps;
+  }
+
+  status(): PeerStatus[] {
+    return this.#dir
+      .list()
+      .filter((p) => p.peerId !== this.peerId)
+      .map((peer) => {
+        const s = this.#sessions.get(peer.node);
+        return {
+          node: peer.node,
+          site: peer.site,
+          podCidrs: peer.podCidrs,
+          path: this.pathOf(peer.node),
+          rttMs: s?.rttMs,
+          txBytes: s?.txBytes ?? 0,
+          rxBytes: s?.rxBytes ?? 0,
+          drops: s?.drops ?? 0,
+          lastSeen: s?.lastSeen,
+          remoteAddr: s?.preferred()?.connection.remoteAddr.toString(),
+        };
+      });
+  }
+
+  counters(): OverlayCounters {
+    return {
+      punch: this.#punch.counters,
+      gateDenied: { ...this.#gate.denied },
+      badFrames: this.#badFrames,
+      tunnelsOpened: this.#tunnelsOpened,
+      pathChanges: this.#pathChanges,
+    };
+  }
+
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const t of this.#timers) clearInterval(t);
+    this.#reservations.stop();
+    this.#punch.stop();
+    for (const node of [...this.#sessions.keys()]) this.#dropPeer(node);
+    await this.host.stop();
+  }
+}
+
+function raceTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}

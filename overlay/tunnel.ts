@@ -1,0 +1,208 @@
+// The tunnel protocol /edgemesh/tunnel/1.0.0: one long-lived libp2p stream per peer and
+// path carrying the forwarder's frames.
+//
+// Wire format: each side first sends a 6-byte hello ("EMT", version, capability flags,
+// reserved), then records: u32 big-endian length + one frame exactly as PeerLink.send got
+// it. The record layer lets the receiver hand the forwarder whole frames only, so frames
+// from two streams of one peer (relayed and direct during a path switch) never interleave
+// mid-frame in the forwarder's per-peer decoder.
+import type { Connection, Stream } from '@libp2p/interface';
+import { Uint8ArrayList } from 'uint8arraylist';
+import { isCircuit } from './addresses.ts';
+
+export const TUNNEL_PROTOCOL = '/edgemesh/tunnel/1.0.0';
+export const TUNNEL_VERSION = 1;
+const HELLO_LEN = 6;
+const MAGIC = [0x45, 0x4d, 0x54]; // "EMT"
+const FLAG_OFFLOAD = 0x01;
+const RECORD_HEADER_LEN = 4;
+
+export interface TunnelCaps {
+  /** Both ends carry GSO super-packets with vnet headers. */
+  offload: boolean;
+}
+
+export class TunnelProtocolError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'TunnelProtocolError';
+  }
+}
+
+export function encodeHello(caps: TunnelCaps, version = TUNNEL_VERSION): Uint8Array {
+  return Uint8Array.of(...MAGIC, version, caps.offload ? FLAG_OFFLOAD : 0, 0);
+}
+
+export function decodeHello(bytes: Uint8Array): { version: number; caps: TunnelCaps } {
+  if (bytes.length < HELLO_LEN || MAGIC.some((b, i) => bytes[i] !== b)) {
+    throw new TunnelProtocolError('not an edgemesh tunnel hello');
+  }
+  return { version: bytes[3]!, caps: { offload: (bytes[4]! & FLAG_OFFLOAD) !== 0 } };
+}
+
+/** Capabilities both ends agree on: a feature is used only when both announce it. */
+export function negotiate(local: TunnelCaps, remote: { version: number; caps: TunnelCaps }): TunnelCaps {
+  if (remote.version !== TUNNEL_VERSION) {
+    throw new TunnelProtocolError(`peer speaks tunnel version ${remote.version}, we speak ${TUNNEL_VERSION}`);
+  }
+  return { offload: local.offload && remote.caps.offload };
+}
+
+export interface TunnelStreamOptions {
+  stream: Stream;
+  connection: Connection;
+  localCaps: TunnelCaps;
+  /** One whole frame from the peer. Throwing (FrameError) resets the stream. */
+  onFrame: (frame: Uint8Array) => void;
+  onClose: (tunnel: TunnelStream, err?: Error) => void;
+  /** Bound of frames queued while the stream waits for 'drain'. */
+  maxQueueBytes?: number;
+  /** Largest record accepted from the peer; larger = garbage, the stream is reset. */
+  maxRecordBytes?: number;
+}
+
+/** One tunnel stream: handshake, bounded send queue with 'drain' backpressure, record reader. */
+export class TunnelStream {
+  readonly stream: Stream;
+  readonly connection: Connection;
+  readonly direct: boolean;
+  readonly ready: Promise<TunnelCaps>;
+  caps: TunnelCaps | undefined;
+  txBytes = 0;
+  rxBytes = 0;
+  txFrames = 0;
+  rxFrames = 0;
+  drops = 0;
+  lastActivity = Date.now();
+  closed = false;
+
+  readonly #opts: TunnelStreamOptions;
+  readonly #maxQueueBytes: number;
+  readonly #maxRecordBytes: number;
+  readonly #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #waitingForDrain = false;
+  readonly #rx = new Uint8ArrayList();
+  #helloSeen = false;
+  readonly #readyResolvers = Promise.withResolvers<TunnelCaps>();
+
+  constructor(opts: TunnelStreamOptions) {
+    this.#opts = opts;
+    this.stream = opts.stream;
+    this.connection = opts.connection;
+    this.direct = !isCircuit(opts.connection.remoteAddr);
+    this.#maxQueueBytes = opts.maxQueueBytes ?? 8 * 1024 * 1024;
+    this.#maxRecordBytes = opts.maxRecordBytes ?? 4 * 1024 * 1024;
+    this.ready = this.#readyResolvers.promise;
+    // Nobody may be waiting on `ready` when a stream dies early: avoid an unhandled rejection.
+    this.ready.catch(() => {});
+    this.stream.addEventListener('message', (evt) => this.#onMessage(evt.data));
+    this.stream.addEventListener('drain', () => this.#flush());
+    this.stream.addEventListener('close', (evt) => this.#closed(evt.error));
+    this.#write(encodeHello(opts.localCaps));
+  }
+
+  get queuedBytes(): number {
+    return this.#queuedBytes;
+  }
+
+  /** PeerLink.send: false = dropped because the bounded queue is full (or the stream died). */
+  send(frame: Uint8Array): boolean {
+    if (this.closed) return false;
+    if (!this.#waitingForDrain && this.#queue.length === 0) {
+      return this.#writeRecord(frame);
+    }
+    if (this.#queuedBytes + frame.length > this.#maxQueueBytes) {
+      this.drops++;
+      return false;
+    }
+    this.#queue.push(frame);
+    this.#queuedBytes += frame.length;
+    return true;
+  }
+
+  /** Resets the stream (garbage from the peer, dead path): the peer sees a reset, not EOF. */
+  abort(err: Error): void {
+    if (this.closed) return;
+    this.stream.abort(err);
+    this.#closed(err);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.stream.close({ signal: AbortSignal.timeout(2000) });
+    } catch (err) {
+      this.stream.abort(err as Error);
+    }
+    this.#closed();
+  }
+
+  #writeRecord(frame: Uint8Array): boolean {
+    const header = new Uint8Array(RECORD_HEADER_LEN);
+    new DataView(header.buffer).setUint32(0, frame.length);
+    if (!this.#write(new Uint8ArrayList(header, frame))) return false;
+    this.txBytes += frame.length;
+    this.txFrames++;
+    return true;
+  }
+
+  #write(data: Uint8Array | Uint8ArrayList): boolean {
+    try {
+      // send() returning false still accepted the data: wait for the 'drain' *event*
+      // (onDrain() resolves at once after the first drain in @libp2p/utils 7.4).
+      if (!this.stream.send(data)) this.#waitingForDrain = true;
+      this.lastActivity = Date.now();
+      return true;
+    } catch (err) {
+      this.abort(err as Error);
+      return false;
+    }
+  }
+
+  #flush(): void {
+    this.#waitingForDrain = false;
+    while (this.#queue.length > 0 && !this.#waitingForDrain && !this.closed) {
+      const frame = this.#queue.shift()!;
+      this.#queuedBytes -= frame.length;
+      this.#writeRecord(frame);
+    }
+  }
+
+  #onMessage(data: Uint8Array | Uint8ArrayList): void {
+    if (this.closed) return;
+    this.#rx.append(data);
+    this.lastActivity = Date.now();
+    try {
+      if (!this.#helloSeen) {
+        if (this.#rx.byteLength < HELLO_LEN) return;
+        const hello = decodeHello(this.#rx.subarray(0, HELLO_LEN));
+        this.#rx.consume(HELLO_LEN);
+        this.caps = negotiate(this.#opts.localCaps, hello);
+        this.#helloSeen = true;
+        this.#readyResolvers.resolve(this.caps);
+      }
+      while (this.#rx.byteLength >= RECORD_HEADER_LEN) {
+        const len = this.#rx.getUint32(0);
+        if (len > this.#maxRecordBytes) throw new TunnelProtocolError(`record of ${len} bytes exceeds the limit`);
+        if (this.#rx.byteLength < RECORD_HEADER_LEN + len) return;
+        const frame = this.#rx.subarray(RECORD_HEADER_LEN, RECORD_HEADER_LEN + len);
+        this.#rx.consume(RECORD_HEADER_LEN + len);
+        this.rxBytes += len;
+        this.rxFrames++;
+        this.#opts.onFrame(frame);
+      }
+    } catch (err) {
+      this.abort(err as Error);
+    }
+  }
+
+  #closed(err?: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#queue.length = 0;
+    this.#queuedBytes = 0;
+    this.#readyResolvers.reject(err ?? new TunnelProtocolError('tunnel stream closed before the handshake'));
+    this.#opts.onClose(this, err);
+  }
+}

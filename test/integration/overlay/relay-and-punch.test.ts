@@ -1,0 +1,56 @@
+// The overlay across two NATs: relay first, then a hole-punched direct connection,
+// fallback to the relay when the direct path is cut. Real libp2p, real iptables NAT,
+// everything inside namespaces this test creates.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
+
+interface Stats {
+  rx: Record<string, { frames: number; bytes: number; bad: number }>;
+  status: Array<{ node: string; path: string; remoteAddr?: string }>;
+  counters: { punch: { attempts: number; successes: number; failures: Record<string, number> } };
+}
+
+describe('overlay through two NATs', () => {
+  let c: OverlayCluster;
+  beforeAll(async () => {
+    c = await createOverlayCluster();
+  });
+  afterAll(async () => {
+    await c?.destroy();
+  });
+
+  it('carries frames A→B over the relay, then over a hole-punched direct connection', async () => {
+    const path = await c.a.request<string>('connect', { node: 'b' });
+    expect(path).toBe('relayed');
+    const sent = await c.a.request<{ sent: number }>('send', { node: 'b', count: 200, size: 16_000 });
+    expect(sent.sent).toBe(200);
+    const rxRelayed = await waitFor('200 frames at B', async () => {
+      const s = await c.b.request<Stats>('stats');
+      return (s.rx.a?.frames ?? 0) >= 200 && s;
+    });
+    expect(rxRelayed.rx.a?.bad).toBe(0);
+
+    // The punch runs in the background; then the tunnel moves to the direct connection.
+    await waitFor(
+      'hole-punched path at A',
+      async () => (await c.a.request('path', { node: 'b' })) === 'hole-punched',
+      30_000,
+    );
+    await waitFor(
+      'hole-punched path at B',
+      async () => (await c.b.request('path', { node: 'a' })) === 'hole-punched',
+      10_000,
+    );
+    const statusA = (await c.a.request<Stats>('stats')).status.find((s) => s.node === 'b');
+    expect(statusA?.remoteAddr).toMatch(/^\/ip4\/203\.0\.113\.2\/tcp\/4002\/p2p\//);
+    expect(statusA?.remoteAddr).not.toContain('p2p-circuit');
+
+    await c.a.request('send', { node: 'b', count: 200, size: 16_000 });
+    await c.b.request('send', { node: 'a', count: 50, size: 16_000 });
+    await waitFor('all frames at B', async () => ((await c.b.request<Stats>('stats')).rx.a?.frames ?? 0) >= 400);
+    await waitFor('all frames at A', async () => ((await c.a.request<Stats>('stats')).rx.b?.frames ?? 0) >= 50);
+    const final = await c.b.request<Stats>('stats');
+    expect(final.rx.a?.bad).toBe(0);
+    expect((await c.a.request<Stats>('stats')).counters.punch.successes).toBeGreaterThanOrEqual(1);
+  });
+});

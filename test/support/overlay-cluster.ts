@@ -1,0 +1,121 @@
+// A three-node overlay cluster on the NAT topology: relay (public), node A (site a behind
+// NAT), node B (site b behind NAT), each an overlay-peer process, all sharing one directory.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Labels } from '../../overlay/annotations.ts';
+import type { NodeLike } from '../../overlay/directory.ts';
+import { peerAnnotations } from '../../overlay/directory.ts';
+import { OverlayPeerProcess } from './overlay-peer-client.ts';
+import { createNatTopology, type NatTopology } from './overlay-topology.ts';
+
+export const LISTEN_PORT = 4001;
+export const PUNCH_PORT = 4002;
+
+export interface OverlayCluster {
+  topo: NatTopology;
+  relay: OverlayPeerProcess;
+  a: OverlayPeerProcess;
+  b: OverlayPeerProcess;
+  nodes: NodeLike[];
+  destroy(): Promise<void>;
+}
+
+export async function createOverlayCluster(
+  opts: { randomFullyB?: boolean; idleTimeoutMs?: number } = {},
+): Promise<OverlayCluster> {
+  const topo = await createNatTopology(opts);
+  const dir = await mkdtemp(join(tmpdir(), `${topo.prefix}keys-`));
+  const peers: OverlayPeerProcess[] = [];
+  const destroy = async () => {
+    await Promise.all(peers.map((p) => p.stop().catch(() => {})));
+    await topo.destroy();
+    await rm(dir, { recursive: true, force: true });
+  };
+  try {
+    const listen = [`/ip4/0.0.0.0/tcp/${LISTEN_PORT}`];
+    const extra = opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {};
+    const relay = new OverlayPeerProcess(topo.relay.ns, {
+      name: 'relay',
+      site: 'cloud',
+      keyPath: join(dir, 'relay.key'),
+      listen,
+      announce: [`/ip4/${topo.relay.ip}/tcp/${LISTEN_PORT}`],
+      punchPort: PUNCH_PORT,
+      relay: true,
+      ...extra,
+    });
+    peers.push(relay);
+    const a = new OverlayPeerProcess(topo.siteA.node, {
+      name: 'a',
+      site: 'site-a',
+      keyPath: join(dir, 'a.key'),
+      listen,
+      announce: [`/ip4/${topo.siteA.nodeIp}/tcp/${LISTEN_PORT}`],
+      punchPort: PUNCH_PORT,
+      relay: false,
+      ...extra,
+    });
+    peers.push(a);
+    const b = new OverlayPeerProcess(topo.siteB.node, {
+      name: 'b',
+      site: 'site-b',
+      keyPath: join(dir, 'b.key'),
+      listen,
+      announce: [`/ip4/${topo.siteB.nodeIp}/tcp/${LISTEN_PORT}`],
+      punchPort: PUNCH_PORT,
+      relay: false,
+      ...extra,
+    });
+    peers.push(b);
+    await Promise.all(peers.map((p) => p.ready()));
+    const node = (p: OverlayPeerProcess, nodeIp: string, podCidr: string, isRelay: boolean): NodeLike => ({
+      name: p.config.name,
+      labels: isRelay ? { [Labels.relay]: 'true' } : {},
+      annotations: peerAnnotations({
+        peerId: p.peerId,
+        multiaddrs: p.config.announce ?? [],
+        podCidrs: [podCidr],
+        site: p.config.site,
+        nodeIp,
+        punchPort: PUNCH_PORT,
+      }),
+    });
+    const nodes = [
+      node(relay, topo.relay.ip, '10.244.0.0/24', true),
+      node(a, topo.siteA.nodeIp, '10.244.1.0/24', false),
+      node(b, topo.siteB.nodeIp, '10.244.2.0/24', false),
+    ];
+    await Promise.all(peers.map((p) => p.request('directory', { nodes })));
+    // Edge nodes are reachable only once they hold a reservation on the relay.
+    for (const p of [a, b]) {
+      await waitFor(`${p.config.name} relay reservation`, async () => {
+        const s = await p.request<{ reservations: string[] }>('stats');
+        return s.reservations.includes('relay');
+      });
+    }
+    return { topo, relay, a, b, nodes, destroy };
+  } catch (err) {
+    await destroy();
+    throw err;
+  }
+}
+
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v as T;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}

@@ -1,0 +1,172 @@
+// One overlay node as its own process (run inside a node namespace by the overlay tests
+// and bench): the real overlay with a forwarder double that checks every frame's SHA-256
+// trailer. Commands arrive as JSON lines on stdin; replies and events leave on stdout.
+import { createHash, randomBytes } from 'node:crypto';
+import { createInterface } from 'node:readline';
+import { pino } from 'pino';
+import type { PeerLink } from '../../dataplane/types.ts';
+import { type NodeLike, PeerDirectory } from '../../overlay/directory.ts';
+import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
+
+interface PeerConfig {
+  name: string;
+  site: string;
+  keyPath: string;
+  listen: string[];
+  announce?: string[];
+  punchPort: number;
+  relay: boolean;
+  idleTimeoutMs?: number;
+}
+
+const config = JSON.parse(process.argv[2] ?? '{}') as PeerConfig;
+const out = (msg: object) => process.stdout.write(`${JSON.stringify(msg)}\n`);
+
+class CheckingForwarder implements ForwarderLike {
+  readonly links = new Map<string, PeerLink>();
+  readonly rx = new Map<string, { frames: number; bytes: number; bad: number }>();
+  attachLink(node: string, link: PeerLink): void {
+    this.links.set(node, link);
+  }
+  detachLink(node: string): void {
+    this.links.delete(node);
+  }
+  receive(node: string, chunk: Uint8Array): void {
+    const stats = this.rx.get(node) ?? { frames: 0, bytes: 0, bad: 0 };
+    this.rx.set(node, stats);
+    const body = chunk.subarray(0, chunk.length - 32);
+    const sum = createHash('sha256').update(body).digest();
+    if (chunk.length < 33 || !sum.equals(chunk.subarray(chunk.length - 32))) {
+      stats.bad++;
+      throw new Error('FrameError: checksum mismatch');
+    }
+    stats.frames++;
+    stats.bytes += chunk.length;
+  }
+}
+
+function makeFrame(size: number): Uint8Array {
+  const body = randomBytes(Math.max(1, size - 32));
+  return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+const forwarder = new CheckingForwarder();
+const directory = new PeerDirectory();
+const overlay = await createOverlay({
+  nodeName: config.name,
+  site: config.site,
+  keyPath: config.keyPath,
+  listen: config.listen,
+  ...(config.announce ? { announce: config.announce } : {}),
+  punchPort: config.punchPort,
+  relay: config.relay,
+  directory,
+  forwarder,
+  logger: pino({ level: process.env.OVERLAY_PEER_LOG ?? 'info' }, pino.destination(2)),
+  ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
+});
+
+const flows = new Map<string, { stop: boolean; sent: number; dropped: number }>();
+
+/** Sends through the forwarder's link, connecting on demand like onPeerNeeded does. */
+async function linkFor(node: string): Promise<PeerLink> {
+  const existing = forwarder.links.get(node);
+  if (existing) return existing;
+  await overlay.connect(node);
+  const link = forwarder.links.get(node);
+  if (!link) throw new Error(`no link to ${node} after connect`);
+  return link;
+}
+
+async function sendFrames(node: string, count: number, size: number): Promise<{ sent: number; retries: number }> {
+  let retries = 0;
+  for (let i = 0; i < count; i++) {
+    const frame = makeFrame(size);
+    // A full queue drops (false): back off and retry so the test can count every frame.
+    while (!(await linkFor(node)).send(frame)) {
+      retries++;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    if (i % 16 === 15) await new Promise((r) => setImmediate(r));
+  }
+  return { sent: count, retries };
+}
+
+function startFlow(node: string, intervalMs: number, size: number): void {
+  const flow = { stop: false, sent: 0, dropped: 0 };
+  flows.set(node, flow);
+  const tick = async () => {
+    if (flow.stop) return;
+    try {
+      const link = forwarder.links.get(node) ?? (await linkFor(node));
+      if (link.send(makeFrame(size))) flow.sent++;
+      else flow.dropped++;
+    } catch {
+      flow.dropped++;
+    }
+    setTimeout(tick, intervalMs);
+  };
+  void tick();
+}
+
+async function handle(msg: Record<string, unknown>): Promise<unknown> {
+  switch (msg.cmd) {
+    case 'directory':
+      return (msg.nodes as NodeLike[]).map((n) => directory.upsertFromNode(n)).map((r) => (r.ok ? r.change : r.reason));
+    case 'remove':
+      return directory.remove(msg.node as string);
+    case 'connect':
+      await overlay.connect(msg.node as string);
+      return overlay.pathOf(msg.node as string);
+    case 'send':
+      return sendFrames(msg.node as string, msg.count as number, msg.size as number);
+    case 'flow-start':
+      startFlow(msg.node as string, (msg.intervalMs as number) ?? 10, (msg.size as number) ?? 1200);
+      return true;
+    case 'flow-stop': {
+      const flow = flows.get(msg.node as string);
+      if (flow) flow.stop = true;
+      return flow;
+    }
+    case 'stats':
+      return {
+        rx: Object.fromEntries(forwarder.rx),
+        status: overlay.status(),
+        reservations: overlay.reservations(),
+        counters: overlay.counters(),
+        connections: overlay.host.getConnections().map((c) => ({
+          peer: c.remotePeer.toString(),
+          remoteAddr: c.remoteAddr.toString(),
+          status: c.status,
+        })),
+      };
+    case 'path':
+      return overlay.pathOf(msg.node as string);
+    case 'caps':
+      return overlay.capsOf(msg.node as string) ?? null;
+    case 'stop':
+      await overlay.stop();
+      setTimeout(() => process.exit(0), 50);
+      return true;
+    default:
+      throw new Error(`unknown command ${String(msg.cmd)}`);
+  }
+}
+
+createInterface({ input: process.stdin }).on('line', (line) => {
+  let msg: Record<string, unknown>;
+  try {
+    msg = JSON.parse(line);
+  } catch {
+    out({ error: 'bad json' });
+    return;
+  }
+  handle(msg).then(
+    (result) => out({ id: msg.id, ok: true, result }),
+    (err: Error) => out({ id: msg.id, ok: false, error: err.message }),
+  );
+});
+process.stdin.on('end', () => {
+  void overlay.stop().finally(() => process.exit(0));
+});
+out({ event: 'ready', peerId: overlay.peerId, multiaddrs: overlay.multiaddrs() });
