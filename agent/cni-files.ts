@@ -1,0 +1,71 @@
+// What the container runtime finds on the host: the network configuration list it loads
+// from the CNI conf dir, the thin client it executes from the CNI bin dir, and a subnet
+// file (like flannel's subnet.env) for operators and tools. All written atomically and
+// only when changed, so a restarting agent does not make the runtime reload for nothing.
+import { access, constants, readFile, rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { NodeBlock } from '../ipam/types.ts';
+import { writeFileAtomicIfChanged } from './atomic-file.ts';
+
+export const CONFLIST_NAME = '10-edgemesh.conflist';
+export const NETWORK_NAME = 'edgemesh';
+export const CLIENT_NAME = 'edgemesh';
+
+/** Where `npm run build:native` puts the static thin client. */
+export const BUILT_CLIENT = fileURLToPath(new URL('../build/edgemesh', import.meta.url));
+
+async function executable(path: string): Promise<boolean> {
+  try {
+    await access(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The conflist: edgemesh first (it creates the interface and IP), then `portmap` for
+ * hostPort when the host has the reference plugin, as flannel and calico ship it.
+ */
+export async function buildConflist(opts: { socketPath: string; cniBinDir: string }): Promise<Record<string, unknown>> {
+  const plugins: Record<string, unknown>[] = [{ type: CLIENT_NAME, socket: opts.socketPath }];
+  if (await executable(`${opts.cniBinDir}/portmap`)) {
+    plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
+  }
+  return { cniVersion: '1.1.0', name: NETWORK_NAME, plugins };
+}
+
+export async function writeConflist(path: string, conflist: Record<string, unknown>): Promise<boolean> {
+  return writeFileAtomicIfChanged(path, `${JSON.stringify(conflist, null, 2)}\n`, 0o644);
+}
+
+/** Copies the thin client into the CNI bin dir (atomically: a runtime may be executing it). */
+export async function installCniClient(target: string, source = BUILT_CLIENT): Promise<boolean> {
+  let bytes: Buffer;
+  try {
+    bytes = await readFile(source);
+  } catch (err) {
+    throw new Error(
+      `the CNI client ${source} is missing (${(err as NodeJS.ErrnoException).code}): build it with \`npm run build:native\``,
+    );
+  }
+  return writeFileAtomicIfChanged(target, bytes, 0o755);
+}
+
+export interface SubnetInfo {
+  node: string;
+  site: string;
+  clusterCidrs: string[];
+  blocks: NodeBlock[];
+  tunMtu: number;
+  bridgeMtu: number;
+}
+
+export async function writeSubnetInfo(path: string, info: SubnetInfo): Promise<boolean> {
+  return writeFileAtomicIfChanged(path, `${JSON.stringify(info, null, 2)}\n`, 0o644);
+}
+
+/** Removes a file the agent created; absent is fine. */
+export async function removeFile(path: string): Promise<void> {
+  await rm(path, { force: true });
+}

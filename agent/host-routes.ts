@@ -1,0 +1,120 @@
+// The node's routes towards other nodes' pods, as one desired set reconciled against the
+// kernel: cluster CIDRs → the TUN (src = this node's gateway address, so locally originated
+// packets carry a pod-network source the peer accepts); each same-site peer's pod CIDRs →
+// host-gw via its node IP. Reconciling (replace desired, delete stale) makes a restart or
+// a Node deletion converge with no duplicate and no leftover.
+import { writeFile } from 'node:fs/promises';
+import { run } from '../common/exec.ts';
+import { applyRoutes, type RouteSpec } from '../dataplane/host-net.ts';
+import { cidrFamily, containsCidr } from '../ipam/cidr.ts';
+import type { NodeBlock } from '../ipam/types.ts';
+
+export interface HostGwPeer {
+  node: string;
+  nodeIp: string;
+  podCidrs: string[];
+}
+
+function familyOfAddress(ip: string): 4 | 6 {
+  return ip.includes(':') ? 6 : 4;
+}
+
+function routeKey(r: RouteSpec): string {
+  return `${r.dst} ${r.dev} ${r.via ?? ''} ${r.src ?? ''}`;
+}
+
+/** The routes through the TUN: one per cluster CIDR whose family has a local block. */
+export function tunRoutes(clusterCidrs: string[], blocks: NodeBlock[], tun: string): RouteSpec[] {
+  return clusterCidrs.flatMap((dst) => {
+    const block = blocks.find((b) => b.family === cidrFamily(dst));
+    return block ? [{ dst, dev: tun, src: block.gateway }] : [];
+  });
+}
+
+/**
+ * Host-gw routes for same-site peers. `devFor` names the interface that reaches a node IP
+ * (`ip route get`); a pod CIDR of the other family than the node IP gets no host-gw route
+ * and falls back to the tunnel.
+ */
+export function hostGwRoutes(peers: HostGwPeer[], devFor: (nodeIp: string) => string | undefined): RouteSpec[] {
+  const routes: RouteSpec[] = [];
+  for (const p of peers) {
+    const dev = devFor(p.nodeIp);
+    if (!dev) continue;
+    for (const dst of p.podCidrs) {
+      if (cidrFamily(dst) === familyOfAddress(p.nodeIp)) routes.push({ dst, dev, via: p.nodeIp });
+    }
+  }
+  return routes;
+}
+
+interface IpRoute {
+  dst: string;
+  dev?: string;
+  gateway?: string;
+  prefsrc?: string;
+  protocol?: string;
+}
+
+/** Every main-table route whose destination lies inside a cluster CIDR: the ones the agent manages. */
+export async function listPodRoutes(clusterCidrs: string[]): Promise<RouteSpec[]> {
+  const found: RouteSpec[] = [];
+  for (const family of ['-4', '-6'] as const) {
+    const out = await run('ip', ['-j', family, 'route', 'show', 'table', 'main']);
+    const routes = (out.trim() ? JSON.parse(out) : []) as IpRoute[];
+    for (const r of routes) {
+      if (!r.dev || r.dst === 'default') continue;
+      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/${family === '-4' ? 32 : 128}`;
+      // Kernel routes of the local bridge (proto kernel) belong to the interface, not to us.
+      if (r.protocol === 'kernel') continue;
+      if (!clusterCidrs.some((c) => cidrFamily(c) === cidrFamily(dst) && containsCidr(c, dst))) continue;
+      found.push({
+        dst: r.dst,
+        dev: r.dev,
+        ...(r.gateway ? { via: r.gateway } : {}),
+        ...(r.prefsrc ? { src: r.prefsrc } : {}),
+      });
+    }
+  }
+  return found;
+}
+
+export function canonicalDst(dst: string): string {
+  return dst.includes('/') ? dst : `${dst}/${dst.includes(':') ? 128 : 32}`;
+}
+
+/** Replaces every desired route and deletes managed routes that are no longer desired. */
+export async function reconcileRoutes(
+  desired: RouteSpec[],
+  clusterCidrs: string[],
+): Promise<{ replaced: number; removed: RouteSpec[] }> {
+  const current = await listPodRoutes(clusterCidrs);
+  const want = new Set(desired.map((r) => routeKey({ ...r, dst: canonicalDst(r.dst) })));
+  // The kernel reports `dst` of a /32 without the length and no `src` for host-gw routes.
+  const stale = current.filter((r) => !want.has(routeKey({ ...r, dst: canonicalDst(r.dst) })));
+  // A stale route with the same destination is overwritten by `replace`; deleting it too
+  // would remove the fresh one.
+  const desiredDsts = new Set(desired.map((r) => canonicalDst(r.dst)));
+  const remove = stale.filter((r) => !desiredDsts.has(canonicalDst(r.dst)));
+  await applyRoutes({ replace: desired, remove });
+  return { replaced: desired.length, removed: remove };
+}
+
+/** The interface through which the kernel reaches `ip` (for host-gw next hops). */
+export async function deviceTowards(ip: string): Promise<string | undefined> {
+  try {
+    const out = await run('ip', ['-j', 'route', 'get', ip]);
+    const [route] = JSON.parse(out) as Array<{ dev?: string; gateway?: string }>;
+    // A next hop behind a router is not on our LAN: host-gw needs a direct neighbour.
+    if (!route?.dev || route.gateway) return undefined;
+    return route.dev;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Turns on IP forwarding for the families in use (the node routes between bridge and TUN/LAN). */
+export async function enableForwarding(families: Array<4 | 6>): Promise<void> {
+  if (families.includes(4)) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
+  if (families.includes(6)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
+}

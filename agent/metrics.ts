@@ -1,0 +1,187 @@
+// Prometheus metrics of one agent. Per-peer traffic, drops, paths and hole-punch results
+// live in the dataplane and the overlay as plain counters; they are read at scrape time
+// (collect callbacks), so the hot path pays nothing for metrics. CNI latencies are observed
+// as they happen.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AgentStatus } from './status.ts';
+
+export interface HolePunchCounts {
+  attempts: number;
+  /** result → count, e.g. { success: 3, timeout: 1, 'connect-refused': 2 }. */
+  results: Record<string, number>;
+}
+
+export interface IpamUsage {
+  cidr: string;
+  used: number;
+  capacity: number;
+}
+
+/** Where the metrics read their values at scrape time. */
+export interface MetricsSources {
+  status(): AgentStatus;
+  /** Dataplane drops by reason (forwarder + TUN). */
+  drops(): Record<string, number>;
+  holePunch(): HolePunchCounts;
+  ipam(): IpamUsage[];
+}
+
+/** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
+function mirroredCounter<L extends string>(
+  registry: Registry,
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  read: () => Array<[Partial<Record<L, string>>, number]>,
+): Counter<L> {
+  return new Counter<L>({
+    name,
+    help,
+    labelNames,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [labels, value] of read()) if (value > 0) this.inc(labels, value);
+    },
+  });
+}
+
+export class AgentMetrics {
+  readonly registry = new Registry();
+  private readonly cniLatency: Histogram<'operation' | 'result'>;
+  private sources: MetricsSources | undefined;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'edgemesh_' });
+    const peers = () => this.sources?.status().peers ?? [];
+    const perPeer = (field: 'txBytes' | 'rxBytes' | 'txPackets' | 'rxPackets') => () =>
+      peers().map((p): [Partial<Record<'peer', string>>, number] => [{ peer: p.node }, p[field]]);
+    mirroredCounter(
+      this.registry,
+      'edgemesh_peer_tx_bytes_total',
+      'Bytes sent to a peer node',
+      ['peer'],
+      perPeer('txBytes'),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_peer_rx_bytes_total',
+      'Bytes received from a peer node',
+      ['peer'],
+      perPeer('rxBytes'),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_peer_tx_packets_total',
+      'Packets sent to a peer node (a GSO super-packet counts once)',
+      ['peer'],
+      perPeer('txPackets'),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_peer_rx_packets_total',
+      'Packets received from a peer node',
+      ['peer'],
+      perPeer('rxPackets'),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_peer_drops_total',
+      'Packets to or from a peer node dropped',
+      ['peer'],
+      () => peers().map((p): [Partial<Record<'peer', string>>, number] => [{ peer: p.node }, p.drops]),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_dataplane_drops_total',
+      'Packets dropped by the dataplane, by reason',
+      ['reason'],
+      () =>
+        Object.entries(this.sources?.drops() ?? {}).map(([reason, n]): [Partial<Record<'reason', string>>, number] => [
+          { reason },
+          n,
+        ]),
+    );
+    mirroredCounter(this.registry, 'edgemesh_holepunch_attempts_total', 'Hole punch attempts', [], () => [
+      [{}, this.sources?.holePunch().attempts ?? 0],
+    ]);
+    mirroredCounter(
+      this.registry,
+      'edgemesh_holepunch_results_total',
+      'Hole punch outcomes, by result',
+      ['result'],
+      () =>
+        Object.entries(this.sources?.holePunch().results ?? {}).map(
+          ([result, n]): [Partial<Record<'result', string>>, number] => [{ result }, n],
+        ),
+    );
+    new Gauge({
+      name: 'edgemesh_peer_path',
+      help: 'The path traffic to a peer node takes (1 for the current path)',
+      labelNames: ['peer', 'path'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const p of peers()) this.set({ peer: p.node, path: p.path }, 1);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_peer_rtt_seconds',
+      help: 'Last measured round-trip time to a peer node over its tunnel',
+      labelNames: ['peer'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const p of peers()) if (p.rttMs !== null) this.set({ peer: p.node }, p.rttMs / 1000);
+      },
+    });
+    const ipam = () => this.sources?.ipam() ?? [];
+    new Gauge({
+      name: 'edgemesh_ipam_addresses_used',
+      help: 'Pod addresses leased in a node block',
+      labelNames: ['cidr'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const u of ipam()) this.set({ cidr: u.cidr }, u.used);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_ipam_addresses_capacity',
+      help: 'Pod addresses a node block can lease (gateway excluded)',
+      labelNames: ['cidr'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const u of ipam()) this.set({ cidr: u.cidr }, u.capacity);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_ready',
+      help: '1 when the node is set up and the CNI socket serves',
+      registers: [this.registry],
+      collect: () => undefined,
+    });
+    this.cniLatency = new Histogram({
+      name: 'edgemesh_cni_operation_duration_seconds',
+      help: 'Time the agent took to serve a CNI operation',
+      labelNames: ['operation', 'result'],
+      // Pod start-up is felt from a few milliseconds: fine buckets at the low end.
+      buckets: [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5],
+      registers: [this.registry],
+    });
+  }
+
+  /** Wires the scrape-time sources once the agent's parts exist. */
+  attach(sources: MetricsSources): void {
+    this.sources = sources;
+  }
+
+  observeCni(operation: string, seconds: number, ok: boolean): void {
+    this.cniLatency.observe({ operation, result: ok ? 'ok' : 'error' }, seconds);
+  }
+
+  setReady(ready: boolean): void {
+    (this.registry.getSingleMetric('edgemesh_ready') as Gauge).set(ready ? 1 : 0);
+  }
+}

@@ -1,0 +1,101 @@
+// Watches every Node (an informer: list, then watch, relist on 410) and feeds each peer to
+// the overlay's directory and the forwarder's route table; route changes are signalled to
+// the reconciler. A Node without (valid) edgemesh annotations is ignored with its reason:
+// its agent may just not have started yet.
+import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
+import type { Logger } from '../common/log.ts';
+import type { PeerDirectory, PeerInfo } from '../overlay/directory.ts';
+import type { NodeApi } from './kube.ts';
+
+/** What the watch needs from the forwarder (dataplane/forwarder.ts). */
+export interface PeerRoutes {
+  setPeer(node: string, podCidrs: string[]): void;
+  removePeer(node: string): void;
+}
+
+export interface NodeWatchOptions {
+  api: NodeApi;
+  selfName: string;
+  directory: PeerDirectory;
+  forwarder: PeerRoutes;
+  /** Something routing depends on changed (peer added, removed, moved site or address). */
+  onChange: () => void;
+  logger: Logger;
+}
+
+export class NodeWatch {
+  private readonly opts: NodeWatchOptions;
+  private readonly log: Logger;
+  private informer: (Informer<V1Node> & ObjectCache<V1Node>) | undefined;
+  private stopped = false;
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** Informer errors seen (each is followed by a restart). */
+  errors = 0;
+
+  constructor(opts: NodeWatchOptions) {
+    this.opts = opts;
+    this.log = opts.logger;
+    const { directory, forwarder, onChange } = opts;
+    directory.on('peer:added', (p: PeerInfo) => {
+      forwarder.setPeer(p.node, p.podCidrs);
+      this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer added');
+      onChange();
+    });
+    directory.on('peer:updated', (p: PeerInfo) => {
+      forwarder.setPeer(p.node, p.podCidrs);
+      this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer changed');
+      onChange();
+    });
+    directory.on('peer:removed', (p: PeerInfo) => {
+      forwarder.removePeer(p.node);
+      this.log.info({ peer: p.node }, 'peer removed');
+      onChange();
+    });
+    directory.on('peer:ignored', (node: string, reason: string) => this.log.debug({ node, reason }, 'node ignored'));
+  }
+
+  /** Applies one Node object (add or update). Exposed for tests. */
+  upsert(node: V1Node): void {
+    const name = node.metadata?.name;
+    if (!name || name === this.opts.selfName) return;
+    this.opts.directory.upsertFromNode({
+      name,
+      labels: node.metadata?.labels ?? {},
+      annotations: node.metadata?.annotations ?? {},
+    });
+  }
+
+  remove(node: V1Node): void {
+    const name = node.metadata?.name;
+    if (!name || name === this.opts.selfName) return;
+    this.opts.directory.remove(name);
+  }
+
+  /** Resolves after the initial list has been applied. */
+  async start(): Promise<void> {
+    const informer = this.opts.api.nodeInformer();
+    this.informer = informer;
+    informer.on('add', (n) => this.upsert(n));
+    informer.on('update', (n) => this.upsert(n));
+    informer.on('delete', (n) => this.remove(n));
+    informer.on('error', (err: unknown) => {
+      this.errors++;
+      if (this.stopped) return;
+      this.log.warn({ err: (err as Error)?.message ?? String(err) }, 'Node watch failed; restarting in 2 s');
+      // client-node's informer stops on error; restarting it relists and resyncs the cache.
+      this.restartTimer = setTimeout(() => {
+        if (!this.stopped) informer.start().catch(() => undefined);
+      }, 2000);
+    });
+    await informer.start();
+    // The initial list also drops peers that vanished while the agent was down.
+    const present = new Set(informer.list().map((n) => n.metadata?.name));
+    for (const p of this.opts.directory.list()) if (!present.has(p.node)) this.opts.directory.remove(p.node);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    await this.informer?.stop();
+  }
+}

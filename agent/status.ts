@@ -1,0 +1,86 @@
+// The agent's status as the control API serves it (`GET /status`) and as
+// `edgemesh-cni status` prints it: one row per peer node, in the spirit of `wg show`.
+
+export type PathType = 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+
+export interface PeerStatus {
+  node: string;
+  site: string | null;
+  podCidrs: string[];
+  path: PathType;
+  rttMs: number | null;
+  txBytes: number;
+  rxBytes: number;
+  txPackets: number;
+  rxPackets: number;
+  drops: number;
+  /** ISO time of the last packet or pong from the peer; null if never. */
+  lastSeen: string | null;
+}
+
+export interface AgentStatus {
+  node: string;
+  site: string;
+  peerId: string;
+  podCidrs: string[];
+  ready: boolean;
+  peers: PeerStatus[];
+}
+
+function bytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+function ago(iso: string | null, now: number): string {
+  if (!iso) return 'never';
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)}m ago`;
+  return `${Math.floor(s / 3600)}h ago`;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  return rows
+    .map((r) =>
+      r
+        .map((cell, c) => cell.padEnd(widths[c]!))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
+}
+
+/** The human-readable status: a header about this node, then the peer table. */
+export function formatStatus(status: AgentStatus, now = Date.now()): string {
+  const head = [
+    `node: ${status.node}  site: ${status.site}  ${status.ready ? 'ready' : 'NOT READY'}`,
+    `peer id: ${status.peerId}`,
+    `pod CIDRs: ${status.podCidrs.join(', ') || '(none)'}`,
+  ];
+  if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n`;
+  const rows = [
+    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
+    ...[...status.peers]
+      .sort((a, b) => a.node.localeCompare(b.node))
+      .map((p) => [
+        p.node,
+        p.site ?? '-',
+        p.podCidrs.join(',') || '-',
+        p.path,
+        p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
+        `${bytes(p.txBytes)} (${p.txPackets} pkts)`,
+        `${bytes(p.rxBytes)} (${p.rxPackets} pkts)`,
+        String(p.drops),
+        ago(p.lastSeen, now),
+      ]),
+  ];
+  return `${head.join('\n')}\n\n${table(rows)}\n`;
+}

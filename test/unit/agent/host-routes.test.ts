@@ -1,0 +1,35 @@
+import { describe, expect, it } from 'vitest';
+import { canonicalDst, hostGwRoutes, tunRoutes } from '../../../agent/host-routes.ts';
+
+describe('desired pod routes', () => {
+  const blocks = [
+    { family: 4 as const, cidr: '10.244.1.0/24', gateway: '10.244.1.1' },
+    { family: 6 as const, cidr: 'fd00:10:244:1::/64', gateway: 'fd00:10:244:1::1' },
+  ];
+
+  it('routes each cluster CIDR into the TUN with the gateway of its family as source', () => {
+    expect(tunRoutes(['10.244.0.0/16', 'fd00:10:244::/56'], blocks, 'edgemesh0')).toEqual([
+      { dst: '10.244.0.0/16', dev: 'edgemesh0', src: '10.244.1.1' },
+      { dst: 'fd00:10:244::/56', dev: 'edgemesh0', src: 'fd00:10:244:1::1' },
+    ]);
+    // A family without a local block gets no TUN route (no valid source address).
+    expect(tunRoutes(['10.244.0.0/16', 'fd00:10:244::/56'], blocks.slice(0, 1), 'tun0')).toHaveLength(1);
+  });
+
+  it('routes same-site peers via their node IP, only for pod CIDRs of the node IP family', () => {
+    const routes = hostGwRoutes(
+      [
+        { node: 'a2', nodeIp: '192.168.10.12', podCidrs: ['10.244.2.0/24', 'fd00:10:244:2::/64'] },
+        { node: 'a3', nodeIp: '192.168.99.3', podCidrs: ['10.244.3.0/24'] },
+      ],
+      (ip) => (ip.startsWith('192.168.10.') ? 'eth0' : undefined),
+    );
+    expect(routes).toEqual([{ dst: '10.244.2.0/24', dev: 'eth0', via: '192.168.10.12' }]);
+  });
+
+  it('canonicalises host destinations as the kernel lists them', () => {
+    expect(canonicalDst('10.244.1.7')).toBe('10.244.1.7/32');
+    expect(canonicalDst('fd00::7')).toBe('fd00::7/128');
+    expect(canonicalDst('10.244.0.0/16')).toBe('10.244.0.0/16');
+  });
+});

@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { startHttpServer } from '../../../agent/http.ts';
+import { AgentMetrics } from '../../../agent/metrics.ts';
+import type { AgentStatus } from '../../../agent/status.ts';
+
+function statusWith(tx: number): AgentStatus {
+  return {
+    node: 'n1',
+    site: 'a',
+    peerId: 'p',
+    podCidrs: [],
+    ready: true,
+    peers: [
+      {
+        node: 'edge-b-1',
+        site: 'b',
+        podCidrs: ['10.244.2.0/24'],
+        path: 'hole-punched',
+        rttMs: 25,
+        txBytes: tx,
+        rxBytes: 2000,
+        txPackets: 10,
+        rxPackets: 20,
+        drops: 1,
+        lastSeen: null,
+      },
+    ],
+  };
+}
+
+describe('agent metrics', () => {
+  it('mirrors the per-peer counters, path, RTT, drops, hole punches and IPAM usage at scrape time', async () => {
+    const metrics = new AgentMetrics();
+    let tx = 1000;
+    metrics.attach({
+      status: () => statusWith(tx),
+      drops: () => ({ 'spoofed-source': 3, 'no-route': 0 }),
+      holePunch: () => ({ attempts: 4, results: { success: 3, timeout: 1 } }),
+      ipam: () => [{ cidr: '10.244.1.0/24', used: 5, capacity: 253 }],
+    });
+    metrics.observeCni('ADD', 0.004, true);
+    metrics.setReady(true);
+    let text = await metrics.registry.metrics();
+    expect(text).toContain('edgemesh_peer_tx_bytes_total{peer="edge-b-1"} 1000');
+    expect(text).toContain('edgemesh_peer_rx_packets_total{peer="edge-b-1"} 20');
+    expect(text).toContain('edgemesh_peer_path{peer="edge-b-1",path="hole-punched"} 1');
+    expect(text).toContain('edgemesh_peer_rtt_seconds{peer="edge-b-1"} 0.025');
+    expect(text).toContain('edgemesh_dataplane_drops_total{reason="spoofed-source"} 3');
+    expect(text).toContain('edgemesh_holepunch_attempts_total 4');
+    expect(text).toContain('edgemesh_holepunch_results_total{result="timeout"} 1');
+    expect(text).toContain('edgemesh_ipam_addresses_used{cidr="10.244.1.0/24"} 5');
+    expect(text).toContain('edgemesh_cni_operation_duration_seconds_bucket{le="0.005",operation="ADD",result="ok"} 1');
+    expect(text).toContain('edgemesh_ready 1');
+    expect(text).toContain('# TYPE edgemesh_peer_tx_bytes_total counter');
+    // Counters follow their source on the next scrape, without double counting.
+    tx = 5000;
+    text = await metrics.registry.metrics();
+    expect(text).toContain('edgemesh_peer_tx_bytes_total{peer="edge-b-1"} 5000');
+  });
+
+  it('serves /metrics, /healthz and /readyz over HTTP', async () => {
+    const metrics = new AgentMetrics();
+    let ready = false;
+    const server = await startHttpServer('127.0.0.1:0', {
+      registry: metrics.registry,
+      unhealthy: () => null,
+      notReady: () => (ready ? null : 'waiting for node blocks'),
+    });
+    try {
+      const base = `http://127.0.0.1:${server.port}`;
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      const notReady = await fetch(`${base}/readyz`);
+      expect(notReady.status).toBe(503);
+      expect(await notReady.text()).toContain('waiting for node blocks');
+      ready = true;
+      expect((await fetch(`${base}/readyz`)).status).toBe(200);
+      const m = await fetch(`${base}/metrics`);
+      expect(m.headers.get('content-type')).toContain('text/plain');
+      expect(await m.text()).toContain('edgemesh_process_cpu_seconds_total');
+      expect((await fetch(`${base}/nope`)).status).toBe(404);
+    } finally {
+      await server.close();
+    }
+  });
+});
