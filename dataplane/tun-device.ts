@@ -2,6 +2,7 @@
 // The native addon (dataplane/native/tun.c) does the syscalls on its own thread; this file
 // turns its batch buffers into Packet views (no copies) and keeps the statistics.
 import { createRequire } from 'node:module';
+import { logger } from '../common/log.ts';
 import { type Packet, type PacketIO, VNET_HDR_LEN } from './types.ts';
 
 interface NativeHandle {
@@ -63,6 +64,8 @@ export interface TunStats {
   txSuperPackets: number;
   /** Read errors, refused writes and malformed records. */
   errors: number;
+  /** Exceptions thrown by the onBatch handler (also reported to onError). */
+  handlerErrors: number;
   lastTxError: string | null;
 }
 
@@ -103,6 +106,7 @@ export class TunDevice implements PacketIO {
   #txBytes = 0;
   #txSuper = 0;
   #localErrors = 0;
+  #handlerErrors = 0;
 
   private constructor(nativeTun: NativeTun, handle: NativeHandle) {
     this.#native = nativeTun;
@@ -134,7 +138,7 @@ export class TunDevice implements PacketIO {
     this.#native.start(this.#handle, (buf, count, err) => this.#deliver(buf, count, err));
   }
 
-  /** Called when the reader stops on an error (e.g. the interface was deleted). */
+  /** Called when the reader stops on an error (e.g. the interface was deleted) or the batch handler throws. */
   onError(handler: (err: Error) => void): void {
     this.#errorHandler = handler;
   }
@@ -168,7 +172,16 @@ export class TunDevice implements PacketIO {
       batch.push({ vnet, data });
     }
     this.#rxPackets += batch.length;
-    if (batch.length > 0) this.#handler?.(batch);
+    if (batch.length === 0 || !this.#handler) return;
+    // A throwing handler must not kill the reader (N-API would only print a warning for an
+    // exception escaping a thread-safe callback): count it and report it.
+    try {
+      this.#handler(batch);
+    } catch (err) {
+      this.#handlerErrors++;
+      if (this.#errorHandler) this.#errorHandler(err as Error);
+      else logger('tun', { dev: this.name }).error({ err }, 'TUN batch handler threw');
+    }
   }
 
   /**
@@ -217,6 +230,7 @@ export class TunDevice implements PacketIO {
       txBytes: this.#txBytes,
       txSuperPackets: this.#txSuper,
       errors: this.#localErrors + s.rxReadErrors + s.txErrors,
+      handlerErrors: this.#handlerErrors,
       lastTxError: s.lastTxError,
     };
   }

@@ -199,6 +199,37 @@ describe('TUN device', () => {
     expect(out.trim()).toMatch(/^(EPERM: TUNSETIFF|EACCES: open \/dev\/net\/tun) failed/);
   });
 
+  it('attaches to an existing persistent TUN, survives a throwing handler, and reports the device being deleted', async () => {
+    const name = `${prefix}x`;
+    await run('ip', ['-n', nsB, 'tuntap', 'add', 'dev', name, 'mode', 'tun', 'vnet_hdr']);
+    const tun = track(TunDevice.open({ name, netns: nsB }));
+    expect(tun.name).toBe(name);
+    await configureInterface({ dev: name, address: '10.81.0.1/32', netns: nsB });
+    await ensureRoute({ dst: '10.81.1.0/24', dev: name }, { netns: nsB });
+    const errors: Error[] = [];
+    tun.onError((e) => errors.push(e));
+    let thrown = false;
+    tun.onBatch((batch) => {
+      const replies = batch.map(echoReply).filter((p): p is Packet => p !== undefined);
+      if (replies.length && !thrown) {
+        thrown = true;
+        throw new Error('handler bug');
+      }
+      if (replies.length) tun.write(replies);
+    });
+    const out = await runIn(nsB, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '10.81.1.1']).catch(
+      (e: Error) => e.message,
+    );
+    expect(out).toMatch(/3 packets transmitted, 2 received/);
+    expect(tun.stats().handlerErrors).toBe(1);
+    expect(errors.map((e) => e.message)).toEqual(['handler bug']);
+    // A persistent TUN outlives our fd; deleting it under us ends the reader with an error.
+    await run('ip', ['-n', nsB, 'link', 'del', name]);
+    for (let i = 0; i < 30 && errors.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(errors[1]?.message).toMatch(/reading TUN .* stopped/);
+    tun.close();
+  });
+
   it('closes twice safely and leaks no fd or thread over 100 open/close cycles', () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     const threads = () => readdirSync('/proc/self/task').length;
