@@ -1,0 +1,499 @@
+// The lab: an emulated multi-site edge cluster on one machine. labUp() builds the network,
+// runs the Kubernetes API test server in its own namespace on the "internet", registers the
+// Nodes (as kubelets would), starts one agent per node namespace, and creates pods as
+// network namespaces by running the CNI client exactly as a container runtime does.
+// The lab wires nothing by hand: every route, bridge and tunnel comes from the agents.
+// labDown() removes all of it, also for a lab whose builder crashed (state file).
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import { run } from '../common/exec.ts';
+import { runPrefix } from '../common/netns.ts';
+import { Labels } from '../overlay/annotations.ts';
+import { CniCallError, type CniTarget, cniAdd, cniDel, resultAddresses } from './cni-runtime.ts';
+import { buildNetwork, type LabNetwork, type NodeNetwork, planNetwork } from './network.ts';
+import { preflight } from './preflight.ts';
+import { getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
+import { cleanupState, LabState, REPO_ROOT, type RecordedPod } from './state.ts';
+import { defaultTopology, type ResolvedTopology, type TopologyOverrides } from './topology.ts';
+
+export const CRD_PATH = join(REPO_ROOT, 'deploy/crds/ipamblock.yaml');
+const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
+const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');
+const OVERLAY_PORT = 4001;
+const PUNCH_PORT = 4002;
+
+/** What `GET /status` on an agent's control socket returns (the agent's contract). */
+export interface AgentStatus {
+  node: string;
+  site: string;
+  peerId: string;
+  podCidrs: string[];
+  ready?: boolean;
+  peers: Array<{
+    node: string;
+    site: string;
+    podCidrs: string[];
+    path: 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+    rttMs: number | null;
+    txBytes: number;
+    rxBytes: number;
+    txPackets?: number;
+    rxPackets?: number;
+    drops?: number;
+    lastSeen: string | null;
+  }>;
+}
+
+export interface LabNode extends NodeNetwork {
+  dir: string;
+  configPath: string;
+  stateDir: string;
+  runDir: string;
+  cniBinDir: string;
+  cniConfDir: string;
+  controlSocket: string;
+  logPath: string;
+}
+
+export type LabPod = RecordedPod;
+
+export interface LabUpOptions {
+  /** A resolved topology; default: the built-in one with `overrides`. */
+  topology?: ResolvedTopology;
+  overrides?: TopologyOverrides;
+  progress?: (line: string) => void;
+  /** How long agents may take to become ready (default 60 s). */
+  readyTimeoutMs?: number;
+  /** Leave everything in place when lab up fails (for debugging); default: clean up. */
+  keepOnFailure?: boolean;
+}
+
+function nodeLayout(dir: string, node: NodeNetwork): LabNode {
+  const nodeDir = join(dir, 'nodes', node.name);
+  return {
+    ...node,
+    dir: nodeDir,
+    configPath: join(nodeDir, 'agent.yaml'),
+    stateDir: join(nodeDir, 'state'),
+    runDir: join(nodeDir, 'run'),
+    cniBinDir: join(nodeDir, 'cni', 'bin'),
+    cniConfDir: join(nodeDir, 'cni', 'net.d'),
+    controlSocket: join(nodeDir, 'run', 'agent.sock'),
+    logPath: join(nodeDir, 'agent.log'),
+  };
+}
+
+/** The agent's configuration file for one node (the agent config contract). */
+export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfig: string): Record<string, unknown> {
+  return {
+    nodeName: node.name,
+    kubeconfig,
+    clusterCidrs: topology.clusterCidrs,
+    blockPrefixV4: 24,
+    blockPrefixV6: 112,
+    site: node.site,
+    nodeIp: node.ip,
+    relay: node.relay,
+    overlay: {
+      listen: [`/ip4/0.0.0.0/tcp/${OVERLAY_PORT}`],
+      // Behind NAT a node has no address of its own to announce.
+      announce: node.publicIp ? [`/ip4/${node.publicIp}/tcp/${OVERLAY_PORT}`] : [],
+      punchPort: PUNCH_PORT,
+    },
+    paths: { stateDir: node.stateDir, runDir: node.runDir, cniBinDir: node.cniBinDir, cniConfDir: node.cniConfDir },
+    tun: { name: 'edgemesh0', mtu: 1400, offload: true },
+    bridge: { name: 'edgemesh-br0', mtu: 1500 },
+    http: { listen: '127.0.0.1:9273' },
+  };
+}
+
+/** The Node object a kubelet would register for this node. */
+export function nodeManifest(node: NodeNetwork): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name: node.name,
+      labels: {
+        'kubernetes.io/hostname': node.name,
+        'kubernetes.io/os': 'linux',
+        'topology.kubernetes.io/zone': node.site,
+        [Labels.site]: node.site,
+        ...(node.relay ? { [Labels.relay]: 'true' } : {}),
+      },
+    },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: node.ip },
+        ...(node.publicIp ? [{ type: 'ExternalIP', address: node.publicIp }] : []),
+        { type: 'Hostname', address: node.name },
+      ],
+    },
+  };
+}
+
+export class Lab {
+  readonly state: LabState;
+  readonly network: LabNetwork;
+  readonly nodes: LabNode[];
+
+  constructor(state: LabState, network: LabNetwork) {
+    this.state = state;
+    this.network = network;
+    this.nodes = network.nodes.map((n) => nodeLayout(state.data.dir, n));
+  }
+
+  get id(): string {
+    return this.state.data.id;
+  }
+
+  get dir(): string {
+    return this.state.data.dir;
+  }
+
+  get prefix(): string {
+    return this.state.data.prefix;
+  }
+
+  get topology(): ResolvedTopology {
+    return this.network.topology;
+  }
+
+  get pods(): LabPod[] {
+    return this.state.data.pods;
+  }
+
+  get kubeconfig(): string {
+    return join(this.dir, 'kubeconfig');
+  }
+
+  get apiUrl(): string {
+    return `http://${this.topology.apiServer.ip}:${this.topology.apiServer.port}`;
+  }
+
+  /** Re-opens a running lab from its state file (the CLI's status/exec/down). */
+  static async attach(id?: string): Promise<Lab> {
+    let state: LabState;
+    if (id) state = await LabState.load(id);
+    else {
+      const all = await LabState.all();
+      if (all.length === 0)
+        throw new Error('no lab is up (no .lab/*/state.json): start one with `edgemesh-cni lab up`');
+      state = all[all.length - 1]!;
+    }
+    const topology = state.data.info.topology as ResolvedTopology | undefined;
+    if (!topology) throw new Error(`lab ${state.data.id} has no recorded topology (it crashed early): \`lab down\``);
+    return new Lab(state, planNetwork(topology, state.data.prefix));
+  }
+
+  node(name: string): LabNode {
+    const node = this.nodes.find((n) => n.name === name);
+    if (!node) throw new Error(`no node ${name} (nodes: ${this.nodes.map((n) => n.name).join(', ')})`);
+    return node;
+  }
+
+  pod(name: string): LabPod {
+    const pod = this.pods.find((p) => p.name === name);
+    if (!pod) throw new Error(`no pod ${name} (pods: ${this.pods.map((p) => p.name).join(', ')})`);
+    return pod;
+  }
+
+  /**
+   * The namespace of a pod, a node, a site's router (`rtr-a`, `router:edge-a` or the site
+   * name), `inet` or `api`.
+   */
+  netnsOf(target: string): string {
+    const pod = this.pods.find((p) => p.name === target);
+    if (pod) return pod.netns;
+    const node = this.nodes.find((n) => n.name === target);
+    if (node) return node.netns;
+    const router = this.network.routers.find(
+      (r) => target === r.site || target === `router:${r.site}` || target === r.netnsSuffix,
+    );
+    if (router) return router.netns;
+    if (target === 'inet' || target === 'internet') return this.network.inetNetns;
+    if (target === 'api') return this.network.apiNetns;
+    const known = [...this.pods.map((p) => p.name), ...this.nodes.map((n) => n.name)];
+    throw new Error(
+      `unknown lab target ${target}: a pod, a node, a site's router (rtr-a), inet or api (${known.join(', ')})`,
+    );
+  }
+
+  /** kubectl against the lab's API server (run inside the API server's namespace). */
+  kubectl(args: string[], input?: string): Promise<string> {
+    return run('ip', ['netns', 'exec', this.network.apiNetns, 'kubectl', '--kubeconfig', this.kubeconfig, ...args], {
+      ...(input === undefined ? {} : { input }),
+    });
+  }
+
+  /** An agent's `GET /status`. */
+  async agentStatus(nodeName: string): Promise<AgentStatus> {
+    const node = this.node(nodeName);
+    const { status, body } = await getUnix(node.controlSocket, '/status');
+    if (status !== 200) throw new Error(`agent ${nodeName}: GET /status answered ${status}: ${body.slice(0, 200)}`);
+    return JSON.parse(body) as AgentStatus;
+  }
+
+  cniTarget(pod: { node: string; containerId: string; netns: string }): CniTarget {
+    const node = this.node(pod.node);
+    return {
+      hostNetns: node.netns,
+      binDir: node.cniBinDir,
+      confDir: node.cniConfDir,
+      cacheDir: join(this.dir, 'cni-cache'),
+      containerId: pod.containerId,
+      netnsPath: `/run/netns/${pod.netns}`,
+      ifName: 'eth0',
+    };
+  }
+
+  /** Creates a pod: its namespace, then CNI ADD through the node's conflist (retrying "try again later"). */
+  async createPod(name: string, nodeName: string, timeoutMs = 30_000): Promise<LabPod> {
+    const node = this.node(nodeName);
+    const spec = this.topology.nodes.flatMap((n) => n.pods).find((p) => p.name === name);
+    const pod: LabPod = {
+      name,
+      node: node.name,
+      netns: this.prefix + (spec?.netnsSuffix ?? `p-${name}`),
+      containerId: `${this.id}-${name}`,
+      ips: [],
+    };
+    await this.state.recordNamespaces([pod.netns]);
+    await this.state.recordPod(pod);
+    await run('ip', ['netns', 'add', pod.netns]);
+    await run('ip', ['-n', pod.netns, 'link', 'set', 'lo', 'up']);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const result = await cniAdd(this.cniTarget(pod));
+        pod.ips = resultAddresses(result);
+        break;
+      } catch (err) {
+        // 11 = try again later (agent not serving yet): what a runtime retries.
+        if (!(err instanceof CniCallError && err.code === 11) || Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 300));
+      }
+    }
+    await this.state.recordPod(pod);
+    return pod;
+  }
+
+  /** CNI DEL (as a runtime does when a pod goes away), then the namespace. */
+  async deletePod(name: string): Promise<void> {
+    const pod = this.pod(name);
+    try {
+      await cniDel(this.cniTarget(pod), { timeoutMs: 10_000 });
+    } finally {
+      await run('ip', ['netns', 'del', pod.netns]).catch(() => {});
+      this.state.data.pods = this.state.data.pods.filter((p) => p.name !== name);
+      await this.state.save();
+    }
+  }
+
+  /** Runs a command inside a pod, node, router, inet or api namespace. */
+  exec(target: string, argv: string[], input?: string): Promise<string> {
+    const [file, ...args] = argv;
+    if (!file) throw new Error('nothing to run');
+    return run('ip', ['netns', 'exec', this.netnsOf(target), file, ...args], input === undefined ? {} : { input });
+  }
+
+  /** Agents that are not running any more. */
+  async deadAgents(): Promise<string[]> {
+    const dead: string[] = [];
+    for (const p of this.state.data.processes.filter((q) => q.name.startsWith('agent '))) {
+      if (!(await isAlive(p))) dead.push(p.name.slice('agent '.length));
+    }
+    return dead;
+  }
+
+  down(): Promise<DownReport> {
+    return tearDown(this.state, this);
+  }
+}
+
+export interface DownReport {
+  id: string;
+  pods: number;
+  namespaces: string[];
+  processes: number;
+}
+
+async function tearDown(state: LabState, lab?: Lab): Promise<DownReport> {
+  let pods = 0;
+  if (lab && state.data.phase !== 'tearing-down') {
+    // DEL every pod while the agents still run, as a runtime would; bounded, best effort.
+    const results = await Promise.allSettled(lab.pods.map((p) => cniDel(lab.cniTarget(p), { timeoutMs: 5000 })));
+    pods = results.filter((r) => r.status === 'fulfilled').length;
+  }
+  const { namespaces, processes } = await cleanupState(state);
+  return { id: state.data.id, pods, namespaces, processes };
+}
+
+/** Brings a whole lab up; on failure removes what it made (unless keepOnFailure) and rethrows. */
+export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
+  const progress = opts.progress ?? (() => {});
+  const started = Date.now();
+  const stamp = () => `${((Date.now() - started) / 1000).toFixed(1)}s`;
+  const say = (line: string) => progress(`[${stamp()}] ${line}`);
+  const topology = opts.topology ?? defaultTopology(opts.overrides);
+  await preflight({ needTc: [...topology.routers, ...topology.nodes].some((x) => x.netem) });
+
+  const prefix = runPrefix('em');
+  const id = prefix.slice(0, -1);
+  const state = await LabState.create(id, prefix);
+  await state.setInfo('topology', topology);
+  say(
+    `lab ${id}: ${topology.nodes.length} nodes in ${new Set(topology.nodes.map((n) => n.site)).size} sites, state in ${state.data.dir}`,
+  );
+  try {
+    const network = await buildNetwork(topology, prefix, {
+      record: (names) => state.recordNamespaces(names),
+      progress: say,
+    });
+    const lab = new Lab(state, network);
+    await startApiServer(lab, say);
+    await registerCluster(lab, say);
+    await startAgents(lab, say, opts.readyTimeoutMs ?? 60_000);
+    await createPods(lab, say);
+    await state.setPhase('up');
+    say(`lab ${id} is up`);
+    return lab;
+  } catch (err) {
+    await state.setPhase('failed').catch(() => {});
+    if (!opts.keepOnFailure) {
+      say(`lab up failed, removing lab ${id}`);
+      await tearDown(state);
+    }
+    throw err;
+  }
+}
+
+async function startApiServer(lab: Lab, say: (line: string) => void): Promise<void> {
+  const { port } = lab.topology.apiServer;
+  const out = join(lab.dir, 'kube-apiserver.out');
+  const log = join(lab.dir, 'kube-apiserver.log');
+  const p = await startInNetns(
+    lab.state,
+    'kube-apiserver',
+    lab.network.apiNetns,
+    [
+      process.execPath,
+      API_SERVER,
+      '--listen',
+      `0.0.0.0:${port}`,
+      '--kubeconfig-out',
+      lab.kubeconfig,
+      '--server-url',
+      lab.apiUrl,
+    ],
+    { stdout: out, stderr: log },
+  );
+  await waitFor(
+    async () => ((await readFile(out, 'utf8').catch(() => '')).includes('"ready":true') ? true : undefined),
+    {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      dead: async () => ((await isAlive(p)) ? undefined : new Error(`the API server exited:\n${await tail(log)}`)),
+      onTimeout: async () => new Error(`the API server did not get ready within 20 s:\n${await tail(log)}`),
+    },
+  );
+  await lab.state.setInfo('apiUrl', lab.apiUrl);
+  say(`API server: ${lab.apiUrl} (namespace ${lab.network.apiNetns}), kubeconfig ${lab.kubeconfig}`);
+}
+
+async function registerCluster(lab: Lab, say: (line: string) => void): Promise<void> {
+  await access(CRD_PATH).catch(() => {
+    throw new Error(`${CRD_PATH} is missing: the IPAMBlock CRD ships with the repository (deploy/crds/)`);
+  });
+  await lab.kubectl(['apply', '-f', CRD_PATH]);
+  const list = { apiVersion: 'v1', kind: 'List', items: lab.nodes.map((n) => nodeManifest(n)) };
+  // The test server publishes no OpenAPI schema for core types: client-side validation off.
+  await lab.kubectl(['create', '--validate=false', '-f', '-'], JSON.stringify(list));
+  say(
+    `registered the IPAMBlock CRD and ${lab.nodes.length} Nodes (${lab.nodes
+      .filter((n) => n.relay)
+      .map((n) => n.name)
+      .join(', ')} labelled ${Labels.relay}=true)`,
+  );
+}
+
+async function startAgents(lab: Lab, say: (line: string) => void, timeoutMs: number): Promise<void> {
+  for (const node of lab.nodes) {
+    await mkdir(node.runDir, { recursive: true, mode: 0o700 });
+    await mkdir(node.stateDir, { recursive: true, mode: 0o700 });
+    await mkdir(node.cniBinDir, { recursive: true });
+    await mkdir(node.cniConfDir, { recursive: true });
+    await writeFile(node.configPath, toYaml(agentConfig(node, lab.topology, lab.kubeconfig)));
+  }
+  const procs = await Promise.all(
+    lab.nodes.map((node) =>
+      startInNetns(
+        lab.state,
+        `agent ${node.name}`,
+        node.netns,
+        [process.execPath, CLI, 'agent', '--config', node.configPath],
+        { stdout: node.logPath, stderr: node.logPath },
+      ),
+    ),
+  );
+  say(`agents: started ${procs.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
+  await Promise.all(
+    lab.nodes.map(async (node, i) => {
+      const t0 = Date.now();
+      await waitFor(
+        async () => {
+          const status = await lab.agentStatus(node.name);
+          return status.ready === false ? undefined : status;
+        },
+        {
+          timeoutMs,
+          intervalMs: 250,
+          dead: async () =>
+            (await isAlive(procs[i]!))
+              ? undefined
+              : new Error(`agent ${node.name} exited:\n${await tail(node.logPath)}`),
+          onTimeout: async () =>
+            new Error(`agent ${node.name} not ready within ${timeoutMs / 1000} s:\n${await tail(node.logPath)}`),
+        },
+      );
+      const status = await lab.agentStatus(node.name);
+      say(
+        `agent ${node.name} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: pod CIDRs ${status.podCidrs.join(', ')}`,
+      );
+    }),
+  );
+}
+
+async function createPods(lab: Lab, say: (line: string) => void): Promise<void> {
+  const specs = lab.topology.nodes.flatMap((n) => n.pods);
+  if (specs.length === 0) return;
+  // One runtime per node: pods of one node one after the other, nodes side by side.
+  await Promise.all(
+    lab.nodes.map(async (node) => {
+      for (const spec of specs.filter((p) => p.node === node.name)) {
+        const pod = await lab.createPod(spec.name, node.name);
+        say(`pod ${pod.name} on ${node.name}: ${pod.ips.join(', ')}`);
+      }
+    }),
+  );
+}
+
+/**
+ * Tears labs down: the one named, or every lab under .lab/ (including half-built and
+ * crashed ones). Pods get a CNI DEL first when their agents still run.
+ */
+export async function labDown(id?: string): Promise<DownReport[]> {
+  const states = id ? [await LabState.load(id)] : await LabState.all();
+  const reports: DownReport[] = [];
+  for (const state of states) {
+    let lab: Lab | undefined;
+    try {
+      lab = await Lab.attach(state.data.id);
+    } catch {
+      lab = undefined; // crashed before the topology was recorded: clean up by the record alone
+    }
+    reports.push(await tearDown(state, lab));
+  }
+  return reports;
+}

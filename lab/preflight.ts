@@ -1,0 +1,76 @@
+// What the lab needs from the machine, checked before anything is created, with errors
+// that say what to install (Debian package names) instead of a failing `ip` halfway through.
+import { access, constants } from 'node:fs/promises';
+import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export class PreflightError extends Error {
+  readonly problems: string[];
+  constructor(problems: string[]) {
+    super(`the lab cannot run on this machine:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'PreflightError';
+    this.problems = problems;
+  }
+}
+
+/** Tool → Debian package that ships it. */
+export const REQUIRED_TOOLS: Record<string, string> = {
+  ip: 'iproute2',
+  iptables: 'iptables',
+  'iptables-restore': 'iptables',
+  ping: 'iputils-ping',
+  kubectl: 'kubernetes-client',
+};
+
+/** Useful inside the lab (`lab exec`), not needed to bring it up. */
+export const OPTIONAL_TOOLS: Record<string, string> = {
+  iperf3: 'iperf3',
+  tcpdump: 'tcpdump',
+  curl: 'curl',
+  tc: 'iproute2',
+};
+
+const BUILT = {
+  addon: fileURLToPath(new URL('../build/edgemesh_tun.node', import.meta.url)),
+  client: fileURLToPath(new URL('../build/edgemesh', import.meta.url)),
+};
+
+async function exists(path: string, mode = constants.F_OK): Promise<boolean> {
+  try {
+    await access(path, mode);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Finds an executable on PATH (plus the sbin directories a non-login root shell may lack). */
+export async function which(tool: string): Promise<string | undefined> {
+  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+  for (const dir of dirs) {
+    if (dir && (await exists(join(dir, tool), constants.X_OK))) return join(dir, tool);
+  }
+  return undefined;
+}
+
+/** Throws a PreflightError listing every missing piece (not just the first). */
+export async function preflight(opts: { needTc?: boolean } = {}): Promise<void> {
+  const problems: string[] = [];
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    problems.push('must run as root (network namespaces, TUN devices, iptables): use `sudo`');
+  }
+  const tools = { ...REQUIRED_TOOLS, ...(opts.needTc ? { tc: 'iproute2' } : {}) };
+  const missing = await Promise.all(
+    Object.entries(tools).map(async ([tool, pkg]) =>
+      (await which(tool)) ? undefined : `${tool}: not found (apt install ${pkg})`,
+    ),
+  );
+  problems.push(...missing.filter((m): m is string => m !== undefined));
+  if (!(await exists('/dev/net/tun')))
+    problems.push('/dev/net/tun is missing (kernel without TUN, or a container without the device)');
+  if (!(await exists(BUILT.addon)))
+    problems.push(`${BUILT.addon} is missing: run \`npm ci\` (or \`npm run build:native\`)`);
+  if (!(await exists(BUILT.client)))
+    problems.push(`${BUILT.client} is missing: run \`npm ci\` (or \`npm run build:native\`)`);
+  if (problems.length > 0) throw new PreflightError(problems);
+}
