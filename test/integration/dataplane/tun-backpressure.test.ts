@@ -1,6 +1,9 @@
 // When JS stalls, the TUN reader must block (bounded hand-off queue) and let the kernel's
 // TUN queue drop and count, instead of buffering without limit; afterwards it keeps working.
 import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
@@ -11,6 +14,8 @@ import type { Packet } from '../../../dataplane/types.ts';
 const prefix = runPrefix('emtbp');
 const ns = `${prefix}n`;
 let tun: TunDevice | undefined;
+const dir = mkdtempSync(join(tmpdir(), 'em-tbp-'));
+const doneFile = join(dir, 'blaster-done');
 
 beforeAll(async () => {
   await createNetns(ns);
@@ -19,9 +24,11 @@ beforeAll(async () => {
 afterAll(async () => {
   tun?.close();
   await deleteNetns(ns);
+  rmSync(dir, { recursive: true, force: true });
 });
 
-// Sends one datagram, waits, then blasts 1,000-byte datagrams for `ms` and prints the count.
+// Sends one datagram, waits, blasts 20,000 1,000-byte datagrams, then writes the done file
+// (which ends the test's stall) and prints how many the kernel accepted from the socket.
 const blaster = `
 const s = require('node:dgram').createSocket('udp4');
 const buf = Buffer.alloc(1000, 7);
@@ -30,8 +37,8 @@ const sendOne = () => new Promise((r) => s.send(buf, 9, '10.80.1.5', (e) => { if
 (async () => {
   await sendOne();
   await new Promise((r) => setTimeout(r, 300));
-  const end = Date.now() + 1000;
-  while (Date.now() < end) { const w = []; for (let i = 0; i < 64; i++) w.push(sendOne()); await Promise.all(w); }
+  for (let i = 0; i < 20000; i += 100) { const w = []; for (let j = 0; j < 100; j++) w.push(sendOne()); await Promise.all(w); }
+  require('node:fs').writeFileSync(${JSON.stringify(doneFile)}, '');
   console.log(sent); s.close();
 })();`;
 
@@ -58,10 +65,11 @@ it('blocks the reader while JS is busy, lets the kernel drop, then recovers', as
   let udpDelivered = 0;
   let stalled = false;
   dev.onBatch((batch) => {
-    if (!stalled) {
+    // Stall from the blaster's first datagram until it has sent everything.
+    if (!stalled && batch.some((p) => p.data[9] === 17)) {
       stalled = true;
-      const until = Date.now() + 2000;
-      while (Date.now() < until) {
+      const until = Date.now() + 30_000;
+      while (Date.now() < until && !existsSync(doneFile)) {
         // The JS thread is stuck, as under a long GC pause or an overloaded forwarder.
       }
     }
@@ -92,7 +100,7 @@ it('blocks the reader while JS is busy, lets the kernel drop, then recovers', as
   );
   // In flight at most: 8 queued batches + 1 being filled + 1 delivered, ≤ 254 packets each
   // of 1,028 bytes in a 256 KiB batch, plus the kernel's TUN queue (txqueuelen 500).
-  expect(sent).toBeGreaterThan(5000);
+  expect(sent).toBeGreaterThan(19_000);
   expect(udpDelivered).toBeLessThanOrEqual(10 * 254 + 500 + 64);
   expect(kernelDropped).toBeGreaterThan(0);
   // Every datagram is accounted for: delivered to JS or dropped (and counted) by the kernel.
