@@ -279,7 +279,8 @@ export function resourceFromCrd(crd: K8sObject): ResourceDef {
     hasStatus: storage.subresources?.status !== undefined,
     strategicMerge: undefined,
     extraFieldKeys: [],
-    printerColumns: [...(storage.additionalPrinterColumns ?? []), AGE],
+    // As in kube-apiserver: additionalPrinterColumns replace the default Age column.
+    printerColumns: storage.additionalPrinterColumns?.length ? storage.additionalPrinterColumns : [AGE],
     schemas,
     crdName: crd.metadata.name,
   };

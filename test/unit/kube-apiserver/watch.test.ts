@@ -1,0 +1,254 @@
+// Watch semantics: replay from a resourceVersion, 410 Expired in-stream when it is older than
+// the history window, selector transitions, bookmarks, timeoutSeconds; and the client-node
+// informer (list + watch) seeing add/update/delete and recovering from 410 by relisting.
+import { makeInformer, PatchStrategy, setHeaderOptions, type V1Node, Watch } from '@kubernetes/client-node';
+import { afterEach, describe, expect, it } from 'vitest';
+import { type Harness, node, startHarness } from './helpers.ts';
+
+let h: Harness | undefined;
+afterEach(async () => {
+  await h?.close();
+  h = undefined;
+});
+
+const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+
+type WatchLine = {
+  type: string;
+  object: {
+    kind?: string;
+    code?: number;
+    reason?: string;
+    metadata?: { name?: string; resourceVersion?: string; annotations?: Record<string, string> };
+  };
+};
+
+/** Reads a raw watch stream until `count` events arrived or the server ended it. */
+async function readWatch(
+  url: string,
+  count: number,
+  timeoutMs = 5000,
+): Promise<{ events: WatchLine[]; ended: boolean }> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const events: WatchLine[] = [];
+  let ended = false;
+  try {
+    const res = await fetch(url, { signal: controller.signal });
+    expect(res.status).toBe(200);
+    const decoder = new TextDecoder();
+    let buffered = '';
+    for await (const chunk of res.body as AsyncIterable<Uint8Array>) {
+      buffered += decoder.decode(chunk, { stream: true });
+      let nl = buffered.indexOf('\n');
+      while (nl >= 0) {
+        events.push(JSON.parse(buffered.slice(0, nl)));
+        buffered = buffered.slice(nl + 1);
+        nl = buffered.indexOf('\n');
+      }
+      if (events.length >= count) break;
+    }
+    if (events.length < count) ended = true;
+  } catch (err) {
+    if ((err as Error).name !== 'AbortError') throw err;
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+  return { events, ended };
+}
+
+async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe('watch', () => {
+  it('replays changes after a resourceVersion, in order, with the resourceVersion of each change', async () => {
+    h = await startHarness();
+    const a = await h.core.createNode({ body: node('a') });
+    await h.core.patchNode({ name: 'a', body: { metadata: { labels: { x: '1' } } } }, merge);
+    await h.core.createNode({ body: node('b') });
+    await h.core.deleteNode({ name: 'a' });
+    const { events } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${a.metadata!.resourceVersion}`,
+      3,
+    );
+    expect(events.map((e) => `${e.type} ${e.object.metadata?.name}`)).toEqual(['MODIFIED a', 'ADDED b', 'DELETED a']);
+    const rvs = events.map((e) => Number(e.object.metadata?.resourceVersion));
+    expect([...rvs].sort((x, y) => x - y)).toEqual(rvs);
+    expect(rvs[0]).toBeGreaterThan(Number(a.metadata!.resourceVersion));
+  });
+
+  it('without a resourceVersion starts with the current objects as ADDED, then streams changes', async () => {
+    h = await startHarness();
+    await h.core.createNode({ body: node('a') });
+    const reading = readWatch(`${h.server.url}/api/v1/nodes?watch=true`, 2);
+    await new Promise((r) => setTimeout(r, 200));
+    await h.core.createNode({ body: node('b') });
+    const { events } = await reading;
+    expect(events.map((e) => `${e.type} ${e.object.metadata?.name}`)).toEqual(['ADDED a', 'ADDED b']);
+  });
+
+  it('sends a 410 Expired ERROR event and ends the stream when the resourceVersion left the window', async () => {
+    h = await startHarness({ historyLimit: 5 });
+    const first = await h.core.createNode({ body: node('a') });
+    for (let i = 0; i < 10; i++)
+      await h.core.patchNode({ name: 'a', body: { metadata: { labels: { i: String(i) } } } }, merge);
+    const { events, ended } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${first.metadata!.resourceVersion}`,
+      2,
+    );
+    expect(events).toHaveLength(1);
+    expect(events[0]).toMatchObject({ type: 'ERROR', object: { kind: 'Status', code: 410, reason: 'Expired' } });
+    expect(ended).toBe(true);
+    // A resourceVersion inside the window still replays.
+    const list = await h.core.listNode();
+    const recent = Number(list.metadata!.resourceVersion) - 2;
+    const replay = await readWatch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${recent}`, 2);
+    expect(replay.events.map((e) => e.type)).toEqual(['MODIFIED', 'MODIFIED']);
+  });
+
+  it('turns a change into ADDED/DELETED when the object enters/leaves the label selector', async () => {
+    h = await startHarness();
+    const a = await h.core.createNode({ body: node('a') });
+    await h.core.patchNode({ name: 'a', body: { metadata: { labels: { relay: 'true' } } } }, merge);
+    await h.core.patchNode({ name: 'a', body: { metadata: { annotations: { note: 'x' } } } }, merge);
+    await h.core.patchNode({ name: 'a', body: { metadata: { labels: { relay: null } } } }, merge);
+    const { events } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&labelSelector=relay%3Dtrue&resourceVersion=${a.metadata!.resourceVersion}`,
+      3,
+    );
+    expect(events.map((e) => e.type)).toEqual(['ADDED', 'MODIFIED', 'DELETED']);
+  });
+
+  it('sends bookmarks when asked, and ends the stream after timeoutSeconds', async () => {
+    h = await startHarness({ watch: { bookmarkIntervalMs: 100 } });
+    const started = Date.now();
+    const { events, ended } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=1`,
+      1000,
+      5000,
+    );
+    expect(ended).toBe(true);
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(events.length).toBeGreaterThanOrEqual(3);
+    expect(events.every((e) => e.type === 'BOOKMARK' && e.object.kind === 'Node')).toBe(true);
+  });
+
+  it('marks the end of initial events with a bookmark for sendInitialEvents=true', async () => {
+    h = await startHarness();
+    await h.core.createNode({ body: node('a') });
+    const { events } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan`,
+      2,
+    );
+    expect(events[0]).toMatchObject({ type: 'ADDED', object: { metadata: { name: 'a' } } });
+    expect(events[1]).toMatchObject({
+      type: 'BOOKMARK',
+      object: { metadata: { annotations: { 'k8s.io/initial-events-end': 'true' } } },
+    });
+  });
+
+  it('is served to client-node Watch', async () => {
+    h = await startHarness();
+    const seen: string[] = [];
+    const watch = new Watch(h.kc);
+    const req = await watch.watch(
+      '/api/v1/nodes',
+      {},
+      (type, obj: V1Node) => seen.push(`${type} ${obj.metadata?.name}`),
+      () => {},
+    );
+    await h.core.createNode({ body: node('a') });
+    await until(() => seen.length === 1, 'the ADDED event');
+    expect(seen).toEqual(['ADDED a']);
+    req.abort();
+  });
+});
+
+describe('client-node informer', () => {
+  it('sees add, update and delete, and relists after a 410', async () => {
+    h = await startHarness({ historyLimit: 3 });
+    const { core } = h;
+    await core.createNode({ body: node('before') });
+    const informer = makeInformer(h.kc, '/api/v1/nodes', () => core.listNode());
+    const log: string[] = [];
+    informer.on('add', (n) => log.push(`add ${n.metadata?.name}`));
+    informer.on('update', (n) => log.push(`update ${n.metadata?.name} ${n.metadata?.labels?.step ?? ''}`));
+    informer.on('delete', (n) => log.push(`delete ${n.metadata?.name}`));
+    const errors: unknown[] = [];
+    informer.on('error', (err) => errors.push(err));
+    await informer.start();
+    try {
+      await until(() => log.includes('add before'), 'the initial list');
+      await core.createNode({ body: node('a') });
+      await core.patchNode({ name: 'a', body: { metadata: { labels: { step: '1' } } } }, merge);
+      await core.deleteNode({ name: 'before' });
+      await until(() => log.length >= 4, 'add/update/delete');
+      expect(log).toEqual(['add before', 'add a', 'update a 1', 'delete before']);
+
+      // Cut the watch and change more than the window holds: the informer's re-watch from its
+      // last resourceVersion gets 410, so it must relist and still converge.
+      await informer.stop();
+      for (let i = 2; i < 10; i++)
+        await core.patchNode({ name: 'a', body: { metadata: { labels: { step: String(i) } } } }, merge);
+      await core.createNode({ body: node('c') });
+      // The ListWatch behind the informer exposes its resourceVersion, untyped on Informer.
+      const stale = (informer as unknown as { latestResourceVersion(): string }).latestResourceVersion();
+      const gone = await readWatch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${stale}`, 1);
+      expect(gone.events[0]?.type).toBe('ERROR');
+      await informer.start();
+      await until(
+        () => informer.get('c') !== undefined && informer.get('a')?.metadata?.labels?.step === '9',
+        'convergence after 410',
+      );
+      expect(
+        informer
+          .list()
+          .map((n) => n.metadata?.name)
+          .sort(),
+      ).toEqual(['a', 'c']);
+      // stop() aborts the client's own request, which client-node reports as an AbortError.
+      expect(errors.filter((e) => (e as Error).name !== 'AbortError')).toEqual([]);
+    } finally {
+      await informer.stop();
+    }
+  });
+
+  it('keeps its cache right across watches the server ends (re-watch from the last resourceVersion)', async () => {
+    h = await startHarness({ watch: { maxTimeoutSeconds: 1 } });
+    const { core } = h;
+    const informer = makeInformer(h.kc, '/api/v1/nodes', () => core.listNode());
+    let lists = 0;
+    const counting = makeInformer(h.kc, '/api/v1/nodes', () => {
+      lists++;
+      return core.listNode();
+    });
+    await informer.start();
+    await counting.start();
+    try {
+      for (let i = 0; i < 3; i++) {
+        await core.createNode({ body: node(`n${i}`) });
+        // Longer than the server's watch lifetime: every change lands on a fresh watch.
+        await new Promise((r) => setTimeout(r, 1200));
+      }
+      await core.deleteNode({ name: 'n0' });
+      await until(() => informer.list().length === 2 && counting.list().length === 2, 'both caches at n1, n2');
+      expect(
+        informer
+          .list()
+          .map((n) => n.metadata?.name)
+          .sort(),
+      ).toEqual(['n1', 'n2']);
+      // Re-watching from a resourceVersion inside the window needs no relist.
+      expect(lists).toBe(1);
+    } finally {
+      await informer.stop();
+      await counting.stop();
+    }
+  });
+});
