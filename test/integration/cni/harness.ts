@@ -3,7 +3,6 @@
 // called exactly as a container runtime calls it (env + stdin, stdout + exit code).
 // Everything carries a per-run prefix and is removed by cleanup(), also after failures.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,14 +10,19 @@ import { run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-export const CLIENT = join(ROOT, 'build', 'edgemesh');
 export const REFERENCE_PLUGINS = '/usr/lib/cni';
 
-/** Builds the C client when it is missing or older than its source. */
-export async function ensureClient(): Promise<void> {
-  const source = join(ROOT, 'cni', 'client', 'edgemesh.c');
-  if (existsSync(CLIENT) && statSync(CLIENT).mtimeMs >= statSync(source).mtimeMs) return;
-  await run(process.execPath, [join(ROOT, 'scripts', 'build-native.mjs')]);
+/**
+ * Installs the C client into a per-run CNI bin dir, as the DaemonSet copies it to /opt/cni/bin.
+ * Compiled there with build-native's flags rather than copied from build/, which other
+ * engineers' `npm run build:native` may be rewriting at this very moment.
+ */
+export async function installClient(binDir: string): Promise<string> {
+  await mkdir(binDir, { recursive: true });
+  const target = join(binDir, 'edgemesh');
+  const flags = ['-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration', '-std=gnu11', '-static'];
+  await run(process.env.CC ?? 'cc', [...flags, join(ROOT, 'cni', 'client', 'edgemesh.c'), '-o', target]);
+  return target;
 }
 
 export interface ClientResult {
@@ -77,6 +81,8 @@ export function cniEnv(command: string, a?: Attachment): Record<string, string> 
 export interface CniNode {
   prefix: string;
   node: string;
+  /** The installed C client (the CNI executable). */
+  clientPath: string;
   socket: string;
   stateDir: string;
   v4Block: string;
@@ -96,7 +102,6 @@ export interface CniNode {
 export async function startCniNode(
   opts: { clusterCidrs?: string[]; masquerade?: boolean; v4Block?: string; v6Block?: string | null } = {},
 ): Promise<CniNode> {
-  await ensureClient();
   const prefix = runPrefix('cn');
   const node = `${prefix}node`;
   const stateDir = join('/tmp', `${prefix}cni`);
@@ -105,6 +110,7 @@ export async function startCniNode(
   const v4Block = opts.v4Block ?? '10.244.7.0/24';
   const v6Block = opts.v6Block === null ? '' : (opts.v6Block ?? 'fd00:10:244:7::/64');
   let server: ChildProcess | undefined;
+  let clientPath = '';
   const cleanup = async () => {
     await stopServer();
     for (const ns of namespaces) await deleteNetns(ns);
@@ -123,6 +129,7 @@ export async function startCniNode(
   try {
     await createNetns(node);
     await mkdir(stateDir, { recursive: true, mode: 0o700 });
+    clientPath = await installClient(join(stateDir, 'bin'));
     const args = [
       'netns',
       'exec',
@@ -170,13 +177,14 @@ export async function startCniNode(
   return {
     prefix,
     node,
+    clientPath,
     socket,
     stateDir,
     v4Block,
     v6Block,
     conf: (cniVersion, extra = {}) =>
       JSON.stringify({ cniVersion, name: 'edgemesh-test', type: 'edgemesh', socket, ...extra }),
-    client: (command, a, stdin) => execPlugin(CLIENT, cniEnv(command, a), stdin),
+    client: (command, a, stdin) => execPlugin(clientPath, cniEnv(command, a), stdin),
     pod: async (name, ifname = 'eth0') => {
       const ns = `${prefix}${name}`;
       namespaces.push(ns);
