@@ -1,0 +1,178 @@
+// Control-plane benchmark: with 1,000 and 5,000 emulated peers (Node objects carrying
+// edgemesh annotations in the API test server), how long until every peer is in the
+// forwarder's LPM table after start (initial list), how long a newly created Node takes
+// to be programmed (watch → directory → LPM), and the resident memory of the process
+// holding informer + directory + route table. No namespaces needed.
+//   node bench/control-plane.ts [--sizes 1000,5000]
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { CoreV1Api, KubeConfig, makeInformer, type V1Node } from '@kubernetes/client-node';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { Forwarder } from '../dataplane/forwarder.ts';
+import type { Packet, PacketIO } from '../dataplane/types.ts';
+import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
+import { percentile } from './lib/stats.ts';
+
+const root = new URL('..', import.meta.url).pathname;
+
+/** A device that never reads or writes: the control plane does not touch packets. */
+const idleDevice: PacketIO = {
+  offload: true,
+  onBatch(_handler: (batch: Packet[]) => void) {},
+  write: (batch: Packet[]) => batch.length,
+};
+
+async function startApiServerProcess(): Promise<{ url: string; stop(): Promise<void> }> {
+  const child = spawn(
+    process.execPath,
+    [`${root}lab/kube-apiserver/main.ts`, '--listen', '127.0.0.1:0', '--history-limit', '20000'],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+      env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' },
+    },
+  );
+  const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+  const { url } = JSON.parse(line) as { url: string };
+  return {
+    url,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await once(child, 'exit');
+    },
+  };
+}
+
+async function peerNode(i: number): Promise<V1Node> {
+  const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString();
+  // Peer i owns 10.(i/256).(i%256).0/24 inside 10.0.0.0/8, so every block is distinct.
+  const cidr = `10.${Math.floor(i / 256) % 256}.${i % 256}.0/24`;
+  const ip = `192.168.${Math.floor(i / 250) % 250}.${(i % 250) + 1}`;
+  return {
+    metadata: {
+      name: `peer-${i}`,
+      labels: { 'edgemesh.io/site': `site-${i % 50}` },
+      annotations: peerAnnotations({
+        peerId,
+        multiaddrs: [`/ip4/${ip}/tcp/4001`],
+        podCidrs: [cidr],
+        site: `site-${i % 50}`,
+        nodeIp: ip,
+        punchPort: 4002,
+      }),
+    },
+  };
+}
+
+async function createNodes(api: CoreV1Api, from: number, to: number): Promise<void> {
+  const queue = Array.from({ length: to - from }, (_, k) => from + k);
+  const worker = async () => {
+    for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
+      await api.createNode({ body: await peerNode(i) });
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, worker));
+}
+
+export interface ControlPlaneResult {
+  peers: number;
+  initialSyncMs: number;
+  newNodeP50Ms: number;
+  newNodeP99Ms: number;
+  rssMB: number;
+  heapMB: number;
+}
+
+function kubeConfigFor(url: string): KubeConfig {
+  const kc = new KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'bench', server: url, skipTLSVerify: true }],
+    users: [{ name: 'bench' }],
+    contexts: [{ name: 'bench', cluster: 'bench', user: 'bench' }],
+    currentContext: 'bench',
+  });
+  return kc;
+}
+
+/** The measured side, in a fresh process so its RSS is its own: informer → directory → LPM. */
+async function watchSide(url: string, size: number): Promise<ControlPlaneResult> {
+  const kc = kubeConfigFor(url);
+  const api = kc.makeApiClient(CoreV1Api);
+  const directory = new PeerDirectory();
+  const forwarder = new Forwarder({ tun: idleDevice, localCidrs: ['10.255.255.0/24'] });
+  const programmed = new Map<string, number>();
+  directory.on('peer:added', (p) => {
+    forwarder.setPeer(p.node, p.podCidrs);
+    programmed.set(p.node, performance.now());
+  });
+  const toNodeLike = (n: V1Node) => ({
+    name: n.metadata?.name ?? '',
+    labels: n.metadata?.labels ?? {},
+    annotations: n.metadata?.annotations ?? {},
+  });
+  const informer = makeInformer(kc, '/api/v1/nodes', () => api.listNode());
+  informer.on('add', (n) => directory.upsertFromNode(toNodeLike(n)));
+  informer.on('update', (n) => directory.upsertFromNode(toNodeLike(n)));
+  informer.on('delete', (n) => directory.remove(n.metadata?.name ?? ''));
+
+  const start = performance.now();
+  await informer.start();
+  while (programmed.size < size) await new Promise((r) => setTimeout(r, 1));
+  const initialSyncMs = performance.now() - start;
+
+  const latencies: number[] = [];
+  for (let k = 0; k < 50; k++) {
+    const node = await peerNode(size + k);
+    const name = node.metadata!.name!;
+    const t0 = performance.now();
+    await api.createNode({ body: node });
+    while (!programmed.has(name)) await new Promise((r) => setImmediate(r));
+    latencies.push(programmed.get(name)! - t0);
+  }
+  await informer.stop();
+  const mem = process.memoryUsage();
+  return {
+    peers: size,
+    initialSyncMs,
+    newNodeP50Ms: percentile(latencies, 50),
+    newNodeP99Ms: percentile(latencies, 99),
+    rssMB: mem.rss / 2 ** 20,
+    heapMB: mem.heapUsed / 2 ** 20,
+  };
+}
+
+async function measureSize(size: number): Promise<ControlPlaneResult> {
+  const server = await startApiServerProcess();
+  try {
+    await createNodes(kubeConfigFor(server.url).makeApiClient(CoreV1Api), 0, size);
+    const child = spawn(
+      process.execPath,
+      [new URL(import.meta.url).pathname, '--watch-side', server.url, String(size)],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
+    await once(child, 'exit');
+    return JSON.parse(line) as ControlPlaneResult;
+  } finally {
+    await server.stop();
+  }
+}
+
+if (import.meta.main && process.argv[2] === '--watch-side') {
+  console.log(JSON.stringify(await watchSide(process.argv[3]!, Number(process.argv[4]))));
+} else if (import.meta.main) {
+  const arg = process.argv.indexOf('--sizes');
+  const sizes = (arg > 0 ? process.argv[arg + 1]! : '1000,5000').split(',').map(Number);
+  console.log('control plane: Node objects → informer → peer directory → LPM (API test server on loopback)');
+  console.log('peers | initial sync ms | new node → LPM p50 ms | p99 ms | process RSS MB | heap MB');
+  for (const size of sizes) {
+    const r = await measureSize(size);
+    console.log(
+      `${r.peers} | ${r.initialSyncMs.toFixed(0)} | ${r.newNodeP50Ms.toFixed(2)} | ${r.newNodeP99Ms.toFixed(2)} | ${r.rssMB.toFixed(0)} | ${r.heapMB.toFixed(0)}`,
+    );
+  }
+}
