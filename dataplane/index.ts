@@ -2,7 +2,11 @@
 export * from './checksum.ts';
 export * from './forwarder.ts';
 export * from './frame-codec.ts';
+export * from './host-net.ts';
 export * from './packet.ts';
+export * from './pcap.ts';
 export * from './route-table.ts';
+// segmentation.ts owns the virtio_net_hdr constants (GSO_*) for the package surface.
 export * from './segmentation.ts';
+export { gsoType, TunDevice, type TunOpenOptions, type TunStats } from './tun-device.ts';
 export * from './types.ts';
