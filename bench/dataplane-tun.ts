@@ -3,10 +3,12 @@
 // copies every batch read from one TUN into the other: iperf3 TCP single stream A → B.
 // With offloads the relay moves up-to-64 KiB super-packets; without, MTU-sized packets.
 // Prints Gbit/s per mode, the ratio, and this process's CPU seconds per GB moved.
+// Also times host route set-up: 1,000 routes with one `ip -batch` vs one `ip` per route.
 // Run (root): node bench/dataplane-tun.ts [--seconds 5] [--rounds 2]
 import { parseArgs } from 'node:util';
+import { run } from '../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../common/netns.ts';
-import { configureInterface, ensureRoute } from '../dataplane/host-net.ts';
+import { applyRoutes, configureInterface, ensureRoute, type RouteSpec } from '../dataplane/host-net.ts';
 import { TunDevice } from '../dataplane/tun-device.ts';
 import { iperfClient, startIperfServer, stopProcess } from './lib/iperf.ts';
 
@@ -63,6 +65,25 @@ async function measure(offload: boolean, round: number): Promise<Sample> {
   }
 }
 
+/** ms for 1,000 routes: one `ip -batch`, and one `ip` process per route (200 timed, scaled). */
+async function measureRoutes(): Promise<{ batchMs: number; singleMs: number }> {
+  const dev = `${prefix}r`;
+  await run('ip', ['-n', nsA, 'tuntap', 'add', 'dev', dev, 'mode', 'tun']);
+  await configureInterface({ dev, address: '10.89.0.1/32', netns: nsA });
+  const routes = (base: number, n: number): RouteSpec[] =>
+    Array.from({ length: n }, (_, i) => ({ dst: `10.${base + (i >> 8)}.${i & 255}.0/24`, dev, src: '10.89.0.1' }));
+  const batch = routes(100, 1000);
+  let t0 = performance.now();
+  await applyRoutes({ replace: batch }, { netns: nsA });
+  const batchMs = performance.now() - t0;
+  const single = routes(120, 200);
+  t0 = performance.now();
+  for (const r of single) await ensureRoute(r, { netns: nsA });
+  const singleMs = ((performance.now() - t0) * 1000) / single.length;
+  await run('ip', ['-n', nsA, 'link', 'del', dev]);
+  return { batchMs, singleMs };
+}
+
 function mean(xs: number[]): number {
   return xs.reduce((s, x) => s + x, 0) / xs.length;
 }
@@ -72,11 +93,13 @@ async function main(): Promise<void> {
   await createNetns(nsB);
   const on: Sample[] = [];
   const off: Sample[] = [];
+  let routes: { batchMs: number; singleMs: number };
   try {
     for (let r = 0; r < rounds; r++) {
       on.push(await measure(true, r));
       off.push(await measure(false, r));
     }
+    routes = await measureRoutes();
   } finally {
     await deleteNetns(nsA);
     await deleteNetns(nsB);
@@ -91,6 +114,10 @@ async function main(): Promise<void> {
   console.log(line('offload on', on));
   console.log(line('offload off', off));
   console.log(`ratio on/off: ${(mean(on.map((x) => x.gbps)) / mean(off.map((x) => x.gbps))).toFixed(2)}x`);
+  console.log(
+    `host routes, 1000: ip -batch ${routes.batchMs.toFixed(0)} ms; one ip per route ~${routes.singleMs.toFixed(0)} ms ` +
+      `(200 timed, scaled) = ${(routes.singleMs / routes.batchMs).toFixed(0)}x slower`,
+  );
 }
 
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
