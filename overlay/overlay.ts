@@ -12,6 +12,7 @@ import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host, internalsOf } from './host.ts';
+import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
 import { ReservationKeeper } from './reservations.ts';
@@ -166,7 +167,7 @@ class OverlayImpl implements Overlay {
   readonly #punch: HolePunch;
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
-  readonly #pinging = new Set<string>();
+  readonly #probes = new Map<string, ConnectionProbe>();
   #badFrames = 0;
   #tunnelsOpened = 0;
   #pathChanges = 0;
@@ -195,6 +196,7 @@ class OverlayImpl implements Overlay {
       maxOutboundStreams: 8,
     });
     this.#punch.start();
+    void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
     this.#dir.on('peer:added', (peer) => {
@@ -327,6 +329,7 @@ class OverlayImpl implements Overlay {
       ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
       onFrame: (frame) => {
         session.rxBytes += frame.length;
+        this.#probes.get(conn.id)?.noteTraffic();
         session.lastSeen = Date.now();
         try {
           this.#opts.forwarder.receive(session.node, frame);
@@ -357,6 +360,8 @@ class OverlayImpl implements Overlay {
 
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
     session.tunnels.delete(tunnel);
+    // A direct path just died: give the NATs a moment before punching again.
+    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + 5000);
     this.#log.info(
       { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
       'tunnel stream closed',
@@ -387,11 +392,11 @@ class OverlayImpl implements Overlay {
     return session;
   }
 
-  #dropPeer(node: string): void {
+  #dropPeer(node: string, why = 'peer left the directory'): void {
     const session = this.#sessions.get(node);
     if (session === undefined) return;
     this.#sessions.delete(node);
-    for (const t of session.tunnels) t.abort(new Error('peer left the directory'));
+    for (const t of session.tunnels) t.abort(new Error(why));
     if (session.attached) this.#opts.forwarder.detachLink(node);
     session.attached = false;
     void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
@@ -433,26 +438,31 @@ class OverlayImpl implements Overlay {
 
   #keepalive(): void {
     const deadAfter = this.#opts.deadAfterMs ?? 1500;
+    const live = new Set<string>();
     for (const session of this.#sessions.values()) {
-      const conns = new Map<string, Connection>();
-      for (const t of session.tunnels) conns.set(t.connection.id, t.connection);
-      for (const conn of conns.values()) {
-        if (this.#pinging.has(conn.id) || conn.status !== 'open') continue;
-        this.#pinging.add(conn.id);
-        // The remote's own ping answers prove the path in both directions; a silent path
-        // (DROP rule, NAT state lost) is aborted so the tunnel falls back to the relay.
-        this.host.services.ping
-          .ping(conn.remoteAddr, { signal: AbortSignal.timeout(deadAfter), runOnLimitedConnection: true })
-          .then((rtt) => {
-            if (session.preferred()?.connection.id === conn.id) session.rttMs = rtt;
-          })
-          .catch((err: Error) => {
-            if (this.#stopped) return;
-            this.#log.warn({ peer: session.node, remote: conn.remoteAddr.toString(), err: err.message }, 'path dead');
-            conn.abort(new Error(`keepalive failed: ${err.message}`));
-          })
-          .finally(() => this.#pinging.delete(conn.id));
+      for (const t of session.tunnels) {
+        const conn = t.connection;
+        if (conn.status !== 'open' || live.has(conn.id)) continue;
+        live.add(conn.id);
+        let probe = this.#probes.get(conn.id);
+        if (probe === undefined) {
+          probe = new ConnectionProbe(conn);
+          this.#probes.set(conn.id, probe);
+        }
+        // The relay is the fallback: only a long silence condemns it (queues on a busy
+        // relay can delay an echo by seconds; a direct path is held to a tighter bound).
+        if (probe.tick(t.direct ? deadAfter : Math.max(deadAfter, 10_000))) {
+          if (session.preferred()?.connection.id === conn.id && probe.rttMs !== undefined) session.rttMs = probe.rttMs;
+          continue;
+        }
+        this.#log.warn({ peer: session.node, remote: conn.remoteAddr.toString() }, 'path dead: no keepalive echo');
+        conn.abort(new Error(`path silent for more than ${deadAfter} ms`));
       }
+    }
+    for (const [id, probe] of this.#probes) {
+      if (live.has(id)) continue;
+      probe.close();
+      this.#probes.delete(id);
     }
   }
 
@@ -535,7 +545,7 @@ class OverlayImpl implements Overlay {
     for (const t of this.#timers) clearInterval(t);
     this.#reservations.stop();
     this.#punch.stop();
-    for (const node of [...this.#sessions.keys()]) this.#dropPeer(node);
+    for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
     await this.host.stop();
   }
 }

@@ -3,6 +3,7 @@
 // everything inside namespaces this test creates.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
+import { setDirectPathCut } from '../../support/overlay-topology.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; bytes: number; bad: number }>;
@@ -52,5 +53,33 @@ describe('overlay through two NATs', () => {
     const final = await c.b.request<Stats>('stats');
     expect(final.rx.a?.bad).toBe(0);
     expect((await c.a.request<Stats>('stats')).counters.punch.successes).toBeGreaterThanOrEqual(1);
+  });
+
+  it('falls back to the relay within 5 s when the direct path is cut', async () => {
+    expect(await c.a.request('path', { node: 'b' })).toBe('hole-punched');
+    await c.a.request('flow-start', { node: 'b', intervalMs: 10, size: 1200 });
+    try {
+      await waitFor('flow running', async () => ((await c.b.request<Stats>('stats')).rx.a?.frames ?? 0) > 450);
+      await setDirectPathCut(c.topo, true);
+      const cutAt = Date.now();
+      try {
+        await waitFor('relayed path at A', async () => (await c.a.request('path', { node: 'b' })) === 'relayed', 5000);
+        const atSwitch = (await c.b.request<Stats>('stats')).rx.a?.frames ?? 0;
+        await waitFor(
+          'frames flowing again over the relay',
+          async () => ((await c.b.request<Stats>('stats')).rx.a?.frames ?? 0) > atSwitch + 10,
+          5000,
+        );
+        const resumedMs = Date.now() - cutAt;
+        expect(resumedMs).toBeLessThan(5000);
+        const statusA = (await c.a.request<Stats>('stats')).status.find((s) => s.node === 'b');
+        expect(statusA?.remoteAddr).toContain('/p2p-circuit/');
+        expect((await c.b.request<Stats>('stats')).rx.a?.bad).toBe(0);
+      } finally {
+        await setDirectPathCut(c.topo, false);
+      }
+    } finally {
+      await c.a.request('flow-stop', { node: 'b' });
+    }
   });
 });
