@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
 import { configureInterface, ensureRoute } from '../../../dataplane/host-net.ts';
-import { GSO_TCPV4, gsoType, TunDevice } from '../../../dataplane/tun-device.ts';
+import { GSO_TCPV4, GSO_TCPV6, gsoType, TunDevice } from '../../../dataplane/tun-device.ts';
 import type { Packet } from '../../../dataplane/types.ts';
 import { VNET_HDR_LEN } from '../../../dataplane/types.ts';
 
@@ -137,6 +137,38 @@ describe('TUN device', () => {
     const gsoSize = (big.vnet[4] ?? 0) | ((big.vnet[5] ?? 0) << 8);
     expect(gsoSize).toBeGreaterThan(0);
     expect(gsoSize).toBeLessThan(mtu);
+    a.close();
+    b.close();
+  });
+
+  it('carries IPv6 TCP as TCPV6 super-packets', async () => {
+    const mtu = 1400;
+    const a = track(TunDevice.open({ name: `${prefix}6a`, netns: nsA, mtu }));
+    const b = track(TunDevice.open({ name: `${prefix}6b`, netns: nsB, mtu }));
+    // nodad: the addresses are usable at once instead of after duplicate address detection.
+    await run('ip', ['-n', nsA, 'addr', 'add', 'fd78::1/128', 'dev', a.name, 'nodad']);
+    await run('ip', ['-n', nsB, 'addr', 'add', 'fd78::2/128', 'dev', b.name, 'nodad']);
+    await configureInterface({ dev: a.name, netns: nsA });
+    await configureInterface({ dev: b.name, netns: nsB });
+    await ensureRoute({ dst: 'fd78::2/128', dev: a.name }, { netns: nsA });
+    await ensureRoute({ dst: 'fd78::1/128', dev: b.name }, { netns: nsB });
+    let v6Super = 0;
+    a.onBatch((batch) => {
+      for (const p of batch)
+        if (gsoType(p.vnet) === GSO_TCPV6 && p.data.length > mtu && p.data[0] >> 4 === 6) v6Super++;
+      b.write(batch);
+    });
+    b.onBatch((batch) => a.write(batch));
+    const server = spawn('ip', ['netns', 'exec', nsB, 'iperf3', '-s', '-1', '-B', 'fd78::2', '-p', '5202'], {
+      stdio: 'ignore',
+    });
+    children.push(server);
+    await new Promise((r) => setTimeout(r, 300));
+    const out = await runIn(nsA, 'iperf3', ['-6', '-c', 'fd78::2', '-p', '5202', '-t', '1', '-J']);
+    const report = JSON.parse(out) as { end: { sum_received: { bytes: number } } };
+    expect(report.end.sum_received.bytes).toBeGreaterThan(1_000_000);
+    expect(v6Super).toBeGreaterThan(0);
+    expect(a.stats().errors + b.stats().errors).toBe(0);
     a.close();
     b.close();
   });
