@@ -14,7 +14,7 @@ import { CniCallError, type CniTarget, cniAdd, cniDel, resultAddresses } from '.
 import { buildNetwork, type LabNetwork, type NodeNetwork, planNetwork } from './network.ts';
 import { preflight } from './preflight.ts';
 import { getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
-import { cleanupState, LabState, REPO_ROOT, type RecordedPod } from './state.ts';
+import { cleanupState, LabState, REPO_ROOT, type RecordedPod, type RecordedProcess } from './state.ts';
 import { defaultTopology, type ResolvedTopology, type TopologyOverrides } from './topology.ts';
 
 export const CRD_PATH = join(REPO_ROOT, 'deploy/crds/ipamblock.yaml');
@@ -298,6 +298,55 @@ export class Lab {
     return run('ip', ['netns', 'exec', this.netnsOf(target), file, ...args], input === undefined ? {} : { input });
   }
 
+  /** The recorded process of a node's agent (the newest start). */
+  agentProcess(nodeName: string): RecordedProcess | undefined {
+    return this.state.data.processes.filter((p) => p.name === `agent ${nodeName}`).at(-1);
+  }
+
+  /** Starts a node's agent (again) in its namespace, with its config file; returns at once. */
+  async startAgent(nodeName: string): Promise<RecordedProcess> {
+    const node = this.node(nodeName);
+    const argv = [process.execPath, CLI, 'agent', '--config', node.configPath];
+    return startInNetns(this.state, `agent ${node.name}`, node.netns, argv, {
+      stdout: node.logPath,
+      stderr: node.logPath,
+    });
+  }
+
+  /** Signals a node's agent (SIGKILL by default: a crash) and waits until it is gone. */
+  async killAgent(nodeName: string, signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const p = this.agentProcess(nodeName);
+    if (!p || !(await isAlive(p))) return;
+    process.kill(p.pid, signal);
+    await waitFor(async () => ((await isAlive(p)) ? undefined : true), {
+      timeoutMs: 10_000,
+      intervalMs: 50,
+      onTimeout: async () => new Error(`agent ${nodeName} (pid ${p.pid}) did not exit after ${signal}`),
+    });
+  }
+
+  /** Waits until a node's agent answers `GET /status` as ready; fails early if it exits. */
+  async waitAgentReady(nodeName: string, timeoutMs = 60_000): Promise<AgentStatus> {
+    const node = this.node(nodeName);
+    const proc = this.agentProcess(nodeName);
+    return waitFor(
+      async () => {
+        const status = await this.agentStatus(nodeName);
+        return status.ready === false ? undefined : status;
+      },
+      {
+        timeoutMs,
+        intervalMs: 250,
+        dead: async () =>
+          proc && !(await isAlive(proc))
+            ? new Error(`agent ${nodeName} exited:\n${await tail(node.logPath)}`)
+            : undefined,
+        onTimeout: async () =>
+          new Error(`agent ${nodeName} not ready within ${timeoutMs / 1000} s:\n${await tail(node.logPath)}`),
+      },
+    );
+  }
+
   /** Agents that are not running any more. */
   async deadAgents(): Promise<string[]> {
     const dead: string[] = [];
@@ -426,38 +475,12 @@ async function startAgents(lab: Lab, say: (line: string) => void, timeoutMs: num
     await mkdir(node.cniConfDir, { recursive: true });
     await writeFile(node.configPath, toYaml(agentConfig(node, lab.topology, lab.kubeconfig)));
   }
-  const procs = await Promise.all(
-    lab.nodes.map((node) =>
-      startInNetns(
-        lab.state,
-        `agent ${node.name}`,
-        node.netns,
-        [process.execPath, CLI, 'agent', '--config', node.configPath],
-        { stdout: node.logPath, stderr: node.logPath },
-      ),
-    ),
-  );
-  say(`agents: started ${procs.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
+  await Promise.all(lab.nodes.map((node) => lab.startAgent(node.name)));
+  say(`agents: started ${lab.nodes.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
   await Promise.all(
-    lab.nodes.map(async (node, i) => {
+    lab.nodes.map(async (node) => {
       const t0 = Date.now();
-      await waitFor(
-        async () => {
-          const status = await lab.agentStatus(node.name);
-          return status.ready === false ? undefined : status;
-        },
-        {
-          timeoutMs,
-          intervalMs: 250,
-          dead: async () =>
-            (await isAlive(procs[i]!))
-              ? undefined
-              : new Error(`agent ${node.name} exited:\n${await tail(node.logPath)}`),
-          onTimeout: async () =>
-            new Error(`agent ${node.name} not ready within ${timeoutMs / 1000} s:\n${await tail(node.logPath)}`),
-        },
-      );
-      const status = await lab.agentStatus(node.name);
+      const status = await lab.waitAgentReady(node.name, timeoutMs);
       say(
         `agent ${node.name} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: pod CIDRs ${status.podCidrs.join(', ')}`,
       );

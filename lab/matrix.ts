@@ -59,14 +59,14 @@ async function limit<T, R>(items: T[], concurrency: number, fn: (item: T) => Pro
  */
 export async function runMatrix(
   lab: Lab,
-  opts: { timeoutMs?: number; concurrency?: number; family?: 4 | 6 } = {},
+  opts: { timeoutMs?: number; concurrency?: number; families?: Array<4 | 6> } = {},
 ): Promise<MatrixResult> {
   const started = Date.now();
   const timeoutMs = opts.timeoutMs ?? 20_000;
-  const family = opts.family ?? 4;
+  const families = opts.families ?? (lab.topology.dualStack ? [4, 6] : [4]);
   const siteOf = new Map(lab.nodes.map((n) => [n.name, n.site]));
-  const pairs = matrixPairs(lab);
-  const measured = await limit(pairs, opts.concurrency ?? 6, async ([a, b]) => {
+  const pairs = families.flatMap((family) => matrixPairs(lab).map(([a, b]) => ({ a, b, family })));
+  const measured = await limit(pairs, opts.concurrency ?? 6, async ({ a, b, family }) => {
     const target = b.ips.find((ip) => (family === 6 ? ip.includes(':') : !ip.includes(':')));
     const t0 = Date.now();
     let rtt: number | null = null;

@@ -1,0 +1,60 @@
+// With symmetric NATs (MASQUERADE --random-fully) hole punching cannot work: edge-a ↔ edge-b
+// must stay relayed — and work — while cloud ↔ edge stays direct.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Lab, labUp } from '../../lab/lab.ts';
+import { formatMatrix, runMatrix } from '../../lab/matrix.ts';
+import { pingFrom } from '../../lab/network.ts';
+import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
+import { expectNothingLeft } from './helpers/lab-checks.ts';
+
+describe('lab up --symmetric-nat', () => {
+  let before: HostSnapshot;
+  let lab: Lab | undefined;
+
+  beforeAll(async () => {
+    before = await snapshotHost();
+    lab = await labUp({
+      overrides: { nodesPerSite: 1, podsPerNode: 1, symmetricNat: true },
+      progress: (l) => console.log(l),
+    });
+  });
+
+  afterAll(async () => {
+    await lab?.down();
+  });
+
+  it('configures --random-fully on every NAT router', async () => {
+    for (const r of lab!.network.routers) {
+      expect(await lab!.exec(r.netnsSuffix, ['iptables-save', '-t', 'nat'])).toContain('MASQUERADE --random-fully');
+    }
+  });
+
+  it('reaches every pod, with edge-a ↔ edge-b relayed', async () => {
+    const result = await runMatrix(lab!);
+    console.log(formatMatrix(result));
+    expect(result.entries.filter((e) => !e.ok).map((e) => `${e.from}→${e.to}`)).toEqual([]);
+    const edgeToEdge = result.entries.filter((e) => e.fromSite.startsWith('edge') && e.toSite.startsWith('edge'));
+    expect(edgeToEdge).toHaveLength(2);
+    for (const e of edgeToEdge) expect(e.path, `${e.from}→${e.to}`).toBe('relayed');
+  });
+
+  it('stays relayed and keeps working while hole punches keep failing', async () => {
+    const a = lab!.pods.find((p) => p.node === 'edge-a-1')!;
+    const b = lab!.pods.find((p) => p.node === 'edge-b-1')!;
+    let replies = 0;
+    for (let i = 0; i < 10; i++) {
+      if ((await pingFrom(a.netns, b.ips[0]!, 2)) !== null) replies++;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(replies).toBeGreaterThanOrEqual(9);
+    const status = await lab!.agentStatus('edge-a-1');
+    expect(status.peers.find((p) => p.node === 'edge-b-1')?.path).toBe('relayed');
+  });
+
+  it('takes everything down', async () => {
+    const marks = { prefix: lab!.prefix, dir: lab!.dir, id: lab!.id };
+    await lab!.down();
+    lab = undefined;
+    expectNothingLeft(before, await snapshotHost(), marks);
+  });
+});

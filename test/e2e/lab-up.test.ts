@@ -1,0 +1,76 @@
+// The whole lab through the library: lab up → every pod reaches every other pod by Pod IP
+// over the path the design says → lab down leaves nothing behind.
+import { access } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Lab, labUp } from '../../lab/lab.ts';
+import { formatMatrix, type MatrixResult, runMatrix } from '../../lab/matrix.ts';
+import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
+import { expectNothingLeft } from './helpers/lab-checks.ts';
+
+describe('lab up (built-in topology)', () => {
+  let before: HostSnapshot;
+  let lab: Lab | undefined;
+  let matrix: MatrixResult;
+
+  beforeAll(async () => {
+    before = await snapshotHost();
+    lab = await labUp({ progress: (l) => console.log(l) });
+    matrix = await runMatrix(lab);
+    console.log(formatMatrix(matrix));
+  });
+
+  afterAll(async () => {
+    await lab?.down();
+  });
+
+  it('registers every Node with its site, and the relay label on the relay', async () => {
+    const nodes = JSON.parse(await lab!.kubectl(['get', 'nodes', '-o', 'json'])) as {
+      items: Array<{
+        metadata: { name: string; labels: Record<string, string>; annotations?: Record<string, string> };
+      }>;
+    };
+    expect(nodes.items.map((n) => n.metadata.name).sort()).toEqual(lab!.nodes.map((n) => n.name).sort());
+    for (const n of nodes.items) {
+      expect(n.metadata.labels['edgemesh.io/site']).toBe(lab!.node(n.metadata.name).site);
+      // The agent published itself on its Node.
+      expect(n.metadata.annotations?.['edgemesh.io/peer-id']).toMatch(/^12D3KooW/);
+    }
+    expect(
+      nodes.items.filter((n) => n.metadata.labels['edgemesh.io/relay'] === 'true').map((n) => n.metadata.name),
+    ).toEqual(['cloud-1']);
+  });
+
+  it('created every pod through the CNI client, with a cluster IP and a runtime-style cache entry', async () => {
+    expect(lab!.pods).toHaveLength(12);
+    const ips = lab!.pods.flatMap((p) => p.ips);
+    expect(new Set(ips).size).toBe(12);
+    for (const p of lab!.pods) {
+      expect(p.ips[0]).toMatch(/^10\.244\.\d+\.\d+$/);
+      await access(join(lab!.dir, 'cni-cache', `${p.containerId}.json`));
+      // The address really is on the pod's eth0.
+      expect(await lab!.exec(p.name, ['ip', '-o', '-4', 'addr', 'show', 'dev', 'eth0'])).toContain(`${p.ips[0]}/`);
+    }
+  });
+
+  it('reaches every pod from every node by Pod IP, over the expected path', () => {
+    expect(matrix.entries.length).toBe(6 * 5 + 6);
+    expect(matrix.entries.filter((e) => !e.ok).map((e) => `${e.from}→${e.to}`)).toEqual([]);
+    for (const e of matrix.entries) {
+      const where = `${e.from}→${e.to}`;
+      if (e.fromNode === e.toNode) expect(e.path, where).toBe('local');
+      else if (e.fromSite === e.toSite) expect(e.path, where).toBe('host-gw');
+      else if (e.fromSite === 'cloud' || e.toSite === 'cloud') expect(e.path, where).toBe('direct');
+      else expect(['relayed', 'hole-punched'], where).toContain(e.path);
+    }
+  });
+
+  it('takes everything down: root namespace, firewall and processes are as before', async () => {
+    const marks = { prefix: lab!.prefix, dir: lab!.dir, id: lab!.id };
+    const report = await lab!.down();
+    lab = undefined;
+    expect(report.pods).toBe(12);
+    await expect(access(marks.dir)).rejects.toThrow();
+    expectNothingLeft(before, await snapshotHost(), marks);
+  });
+});
