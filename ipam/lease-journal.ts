@@ -163,6 +163,9 @@ export class JournalWriter {
 
   static async open(dir: string, existingRecords: number): Promise<JournalWriter> {
     const fh = await open(join(dir, JOURNAL_FILE), 'a', 0o600);
+    // The first open creates the file: its directory entry must be durable before any
+    // record in it is acknowledged, or a power loss could take the whole journal.
+    await fsyncDir(dir);
     return new JournalWriter(dir, fh, existingRecords);
   }
 
