@@ -8,10 +8,19 @@ import type { AddressInfo } from 'node:net';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { type Logger, silentLogger } from '../../common/log.ts';
 import { coreVersions, group, groupList, resourceList, versionInfo } from './discovery.ts';
-import { ApiError, badRequest, methodNotAllowed, pathNotFound, tooLarge, unsupportedMediaType } from './errors.ts';
+import {
+  ApiError,
+  badRequest,
+  invalid,
+  methodNotAllowed,
+  pathNotFound,
+  tooLarge,
+  unsupportedMediaType,
+} from './errors.ts';
 import { openApiV3Document, openApiV3Root } from './openapi.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
 import { apiVersionOf, fieldSelectorKeys, type K8sObject, type ResourceDef, selectableFields } from './resources.ts';
+import { applySchema, type JsonSchema } from './schema.ts';
 import { parseFieldSelector, parseLabelSelector } from './selectors.ts';
 import { type DeleteOptions, Store } from './store.ts';
 import { renderTable, wantsTable } from './table.ts';
@@ -153,6 +162,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     const { def, namespace, name } = t;
     const apiVersion = apiVersionOf(def.group, t.version);
     const out = (code: number, obj: K8sObject) => sendJson(res, code, { ...obj, apiVersion });
+    const admit = (obj: K8sObject) => admitCustomResource(def, t.version, obj, q, res);
     const dryRun = q.getAll('dryRun').includes('All');
     if (dryRun) throw badRequest('dryRun is not supported by this test server');
 
@@ -187,17 +197,17 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     }
     if (method === 'POST') {
       if (name !== undefined) throw methodNotAllowed(`POST is not allowed on a named ${def.kind}`);
-      const body = checkKind(def, t.version, await readObject(req));
+      const body = admit(checkKind(def, t.version, await readObject(req)));
       return out(201, store.create(def, namespace, body));
     }
     if (method === 'PUT') {
       if (name === undefined) throw methodNotAllowed(`PUT needs an object name`);
-      const body = checkKind(def, t.version, await readObject(req));
+      const body = admit(checkKind(def, t.version, await readObject(req)));
       return out(200, store.update(def, namespace, name, body, t.subresource));
     }
     if (method === 'PATCH') {
       if (name === undefined) throw methodNotAllowed(`PATCH needs an object name`);
-      return out(200, await patch(t, name, req));
+      return out(200, await patch(t, name, req, admit));
     }
     if (method === 'DELETE') {
       const options = await deleteOptions(req, q);
@@ -276,7 +286,12 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     };
   }
 
-  async function patch(t: Target, name: string, req: IncomingMessage): Promise<K8sObject> {
+  async function patch(
+    t: Target,
+    name: string,
+    req: IncomingMessage,
+    admit: (obj: K8sObject) => K8sObject,
+  ): Promise<K8sObject> {
     const { def, namespace } = t;
     const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
     const raw = await readBody(req);
@@ -291,7 +306,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
         store.get(def, namespace, name);
       } catch (err) {
         if (err instanceof ApiError && err.code === 404 && !t.subresource) {
-          return store.create(def, namespace, { ...obj, metadata: { ...obj.metadata, name } });
+          return store.create(def, namespace, admit({ ...obj, metadata: { ...obj.metadata, name } }));
         }
         throw err;
       }
@@ -319,7 +334,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       default:
         throw unsupportedMediaType(contentType);
     }
-    return store.update(def, namespace, name, asObject(patched), t.subresource);
+    return store.update(def, namespace, name, admit(asObject(patched)), t.subresource);
   }
 
   async function deleteOptions(req: IncomingMessage, q: URLSearchParams): Promise<DeleteOptions> {
@@ -398,6 +413,41 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       });
     },
   };
+}
+
+/**
+ * Custom resources go through their CRD's schema: pruning, then validation. Unknown fields
+ * are refused with fieldValidation=Strict (kubectl's default), dropped with a Warning header
+ * otherwise, as kube-apiserver does.
+ */
+function admitCustomResource(
+  def: ResourceDef,
+  version: string,
+  obj: K8sObject,
+  q: URLSearchParams,
+  res: ServerResponse,
+): K8sObject {
+  const schema = def.schemas?.[version];
+  if (!def.crdName || !schema) return obj;
+  const result = applySchema(schema as JsonSchema, obj);
+  const directive = q.get('fieldValidation') ?? 'Warn';
+  if (result.unknown.length > 0 && directive === 'Strict') {
+    throw badRequest(`strict decoding error: ${result.unknown.map((f) => `unknown field "${f}"`).join(', ')}`);
+  }
+  if (result.unknown.length > 0 && directive !== 'Ignore') {
+    res.setHeader(
+      'Warning',
+      result.unknown.map((f) => `299 - ${JSON.stringify(`unknown field "${f}"`)}`),
+    );
+  }
+  if (result.causes.length > 0) {
+    throw invalid(
+      { group: def.group, plural: def.plural, kind: `${def.kind}.${def.group}` },
+      obj.metadata.name ?? '',
+      result.causes,
+    );
+  }
+  return result.value as K8sObject;
 }
 
 function keyOf(o: K8sObject): string {

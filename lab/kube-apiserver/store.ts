@@ -53,8 +53,9 @@ class Collection {
   floorRv = 0;
   readonly subscribers = new Set<WatchSubscriber>();
 
-  constructor(def: ResourceDef) {
+  constructor(def: ResourceDef, floorRv: number) {
     this.def = def;
+    this.floorRv = floorRv;
   }
 }
 
@@ -62,10 +63,19 @@ function objectKey(namespace: string | undefined, name: string): string {
   return `${namespace ?? ''}/${name}`;
 }
 
-export type StoreOptions = { historyLimit?: number };
+export type StoreOptions = {
+  historyLimit?: number;
+  /**
+   * Where the resourceVersion counter starts. The default, the start time in milliseconds,
+   * keeps resourceVersions increasing across restarts of the lab's server (as etcd's revision
+   * survives kube-apiserver restarts), so a client still holding a resourceVersion from an
+   * earlier instance gets 410 Gone and relists instead of silently missing changes.
+   */
+  initialResourceVersion?: number;
+};
 
 export class Store {
-  private rv = 0;
+  private rv: number;
   private readonly collections = new Map<string, Collection>();
   private readonly historyLimit: number;
   /** Every live object by uid, for owner lookups in garbage collection. */
@@ -75,7 +85,10 @@ export class Store {
 
   constructor(opts: StoreOptions = {}) {
     this.historyLimit = opts.historyLimit ?? 1000;
-    for (const def of builtinResources()) this.collections.set(resourceKey(def.group, def.plural), new Collection(def));
+    this.rv = opts.initialResourceVersion ?? Date.now();
+    for (const def of builtinResources()) {
+      this.collections.set(resourceKey(def.group, def.plural), new Collection(def, this.rv));
+    }
     for (const ns of ['default', 'kube-system', 'kube-public', 'kube-node-lease']) {
       this.create(this.resource('', 'namespaces')!, undefined, {
         apiVersion: 'v1',
@@ -305,6 +318,12 @@ export class Store {
     if (fromRv < c.floorRv) {
       throw gone(`too old resource version: ${fromRv} (${c.floorRv + 1})`);
     }
+    if (fromRv > this.rv) {
+      throw new ApiError(504, 'Timeout', `Too large resource version: ${fromRv}, current: ${this.rv}`, {
+        causes: [{ reason: 'ResourceVersionTooLarge', message: 'Too large resource version' }],
+        retryAfterSeconds: 1,
+      });
+    }
     for (const event of c.history) if (event.rv > fromRv) subscriber(event);
     c.subscribers.add(subscriber);
     return () => c.subscribers.delete(subscriber);
@@ -412,7 +431,7 @@ export class Store {
     if (previous && existing) {
       (existing as { def: ResourceDef }).def = def;
     } else {
-      this.collections.set(key, new Collection(def));
+      this.collections.set(key, new Collection(def, this.rv));
     }
     const spec = crd.spec as { names?: unknown };
     const kept = (previous?.status as { conditions?: unknown } | undefined)?.conditions;
@@ -450,6 +469,20 @@ export class Store {
         this.closeWatches(c);
         this.collections.delete(key);
         this.onResourcesChanged();
+      }
+    }
+    if (def.plural === 'namespaces' && def.group === '') {
+      // The namespace controller's job: a deleted namespace takes its objects with it.
+      for (const c of [...this.collections.values()]) {
+        if (!c.def.namespaced) continue;
+        for (const o of [...c.objects.values()]) {
+          if (
+            o.metadata.namespace === obj.metadata.name &&
+            c.objects.has(objectKey(o.metadata.namespace, o.metadata.name!))
+          ) {
+            this.delete(c.def, o.metadata.namespace, o.metadata.name!, { propagationPolicy: 'Background' });
+          }
+        }
       }
     }
     this.collectDependents(obj.metadata.uid!, policy);

@@ -112,8 +112,9 @@ export function serveWatch(
     });
   } catch (err) {
     if (err instanceof ApiError) {
-      // An expired resourceVersion is reported in-stream, then the stream ends: the
-      // client relists (client-go reflectors and client-node informers both do).
+      // An expired (410) or future (504) resourceVersion is reported in-stream, then the
+      // stream ends; on 410 the client relists (client-go reflectors and client-node
+      // informers both do).
       send({ type: 'ERROR', object: err.toStatus() });
       finish('expired');
       return;

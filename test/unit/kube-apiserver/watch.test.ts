@@ -112,6 +112,24 @@ describe('watch', () => {
     expect(replay.events.map((e) => e.type)).toEqual(['MODIFIED', 'MODIFIED']);
   });
 
+  it('answers a resourceVersion from an earlier server instance with 410, and a future one with 504', async () => {
+    h = await startHarness();
+    const rv = Number((await h.core.listNode()).metadata!.resourceVersion);
+    // resourceVersions start at the start time in ms, so an earlier instance's are smaller.
+    expect(rv).toBeGreaterThan(Date.now() - 60_000);
+    const old = await readWatch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${rv - 1000}`, 2);
+    expect(old.events).toEqual([
+      expect.objectContaining({ type: 'ERROR', object: expect.objectContaining({ code: 410 }) }),
+    ]);
+    expect(old.ended).toBe(true);
+    const future = await readWatch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${rv + 1000}`, 2);
+    expect(future.events).toEqual([
+      expect.objectContaining({ type: 'ERROR', object: expect.objectContaining({ code: 504, reason: 'Timeout' }) }),
+    ]);
+    const bad = await fetch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=abc`);
+    expect(bad.status).toBe(400);
+  });
+
   it('turns a change into ADDED/DELETED when the object enters/leaves the label selector', async () => {
     h = await startHarness();
     const a = await h.core.createNode({ body: node('a') });
@@ -127,9 +145,10 @@ describe('watch', () => {
 
   it('sends bookmarks when asked, and ends the stream after timeoutSeconds', async () => {
     h = await startHarness({ watch: { bookmarkIntervalMs: 100 } });
+    const rv = (await h.core.listNode()).metadata!.resourceVersion;
     const started = Date.now();
     const { events, ended } = await readWatch(
-      `${h.server.url}/api/v1/nodes?watch=1&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=1`,
+      `${h.server.url}/api/v1/nodes?watch=1&allowWatchBookmarks=true&timeoutSeconds=1&resourceVersion=${rv}`,
       1000,
       5000,
     );
