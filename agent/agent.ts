@@ -1,0 +1,359 @@
+// The composition root: one agent per node wires IPAM, CNI, the dataplane and the overlay
+// in the order a node must come up, keeps it right while Nodes come and go, and takes it
+// down cleanly. Start-up order (each step needs the one before):
+//   own Node → node key + libp2p host → node block(s) → lease store → annotations on the
+//   own Node → subnet info + conflist → CNI client → bridge (gateway address) + masquerade
+//   → TUN up, routes, forwarding → CNI socket → Node informer → ready.
+import { mkdir } from 'node:fs/promises';
+import type { V1Node } from '@kubernetes/client-node';
+import { CniPlugin } from '../cni/plugin.ts';
+import { startCniServer } from '../cni/server.ts';
+import type { Logger } from '../common/log.ts';
+import { Forwarder } from '../dataplane/forwarder.ts';
+import { configureInterface, type RouteSpec } from '../dataplane/host-net.ts';
+import { PacketCapture } from '../dataplane/pcap.ts';
+import { TunDevice } from '../dataplane/tun-device.ts';
+import { claimNodeBlocks } from '../ipam/index.ts';
+import { LeaseStore } from '../ipam/lease-store.ts';
+import type { NodeBlock } from '../ipam/types.ts';
+import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
+import { createOverlay, type Overlay } from '../overlay/overlay.ts';
+import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
+import { type AgentConfig, agentFiles } from './config.ts';
+import type { CaptureRequest } from './control-api.ts';
+import { deviceTowards, enableForwarding, hostGwRoutes, tunRoutes } from './host-routes.ts';
+import { loadKubeConfig, NodeApi } from './kube.ts';
+import { AgentMetrics } from './metrics.ts';
+import { NodeWatch } from './node-watch.ts';
+import { RouteReconciler } from './route-reconciler.ts';
+import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
+import type { AgentStatus, PeerStatus } from './status.ts';
+
+export interface AgentParts {
+  api: NodeApi;
+  self: SelfIdentity;
+  blocks: NodeBlock[];
+  leases: LeaseStore;
+  directory: PeerDirectory;
+  overlay: Overlay;
+  tun: TunDevice;
+  forwarder: Forwarder;
+  plugin: CniPlugin;
+  routes: RouteReconciler;
+  watch: NodeWatch;
+}
+
+export class Agent {
+  readonly config: AgentConfig;
+  readonly metrics: AgentMetrics;
+  private readonly log: Logger;
+  private readonly files: ReturnType<typeof agentFiles>;
+  /** Undo steps, run in reverse on stop() or on a failed start. */
+  private readonly closers: Array<{ what: string; close: () => Promise<void> | void }> = [];
+  private readonly abort = new AbortController();
+  private parts: Partial<AgentParts> = {};
+  private ready = false;
+  private stopping: Promise<void> | undefined;
+
+  constructor(config: AgentConfig, opts: { logger: Logger; metrics?: AgentMetrics }) {
+    this.config = config;
+    this.log = opts.logger;
+    this.metrics = opts.metrics ?? new AgentMetrics();
+    this.files = agentFiles(config);
+  }
+
+  /** Brings the node up; on failure undoes what it did and rethrows. */
+  async start(): Promise<void> {
+    try {
+      await this.startSteps();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
+  }
+
+  private step(name: string): void {
+    this.log.info({ step: name }, 'start-up');
+  }
+
+  private onClose(what: string, close: () => Promise<void> | void): void {
+    this.closers.push({ what, close });
+  }
+
+  private async startSteps(): Promise<void> {
+    const cfg = this.config;
+    const files = this.files;
+    const signal = this.abort.signal;
+    await mkdir(cfg.paths.stateDir, { recursive: true, mode: 0o700 });
+    await mkdir(cfg.paths.runDir, { recursive: true, mode: 0o700 });
+
+    this.step('own Node');
+    const kubeconfig = loadKubeConfig(cfg.kubeconfig);
+    const api = new NodeApi(kubeconfig);
+    const ownNode = await waitForOwnNode(api, cfg.nodeName, this.log, signal);
+    const self = resolveIdentity(cfg, ownNode);
+    this.parts.api = api;
+    this.parts.self = self;
+    this.log.info({ site: self.site, nodeIp: self.nodeIp, relay: self.relay }, 'node identity');
+
+    // The TUN and forwarder exist before the overlay (which delivers into the forwarder);
+    // nothing reaches them until the routes are installed further down.
+    this.step('node key + libp2p host');
+    const tun = TunDevice.open({ name: cfg.tun.name, offload: cfg.tun.offload, mtu: cfg.tun.mtu });
+    this.parts.tun = tun;
+    this.onClose('TUN', () => tun.close());
+    const directory = new PeerDirectory();
+    this.parts.directory = directory;
+    let overlay: Overlay | undefined;
+    const forwarder = new Forwarder({
+      tun,
+      localCidrs: [],
+      logger: this.log.child({ component: 'forwarder' }),
+      onPeerNeeded: (node: string) => {
+        overlay
+          ?.connect(node)
+          .catch((err: Error) => this.log.debug({ peer: node, err: err.message }, 'connect failed'));
+      },
+    });
+    this.parts.forwarder = forwarder;
+    overlay = await createOverlay({
+      nodeName: cfg.nodeName,
+      site: self.site,
+      keyPath: files.nodeKey,
+      listen: cfg.overlay.listen,
+      announce: self.announce,
+      punchPort: cfg.overlay.punchPort,
+      relay: self.relay,
+      directory,
+      forwarder,
+      offload: tun.offload,
+      logger: this.log.child({ component: 'overlay' }),
+    });
+    this.parts.overlay = overlay;
+    this.onClose('libp2p host', () => overlay.stop());
+    this.log.info({ peerId: overlay.peerId, multiaddrs: overlay.multiaddrs() }, 'libp2p host up');
+
+    this.step('node blocks');
+    const blocks = await claimNodeBlocks({
+      kubeconfig,
+      nodeName: cfg.nodeName,
+      clusterCidrs: cfg.clusterCidrs,
+      blockPrefixV4: cfg.blockPrefixV4,
+      blockPrefixV6: cfg.blockPrefixV6,
+    });
+    this.parts.blocks = blocks;
+    forwarder.setLocalCidrs(blocks.map((b) => b.cidr));
+    this.log.info({ blocks: blocks.map((b) => b.cidr) }, 'node blocks');
+
+    this.step('lease store');
+    const leases = await LeaseStore.open({
+      dir: files.leaseDir,
+      blocks,
+      logger: this.log.child({ component: 'ipam' }),
+    });
+    this.parts.leases = leases;
+    this.onClose('lease store', () => leases.close());
+
+    this.step('annotations');
+    await this.publishAnnotations();
+
+    this.step('conflist + CNI client');
+    await writeSubnetInfo(files.subnetInfo, {
+      node: cfg.nodeName,
+      site: self.site,
+      clusterCidrs: cfg.clusterCidrs,
+      blocks,
+      tunMtu: cfg.tun.mtu,
+      bridgeMtu: cfg.bridge.mtu,
+    });
+    await installCniClient(files.cniClient);
+    await writeConflist(
+      files.conflist,
+      await buildConflist({ socketPath: files.cniSocket, cniBinDir: cfg.paths.cniBinDir }),
+    );
+
+    // The bridge carries the gateway address, which the TUN routes use as their source:
+    // it must exist before them.
+    this.step('bridge + masquerade');
+    const plugin = new CniPlugin({
+      leases,
+      blocks,
+      clusterCidrs: cfg.clusterCidrs,
+      bridgeName: cfg.bridge.name,
+      mtu: cfg.bridge.mtu,
+      isReady: () => this.ready,
+      logger: this.log.child({ component: 'cni' }),
+      onOperation: (op, seconds, ok) => this.metrics.observeCni(op, seconds, ok),
+    });
+    this.parts.plugin = plugin;
+    await plugin.start();
+
+    this.step('TUN + routes');
+    await configureInterface({ dev: tun.name, mtu: cfg.tun.mtu, up: true });
+    await enableForwarding([...new Set(blocks.map((b) => b.family))]);
+    const routes = new RouteReconciler({
+      desired: () => this.desiredRoutes(),
+      clusterCidrs: cfg.clusterCidrs,
+      logger: this.log.child({ component: 'routes' }),
+    });
+    this.parts.routes = routes;
+    this.onClose('route reconciler', () => routes.stop());
+    await routes.runNow();
+    if (routes.lastError) throw new Error(`cannot install pod routes: ${routes.lastError}`);
+
+    this.step('CNI socket');
+    const server = await startCniServer({
+      socketPath: files.cniSocket,
+      plugin,
+      logger: this.log.child({ component: 'cni-server' }),
+    });
+    this.onClose('CNI socket', () => server.close());
+
+    this.step('Node watch');
+    const watch = new NodeWatch({
+      api,
+      selfName: cfg.nodeName,
+      directory,
+      forwarder,
+      onChange: () => routes.schedule(),
+      logger: this.log.child({ component: 'node-watch' }),
+    });
+    this.parts.watch = watch;
+    this.onClose('Node watch', () => watch.stop());
+    await watch.start();
+    await routes.runNow();
+
+    this.metrics.attach({
+      status: () => this.status(),
+      drops: () => forwarder.stats().drops,
+      holePunch: () => {
+        const punch = overlay.counters().punch;
+        return { attempts: punch.attempts, results: { success: punch.successes, ...punch.failures } };
+      },
+      ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
+    });
+    this.ready = true;
+    this.metrics.setReady(true);
+    this.log.info({ blocks: blocks.map((b) => b.cidr), peerId: overlay.peerId }, 'agent ready');
+  }
+
+  /** Publishes peer id, multiaddrs, pod CIDRs, site, node IP and punch port on the own Node. */
+  private async publishAnnotations(): Promise<void> {
+    const { api, self, overlay, blocks } = this.parts;
+    if (!api || !self || !overlay || !blocks) return;
+    const annotations = peerAnnotations({
+      peerId: overlay.peerId,
+      multiaddrs: overlay.multiaddrs(),
+      podCidrs: blocks.map((b) => b.cidr),
+      site: self.site,
+      nodeIp: self.nodeIp,
+      punchPort: this.config.overlay.punchPort,
+    });
+    await api.patchAnnotations(this.config.nodeName, annotations);
+  }
+
+  /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP. */
+  private async desiredRoutes(): Promise<RouteSpec[]> {
+    const { blocks, directory, self } = this.parts;
+    if (!blocks || !directory || !self) return [];
+    const sameSite = directory.list().filter((p) => p.site === self.site && p.node !== this.config.nodeName);
+    const devs = new Map<string, string | undefined>();
+    for (const p of sameSite) devs.set(p.nodeIp, await deviceTowards(p.nodeIp));
+    return [
+      ...tunRoutes(this.config.clusterCidrs, blocks, this.config.tun.name),
+      ...hostGwRoutes(
+        sameSite.map((p) => ({ node: p.node, nodeIp: p.nodeIp, podCidrs: p.podCidrs })),
+        (ip) => devs.get(ip),
+      ),
+    ];
+  }
+
+  isReady(): boolean {
+    return this.ready;
+  }
+
+  /** The control API's `GET /status`. */
+  status(): AgentStatus {
+    const { self, overlay, blocks, directory, forwarder } = this.parts;
+    const perPeer = forwarder?.stats().peers ?? {};
+    const overlayPeers = new Map((overlay?.status() ?? []).map((p) => [p.node, p]));
+    const peers: PeerStatus[] = (directory?.list() ?? []).map((info) => {
+      const o = overlayPeers.get(info.node);
+      const f = perPeer[info.node];
+      const lastSeen = o?.lastSeen;
+      return {
+        node: info.node,
+        site: info.site,
+        podCidrs: info.podCidrs,
+        path: overlay?.pathOf(info.node) ?? 'none',
+        rttMs: o?.rttMs ?? null,
+        txBytes: f?.txBytes ?? o?.txBytes ?? 0,
+        rxBytes: f?.rxBytes ?? o?.rxBytes ?? 0,
+        txPackets: f?.txPackets ?? 0,
+        rxPackets: f?.rxPackets ?? 0,
+        drops: (f?.drops ?? 0) + (o?.drops ?? 0),
+        lastSeen: lastSeen === undefined ? null : new Date(lastSeen).toISOString(),
+      };
+    });
+    return {
+      node: this.config.nodeName,
+      site: self?.site ?? this.config.site ?? '',
+      peerId: overlay?.peerId ?? '',
+      podCidrs: (blocks ?? []).map((b) => b.cidr),
+      ready: this.ready,
+      peers,
+    };
+  }
+
+  /** The control API's `GET /capture`: a pcap of what the forwarder moves. */
+  async capture(req: CaptureRequest, signal: AbortSignal): Promise<Buffer> {
+    const { forwarder } = this.parts;
+    if (!forwarder) throw new Error('the dataplane is not up yet');
+    const capture = new PacketCapture({
+      filter: {
+        ...(req.peer ? { peer: req.peer } : {}),
+        ...(req.host ? { host: req.host } : {}),
+        ...(req.proto ? { proto: req.proto } : {}),
+      },
+      maxPackets: req.packets,
+      maxSeconds: req.seconds,
+    });
+    forwarder.addCapture(capture);
+    const onAbort = () => capture.stop();
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await capture.done;
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      forwarder.removeCapture(capture);
+    }
+    return capture.toBuffer();
+  }
+
+  /** Drains and closes everything in reverse start-up order. Host state stays for the next start. */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopSteps();
+    return this.stopping;
+  }
+
+  private async stopSteps(): Promise<void> {
+    this.ready = false;
+    this.metrics.setReady(false);
+    this.abort.abort();
+    for (const { what, close } of this.closers.reverse()) {
+      try {
+        await close();
+      } catch (err) {
+        this.log.warn({ what, err: (err as Error).message }, 'close failed');
+      }
+    }
+    this.closers.length = 0;
+  }
+
+  /** The node's own Node object as last seen (for tests). */
+  ownNodeName(): string {
+    return this.config.nodeName;
+  }
+}
+
+export type { V1Node };

@@ -1,0 +1,57 @@
+// `edgemesh-cni agent`: the process the DaemonSet runs. Serves /healthz and the control
+// socket from the first second (so probes and `status` explain a slow start), starts the
+// agent, and on SIGTERM/SIGINT drains and exits 0.
+import { mkdir } from 'node:fs/promises';
+import { logger } from '../common/log.ts';
+import { Agent } from './agent.ts';
+import { type AgentFlags, agentFiles, loadAgentConfig } from './config.ts';
+import { startControlServer } from './control-api.ts';
+import { startHttpServer } from './http.ts';
+import { AgentMetrics } from './metrics.ts';
+
+export async function runAgent(flags: AgentFlags): Promise<void> {
+  const config = loadAgentConfig(flags);
+  const log = logger('agent', { node: config.nodeName });
+  const metrics = new AgentMetrics();
+  const agent = new Agent(config, { logger: log, metrics });
+  let startError: string | null = null;
+
+  const http = await startHttpServer(config.http.listen, {
+    registry: metrics.registry,
+    unhealthy: () => startError,
+    notReady: () => (agent.isReady() ? null : (startError ?? 'starting')),
+  });
+  await mkdir(config.paths.runDir, { recursive: true, mode: 0o700 });
+  const control = await startControlServer(agentFiles(config).controlSocket, {
+    status: () => agent.status(),
+    capture: async (req, out, signal) => {
+      out.end(await agent.capture(req, signal));
+    },
+  });
+
+  let shuttingDown = false;
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log.info({ signal }, 'shutting down');
+    // A second signal during the drain forces the exit.
+    process.once(signal as NodeJS.Signals, () => process.exit(1));
+    await agent.stop();
+    await control.close();
+    await http.close();
+    log.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+
+  try {
+    await agent.start();
+  } catch (err) {
+    startError = (err as Error).message;
+    log.error({ err: startError }, 'agent failed to start');
+    await control.close();
+    await http.close();
+    throw err;
+  }
+}

@@ -1,0 +1,146 @@
+// Two agents in one site (one LAN): start-up publishes the Node annotations, writes the
+// conflist and installs the client; pods get IPs through the CNI client; pod↔pod goes over
+// host-gw routes; kill -9 + restart keeps pod IPs and routes without duplicates; deleting a
+// Node removes its route on the other node; uninstall leaves nothing behind.
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../../common/exec.ts';
+import { AgentCluster, type TestNode, waitFor } from './harness.ts';
+
+describe('agent: one site, host-gw', () => {
+  const cluster = new AgentCluster();
+  let a: TestNode;
+  let b: TestNode;
+
+  beforeAll(async () => {
+    await cluster.up({ sites: ['lan', 'lan'], subnet: '192.168.77' });
+    [a, b] = cluster.nodes as [TestNode, TestNode];
+    await cluster.startAgent(a);
+    await cluster.startAgent(b);
+  }, 150_000);
+
+  afterAll(async () => {
+    await cluster.cleanup();
+  }, 60_000);
+
+  it('publishes itself on its Node and sets up the host for the runtime', async () => {
+    const node = await cluster.getNode(a.name);
+    const ann = node.metadata.annotations ?? {};
+    const status = await cluster.status(a);
+    expect(ann['edgemesh.io/peer-id']).toBe(status.peerId);
+    expect(ann['edgemesh.io/pod-cidrs']).toBe(status.podCidrs.join(','));
+    expect(ann['edgemesh.io/site']).toBe('lan');
+    expect(ann['edgemesh.io/node-ip']).toBe(a.ip);
+    expect(JSON.parse(ann['edgemesh.io/multiaddrs']!)).toContain(`/ip4/${a.ip}/tcp/4001/p2p/${status.peerId}`);
+    expect(status.podCidrs[0]).toMatch(/^10\.99\.\d+\.0\/24$/);
+
+    const conflist = JSON.parse(readFileSync(join(a.cniConfDir, '10-edgemesh.conflist'), 'utf8'));
+    expect(conflist).toMatchObject({
+      cniVersion: '1.1.0',
+      plugins: [{ type: 'edgemesh', socket: join(a.runDir, 'cni.sock') }],
+    });
+    expect(statSync(join(a.cniBinDir, 'edgemesh')).mode & 0o111).toBeTruthy();
+    expect(statSync(join(a.stateDir, 'node.key')).mode & 0o777).toBe(0o600);
+    // Cluster CIDR into the TUN with the gateway as source; the peer's block via its node IP.
+    const gateway = status.podCidrs[0]!.replace(/0\/24$/, '1');
+    const peerCidr = (await cluster.status(b)).podCidrs[0]!;
+    const routes = await cluster.podRoutes(a);
+    expect(routes).toContain(`10.99.0.0/16 dev edgemesh0 scope link src ${gateway}`);
+    expect(routes).toContain(`${peerCidr} via ${b.ip} dev ${cluster.prefix}v1`);
+    expect(status.peers).toMatchObject([{ node: b.name, site: 'lan', podCidrs: [peerCidr], path: 'host-gw' }]);
+  });
+
+  it('gives pods IPs through the CNI client; pods on the two nodes reach each other by Pod IP', async () => {
+    const p1 = await cluster.addPod(a, 'p1');
+    const p2 = await cluster.addPod(b, 'p2');
+    expect(p1.ip).not.toBe(p2.ip);
+    expect(await cluster.ping(p1, p2.ip)).toBe(true);
+    expect(await cluster.ping(p2, p1.ip)).toBe(true);
+    // host-gw: nothing crossed the tunnel.
+    expect((await cluster.status(a)).peers[0]!.txPackets).toBe(0);
+  });
+
+  it('serves /metrics with the peer path and CNI latencies', async () => {
+    const text = await run('ip', ['netns', 'exec', a.netns, 'curl', '-sf', 'http://127.0.0.1:9273/metrics']);
+    expect(text).toContain(`edgemesh_peer_path{peer="${b.name}",path="host-gw"} 1`);
+    expect(text).toMatch(/edgemesh_cni_operation_duration_seconds_count\{operation="ADD",result="ok"\} [1-9]/);
+    expect(text).toMatch(/edgemesh_ipam_addresses_used\{cidr="10\.99\.\d+\.0\/24"\} 1/);
+    expect(text).toContain('edgemesh_ready 1');
+  });
+
+  it('kill -9 and restart keeps pod IPs, routes and rules without duplicates', async () => {
+    const p1 = cluster.pods.find((p) => p.name === 'p1')!;
+    const p2 = cluster.pods.find((p) => p.name === 'p2')!;
+    const routesBefore = await cluster.podRoutes(a);
+    const natBefore = await run('ip', ['netns', 'exec', a.netns, 'iptables-save', '-t', 'nat']);
+    const cidrBefore = (await cluster.status(a)).podCidrs;
+    await cluster.stopAgent(a, 'SIGKILL');
+    // host-gw traffic does not need the agent.
+    expect(await cluster.ping(p2, p1.ip)).toBe(true);
+    await cluster.startAgent(a);
+    expect((await cluster.status(a)).podCidrs).toEqual(cidrBefore);
+    // The same attachment keeps its IP (ADD is idempotent on the lease), a new pod gets another.
+    const again = await cluster.cni(a, 'ADD', { netns: p1.netns, containerId: p1.containerId });
+    expect(again.code).toBe(0);
+    expect(JSON.parse(again.stdout).ips[0].address).toBe(`${p1.ip}/24`);
+    const p3 = await cluster.addPod(a, 'p3');
+    expect([p1.ip, p2.ip]).not.toContain(p3.ip);
+    expect((await cluster.podRoutes(a)).sort()).toEqual(routesBefore.sort());
+    const natAfter = await run('ip', ['netns', 'exec', a.netns, 'iptables-save', '-t', 'nat']);
+    const rules = (s: string) =>
+      s
+        .split('\n')
+        .filter((l) => l.startsWith('-A'))
+        .sort();
+    expect(rules(natAfter)).toEqual(rules(natBefore));
+    expect(await cluster.ping(p3, p2.ip)).toBe(true);
+  });
+
+  it('SIGTERM stops the agent cleanly (exit 0) and the next start serves again', async () => {
+    expect(await cluster.stopAgent(b, 'SIGTERM')).toBe(0);
+    expect(existsSync(join(b.runDir, 'cni.sock'))).toBe(false);
+    // Agent absent: the client answers "try again later" (11), as runtimes expect.
+    const pod = cluster.pods.find((p) => p.name === 'p2')!;
+    const res = await cluster.cni(b, 'CHECK', { netns: pod.netns, containerId: pod.containerId });
+    expect(res.code).not.toBe(0);
+    expect(JSON.parse(res.stdout).code).toBe(11);
+    await cluster.startAgent(b);
+  });
+
+  it('deleting a Node removes its routes on the other node and drops it from the peer table', async () => {
+    const peerCidr = (await cluster.status(b)).podCidrs[0]!;
+    await cluster.stopAgent(b, 'SIGTERM');
+    await cluster.kubectl(['delete', 'node', b.name]);
+    await waitFor('route removed', async () =>
+      (await cluster.podRoutes(a)).some((r) => r.startsWith(peerCidr)) ? undefined : true,
+    );
+    expect((await cluster.status(a)).peers).toEqual([]);
+    // Its IPAMBlock is garbage-collected with the Node.
+    await waitFor('block freed', async () => {
+      const blocks = await cluster.kubectl(['get', 'ipamblocks', '-o', 'json']);
+      return (JSON.parse(blocks).items as Array<{ spec: { node: string } }>).some((i) => i.spec.node === b.name)
+        ? undefined
+        : true;
+    });
+  });
+
+  it('uninstall removes what the agent created on the host and keeps the leases', async () => {
+    await cluster.stopAgent(a, 'SIGTERM');
+    const out = await cluster.cli(a, ['uninstall', '--config', a.configPath]);
+    expect(out).toContain('removed interface edgemesh-br0');
+    const links = await run('ip', ['-n', a.netns, '-o', 'link', 'show']);
+    expect(links).not.toContain('edgemesh0');
+    expect(links).not.toContain('edgemesh-br0');
+    expect(links).not.toMatch(/emv[0-9a-f]/);
+    expect(await cluster.podRoutes(a)).toEqual([]);
+    expect(await run('ip', ['netns', 'exec', a.netns, 'iptables-save', '-t', 'nat'])).not.toContain('EDGEMESH');
+    expect(existsSync(join(a.cniConfDir, '10-edgemesh.conflist'))).toBe(false);
+    expect(existsSync(join(a.cniBinDir, 'edgemesh'))).toBe(false);
+    expect(existsSync(join(a.runDir, 'agent.sock'))).toBe(false);
+    expect(existsSync(join(a.stateDir, 'node.key'))).toBe(true);
+    await cluster.cli(a, ['uninstall', '--config', a.configPath, '--purge']);
+    expect(existsSync(join(a.stateDir, 'node.key'))).toBe(false);
+    expect(existsSync(join(a.stateDir, 'leases'))).toBe(false);
+  });
+});
