@@ -15,7 +15,7 @@
 // between writing a snapshot and emptying the journal replays nothing twice.
 import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { IpamError } from './errors.ts';
 import type { Lease } from './types.ts';
@@ -77,6 +77,16 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** Creates the store directory (0700); new directory entries are fsync'ed up to the first new one. */
+export async function ensureStoreDir(dir: string): Promise<void> {
+  const firstCreated = await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (firstCreated === undefined) return;
+  for (let d = resolve(dir); ; d = dirname(d)) {
+    await fsyncDir(dirname(d));
+    if (d === resolve(firstCreated) || d === dirname(d)) break;
+  }
+}
+
 /** Writes `data` to `path` atomically and durably: tmp file + fsync + rename + fsync dir. */
 export async function writeFileAtomic(dir: string, name: string, data: string): Promise<void> {
   const tmp = join(dir, `${name}.tmp`);
@@ -116,7 +126,7 @@ async function readSnapshot(dir: string): Promise<Snapshot> {
 
 /** Reads snapshot + journal; cuts a torn journal tail off the file (durably). */
 export async function loadJournal(dir: string): Promise<LoadedJournal> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await ensureStoreDir(dir);
   const snapshot = await readSnapshot(dir);
   const path = join(dir, JOURNAL_FILE);
   let buf: Buffer;

@@ -6,13 +6,14 @@
 // group-committed: a batch is applied in memory, appended with one write + fdatasync, and
 // only then are its callers answered. get()/list() read memory and may show a mutation of
 // the batch currently being written a few hundred microseconds before it is acknowledged.
-import { mkdir, open, readFile, unlink } from 'node:fs/promises';
+import { open, readFile, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { BlockPool } from './block-pool.ts';
 import { IpamError } from './errors.ts';
 import {
   emptySnapshot,
+  ensureStoreDir,
   type JournalRecord,
   JournalWriter,
   loadJournal,
@@ -124,7 +125,7 @@ export class LeaseStore {
   static async open(opts: LeaseStoreOptions): Promise<LeaseStore> {
     if (opts.blocks.length === 0) throw new IpamError('NoBlocks', 'a lease store needs at least one node block');
     const store = new LeaseStore(opts);
-    await mkdir(opts.dir, { recursive: true, mode: 0o700 });
+    await ensureStoreDir(opts.dir);
     await takeLock(opts.dir);
     openDirs.add(resolve(opts.dir));
     try {

@@ -1,4 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -220,6 +220,17 @@ describe('LeaseStore concurrency and persistence', () => {
     open.length = 0;
     s = await openStore([V4]);
     expect(s.list().map((l) => l.containerId)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('creates a nested store directory with mode 0700', async () => {
+    const nested = join(dir, 'var/lib/edgemesh/ipam');
+    const s = await LeaseStore.open({ dir: nested, blocks: [V4] });
+    try {
+      await s.allocate('a', 'eth0');
+      expect((await stat(nested)).mode & 0o777).toBe(0o700);
+    } finally {
+      await s.close();
+    }
   });
 
   it('refuses a corrupt snapshot instead of guessing', async () => {
