@@ -18,7 +18,25 @@ export interface OverlayCluster {
   a: OverlayPeerProcess;
   b: OverlayPeerProcess;
   nodes: NodeLike[];
+  /** The last log lines of every peer, compacted (printed when a test fails). */
+  logs(lines?: number): string;
   destroy(): Promise<void>;
+}
+
+export function compactLog(stderr: string, lines: number): string {
+  return stderr
+    .trim()
+    .split('\n')
+    .slice(-lines)
+    .map((l) => {
+      try {
+        const { level, time, pid, hostname, msg, ...rest } = JSON.parse(l);
+        return `${new Date(time).toISOString().slice(11, 23)} ${msg} ${JSON.stringify(rest)}`;
+      } catch {
+        return l;
+      }
+    })
+    .join('\n');
 }
 
 export async function createOverlayCluster(
@@ -94,7 +112,8 @@ export async function createOverlayCluster(
         return s.reservations.includes('relay');
       });
     }
-    return { topo, relay, a, b, nodes, destroy };
+    const logs = (lines = 40) => peers.map((p) => `---- ${p.config.name}\n${compactLog(p.stderr, lines)}`).join('\n');
+    return { topo, relay, a, b, nodes, logs, destroy };
   } catch (err) {
     await destroy();
     throw err;

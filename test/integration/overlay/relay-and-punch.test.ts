@@ -1,20 +1,38 @@
 // The overlay across two NATs: relay first, then a hole-punched direct connection,
 // fallback to the relay when the direct path is cut. Real libp2p, real iptables NAT,
 // everything inside namespaces this test creates.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  createOverlayCluster,
+  LISTEN_PORT,
+  type OverlayCluster,
+  PUNCH_PORT,
+  waitFor,
+} from '../../support/overlay-cluster.ts';
+import { OverlayPeerProcess } from '../../support/overlay-peer-client.ts';
 import { setDirectPathCut } from '../../support/overlay-topology.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; bytes: number; bad: number }>;
   status: Array<{ node: string; path: string; remoteAddr?: string }>;
-  counters: { punch: { attempts: number; successes: number; failures: Record<string, number> } };
+  counters: {
+    punch: { attempts: number; successes: number; failures: Record<string, number> };
+    gateDenied: Record<string, number>;
+  };
+  reservations: string[];
+  connections: Array<{ peer: string; remoteAddr: string; status: string }>;
 }
 
 describe('overlay through two NATs', () => {
   let c: OverlayCluster;
   beforeAll(async () => {
     c = await createOverlayCluster();
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') console.error(c?.logs());
   });
   afterAll(async () => {
     await c?.destroy();
@@ -80,6 +98,40 @@ describe('overlay through two NATs', () => {
       }
     } finally {
       await c.a.request('flow-stop', { node: 'b' });
+    }
+  });
+
+  it('keeps a peer that is not in the directory out: no connection, no reservation, no relaying', async () => {
+    const keyDir = await mkdtemp(join(tmpdir(), `${c.topo.prefix}stranger-`));
+    const stranger = new OverlayPeerProcess(c.topo.stranger.ns, {
+      name: 'stranger',
+      site: 'rogue',
+      keyPath: join(keyDir, 'stranger.key'),
+      listen: [`/ip4/0.0.0.0/tcp/${LISTEN_PORT}`],
+      announce: [`/ip4/${c.topo.stranger.ip}/tcp/${LISTEN_PORT}`],
+      punchPort: PUNCH_PORT,
+      relay: false,
+    });
+    try {
+      await stranger.ready();
+      // The stranger knows the cluster (its own gate lets it try); the cluster does not know it.
+      await stranger.request('directory', { nodes: c.nodes });
+      const deniedBefore = (await c.relay.request<Stats>('stats')).counters.gateDenied;
+      await expect(stranger.request('connect', { node: 'relay' })).rejects.toThrow();
+      await expect(stranger.request('connect', { node: 'b' })).rejects.toThrow(/relay/);
+      await new Promise((r) => setTimeout(r, 3000));
+      const s = await stranger.request<Stats>('stats');
+      expect(s.reservations).toEqual([]);
+      expect(s.connections.filter((x) => x.status === 'open')).toEqual([]);
+      const relayStats = await c.relay.request<Stats>('stats');
+      expect(relayStats.counters.gateDenied.inbound ?? 0).toBeGreaterThan(deniedBefore.inbound ?? 0);
+      expect(relayStats.connections.map((x) => x.peer)).not.toContain(stranger.peerId);
+      // B never saw it either.
+      const bStats = await c.b.request<Stats>('stats');
+      expect(bStats.connections.map((x) => x.peer)).not.toContain(stranger.peerId);
+    } finally {
+      await stranger.stop();
+      await rm(keyDir, { recursive: true, force: true });
     }
   });
 });

@@ -1,6 +1,6 @@
 // With a symmetric NAT (MASQUERADE --random-fully) on site B the punch cannot work: the
 // tunnel must stay on the relay, keep working, and count the failed attempt.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
 interface Stats {
@@ -12,6 +12,9 @@ describe('overlay with a symmetric NAT on one site', () => {
   let c: OverlayCluster;
   beforeAll(async () => {
     c = await createOverlayCluster({ randomFullyB: true });
+  });
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') console.error(c?.logs());
   });
   afterAll(async () => {
     await c?.destroy();
