@@ -211,7 +211,7 @@ export class LeaseStore {
   }
 
   /** One address per family for the attachment; the same lease again if it already has one. */
-  allocate(containerId: string, ifname: string): Promise<Lease> {
+  async allocate(containerId: string, ifname: string): Promise<Lease> {
     checkAttachment(containerId, ifname);
     return this.enqueue<Lease>(() => {
       const existing = this.leases.get(key(containerId, ifname));
@@ -245,7 +245,7 @@ export class LeaseStore {
   }
 
   /** Frees the attachment's addresses; undefined when it had none (idempotent). */
-  release(containerId: string, ifname: string): Promise<Lease | undefined> {
+  async release(containerId: string, ifname: string): Promise<Lease | undefined> {
     checkAttachment(containerId, ifname);
     return this.enqueue<Lease | undefined>(() => {
       const lease = this.releaseInMemory(containerId, ifname);
@@ -254,7 +254,7 @@ export class LeaseStore {
   }
 
   /** Releases every lease whose attachment is not in `valid`; returns the released leases. */
-  gc(valid: Array<{ containerId: string; ifname: string }>): Promise<Lease[]> {
+  async gc(valid: Array<{ containerId: string; ifname: string }>): Promise<Lease[]> {
     const keep = new Set(valid.map((a) => key(a.containerId, a.ifname)));
     return this.enqueue<Lease[]>(() => {
       const released: Lease[] = [];

@@ -138,8 +138,9 @@ describe('LeaseStore allocation', () => {
 
   it('rejects bad arguments clearly and refuses a second opener of the same directory', async () => {
     const s = await openStore([V4]);
-    expect(() => s.allocate('', 'eth0')).toThrow(/containerId/);
-    expect(() => s.allocate('c', '')).toThrow(/ifname/);
+    await expect(s.allocate('', 'eth0')).rejects.toThrow(/containerId/);
+    await expect(s.allocate('c', '')).rejects.toThrow(/ifname/);
+    await expect(s.release('c', 'x'.repeat(65))).rejects.toThrow(/ifname/);
     await expect(LeaseStore.open({ dir, blocks: [V4] })).rejects.toThrow(/in use/);
     await expect(LeaseStore.open({ dir, blocks: [] })).rejects.toThrow(/at least one node block/);
   });
