@@ -39,8 +39,9 @@ export function encodedFrameLength(packets: readonly Packet[]): number {
 export function encodeFrame(packets: readonly Packet[]): Uint8Array {
   if (packets.length === 0) throw new RangeError('a frame carries at least one packet');
   const length = encodedFrameLength(packets);
-  const out = new Uint8Array(length);
-  const view = new DataView(out.buffer);
+  // Every byte is written below, so skip the zero-fill (a frame is up to megabytes, per batch).
+  const out = uninitialized(length);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
   view.setUint16(0, FRAME_MAGIC);
   out[2] = FRAME_VERSION;
   out[3] = 0;
@@ -154,7 +155,7 @@ export class FrameDecoder {
 
 function concat(parts: Uint8Array[], length: number): Uint8Array {
   if (parts.length === 1 && parts[0]!.length === length) return parts[0]!;
-  const out = new Uint8Array(length);
+  const out = uninitialized(length); // fully overwritten below
   let at = 0;
   for (const p of parts) {
     out.set(p.subarray(0, length - at), at);
@@ -198,6 +199,15 @@ function decodeFrameBody(frame: Uint8Array, out: Packet[]): void {
     at += vnetLength + dataLength;
   }
   if (at !== frame.length) throw new FrameError(`${frame.length - at} stray bytes after ${count} packets`);
+}
+
+/**
+ * A Uint8Array of `length` bytes without the zero-fill. A plain Uint8Array view, not the
+ * Buffer itself, so callers keep Uint8Array semantics (Buffer#slice would not copy).
+ */
+function uninitialized(length: number): Uint8Array {
+  const b = Buffer.allocUnsafe(length); // small sizes come from Node's pool: hence byteOffset
+  return new Uint8Array(b.buffer, b.byteOffset, length);
 }
 
 function readU32(buf: Uint8Array, at: number): number {

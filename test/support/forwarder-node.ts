@@ -199,6 +199,11 @@ const commands: Record<string, (arg?: string) => unknown> = {
     tun: tun.stats(),
     link: link ? { queuedBytes: link.queued, dropped: link.dropped } : null,
     linkUps,
+    /** CPU seconds this process has used (user + system), for CPU-per-GB figures. */
+    cpuSeconds: (() => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1e6;
+    })(),
   }),
   'capture-start': () => {
     capture = new PacketCapture({ maxPackets: 50_000, maxSeconds: 120, snaplen: 128 });

@@ -23,11 +23,17 @@ afterAll(async () => {
 describe('forwarder between two TUNs over a socket link', () => {
   it('carries iperf3 TCP as GSO super-packets, with matching byte counters on both sides', async () => {
     const pcap = join(tmp, 'flow.pcap');
+    const [a0, b0] = await pair.settledStats();
     await pair.nodeA.command('capture-start');
     const result = await pair.iperf(3);
     await pair.nodeA.command('capture-stop', pcap);
     const [a, b] = await pair.settledStats();
-    console.log(`iperf3 through the forwarders (offloads on): ${(result.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`);
+    const gigabytes = (a.forwarder.peers['nodeB']!.txBytes - a0.forwarder.peers['nodeB']!.txBytes) / 1e9;
+    console.log(
+      `iperf3 through the forwarders (offloads on): ${(result.bitsPerSecond / 1e9).toFixed(2)} Gbit/s; ` +
+        `CPU s/GB: sender ${((a.cpuSeconds - a0.cpuSeconds) / gigabytes).toFixed(2)}, ` +
+        `receiver ${((b.cpuSeconds - b0.cpuSeconds) / gigabytes).toFixed(2)} (process CPU incl. capture)`,
+    );
     expect(result.bytes).toBeGreaterThan(2_000_000);
     // super-packets larger than the MTU were read from A's TUN and written into B's
     expect(a.tun.rxSuperPackets).toBeGreaterThan(20);

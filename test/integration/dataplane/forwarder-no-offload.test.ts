@@ -17,11 +17,14 @@ afterAll(async () => {
 
 describe('forwarder into a TUN without offloads', () => {
   it('segments super-packets in software and the kernel accepts every segment', async () => {
+    const [, b0] = await pair.settledStats();
     const result = await pair.iperf(3);
     const [a, b] = await pair.settledStats();
+    const gigabytes = (b.forwarder.peers['nodeA']!.rxBytes - b0.forwarder.peers['nodeA']!.rxBytes) / 1e9;
     console.log(
       `iperf3 A (offloads) → B (no offloads, software GSO): ${(result.bitsPerSecond / 1e9).toFixed(2)} Gbit/s; ` +
-        `B received ${b.forwarder.peers['nodeA']!.rxPackets} packets, wrote ${b.tun.txPackets} segments`,
+        `B received ${b.forwarder.peers['nodeA']!.rxPackets} packets, wrote ${b.tun.txPackets} segments, ` +
+        `receiver CPU ${((b.cpuSeconds - b0.cpuSeconds) / gigabytes).toFixed(2)} s/GB`,
     );
     expect(result.bytes).toBeGreaterThan(2_000_000);
     expect(a.tun.rxSuperPackets).toBeGreaterThan(20); // A still reads super-packets...
