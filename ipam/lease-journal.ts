@@ -1,8 +1,11 @@
 // Durable storage of the lease table: a snapshot plus an append-only journal.
 //
-// Why a journal (measured on this machine's ext4, Node 24, 200 samples each):
-//   atomic snapshot of 250 leases (write tmp + fsync + rename + fsync dir): p50 1.9 ms, p99 117 ms
-//   append one record + fdatasync:                                         p50 0.35 ms, p99 4.5 ms
+// Why a journal (measured on this machine's ext4, Node 24, 200 samples each; `node bench/ipam.ts`):
+//                                                      quiet machine        load average 17
+//   atomic snapshot of 250 leases (tmp + fsync +       p50 1.9 ms           p50 4.7–5.6 ms
+//     rename + fsync dir)                              p99 117 ms           p99 25–211 ms
+//   append one record + fdatasync                      p50 0.35 ms          p50 0.9 ms
+//                                                      p99 4.5 ms           p99 13–27 ms
 // The snapshot's cost grows with the table and its dir fsync has a long tail; an append does
 // not. Concurrent mutations are also group-committed (one write + one fdatasync per batch).
 // The journal is compacted into a new snapshot (atomic write + rename + dir fsync) when it
