@@ -21,7 +21,7 @@ import { createOverlay, type Overlay } from '../overlay/overlay.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import type { CaptureRequest } from './control-api.ts';
-import { deviceTowards, enableForwarding, hostGwRoutes, tunRoutes } from './host-routes.ts';
+import { deviceTowards, enableForwarding, ensureFallbackRoutes, hostGwRoutes, tunRoutes } from './host-routes.ts';
 import { loadKubeConfig, NodeApi } from './kube.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeWatch } from './node-watch.ts';
@@ -191,6 +191,7 @@ export class Agent {
     this.step('TUN + routes');
     await configureInterface({ dev: tun.name, mtu: cfg.tun.mtu, up: true });
     await enableForwarding([...new Set(blocks.map((b) => b.family))]);
+    await ensureFallbackRoutes(cfg.clusterCidrs);
     const routes = new RouteReconciler({
       desired: () => this.desiredRoutes(),
       clusterCidrs: cfg.clusterCidrs,

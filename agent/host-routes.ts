@@ -118,3 +118,31 @@ export async function enableForwarding(families: Array<4 | 6>): Promise<void> {
   if (families.includes(4)) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
   if (families.includes(6)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
 }
+
+/** Metric of the fallback routes: below every real route to the same destination. */
+export const FALLBACK_METRIC = 4000;
+
+/**
+ * An `unreachable` route per cluster CIDR under the TUN route: while the agent restarts
+ * (the TUN and its routes vanish with the process), pod traffic to other nodes fails fast
+ * here instead of leaking out of the default route unencrypted.
+ */
+export async function ensureFallbackRoutes(clusterCidrs: string[]): Promise<void> {
+  for (const cidr of clusterCidrs) {
+    const family = cidr.includes(':') ? '-6' : '-4';
+    await run('ip', [family, 'route', 'replace', 'unreachable', cidr, 'metric', String(FALLBACK_METRIC)]);
+  }
+}
+
+export async function removeFallbackRoutes(clusterCidrs: string[]): Promise<string[]> {
+  const removed: string[] = [];
+  for (const cidr of clusterCidrs) {
+    const family = cidr.includes(':') ? '-6' : '-4';
+    const ok = await run('ip', [family, 'route', 'del', 'unreachable', cidr, 'metric', String(FALLBACK_METRIC)]).then(
+      () => true,
+      () => false,
+    );
+    if (ok) removed.push(`unreachable ${cidr} metric ${FALLBACK_METRIC}`);
+  }
+  return removed;
+}

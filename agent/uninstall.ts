@@ -10,7 +10,7 @@ import { deleteLink, linkExists } from '../cni/links.ts';
 import { removeMasquerade } from '../cni/masquerade.ts';
 import { run } from '../common/exec.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
-import { reconcileRoutes } from './host-routes.ts';
+import { reconcileRoutes, removeFallbackRoutes } from './host-routes.ts';
 
 export interface UninstallReport {
   removed: string[];
@@ -41,6 +41,7 @@ export async function uninstall(cfg: AgentConfig, opts: { purge?: boolean } = {}
   const removed: string[] = [];
   const { removed: routes } = await reconcileRoutes([], cfg.clusterCidrs);
   for (const r of routes) removed.push(`route ${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}`);
+  for (const r of await removeFallbackRoutes(cfg.clusterCidrs)) removed.push(`route ${r}`);
   if (await deleteLink(cfg.tun.name)) removed.push(`interface ${cfg.tun.name}`);
   if (await linkExists(cfg.bridge.name)) {
     for (const port of await bridgePorts(cfg.bridge.name)) if (await deleteLink(port)) removed.push(`veth ${port}`);

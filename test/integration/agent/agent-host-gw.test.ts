@@ -49,6 +49,9 @@ describe('agent: one site, host-gw', () => {
     expect(routes).toContain(`10.99.0.0/16 dev edgemesh0 scope link src ${gateway}`);
     expect(routes).toContain(`${peerCidr} via ${b.ip} dev ${cluster.prefix}v1`);
     expect(status.peers).toMatchObject([{ node: b.name, site: 'lan', podCidrs: [peerCidr], path: 'host-gw' }]);
+    // The operator's view: `edgemesh-cni status` prints the same peer as a table row.
+    const table = await cluster.cli(a, ['status', '--run-dir', a.runDir]);
+    expect(table).toMatch(new RegExp(`^${b.name}\\s+lan\\s+${peerCidr.replaceAll('.', '\\.')}\\s+host-gw\\s`, 'm'));
   });
 
   it('gives pods IPs through the CNI client; pods on the two nodes reach each other by Pod IP', async () => {

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
+import { fetchStatus } from '../../../agent/control-api.ts';
 import { run, tryRun } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 
@@ -258,8 +259,9 @@ export class AgentCluster {
     return run('ip', ['netns', 'exec', n.netns, process.execPath, CLI, ...args]);
   }
 
+  /** The agent's `GET /status` (the unix socket is reachable from any namespace). */
   async status(n: TestNode): Promise<AgentStatusJson> {
-    return JSON.parse(await this.cli(n, ['status', '--run-dir', n.runDir, '--json'])) as AgentStatusJson;
+    return (await fetchStatus(join(n.runDir, 'agent.sock'))) as AgentStatusJson;
   }
 
   /** The plugin config a runtime would hand to the first plugin of the node's conflist. */
