@@ -204,6 +204,13 @@ describe('claimNodeBlocks', () => {
     const condition = node.status?.conditions?.find((c) => c.type === IPAM_CONDITION);
     expect(condition).toMatchObject({ status: 'False', reason: 'PodCIDROutsideClusterCIDR' });
     expect(condition?.message).toContain('outside the cluster CIDR 10.104.0.0/16');
+    // …and an Event on the Node, as `kubectl describe node` shows them.
+    const events = await core.listNamespacedEvent({ namespace: 'default' });
+    expect(events.items.find((e) => e.involvedObject.name === 'outside')).toMatchObject({
+      type: 'Warning',
+      reason: 'PodCIDROutsideClusterCIDR',
+      involvedObject: { kind: 'Node', name: 'outside' },
+    });
   });
 
   it('reports a podCIDR that overlaps another node’s IPAMBlock', async () => {
