@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { parseEnv, parseNetConf } from '../../../cni/config.ts';
+import { CniError } from '../../../cni/spec.ts';
+
+function codeOf(fn: () => unknown): number | undefined {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof CniError) return err.code;
+    throw err;
+  }
+  return undefined;
+}
+
+const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'abc', CNI_NETNS: '/var/run/netns/x', CNI_IFNAME: 'eth0' };
+const conf = (extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ cniVersion: '1.0.0', name: 'n', type: 'edgemesh', ...extra });
+
+describe('CNI environment', () => {
+  it('accepts a complete ADD environment', () => {
+    expect(parseEnv(env)).toMatchObject({ command: 'ADD', containerId: 'abc', ifname: 'eth0' });
+  });
+  it('needs CNI_NETNS for ADD and CHECK but not for DEL', () => {
+    const { CNI_NETNS: _n, ...rest } = env;
+    expect(codeOf(() => parseEnv(rest))).toBe(4);
+    expect(codeOf(() => parseEnv({ ...rest, CNI_COMMAND: 'CHECK' }))).toBe(4);
+    expect(parseEnv({ ...rest, CNI_COMMAND: 'DEL' }).netns).toBe('');
+  });
+  it('rejects unknown commands, bad container IDs and interface names with 4', () => {
+    expect(codeOf(() => parseEnv({}))).toBe(4);
+    expect(codeOf(() => parseEnv({ ...env, CNI_COMMAND: 'add' }))).toBe(4);
+    expect(codeOf(() => parseEnv({ ...env, CNI_CONTAINERID: 'a b' }))).toBe(4);
+    for (const bad of ['', '..', 'a/b', 'x:y', 'sixteen-chars-xx', 'with space']) {
+      expect(
+        codeOf(() => parseEnv({ ...env, CNI_IFNAME: bad })),
+        bad,
+      ).toBe(4);
+    }
+    expect(codeOf(() => parseEnv({ ...env, CNI_NETNS: 'relative/path' }))).toBe(4);
+  });
+  it('STATUS, GC and VERSION need no attachment', () => {
+    for (const c of ['STATUS', 'GC', 'VERSION']) expect(parseEnv({ CNI_COMMAND: c }).command).toBe(c);
+  });
+});
+
+describe('CNI network configuration', () => {
+  it('maps bad input to the spec codes', () => {
+    expect(codeOf(() => parseNetConf('{', 'ADD'))).toBe(6);
+    expect(codeOf(() => parseNetConf('"a string"', 'ADD'))).toBe(6);
+    expect(codeOf(() => parseNetConf(conf({ cniVersion: '0.2.0' }), 'ADD'))).toBe(1);
+    expect(codeOf(() => parseNetConf(conf({ name: undefined }), 'ADD'))).toBe(7);
+    expect(codeOf(() => parseNetConf(conf({ cniVersion: undefined }), 'ADD'))).toBe(7);
+    expect(codeOf(() => parseNetConf(conf({ ipam: { type: 'host-local' } }), 'ADD'))).toBe(2);
+    expect(codeOf(() => parseNetConf(conf({ cniVersion: '0.3.1' }), 'CHECK'))).toBe(1);
+    expect(codeOf(() => parseNetConf(conf({ cniVersion: '1.0.0' }), 'STATUS'))).toBe(1);
+    expect(codeOf(() => parseNetConf(conf({ cniVersion: '1.0.0' }), 'GC'))).toBe(1);
+  });
+  it('ignores fields meant for other plugins and keeps ours', () => {
+    const parsed = parseNetConf(
+      conf({
+        cniVersion: '1.1.0',
+        socket: '/run/x.sock',
+        dns: { nameservers: ['10.96.0.10'] },
+        capabilities: { portMappings: true },
+        ipam: {},
+        'cni.dev/valid-attachments': [{ containerID: 'c1', ifname: 'eth0' }],
+      }),
+      'GC',
+    );
+    expect(parsed).toMatchObject({
+      cniVersion: '1.1.0',
+      socket: '/run/x.sock',
+      dns: { nameservers: ['10.96.0.10'] },
+      validAttachments: [{ containerId: 'c1', ifname: 'eth0' }],
+    });
+  });
+  it('VERSION accepts any config with a supported or missing version', () => {
+    expect(parseNetConf('{}', 'VERSION').cniVersion).toBe('1.1.0');
+    expect(codeOf(() => parseNetConf('{"cniVersion":"7.0.0"}', 'VERSION'))).toBe(1);
+  });
+});
