@@ -5,6 +5,7 @@
 //   ip netns exec NS node test/support/forwarder-node.ts --tun NAME --address 10.201.0.1/32 \
 //     --local 10.201.0.0/24 --peer nodeB --peer-cidr 10.202.0.0/24 (--listen IP:PORT | --connect IP:PORT)
 //     [--offload 0|1] [--mtu 1400]
+// --address, --local and --peer-cidr repeat (one per family, e.g. 10.201.0.1/32 and fd00:201::1/128).
 //
 // Control: one command per stdin line, "<id> <command> [arg]"; replies are JSON lines on
 // stdout ({"id":..,"result":..} or {"id":..,"error":..}); events are {"event":..}. Logs go to stderr.
@@ -71,10 +72,10 @@ export class SocketLink implements PeerLink {
 const { values: args } = parseArgs({
   options: {
     tun: { type: 'string' },
-    address: { type: 'string' },
-    local: { type: 'string' },
+    address: { type: 'string', multiple: true },
+    local: { type: 'string', multiple: true },
     peer: { type: 'string' },
-    'peer-cidr': { type: 'string' },
+    'peer-cidr': { type: 'string', multiple: true },
     listen: { type: 'string' },
     connect: { type: 'string' },
     offload: { type: 'string', default: '1' },
@@ -82,9 +83,15 @@ const { values: args } = parseArgs({
   },
 });
 
-function required(name: keyof typeof args): string {
+function required(name: 'tun' | 'peer'): string {
   const v = args[name];
   if (typeof v !== 'string' || v === '') throw new Error(`forwarder-node: --${name} is required`);
+  return v;
+}
+
+function requiredList(name: 'address' | 'local' | 'peer-cidr'): string[] {
+  const v = args[name];
+  if (!v || v.length === 0) throw new Error(`forwarder-node: --${name} is required`);
   return v;
 }
 
@@ -95,15 +102,19 @@ function hostPort(s: string): { host: string; port: number } {
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2));
 const peerName = required('peer');
-const localCidr = required('local');
-const peerCidr = required('peer-cidr');
+const localCidrs = requiredList('local');
+const peerCidrs = requiredList('peer-cidr');
 const tun = TunDevice.open({ name: required('tun'), offload: args.offload !== '0', mtu: Number(args.mtu) });
-const address = required('address');
-await configureInterface({ dev: tun.name, address });
-await ensureRoute({ dst: peerCidr, dev: tun.name, src: address.split('/')[0]! });
+const addresses = requiredList('address');
+await configureInterface({ dev: tun.name, address: addresses });
+const isV6 = (s: string) => s.includes(':');
+for (const dst of peerCidrs) {
+  const src = addresses.find((a) => isV6(a) === isV6(dst));
+  await ensureRoute({ dst, dev: tun.name, ...(src ? { src: src.split('/')[0]! } : {}) });
+}
 
-const fwd = new Forwarder({ tun, localCidrs: [localCidr], logger: log.child({ component: 'forwarder' }) });
-fwd.setPeer(peerName, [peerCidr]);
+const fwd = new Forwarder({ tun, localCidrs, logger: log.child({ component: 'forwarder' }) });
+fwd.setPeer(peerName, peerCidrs);
 
 let link: SocketLink | undefined;
 let linkUps = 0;
@@ -221,8 +232,8 @@ const commands: Record<string, (arg?: string) => unknown> = {
   // transit destination, a bad IP version, a truncated packet.
   'inject-bad-packets': () => {
     if (!link) throw new Error('no link');
-    const mine = firstAddress(localCidr, 9);
-    const theirs = firstAddress(peerCidr, 1);
+    const mine = firstAddress(localCidrs.find((c) => !isV6(c))!, 9);
+    const theirs = firstAddress(peerCidrs.find((c) => !isV6(c))!, 1);
     const badVersion = udp4(mine, theirs);
     badVersion[0] = 0x55;
     const frame = encodeFrame([

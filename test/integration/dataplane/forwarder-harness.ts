@@ -13,6 +13,8 @@ const nodeScript = fileURLToPath(new URL('../../support/forwarder-node.ts', impo
 const LINK_B = '192.168.77.2';
 export const POD_A = '10.201.0.1';
 export const POD_B = '10.202.0.1';
+export const POD6_A = 'fd00:201::1';
+export const POD6_B = 'fd00:202::1';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -95,7 +97,7 @@ export class ForwarderPair {
   readonly nsB = `${this.prefix}b`;
   nodeA!: ForwarderNode;
   nodeB!: ForwarderNode;
-  private iperfServer: ChildProcess | undefined;
+  private readonly iperfServers: ChildProcess[] = [];
 
   /** Builds the two nodes; B's TUN offloads can be switched off. Call close() even if this throws. */
   async start(opts: { offloadB?: boolean } = {}): Promise<void> {
@@ -120,32 +122,47 @@ export class ForwarderPair {
     await ipBatch([`addr add 192.168.77.1/24 dev ${vethA}`, `link set ${vethA} up`], { netns: this.nsA });
     await ipBatch([`addr add ${LINK_B}/24 dev ${vethB}`, `link set ${vethB} up`], { netns: this.nsB });
     this.nodeB = new ForwarderNode(this.nsB, [
-      ...['--tun', `${this.prefix}t`, '--address', `${POD_B}/32`, '--local', '10.202.0.0/24'],
-      ...['--peer', 'nodeA', '--peer-cidr', '10.201.0.0/24', '--listen', `${LINK_B}:7000`],
+      ...['--tun', `${this.prefix}t`, '--address', `${POD_B}/32`, '--address', `${POD6_B}/128`],
+      ...['--local', '10.202.0.0/24', '--local', 'fd00:202::/64'],
+      ...['--peer', 'nodeA', '--peer-cidr', '10.201.0.0/24', '--peer-cidr', 'fd00:201::/64'],
+      ...['--listen', `${LINK_B}:7000`],
       ...['--offload', opts.offloadB === false ? '0' : '1'],
     ]);
     this.nodeA = new ForwarderNode(this.nsA, [
-      ...['--tun', `${this.prefix}t`, '--address', `${POD_A}/32`, '--local', '10.201.0.0/24'],
-      ...['--peer', 'nodeB', '--peer-cidr', '10.202.0.0/24', '--connect', `${LINK_B}:7000`],
+      ...['--tun', `${this.prefix}t`, '--address', `${POD_A}/32`, '--address', `${POD6_A}/128`],
+      ...['--local', '10.201.0.0/24', '--local', 'fd00:201::/64'],
+      ...['--peer', 'nodeB', '--peer-cidr', '10.202.0.0/24', '--peer-cidr', 'fd00:202::/64'],
+      ...['--connect', `${LINK_B}:7000`],
     ]);
     await Promise.all([this.nodeA.waitFor('ready'), this.nodeB.waitFor('ready')]);
     await Promise.all([this.nodeA.waitFor('link-up'), this.nodeB.waitFor('link-up')]);
-    this.iperfServer = spawn('ip', ['netns', 'exec', this.nsB, 'iperf3', '-s', '-B', POD_B, '-p', '5201'], {
-      stdio: 'ignore',
-    });
-    for (let i = 0; ; i++) {
-      const out = await run('ip', ['netns', 'exec', this.nsB, 'ss', '-ltnH', 'sport', '=', ':5201']);
-      if (out.trim()) break;
-      if (i === 50) throw new Error('iperf3 server did not start');
-      await sleep(100);
+    // one server per family: port 5201 on B's IPv4 pod address, 5202 on its IPv6 one
+    for (const [address, port] of [
+      [POD_B, '5201'],
+      [POD6_B, '5202'],
+    ] as const) {
+      this.iperfServers.push(
+        spawn('ip', ['netns', 'exec', this.nsB, 'iperf3', '-s', '-B', address, '-p', port], { stdio: 'ignore' }),
+      );
+      for (let i = 0; ; i++) {
+        const out = await run('ip', ['netns', 'exec', this.nsB, 'ss', '-ltnH', 'sport', '=', `:${port}`]);
+        if (out.trim()) break;
+        if (i === 50) throw new Error(`iperf3 server on ${address} did not start`);
+        await sleep(100);
+      }
     }
   }
 
   /** Runs an iperf3 TCP client A → B for `seconds`, calling `during` once it has started. */
-  async iperf(seconds: number, during?: () => Promise<void>): Promise<{ bitsPerSecond: number; bytes: number }> {
+  async iperf(
+    seconds: number,
+    during?: () => Promise<void>,
+    family: 4 | 6 = 4,
+  ): Promise<{ bitsPerSecond: number; bytes: number }> {
+    const [server, clientAddress, port] = family === 4 ? [POD_B, POD_A, '5201'] : [POD6_B, POD6_A, '5202'];
     const client = run(
       'ip',
-      ['netns', 'exec', this.nsA, 'iperf3', '-c', POD_B, '-B', POD_A, '-p', '5201', '-t', String(seconds), '-J'],
+      ['netns', 'exec', this.nsA, 'iperf3', '-c', server, '-B', clientAddress, '-p', port, '-t', String(seconds), '-J'],
       { timeoutMs: (seconds + 30) * 1000 },
     );
     await during?.();
@@ -170,7 +187,7 @@ export class ForwarderPair {
 
   /** Kills the processes and deletes both namespaces. Never throws. */
   async close(): Promise<void> {
-    for (const c of [this.nodeA?.child, this.nodeB?.child, this.iperfServer]) c?.kill('SIGKILL');
+    for (const c of [this.nodeA?.child, this.nodeB?.child, ...this.iperfServers]) c?.kill('SIGKILL');
     await deleteNetns(this.nsA);
     await deleteNetns(this.nsB);
   }

@@ -62,6 +62,19 @@ describe('forwarder between two TUNs over a socket link', () => {
     );
   });
 
+  it('carries IPv6 TCP the same way (TSO6 super-packets, IPv6 LPM and policy)', async () => {
+    const [a0, b0] = await pair.settledStats();
+    const result = await pair.iperf(3, undefined, 6);
+    const [a, b] = await pair.settledStats();
+    console.log(`iperf3 over IPv6 through the forwarders: ${(result.bitsPerSecond / 1e9).toFixed(2)} Gbit/s`);
+    expect(result.bytes).toBeGreaterThan(2_000_000);
+    expect(a.tun.rxSuperPackets - a0.tun.rxSuperPackets).toBeGreaterThan(20);
+    expect(b.tun.txSuperPackets - b0.tun.txSuperPackets).toBeGreaterThan(20);
+    expect(b.forwarder.peers['nodeA']!.rxBytes).toBe(a.forwarder.peers['nodeB']!.txBytes);
+    expect(a.forwarder.peers['nodeB']!.rxBytes).toBe(b.forwarder.peers['nodeA']!.txBytes);
+    expect(Object.keys(b.forwarder.drops).filter((r) => r !== 'no-route')).toEqual([]);
+  });
+
   it('drops and counts malformed frames, malformed, spoofed and transit packets while iperf3 keeps running', async () => {
     const before = await pair.nodeB.stats();
     const result = await pair.iperf(4, async () => {

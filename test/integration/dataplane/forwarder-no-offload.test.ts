@@ -16,6 +16,18 @@ afterAll(async () => {
 });
 
 describe('forwarder into a TUN without offloads', () => {
+  it('segments IPv6 (TSO6) super-packets too', async () => {
+    const [, b0] = await pair.settledStats();
+    const result = await pair.iperf(3, undefined, 6);
+    const [a, b] = await pair.settledStats();
+    expect(result.bytes).toBeGreaterThan(2_000_000);
+    const received = b.forwarder.peers['nodeA']!.rxPackets - b0.forwarder.peers['nodeA']!.rxPackets;
+    expect(b.tun.txPackets - b0.tun.txPackets).toBeGreaterThan(2 * received);
+    expect(b.tun.txSuperPackets).toBe(0);
+    expect(b.forwarder.peers['nodeA']!.rxBytes).toBe(a.forwarder.peers['nodeB']!.txBytes);
+    expect(b.tun.errors).toBe(0);
+  });
+
   it('segments super-packets in software and the kernel accepts every segment', async () => {
     const [, b0] = await pair.settledStats();
     const result = await pair.iperf(3);
