@@ -1,0 +1,148 @@
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Annotations, Labels } from '../../../overlay/annotations.ts';
+import {
+  type NodeLike,
+  PeerDirectory,
+  type PeerInfo,
+  parsePeerInfo,
+  peerAnnotations,
+} from '../../../overlay/directory.ts';
+
+let ids: string[] = [];
+beforeAll(async () => {
+  ids = await Promise.all([1, 2, 3].map(async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()));
+});
+
+function node(
+  name: string,
+  peerId: string,
+  over: Record<string, string> = {},
+  labels: Record<string, string> = {},
+): NodeLike {
+  return {
+    name,
+    labels,
+    annotations: {
+      ...peerAnnotations({
+        peerId,
+        multiaddrs: ['/ip4/10.1.0.2/tcp/4001', '/ip4/203.0.113.7/tcp/4001'],
+        podCidrs: ['10.244.1.0/24', 'fd00:244:1::/64'],
+        site: 'site-a',
+        nodeIp: '10.1.0.2',
+        punchPort: 4002,
+      }),
+      ...over,
+    },
+  };
+}
+
+describe('parsePeerInfo', () => {
+  it('parses a complete node and classifies TEST-NET as public, RFC 1918 as not', () => {
+    const r = parsePeerInfo(node('n1', ids[0]!));
+    expect(r.ok).toBe(true);
+    const peer = (r as { peer: PeerInfo }).peer;
+    expect(peer).toMatchObject({
+      node: 'n1',
+      peerId: ids[0],
+      site: 'site-a',
+      nodeIp: '10.1.0.2',
+      punchPort: 4002,
+      relay: false,
+    });
+    expect(peer.podCidrs).toEqual(['10.244.1.0/24', 'fd00:244:1::/64']);
+    expect(peer.publicAddrs.map(String)).toEqual(['/ip4/203.0.113.7/tcp/4001']);
+  });
+
+  it.each([
+    ['no peer id', { [Annotations.peerId]: '' }, /peer-id/],
+    ['bad peer id', { [Annotations.peerId]: 'not-a-peer' }, /not a libp2p peer ID/],
+    ['multiaddrs not JSON', { [Annotations.multiaddrs]: '[oops' }, /not JSON/],
+    ['multiaddrs not strings', { [Annotations.multiaddrs]: '[1,2]' }, /array of strings/],
+    ['invalid multiaddr', { [Annotations.multiaddrs]: '["/ip4/999.1.1.1/tcp/1"]' }, /invalid multiaddr/],
+    ['bad CIDR', { [Annotations.podCidrs]: '10.244.1.0/33' }, /invalid CIDR/],
+    ['no site', { [Annotations.site]: '' }, /no site/],
+    ['bad node ip', { [Annotations.nodeIp]: 'ten' }, /not an IP/],
+    ['bad punch port', { [Annotations.punchPort]: '70000' }, /not a TCP port/],
+  ])('ignores a node with %s, with a reason', (_what, over, reason) => {
+    const r = parsePeerInfo(node('bad', ids[0]!, over));
+    expect(r.ok).toBe(false);
+    expect((r as { reason: string }).reason).toMatch(reason);
+    expect((r as { reason: string }).reason).toContain('node bad');
+  });
+
+  it('takes the site from the label when the annotation is absent', () => {
+    const n = node('n1', ids[0]!, {}, { [Labels.site]: 'from-label' });
+    delete n.annotations![Annotations.site];
+    expect(parsePeerInfo(n)).toMatchObject({ ok: true, peer: { site: 'from-label' } });
+  });
+
+  it('refuses a relay label on a node without a public address', () => {
+    const n = node(
+      'r',
+      ids[0]!,
+      { [Annotations.multiaddrs]: '["/ip4/10.0.0.1/tcp/4001"]' },
+      { [Labels.relay]: 'true' },
+    );
+    expect(parsePeerInfo(n)).toMatchObject({ ok: false });
+  });
+});
+
+describe('PeerDirectory', () => {
+  it('emits added, updated (only on a real change) and removed', () => {
+    const dir = new PeerDirectory();
+    const events: string[] = [];
+    dir.on('peer:added', (p) => events.push(`added ${p.node}`));
+    dir.on('peer:updated', (p, prev) => events.push(`updated ${p.node} ${prev.site}->${p.site}`));
+    dir.on('peer:removed', (p) => events.push(`removed ${p.node}`));
+    expect(dir.upsertFromNode(node('n1', ids[0]!))).toMatchObject({ ok: true, change: 'added' });
+    expect(dir.upsertFromNode(node('n1', ids[0]!))).toMatchObject({ ok: true, change: 'unchanged' });
+    expect(dir.upsertFromNode(node('n1', ids[0]!, { [Annotations.site]: 'site-b' }))).toMatchObject({
+      change: 'updated',
+    });
+    expect(dir.get('n1')?.site).toBe('site-b');
+    expect(dir.byPeerId(ids[0]!)?.node).toBe('n1');
+    expect(dir.remove('n1')).toBe(true);
+    expect(dir.remove('n1')).toBe(false);
+    expect(dir.byPeerId(ids[0]!)).toBeUndefined();
+    expect(events).toEqual(['added n1', 'updated n1 site-a->site-b', 'removed n1']);
+  });
+
+  it('re-indexes by peer ID when a node gets a new key', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode(node('n1', ids[0]!));
+    dir.upsertFromNode(node('n1', ids[1]!));
+    expect(dir.has(ids[0]!)).toBe(false);
+    expect(dir.byPeerId(ids[1]!)?.node).toBe('n1');
+    expect(dir.list()).toHaveLength(1);
+  });
+
+  it('drops the entry of a node whose annotations became invalid, and records why', () => {
+    const dir = new PeerDirectory();
+    const removed: string[] = [];
+    dir.on('peer:removed', (p) => removed.push(p.node));
+    dir.upsertFromNode(node('n1', ids[0]!));
+    const r = dir.upsertFromNode(node('n1', ids[0]!, { [Annotations.podCidrs]: 'garbage' }));
+    expect(r.ok).toBe(false);
+    expect(removed).toEqual(['n1']);
+    expect(dir.ignored.get('n1')).toMatch(/invalid CIDR/);
+    expect(dir.has(ids[0]!)).toBe(false);
+  });
+
+  it('refuses a second node claiming a peer ID that another node publishes', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode(node('n1', ids[0]!));
+    const r = dir.upsertFromNode(node('n2', ids[0]!));
+    expect(r).toMatchObject({ ok: false });
+    expect(dir.byPeerId(ids[0]!)?.node).toBe('n1');
+    expect(dir.get('n2')).toBeUndefined();
+  });
+
+  it('lists relays: labelled nodes with a public address', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode(node('edge', ids[0]!));
+    dir.upsertFromNode(node('relay', ids[1]!, {}, { [Labels.relay]: 'true' }));
+    expect(dir.relays().map((p) => p.node)).toEqual(['relay']);
+  });
+});

@@ -1,0 +1,195 @@
+// The tunnel protocol over a real libp2p pair (TCP + noise + yamux) on loopback.
+
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { Connection, Stream } from '@libp2p/interface';
+import { afterEach, describe, expect, it } from 'vitest';
+import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
+import { createHost, type Host } from '../../../overlay/host.ts';
+import {
+  decodeHello,
+  encodeHello,
+  negotiate,
+  TUNNEL_PROTOCOL,
+  TUNNEL_VERSION,
+  type TunnelCaps,
+  TunnelStream,
+} from '../../../overlay/tunnel.ts';
+
+describe('tunnel hello', () => {
+  it('round-trips and negotiates the common capabilities', () => {
+    const on = decodeHello(encodeHello({ offload: true }));
+    expect(on).toEqual({ version: TUNNEL_VERSION, caps: { offload: true } });
+    expect(negotiate({ offload: true }, on)).toEqual({ offload: true });
+    expect(negotiate({ offload: false }, on)).toEqual({ offload: false });
+    expect(negotiate({ offload: true }, decodeHello(encodeHello({ offload: false })))).toEqual({ offload: false });
+  });
+  it('rejects a foreign hello and another version', () => {
+    expect(() => decodeHello(Uint8Array.of(1, 2, 3, 4, 5, 6))).toThrow(/not an edgemesh tunnel/);
+    expect(() => negotiate({ offload: true }, decodeHello(encodeHello({ offload: true }, 9)))).toThrow(/version 9/);
+  });
+});
+
+interface Pair {
+  a: Host;
+  b: Host;
+  conn: Connection;
+}
+
+async function hostPair(): Promise<Pair> {
+  const keys = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519')]);
+  const dirs = [new PeerDirectory(), new PeerDirectory()];
+  const hosts = await Promise.all(
+    keys.map((privateKey, i) =>
+      createHost({
+        privateKey,
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        relay: false,
+        directory: dirs[i]!,
+        gateCounters: { denied: {} },
+      }),
+    ),
+  );
+  // Each knows the other: the membership gate admits only directory peers.
+  for (const [i, h] of hosts.entries()) {
+    for (const d of dirs) {
+      d.upsertFromNode({
+        name: `n${i}`,
+        annotations: peerAnnotations({
+          peerId: h.peerId.toString(),
+          multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
+          podCidrs: [`10.244.${i}.0/24`],
+          site: `s${i}`,
+          nodeIp: '127.0.0.1',
+        }),
+      });
+    }
+  }
+  const [a, b] = hosts as [Host, Host];
+  const conn = await a.dial(b.getMultiaddrs()[0]!);
+  return { a, b, conn };
+}
+
+/** Opens a tunnel A→B; B's side is built by its protocol handler. */
+async function tunnelPair(
+  p: Pair,
+  capsA: TunnelCaps,
+  capsB: TunnelCaps,
+  opts: { onFrameB?: (f: Uint8Array) => void; maxQueueBytes?: number } = {},
+) {
+  const rxB: Uint8Array[] = [];
+  const closedB = Promise.withResolvers<Error | undefined>();
+  const sideB = Promise.withResolvers<TunnelStream>();
+  await p.b.handle(
+    TUNNEL_PROTOCOL,
+    (stream, connection) => {
+      sideB.resolve(
+        new TunnelStream({
+          stream,
+          connection,
+          localCaps: capsB,
+          onFrame: opts.onFrameB ?? ((f) => rxB.push(f.slice())),
+          onClose: (_t, err) => closedB.resolve(err),
+        }),
+      );
+    },
+    { force: true },
+  );
+  const stream = await p.conn.newStream(TUNNEL_PROTOCOL);
+  const closedA = Promise.withResolvers<Error | undefined>();
+  const a = new TunnelStream({
+    stream,
+    connection: p.conn,
+    localCaps: capsA,
+    onFrame: () => {},
+    onClose: (_t, err) => closedA.resolve(err),
+    ...(opts.maxQueueBytes ? { maxQueueBytes: opts.maxQueueBytes } : {}),
+  });
+  return { a, b: await sideB.promise, rxB, closedA: closedA.promise, closedB: closedB.promise, stream };
+}
+
+describe('tunnel stream over libp2p', () => {
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await Promise.all([pair?.a.stop(), pair?.b.stop()]);
+    pair = undefined;
+  });
+
+  it('negotiates offload and carries whole frames in order', async () => {
+    pair = await hostPair();
+    const t = await tunnelPair(pair, { offload: true }, { offload: true });
+    expect(await t.a.ready).toEqual({ offload: true });
+    expect(await t.b.ready).toEqual({ offload: true });
+    expect(t.a.direct).toBe(true);
+    const frames = Array.from({ length: 50 }, (_, i) => new Uint8Array(1000 + i * 997).fill(i));
+    for (const f of frames) expect(t.a.send(f)).toBe(true);
+    await expect.poll(() => t.rxB.length, { timeout: 5000 }).toBe(50);
+    expect(t.rxB.map((f) => [f.length, f[0]])).toEqual(frames.map((f, i) => [f.length, i]));
+    expect(t.b.rxBytes).toBe(frames.reduce((n, f) => n + f.length, 0));
+  });
+
+  it('turns offload off when one side lacks it', async () => {
+    pair = await hostPair();
+    const t = await tunnelPair(pair, { offload: true }, { offload: false });
+    expect(await t.a.ready).toEqual({ offload: false });
+    expect(await t.b.ready).toEqual({ offload: false });
+  });
+
+  it('resets the stream when the peer speaks another version', async () => {
+    pair = await hostPair();
+    const closedB = Promise.withResolvers<Error | undefined>();
+    await pair.b.handle(TUNNEL_PROTOCOL, (stream, connection) => {
+      new TunnelStream({
+        stream,
+        connection,
+        localCaps: { offload: false },
+        onFrame: () => {},
+        onClose: (_t, e) => closedB.resolve(e),
+      });
+    });
+    const raw: Stream = await pair.conn.newStream(TUNNEL_PROTOCOL);
+    raw.send(encodeHello({ offload: false }, TUNNEL_VERSION + 1));
+    expect((await closedB.promise)?.message).toMatch(/version/);
+  });
+
+  it('resets the stream on an oversized record and when the forwarder rejects a frame', async () => {
+    pair = await hostPair();
+    const t = await tunnelPair(
+      pair,
+      { offload: false },
+      { offload: false },
+      {
+        onFrameB: () => {
+          throw new Error('FrameError: bad frame');
+        },
+      },
+    );
+    await t.a.ready;
+    t.a.send(new Uint8Array(100));
+    expect((await t.closedB)?.message).toMatch(/FrameError/);
+    await expect.poll(() => t.a.closed, { timeout: 5000 }).toBe(true);
+
+    const t2 = await tunnelPair(pair, { offload: false }, { offload: false });
+    await t2.a.ready;
+    const header = new Uint8Array(4);
+    new DataView(header.buffer).setUint32(0, 64 * 1024 * 1024);
+    t2.stream.send(header);
+    expect((await t2.closedB)?.message).toMatch(/exceeds the limit/);
+  });
+
+  it('bounds the send queue: frames beyond it are refused, accepted ones all arrive', async () => {
+    pair = await hostPair();
+    const max = 256 * 1024;
+    const t = await tunnelPair(pair, { offload: false }, { offload: false }, { maxQueueBytes: max });
+    await t.a.ready;
+    let accepted = 0;
+    let refused = 0;
+    for (let i = 0; i < 400; i++) {
+      if (t.a.send(new Uint8Array(64 * 1024).fill(i & 0xff))) accepted++;
+      else refused++;
+      expect(t.a.queuedBytes).toBeLessThanOrEqual(max);
+    }
+    expect(refused).toBeGreaterThan(0);
+    expect(t.a.drops).toBe(refused);
+    await expect.poll(() => t.rxB.length, { timeout: 10_000 }).toBe(accepted);
+  });
+});
