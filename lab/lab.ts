@@ -5,6 +5,7 @@
 // The lab wires nothing by hand: every route, bridge and tunnel comes from the agents.
 // labDown() removes all of it, also for a lab whose builder crashed (state file).
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { release } from 'node:os';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import { run } from '../common/exec.ts';
@@ -110,6 +111,7 @@ export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfi
 
 /** The Node object a kubelet would register for this node. */
 export function nodeManifest(node: NodeNetwork): Record<string, unknown> {
+  const now = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   return {
     apiVersion: 'v1',
     kind: 'Node',
@@ -124,6 +126,29 @@ export function nodeManifest(node: NodeNetwork): Record<string, unknown> {
       },
     },
     status: {
+      // No kubelet runs in the lab: the lab stands in for it and reports the node fit for pods.
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'LabNode',
+          message: 'emulated node: the lab creates its pods through the CNI client',
+          lastHeartbeatTime: now,
+          lastTransitionTime: now,
+        },
+      ],
+      nodeInfo: {
+        architecture: process.arch === 'x64' ? 'amd64' : process.arch,
+        operatingSystem: 'linux',
+        osImage: 'edgemesh-cni lab (network namespace)',
+        kernelVersion: release(),
+        kubeletVersion: 'v1.32.0-lab',
+        kubeProxyVersion: '',
+        containerRuntimeVersion: 'lab://netns',
+        bootID: '',
+        machineID: '',
+        systemUUID: '',
+      },
       addresses: [
         { type: 'InternalIP', address: node.ip },
         ...(node.publicIp ? [{ type: 'ExternalIP', address: node.publicIp }] : []),
@@ -396,14 +421,26 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
     `lab ${id}: ${topology.nodes.length} nodes in ${new Set(topology.nodes.map((n) => n.site)).size} sites, state in ${state.data.dir}`,
   );
   try {
+    // Node processes take seconds to load (tens of seconds on a busy 2-core machine), so the
+    // API server and the agents start as soon as their namespaces exist, while the links
+    // are made; the agents wait for the API server and their Node like DaemonSet pods do.
+    let lab: Lab | undefined;
+    let apiServer: Promise<void> | undefined;
     const network = await buildNetwork(topology, prefix, {
       record: (names) => state.recordNamespaces(names),
       progress: say,
+      afterNamespaces: async (net) => {
+        lab = new Lab(state, net);
+        await writeKubeconfig(lab);
+        apiServer = startApiServer(lab, say);
+        apiServer.catch(() => {}); // awaited below
+        await launchAgents(lab, say);
+      },
     });
-    const lab = new Lab(state, network);
-    await startApiServer(lab, say);
+    lab ??= new Lab(state, network);
+    await apiServer;
     await registerCluster(lab, say);
-    await startAgents(lab, say, opts.readyTimeoutMs ?? 60_000);
+    await waitAgents(lab, say, opts.readyTimeoutMs ?? 60_000);
     await createPods(lab, say);
     await state.setPhase('up');
     say(`lab ${id} is up`);
@@ -418,6 +455,23 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   }
 }
 
+/**
+ * The kubeconfig every agent (and kubectl) uses, written by the lab before anything starts
+ * so an agent never races the API server for the file. Plain HTTP: client-node 2.x needs
+ * insecure-skip-tls-verify to accept an http:// server.
+ */
+async function writeKubeconfig(lab: Lab): Promise<void> {
+  const config = {
+    apiVersion: 'v1',
+    kind: 'Config',
+    clusters: [{ name: 'edgemesh-lab', cluster: { server: lab.apiUrl, 'insecure-skip-tls-verify': true } }],
+    users: [{ name: 'lab-admin', user: { token: 'lab-admin' } }],
+    contexts: [{ name: 'edgemesh-lab', context: { cluster: 'edgemesh-lab', user: 'lab-admin' } }],
+    'current-context': 'edgemesh-lab',
+  };
+  await writeFile(lab.kubeconfig, toYaml(config), { mode: 0o600 });
+}
+
 async function startApiServer(lab: Lab, say: (line: string) => void): Promise<void> {
   const { port } = lab.topology.apiServer;
   const out = join(lab.dir, 'kube-apiserver.out');
@@ -426,16 +480,7 @@ async function startApiServer(lab: Lab, say: (line: string) => void): Promise<vo
     lab.state,
     'kube-apiserver',
     lab.network.apiNetns,
-    [
-      process.execPath,
-      API_SERVER,
-      '--listen',
-      `0.0.0.0:${port}`,
-      '--kubeconfig-out',
-      lab.kubeconfig,
-      '--server-url',
-      lab.apiUrl,
-    ],
+    [process.execPath, API_SERVER, '--listen', `0.0.0.0:${port}`],
     { stdout: out, stderr: log },
   );
   await waitFor(
@@ -455,10 +500,10 @@ async function registerCluster(lab: Lab, say: (line: string) => void): Promise<v
   await access(CRD_PATH).catch(() => {
     throw new Error(`${CRD_PATH} is missing: the IPAMBlock CRD ships with the repository (deploy/crds/)`);
   });
-  await lab.kubectl(['apply', '-f', CRD_PATH]);
   const list = { apiVersion: 'v1', kind: 'List', items: lab.nodes.map((n) => nodeManifest(n)) };
-  // The test server publishes no OpenAPI schema for core types: client-side validation off.
-  await lab.kubectl(['create', '--validate=false', '-f', '-'], JSON.stringify(list));
+  // One kubectl for the CRD and the Nodes. The test server publishes no OpenAPI schema for
+  // core types, so client-side validation is off.
+  await lab.kubectl(['create', '--validate=false', '-f', CRD_PATH, '-f', '-'], JSON.stringify(list));
   say(
     `registered the IPAMBlock CRD and ${lab.nodes.length} Nodes (${lab.nodes
       .filter((n) => n.relay)
@@ -467,7 +512,7 @@ async function registerCluster(lab: Lab, say: (line: string) => void): Promise<v
   );
 }
 
-async function startAgents(lab: Lab, say: (line: string) => void, timeoutMs: number): Promise<void> {
+async function launchAgents(lab: Lab, say: (line: string) => void): Promise<void> {
   for (const node of lab.nodes) {
     await mkdir(node.runDir, { recursive: true, mode: 0o700 });
     await mkdir(node.stateDir, { recursive: true, mode: 0o700 });
@@ -477,6 +522,9 @@ async function startAgents(lab: Lab, say: (line: string) => void, timeoutMs: num
   }
   await Promise.all(lab.nodes.map((node) => lab.startAgent(node.name)));
   say(`agents: started ${lab.nodes.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
+}
+
+async function waitAgents(lab: Lab, say: (line: string) => void, timeoutMs: number): Promise<void> {
   await Promise.all(
     lab.nodes.map(async (node) => {
       const t0 = Date.now();
@@ -491,13 +539,11 @@ async function startAgents(lab: Lab, say: (line: string) => void, timeoutMs: num
 async function createPods(lab: Lab, say: (line: string) => void): Promise<void> {
   const specs = lab.topology.nodes.flatMap((n) => n.pods);
   if (specs.length === 0) return;
-  // One runtime per node: pods of one node one after the other, nodes side by side.
+  // All pods at once, as a busy cluster schedules them (the agents serialise IPAM themselves).
   await Promise.all(
-    lab.nodes.map(async (node) => {
-      for (const spec of specs.filter((p) => p.node === node.name)) {
-        const pod = await lab.createPod(spec.name, node.name);
-        say(`pod ${pod.name} on ${node.name}: ${pod.ips.join(', ')}`);
-      }
+    specs.map(async (spec) => {
+      const pod = await lab.createPod(spec.name, spec.node);
+      say(`pod ${pod.name} on ${pod.node}: ${pod.ips.join(', ')}`);
     }),
   );
 }

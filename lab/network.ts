@@ -44,6 +44,11 @@ export interface BuildNetworkOptions {
   record?: (namespaces: string[]) => void | Promise<void>;
   /** Progress lines for a human. */
   progress?: (line: string) => void;
+  /**
+   * Called once the namespaces exist, before links and addresses: lets the caller start
+   * slow processes in them (they must tolerate a network that appears a moment later).
+   */
+  afterNamespaces?: (net: LabNetwork) => void | Promise<void>;
 }
 
 /** The namespaces a topology needs under `prefix`, without creating anything. */
@@ -124,7 +129,7 @@ export async function buildNetwork(
   if (clash.length > 0) throw new NamespaceClashError(clash);
   await opts.record?.(net.namespaces);
   try {
-    await createAll(net, progress);
+    await createAll(net, progress, opts.afterNamespaces);
     return net;
   } catch (err) {
     await destroyNetwork(net);
@@ -144,7 +149,11 @@ export class NamespaceClashError extends Error {
   }
 }
 
-async function createAll(net: LabNetwork, progress: (line: string) => void): Promise<void> {
+async function createAll(
+  net: LabNetwork,
+  progress: (line: string) => void,
+  afterNamespaces?: BuildNetworkOptions['afterNamespaces'],
+): Promise<void> {
   const { topology } = net;
   const inetLen = topology.internet.prefixLength;
   const byName = new Map(net.routers.map((r) => [r.site, r]));
@@ -152,6 +161,7 @@ async function createAll(net: LabNetwork, progress: (line: string) => void): Pro
   // 1. Namespaces, one ip process (buildNetwork checked none of them exists yet).
   await ipBatch(net.namespaces.map((ns) => `netns add ${ns}`));
   progress(`namespaces: ${net.namespaces.length} created (${net.prefix}*)`);
+  await afterNamespaces?.(net);
 
   // 2. veth pairs, both ends born inside lab namespaces.
   const veths: string[] = [

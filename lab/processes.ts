@@ -5,7 +5,10 @@ import { spawn } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { type LabState, processStartTime, type RecordedProcess } from './state.ts';
+import { join } from 'node:path';
+import { type LabState, processStartTime, REPO_ROOT, type RecordedProcess } from './state.ts';
+
+const COMPILE_CACHE = join(REPO_ROOT, 'node_modules', '.cache', 'edgemesh-lab');
 
 export interface StartedProcess extends RecordedProcess {
   stdoutPath: string;
@@ -21,6 +24,10 @@ export function processEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
   };
   const level = process.env.EDGEMESH_LOG_LEVEL;
   if (level) env.EDGEMESH_LOG_LEVEL = level;
+  // Seven Node processes load the same modules at once; V8's on-disk compile cache cuts
+  // their start-up CPU by about a quarter from the second lab on (measured: 2.6–3.1 → 1.9–2.1
+  // user-s per agent import). It lives with the other tool caches in node_modules/.cache.
+  env.NODE_COMPILE_CACHE = process.env.NODE_COMPILE_CACHE ?? COMPILE_CACHE;
   return { ...env, ...extra };
 }
 
