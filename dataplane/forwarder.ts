@@ -4,7 +4,7 @@
 // per peer per batch. Inbound: a peer's stream bytes → frame decoder → policy (src inside
 // that peer's pod CIDRs, dst inside ours) → segmentation only if our TUN has no offloads →
 // one tun.write(). Nothing waits without bound: a peer whose link is not up yet gets a few
-// frames held (maxQueuedFramesPerPeer), everything else that cannot go is dropped and
+// frames held (maxQueuedFramesPerPeer, maxHeldBytes in all, maxHoldMs), everything else that cannot go is dropped and
 // counted by reason, like a NIC queue.
 import { type Logger, logger } from '../common/log.ts';
 import {
@@ -34,6 +34,10 @@ export interface ForwarderOptions {
   localCidrs: string[];
   /** Frames held for a peer whose link is not attached yet (default 16); more are dropped. */
   maxQueuedFramesPerPeer?: number;
+  /** Bytes held for all link-less peers together (default 16 MiB): many peers cannot add up to a lot. */
+  maxHeldBytes?: number;
+  /** Held frames older than this when the link comes are dropped, not sent (default 3 s). */
+  maxHoldMs?: number;
   /** Largest frame sent or accepted (default 4 MiB); a batch is split to stay below it. */
   maxFrameBytes?: number;
   /** Asks the overlay to connect to a peer that has traffic but no link (at most once a second per peer). */
@@ -61,7 +65,7 @@ interface PeerState {
   link: PeerLink | undefined;
   decoder: FrameDecoder;
   /** Frames (and their packet counts) waiting for a link. */
-  pending: { frame: Uint8Array; packets: number; bytes: number }[];
+  pending: { frame: Uint8Array; packets: number; bytes: number; at: number }[];
   lastNeededAt: number;
   counters: PeerCounters;
 }
@@ -71,6 +75,10 @@ const PEER_NEEDED_INTERVAL_MS = 1000;
 export class Forwarder {
   private readonly tun: PacketIO;
   private readonly maxQueuedFrames: number;
+  private readonly maxHeldBytes: number;
+  private readonly maxHoldMs: number;
+  /** Frame bytes currently held across all peers. */
+  private heldBytes = 0;
   private readonly maxFrameBytes: number;
   private readonly onPeerNeeded: ((node: string) => void) | undefined;
   private readonly log: Logger;
@@ -84,6 +92,8 @@ export class Forwarder {
   constructor(opts: ForwarderOptions) {
     this.tun = opts.tun;
     this.maxQueuedFrames = opts.maxQueuedFramesPerPeer ?? 16;
+    this.maxHeldBytes = opts.maxHeldBytes ?? 16 * 1024 * 1024;
+    this.maxHoldMs = opts.maxHoldMs ?? 3000;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.onPeerNeeded = opts.onPeerNeeded;
     this.log = opts.logger ?? logger('forwarder');
@@ -143,7 +153,13 @@ export class Forwarder {
     peer.link = link;
     const held = peer.pending;
     peer.pending = [];
-    for (const f of held) this.sendFrame(peer, f.frame, f.packets, f.bytes);
+    const now = performance.now();
+    for (const f of held) {
+      this.heldBytes -= f.frame.length;
+      // Stale frames would only confuse the flows (their senders have retransmitted by now).
+      if (now - f.at > this.maxHoldMs) this.countPeer(peer, 'no-link', f.packets);
+      else this.sendFrame(peer, f.frame, f.packets, f.bytes);
+    }
   }
 
   /** The peer's stream is gone: later traffic asks for a new one; a half-received frame is discarded. */
@@ -252,8 +268,12 @@ export class Forwarder {
         this.log.error({ node: peer.node, err: String(err) }, 'onPeerNeeded failed');
       }
     }
-    if (peer.pending.length < this.maxQueuedFrames) peer.pending.push({ frame, packets, bytes });
-    else this.countPeer(peer, 'no-link', packets);
+    if (peer.pending.length < this.maxQueuedFrames && this.heldBytes + frame.length <= this.maxHeldBytes) {
+      peer.pending.push({ frame, packets, bytes, at: now });
+      this.heldBytes += frame.length;
+    } else {
+      this.countPeer(peer, 'no-link', packets);
+    }
   }
 
   private forwardInbound(peer: PeerState, packets: Packet[]): void {
@@ -329,6 +349,7 @@ export class Forwarder {
 
   private dropPending(peer: PeerState, reason: string): void {
     const n = peer.pending.reduce((sum, f) => sum + f.packets, 0);
+    for (const f of peer.pending) this.heldBytes -= f.frame.length;
     peer.pending = [];
     if (n > 0) this.countPeer(peer, reason, n);
   }

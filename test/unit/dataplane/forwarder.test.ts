@@ -94,6 +94,24 @@ describe('Forwarder outbound', () => {
     expect(fwd.stats().peers['node2']).toMatchObject({ txPackets: 2, drops: 2 });
   });
 
+  it('bounds held bytes across all peers, and drops held frames that went stale', async () => {
+    const tun = new FakeTun();
+    const fwd = new Forwarder({ tun, localCidrs: [], maxHeldBytes: 200, maxHoldMs: 50, logger: silentLogger() });
+    fwd.setPeer('n2', ['10.2.0.0/16']);
+    fwd.setPeer('n3', ['10.3.0.0/16']);
+    tun.read([plain(udp4('10.1.0.5', '10.2.0.7', 60))]); // frame of 12 + 6 + 10 + 88 = 116 bytes: held
+    tun.read([plain(udp4('10.1.0.5', '10.3.0.7', 60))]); // another 116 would exceed 200 in all: dropped
+    expect(fwd.stats().drops).toEqual({ 'no-link': 1 });
+    const late = new FakeLink();
+    await new Promise((r) => setTimeout(r, 80));
+    fwd.attachLink('n2', late);
+    expect(late.frames.length).toBe(0); // stale: dropped instead of sent
+    expect(fwd.stats().drops).toEqual({ 'no-link': 2 });
+    tun.read([plain(udp4('10.1.0.5', '10.3.0.7', 60))]); // the budget was given back
+    fwd.attachLink('n3', late);
+    expect(late.frames.length).toBe(1);
+  });
+
   it('counts frames refused by a full link', () => {
     const { tun, fwd } = setup();
     const link = new FakeLink();
