@@ -62,3 +62,21 @@ export function openApiV3Root(defs: ResourceDef[]): object {
   }
   return { paths };
 }
+
+/**
+ * An OpenAPI v2 document without definitions. kubectl falls back to client-side validation
+ * with v2 when the v3 lookup says "unsupported" (e.g. for `kind: List` manifests) and skips
+ * kinds it finds no definition for; a 404 here would make it refuse the manifest instead.
+ * kubectl asks for the protobuf form: field 1 (swagger) = "2.0" is a complete Document.
+ */
+export function openApiV2(accept: string | undefined): { contentType: string; body: Buffer } {
+  if (accept?.includes('application/com.github.proto-openapi.spec.v2')) {
+    const swagger = Buffer.from('2.0');
+    return {
+      contentType: 'application/com.github.proto-openapi.spec.v2.v1.0+protobuf',
+      body: Buffer.concat([Buffer.from([0x0a, swagger.length]), swagger]),
+    };
+  }
+  const doc = { swagger: '2.0', info: { title: 'Kubernetes', version: 'v1.32.0' }, paths: {}, definitions: {} };
+  return { contentType: 'application/json', body: Buffer.from(JSON.stringify(doc)) };
+}

@@ -17,7 +17,7 @@ import {
   tooLarge,
   unsupportedMediaType,
 } from './errors.ts';
-import { openApiV3Document, openApiV3Root } from './openapi.ts';
+import { openApiV2, openApiV3Document, openApiV3Root } from './openapi.ts';
 import { jsonPatch, mergePatch, strategicMergePatch } from './patch.ts';
 import { apiVersionOf, fieldSelectorKeys, type K8sObject, type ResourceDef, selectableFields } from './resources.ts';
 import { applySchema, type JsonSchema } from './schema.ts';
@@ -32,6 +32,8 @@ export type ApiServerOptions = {
   logger?: Logger;
   /** Changes kept per resource for watches; older resourceVersions get 410. */
   historyLimit?: number;
+  /** Bytes of change history kept per resource (default 64 MiB). */
+  historyMaxBytes?: number;
   /** Largest accepted request body (the real server's limit is 3 MiB). */
   maxBodyBytes?: number;
   watch?: Partial<WatchLimits>;
@@ -57,14 +59,16 @@ const JSON_TYPE = 'application/json';
 
 export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiServer> {
   const log = opts.logger ?? silentLogger();
-  const store = new Store({ historyLimit: opts.historyLimit ?? 1000 });
+  const store = new Store({ historyLimit: opts.historyLimit ?? 1000, historyMaxBytes: opts.historyMaxBytes });
   const maxBody = opts.maxBodyBytes ?? 3 * 1024 * 1024;
   const limits: WatchLimits = {
     maxBufferedBytes: 8 * 1024 * 1024,
     bookmarkIntervalMs: 60_000,
     maxTimeoutSeconds: 1800,
+    maxWatches: 5000,
     ...opts.watch,
   };
+  let openWatches = 0;
   let serverAddress = '';
 
   const server = createServer((req, res) => {
@@ -78,6 +82,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
         res.end();
         return;
       }
+      if (apiErr.details?.retryAfterSeconds) res.setHeader('Retry-After', String(apiErr.details.retryAfterSeconds));
       sendJson(res, apiErr.code, apiErr.toStatus());
     });
   });
@@ -93,6 +98,12 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       .split('/')
       .filter((s) => s.length > 0)
       .map(decodeURIComponent);
+    if (url.pathname === '/openapi/v2') {
+      const doc = openApiV2(req.headers.accept);
+      res.writeHead(200, { 'Content-Type': doc.contentType, 'Content-Length': doc.body.length });
+      res.end(doc.body);
+      return;
+    }
     const discovery = discoveryDocument(segments);
     if (discovery !== undefined) {
       if (method !== 'GET') throw methodNotAllowed(`${method} is not allowed on ${url.pathname}`);
@@ -174,6 +185,13 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     if (method === 'GET') {
       const matches = selectorFor(def, q);
       if (isTrue(q.get('watch'))) {
+        if (openWatches >= limits.maxWatches) {
+          throw new ApiError(429, 'TooManyRequests', `too many open watches (${limits.maxWatches})`, {
+            retryAfterSeconds: 1,
+          });
+        }
+        openWatches++;
+        res.once('close', () => openWatches--);
         return serveWatch(
           store,
           {

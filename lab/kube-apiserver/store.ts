@@ -20,6 +20,8 @@ export type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 export type ChangeEvent = {
   type: EventType;
   rv: number;
+  /** Approximate size (JSON length), for the history's byte bound. */
+  size?: number;
   object: K8sObject;
   /** The object before a MODIFIED change, so selector watches can turn it into ADDED/DELETED. */
   previous?: K8sObject;
@@ -49,6 +51,8 @@ class Collection {
   readonly def: ResourceDef;
   readonly objects = new Map<string, K8sObject>();
   readonly history: ChangeEvent[] = [];
+  /** Approximate bytes held by `history` (JSON length of each event's object). */
+  historyBytes = 0;
   /** Changes at or below this resourceVersion have left the window: older watches get 410. */
   floorRv = 0;
   readonly subscribers = new Set<WatchSubscriber>();
@@ -65,6 +69,8 @@ function objectKey(namespace: string | undefined, name: string): string {
 
 export type StoreOptions = {
   historyLimit?: number;
+  /** Bytes of history kept per resource at most (default 64 MiB), whatever the count. */
+  historyMaxBytes?: number;
   /**
    * Where the resourceVersion counter starts. The default, the start time in milliseconds,
    * keeps resourceVersions increasing across restarts of the lab's server (as etcd's revision
@@ -78,6 +84,7 @@ export class Store {
   private rv: number;
   private readonly collections = new Map<string, Collection>();
   private readonly historyLimit: number;
+  private readonly historyMaxBytes: number;
   /** Every live object by uid, for owner lookups in garbage collection. */
   private readonly byUid = new Map<string, { key: string; objectKey: string }>();
   /** Called when the set of served resources changes (CRD created or deleted). */
@@ -85,6 +92,7 @@ export class Store {
 
   constructor(opts: StoreOptions = {}) {
     this.historyLimit = opts.historyLimit ?? 1000;
+    this.historyMaxBytes = opts.historyMaxBytes ?? 64 * 1024 * 1024;
     this.rv = opts.initialResourceVersion ?? Date.now();
     for (const def of builtinResources()) {
       this.collections.set(resourceKey(def.group, def.plural), new Collection(def, this.rv));
@@ -336,9 +344,16 @@ export class Store {
   }
 
   private record(c: Collection, event: ChangeEvent): void {
+    event.size = JSON.stringify(event.object).length;
     c.history.push(event);
-    if (c.history.length > this.historyLimit) {
-      const dropped = c.history.splice(0, c.history.length - this.historyLimit);
+    c.historyBytes += event.size;
+    let drop = Math.max(0, c.history.length - this.historyLimit);
+    let bytes = c.historyBytes;
+    for (let i = 0; i < drop; i++) bytes -= c.history[i]!.size!;
+    while (bytes > this.historyMaxBytes && drop < c.history.length - 1) bytes -= c.history[drop++]!.size!;
+    if (drop > 0) {
+      const dropped = c.history.splice(0, drop);
+      c.historyBytes = bytes;
       c.floorRv = dropped[dropped.length - 1]!.rv;
     }
     for (const s of [...c.subscribers]) s(event);

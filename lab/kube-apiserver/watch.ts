@@ -27,6 +27,8 @@ export type WatchLimits = {
   bookmarkIntervalMs: number;
   /** Longest a watch stays open without a timeoutSeconds (the real default is 30-60 min). */
   maxTimeoutSeconds: number;
+  /** Open watches at most; more are answered 429 TooManyRequests. */
+  maxWatches: number;
 };
 
 type OutEvent = { type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'; object: unknown };
@@ -49,6 +51,33 @@ function visible(event: ChangeEvent, w: WatchRequest): OutEvent | undefined {
   return undefined;
 }
 
+function serialize(event: OutEvent, apiVersion: string, w: WatchRequest): string {
+  let object = event.object;
+  if (event.type !== 'ERROR' && event.type !== 'BOOKMARK') {
+    const obj = { ...(event.object as K8sObject), apiVersion };
+    object = w.table ? renderTable(w.def, [obj], w.table, obj.metadata.resourceVersion ?? '') : obj;
+  }
+  return `${JSON.stringify({ type: event.type, object })}\n`;
+}
+
+/** One serialization per change and event type, shared by every watcher (fan-out to N agents). */
+const lines = new WeakMap<ChangeEvent, Map<string, string>>();
+
+function sharedLine(change: ChangeEvent, type: OutEvent['type'], apiVersion: string): string {
+  let byKey = lines.get(change);
+  if (!byKey) {
+    byKey = new Map();
+    lines.set(change, byKey);
+  }
+  const key = `${type} ${apiVersion}`;
+  let line = byKey.get(key);
+  if (line === undefined) {
+    line = `${JSON.stringify({ type, object: { ...change.object, apiVersion } })}\n`;
+    byKey.set(key, line);
+  }
+  return line;
+}
+
 export function serveWatch(
   store: Store,
   w: WatchRequest,
@@ -66,24 +95,21 @@ export function serveWatch(
   let unsubscribe: () => void = () => {};
   let timeoutTimer: NodeJS.Timeout | undefined;
   let bookmarkTimer: NodeJS.Timeout | undefined;
-  const finish = (why: string) => {
+  const finish = (why: string, abort = false) => {
     if (closed) return;
     closed = true;
     unsubscribe();
     clearTimeout(timeoutTimer);
     clearInterval(bookmarkTimer);
     log.debug({ resource: w.def.plural, why }, 'watch closed');
-    res.end();
+    // A stuck client is cut off at once so its queued bytes are freed, not flushed.
+    if (abort) res.destroy();
+    else res.end();
   };
-  const send = (event: OutEvent) => {
+  const send = (event: OutEvent, change?: ChangeEvent) => {
     if (closed) return;
-    let object = event.object;
-    if (event.type !== 'ERROR' && event.type !== 'BOOKMARK') {
-      const obj = { ...(event.object as K8sObject), apiVersion };
-      object = w.table ? renderTable(w.def, [obj], w.table, obj.metadata.resourceVersion ?? '') : obj;
-    }
-    res.write(`${JSON.stringify({ type: event.type, object })}\n`);
-    if (res.writableLength > limits.maxBufferedBytes) finish('client too slow');
+    res.write(w.table || !change ? serialize(event, apiVersion, w) : sharedLine(change, event.type, apiVersion));
+    if (res.writableLength > limits.maxBufferedBytes) finish('client too slow', true);
   };
   const bookmark = (annotations?: Record<string, string>) =>
     send({
@@ -108,7 +134,7 @@ export function serveWatch(
     unsubscribe = store.watch(w.def, fromRv ?? Number(store.currentRv()), (event) => {
       if (event === null) return finish('resource no longer served');
       const out = visible(event, w);
-      if (out) send(out);
+      if (out) send(out, event);
     });
   } catch (err) {
     if (err instanceof ApiError) {

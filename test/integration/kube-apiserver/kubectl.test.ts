@@ -132,6 +132,28 @@ describe('kubectl against the API test server', () => {
     expect(await kubectl('get', 'ipamblocks', '-o', 'name')).toBe('ipamblock.edgemesh.io/10-244-9-0-24\n');
   });
 
+  it('creates a List of nodes from stdin with client-side validation on', async () => {
+    const list = {
+      apiVersion: 'v1',
+      kind: 'List',
+      items: ['list-1', 'list-2'].map((name) => ({ apiVersion: 'v1', kind: 'Node', metadata: { name } })),
+    };
+    const { stdout } = await new Promise<{ stdout: string }>((resolve, reject) => {
+      const child = execFile(
+        KUBECTL,
+        ['--kubeconfig', kubeconfig, '--cache-dir', join(dir, 'cache'), 'create', '-f', '-'],
+        { timeout: 30_000 },
+        (err, out) => (err ? reject(err) : resolve({ stdout: out })),
+      );
+      child.stdin!.end(JSON.stringify(list));
+    });
+    expect(stdout).toBe('node/list-1 created\nnode/list-2 created\n');
+    expect(
+      await kubectl('delete', 'nodes', '-l', 'missing-label!=x', '--field-selector', 'metadata.name=list-1'),
+    ).toContain('node "list-1" deleted');
+    await kubectl('delete', 'node', 'list-2');
+  });
+
   it('shows changes with get nodes --watch', async () => {
     const manifest = join(dir, 'node2.yaml');
     await writeFile(manifest, 'apiVersion: v1\nkind: Node\nmetadata:\n  name: edge-2\n');

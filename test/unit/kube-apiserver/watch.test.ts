@@ -1,9 +1,11 @@
 // Watch semantics: replay from a resourceVersion, 410 Expired in-stream when it is older than
 // the history window, selector transitions, bookmarks, timeoutSeconds; and the client-node
 // informer (list + watch) seeing add/update/delete and recovering from 410 by relisting.
+
+import { connect } from 'node:net';
 import { makeInformer, PatchStrategy, setHeaderOptions, type V1Node, Watch } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Harness, node, startHarness } from './helpers.ts';
+import { type Harness, node, raw, startHarness } from './helpers.ts';
 
 let h: Harness | undefined;
 afterEach(async () => {
@@ -112,6 +114,28 @@ describe('watch', () => {
     expect(replay.events.map((e) => e.type)).toEqual(['MODIFIED', 'MODIFIED']);
   });
 
+  it('bounds the history by bytes too: big changes push old resourceVersions out sooner', async () => {
+    h = await startHarness({ historyMaxBytes: 20_000 });
+    const first = await h.core.createNode({ body: node('a') });
+    for (let i = 0; i < 10; i++) {
+      await h.core.patchNode(
+        { name: 'a', body: { metadata: { annotations: { big: `${i}${'x'.repeat(5000)}` } } } },
+        merge,
+      );
+    }
+    const { events } = await readWatch(
+      `${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${first.metadata!.resourceVersion}`,
+      2,
+    );
+    expect(events).toEqual([
+      expect.objectContaining({ type: 'ERROR', object: expect.objectContaining({ code: 410 }) }),
+    ]);
+    // The most recent changes are still replayable.
+    const rv = Number((await h.core.listNode()).metadata!.resourceVersion) - 1;
+    const recent = await readWatch(`${h.server.url}/api/v1/nodes?watch=1&resourceVersion=${rv}`, 1);
+    expect(recent.events[0]?.type).toBe('MODIFIED');
+  });
+
   it('answers a resourceVersion from an earlier server instance with 410, and a future one with 504', async () => {
     h = await startHarness();
     const rv = Number((await h.core.listNode()).metadata!.resourceVersion);
@@ -186,6 +210,65 @@ describe('watch', () => {
     await until(() => seen.length === 1, 'the ADDED event');
     expect(seen).toEqual(['ADDED a']);
     req.abort();
+  });
+});
+
+describe('watch limits', () => {
+  it('answers watches beyond the limit with 429 and a Retry-After', async () => {
+    h = await startHarness({ watch: { maxWatches: 2 } });
+    const controllers = [new AbortController(), new AbortController()];
+    try {
+      for (const c of controllers) {
+        const res = await fetch(`${h.server.url}/api/v1/nodes?watch=1`, { signal: c.signal });
+        expect(res.status).toBe(200);
+      }
+      const third = await fetch(`${h.server.url}/api/v1/nodes?watch=1`);
+      expect(third.status).toBe(429);
+      expect(third.headers.get('retry-after')).toBe('1');
+      expect(await third.json()).toMatchObject({ kind: 'Status', reason: 'TooManyRequests', code: 429 });
+    } finally {
+      for (const c of controllers) c.abort();
+    }
+    // Closed watches free their slots.
+    await until(() => false, 'slot release', 300).catch(() => undefined);
+    const again = new AbortController();
+    const res = await fetch(`${h.server.url}/api/v1/nodes?watch=1`, { signal: again.signal });
+    expect(res.status).toBe(200);
+    again.abort();
+  });
+
+  it('cuts off a watcher that does not read instead of buffering without bound', { timeout: 30_000 }, async () => {
+    h = await startHarness({ watch: { maxBufferedBytes: 256 * 1024 } });
+    const server = h.server;
+    await h.core.createNode({ body: node('a') });
+    const { port } = new URL(server.url);
+    const socket = connect(Number(port), '127.0.0.1');
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write('GET /api/v1/nodes?watch=1 HTTP/1.1\r\nHost: x\r\n\r\n');
+    socket.pause();
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    const big = 'x'.repeat(200 * 1024);
+    let produced = 0;
+    for (let i = 0; i < 100; i++) {
+      const res = await raw(
+        server,
+        'PATCH',
+        '/api/v1/nodes/a',
+        JSON.stringify({ metadata: { annotations: { big: `${i}${big}` } } }),
+        'application/merge-patch+json',
+      );
+      expect(res.status).toBe(200);
+      produced += big.length;
+    }
+    let received = 0;
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+    });
+    socket.resume();
+    await closed;
+    // The server dropped the watcher (20 MB produced, far less delivered) and is still serving.
+    expect(received).toBeLessThan(produced / 2);
+    expect((await h.core.readNode({ name: 'a' })).metadata?.name).toBe('a');
   });
 });
 
