@@ -9,6 +9,7 @@ import net from 'node:net';
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import { ipOf, ipPortToMultiaddr, isCircuit, isPublicIp } from './addresses.ts';
+import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { Host, HostInternals } from './host.ts';
 import { socketToMultiaddrConnection } from './socket-conn.ts';
@@ -79,10 +80,9 @@ export class HolePunch {
     this.counters.attempts++;
     try {
       const ownIp = await this.#publicIp();
-      const stream = await relayed.newStream(PUNCH_PROTOCOL, {
-        runOnLimitedConnection: true,
-        signal: AbortSignal.timeout(5000),
-      });
+      const stream = await withDeadline(5000, 'punch stream', (signal) =>
+        relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal }),
+      );
       const reader = new LineReader(stream);
       send(stream, { v: 1, ip: ownIp, port: this.#o.punchPort });
       const answer = (await reader.next(5000)) as PunchAnswer;
@@ -141,7 +141,9 @@ export class HolePunch {
       if (isCircuit(conn.remoteAddr)) continue;
       if (!relays.some((r) => r.peerId === conn.remotePeer.toString())) continue;
       try {
-        const result = await this.#o.host.services.identify.identify(conn, { signal: AbortSignal.timeout(3000) });
+        const result = await withDeadline(3000, 'identify', (signal) =>
+          this.#o.host.services.identify.identify(conn, { signal }),
+        );
         const ip = result.observedAddr ? ipOf(result.observedAddr) : undefined;
         if (ip !== undefined && isPublicIp(ip)) return ip;
       } catch {
@@ -162,7 +164,8 @@ export class HolePunch {
     });
     const abort = new AbortController();
     this.#aborts.add(abort);
-    const signal = AbortSignal.any([abort.signal, AbortSignal.timeout(10_000)]);
+    const timer = setTimeout(() => abort.abort(new PunchError('upgrade-timeout', 'upgrade took too long')), 10_000);
+    const signal = abort.signal;
     try {
       if (role === 'outbound') {
         const conn = await this.#o.internals.upgrader.upgradeOutbound(maConn, { signal, initiator: true });
@@ -190,6 +193,7 @@ export class HolePunch {
       maConn.abort(err as Error);
       throw new PunchError('upgrade-failed', `upgrade of the punched socket failed: ${(err as Error).message}`);
     } finally {
+      clearTimeout(timer);
       this.#aborts.delete(abort);
     }
   }

@@ -4,6 +4,7 @@
 // TCP would take minutes to notice, the tunnel must fall back to the relay in seconds.
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
+import { withDeadline } from './deadline.ts';
 
 export const KEEPALIVE_PROTOCOL = '/edgemesh/keepalive/1.0.0';
 const PROBE_LEN = 8;
@@ -78,8 +79,9 @@ export class ConnectionProbe {
   #open(): void {
     if (this.#opening) return;
     this.#opening = true;
-    this.connection
-      .newStream(KEEPALIVE_PROTOCOL, { runOnLimitedConnection: true, signal: AbortSignal.timeout(5000) })
+    withDeadline(5000, 'keepalive stream', (signal) =>
+      this.connection.newStream(KEEPALIVE_PROTOCOL, { runOnLimitedConnection: true, signal }),
+    )
       .then((stream) => {
         this.#stream = stream;
         this.#lastEcho = Date.now();

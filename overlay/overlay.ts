@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { PeerLink } from '../dataplane/types.ts';
 import { circuitAddr, isPublicIp, withPeer } from './addresses.ts';
+import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
@@ -253,9 +254,11 @@ class OverlayImpl implements Overlay {
   async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
     let conn: Connection;
     if (plan.kind === 'direct') {
-      conn = await this.host.dial(
-        peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-        { signal: AbortSignal.timeout(10_000) },
+      conn = await withDeadline(10_000, 'direct dial', (signal) =>
+        this.host.dial(
+          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
+          { signal },
+        ),
       );
     } else {
       conn = await this.#dialViaRelay(peer);
@@ -270,7 +273,7 @@ class OverlayImpl implements Overlay {
     for (const relay of relays) {
       const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
       try {
-        return await this.host.dial(addrs, { signal: AbortSignal.timeout(10_000) });
+        return await withDeadline(10_000, 'relayed dial', (signal) => this.host.dial(addrs, { signal }));
       } catch (err) {
         errors.push(`${relay.node}: ${(err as Error).message}`);
       }
@@ -279,10 +282,9 @@ class OverlayImpl implements Overlay {
   }
 
   async #openTunnel(session: PeerSession, conn: Connection): Promise<TunnelStream> {
-    const stream = await conn.newStream(TUNNEL_PROTOCOL, {
-      runOnLimitedConnection: true,
-      signal: AbortSignal.timeout(10_000),
-    });
+    const stream = await withDeadline(10_000, 'tunnel stream', (signal) =>
+      conn.newStream(TUNNEL_PROTOCOL, { runOnLimitedConnection: true, signal }),
+    );
     const tunnel = this.#addTunnel(session, stream, conn);
     await raceTimeout(tunnel.ready, 10_000, 'tunnel handshake timed out');
     return tunnel;
@@ -311,9 +313,11 @@ class OverlayImpl implements Overlay {
 
   async #upgradeToDirect(session: PeerSession, peer: PeerInfo): Promise<void> {
     try {
-      const conn = await this.host.dial(
-        peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-        { signal: AbortSignal.timeout(10_000), force: true },
+      const conn = await withDeadline(10_000, 'direct dial back', (signal) =>
+        this.host.dial(
+          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
+          { signal, force: true },
+        ),
       );
       await this.#openTunnel(session, conn);
     } catch (err) {

@@ -6,6 +6,7 @@
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Logger } from 'pino';
 import { withPeer } from './addresses.ts';
+import { withDeadline } from './deadline.ts';
 import type { PeerInfo } from './directory.ts';
 import { type Host, reservationStoreOf } from './host.ts';
 
@@ -54,9 +55,11 @@ export class ReservationKeeper {
     const peerId = peerIdFromString(relay.peerId);
     // Dial ourselves first: the relay client blacklists a relay for good after one dial
     // error, which would make a restarted relay unusable until our own restart.
-    await this.#host.dial(
-      relay.publicAddrs.map((ma) => withPeer(ma, relay.peerId)),
-      { signal: AbortSignal.timeout(10_000) },
+    await withDeadline(10_000, 'relay dial', (signal) =>
+      this.#host.dial(
+        relay.publicAddrs.map((ma) => withPeer(ma, relay.peerId)),
+        { signal },
+      ),
     );
     await reservationStoreOf(this.#host).addRelay(peerId, 'configured');
     this.made++;

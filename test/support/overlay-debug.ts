@@ -5,7 +5,9 @@ const c = await createOverlayCluster({ randomFullyB: process.argv[2] === 'random
 try {
   console.log('connect', await c.a.request('connect', { node: 'b' }).catch((e) => e.message));
   console.log('send', await c.a.request('send', { node: 'b', count: 50, size: 16000 }).catch((e) => e.message));
-  await new Promise((r) => setTimeout(r, 12000));
+  await new Promise((r) => setTimeout(r, Number(process.env.WAIT_MS ?? 12000)));
+  console.log('send2', await c.a.request('send', { node: 'b', count: 50, size: 16000 }).catch((e) => e.message));
+  await new Promise((r) => setTimeout(r, 2000));
   console.log('A', JSON.stringify(await c.a.request('stats'), null, 1));
   console.log('B', JSON.stringify(await c.b.request('stats'), null, 1));
 } finally {
