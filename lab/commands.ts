@@ -136,8 +136,18 @@ async function matrix(flags: { id?: string; json?: boolean; timeout: string }): 
   process.exit(result.ok ? 0 : 1);
 }
 
-async function down(flags: { id?: string }): Promise<void> {
+async function down(flags: { id?: string; all?: boolean }): Promise<void> {
   const { labDown } = await import('./lab.ts');
+  const { LabState } = await import('./state.ts');
+  if (!flags.id && !flags.all) {
+    // Several labs (a test run and a demo, say): do not guess which one to destroy.
+    const labs = await LabState.all();
+    if (labs.length > 1) {
+      throw new Error(
+        `${labs.length} labs are up (${labs.map((l) => l.data.id).join(', ')}): name one with --id, or use --all`,
+      );
+    }
+  }
   const reports = await labDown(flags.id);
   if (reports.length === 0) process.stdout.write('no lab to take down\n');
   for (const r of reports) {
@@ -190,9 +200,8 @@ export function register(program: Command): void {
     .action((flags) => matrix(flags).catch(fail));
   lab
     .command('down')
-    .description(
-      'remove every namespace, process, rule and file of the lab (all labs without --id), also after a crash',
-    )
-    .option('--id <id>', 'only this lab')
+    .description('remove every namespace, process, rule and file of the lab, also after a crash')
+    .option('--id <id>', 'this lab (needed when several are up)')
+    .option('--all', 'every lab under .lab/')
     .action((flags) => down(flags).catch(fail));
 }

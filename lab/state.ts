@@ -1,7 +1,7 @@
 // The per-lab state file, `.lab/<id>/state.json` under the repository (gitignored). Every
 // namespace, process and file is recorded BEFORE it is created, so `lab down` can remove
 // all of it even after the process that built the lab crashed or was killed.
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { tryRun } from '../common/exec.ts';
@@ -186,5 +186,7 @@ export async function cleanupState(state: LabState): Promise<{ namespaces: strin
     if (n.startsWith(state.data.prefix) && state.data.prefix.length >= 4) await tryRun('ip', ['netns', 'del', n]);
   }
   for (const f of [...state.data.files].reverse()) await rm(f, { recursive: true, force: true }).catch(() => {});
+  // The last lab also takes the .lab/ directory with it (fails harmlessly while others exist).
+  await rmdir(LABS_DIR).catch(() => {});
   return { namespaces: doomed, processes: alive.length };
 }
