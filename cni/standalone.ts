@@ -4,6 +4,7 @@
 // and iptables rule it makes lives and dies with that namespace. Prints "ready" when serving.
 //   node cni/standalone.ts --socket S --state-dir D --block 10.244.1.0/24 [--block fd00::/64]
 //        [--cluster-cidr 10.244.0.0/16 ...] [--bridge NAME] [--mtu N] [--no-masquerade]
+import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
 import { cidrFamily, gateway } from '../ipam/cidr.ts';
@@ -21,6 +22,8 @@ const { values } = parseArgs({
     bridge: { type: 'string' },
     mtu: { type: 'string' },
     'no-masquerade': { type: 'boolean' },
+    /** Write every operation's in-agent duration (ms) as JSON to this file on exit (for bench/cni.ts). */
+    timings: { type: 'string' },
   },
 });
 if (!values.socket || !values['state-dir'] || !values.block?.length) {
@@ -31,7 +34,13 @@ if (!values.socket || !values['state-dir'] || !values.block?.length) {
 const log = logger('cni');
 const blocks: NodeBlock[] = values.block.map((cidr) => ({ family: cidrFamily(cidr), cidr, gateway: gateway(cidr) }));
 const leases = await LeaseStore.open({ dir: values['state-dir'], blocks, logger: log });
+const timings: Record<string, number[]> = {};
 const plugin = new CniPlugin({
+  onOperation: (op, seconds) => {
+    timings[op] ??= [];
+    const list = timings[op];
+    if (list.length < 100_000) list.push(seconds * 1000); // bounded: a benchmark needs far fewer
+  },
   leases,
   blocks,
   clusterCidrs: values['cluster-cidr'] ?? [],
@@ -49,6 +58,7 @@ const stop = async () => {
   stopping = true;
   await server.close();
   await leases.close();
+  if (values.timings) await writeFile(values.timings, JSON.stringify(timings));
   process.exit(0);
 };
 process.on('SIGTERM', stop);

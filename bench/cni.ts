@@ -1,0 +1,219 @@
+// CNI benchmark: ADD and DEL latency, p50/p90, for 100 sequential and 20 concurrent pods,
+// edgemesh (C client → agent socket → plugin) side by side with the reference `bridge` +
+// `host-local` plugins from /usr/lib/cni, run by the same driver in the same run, on the
+// same pod namespaces (edgemesh on eth0, reference on eth1 of each pod, calls interleaved so
+// both see the same machine load). Prints the ratio (aim: ≤ 0.5) and the in-agent time.
+//   node bench/cni.ts        (root; everything lives in namespaces it creates and removes)
+// The driver runs inside a "node" namespace (re-executed via `ip netns exec`), so both
+// plugins are spawned the same way and every bridge/veth/rule dies with that namespace.
+import { spawn } from 'node:child_process';
+import { mkdir, readFile, rm } from 'node:fs/promises';
+import { loadavg } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from '../common/exec.ts';
+import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
+import { percentile, ratio } from './lib/stats.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const SEQUENTIAL = 100;
+const CONCURRENT = 20;
+const REFERENCE = '/usr/lib/cni';
+
+interface Invocation {
+  code: number;
+  stdout: string;
+  ms: number;
+}
+
+function invoke(file: string, env: Record<string, string>, stdin: string): Promise<Invocation> {
+  const started = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => {
+      stdout += d;
+    });
+    child.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const ms = performance.now() - started;
+      if (code !== 0) reject(new Error(`${file} ${env.CNI_COMMAND} failed (${code}): ${stdout}${stderr}`));
+      else resolve({ code: code ?? -1, stdout, ms });
+    });
+    child.stdin.end(stdin);
+  });
+}
+
+interface Plugin {
+  label: string;
+  file: string;
+  ifname: string;
+  conf: string;
+}
+
+function env(command: string, containerId: string, netns: string, ifname: string): Record<string, string> {
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: containerId,
+    CNI_NETNS: netns,
+    CNI_IFNAME: ifname,
+    CNI_PATH: REFERENCE,
+  };
+}
+
+type Samples = Record<string, { add: number[]; del: number[] }>;
+
+async function sequential(plugins: Plugin[], pods: string[], samples: Samples): Promise<void> {
+  for (const [i, netns] of pods.entries()) {
+    for (const p of plugins) {
+      samples[p.label]!.add.push((await invoke(p.file, env('ADD', `seq${i}`, netns, p.ifname), p.conf)).ms);
+    }
+  }
+  for (const [i, netns] of pods.entries()) {
+    for (const p of plugins) {
+      samples[p.label]!.del.push((await invoke(p.file, env('DEL', `seq${i}`, netns, p.ifname), p.conf)).ms);
+    }
+  }
+}
+
+async function concurrent(plugins: Plugin[], pods: string[], samples: Samples): Promise<void> {
+  for (const p of plugins) {
+    const adds = await Promise.all(
+      pods.map((netns, i) => invoke(p.file, env('ADD', `con${i}`, netns, p.ifname), p.conf)),
+    );
+    samples[p.label]!.add.push(...adds.map((r) => r.ms));
+    const dels = await Promise.all(
+      pods.map((netns, i) => invoke(p.file, env('DEL', `con${i}`, netns, p.ifname), p.conf)),
+    );
+    samples[p.label]!.del.push(...dels.map((r) => r.ms));
+  }
+}
+
+function row(label: string, s: { add: number[]; del: number[] }): string {
+  const f = (v: number) => v.toFixed(1).padStart(8);
+  return `  ${label.padEnd(22)}${f(percentile(s.add, 50))}${f(percentile(s.add, 90))}${f(percentile(s.del, 50))}${f(percentile(s.del, 90))}`;
+}
+
+function report(title: string, samples: Samples, ours: string, ref: string): void {
+  console.log(`${title}  (ms)              ADD p50  ADD p90  DEL p50  DEL p90`);
+  for (const [label, s] of Object.entries(samples)) console.log(row(label, s));
+  const o = samples[ours]!;
+  const r = samples[ref]!;
+  console.log(
+    `  ratio edgemesh/reference: ADD p50 ${ratio(percentile(o.add, 50), percentile(r.add, 50))}, ` +
+      `DEL p50 ${ratio(percentile(o.del, 50), percentile(r.del, 50))}  (aim ≤ 0.5)`,
+  );
+}
+
+/** Runs inside the node namespace: starts the edgemesh CNI server, drives both plugins. */
+async function inner(dir: string, pods: string[]): Promise<void> {
+  const socket = join(dir, 'cni.sock');
+  const timingsFile = join(dir, 'timings.json');
+  const server = spawn(
+    process.execPath,
+    [
+      join(ROOT, 'cni', 'standalone.ts'),
+      ...['--socket', socket, '--state-dir', join(dir, 'ipam'), '--block', '10.244.0.0/22'],
+      ...['--cluster-cidr', '10.244.0.0/16', '--timings', timingsFile],
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
+    server.once('exit', (code) => reject(new Error(`CNI server exited (${code})`)));
+  });
+  try {
+    const ours: Plugin = {
+      label: 'edgemesh (C client)',
+      file: join(dir, 'bin', 'edgemesh'),
+      ifname: 'eth0',
+      conf: JSON.stringify({ cniVersion: '1.0.0', name: 'edgemesh', type: 'edgemesh', socket }),
+    };
+    const ref: Plugin = {
+      label: 'bridge + host-local',
+      file: join(REFERENCE, 'bridge'),
+      ifname: 'eth1',
+      conf: JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'reference',
+        type: 'bridge',
+        bridge: 'ref-br0',
+        isGateway: true,
+        ipMasq: false,
+        ipam: { type: 'host-local', ranges: [[{ subnet: '10.88.0.0/22' }]], dataDir: join(dir, 'host-local') },
+      }),
+    };
+    const plugins = [ours, ref];
+    // Warm-up (page cache, first bridge creation) outside the measurement.
+    for (const p of plugins) {
+      await invoke(p.file, env('ADD', 'warm', pods[0]!, p.ifname), p.conf);
+      await invoke(p.file, env('DEL', 'warm', pods[0]!, p.ifname), p.conf);
+    }
+    const seq: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
+    await sequential(plugins, pods.slice(0, SEQUENTIAL), seq);
+    const con: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
+    await concurrent(plugins, pods.slice(0, CONCURRENT), con);
+
+    const versions: number[] = [];
+    for (let i = 0; i < 50; i++)
+      versions.push((await invoke(ours.file, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms);
+
+    server.kill('SIGTERM');
+    await new Promise((r) => server.once('exit', r));
+    const timings = JSON.parse(await readFile(timingsFile, 'utf8')) as Record<string, number[]>;
+
+    console.log(
+      `CNI ADD/DEL latency, load average ${loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')} (2-core machine shared)`,
+    );
+    report(`${SEQUENTIAL} sequential pods`, seq, ours.label, ref.label);
+    report(`${CONCURRENT} concurrent pods`, con, ours.label, ref.label);
+    const inAgent = (op: string) => percentile(timings[op] ?? [], 50).toFixed(1);
+    console.log(
+      `edgemesh time inside the agent (plugin.handle), p50: ADD ${inAgent('ADD')} ms, DEL ${inAgent('DEL')} ms ` +
+        `(the rest of the client figure is process start of the client + socket round trip)`,
+    );
+    console.log(`C client alone (VERSION, answered locally, no agent): p50 ${percentile(versions, 50).toFixed(2)} ms`);
+  } finally {
+    if (server.exitCode === null) server.kill('SIGKILL');
+  }
+}
+
+async function outer(): Promise<void> {
+  const prefix = runPrefix('cb');
+  const node = `${prefix}node`;
+  const dir = join('/tmp', `${prefix}cni-bench`);
+  try {
+    await mkdir(join(dir, 'bin'), { recursive: true, mode: 0o700 });
+    // The client as the DaemonSet would install it (same flags as scripts/build-native.mjs).
+    await run(process.env.CC ?? 'cc', [
+      ...['-O2', '-Wall', '-Wextra', '-std=gnu11', '-static'],
+      join(ROOT, 'cni', 'client', 'edgemesh.c'),
+      ...['-o', join(dir, 'bin', 'edgemesh')],
+    ]);
+    await createNetns(node);
+    const pods: string[] = [];
+    for (let i = 0; i < SEQUENTIAL; i++) {
+      await createNetns(`${prefix}p${i}`);
+      pods.push(`/var/run/netns/${prefix}p${i}`);
+    }
+    const child = spawn(
+      'ip',
+      ['netns', 'exec', node, process.execPath, fileURLToPath(import.meta.url), '--inner', dir, JSON.stringify(pods)],
+      { stdio: 'inherit' },
+    );
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    if (code !== 0) throw new Error(`benchmark driver failed (exit ${code})`);
+  } finally {
+    await deleteNetnsWithPrefix(prefix);
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === '--inner') await inner(process.argv[3]!, JSON.parse(process.argv[4]!) as string[]);
+else await outer();
