@@ -225,7 +225,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     }
     if (method === 'PATCH') {
       if (name === undefined) throw methodNotAllowed(`PATCH needs an object name`);
-      return out(200, await patch(t, name, req, admit));
+      const patched = await patch(t, name, req, admit);
+      return out(patched.created ? 201 : 200, patched.object);
     }
     if (method === 'DELETE') {
       const options = await deleteOptions(req, q);
@@ -309,7 +310,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     name: string,
     req: IncomingMessage,
     admit: (obj: K8sObject) => K8sObject,
-  ): Promise<K8sObject> {
+  ): Promise<{ object: K8sObject; created: boolean }> {
     const { def, namespace } = t;
     const contentType = (req.headers['content-type'] ?? '').split(';')[0]!.trim();
     const raw = await readBody(req);
@@ -324,7 +325,8 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
         store.get(def, namespace, name);
       } catch (err) {
         if (err instanceof ApiError && err.code === 404 && !t.subresource) {
-          return store.create(def, namespace, admit({ ...obj, metadata: { ...obj.metadata, name } }));
+          const object = store.create(def, namespace, admit({ ...obj, metadata: { ...obj.metadata, name } }));
+          return { object, created: true };
         }
         throw err;
       }
@@ -352,7 +354,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       default:
         throw unsupportedMediaType(contentType);
     }
-    return store.update(def, namespace, name, admit(asObject(patched)), t.subresource);
+    return { object: store.update(def, namespace, name, admit(asObject(patched)), t.subresource), created: false };
   }
 
   async function deleteOptions(req: IncomingMessage, q: URLSearchParams): Promise<DeleteOptions> {

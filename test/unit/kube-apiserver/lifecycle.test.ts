@@ -194,3 +194,19 @@ describe('custom resource schemas', () => {
     });
   });
 });
+
+describe('server-side apply (approximation)', () => {
+  it('creates the object when missing and merges the applied fields when present', async () => {
+    const apply = (body: object) =>
+      fetch(`${h.server.url}/api/v1/nodes/ssa?fieldManager=test`, {
+        method: 'PATCH',
+        headers: { 'Content-Type': 'application/apply-patch+yaml' },
+        body: JSON.stringify(body),
+      });
+    const created = await apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'ssa', labels: { a: '1' } } });
+    expect(created.status).toBe(201);
+    const merged = await apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: 'ssa', labels: { b: '2' } } });
+    expect(merged.status).toBe(200);
+    expect(((await merged.json()) as { metadata: { labels: object } }).metadata.labels).toEqual({ a: '1', b: '2' });
+  });
+});
