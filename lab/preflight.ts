@@ -45,16 +45,22 @@ async function exists(path: string, mode = constants.F_OK): Promise<boolean> {
 }
 
 /** Finds an executable on PATH (plus the sbin directories a non-login root shell may lack). */
-export async function which(tool: string): Promise<string | undefined> {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin'];
+export async function which(tool: string, searchPath?: string): Promise<string | undefined> {
+  const dirs =
+    searchPath === undefined
+      ? [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin']
+      : searchPath.split(delimiter);
   for (const dir of dirs) {
     if (dir && (await exists(join(dir, tool), constants.X_OK))) return join(dir, tool);
   }
   return undefined;
 }
 
-/** Throws a PreflightError listing every missing piece (not just the first). */
-export async function preflight(opts: { needTc?: boolean } = {}): Promise<void> {
+/**
+ * Throws a PreflightError listing every missing piece (not just the first). `searchPath`
+ * replaces PATH (and the sbin fallbacks) for the tool lookup.
+ */
+export async function preflight(opts: { needTc?: boolean; searchPath?: string } = {}): Promise<void> {
   const problems: string[] = [];
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
     problems.push('must run as root (network namespaces, TUN devices, iptables): use `sudo`');
@@ -62,7 +68,7 @@ export async function preflight(opts: { needTc?: boolean } = {}): Promise<void> 
   const tools = { ...REQUIRED_TOOLS, ...(opts.needTc ? { tc: 'iproute2' } : {}) };
   const missing = await Promise.all(
     Object.entries(tools).map(async ([tool, pkg]) =>
-      (await which(tool)) ? undefined : `${tool}: not found (apt install ${pkg})`,
+      (await which(tool, opts.searchPath)) ? undefined : `${tool}: not found (apt install ${pkg})`,
     ),
   );
   problems.push(...missing.filter((m): m is string => m !== undefined));
