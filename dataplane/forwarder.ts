@@ -17,7 +17,7 @@ import {
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
-import { isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
+import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
@@ -71,6 +71,9 @@ interface PeerState {
 }
 
 const PEER_NEEDED_INTERVAL_MS = 1000;
+
+/** virtio_net_hdr gso_type without the ECN bit (no object per packet: this runs per packet). */
+const gsoTypeOf = (vnet: Uint8Array) => (vnet[1] ?? 0) & 0x7f;
 
 export class Forwarder {
   private readonly tun: PacketIO;
@@ -305,7 +308,7 @@ export class Forwarder {
       peer.counters.rxPackets++;
       peer.counters.rxBytes += p.data.length;
       if (this.captures.size > 0) this.capture(p, peer, 'rx');
-      if (!this.tun.offload && (isGso(p.vnet) || needsChecksum(p.vnet))) {
+      if (!this.tun.offload ? isGso(p.vnet) || needsChecksum(p.vnet) : !this.tunAccepts(p)) {
         const plain = toPlainPackets(p);
         if (!plain.ok) {
           this.countPeer(peer, plain.reason, 1);
@@ -336,6 +339,22 @@ export class Forwarder {
         this.log.error({ err: String(err) }, 'capture failed and was removed');
       }
     }
+  }
+
+  /**
+   * Whether our (offloading) TUN takes this packet as it is. A peer's kernel may produce a
+   * GSO kind ours lacks (UDP segmentation offload arrived in Linux 6.2): those are cut here.
+   */
+  private tunAccepts(p: Packet): boolean {
+    const flags = this.tun.offloadFlags;
+    if (!flags) return true;
+    const type = gsoTypeOf(p.vnet);
+    if (type === GSO_NONE) return true;
+    const v6 = p.data[0]! >> 4 === 6;
+    if (type === GSO_TCPV4) return flags.includes('tso4');
+    if (type === GSO_TCPV6) return flags.includes('tso6');
+    if (type === GSO_UDP_L4) return flags.includes(v6 ? 'uso6' : 'uso4');
+    return false;
   }
 
   private resetReceiver(peer: PeerState): void {

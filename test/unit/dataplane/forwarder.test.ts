@@ -8,6 +8,7 @@ import { plain, udp4, udp6 } from './packets.ts';
 /** A PacketIO double: the test injects read batches and sees every write. */
 class FakeTun implements PacketIO {
   readonly offload: boolean;
+  offloadFlags: string[] | undefined;
   handler: ((batch: Packet[]) => void) | undefined;
   writes: Packet[][] = [];
   accept = Number.POSITIVE_INFINITY;
@@ -227,6 +228,35 @@ describe('Forwarder inbound', () => {
     fwd.receive('node2', encodeFrame([{ vnet, data }]));
     expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([1040, 1040, 1040]);
     expect(fwd.stats().peers['node2']).toMatchObject({ rxPackets: 1, rxBytes: 3040 });
+  });
+});
+
+describe('Forwarder and the TUN offload kinds', () => {
+  function udpSuperPacket(): Packet {
+    const data = udp4('10.2.0.7', '10.1.0.5', 3000); // one UDP header, 3000 bytes to cut in 3
+    const vnet = new Uint8Array(10);
+    const v = new DataView(vnet.buffer);
+    vnet[0] = 1; // NEEDS_CSUM
+    vnet[1] = 5; // GSO_UDP_L4
+    v.setUint16(2, 28, true);
+    v.setUint16(4, 1000, true);
+    v.setUint16(6, 20, true);
+    v.setUint16(8, 6, true);
+    return { vnet, data };
+  }
+
+  it('cuts a UDP super-packet in software when our offloading TUN lacks USO', () => {
+    const { tun, fwd } = setup();
+    tun.offloadFlags = ['csum', 'tso4', 'tso6'];
+    fwd.receive('node2', encodeFrame([udpSuperPacket()]));
+    expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([1028, 1028, 1028]);
+  });
+
+  it('passes it whole when the TUN has USO', () => {
+    const { tun, fwd } = setup();
+    tun.offloadFlags = ['csum', 'tso4', 'tso6', 'uso4', 'uso6'];
+    fwd.receive('node2', encodeFrame([udpSuperPacket()]));
+    expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([3028]);
   });
 });
 
