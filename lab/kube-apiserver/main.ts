@@ -27,7 +27,11 @@ const log = pino(
 );
 try {
   const { host, port } = parseListen(opts.listen);
-  const server = await startApiServer({ host, port, logger: log, historyLimit: Number(opts.historyLimit) });
+  const historyLimit = Number(opts.historyLimit);
+  if (!Number.isInteger(historyLimit) || historyLimit < 1) {
+    throw new Error(`--history-limit must be a positive integer, got "${opts.historyLimit}"`);
+  }
+  const server = await startApiServer({ host, port, logger: log, historyLimit });
   if (opts.kubeconfigOut) await server.writeKubeconfig(opts.kubeconfigOut, 'lab-admin', opts.serverUrl ?? server.url);
   process.stdout.write(`${JSON.stringify({ ready: true, url: server.url, port: server.port })}\n`);
   const stop = (signal: string) => {
