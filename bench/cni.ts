@@ -7,7 +7,7 @@
 // The driver runs inside a "node" namespace (re-executed via `ip netns exec`), so both
 // plugins are spawned the same way and every bridge/veth/rule dies with that namespace.
 import { spawn } from 'node:child_process';
-import { mkdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -191,9 +191,11 @@ async function outer(): Promise<void> {
   try {
     await mkdir(join(dir, 'bin'), { recursive: true, mode: 0o700 });
     // The client as the DaemonSet would install it (same flags as scripts/build-native.mjs).
+    const src = join(ROOT, 'cni', 'client');
+    const sources = (await readdir(src)).filter((f) => f.endsWith('.c')).map((f) => join(src, f));
     await run(process.env.CC ?? 'cc', [
       ...['-O2', '-Wall', '-Wextra', '-std=gnu11', '-static'],
-      join(ROOT, 'cni', 'client', 'edgemesh.c'),
+      ...sources,
       ...['-o', join(dir, 'bin', 'edgemesh')],
     ]);
     await createNetns(node);

@@ -20,6 +20,7 @@ import {
 } from './links.ts';
 import { ensureMasquerade } from './masquerade.ts';
 import { derivedMac, HOST_VETH_PREFIX, hostVethName, podMac } from './names.ts';
+import { EEXIST, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
 import { type AttachmentView, buildResult, readPrevResult } from './result.ts';
 import { CniError, ErrorCode, errorResult, isSupportedVersion, LATEST_VERSION, versionResult } from './spec.ts';
 
@@ -51,6 +52,12 @@ export interface CniPluginOptions {
   /** Install the EDGEMESH-MASQ rules in start() (default true when clusterCidrs is not empty). */
   masquerade?: boolean;
   logger?: Logger;
+  /**
+   * Path of the `edgemesh` binary (the C client, e.g. /opt/cni/bin/edgemesh): when given, the
+   * per-pod plumbing runs in its long-lived `netlink-helper` mode (no process start per pod)
+   * instead of through `ip`/`nsenter`. Call close() to stop it.
+   */
+  netlinkHelper?: string;
   /** Called after every operation: the agent maps it to a prom-client histogram/counter. */
   onOperation?: (op: string, seconds: number, ok: boolean) => void;
 }
@@ -58,12 +65,29 @@ export interface CniPluginOptions {
 export const DEFAULT_BRIDGE = 'edgemesh-br0';
 export const DEFAULT_MTU = 1500;
 
+/** The per-pod interface operations: rtnetlink through the helper, or iproute2 processes. */
+interface Plumbing {
+  createVethPair: typeof createVethPair;
+  configurePod: typeof configurePod;
+  deleteLink: typeof deleteLink;
+}
+const iproute2: Plumbing = { createVethPair, configurePod, deleteLink };
+
+function alreadyExists(err: unknown): boolean {
+  return (
+    (err instanceof CommandError && /File exists/.test(err.stderr)) ||
+    (err instanceof NetlinkError && err.errno === EEXIST)
+  );
+}
+
 export class CniPlugin {
   readonly bridgeName: string;
   readonly mtu: number;
   private readonly opts: CniPluginOptions;
   private readonly log: Logger;
   private blocks: NodeBlock[];
+  private readonly helper: NetlinkHelper | undefined;
+  private readonly plumbing: Plumbing;
   private bridgeReady: Promise<void> | undefined;
   // Operations on one attachment run one after another (e.g. a DEL racing a slow ADD).
   private readonly attachmentLocks = new Map<string, Promise<unknown>>();
@@ -74,6 +98,14 @@ export class CniPlugin {
     this.bridgeName = opts.bridgeName ?? DEFAULT_BRIDGE;
     this.mtu = opts.mtu ?? DEFAULT_MTU;
     this.log = opts.logger ?? silentLogger();
+    this.helper = opts.netlinkHelper ? new NetlinkHelper(opts.netlinkHelper, { logger: this.log }) : undefined;
+    this.plumbing = this.helper
+      ? {
+          createVethPair: (o) => this.helper!.createVethPair(o),
+          configurePod: (o) => this.helper!.configurePod(o),
+          deleteLink: (name) => this.helper!.deleteLink(name),
+        }
+      : iproute2;
     if (this.bridgeName.length > 15) throw new Error(`bridge name "${this.bridgeName}" is longer than 15 characters`);
   }
 
@@ -82,6 +114,11 @@ export class CniPlugin {
     if (this.blocks.length > 0) await this.ensureBridge();
     const masquerade = this.opts.masquerade ?? this.opts.clusterCidrs.length > 0;
     if (masquerade && this.opts.clusterCidrs.length > 0) await ensureMasquerade(this.opts.clusterCidrs);
+  }
+
+  /** Stops the netlink helper, if any. Interfaces and leases stay as they are. */
+  close(): void {
+    this.helper?.close();
   }
 
   /** The agent calls this when it gains (or changes) its node blocks. */
@@ -199,7 +236,7 @@ export class CniPlugin {
       await this.plumb(view);
     } catch (err) {
       // A half-built attachment is useless: give back the address and the interfaces.
-      await deleteLink(view.host.name).catch(() => false);
+      await this.plumbing.deleteLink(view.host.name).catch(() => false);
       await this.opts.leases.release(env.containerId, env.ifname).catch(() => undefined);
       throw err;
     }
@@ -226,15 +263,15 @@ export class CniPlugin {
       mtu: view.mtu,
     };
     try {
-      await createVethPair(veth);
+      await this.plumbing.createVethPair(veth);
     } catch (err) {
-      if (!(err instanceof CommandError)) throw err;
+      if (!(err instanceof CommandError) && !(err instanceof NetlinkError)) throw err;
       // A repeated ADD finds its own veth (remove it: its peer in the pod goes with it), or the
       // bridge was deleted behind our back (recreate it). Anything else is a real failure.
-      const hostExisted = await deleteLink(view.host.name);
+      const hostExisted = await this.plumbing.deleteLink(view.host.name);
       const bridgeExists = await linkExists(view.bridge.name);
       if (!hostExisted && bridgeExists) {
-        if (/File exists/.test(err.stderr)) {
+        if (alreadyExists(err)) {
           throw new CniError(
             ErrorCode.Internal,
             `interface ${view.pod.name} already exists in ${view.pod.netns}`,
@@ -247,9 +284,9 @@ export class CniPlugin {
         this.bridgeReady = undefined;
         await this.ensureBridge();
       }
-      await createVethPair(veth);
+      await this.plumbing.createVethPair(veth);
     }
-    await configurePod({
+    await this.plumbing.configurePod({
       netns: view.pod.netns,
       ifname: view.pod.name,
       addresses: view.lease.ips.map((ip) => ({
@@ -263,7 +300,7 @@ export class CniPlugin {
 
   private async del(env: CniEnv): Promise<string> {
     // Deleting the host end removes the pod end too, so DEL never needs the (maybe gone) netns.
-    await deleteLink(hostVethName(env.containerId, env.ifname));
+    await this.plumbing.deleteLink(hostVethName(env.containerId, env.ifname));
     const released = await this.opts.leases.release(env.containerId, env.ifname);
     if (released) {
       this.log.info(
@@ -349,7 +386,7 @@ export class CniPlugin {
     // lease is long gone (e.g. an ADD that crashed half-way). Valid ones are left untouched.
     const keep = new Set(valid.map((a) => hostVethName(a.containerId, a.ifname)));
     const doomed = (await listLinks()).filter((n) => n.startsWith(HOST_VETH_PREFIX) && !keep.has(n));
-    await Promise.all(doomed.map((name) => deleteLink(name).catch(() => false)));
+    await Promise.all(doomed.map((name) => this.plumbing.deleteLink(name).catch(() => false)));
     this.log.info({ released: released.length, interfaces: doomed.length }, 'CNI GC');
     return '';
   }

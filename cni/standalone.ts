@@ -4,6 +4,7 @@
 // and iptables rule it makes lives and dies with that namespace. Prints "ready" when serving.
 //   node cni/standalone.ts --socket S --state-dir D --block 10.244.1.0/24 [--block fd00::/64]
 //        [--cluster-cidr 10.244.0.0/16 ...] [--bridge NAME] [--mtu N] [--no-masquerade]
+//        [--netlink-helper /opt/cni/bin/edgemesh] [--timings FILE]
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -24,6 +25,8 @@ const { values } = parseArgs({
     'no-masquerade': { type: 'boolean' },
     /** Write every operation's in-agent duration (ms) as JSON to this file on exit (for bench/cni.ts). */
     timings: { type: 'string' },
+    /** The edgemesh binary to run as netlink helper (no process per pod); iproute2 without it. */
+    'netlink-helper': { type: 'string' },
   },
 });
 if (!values.socket || !values['state-dir'] || !values.block?.length) {
@@ -48,6 +51,7 @@ const plugin = new CniPlugin({
   logger: log,
   ...(values.bridge ? { bridgeName: values.bridge } : {}),
   ...(values.mtu ? { mtu: Number(values.mtu) } : {}),
+  ...(values['netlink-helper'] ? { netlinkHelper: values['netlink-helper'] } : {}),
 });
 await plugin.start();
 const server = await startCniServer({ socketPath: values.socket, plugin, logger: log });
@@ -57,6 +61,7 @@ const stop = async () => {
   if (stopping) return;
   stopping = true;
   await server.close();
+  plugin.close();
   await leases.close();
   if (values.timings) await writeFile(values.timings, JSON.stringify(timings));
   process.exit(0);

@@ -312,7 +312,11 @@ static void cni_fail(const char *version, int code, const char *fmt, ...) {
   exit(1);
 }
 
-int main(void) {
+int netlink_helper_main(void);
+
+int main(int argc, char **argv) {
+  /* Multi-call: the agent runs `edgemesh netlink-helper`; runtimes never pass arguments. */
+  if (argc > 1 && strcmp(argv[1], "netlink-helper") == 0) return netlink_helper_main();
   size_t in_len;
   char *in = read_stdin(&in_len);
   const char *version = config_version(in, in_len);

@@ -3,7 +3,7 @@
 // called exactly as a container runtime calls it (env + stdin, stdout + exit code).
 // Everything carries a per-run prefix and is removed by cleanup(), also after failures.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '../../../common/exec.ts';
@@ -21,7 +21,9 @@ export async function installClient(binDir: string): Promise<string> {
   await mkdir(binDir, { recursive: true });
   const target = join(binDir, 'edgemesh');
   const flags = ['-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration', '-std=gnu11', '-static'];
-  await run(process.env.CC ?? 'cc', [...flags, join(ROOT, 'cni', 'client', 'edgemesh.c'), '-o', target]);
+  const dir = join(ROOT, 'cni', 'client');
+  const sources = (await readdir(dir)).filter((f) => f.endsWith('.c')).map((f) => join(dir, f));
+  await run(process.env.CC ?? 'cc', [...flags, ...sources, '-o', target]);
   return target;
 }
 
@@ -100,7 +102,14 @@ export interface CniNode {
 }
 
 export async function startCniNode(
-  opts: { clusterCidrs?: string[]; masquerade?: boolean; v4Block?: string; v6Block?: string | null } = {},
+  opts: {
+    clusterCidrs?: string[];
+    masquerade?: boolean;
+    v4Block?: string;
+    v6Block?: string | null;
+    /** Plumb through the C netlink helper (default) or through iproute2 processes. */
+    netlinkHelper?: boolean;
+  } = {},
 ): Promise<CniNode> {
   const prefix = runPrefix('cn');
   const node = `${prefix}node`;
@@ -145,6 +154,7 @@ export async function startCniNode(
       ...(v6Block ? ['--block', v6Block] : []),
       ...(opts.clusterCidrs ?? []).flatMap((c) => ['--cluster-cidr', c]),
       ...(opts.masquerade === false ? ['--no-masquerade'] : []),
+      ...(opts.netlinkHelper === false ? [] : ['--netlink-helper', clientPath]),
     ];
     server = spawn('ip', args, {
       stdio: ['ignore', 'pipe', 'pipe'],

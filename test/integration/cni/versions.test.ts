@@ -13,10 +13,13 @@ interface Result {
   dns?: { nameservers: string[] };
 }
 
-describe('CNI ADD → CHECK → DEL for every cniVersion', () => {
+describe.each([
+  { plumbing: 'netlink helper', netlinkHelper: true },
+  { plumbing: 'iproute2', netlinkHelper: false },
+])('CNI ADD → CHECK → DEL for every cniVersion (plumbing: $plumbing)', ({ netlinkHelper }) => {
   let node: CniNode;
   beforeAll(async () => {
-    node = await startCniNode();
+    node = await startCniNode({ netlinkHelper });
   });
   afterAll(async () => {
     await node?.cleanup();

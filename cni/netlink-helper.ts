@@ -1,0 +1,127 @@
+// The agent's side of `edgemesh netlink-helper` (cni/client/netlink-helper.c): one long-lived
+// C process that does the per-pod veth/address/route work over rtnetlink, so that ADD and
+// DEL start no process at all. Requests are pipelined in order; the queue is bounded; a
+// helper that dies fails its pending requests and is restarted on the next one.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import type { Logger } from '../common/log.ts';
+
+export class NetlinkError extends Error {
+  readonly errno: number;
+  constructor(op: string, errno: number, message: string) {
+    super(`${op}: ${message} (errno ${errno})`);
+    this.name = 'NetlinkError';
+    this.errno = errno;
+  }
+}
+
+export const EEXIST = 17;
+
+interface Pending {
+  op: string;
+  resolve: (gone: boolean) => void;
+  reject: (err: Error) => void;
+}
+
+/** One argument of the line protocol: no whitespace (names and paths we checked or made). */
+function word(value: string): string {
+  if (!value || /\s/.test(value)) throw new NetlinkError('request', 22, `unusable argument "${value}"`);
+  return value;
+}
+
+export class NetlinkHelper {
+  private readonly binary: string;
+  private readonly log: Logger | undefined;
+  private readonly maxPending: number;
+  private child: ChildProcess | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+
+  constructor(binary: string, opts: { logger?: Logger; maxPending?: number } = {}) {
+    this.binary = binary;
+    this.log = opts.logger;
+    this.maxPending = opts.maxPending ?? 1024;
+  }
+
+  private ensureChild(): ChildProcess {
+    if (this.child && this.child.exitCode === null && !this.child.killed) return this.child;
+    const child = spawn(this.binary, ['netlink-helper'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.child = child;
+    child.stdin!.on('error', () => undefined); // reported through 'exit'
+    child.stderr!.on('data', (d: Buffer) => this.log?.warn({ helper: d.toString().trim() }, 'netlink helper'));
+    createInterface({ input: child.stdout! }).on('line', (line) => this.onReply(line));
+    const fail = (why: string) => {
+      if (this.child === child) this.child = undefined;
+      for (const [id, p] of this.pending) {
+        this.pending.delete(id);
+        p.reject(new NetlinkError(p.op, 5, `netlink helper ${why}`));
+      }
+    };
+    child.on('exit', (code, signal) => fail(`exited (${signal ?? code})`));
+    child.on('error', (err) => fail(`failed: ${err.message}`));
+    return child;
+  }
+
+  private onReply(line: string): void {
+    const [status, idText, errnoText, ...rest] = line.split(' ');
+    const id = Number(idText);
+    const p = this.pending.get(id);
+    if (!p) return;
+    this.pending.delete(id);
+    if (status === 'ok') p.resolve(false);
+    else if (status === 'gone') p.resolve(true);
+    else p.reject(new NetlinkError(p.op, Number(errnoText), rest.join(' ')));
+  }
+
+  private request(op: string, args: string[]): Promise<boolean> {
+    if (this.pending.size >= this.maxPending) {
+      return Promise.reject(new NetlinkError(op, 11, `netlink helper busy (${this.pending.size} requests waiting)`));
+    }
+    let line: string;
+    try {
+      line = [op, String(this.nextId), ...args.map(word)].join(' ');
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const id = this.nextId++;
+    const { promise, resolve, reject } = Promise.withResolvers<boolean>();
+    this.pending.set(id, { op, resolve, reject });
+    this.ensureChild().stdin!.write(`${line}\n`);
+    return promise;
+  }
+
+  /** Host veth `host` (on `bridge`, up) whose peer is born inside `netns` as `podIfname`. */
+  async createVethPair(o: {
+    host: string;
+    hostMac: string;
+    bridge: string;
+    podIfname: string;
+    podMac: string;
+    netns: string;
+    mtu: number;
+  }): Promise<void> {
+    await this.request('veth', [o.host, o.hostMac, String(o.mtu), o.bridge, o.podIfname, o.podMac, o.netns]);
+  }
+
+  /** Addresses (no DAD), link up and default routes inside the pod's namespace. */
+  async configurePod(o: {
+    netns: string;
+    ifname: string;
+    addresses: { address: string; prefixLength: number }[];
+    gateways: string[];
+  }): Promise<void> {
+    const addrs = o.addresses.map((a) => `${a.address}/${a.prefixLength}`).join(',');
+    await this.request('pod', [o.netns, o.ifname, addrs, o.gateways.join(',')]);
+  }
+
+  /** Deletes a link by name; false when it did not exist. */
+  async deleteLink(name: string): Promise<boolean> {
+    return !(await this.request('del', [name]));
+  }
+
+  close(): void {
+    this.child?.stdin?.end();
+    this.child?.kill('SIGTERM');
+    this.child = undefined;
+  }
+}
