@@ -54,6 +54,7 @@ export class Agent {
   private parts: Partial<AgentParts> = {};
   private ready = false;
   private stopping: Promise<void> | undefined;
+  private republishing: Promise<void> | undefined;
 
   constructor(config: AgentConfig, opts: { logger: Logger; metrics?: AgentMetrics }) {
     this.config = config;
@@ -217,6 +218,7 @@ export class Agent {
       directory,
       forwarder,
       onChange: () => routes.schedule(),
+      onSelf: (node) => this.checkOwnAnnotations(node),
       logger: this.log.child({ component: 'node-watch' }),
     });
     this.parts.watch = watch;
@@ -240,9 +242,30 @@ export class Agent {
 
   /** Publishes peer id, multiaddrs, pod CIDRs, site, node IP and punch port on the own Node. */
   private async publishAnnotations(): Promise<void> {
-    const { api, self, overlay, blocks } = this.parts;
-    if (!api || !self || !overlay || !blocks) return;
-    const annotations = peerAnnotations({
+    const annotations = this.desiredAnnotations();
+    if (annotations) await this.parts.api!.patchAnnotations(this.config.nodeName, annotations);
+  }
+
+  /**
+   * Puts the annotations back when the own Node no longer carries them (edited by hand,
+   * Node re-registered): peers would otherwise drop this node from their directories.
+   */
+  private checkOwnAnnotations(node: V1Node): void {
+    const want = this.desiredAnnotations();
+    const have = node.metadata?.annotations ?? {};
+    if (!want || this.republishing || Object.entries(want).every(([k, v]) => have[k] === v)) return;
+    this.log.warn('own Node annotations differ from this agent; publishing them again');
+    this.republishing = this.publishAnnotations()
+      .catch((err: Error) => this.log.error({ err: err.message }, 're-publishing annotations failed'))
+      .finally(() => {
+        this.republishing = undefined;
+      });
+  }
+
+  private desiredAnnotations(): Record<string, string> | undefined {
+    const { self, overlay, blocks } = this.parts;
+    if (!self || !overlay || !blocks) return undefined;
+    return peerAnnotations({
       peerId: overlay.peerId,
       multiaddrs: overlay.multiaddrs(),
       podCidrs: blocks.map((b) => b.cidr),
@@ -250,7 +273,6 @@ export class Agent {
       nodeIp: self.nodeIp,
       punchPort: this.config.overlay.punchPort,
     });
-    await api.patchAnnotations(this.config.nodeName, annotations);
   }
 
   /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP. */

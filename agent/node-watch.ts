@@ -20,6 +20,8 @@ export interface NodeWatchOptions {
   forwarder: PeerRoutes;
   /** Something routing depends on changed (peer added, removed, moved site or address). */
   onChange: () => void;
+  /** The own Node was added or changed (e.g. someone edited its annotations). */
+  onSelf?: (node: V1Node) => void;
   logger: Logger;
 }
 
@@ -57,6 +59,7 @@ export class NodeWatch {
   /** Applies one Node object (add or update). Exposed for tests. */
   upsert(node: V1Node): void {
     const name = node.metadata?.name;
+    if (name === this.opts.selfName) this.opts.onSelf?.(node);
     if (!name || name === this.opts.selfName) return;
     this.opts.directory.upsertFromNode({
       name,

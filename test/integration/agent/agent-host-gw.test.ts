@@ -54,6 +54,21 @@ describe('agent: one site, host-gw', () => {
     expect(table).toMatch(new RegExp(`^${b.name}\\s+lan\\s+${peerCidr.replaceAll('.', '\\.')}\\s+host-gw\\s`, 'm'));
   });
 
+  it('puts its annotations back when someone removes them', async () => {
+    await cluster.kubectl(['annotate', 'node', a.name, 'edgemesh.io/peer-id-', 'edgemesh.io/pod-cidrs-']);
+    const status = await cluster.status(a);
+    await waitFor('annotations re-published', async () => {
+      const ann = (await cluster.getNode(a.name)).metadata.annotations ?? {};
+      return ann['edgemesh.io/peer-id'] === status.peerId && ann['edgemesh.io/pod-cidrs'] === status.podCidrs[0]
+        ? true
+        : undefined;
+    });
+    // The peer kept (or got back) its route to this node.
+    await waitFor('peer route back', async () =>
+      (await cluster.podRoutes(b)).some((r) => r.startsWith(`${status.podCidrs[0]} via ${a.ip}`)) ? true : undefined,
+    );
+  });
+
   it('gives pods IPs through the CNI client; pods on the two nodes reach each other by Pod IP', async () => {
     const p1 = await cluster.addPod(a, 'p1');
     const p2 = await cluster.addPod(b, 'p2');
