@@ -75,10 +75,17 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
       active.add(abort);
       // The client hanging up (Ctrl-C on `capture`) ends the capture.
       res.on('close', () => abort.abort());
-      res.writeHead(200, { 'content-type': 'application/vnd.tcpdump.pcap' });
+      // Headers go out with the first pcap bytes, so a capture that cannot start (no
+      // dataplane yet) still gets a proper error status.
+      res.setHeader('content-type', 'application/vnd.tcpdump.pcap');
       handlers
         .capture(capture, res, abort.signal)
-        .catch((err: Error) => res.destroy(err))
+        .catch((err: Error) => {
+          if (!res.headersSent) {
+            res.removeHeader('content-type');
+            sendJson(res, 503, { error: err.message });
+          } else res.destroy(err);
+        })
         .finally(() => active.delete(abort));
       return;
     }

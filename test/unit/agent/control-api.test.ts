@@ -77,6 +77,19 @@ describe('control API over the unix socket', () => {
     await expect(collect((out) => fetchCapture(socket, { proto: 'smtp' }, out))).rejects.toThrow(/proto:/);
   });
 
+  it('reports a capture that cannot start with 503 and the reason', async () => {
+    const socket = join(dir, 'agent.sock');
+    server = await startControlServer(socket, {
+      status: () => status,
+      capture: async () => {
+        throw new Error('the dataplane is not up yet');
+      },
+    });
+    await expect(collect((out) => fetchCapture(socket, {}, out))).rejects.toThrow(
+      /agent answered 503: the dataplane is not up yet/,
+    );
+  });
+
   it('tells the operator when no agent listens', async () => {
     await expect(fetchStatus(join(dir, 'none.sock'))).rejects.toThrow(/cannot reach the agent .* is the agent running/);
   });
