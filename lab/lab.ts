@@ -151,6 +151,8 @@ export function nodeManifest(node: NodeNetwork): Record<string, unknown> {
       },
       addresses: [
         { type: 'InternalIP', address: node.ip },
+        // Dual-stack nodes have an InternalIP per family, as kubelets report them.
+        ...(node.ipv6 ? [{ type: 'InternalIP', address: node.ipv6 }] : []),
         ...(node.publicIp ? [{ type: 'ExternalIP', address: node.publicIp }] : []),
         { type: 'Hostname', address: node.name },
       ],

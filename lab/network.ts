@@ -188,6 +188,9 @@ async function createAll(
         'link set lo up',
         `link add ${INTERNET_BRIDGE} type bridge`,
         `addr add ${topology.internet.gateway}/${inetLen} dev ${INTERNET_BRIDGE}`,
+        ...(topology.internet.gatewayV6
+          ? [`addr add ${topology.internet.gatewayV6}/64 dev ${INTERNET_BRIDGE} nodad`]
+          : []),
         `link set ${INTERNET_BRIDGE} up`,
         ...inetPorts.flatMap((p) => [`link set ${p} master ${INTERNET_BRIDGE}`, `link set ${p} up`]),
       ],
@@ -214,6 +217,7 @@ async function createAll(
           `link set ${ROUTER_WAN} up`,
           `link add ${ROUTER_LAN} type bridge`,
           `addr add ${r.lanIp}/${lanLen} dev ${ROUTER_LAN}`,
+          ...(r.lanIpV6 ? [`addr add ${r.lanIpV6}/64 dev ${ROUTER_LAN} nodad`] : []),
           `link set ${ROUTER_LAN} up`,
           ...ports.flatMap((p) => [`link set ${p} master ${ROUTER_LAN}`, `link set ${p} up`]),
           `route add default via ${topology.internet.gateway}`,
@@ -228,6 +232,8 @@ async function createAll(
         [
           'link set lo up',
           `addr add ${n.ip}/${n.prefixLength} dev ${NODE_IFACE}`,
+          // nodad: a tentative address is unusable for a second or two; nothing else uses it.
+          ...(n.ipv6 ? [`addr add ${n.ipv6}/64 dev ${NODE_IFACE} nodad`] : []),
           `link set ${NODE_IFACE} up`,
           `route add default via ${n.gateway}`,
         ],

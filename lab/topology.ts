@@ -91,6 +91,9 @@ export const DEFAULT_TOPOLOGY: TopologySpec = {
 };
 
 export interface ResolvedRouter {
+  /** Dual-stack only: the router's LAN IPv6 address (…::1) and the LAN's /64. */
+  lanIpV6?: string;
+  lanCidrV6?: string;
   site: string;
   tag: string;
   /** Namespace name without the lab prefix. */
@@ -117,6 +120,11 @@ export interface ResolvedNode {
   gateway: string;
   /** Set on public sites only: behind NAT a node has no public address of its own. */
   publicIp?: string;
+  /**
+   * Dual-stack only: the node's IPv6 address on its site segment (ULA /64, no route beyond
+   * it: the NAT routers do not route IPv6), so same-site IPv6 pod traffic can use host-gw.
+   */
+  ipv6?: string;
   relay: boolean;
   netem?: Netem;
   pods: ResolvedPod[];
@@ -130,7 +138,7 @@ export interface ResolvedPod {
 }
 
 export interface ResolvedTopology {
-  internet: { cidr: string; gateway: string; prefixLength: number };
+  internet: { cidr: string; gateway: string; prefixLength: number; gatewayV6?: string; cidrV6?: string };
   apiServer: { ip: string; port: number };
   clusterCidrs: string[];
   dualStack: boolean;
@@ -160,6 +168,15 @@ function cidrsOverlap(a: string, b: string): boolean {
   const [aa, al] = ipaddr.parseCIDR(a);
   const [ba, bl] = ipaddr.parseCIDR(b);
   return aa.kind() === ba.kind() && aa.match(ba, Math.min(al, bl));
+}
+
+/** Site segments' IPv6 (dual-stack): one ULA /64 per segment out of this /48. */
+export const UNDERLAY_V6 = 'fd00:ed6e::/48';
+
+/** The /64 of segment `index` (0 = the internet bridge, i+1 = site i's LAN) and a host in it. */
+function underlayV6(index: number, host?: number): string {
+  const net = `fd00:ed6e:${index.toString(16)}::`;
+  return host === undefined ? `${net}/64` : `${net}${host.toString(16)}`;
 }
 
 function v4ToInt(addr: string): number {
@@ -257,6 +274,7 @@ export function resolveTopology(
           prefixLength: inetLen,
           gateway: internet.gateway,
           publicIp: ip,
+          ...(dualStack ? { ipv6: underlayV6(0, v4ToInt(ip) % 2 ** (32 - inetLen)) } : {}),
           relay: n < site.relays,
           ...(netem ? { netem } : {}),
           pods: makePods(name, tag),
@@ -281,6 +299,7 @@ export function resolveTopology(
         wanIp: site.wanIp,
         lanCidr: site.lan,
         lanIp,
+        ...(dualStack ? { lanIpV6: underlayV6(i + 1, 1), lanCidrV6: underlayV6(i + 1) } : {}),
         symmetricNat: symmetric(site.name, site.symmetricNat),
         ...(netem ? { netem } : {}),
       });
@@ -296,6 +315,7 @@ export function resolveTopology(
           ip: hostAt(site.lan, lanBase, 11 + n, `${where}.lan`, issues),
           prefixLength: lanLen,
           gateway: lanIp,
+          ...(dualStack ? { ipv6: underlayV6(i + 1, 11 + n) } : {}),
           relay: false,
           pods: makePods(name, tag),
         });
@@ -324,7 +344,7 @@ export function resolveTopology(
     if (prev) issues.push(`${who}: address ${addr} is already used by ${prev}`);
     owners.set(addr, who);
   }
-  const networks = [internet.cidr, ...lans, ...clusterCidrs];
+  const networks = [internet.cidr, ...lans, ...clusterCidrs, ...(dualStack ? [UNDERLAY_V6] : [])];
   for (let a = 0; a < networks.length; a++) {
     for (let b = a + 1; b < networks.length; b++) {
       if (cidrsOverlap(networks[a]!, networks[b]!)) issues.push(`networks ${networks[a]} and ${networks[b]} overlap`);
@@ -333,7 +353,12 @@ export function resolveTopology(
   if (issues.length > 0) throw new ConfigError(source, issues);
 
   return {
-    internet: { cidr: internet.cidr, gateway: internet.gateway, prefixLength: inetLen },
+    internet: {
+      cidr: internet.cidr,
+      gateway: internet.gateway,
+      prefixLength: inetLen,
+      ...(dualStack ? { cidrV6: underlayV6(0), gatewayV6: underlayV6(0, 1) } : {}),
+    },
     apiServer: spec.apiServer,
     clusterCidrs,
     dualStack,

@@ -199,3 +199,28 @@ describe('lab network', () => {
     expect(childrenOf(after)).toEqual(childrenOf(before));
   });
 });
+
+describe('lab network, dual-stack underlay', () => {
+  const prefix = runPrefix('eml');
+  let net: LabNetwork | undefined;
+
+  beforeAll(async () => {
+    net = await buildNetwork(defaultTopology({ dualStack: true, podsPerNode: 0 }), prefix);
+  });
+
+  afterAll(async () => {
+    if (net) await destroyNetwork(net);
+  });
+
+  it('gives every site segment an IPv6 /64 that reaches inside the site and no further', async () => {
+    const a1 = nodeNet(net!, 'edge-a-1');
+    const a2 = nodeNet(net!, 'edge-a-2');
+    const c1 = nodeNet(net!, 'cloud-1');
+    const c2 = nodeNet(net!, 'cloud-2');
+    expect(a2.ipv6).toBe('fd00:ed6e:2::c');
+    expect(await pingFrom(a1.netns, a2.ipv6!)).not.toBeNull();
+    expect(await pingFrom(c1.netns, c2.ipv6!)).not.toBeNull();
+    // The NAT routers do not route IPv6: no way from a LAN to the cloud segment.
+    expect(await pingFrom(a1.netns, c1.ipv6!, 1)).toBeNull();
+  });
+});

@@ -58,6 +58,11 @@ describe('lab topology', () => {
     expect(t.clusterCidrs).toEqual(['10.244.0.0/16', 'fd00:10:244::/56']);
     expect(t.routers.map((r) => r.symmetricNat)).toEqual([false, true]);
     expect(t.routers[0]!.netem).toEqual({ delayMs: 0, jitterMs: 0, lossPct: 2 });
+    // Dual-stack: an IPv6 /64 per site segment for same-site host-gw.
+    expect(t.nodes.find((n) => n.name === 'cloud-2')!.ipv6).toBe('fd00:ed6e:0::b');
+    expect(t.nodes.find((n) => n.name === 'edge-b-3')!.ipv6).toBe('fd00:ed6e:3::d');
+    expect(t.routers[1]).toMatchObject({ lanIpV6: 'fd00:ed6e:3::1', lanCidrV6: 'fd00:ed6e:3::/64' });
+    expect(defaultTopology().nodes.every((n) => n.ipv6 === undefined)).toBe(true);
     expect(minimalTopology({ symmetricNat: true }).routers.every((r) => r.symmetricNat)).toBe(true);
     expect(minimalTopology().nodes).toHaveLength(3);
   });
