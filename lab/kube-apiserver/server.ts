@@ -34,6 +34,8 @@ export type ApiServerOptions = {
   historyLimit?: number;
   /** Bytes of change history kept per resource (default 64 MiB). */
   historyMaxBytes?: number;
+  /** Delay before dependents whose owners are all absent are garbage-collected (200 ms). */
+  gcDelayMs?: number;
   /** Largest accepted request body (the real server's limit is 3 MiB). */
   maxBodyBytes?: number;
   watch?: Partial<WatchLimits>;
@@ -59,7 +61,11 @@ const JSON_TYPE = 'application/json';
 
 export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiServer> {
   const log = opts.logger ?? silentLogger();
-  const store = new Store({ historyLimit: opts.historyLimit ?? 1000, historyMaxBytes: opts.historyMaxBytes });
+  const store = new Store({
+    historyLimit: opts.historyLimit ?? 1000,
+    historyMaxBytes: opts.historyMaxBytes,
+    gcDelayMs: opts.gcDelayMs,
+  });
   const maxBody = opts.maxBodyBytes ?? 3 * 1024 * 1024;
   const limits: WatchLimits = {
     maxBufferedBytes: 8 * 1024 * 1024,
@@ -427,6 +433,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       await writeFile(path, toYaml(config), { mode: 0o600 });
     },
     close(): Promise<void> {
+      store.close();
       return new Promise((resolveClose) => {
         httpServer.close(() => resolveClose());
         httpServer.closeAllConnections();

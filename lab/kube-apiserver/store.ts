@@ -78,6 +78,12 @@ export type StoreOptions = {
    * earlier instance gets 410 Gone and relists instead of silently missing changes.
    */
   initialResourceVersion?: number;
+  /**
+   * How long after a write the garbage collector looks at an object whose owners are all
+   * absent (e.g. created with a stale owner uid) and deletes it. The real collector is
+   * asynchronous too; 200 ms by default.
+   */
+  gcDelayMs?: number;
 };
 
 export class Store {
@@ -87,13 +93,14 @@ export class Store {
   private readonly historyMaxBytes: number;
   /** Every live object by uid, for owner lookups in garbage collection. */
   private readonly byUid = new Map<string, { key: string; objectKey: string }>();
-  /** Called when the set of served resources changes (CRD created or deleted). */
-  onResourcesChanged: () => void = () => {};
+  private readonly gcDelayMs: number;
+  private readonly gcTimers = new Set<NodeJS.Timeout>();
 
   constructor(opts: StoreOptions = {}) {
     this.historyLimit = opts.historyLimit ?? 1000;
     this.historyMaxBytes = opts.historyMaxBytes ?? 64 * 1024 * 1024;
     this.rv = opts.initialResourceVersion ?? Date.now();
+    this.gcDelayMs = opts.gcDelayMs ?? 200;
     for (const def of builtinResources()) {
       this.collections.set(resourceKey(def.group, def.plural), new Collection(def, this.rv));
     }
@@ -178,7 +185,33 @@ export class Store {
     c.objects.set(key, obj);
     this.byUid.set(meta.uid, { key: resourceKey(def.group, def.plural), objectKey: key });
     this.record(c, { type: 'ADDED', rv: this.rv, object: obj });
+    this.scheduleAbsentOwnerCheck(c, key, meta.uid);
     return clone(obj);
+  }
+
+  /** Stops the garbage collector's pending checks (when the server closes). */
+  close(): void {
+    for (const t of this.gcTimers) clearTimeout(t);
+    this.gcTimers.clear();
+  }
+
+  /**
+   * The garbage collector also deletes a dependent whose owners do not exist (by uid) at all,
+   * e.g. an IPAMBlock created with the uid of a Node that has since been re-created.
+   */
+  private scheduleAbsentOwnerCheck(c: Collection, key: string, uid: string): void {
+    if ((c.objects.get(key)?.metadata.ownerReferences ?? []).length === 0) return;
+    const timer = setTimeout(() => {
+      this.gcTimers.delete(timer);
+      const obj = c.objects.get(key);
+      const refs = obj?.metadata.ownerReferences ?? [];
+      if (!obj || obj.metadata.uid !== uid || refs.length === 0) return;
+      if (refs.some((r) => this.byUid.has(r.uid))) return;
+      if (this.collections.get(resourceKey(c.def.group, c.def.plural)) !== c) return;
+      this.delete(c.def, obj.metadata.namespace, obj.metadata.name!, { propagationPolicy: 'Background' });
+    }, this.gcDelayMs);
+    timer.unref();
+    this.gcTimers.add(timer);
   }
 
   /**
@@ -253,8 +286,8 @@ export class Store {
     next.kind = current.kind;
     if (specChanged(current, next)) next.metadata.generation = (current.metadata.generation ?? 1) + 1;
     if (
-      JSON.stringify({ ...next, metadata: { ...next.metadata, resourceVersion: '' } }) ===
-      JSON.stringify({ ...current, metadata: { ...current.metadata, resourceVersion: '' } })
+      canonicalJson({ ...next, metadata: { ...next.metadata, resourceVersion: '' } }) ===
+      canonicalJson({ ...current, metadata: { ...current.metadata, resourceVersion: '' } })
     ) {
       // A no-op write keeps the resourceVersion and sends no watch event, like the real server.
       return clone(current);
@@ -270,6 +303,7 @@ export class Store {
     }
     c.objects.set(key, next);
     this.record(c, { type: 'MODIFIED', rv: this.rv, object: next, previous: current });
+    this.scheduleAbsentOwnerCheck(c, key, next.metadata.uid!);
     return clone(next);
   }
 
@@ -470,7 +504,6 @@ export class Store {
       acceptedNames: clone(spec.names),
       storedVersions: [def.versions[0]],
     };
-    this.onResourcesChanged();
   }
 
   private afterDelete(def: ResourceDef, obj: K8sObject, policy: DeleteOptions['propagationPolicy']): void {
@@ -483,7 +516,6 @@ export class Store {
         for (const o of c.objects.values()) this.byUid.delete(o.metadata.uid!);
         this.closeWatches(c);
         this.collections.delete(key);
-        this.onResourcesChanged();
       }
     }
     if (def.plural === 'namespaces' && def.group === '') {
@@ -530,11 +562,22 @@ export class Store {
   }
 }
 
+/** JSON with object keys sorted, so that key order does not make two equal objects differ. */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v && typeof v === 'object' && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : v,
+  );
+}
+
 /** Whether anything besides metadata and status changed (which bumps metadata.generation). */
 function specChanged(a: K8sObject, b: K8sObject): boolean {
   const strip = (o: K8sObject) => {
     const { metadata: _m, status: _s, apiVersion: _a, kind: _k, ...rest } = o;
-    return JSON.stringify(rest);
+    return canonicalJson(rest);
   };
   return strip(a) !== strip(b);
 }
