@@ -119,6 +119,7 @@ async function inner(dir: string, pods: string[]): Promise<void> {
       join(ROOT, 'cni', 'standalone.ts'),
       ...['--socket', socket, '--state-dir', join(dir, 'ipam'), '--block', '10.244.0.0/22'],
       ...['--cluster-cidr', '10.244.0.0/16', '--timings', timingsFile],
+      ...['--netlink-helper', join(dir, 'bin', 'edgemesh')],
     ],
     { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
   );

@@ -5,7 +5,8 @@
 // loaded node). One request per line on stdin, one reply per line on stdout, in order:
 //   veth ID HOST HOSTMAC MTU BRIDGE PODIF PODMAC NETNS   → host veth on BRIDGE, up; peer born in NETNS as PODIF
 //   pod ID NETNS IFNAME ADDR/PLEN,... GW,...               → addresses (no DAD), link up, default routes
-//   del ID NAME                                            → delete link NAME (ok when already gone)
+//   del ID NAME                                            → delete link NAME (ok when already gone);
+//                                                            DELs arriving together are deleted as one group
 // Replies: "ok ID", "gone ID" (del of a missing link), or "err ID ERRNO message".
 #define _GNU_SOURCE /* setns, CLONE_NEWNET */
 #include <arpa/inet.h>
@@ -247,6 +248,75 @@ static int op_del(int nl, char **a) {
   return talk(nl, &m);
 }
 
+/* Link group used only for a moment, to delete several host veths in one kernel operation:
+   a per-device delete waits for an RCU grace period each, a group delete once for all. */
+#define DOOMED_GROUP 0x65646d64u
+
+static int set_group(int nl, const char *name) {
+  char buf[NL_BUF];
+  msg_t m;
+  init_msg(&m, buf, sizeof buf, RTM_NEWLINK, 0, sizeof(struct ifinfomsg));
+  add_str(&m, IFLA_IFNAME, name);
+  add_u32(&m, IFLA_GROUP, DOOMED_GROUP);
+  return talk(nl, &m);
+}
+
+static int delete_group(int nl) {
+  char buf[NL_BUF];
+  msg_t m;
+  init_msg(&m, buf, sizeof buf, RTM_DELLINK, 0, sizeof(struct ifinfomsg));
+  add_u32(&m, IFLA_GROUP, DOOMED_GROUP);
+  return talk(nl, &m);
+}
+
+#define MAX_ARGS 16
+typedef struct {
+  char *argv[MAX_ARGS];
+  int argc;
+  int rc;
+} req_t;
+
+static void reply(req_t *r) {
+  const char *op = r->argv[0], *id = r->argv[1];
+  if (r->rc == 0) printf("ok %s\n", id);
+  else if (r->rc == -ENODEV && strcmp(op, "del") == 0) printf("gone %s\n", id);
+  else printf("err %s %d %s\n", id, -r->rc, strerror(-r->rc));
+}
+
+/* Runs a batch of requests that arrived together; consecutive DELs are deleted as one group. */
+static void run_batch(int nl, int host_ns, req_t *reqs, int n) {
+  for (int i = 0; i < n;) {
+    req_t *r = &reqs[i];
+    const char *op = r->argv[0];
+    if (strcmp(op, "del") == 0 && r->argc == 3) {
+      int j = i;
+      while (j < n && strcmp(reqs[j].argv[0], "del") == 0 && reqs[j].argc == 3) j++;
+      if (j - i == 1) {
+        r->rc = op_del(nl, r->argv + 2);
+      } else {
+        int marked = 0;
+        for (int k = i; k < j; k++) {
+          reqs[k].rc = set_group(nl, reqs[k].argv[2]);
+          if (reqs[k].rc == 0) marked++;
+        }
+        if (marked > 0 && delete_group(nl) != 0) {
+          /* Fall back to one delete per device (the group delete is all or nothing). */
+          for (int k = i; k < j; k++)
+            if (reqs[k].rc == 0) reqs[k].rc = op_del(nl, reqs[k].argv + 2);
+        }
+      }
+      i = j;
+      continue;
+    }
+    if (strcmp(op, "veth") == 0 && r->argc == 9) r->rc = op_veth(nl, r->argv + 2);
+    else if (strcmp(op, "pod") == 0 && r->argc == 6) r->rc = op_pod(host_ns, r->argv + 2);
+    else r->rc = -EINVAL;
+    i++;
+  }
+  for (int i = 0; i < n; i++) reply(&reqs[i]);
+  fflush(stdout);
+}
+
 int netlink_helper_main(void) {
   int host_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   int nl = nl_socket();
@@ -254,27 +324,34 @@ int netlink_helper_main(void) {
     perror("edgemesh netlink-helper");
     return 1;
   }
-  setvbuf(stdout, NULL, _IOLBF, 0);
-  char *line = NULL;
-  size_t cap = 0;
-  ssize_t len;
-  while ((len = getline(&line, &cap, stdin)) > 0) {
-    if (line[len - 1] == '\n') line[len - 1] = '\0';
-    char *argv[16] = {0};
-    int argc = 0;
-    for (char *save = NULL, *tok = strtok_r(line, " ", &save); tok && argc < 16; tok = strtok_r(NULL, " ", &save))
-      argv[argc++] = tok;
-    if (argc < 2) continue;
-    const char *op = argv[0], *id = argv[1];
-    int rc;
-    if (strcmp(op, "veth") == 0 && argc == 9) rc = op_veth(nl, argv + 2);
-    else if (strcmp(op, "pod") == 0 && argc == 6) rc = op_pod(host_ns, argv + 2);
-    else if (strcmp(op, "del") == 0 && argc == 3) rc = op_del(nl, argv + 2);
-    else rc = -EINVAL;
-    if (rc == 0) printf("ok %s\n", id);
-    else if (rc == -ENODEV && strcmp(op, "del") == 0) printf("gone %s\n", id);
-    else printf("err %s %d %s\n", id, -rc, strerror(-rc));
+  /* Everything that is already readable forms one batch (bounded: one buffer of lines). */
+  static char buf[256 * 1024];
+  static req_t reqs[1024];
+  size_t have = 0;
+  for (;;) {
+    ssize_t got = read(0, buf + have, sizeof buf - 1 - have);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    have += (size_t)got;
+    int n = 0;
+    char *start = buf, *nl_at;
+    while (n < 1024 && (nl_at = memchr(start, '\n', (size_t)(buf + have - start)))) {
+      *nl_at = '\0';
+      req_t *r = &reqs[n];
+      r->argc = 0;
+      r->rc = 0;
+      for (char *save = NULL, *tok = strtok_r(start, " ", &save); tok && r->argc < MAX_ARGS;
+           tok = strtok_r(NULL, " ", &save))
+        r->argv[r->argc++] = tok;
+      start = nl_at + 1;
+      if (r->argc >= 2) n++;
+    }
+    run_batch(nl, host_ns, reqs, n);
+    /* Keep a partial last line for the next read; a line longer than the buffer is dropped. */
+    size_t rest = (size_t)(buf + have - start);
+    if (rest >= sizeof buf - 1) rest = 0;
+    memmove(buf, start, rest);
+    have = rest;
   }
-  free(line);
   return 0;
 }
