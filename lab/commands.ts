@@ -42,12 +42,22 @@ async function up(flags: UpFlags): Promise<void> {
     ...(flags.netem?.length ? { netem: Object.fromEntries(flags.netem.map(parseNetemOption)) } : {}),
   };
   const topology = flags.topology ? await loadTopologyFile(flags.topology, overrides) : defaultTopology(overrides);
+  // Ctrl-C while building: stop at the next step and remove the half-built lab.
+  const abort = new AbortController();
+  const onInterrupt = () => {
+    process.stdout.write('interrupted: stopping and removing the lab (Ctrl-C again to leave it for `lab down`)\n');
+    process.once('SIGINT', () => process.exit(130));
+    abort.abort(new Error('interrupted'));
+  };
+  process.once('SIGINT', onInterrupt);
   const lab = await labUp({
     topology,
     progress: (line) => process.stdout.write(`${line}\n`),
     readyTimeoutMs: Number(flags.readyTimeout) * 1000,
     keepOnFailure: flags.keepOnFailure ?? false,
+    signal: abort.signal,
   });
+  process.removeListener('SIGINT', onInterrupt);
   const result = await runMatrix(lab);
   if (flags.json) process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
   else process.stdout.write(`\n${formatMatrix(result)}\n`);

@@ -68,6 +68,8 @@ export interface LabUpOptions {
   readyTimeoutMs?: number;
   /** Leave everything in place when lab up fails (for debugging); default: clean up. */
   keepOnFailure?: boolean;
+  /** Aborting (Ctrl-C) stops lab up at the next step and removes what it made. */
+  signal?: AbortSignal;
 }
 
 function nodeLayout(dir: string, node: NodeNetwork): LabNode {
@@ -353,7 +355,7 @@ export class Lab {
   }
 
   /** Waits until a node's agent answers `GET /status` as ready; fails early if it exits. */
-  async waitAgentReady(nodeName: string, timeoutMs = 60_000): Promise<AgentStatus> {
+  async waitAgentReady(nodeName: string, timeoutMs = 60_000, signal?: AbortSignal): Promise<AgentStatus> {
     const node = this.node(nodeName);
     const proc = this.agentProcess(nodeName);
     return waitFor(
@@ -370,6 +372,7 @@ export class Lab {
             : undefined,
         onTimeout: async () =>
           new Error(`agent ${nodeName} not ready within ${timeoutMs / 1000} s:\n${await tail(node.logPath)}`),
+        ...(signal ? { signal } : {}),
       },
     );
   }
@@ -440,10 +443,15 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
       },
     });
     lab ??= new Lab(state, network);
+    const checkpoint = () => opts.signal?.throwIfAborted();
+    checkpoint();
     await apiServer;
+    checkpoint();
     await registerCluster(lab, say);
-    await waitAgents(lab, say, opts.readyTimeoutMs ?? 60_000);
+    await waitAgents(lab, say, opts.readyTimeoutMs ?? 60_000, opts.signal);
+    checkpoint();
     await createPods(lab, say);
+    checkpoint();
     await state.setPhase('up');
     say(`lab ${id} is up`);
     return lab;
@@ -526,11 +534,16 @@ async function launchAgents(lab: Lab, say: (line: string) => void): Promise<void
   say(`agents: started ${lab.nodes.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
 }
 
-async function waitAgents(lab: Lab, say: (line: string) => void, timeoutMs: number): Promise<void> {
+async function waitAgents(
+  lab: Lab,
+  say: (line: string) => void,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   await Promise.all(
     lab.nodes.map(async (node) => {
       const t0 = Date.now();
-      const status = await lab.waitAgentReady(node.name, timeoutMs);
+      const status = await lab.waitAgentReady(node.name, timeoutMs, signal);
       say(
         `agent ${node.name} ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: pod CIDRs ${status.podCidrs.join(', ')}`,
       );

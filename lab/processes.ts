@@ -98,10 +98,12 @@ export async function waitFor<T>(
     intervalMs?: number;
     onTimeout: () => Promise<Error>;
     dead?: () => Promise<Error | undefined>;
+    signal?: AbortSignal;
   },
 ): Promise<T> {
   const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
+    opts.signal?.throwIfAborted();
     const value = await check().catch(() => undefined);
     if (value !== undefined) return value;
     const dead = await opts.dead?.();

@@ -132,6 +132,20 @@ describe('edgemesh-cni lab (CLI)', () => {
     expectNothingLeft(snapshot, await snapshotHost(), { prefix: `${id}-`, dir: `${repo}.lab/${id}`, id });
   });
 
+  it('Ctrl-C during lab up stops it and removes the half-built lab', async () => {
+    const snapshot = await snapshotHost();
+    const up = startLabUp(['--nodes-per-site', '1', '--pods-per-node', '1']);
+    await up.until(/agents: started/);
+    up.child.kill('SIGINT');
+    const code = await new Promise<number | null>((r) => up.child.once('exit', (c) => r(c)));
+    const id = labId(up.output());
+    expect(code).not.toBe(0);
+    expect(up.output()).toContain('interrupted: stopping and removing the lab');
+    expect(up.output()).toContain(`lab up failed, removing lab ${id}`);
+    labsToRemove.delete(id);
+    expectNothingLeft(snapshot, await snapshotHost(), { prefix: `${id}-`, dir: `${repo}.lab/${id}`, id });
+  });
+
   it('lab status and lab down say clearly when there is no such lab', async () => {
     await expect(edgemesh(['lab', 'status', '--id', 'em0000'])).rejects.toMatchObject({
       stderr: expect.stringContaining('no lab at'),
