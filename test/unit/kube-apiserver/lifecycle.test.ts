@@ -210,3 +210,61 @@ describe('server-side apply (approximation)', () => {
     expect(((await merged.json()) as { metadata: { labels: object } }).metadata.labels).toEqual({ a: '1', b: '2' });
   });
 });
+
+describe('namespaced custom resources', () => {
+  const CRD = {
+    apiVersion: 'apiextensions.k8s.io/v1',
+    kind: 'CustomResourceDefinition',
+    metadata: { name: 'peers.lab.edgemesh.io' },
+    spec: {
+      group: 'lab.edgemesh.io',
+      scope: 'Namespaced',
+      names: { plural: 'peers', singular: 'peer', kind: 'Peer' },
+      versions: [
+        {
+          name: 'v1',
+          served: true,
+          storage: true,
+          schema: { openAPIV3Schema: { type: 'object', 'x-kubernetes-preserve-unknown-fields': true } },
+        },
+      ],
+    },
+  };
+
+  it('serves them per namespace and across namespaces, and ends their watches when the CRD goes', async () => {
+    await installCrd(CRD);
+    const create = (ns: string, name: string) =>
+      h.custom.createNamespacedCustomObject({
+        group: 'lab.edgemesh.io',
+        version: 'v1',
+        plural: 'peers',
+        namespace: ns,
+        body: { metadata: { name }, spec: {} },
+      });
+    await create('default', 'p1');
+    await create('kube-system', 'p1');
+    const inDefault = await h.custom.listNamespacedCustomObject({
+      group: 'lab.edgemesh.io',
+      version: 'v1',
+      plural: 'peers',
+      namespace: 'default',
+    });
+    expect(inDefault.items.map((p: { metadata: { namespace: string } }) => p.metadata.namespace)).toEqual(['default']);
+    const all = await raw(h.server, 'GET', '/apis/lab.edgemesh.io/v1/peers');
+    expect((all.json.items as unknown[]).length).toBe(2);
+    // A cluster-scoped path to a namespaced object does not exist.
+    expect((await raw(h.server, 'GET', '/apis/lab.edgemesh.io/v1/peers/p1')).status).toBe(404);
+
+    const res = await fetch(`${h.server.url}/apis/lab.edgemesh.io/v1/namespaces/default/peers?watch=1`);
+    expect(res.status).toBe(200);
+    const body = res.text();
+    await raw(h.server, 'DELETE', '/apis/apiextensions.k8s.io/v1/customresourcedefinitions/peers.lab.edgemesh.io');
+    // The stream ends (the initial ADDED was delivered first).
+    expect(
+      (await body)
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l).type),
+    ).toEqual(['ADDED']);
+  });
+});
