@@ -18,6 +18,8 @@ import { percentile, ratio } from './lib/stats.ts';
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SEQUENTIAL = 100;
 const CONCURRENT = 20;
+/** Concurrent bursts per plugin, alternating which plugin goes first (the machine's load drifts). */
+const CONCURRENT_ROUNDS = 3;
 const REFERENCE = '/usr/lib/cni';
 
 interface Invocation {
@@ -157,7 +159,9 @@ async function inner(dir: string, pods: string[]): Promise<void> {
     const seq: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
     await sequential(plugins, pods.slice(0, SEQUENTIAL), seq);
     const con: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
-    await concurrent(plugins, pods.slice(0, CONCURRENT), con);
+    for (let round = 0; round < CONCURRENT_ROUNDS; round++) {
+      await concurrent(round % 2 === 0 ? plugins : [...plugins].reverse(), pods.slice(0, CONCURRENT), con);
+    }
 
     const versions: number[] = [];
     for (let i = 0; i < 50; i++)
@@ -173,7 +177,7 @@ async function inner(dir: string, pods: string[]): Promise<void> {
         .join(' ')} (2-core machine shared)`,
     );
     report(`${SEQUENTIAL} sequential pods`, seq, ours.label, ref.label);
-    report(`${CONCURRENT} concurrent pods`, con, ours.label, ref.label);
+    report(`${CONCURRENT} concurrent pods ×${CONCURRENT_ROUNDS}`, con, ours.label, ref.label);
     const inAgent = (op: string) => percentile(timings[op] ?? [], 50).toFixed(1);
     console.log(
       `edgemesh time inside the agent (plugin.handle), p50: ADD ${inAgent('ADD')} ms, DEL ${inAgent('DEL')} ms ` +
