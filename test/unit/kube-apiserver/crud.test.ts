@@ -34,7 +34,7 @@ function block(name: string, nodeName: string, nodeUid?: string) {
   };
 }
 
-describe('core/v1 nodes', () => {
+describe('core/v1 nodes', { timeout: 30_000 }, () => {
   it('creates, gets, lists, patches and deletes a node with server-set metadata', async () => {
     const created = await h.core.createNode({ body: node('n1', { site: 'a' }) });
     expect(created.metadata?.uid).toMatch(/^[0-9a-f-]{36}$/);
@@ -223,7 +223,7 @@ describe('core/v1 nodes', () => {
   });
 });
 
-describe('namespaced resources', () => {
+describe('namespaced resources', { timeout: 30_000 }, () => {
   it('creates events in an existing namespace and refuses an unknown namespace', async () => {
     const ev = await h.core.createNamespacedEvent({
       namespace: 'default',
@@ -247,7 +247,7 @@ describe('namespaced resources', () => {
   });
 });
 
-describe('custom resources', () => {
+describe('custom resources', { timeout: 30_000 }, () => {
   it('serves a CRD generically once it is created (and says so in discovery and CRD status)', async () => {
     const before = await raw(h.server, 'GET', '/apis/edgemesh.io/v1alpha1/ipamblocks');
     expect(before.status).toBe(404);
@@ -426,7 +426,7 @@ describe('custom resources', () => {
   });
 });
 
-describe('bad input', () => {
+describe('bad input', { timeout: 30_000 }, () => {
   it('answers malformed or mismatched bodies with clear 400/422/413/415 Status objects', async () => {
     const notJson = await raw(h.server, 'POST', '/api/v1/nodes', '{"metadata": ');
     expect(notJson.status).toBe(400);

@@ -28,7 +28,7 @@ async function installCrd(crd: object = IPAMBLOCK_CRD): Promise<void> {
   expect(res.status).toBe(201);
 }
 
-describe('finalizers', () => {
+describe('finalizers', { timeout: 30_000 }, () => {
   it('marks an object with finalizers as deleting and removes it when the last finalizer goes', async () => {
     await h.core.createNode({ body: { ...node('n1'), metadata: { name: 'n1', finalizers: ['edgemesh.io/cleanup'] } } });
     await h.core.deleteNode({ name: 'n1' });
@@ -39,7 +39,7 @@ describe('finalizers', () => {
   });
 });
 
-describe('collections and namespaces', () => {
+describe('collections and namespaces', { timeout: 30_000 }, () => {
   it('deletes a collection by label selector', async () => {
     await h.core.createNode({ body: node('a', { lab: 'x' }) });
     await h.core.createNode({ body: node('b', { lab: 'x' }) });
@@ -63,7 +63,7 @@ describe('collections and namespaces', () => {
   });
 });
 
-describe('custom resource schemas', () => {
+describe('custom resource schemas', { timeout: 30_000 }, () => {
   it('refuses unknown fields with fieldValidation=Strict and prunes them (with a Warning) otherwise', async () => {
     await installCrd();
     const body = {
@@ -195,7 +195,7 @@ describe('custom resource schemas', () => {
   });
 });
 
-describe('server-side apply (approximation)', () => {
+describe('server-side apply (approximation)', { timeout: 30_000 }, () => {
   it('creates the object when missing and merges the applied fields when present', async () => {
     const apply = (body: object) =>
       fetch(`${h.server.url}/api/v1/nodes/ssa?fieldManager=test`, {
@@ -211,7 +211,7 @@ describe('server-side apply (approximation)', () => {
   });
 });
 
-describe('namespaced custom resources', () => {
+describe('namespaced custom resources', { timeout: 30_000 }, () => {
   const CRD = {
     apiVersion: 'apiextensions.k8s.io/v1',
     kind: 'CustomResourceDefinition',

