@@ -103,7 +103,12 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     const segments = url.pathname
       .split('/')
       .filter((s) => s.length > 0)
-      .map(decodeURIComponent);
+      .map(decodeSegment);
+    if (['/healthz', '/livez', '/readyz'].includes(url.pathname)) {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8' });
+      res.end('ok');
+      return;
+    }
     if (url.pathname === '/openapi/v2') {
       const doc = openApiV2(req.headers.accept);
       res.writeHead(200, { 'Content-Type': doc.contentType, 'Content-Length': doc.body.length });
@@ -127,7 +132,6 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   function discoveryDocument(seg: string[]): object | null | undefined {
     const path = seg.join('/');
     if (path === 'version') return versionInfo();
-    if (path === 'healthz' || path === 'livez' || path === 'readyz') return { status: 'ok' };
     if (path === 'api') return coreVersions(serverAddress);
     if (path === 'api/v1') return resourceList(store.resources(), '', 'v1') ?? null;
     if (path === 'apis') return groupList(store.resources());
@@ -475,6 +479,14 @@ function admitCustomResource(
     );
   }
   return result.value as K8sObject;
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw badRequest(`malformed path segment "${segment}"`);
+  }
 }
 
 function keyOf(o: K8sObject): string {

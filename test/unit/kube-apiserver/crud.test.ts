@@ -477,7 +477,11 @@ describe('bad input', { timeout: 30_000 }, () => {
     const unknownPath = await raw(h.server, 'GET', '/apis/nope.io/v1/things');
     expect(unknownPath.status).toBe(404);
     expect(unknownPath.json).toMatchObject({ kind: 'Status', reason: 'NotFound' });
+    const badEscape = await raw(h.server, 'GET', '/api/v1/nodes/%E0%A4%A');
+    expect(badEscape.status).toBe(400);
     // The server is still healthy after all of it.
+    const health = await fetch(`${h.server.url}/healthz`);
+    expect(await health.text()).toBe('ok');
     expect((await h.core.readNode({ name: 'n1' })).metadata?.name).toBe('n1');
   });
 });
