@@ -275,19 +275,23 @@ export class Agent {
     });
   }
 
-  /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP. */
+  /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP (per family). */
   private async desiredRoutes(): Promise<RouteSpec[]> {
-    const { blocks, directory, self } = this.parts;
+    const { blocks, directory, self, watch } = this.parts;
     if (!blocks || !directory || !self) return [];
-    const sameSite = directory.list().filter((p) => p.site === self.site && p.node !== this.config.nodeName);
+    const sameSite = directory
+      .list()
+      .filter((p) => p.site === self.site && p.node !== this.config.nodeName)
+      .map((p) => ({
+        node: p.node,
+        nextHops: [...new Set([p.nodeIp, ...(watch?.internalIps(p.node) ?? [])])],
+        podCidrs: p.podCidrs,
+      }));
     const devs = new Map<string, string | undefined>();
-    for (const p of sameSite) devs.set(p.nodeIp, await deviceTowards(p.nodeIp));
+    for (const ip of new Set(sameSite.flatMap((p) => p.nextHops))) devs.set(ip, await deviceTowards(ip));
     return [
       ...tunRoutes(this.config.clusterCidrs, blocks, this.config.tun.name),
-      ...hostGwRoutes(
-        sameSite.map((p) => ({ node: p.node, nodeIp: p.nodeIp, podCidrs: p.podCidrs })),
-        (ip) => devs.get(ip),
-      ),
+      ...hostGwRoutes(sameSite, (ip) => devs.get(ip)),
     ];
   }
 

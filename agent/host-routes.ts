@@ -6,12 +6,13 @@
 import { writeFile } from 'node:fs/promises';
 import { run } from '../common/exec.ts';
 import { applyRoutes, type RouteSpec } from '../dataplane/host-net.ts';
-import { cidrFamily, containsCidr } from '../ipam/cidr.ts';
+import { canonicalCidr, cidrFamily, containsCidr } from '../ipam/cidr.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 
 export interface HostGwPeer {
   node: string;
-  nodeIp: string;
+  /** The peer's addresses in the site, best first (its node IP, then its InternalIPs). */
+  nextHops: string[];
   podCidrs: string[];
 }
 
@@ -32,17 +33,17 @@ export function tunRoutes(clusterCidrs: string[], blocks: NodeBlock[], tun: stri
 }
 
 /**
- * Host-gw routes for same-site peers. `devFor` names the interface that reaches a node IP
- * (`ip route get`); a pod CIDR of the other family than the node IP gets no host-gw route
- * and falls back to the tunnel.
+ * Host-gw routes for same-site peers: each pod CIDR via the peer's address of the same
+ * family (dual-stack nodes report an InternalIP per family). `devFor` names the interface
+ * that reaches a next hop directly (`ip route get`); a pod CIDR without such a next hop
+ * gets no host-gw route.
  */
-export function hostGwRoutes(peers: HostGwPeer[], devFor: (nodeIp: string) => string | undefined): RouteSpec[] {
+export function hostGwRoutes(peers: HostGwPeer[], devFor: (nextHop: string) => string | undefined): RouteSpec[] {
   const routes: RouteSpec[] = [];
   for (const p of peers) {
-    const dev = devFor(p.nodeIp);
-    if (!dev) continue;
     for (const dst of p.podCidrs) {
-      if (cidrFamily(dst) === familyOfAddress(p.nodeIp)) routes.push({ dst, dev, via: p.nodeIp });
+      const via = p.nextHops.find((ip) => familyOfAddress(ip) === cidrFamily(dst) && devFor(ip) !== undefined);
+      if (via) routes.push({ dst, dev: devFor(via)!, via });
     }
   }
   return routes;
@@ -79,8 +80,9 @@ export async function listPodRoutes(clusterCidrs: string[]): Promise<RouteSpec[]
   return found;
 }
 
+/** One spelling per destination: the kernel omits /32 and /128 and may compress IPv6 differently. */
 export function canonicalDst(dst: string): string {
-  return dst.includes('/') ? dst : `${dst}/${dst.includes(':') ? 128 : 32}`;
+  return canonicalCidr(dst.includes('/') ? dst : `${dst}/${dst.includes(':') ? 128 : 32}`);
 }
 
 /** Replaces every desired route and deletes managed routes that are no longer desired. */

@@ -33,6 +33,8 @@ export class NodeWatch {
   private restartTimer: NodeJS.Timeout | undefined;
   /** Informer errors seen (each is followed by a restart). */
   errors = 0;
+  /** Each peer's InternalIPs (one per family on dual-stack nodes), from its Node status. */
+  private readonly internal = new Map<string, string[]>();
 
   constructor(opts: NodeWatchOptions) {
     this.opts = opts;
@@ -61,16 +63,27 @@ export class NodeWatch {
     const name = node.metadata?.name;
     if (name === this.opts.selfName) this.opts.onSelf?.(node);
     if (!name || name === this.opts.selfName) return;
-    this.opts.directory.upsertFromNode({
+    const internal = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+    const changed = (this.internal.get(name) ?? []).join() !== internal.join();
+    this.internal.set(name, internal);
+    const result = this.opts.directory.upsertFromNode({
       name,
       labels: node.metadata?.labels ?? {},
       annotations: node.metadata?.annotations ?? {},
     });
+    // A new InternalIP changes host-gw next hops even when the directory saw no change.
+    if (changed && result.ok && result.change === 'unchanged') this.opts.onChange();
+  }
+
+  /** The InternalIPs a peer's Node reports. */
+  internalIps(node: string): string[] {
+    return this.internal.get(node) ?? [];
   }
 
   remove(node: V1Node): void {
     const name = node.metadata?.name;
     if (!name || name === this.opts.selfName) return;
+    this.internal.delete(name);
     this.opts.directory.remove(name);
   }
 

@@ -99,12 +99,14 @@ describe('agent in the lab: three sites, NATs, relay', () => {
   });
 
   it('status and /metrics report the path of every peer, and it matches the routes and connections', async () => {
+    // Fresh traffic between every pair of nodes, so on-demand tunnels are up while we look.
     for (const node of lab!.nodes) {
-      // Fresh traffic to every peer so on-demand tunnels are up while we look.
       for (const peerNode of lab!.nodes.filter((n) => n.name !== node.name)) {
         const pod = lab!.pods.find((p) => p.node === peerNode.name)!;
         await run('ip', ['netns', 'exec', node.netns, 'ping', '-c', '1', '-W', '3', pod.ips[0]!]).catch(() => '');
       }
+    }
+    for (const node of lab!.nodes) {
       const status = await lab!.agentStatus(node.name);
       const metrics = await run('ip', ['netns', 'exec', node.netns, 'curl', '-sf', 'http://127.0.0.1:9273/metrics']);
       const conns = await tcpConnections(node.netns);

@@ -19,11 +19,14 @@ const CLI = join(ROOT, 'bin', 'edgemesh-cni.js');
 const API_SERVER = join(ROOT, 'lab', 'kube-apiserver', 'main.ts');
 const CRD = join(ROOT, 'deploy', 'crds', 'ipamblock.yaml');
 export const CLUSTER_CIDR = '10.99.0.0/16';
+export const CLUSTER_CIDR_V6 = 'fd00:99::/56';
 
 export interface TestNode {
   name: string;
   netns: string;
   ip: string;
+  /** Set when the cluster is dual-stack: the node's IPv6 address on the link. */
+  ipv6?: string;
   site: string;
   dir: string;
   configPath: string;
@@ -41,6 +44,8 @@ export interface TestPod {
   netns: string;
   containerId: string;
   ip: string;
+  /** Every address the pod got (IPv4, then IPv6 when dual-stack). */
+  ips: string[];
 }
 
 function waitExit(child: ChildProcess, ms: number): Promise<boolean> {
@@ -83,7 +88,10 @@ export class AgentCluster {
    * Two nodes on one link. `sites` decides the path: one site → host-gw routes; two sites
    * with public (TEST-NET) addresses → direct libp2p tunnels through the TUN.
    */
-  async up(opts: { sites: [string, string]; subnet: '192.168.77' | '203.0.113' }): Promise<void> {
+  dualStack = false;
+
+  async up(opts: { sites: [string, string]; subnet: '192.168.77' | '203.0.113'; dualStack?: boolean }): Promise<void> {
+    this.dualStack = opts.dualStack ?? false;
     this.dir = await mkdtemp(join(tmpdir(), `${this.prefix}`));
     for (const [i, site] of opts.sites.entries()) {
       const name = `${this.prefix}n${i + 1}`;
@@ -92,6 +100,7 @@ export class AgentCluster {
         name,
         netns: name,
         ip: `${opts.subnet}.${11 + i}`,
+        ...(this.dualStack ? { ipv6: `fd00:77::${11 + i}` } : {}),
         site,
         dir,
         configPath: join(dir, 'agent.yaml'),
@@ -124,6 +133,7 @@ export class AgentCluster {
       [b, `${this.prefix}v2`],
     ] as const) {
       await run('ip', ['-n', n.netns, 'addr', 'add', `${n.ip}/24`, 'dev', dev]);
+      if (n.ipv6) await run('ip', ['-n', n.netns, 'addr', 'add', `${n.ipv6}/64`, 'dev', dev, 'nodad']);
       await run('ip', ['-n', n.netns, 'link', 'set', dev, 'up']);
     }
     await this.startApiServer(a);
@@ -179,7 +189,12 @@ export class AgentCluster {
       apiVersion: 'v1',
       kind: 'Node',
       metadata: { name: n.name, labels: { 'kubernetes.io/hostname': n.name } },
-      status: { addresses: [{ type: 'InternalIP', address: n.ip }] },
+      status: {
+        addresses: [
+          { type: 'InternalIP', address: n.ip },
+          ...(n.ipv6 ? [{ type: 'InternalIP', address: n.ipv6 }] : []),
+        ],
+      },
     };
     await this.kubectl(['create', '-f', '-'], JSON.stringify(manifest));
   }
@@ -194,7 +209,7 @@ export class AgentCluster {
     const config = {
       nodeName: n.name,
       kubeconfig: this.kubeconfig,
-      clusterCidrs: [CLUSTER_CIDR],
+      clusterCidrs: this.dualStack ? [CLUSTER_CIDR, CLUSTER_CIDR_V6] : [CLUSTER_CIDR],
       blockPrefixV4: 24,
       site: n.site,
       nodeIp: n.ip,
@@ -304,7 +319,8 @@ export class AgentCluster {
     const res = await this.cni(n, 'ADD', { netns, containerId });
     if (res.code !== 0) throw new Error(`CNI ADD for ${name} failed (${res.code}): ${res.stdout}`);
     const result = JSON.parse(res.stdout) as { ips: Array<{ address: string }> };
-    const pod: TestPod = { name, node: n, netns, containerId, ip: result.ips[0]!.address.split('/')[0]! };
+    const ips = result.ips.map((i) => i.address.split('/')[0]!);
+    const pod: TestPod = { name, node: n, netns, containerId, ip: ips[0]!, ips };
     this.pods.push(pod);
     return pod;
   }
@@ -312,6 +328,15 @@ export class AgentCluster {
   /** ping from one pod to an address; true when a reply came. */
   async ping(from: TestPod, ip: string, count = 2): Promise<boolean> {
     return tryRun('ip', ['netns', 'exec', from.netns, 'ping', '-c', String(count), '-i', '0.2', '-W', '2', ip]);
+  }
+
+  /** The node's IPv6 routes into the cluster's IPv6 CIDR. */
+  async podRoutesV6(n: TestNode): Promise<string[]> {
+    const out = await run('ip', ['-6', '-n', n.netns, 'route', 'show']);
+    return out
+      .split('\n')
+      .filter((l) => l.startsWith('fd00:99:'))
+      .map((l) => l.trim());
   }
 
   /** The node's routes into the cluster CIDR, as `ip route` prints them. */
