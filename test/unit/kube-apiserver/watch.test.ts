@@ -5,6 +5,7 @@
 import { connect } from 'node:net';
 import { makeInformer, PatchStrategy, setHeaderOptions, type V1Node, Watch } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
+import { startApiServer } from '../../../lab/kube-apiserver/server.ts';
 import { type Harness, node, raw, startHarness } from './helpers.ts';
 
 let h: Harness | undefined;
@@ -317,6 +318,31 @@ describe('client-node informer', { timeout: 30_000 }, () => {
       // stop() aborts the client's own request, which client-node reports as an AbortError.
       expect(errors.filter((e) => (e as Error).name !== 'AbortError')).toEqual([]);
     } finally {
+      await informer.stop();
+    }
+  });
+
+  it('converges after the server restarts empty: the old resourceVersion gets 410 and it relists', async () => {
+    h = await startHarness();
+    const port = h.server.port;
+    await h.core.createNode({ body: node('old') });
+    const informer = makeInformer(h.kc, '/api/v1/nodes', () => h!.core.listNode());
+    let restarting = true;
+    // As the agent does: client-node's informer stops on a connection error; start it again.
+    informer.on('error', () => {
+      if (restarting) setTimeout(() => informer.start().catch(() => undefined), 100);
+    });
+    await informer.start();
+    try {
+      await until(() => informer.get('old') !== undefined, 'the first list');
+      await h.server.close();
+      const second = await startApiServer({ host: '127.0.0.1', port });
+      const previous = h;
+      h = { ...previous, server: second, close: async () => second.close().then(() => previous.close()) };
+      await h.core.createNode({ body: node('new') });
+      await until(() => informer.get('new') !== undefined && informer.get('old') === undefined, 'the relist');
+    } finally {
+      restarting = false;
       await informer.stop();
     }
   });
