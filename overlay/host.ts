@@ -28,7 +28,10 @@ export interface HostInternals {
   events: TypedEventTarget<Libp2pEvents>;
   logger: ComponentLogger;
   connectionManager: { openConnection(target: Multiaddr | PeerId, options?: object): Promise<Connection> };
-  transportManager: { getTransports(): Array<{ [Symbol.toStringTag]?: string }> };
+  transportManager: {
+    getTransports(): Array<{ [Symbol.toStringTag]?: string }>;
+    dial(ma: Multiaddr, options?: { signal?: AbortSignal }): Promise<Connection>;
+  };
 }
 
 export interface HostOptions {

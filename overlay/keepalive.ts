@@ -41,8 +41,18 @@ export class ConnectionProbe {
   readonly #sent = new Map<number, number>();
   readonly #rx = new Uint8ArrayList();
 
+  readonly #onRawTraffic = () => this.noteTraffic();
+  readonly #raw: EventTarget | undefined;
+
   constructor(connection: Connection) {
     this.connection = connection;
+    // Any byte from the peer, or our socket draining, proves the path works. Under bulk
+    // load an echo can queue behind seconds of data (and a CPU-starved event loop), so
+    // echoes alone would condemn busy healthy paths. libp2p's Connection keeps its raw
+    // MultiaddrConnection in the (untyped) `maConn` field.
+    this.#raw = (connection as unknown as { maConn?: EventTarget }).maConn;
+    this.#raw?.addEventListener('message', this.#onRawTraffic);
+    this.#raw?.addEventListener('drain', this.#onRawTraffic);
   }
 
   /** Sends one probe; returns false when the path has been silent for longer than deadAfterMs. */
@@ -72,6 +82,8 @@ export class ConnectionProbe {
   }
 
   close(): void {
+    this.#raw?.removeEventListener('message', this.#onRawTraffic);
+    this.#raw?.removeEventListener('drain', this.#onRawTraffic);
     this.#stream?.abort(new Error('probe closed'));
     this.#stream = undefined;
   }

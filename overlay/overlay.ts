@@ -73,6 +73,8 @@ export interface OverlayOptions {
   deadAfterMs?: number;
   /** Bound of each tunnel's send queue. */
   maxQueueBytes?: number;
+  /** Punch holes in the background when policy allows (default true; benches turn it off). */
+  autoPunch?: boolean;
 }
 
 export interface Overlay {
@@ -82,6 +84,8 @@ export interface Overlay {
   pathOf(node: string): PathKind;
   status(): PeerStatus[];
   counters(): OverlayCounters;
+  /** Runs a hole punch to a peer now (we lead it) and resolves with the resulting path. */
+  punchNow(node: string): Promise<PathKind>;
   /** Relay nodes on which we hold a circuit-relay reservation now. */
   reservations(): string[];
   /** The path policy's plan for a peer (for status and tests). */
@@ -273,7 +277,13 @@ class OverlayImpl implements Overlay {
     for (const relay of relays) {
       const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
       try {
-        return await withDeadline(10_000, 'relayed dial', (signal) => this.host.dial(addrs, { signal }));
+        // Straight to the transport, past libp2p's dial queue: the queue hands the circuit
+        // transport a per-address timeout signal it never clears, and the relayed
+        // connection built with it was aborted ("operation was aborted due to timeout")
+        // seconds after it had been established.
+        return await withDeadline(10_000, 'relayed dial', (signal) =>
+          firstSuccess(addrs.map((ma) => () => internalsOf(this.host).transportManager.dial(ma, { signal }))),
+        );
       } catch (err) {
         errors.push(`${relay.node}: ${(err as Error).message}`);
       }
@@ -333,7 +343,6 @@ class OverlayImpl implements Overlay {
       ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
       onFrame: (frame) => {
         session.rxBytes += frame.length;
-        this.#probes.get(conn.id)?.noteTraffic();
         session.lastSeen = Date.now();
         try {
           this.#opts.forwarder.receive(session.node, frame);
@@ -343,6 +352,7 @@ class OverlayImpl implements Overlay {
         }
       },
       onClose: (t, err) => this.#onTunnelClosed(session, t, err),
+      onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
     });
     this.#tunnelsOpened++;
     session.tunnels.add(tunnel);
@@ -412,16 +422,27 @@ class OverlayImpl implements Overlay {
     for (const session of this.#sessions.values()) this.#maybePunch(session);
   }
 
-  #maybePunch(session: PeerSession): void {
-    if (session.punching || Date.now() < session.nextPunchAt || this.#stopped) return;
+  async punchNow(node: string): Promise<PathKind> {
+    const session = this.#sessions.get(node);
+    if (session === undefined) throw new Error(`no tunnel to ${node}: connect first`);
+    const attempt = this.#maybePunch(session, true);
+    if (attempt === undefined) throw new Error(`cannot punch to ${node} now (path ${this.pathOf(node)})`);
+    await attempt;
+    return this.pathOf(node);
+  }
+
+  #maybePunch(session: PeerSession, explicit = false): Promise<void> | undefined {
+    if (session.punching || this.#stopped) return;
+    if (!explicit && (this.#opts.autoPunch === false || Date.now() < session.nextPunchAt)) return;
     const current = session.preferred();
     if (current === undefined || current.direct) return;
     const plan = this.planFor(session.node);
-    if (plan.kind !== 'relayed' || !plan.punch || !leadsPunch(this.peerId, session.peerId)) return;
+    if (plan.kind !== 'relayed' || !plan.punch) return;
+    if (!explicit && !leadsPunch(this.peerId, session.peerId)) return;
     const peer = this.#dir.get(session.node);
     if (peer === undefined) return;
     session.punching = true;
-    this.#punch
+    return this.#punch
       .punch(current.connection, peer)
       .then(async (conn) => {
         session.punchFailures = 0;
@@ -552,6 +573,18 @@ class OverlayImpl implements Overlay {
     for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
     await this.host.stop();
   }
+}
+
+async function firstSuccess<T>(attempts: Array<() => Promise<T>>): Promise<T> {
+  let last: unknown = new Error('no address to dial');
+  for (const attempt of attempts) {
+    try {
+      return await attempt();
+    } catch (err) {
+      last = err;
+    }
+  }
+  throw last;
 }
 
 function raceTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {

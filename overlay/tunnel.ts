@@ -55,6 +55,12 @@ export interface TunnelStreamOptions {
   /** One whole frame from the peer. Throwing (FrameError) resets the stream. */
   onFrame: (frame: Uint8Array) => void;
   onClose: (tunnel: TunnelStream, err?: Error) => void;
+  /**
+   * Evidence that the path works: bytes arrived, or our queued bytes drained (the peer
+   * granted window for them). Under bulk load a keepalive echo can queue behind megabytes
+   * of data; progress must still count as life.
+   */
+  onProgress?: () => void;
   /** Bound of frames queued while the stream waits for 'drain'. */
   maxQueueBytes?: number;
   /** Largest record accepted from the peer; larger = garbage, the stream is reset. */
@@ -97,7 +103,10 @@ export class TunnelStream {
     // Nobody may be waiting on `ready` when a stream dies early: avoid an unhandled rejection.
     this.ready.catch(() => {});
     this.stream.addEventListener('message', (evt) => this.#onMessage(evt.data));
-    this.stream.addEventListener('drain', () => this.#flush());
+    this.stream.addEventListener('drain', () => {
+      this.#opts.onProgress?.();
+      this.#flush();
+    });
     this.stream.addEventListener('close', (evt) => this.#closed(evt.error));
     this.#write(encodeHello(opts.localCaps));
   }
@@ -173,6 +182,7 @@ export class TunnelStream {
     if (this.closed) return;
     this.#rx.append(data);
     this.lastActivity = Date.now();
+    this.#opts.onProgress?.();
     try {
       if (!this.#helloSeen) {
         if (this.#rx.byteLength < HELLO_LEN) return;

@@ -39,9 +39,14 @@ export function compactLog(stderr: string, lines: number): string {
     .join('\n');
 }
 
-export async function createOverlayCluster(
-  opts: { randomFullyB?: boolean; idleTimeoutMs?: number } = {},
-): Promise<OverlayCluster> {
+export interface ClusterOptions {
+  randomFullyB?: boolean;
+  idleTimeoutMs?: number;
+  autoPunch?: boolean;
+  verify?: boolean;
+}
+
+export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
   const topo = await createNatTopology(opts);
   const dir = await mkdtemp(join(tmpdir(), `${topo.prefix}keys-`));
   const peers: OverlayPeerProcess[] = [];
@@ -52,7 +57,11 @@ export async function createOverlayCluster(
   };
   try {
     const listen = [`/ip4/0.0.0.0/tcp/${LISTEN_PORT}`];
-    const extra = opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {};
+    const extra = {
+      ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
+      ...(opts.autoPunch === undefined ? {} : { autoPunch: opts.autoPunch }),
+      ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+    };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',
       site: 'cloud',

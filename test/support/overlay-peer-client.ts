@@ -14,6 +14,8 @@ export interface PeerProcessConfig {
   punchPort: number;
   relay: boolean;
   idleTimeoutMs?: number;
+  autoPunch?: boolean;
+  verify?: boolean;
 }
 
 export class OverlayPeerProcess {

@@ -28,15 +28,18 @@ interface Stats {
 
 describe('overlay through two NATs', () => {
   let c: OverlayCluster;
+  // Kept so afterAll can tear the cluster down even when beforeAll timed out mid-way.
+  let pending: Promise<OverlayCluster> | undefined;
   beforeAll(async () => {
-    c = await createOverlayCluster();
-  });
+    pending = createOverlayCluster();
+    c = await pending;
+  }, 180_000);
   afterEach((ctx) => {
     if (ctx.task.result?.state === 'fail') console.error(c?.logs());
   });
   afterAll(async () => {
-    await c?.destroy();
-  });
+    await (await pending?.catch(() => undefined))?.destroy();
+  }, 60_000);
 
   it('carries frames A→B over the relay, then over a hole-punched direct connection', async () => {
     const path = await c.a.request<string>('connect', { node: 'b' });

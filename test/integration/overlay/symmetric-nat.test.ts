@@ -10,15 +10,18 @@ interface Stats {
 
 describe('overlay with a symmetric NAT on one site', () => {
   let c: OverlayCluster;
+  // Kept so afterAll can tear the cluster down even when beforeAll timed out mid-way.
+  let pending: Promise<OverlayCluster> | undefined;
   beforeAll(async () => {
-    c = await createOverlayCluster({ randomFullyB: true });
-  });
+    pending = createOverlayCluster({ randomFullyB: true });
+    c = await pending;
+  }, 180_000);
   afterEach((ctx) => {
     if (ctx.task.result?.state === 'fail') console.error(c?.logs());
   });
   afterAll(async () => {
-    await c?.destroy();
-  });
+    await (await pending?.catch(() => undefined))?.destroy();
+  }, 60_000);
 
   it('stays relayed and carries traffic both ways', async () => {
     expect(await c.a.request('connect', { node: 'b' })).toBe('relayed');
