@@ -377,11 +377,12 @@ export class Lab {
     );
   }
 
-  /** Agents that are not running any more. */
+  /** Nodes whose agent (its newest start) is not running. */
   async deadAgents(): Promise<string[]> {
     const dead: string[] = [];
-    for (const p of this.state.data.processes.filter((q) => q.name.startsWith('agent '))) {
-      if (!(await isAlive(p))) dead.push(p.name.slice('agent '.length));
+    for (const node of this.nodes) {
+      const p = this.agentProcess(node.name);
+      if (p && !(await isAlive(p))) dead.push(node.name);
     }
     return dead;
   }

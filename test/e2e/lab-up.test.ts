@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lab, labUp } from '../../lab/lab.ts';
 import { formatMatrix, type MatrixResult, runMatrix } from '../../lab/matrix.ts';
+import { pingFrom } from '../../lab/network.ts';
 import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
 
@@ -63,6 +64,24 @@ describe('lab up (built-in topology)', () => {
       else if (e.fromSite === 'cloud' || e.toSite === 'cloud') expect(e.path, where).toBe('direct');
       else expect(['relayed', 'hole-punched'], where).toContain(e.path);
     }
+  });
+
+  it('restarts a killed agent with the lab helpers, and its pods stay reachable', async () => {
+    const before = lab!.agentProcess('edge-b-2')!;
+    await lab!.killAgent('edge-b-2');
+    expect(await lab!.deadAgents()).toEqual(['edge-b-2']);
+    const restarted = await lab!.startAgent('edge-b-2');
+    expect(restarted.pid).not.toBe(before.pid);
+    const status = await lab!.waitAgentReady('edge-b-2', 90_000);
+    expect(status.podCidrs).toEqual(
+      (await lab!.agentStatus('edge-b-1')).peers.find((p) => p.node === 'edge-b-2')?.podCidrs,
+    );
+    expect(await lab!.deadAgents()).toEqual([]);
+    const target = lab!.pods.find((p) => p.node === 'edge-b-2')!.ips[0]!;
+    const from = lab!.pods.find((p) => p.node === 'edge-a-1')!.netns;
+    let rtt: number | null = null;
+    for (let i = 0; i < 20 && rtt === null; i++) rtt = await pingFrom(from, target, 1);
+    expect(rtt, 'edge-a-1 pod → edge-b-2 pod after the restart').not.toBeNull();
   });
 
   it('takes everything down: root namespace, firewall and processes are as before', async () => {
