@@ -368,8 +368,14 @@ class OverlayImpl implements Overlay {
 
   #attach(session: PeerSession): void {
     if (session.attached) return;
-    session.attached = true;
-    this.#opts.forwarder.attachLink(session.node, session.link);
+    try {
+      this.#opts.forwarder.attachLink(session.node, session.link);
+      session.attached = true;
+    } catch (err) {
+      // The forwarder does not know the peer yet (its pod CIDRs not set): the next tunnel
+      // event or packet retries; traffic cannot be routed to it before that anyway.
+      this.#log.warn({ peer: session.node, err: (err as Error).message }, 'forwarder refused the link');
+    }
   }
 
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
@@ -465,6 +471,7 @@ class OverlayImpl implements Overlay {
     const deadAfter = this.#opts.deadAfterMs ?? 1500;
     const live = new Set<string>();
     for (const session of this.#sessions.values()) {
+      if (!session.attached && session.preferred() !== undefined) this.#attach(session);
       for (const t of session.tunnels) {
         const conn = t.connection;
         if (conn.status !== 'open' || live.has(conn.id)) continue;

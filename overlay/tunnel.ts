@@ -98,7 +98,8 @@ export class TunnelStream {
     this.connection = opts.connection;
     this.direct = !isCircuit(opts.connection.remoteAddr);
     this.#maxQueueBytes = opts.maxQueueBytes ?? 8 * 1024 * 1024;
-    this.#maxRecordBytes = opts.maxRecordBytes ?? 4 * 1024 * 1024;
+    // The forwarder's frames are at most 4 MiB (dataplane DEFAULT_MAX_FRAME_BYTES).
+    this.#maxRecordBytes = opts.maxRecordBytes ?? 4 * 1024 * 1024 + 64 * 1024;
     this.ready = this.#readyResolvers.promise;
     // Nobody may be waiting on `ready` when a stream dies early: avoid an unhandled rejection.
     this.ready.catch(() => {});
