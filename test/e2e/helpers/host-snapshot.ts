@@ -3,7 +3,7 @@
 // Other engineers run tests on this machine at the same time, so namespaces and processes
 // are compared for the lab's own marks (its prefix, its directory, our own children);
 // root links and root firewall rules, which nobody may touch, are compared whole.
-import { readdir, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { run } from '../../../common/exec.ts';
 import { listNetns } from '../../../common/netns.ts';
 
@@ -12,6 +12,8 @@ export interface HostSnapshot {
   links: string[];
   iptables: string;
   ip6tables: string;
+  /** Which of the agent's default host paths exist: the lab must put everything under .lab/. */
+  hostPaths: string[];
   /** pid → command line, for every process. */
   processes: Map<number, { cmdline: string; ppid: number }>;
 }
@@ -40,6 +42,13 @@ async function processes(): Promise<HostSnapshot['processes']> {
   return out;
 }
 
+const AGENT_DEFAULT_PATHS = [
+  '/run/edgemesh',
+  '/var/lib/edgemesh',
+  '/etc/cni/net.d/10-edgemesh.conflist',
+  '/opt/cni/bin/edgemesh',
+];
+
 export async function snapshotHost(): Promise<HostSnapshot> {
   const links = (await run('ip', ['-o', 'link', 'show']))
     .split('\n')
@@ -51,6 +60,18 @@ export async function snapshotHost(): Promise<HostSnapshot> {
     links,
     iptables: normaliseRules(await run('iptables-save', [])),
     ip6tables: normaliseRules(await run('ip6tables-save', [])),
+    hostPaths: (
+      await Promise.all(
+        AGENT_DEFAULT_PATHS.map(async (p) =>
+          (await access(p).then(
+            () => true,
+            () => false,
+          ))
+            ? p
+            : '',
+        ),
+      )
+    ).filter(Boolean),
     processes: await processes(),
   };
 }

@@ -18,6 +18,7 @@ export function expectNothingLeft(
   expect(after.links, 'root namespace links').toEqual(before.links);
   expect(after.iptables, 'root iptables').toEqual(before.iptables);
   expect(after.ip6tables, 'root ip6tables').toEqual(before.ip6tables);
+  expect(after.hostPaths, "the agent's default host paths").toEqual(before.hostPaths);
   expect(newProcessesMatching(before, after, [marks.dir, marks.prefix, marks.id]), 'lab processes left').toEqual([]);
   expect(childrenOf(after), 'children of the test process').toEqual(childrenOf(before));
 }
