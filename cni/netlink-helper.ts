@@ -21,6 +21,7 @@ interface Pending {
   op: string;
   resolve: (gone: boolean) => void;
   reject: (err: Error) => void;
+  timer: NodeJS.Timeout;
 }
 
 /** One argument of the line protocol: no whitespace (names and paths we checked or made). */
@@ -33,14 +34,16 @@ export class NetlinkHelper {
   private readonly binary: string;
   private readonly log: Logger | undefined;
   private readonly maxPending: number;
+  private readonly timeoutMs: number;
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
 
-  constructor(binary: string, opts: { logger?: Logger; maxPending?: number } = {}) {
+  constructor(binary: string, opts: { logger?: Logger; maxPending?: number; timeoutMs?: number } = {}) {
     this.binary = binary;
     this.log = opts.logger;
     this.maxPending = opts.maxPending ?? 1024;
+    this.timeoutMs = opts.timeoutMs ?? 30_000;
   }
 
   private ensureChild(): ChildProcess {
@@ -54,6 +57,7 @@ export class NetlinkHelper {
       if (this.child === child) this.child = undefined;
       for (const [id, p] of this.pending) {
         this.pending.delete(id);
+        clearTimeout(p.timer);
         p.reject(new NetlinkError(p.op, 5, `netlink helper ${why}`));
       }
     };
@@ -68,6 +72,7 @@ export class NetlinkHelper {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
+    clearTimeout(p.timer);
     if (status === 'ok') p.resolve(false);
     else if (status === 'gone') p.resolve(true);
     else p.reject(new NetlinkError(p.op, Number(errnoText), rest.join(' ')));
@@ -85,8 +90,14 @@ export class NetlinkHelper {
     }
     const id = this.nextId++;
     const { promise, resolve, reject } = Promise.withResolvers<boolean>();
-    this.pending.set(id, { op, resolve, reject });
-    this.ensureChild().stdin!.write(`${line}\n`);
+    const child = this.ensureChild();
+    // A helper that stops answering is killed: its pending requests fail, the next one restarts it.
+    const timer = setTimeout(() => {
+      this.log?.error({ op, timeoutMs: this.timeoutMs }, 'netlink helper did not answer; restarting it');
+      child.kill('SIGKILL');
+    }, this.timeoutMs);
+    this.pending.set(id, { op, resolve, reject, timer });
+    child.stdin!.write(`${line}\n`);
     return promise;
   }
 

@@ -329,10 +329,13 @@ int netlink_helper_main(void) {
   static req_t reqs[1024];
   size_t have = 0;
   for (;;) {
-    ssize_t got = read(0, buf + have, sizeof buf - 1 - have);
-    if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
-    have += (size_t)got;
+    /* Read only when no complete line is waiting (a burst may exceed one batch). */
+    if (!memchr(buf, '\n', have)) {
+      ssize_t got = read(0, buf + have, sizeof buf - 1 - have);
+      if (got < 0 && errno == EINTR) continue;
+      if (got <= 0) break;
+      have += (size_t)got;
+    }
     int n = 0;
     char *start = buf, *nl_at;
     while (n < 1024 && (nl_at = memchr(start, '\n', (size_t)(buf + have - start)))) {
@@ -347,7 +350,7 @@ int netlink_helper_main(void) {
       if (r->argc >= 2) n++;
     }
     run_batch(nl, host_ns, reqs, n);
-    /* Keep a partial last line for the next read; a line longer than the buffer is dropped. */
+    /* Keep the rest for the next round; a line longer than the buffer is dropped. */
     size_t rest = (size_t)(buf + have - start);
     if (rest >= sizeof buf - 1) rest = 0;
     memmove(buf, start, rest);
