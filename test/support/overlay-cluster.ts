@@ -18,6 +18,8 @@ export interface OverlayCluster {
   a: OverlayPeerProcess;
   b: OverlayPeerProcess;
   nodes: NodeLike[];
+  /** Kills the relay process and starts it again with the same key (a relay restart). */
+  restartRelay(): Promise<void>;
   /** The last log lines of every peer, compacted (printed when a test fails). */
   logs(lines?: number): string;
   destroy(): Promise<void>;
@@ -122,7 +124,29 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       });
     }
     const logs = (lines = 40) => peers.map((p) => `---- ${p.config.name}\n${compactLog(p.stderr, lines)}`).join('\n');
-    return { topo, relay, a, b, nodes, logs, destroy };
+    const cluster: OverlayCluster = {
+      topo,
+      relay,
+      a,
+      b,
+      nodes,
+      logs,
+      destroy,
+      restartRelay: async () => {
+        const old = cluster.relay;
+        old.child.kill('SIGKILL');
+        await new Promise<void>((r) =>
+          old.child.exitCode !== null || old.child.signalCode !== null ? r() : old.child.once('exit', () => r()),
+        );
+        const fresh = new OverlayPeerProcess(topo.relay.ns, old.config);
+        peers.push(fresh);
+        await fresh.ready();
+        if (fresh.peerId !== old.peerId) throw new Error('relay came back with another peer ID');
+        await fresh.request('directory', { nodes });
+        cluster.relay = fresh;
+      },
+    };
+    return cluster;
   } catch (err) {
     await destroy();
     throw err;

@@ -137,4 +137,38 @@ describe('overlay through two NATs', () => {
       await rm(keyDir, { recursive: true, force: true });
     }
   });
+
+  it('re-makes the relay reservations after a relay restart, and relaying works again', async () => {
+    await c.restartRelay();
+    for (const p of [c.a, c.b]) {
+      await waitFor(
+        `${p.config.name} reservation on the restarted relay`,
+        async () => {
+          const s = await p.request<Stats>('stats');
+          return (
+            s.reservations.includes('relay') && s.connections.some((x) => x.remoteAddr.startsWith('/ip4/203.0.113.10/'))
+          );
+        },
+        20_000,
+      );
+    }
+    // Relaying through the new relay process works: cut the direct path so A must use it.
+    await setDirectPathCut(c.topo, true);
+    try {
+      await waitFor(
+        'A back on the relay',
+        async () => (await c.a.request('path', { node: 'b' })) !== 'hole-punched',
+        10_000,
+      );
+      const before = (await c.b.request<Stats>('stats')).rx.a?.frames ?? 0;
+      await c.a.request('send', { node: 'b', count: 50, size: 16_000 });
+      await waitFor('frames through the restarted relay', async () => {
+        const s = await c.b.request<Stats>('stats');
+        return (s.rx.a?.frames ?? 0) >= before + 50;
+      });
+      expect(await c.a.request('path', { node: 'b' })).toBe('relayed');
+    } finally {
+      await setDirectPathCut(c.topo, false);
+    }
+  });
 });
