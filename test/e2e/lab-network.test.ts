@@ -182,6 +182,30 @@ describe('lab network', () => {
     expect(received).toBeLessThan(45);
   });
 
+  it('adds delay with netem, or says clearly that this kernel has none', async () => {
+    const cloud = nodeNet(net!, 'cloud-2');
+    const link = [
+      { netns: cloud.netns, dev: 'eth0' },
+      { netns: net!.inetNetns, dev: 'v-c2' },
+    ] as const;
+    const delayed = await impairLink(link[0], link[1], { delayMs: 50, jitterMs: 0, lossPct: 0 }).then(
+      () => true,
+      (err: Error) => {
+        // Kernels built without CONFIG_NET_SCH_NETEM (this project's CI machine).
+        expect(err.message).toContain('this kernel has no netem qdisc');
+        return false;
+      },
+    );
+    if (delayed) {
+      // 50 ms on each end's egress: the RTT through this link grows by about 100 ms.
+      const rtt = await pingFrom(cloud.netns, '203.0.113.10', 3);
+      expect(rtt).toBeGreaterThanOrEqual(95);
+      await run('tc', ['-n', link[0].netns, 'qdisc', 'del', 'dev', 'eth0', 'root']);
+      await run('tc', ['-n', link[1].netns, 'qdisc', 'del', 'dev', 'v-c2', 'root']);
+    }
+    expect(await pingFrom(cloud.netns, '203.0.113.10')).toBeLessThan(50);
+  });
+
   it('refuses to build over existing namespaces and touches none of them', async () => {
     await expect(buildNetwork(defaultTopology({ podsPerNode: 0 }), prefix)).rejects.toBeInstanceOf(NamespaceClashError);
     expect((await listNetns()).filter((n) => n.startsWith(prefix))).toHaveLength(net!.namespaces.length);
