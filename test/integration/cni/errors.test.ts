@@ -104,6 +104,25 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
     });
   });
 
+  it('the C client finds the top-level "socket" and carries UTF-8 and escapes both ways', async () => {
+    // A decoy "socket" nested inside another field, with quotes and braces in strings before it.
+    const stdin = `{"cniVersion":"1.1.0","x":{"socket":"/decoy.sock","a":[1,{"b":"\\"}]\\u007d"}]},"name":"n","type":"edgemesh","socket":${JSON.stringify(node.socket)}}`;
+    const status = await node.client('STATUS', undefined, stdin);
+    expect(status.code, status.stdout).toBe(0);
+    const conf = node.conf('1.0.0', {
+      dns: { search: ['grüße.example', 'tab\there', 'emoji-🚀', 'quote"back\\slash'] },
+    });
+    const add = await node.client('ADD', pod, conf);
+    expect(add.code, add.stdout).toBe(0);
+    expect((add.json as { dns: { search: string[] } }).dns.search).toEqual([
+      'grüße.example',
+      'tab\there',
+      'emoji-🚀',
+      'quote"back\\slash',
+    ]);
+    expect((await node.client('DEL', pod, conf)).code).toBe(0);
+  });
+
   it('DEL succeeds after the netns was deleted, twice, with empty CNI_NETNS, and when ADD never ran', async () => {
     const gone = await node.pod('gone');
     expect((await node.client('ADD', gone, node.conf('1.0.0'))).code).toBe(0);
