@@ -225,6 +225,11 @@ export class Agent {
     this.onClose('Node watch', () => watch.stop());
     await watch.start();
     await routes.runNow();
+    // Node events keep routes current; the periodic pass repairs what others changed
+    // (a route deleted by hand, the TUN's routes after someone set it down and up).
+    const resync = setInterval(() => routes.schedule(0), cfg.resyncSeconds * 1000);
+    resync.unref();
+    this.onClose('route resync', () => clearInterval(resync));
 
     this.metrics.attach({
       status: () => this.status(),

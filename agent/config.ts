@@ -93,6 +93,8 @@ export const agentConfigSchema = z
       })
       .prefault({}),
     http: z.object({ listen: hostPort.default('127.0.0.1:9273') }).prefault({}),
+    /** How often the pod routes are re-checked against the kernel (repairs hand-made changes). */
+    resyncSeconds: z.number().min(1).max(3600).default(30),
   })
   .strict()
   .superRefine((cfg, ctx) => {

@@ -98,8 +98,12 @@ export async function reconcileRoutes(
   // would remove the fresh one.
   const desiredDsts = new Set(desired.map((r) => canonicalDst(r.dst)));
   const remove = stale.filter((r) => !desiredDsts.has(canonicalDst(r.dst)));
-  await applyRoutes({ replace: desired, remove });
-  return { replaced: desired.length, removed: remove };
+  const have = new Set(current.map((r) => routeKey({ ...r, dst: canonicalDst(r.dst) })));
+  const missing = desired.filter((r) => !have.has(routeKey({ ...r, dst: canonicalDst(r.dst) })));
+  // Nothing to do is the common case of the periodic pass: no `ip -batch` at all.
+  if (missing.length === 0 && remove.length === 0) return { replaced: 0, removed: [] };
+  await applyRoutes({ replace: missing, remove });
+  return { replaced: missing.length, removed: remove };
 }
 
 /** The interface through which the kernel reaches `ip` (for host-gw next hops). */

@@ -79,6 +79,15 @@ describe('agent: one site, host-gw', () => {
     expect((await cluster.status(a)).peers[0]!.txPackets).toBe(0);
   });
 
+  it('repairs a pod route someone deleted by hand', async () => {
+    const peerCidr = (await cluster.status(b)).podCidrs[0]!;
+    await run('ip', ['-n', a.netns, 'route', 'del', peerCidr]);
+    expect((await cluster.podRoutes(a)).some((r) => r.startsWith(peerCidr))).toBe(false);
+    await waitFor('route repaired', async () =>
+      (await cluster.podRoutes(a)).some((r) => r.startsWith(`${peerCidr} via ${b.ip}`)) ? true : undefined,
+    );
+  });
+
   it('serves /metrics with the peer path and CNI latencies', async () => {
     const text = await run('ip', ['netns', 'exec', a.netns, 'curl', '-sf', 'http://127.0.0.1:9273/metrics']);
     expect(text).toContain(`edgemesh_peer_path{peer="${b.name}",path="host-gw"} 1`);

@@ -223,6 +223,7 @@ export class AgentCluster {
       tun: { name: 'edgemesh0', mtu: 1400, offload: true },
       bridge: { name: 'edgemesh-br0', mtu: 1500 },
       http: { listen: '127.0.0.1:9273' },
+      resyncSeconds: 2,
       ...extra,
     };
     await writeFile(n.configPath, toYaml(config));
