@@ -56,6 +56,11 @@ export async function createHost(opts: HostOptions) {
     streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: YAMUX_MAX_WINDOW } })],
     connectionGater: createMembershipGater(opts.directory, opts.gateCounters),
     connectionManager: { maxConnections: 10_000, inboundConnectionThreshold: 1000 },
+    // libp2p's monitor pings every connection and aborts it when one ping times out: under
+    // bulk load the ping queues behind seconds of tunnel data and healthy relayed tunnels
+    // died ("operation was aborted due to timeout"). overlay/keepalive.ts replaces it and
+    // counts any traffic as life.
+    connectionMonitor: { enabled: false },
     services: {
       identify: identify(),
       ping: ping(),

@@ -278,9 +278,7 @@ class OverlayImpl implements Overlay {
       const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
       try {
         // Straight to the transport, past libp2p's dial queue: the queue hands the circuit
-        // transport a per-address timeout signal it never clears, and the relayed
-        // connection built with it was aborted ("operation was aborted due to timeout")
-        // seconds after it had been established.
+        // transport a per-address timeout signal it never clears; we keep our own deadline.
         return await withDeadline(10_000, 'relayed dial', (signal) =>
           firstSuccess(addrs.map((ma) => () => internalsOf(this.host).transportManager.dial(ma, { signal }))),
         );
