@@ -10,6 +10,7 @@ export function register(program: Command): void {
     .option('--udp-rate <rate>', 'offered UDP rate', '500M')
     .option('--pings <n>', 'pings per RTT measurement', '200')
     .option('--out <dir>', 'results folder (default bench/results/<date>)')
+    .option('--no-lab', 'only the comparison bed (kernel, wireguard-go, nebula)')
     .option('--no-components', 'skip the component benchmarks (LPM, IPAM, CNI, ...)')
     .action(
       async (o: {
@@ -19,6 +20,7 @@ export function register(program: Command): void {
         pings: string;
         out?: string;
         components: boolean;
+        lab: boolean;
       }) => {
         const { runBench } = await import('./run.ts');
         await runBench({
@@ -27,6 +29,7 @@ export function register(program: Command): void {
           udpRate: o.udpRate,
           pings: Number(o.pings),
           components: o.components,
+          lab: o.lab,
           ...(o.out ? { outDir: o.out } : {}),
         });
       },

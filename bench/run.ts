@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { runPrefix } from '../common/netns.ts';
 import { comparisonBed } from './baselines/bed.ts';
+import { labBed } from './lab-bed.ts';
 import { toKnbJson } from './lib/knb.ts';
 import { barChartSvg, type Table, writeResults } from './lib/report.ts';
 import { ratio } from './lib/stats.ts';
@@ -24,6 +25,8 @@ export interface BenchOptions {
   outDir?: string;
   /** Component benchmarks (scripts under bench/) to run and record. */
   components: boolean;
+  /** The edgemesh-cni paths through the lab (off: only the comparison bed). */
+  lab: boolean;
 }
 
 /** Benchmarks owned by each package, each a script printing its own figures. */
@@ -67,6 +70,10 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
   try {
     log('setting up the comparison bed (kernel, wireguard-go, nebula)');
     beds.push(await comparisonBed(prefix));
+    if (opts.lab) {
+      log('bringing up the lab (edgemesh-cni paths)');
+      beds.push(await labBed(log));
+    }
     network = await runNetworkBench(beds, { ...opts, log });
   } finally {
     for (const bed of beds) await bed.destroy();

@@ -1,0 +1,84 @@
+// The edgemesh-cni side of the network benchmark: a lab with one pod per node, arranged so
+// that each path the product can take has a pod pair of its own:
+//   host-gw       edge-a-1 → edge-a-2 (same site, kernel routes, no tunnel)
+//   direct        edge-a-1 → cloud-2  (edge dials a public node; cloud-1 is the relay)
+//   hole-punched  edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
+//   relayed       edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work)
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type AgentStatus, type Lab, labUp } from '../lab/lab.ts';
+import { resolveTopology } from '../lab/topology.ts';
+import { cpuSeconds } from './lib/cpu.ts';
+import { pingRtt } from './lib/iperf.ts';
+import type { Bed } from './network.ts';
+
+type Path = AgentStatus['peers'][number]['path'];
+
+const topology = () =>
+  resolveTopology({
+    nodesPerSite: 1,
+    podsPerNode: 1,
+    sites: [
+      { name: 'cloud', tag: 'c', kind: 'public', nodes: 2, relays: 1, firstPublicIp: '203.0.113.10' },
+      { name: 'edge-a', tag: 'a', kind: 'nat', nodes: 2, lan: '192.168.10.0/24', wanIp: '203.0.113.101' },
+      { name: 'edge-b', tag: 'b', kind: 'nat', lan: '192.168.20.0/24', wanIp: '203.0.113.102' },
+      { name: 'edge-s', tag: 's', kind: 'nat', lan: '192.168.30.0/24', wanIp: '203.0.113.103', symmetricNat: true },
+    ],
+  });
+
+async function pathBetween(lab: Lab, from: string, to: string): Promise<Path> {
+  const status = await lab.agentStatus(from);
+  return status.peers.find((p) => p.node === to)?.path ?? 'none';
+}
+
+/** Sends traffic until the agent reports the wanted path (a hole punch needs a moment). */
+async function awaitPath(lab: Lab, from: string, to: string, want: Path, timeoutMs = 30_000): Promise<void> {
+  const client = lab.pods.find((p) => p.node === from)!;
+  const server = lab.pods.find((p) => p.node === to)!;
+  const deadline = Date.now() + timeoutMs;
+  let seen: Path = 'none';
+  while (Date.now() < deadline) {
+    await pingRtt(client.netns, server.ips[0]!, 3);
+    seen = await pathBetween(lab, from, to);
+    if (seen === want) return;
+    await sleep(500);
+  }
+  throw new Error(`${from} → ${to}: path is ${seen}, expected ${want} after ${timeoutMs} ms`);
+}
+
+export async function labBed(log: (line: string) => void): Promise<Bed> {
+  const lab = await labUp({ topology: topology(), progress: (l) => log(`lab: ${l}`) });
+  try {
+    const pairs: Array<{ name: string; from: string; to: string; path: Path }> = [
+      { name: 'edgemesh-cni host-gw (same site)', from: 'edge-a-1', to: 'edge-a-2', path: 'host-gw' },
+      { name: 'edgemesh-cni direct tunnel', from: 'edge-a-1', to: 'cloud-2', path: 'direct' },
+      { name: 'edgemesh-cni hole-punched tunnel', from: 'edge-a-1', to: 'edge-b-1', path: 'hole-punched' },
+      { name: 'edgemesh-cni relayed tunnel', from: 'edge-a-1', to: 'edge-s-1', path: 'relayed' },
+    ];
+    for (const p of pairs) {
+      await awaitPath(lab, p.from, p.to, p.path);
+      log(`lab: ${p.from} → ${p.to} uses ${p.path}`);
+    }
+    const agentPid = (node: string) => lab.agentProcess(node)?.pid ?? 0;
+    return {
+      name: 'lab',
+      scenarios: pairs.map((p) => {
+        const client = lab.pods.find((x) => x.node === p.from)!;
+        const server = lab.pods.find((x) => x.node === p.to)!;
+        // The relay's agent forwards relayed bytes too: count its CPU on that path.
+        const forwarders = p.path === 'relayed' ? [p.from, p.to, 'cloud-1'] : [p.from, p.to];
+        return {
+          name: p.name,
+          clientNetns: client.netns,
+          serverNetns: server.netns,
+          target: server.ips[0]!,
+          forwarderPids: () =>
+            p.path === 'host-gw' ? [] : forwarders.map(agentPid).filter((pid) => cpuSeconds(pid) > 0),
+        };
+      }),
+      destroy: () => lab.down().then(() => {}),
+    };
+  } catch (err) {
+    await lab.down();
+    throw err;
+  }
+}
