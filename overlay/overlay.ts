@@ -7,7 +7,7 @@ import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { PeerLink } from '../dataplane/types.ts';
-import { circuitAddr, isPublicIp, withPeer } from './addresses.ts';
+import { circuitAddr, isCircuit, isPublicIp, withPeer } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
@@ -228,7 +228,9 @@ class OverlayImpl implements Overlay {
   planFor(node: string): PathPlan {
     const peer = this.#dir.get(node);
     if (peer === undefined) return { kind: 'none', reason: `node ${node} is not in the peer directory` };
-    const relays = this.#dir.relays().some((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
+    // A relay node counts itself: every NAT'd peer holds a reservation connection to it.
+    const relays =
+      this.#opts.relay || this.#dir.relays().some((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
     return choosePath(
       this.#self(),
       {
@@ -264,11 +266,31 @@ class OverlayImpl implements Overlay {
           { signal },
         ),
       );
+    } else if (plan.kind === 'reverse') {
+      conn = await this.#reachNatPeer(peer);
     } else {
       conn = await this.#dialViaRelay(peer);
     }
     await this.#openTunnel(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+  }
+
+  /**
+   * We are public, the peer is behind NAT: we cannot dial it. Reuse a connection it already
+   * holds to us (its reservation connection when we are its relay, or any direct connection
+   * it made); else reach it through another relay, and it dials us back directly once the
+   * tunnel is up (see #onInboundTunnel).
+   */
+  async #reachNatPeer(peer: PeerInfo): Promise<Connection> {
+    const held = this.host
+      .getConnections(peerIdFromString(peer.peerId))
+      .find((c) => c.status === 'open' && c.limits === undefined && !isCircuit(c.remoteAddr));
+    if (held !== undefined) return held;
+    try {
+      return await this.#dialViaRelay(peer);
+    } catch (err) {
+      throw new Error(`${peer.node} holds no connection to us yet and ${(err as Error).message}`);
+    }
   }
 
   async #dialViaRelay(peer: PeerInfo): Promise<Connection> {
@@ -506,7 +528,9 @@ class OverlayImpl implements Overlay {
       this.#log.info({ peer: session.node }, 'closing idle tunnel');
       for (const t of session.tunnels) void t.close();
       const peer = this.#dir.get(session.node);
-      if (peer?.relay !== true) void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
+      // Keep connections to relays, and as a relay keep the peers' reservation connections.
+      if (!this.#opts.relay && peer?.relay !== true)
+        void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
     }
   }
 

@@ -17,6 +17,8 @@ export interface OverlayCluster {
   relay: OverlayPeerProcess;
   a: OverlayPeerProcess;
   b: OverlayPeerProcess;
+  /** A public node that is not a relay (started only with `publicPeer: true`). */
+  pub: OverlayPeerProcess | undefined;
   nodes: NodeLike[];
   /** Kills the relay process and starts it again with the same key (a relay restart). */
   restartRelay(): Promise<void>;
@@ -46,6 +48,8 @@ export interface ClusterOptions {
   idleTimeoutMs?: number;
   autoPunch?: boolean;
   verify?: boolean;
+  /** Also start a public, non-relay member ('pub', site 'cloud-2'). */
+  publicPeer?: boolean;
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
@@ -97,6 +101,19 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...extra,
     });
     peers.push(b);
+    const pub = opts.publicPeer
+      ? new OverlayPeerProcess(topo.pub.ns, {
+          name: 'pub',
+          site: 'cloud-2',
+          keyPath: join(dir, 'pub.key'),
+          listen,
+          announce: [`/ip4/${topo.pub.ip}/tcp/${LISTEN_PORT}`],
+          punchPort: PUNCH_PORT,
+          relay: false,
+          ...extra,
+        })
+      : undefined;
+    if (pub) peers.push(pub);
     await Promise.all(peers.map((p) => p.ready()));
     const node = (p: OverlayPeerProcess, nodeIp: string, podCidr: string, isRelay: boolean): NodeLike => ({
       name: p.config.name,
@@ -114,6 +131,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       node(relay, topo.relay.ip, '10.244.0.0/24', true),
       node(a, topo.siteA.nodeIp, '10.244.1.0/24', false),
       node(b, topo.siteB.nodeIp, '10.244.2.0/24', false),
+      ...(pub ? [node(pub, topo.pub.ip, '10.244.3.0/24', false)] : []),
     ];
     await Promise.all(peers.map((p) => p.request('directory', { nodes })));
     // Edge nodes are reachable only once they hold a reservation on the relay.
@@ -129,6 +147,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       relay,
       a,
       b,
+      pub,
       nodes,
       logs,
       destroy,

@@ -20,6 +20,8 @@ export interface NatTopology {
   relay: { ns: string; ip: string };
   /** A host on the internet that is NOT a cluster member (for the gate test). */
   stranger: { ns: string; ip: string };
+  /** A public cluster member that is not a relay (for the public → NAT'd tests). */
+  pub: { ns: string; ip: string };
   siteA: Site;
   siteB: Site;
   namespaces: string[];
@@ -35,6 +37,7 @@ export async function createNatTopology(opts: { randomFullyB?: boolean } = {}): 
     inet: `${prefix}inet`,
     relay: `${prefix}relay`,
     stranger: `${prefix}strgr`,
+    pub: `${prefix}pub`,
     ra: `${prefix}ra`,
     rb: `${prefix}rb`,
     a: `${prefix}a`,
@@ -46,6 +49,7 @@ export async function createNatTopology(opts: { randomFullyB?: boolean } = {}): 
     inet: names.inet,
     relay: { ns: names.relay, ip: '203.0.113.10' },
     stranger: { ns: names.stranger, ip: '203.0.113.66' },
+    pub: { ns: names.pub, ip: '203.0.113.20' },
     siteA: { router: names.ra, node: names.a, wanIp: '203.0.113.1', lanIp: '10.1.0.1', nodeIp: '10.1.0.2' },
     siteB: { router: names.rb, node: names.b, wanIp: '203.0.113.2', lanIp: '10.2.0.1', nodeIp: '10.2.0.2' },
     namespaces,
@@ -66,6 +70,7 @@ export async function createNatTopology(opts: { randomFullyB?: boolean } = {}): 
     };
     await attach(names.relay, 'relay', topo.relay.ip);
     await attach(names.stranger, 'strgr', topo.stranger.ip);
+    await attach(names.pub, 'pub', topo.pub.ip);
     for (const [site, random] of [
       [topo.siteA, false],
       [topo.siteB, opts.randomFullyB === true],
