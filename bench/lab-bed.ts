@@ -4,12 +4,13 @@
 //   direct        edge-a-1 → cloud-2  (edge dials a public node; cloud-1 is the relay)
 //   hole-punched  edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
 //   relayed       edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work)
+// While bringing each pair up it times the first packet → path figures (hole-punch time).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AgentStatus, type Lab, labUp } from '../lab/lab.ts';
 import { resolveTopology } from '../lab/topology.ts';
 import { cpuSeconds } from './lib/cpu.ts';
 import { pingRtt } from './lib/iperf.ts';
-import type { Bed } from './network.ts';
+import type { Bed, BedFact } from './network.ts';
 
 type Path = AgentStatus['peers'][number]['path'];
 
@@ -30,19 +31,26 @@ async function pathBetween(lab: Lab, from: string, to: string): Promise<Path> {
   return status.peers.find((p) => p.node === to)?.path ?? 'none';
 }
 
+/** Ms from the first packet until each path was first seen (a path in place before: 0). */
+type PathTimes = Partial<Record<Path, number>>;
+
 /** Sends traffic until the agent reports the wanted path (a hole punch needs a moment). */
-async function awaitPath(lab: Lab, from: string, to: string, want: Path, timeoutMs = 30_000): Promise<void> {
+async function awaitPath(lab: Lab, from: string, to: string, want: Path, timeoutMs = 30_000): Promise<PathTimes> {
   const client = lab.pods.find((p) => p.node === from)!;
   const server = lab.pods.find((p) => p.node === to)!;
-  const deadline = Date.now() + timeoutMs;
-  let seen: Path = 'none';
-  while (Date.now() < deadline) {
+  let seen = await pathBetween(lab, from, to);
+  const times: PathTimes = { [seen]: 0 };
+  const started = Date.now();
+  const deadline = started + timeoutMs;
+  while (seen !== want && Date.now() < deadline) {
     await pingRtt(client.netns, server.ips[0]!, 3);
     seen = await pathBetween(lab, from, to);
-    if (seen === want) return;
-    await sleep(500);
+    times[seen] ??= Date.now() - started;
+    // Short pauses: the poll interval is the resolution of the path times.
+    if (seen !== want) await sleep(100);
   }
-  throw new Error(`${from} → ${to}: path is ${seen}, expected ${want} after ${timeoutMs} ms`);
+  if (seen !== want) throw new Error(`${from} → ${to}: path is ${seen}, expected ${want} after ${timeoutMs} ms`);
+  return times;
 }
 
 export async function labBed(log: (line: string) => void): Promise<Bed> {
@@ -54,13 +62,25 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       { name: 'edgemesh-cni hole-punched tunnel', from: 'edge-a-1', to: 'edge-b-1', path: 'hole-punched' },
       { name: 'edgemesh-cni relayed tunnel', from: 'edge-a-1', to: 'edge-s-1', path: 'relayed' },
     ];
+    const facts: BedFact[] = [];
     for (const p of pairs) {
-      await awaitPath(lab, p.from, p.to, p.path);
-      log(`lab: ${p.from} → ${p.to} uses ${p.path}`);
+      const times = await awaitPath(lab, p.from, p.to, p.path);
+      log(`lab: ${p.from} → ${p.to} uses ${p.path} (${JSON.stringify(times)} ms after the first packet)`);
+      if (p.path === 'host-gw') continue;
+      // Through two NATs the relay carries the first packets while the punch runs.
+      const shown: Path[] = p.path === 'hole-punched' ? ['relayed', 'hole-punched'] : [p.path];
+      for (const path of shown) {
+        facts.push({
+          name: `${p.from} → ${p.to}: first packet → ${path} path${times[path] === 0 ? ' (already up)' : ''}`,
+          value: times[path] ?? Number.NaN,
+          unit: 'ms',
+        });
+      }
     }
     const agentPid = (node: string) => lab.agentProcess(node)?.pid ?? 0;
     return {
       name: 'lab',
+      facts,
       scenarios: pairs.map((p) => {
         const client = lab.pods.find((x) => x.node === p.from)!;
         const server = lab.pods.find((x) => x.node === p.to)!;

@@ -5,10 +5,18 @@ import type { Scenario } from './baselines/pair.ts';
 import { type Measurement, type MeasureOptions, measure } from './lib/measure.ts';
 import { median } from './lib/stats.ts';
 
+/** One figure a bed measured while coming up (e.g. the lab's hole-punch time). */
+export interface BedFact {
+  name: string;
+  value: number;
+  unit: string;
+}
+
 /** A bed brings scenarios up and tears them down (the comparison pair, the lab). */
 export interface Bed {
   name: string;
   scenarios: Scenario[];
+  facts?: BedFact[];
   destroy(): Promise<void>;
 }
 

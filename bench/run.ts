@@ -12,7 +12,7 @@ import { labBed } from './lab-bed.ts';
 import { toKnbJson } from './lib/knb.ts';
 import { barChartSvg, type Table, writeResults } from './lib/report.ts';
 import { ratio } from './lib/stats.ts';
-import { type Bed, runNetworkBench, type Summary } from './network.ts';
+import { type Bed, type BedFact, runNetworkBench, type Summary } from './network.ts';
 
 const execFileAsync = promisify(execFile);
 const root = join(import.meta.dirname, '..');
@@ -30,7 +30,7 @@ export interface BenchOptions {
 }
 
 /** Benchmarks owned by each package, each a script printing its own figures. */
-const componentScripts = ['lpm.ts', 'dataplane-tun.ts', 'ipam.ts', 'cni.ts', 'overlay.ts', 'control-plane.ts'];
+const componentScripts = ['lpm.ts', 'dataplane-tun.ts', 'ipam.ts', 'cni.ts', 'control-plane.ts'];
 
 function networkTable(summary: readonly Summary[]): Table {
   const kernel = summary.find((s) => s.scenario.startsWith('kernel'));
@@ -63,10 +63,19 @@ function networkTable(summary: readonly Summary[]): Table {
   };
 }
 
+function factsTable(facts: readonly BedFact[]): Table {
+  return {
+    title: 'Lab: time from the first packet to each tunnel path (hole-punch time)',
+    columns: ['figure', 'value', 'unit'],
+    rows: facts.map((f) => [f.name, f.value, f.unit]),
+  };
+}
+
 export async function runBench(opts: BenchOptions, log: (line: string) => void = console.log): Promise<string> {
   const prefix = runPrefix('eb');
   const beds: Bed[] = [];
   let network: Awaited<ReturnType<typeof runNetworkBench>>;
+  let facts: BedFact[] = [];
   try {
     log('setting up the comparison bed (kernel, wireguard-go, nebula)');
     beds.push(await comparisonBed(prefix));
@@ -76,6 +85,7 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
     }
     network = await runNetworkBench(beds, { ...opts, log });
   } finally {
+    facts = beds.flatMap((b) => b.facts ?? []);
     for (const bed of beds) await bed.destroy();
   }
   const components: Record<string, string> = {};
@@ -95,6 +105,7 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
   const date = new Date().toISOString().slice(0, 10);
   const dir = opts.outDir ?? join(root, 'bench', 'results', date);
   const tables = [networkTable(network.summary)];
+  if (facts.length > 0) tables.push(factsTable(facts));
   for (const [script, out] of Object.entries(components)) {
     tables.push({
       title: `bench/${script}`,
@@ -107,7 +118,7 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
     'Gbit/s',
     network.summary.map((s) => ({ label: s.scenario, value: s.tcp1Gbps })),
   );
-  await writeResults(dir, { date: new Date().toISOString(), options: opts, network, components }, tables, [
+  await writeResults(dir, { date: new Date().toISOString(), options: opts, network, facts, components }, tables, [
     { file: 'tcp-single-stream.svg', svg: chart },
   ]);
   // The same figures in knb's JSON shape, to compare with knb runs on real clusters.
