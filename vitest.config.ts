@@ -15,6 +15,9 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           environment: 'node',
+          // The layers run one after the other: namespaces, agents and iperf3 of the
+          // integration and e2e layers would otherwise compete for two cores.
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -22,6 +25,7 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/support/require-root.ts'],
+          sequence: { groupOrder: 1 },
           // Namespaces, TUN devices and iperf3 share two cores: one file at a time.
           fileParallelism: false,
           testTimeout: 120_000,
@@ -33,6 +37,7 @@ export default defineConfig({
           name: 'e2e',
           include: ['test/e2e/**/*.test.ts'],
           globalSetup: ['test/support/require-root.ts'],
+          sequence: { groupOrder: 2 },
           fileParallelism: false,
           testTimeout: 300_000,
           hookTimeout: 180_000,
