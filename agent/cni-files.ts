@@ -4,8 +4,8 @@
 // only when changed, so a restarting agent does not make the runtime reload for nothing.
 import { access, constants, readFile, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { writeFileAtomicIfChanged } from '../common/atomic-file.ts';
 import type { NodeBlock } from '../ipam/types.ts';
-import { writeFileAtomicIfChanged } from './atomic-file.ts';
 
 export const CONFLIST_NAME = '10-edgemesh.conflist';
 export const NETWORK_NAME = 'edgemesh';

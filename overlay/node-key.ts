@@ -1,12 +1,11 @@
 // The node's libp2p identity: an Ed25519 key persisted on the host (mode 0600) so the peer
 // ID published on the Node object survives agent restarts. Stored in libp2p's protobuf
 // encoding, which every libp2p implementation reads.
-import { randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { readFile, stat } from 'node:fs/promises';
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys';
 import type { PeerId, PrivateKey } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { writeFileAtomic } from '../common/atomic-file.ts';
 
 export class NodeKeyError extends Error {
   constructor(message: string) {
@@ -50,22 +49,12 @@ export async function loadOrCreateNodeKey(path: string): Promise<NodeKey> {
   return { privateKey, peerId: peerIdFromPrivateKey(privateKey), created: true };
 }
 
-// Temporary file + rename: a crash mid-write leaves the old state (no key), never half a key.
+// Temporary file + rename (common/atomic-file.ts): a crash mid-write leaves the old state
+// (no key), never half a key.
 async function writePrivateFile(path: string, data: Uint8Array): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    const fh = await open(tmp, 'wx', 0o600);
-    try {
-      await fh.writeFile(data);
-      await fh.chmod(0o600);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await rename(tmp, path);
+    await writeFileAtomic(path, data, 0o600);
   } catch (err) {
-    await rm(tmp, { force: true });
     throw new NodeKeyError(`cannot write node key ${path}: ${(err as Error).message}`);
   }
 }
