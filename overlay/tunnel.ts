@@ -6,6 +6,11 @@
 // it. The record layer lets the receiver hand the forwarder whole frames only, so frames
 // from two streams of one peer (relayed and direct during a path switch) never interleave
 // mid-frame in the forwarder's per-peer decoder.
+//
+// Records are coalesced: frames accepted during one event-loop turn go out as one stream
+// write (flushed from setImmediate, right after the poll phase that read the TUN). Every
+// stream write costs a yamux frame, a noise message and several socket writes whatever its
+// size: one write per small frame capped a tunnel of MTU-sized packets at ~0.1 Gbit/s.
 import type { Connection, Stream } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
 import { isCircuit } from './addresses.ts';
@@ -16,6 +21,8 @@ const HELLO_LEN = 6;
 const MAGIC = [0x45, 0x4d, 0x54]; // "EMT"
 const FLAG_OFFLOAD = 0x01;
 const RECORD_HEADER_LEN = 4;
+/** Records copied into one stream write at most (a bigger single frame goes alone, uncopied). */
+const WRITE_BATCH_BYTES = 256 * 1024;
 
 export interface TunnelCaps {
   /** Both ends carry GSO super-packets with vnet headers. */
@@ -88,6 +95,7 @@ export class TunnelStream {
   readonly #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #waitingForDrain = false;
+  #flushScheduled = false;
   readonly #rx = new Uint8ArrayList();
   #helloSeen = false;
   readonly #readyResolvers = Promise.withResolvers<TunnelCaps>();
@@ -106,6 +114,7 @@ export class TunnelStream {
     this.stream.addEventListener('message', (evt) => this.#onMessage(evt.data));
     this.stream.addEventListener('drain', () => {
       this.#opts.onProgress?.();
+      this.#waitingForDrain = false;
       this.#flush();
     });
     this.stream.addEventListener('close', (evt) => this.#closed(evt.error));
@@ -116,18 +125,23 @@ export class TunnelStream {
     return this.#queuedBytes;
   }
 
-  /** PeerLink.send: false = dropped because the bounded queue is full (or the stream died). */
+  /**
+   * PeerLink.send: false = dropped because the bounded queue is full (or the stream died).
+   * The frame is written at the end of this event-loop turn together with the others.
+   */
   send(frame: Uint8Array): boolean {
     if (this.closed) return false;
-    if (!this.#waitingForDrain && this.#queue.length === 0) {
-      return this.#writeRecord(frame);
-    }
-    if (this.#queuedBytes + frame.length > this.#maxQueueBytes) {
+    // An empty queue takes any frame, so that one frame above the bound is never unsendable.
+    if (this.#queue.length > 0 && this.#queuedBytes + frame.length > this.#maxQueueBytes) {
       this.drops++;
       return false;
     }
     this.#queue.push(frame);
     this.#queuedBytes += frame.length;
+    if (!this.#waitingForDrain && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
     return true;
   }
 
@@ -140,6 +154,7 @@ export class TunnelStream {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.#flush();
     try {
       await this.stream.close({ signal: AbortSignal.timeout(2000) });
     } catch (err) {
@@ -148,12 +163,27 @@ export class TunnelStream {
     this.#closed();
   }
 
-  #writeRecord(frame: Uint8Array): boolean {
-    const header = new Uint8Array(RECORD_HEADER_LEN);
-    new DataView(header.buffer).setUint32(0, frame.length);
-    if (!this.#write(new Uint8ArrayList(header, frame))) return false;
-    this.txBytes += frame.length;
-    this.txFrames++;
+  /** Writes `frames` as records in one stream write: one copy, then one yamux/noise message per 64 KiB. */
+  #writeRecords(frames: Uint8Array[], bytes: number): boolean {
+    let data: Uint8Array | Uint8ArrayList;
+    if (frames.length === 1) {
+      const header = new Uint8Array(RECORD_HEADER_LEN);
+      new DataView(header.buffer).setUint32(0, frames[0]!.length);
+      data = new Uint8ArrayList(header, frames[0]!);
+    } else {
+      const buf = new Uint8Array(bytes);
+      const view = new DataView(buf.buffer);
+      let offset = 0;
+      for (const f of frames) {
+        view.setUint32(offset, f.length);
+        buf.set(f, offset + RECORD_HEADER_LEN);
+        offset += RECORD_HEADER_LEN + f.length;
+      }
+      data = buf;
+    }
+    if (!this.#write(data)) return false;
+    this.txBytes += bytes - frames.length * RECORD_HEADER_LEN;
+    this.txFrames += frames.length;
     return true;
   }
 
@@ -171,11 +201,19 @@ export class TunnelStream {
   }
 
   #flush(): void {
-    this.#waitingForDrain = false;
+    this.#flushScheduled = false;
     while (this.#queue.length > 0 && !this.#waitingForDrain && !this.closed) {
-      const frame = this.#queue.shift()!;
-      this.#queuedBytes -= frame.length;
-      this.#writeRecord(frame);
+      let n = 0;
+      let bytes = 0;
+      while (n < this.#queue.length) {
+        const add = RECORD_HEADER_LEN + this.#queue[n]!.length;
+        if (n > 0 && bytes + add > WRITE_BATCH_BYTES) break;
+        bytes += add;
+        n++;
+      }
+      const frames = this.#queue.splice(0, n);
+      this.#queuedBytes -= bytes - n * RECORD_HEADER_LEN;
+      this.#writeRecords(frames, bytes);
     }
   }
 

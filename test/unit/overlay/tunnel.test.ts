@@ -127,6 +127,28 @@ describe('tunnel stream over libp2p', () => {
     expect(t.b.rxBytes).toBe(frames.reduce((n, f) => n + f.length, 0));
   });
 
+  it('coalesces the frames of one event-loop turn into few stream writes, in order', async () => {
+    pair = await hostPair();
+    const t = await tunnelPair(pair, { offload: false }, { offload: false });
+    await t.a.ready;
+    let writes = 0;
+    const send = t.stream.send.bind(t.stream);
+    t.stream.send = (data) => {
+      writes++;
+      return send(data);
+    };
+    // 1000 MTU-sized frames in one turn, as a burst of TUN batches would give.
+    const frames = Array.from({ length: 1000 }, (_, i) => new Uint8Array(1400).fill(i & 0xff));
+    for (const f of frames) expect(t.a.send(f)).toBe(true);
+    expect(writes).toBe(0); // nothing written before the turn ends
+    await expect.poll(() => t.rxB.length, { timeout: 5000 }).toBe(1000);
+    expect(t.rxB.every((f, i) => f.length === 1400 && f[0] === (i & 0xff) && f[1399] === (i & 0xff))).toBe(true);
+    // 1.4 MB in 256 KiB writes: 6 writes, not 1000.
+    expect(writes).toBeLessThanOrEqual(8);
+    expect(t.a.txFrames).toBe(1000);
+    expect(t.a.txBytes).toBe(1000 * 1400);
+  });
+
   it('turns offload off when one side lacks it', async () => {
     pair = await hostPair();
     const t = await tunnelPair(pair, { offload: true }, { offload: false });

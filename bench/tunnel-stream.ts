@@ -1,0 +1,95 @@
+// One tunnel stream (TCP + noise + yamux + our record layer) between two libp2p hosts on
+// loopback, frames of a given size offered as the forwarder offers them: a few frames per
+// event-loop turn (one per TUN batch), as fast as the bounded queue accepts them.
+// The receiver counts whole frames. Both hosts share this process (one core), so the
+// figure is a per-byte cost, comparable run to run, not a link speed.
+// Run: node bench/tunnel-stream.ts [--size 1400] [--seconds 3] [--per-turn 4] [--module overlay/tunnel.ts]
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
+import { createHost, type Host } from '../overlay/host.ts';
+
+const { values } = parseArgs({
+  options: {
+    size: { type: 'string', default: '1400' },
+    seconds: { type: 'string', default: '3' },
+    'per-turn': { type: 'string', default: '4' },
+    module: { type: 'string', default: 'overlay/tunnel.ts' },
+  },
+});
+const size = Number(values.size);
+const seconds = Number(values.seconds);
+const perTurn = Number(values['per-turn']);
+const tunnel: typeof import('../overlay/tunnel.ts') = await import(resolve(import.meta.dirname, '..', values.module));
+
+const keys = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519')]);
+const dirs = [new PeerDirectory(), new PeerDirectory()];
+const hosts = (await Promise.all(
+  keys.map((privateKey, i) =>
+    createHost({
+      privateKey,
+      listen: ['/ip4/127.0.0.1/tcp/0'],
+      relay: false,
+      directory: dirs[i]!,
+      gateCounters: { denied: {} },
+    }),
+  ),
+)) as [Host, Host];
+for (const [i, h] of hosts.entries()) {
+  for (const d of dirs) {
+    d.upsertFromNode({
+      name: `n${i}`,
+      annotations: peerAnnotations({
+        peerId: h.peerId.toString(),
+        multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
+        podCidrs: [`10.244.${i}.0/24`],
+        site: `s${i}`,
+        nodeIp: '127.0.0.1',
+      }),
+    });
+  }
+}
+const [a, b] = hosts;
+let rxBytes = 0;
+await b.handle(tunnel.TUNNEL_PROTOCOL, (stream, connection) => {
+  new tunnel.TunnelStream({
+    stream,
+    connection,
+    localCaps: { offload: false },
+    onFrame: (f) => {
+      rxBytes += f.length;
+    },
+    onClose: () => {},
+  });
+});
+const conn = await a.dial(b.getMultiaddrs()[0]!);
+const sender = new tunnel.TunnelStream({
+  stream: await conn.newStream(tunnel.TUNNEL_PROTOCOL),
+  connection: conn,
+  localCaps: { offload: false },
+  onFrame: () => {},
+  onClose: () => {},
+  maxQueueBytes: 4 * 1024 * 1024,
+});
+await sender.ready;
+const frame = new Uint8Array(size).fill(0x45);
+const t0 = performance.now();
+const end = t0 + seconds * 1000;
+let accepted = 0;
+await new Promise<void>((done) => {
+  const turn = () => {
+    if (performance.now() >= end) return done();
+    for (let i = 0; i < perTurn; i++) if (sender.send(frame)) accepted += size;
+    setImmediate(turn);
+  };
+  turn();
+});
+while (rxBytes < accepted && performance.now() - t0 < (seconds + 20) * 1000) await new Promise((r) => setTimeout(r, 2));
+const ms = performance.now() - t0;
+console.log(
+  `${values.module} size ${size} × ${perTurn}/turn: ${((rxBytes * 8) / ms / 1e6).toFixed(3)} Gbit/s, ` +
+    `${Math.round(rxBytes / size / (ms / 1000))} frames/s, dropped ${sender.drops}`,
+);
+await Promise.all([a.stop(), b.stop()]);
+process.exit(0);
