@@ -28,10 +28,17 @@ class PunchedSocketConnection extends AbstractMultiaddrConnection {
   sendData(data: Uint8ArrayList): { sentBytes: number; canSendMore: boolean } {
     let sentBytes = 0;
     let canSendMore = true;
-    for (const buf of data) {
-      sentBytes += buf.byteLength;
-      canSendMore = this.socket.write(buf);
-      if (!canSendMore) break;
+    // Corked, the buffers of one list (yamux header, noise message...) leave in one writev
+    // instead of one syscall each.
+    this.socket.cork();
+    try {
+      for (const buf of data) {
+        sentBytes += buf.byteLength;
+        canSendMore = this.socket.write(buf);
+        if (!canSendMore) break;
+      }
+    } finally {
+      this.socket.uncork();
     }
     return { sentBytes, canSendMore };
   }
