@@ -11,6 +11,7 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execPlugin } from '../cni/exec-plugin.ts';
 import { run } from '../common/exec.ts';
 import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
 import { percentile, ratio } from './lib/stats.ts';
@@ -28,26 +29,12 @@ interface Invocation {
   ms: number;
 }
 
-function invoke(file: string, env: Record<string, string>, stdin: string): Promise<Invocation> {
+async function invoke(file: string, env: Record<string, string>, stdin: string): Promise<Invocation> {
   const started = performance.now();
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, [], { env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const ms = performance.now() - started;
-      if (code !== 0) reject(new Error(`${file} ${env.CNI_COMMAND} failed (${code}): ${stdout}${stderr}`));
-      else resolve({ code: code ?? -1, stdout, ms });
-    });
-    child.stdin.end(stdin);
-  });
+  const { code, stdout, stderr } = await execPlugin(file, env, stdin);
+  const ms = performance.now() - started;
+  if (code !== 0) throw new Error(`${file} ${env.CNI_COMMAND} failed (${code}): ${stdout}${stderr}`);
+  return { code, stdout, ms };
 }
 
 interface Plugin {

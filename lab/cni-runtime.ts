@@ -3,9 +3,9 @@
 // and its network config on stdin (name, cniVersion and, when chained, prevResult
 // injected), ADD in order and DEL in reverse with the cached result as prevResult, and keep
 // the results in a cache like libcni's (`<cacheDir>/<containerId>.json`).
-import { spawn } from 'node:child_process';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { execPlugin as runPlugin } from '../cni/exec-plugin.ts';
 
 export class CniCallError extends Error {
   readonly code: number;
@@ -73,32 +73,14 @@ function execPlugin(
   netconf: Record<string, unknown>,
   timeoutMs: number,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const env = {
-      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-      CNI_COMMAND: command,
-      CNI_CONTAINERID: target.containerId,
-      CNI_NETNS: target.netnsPath,
-      CNI_IFNAME: target.ifName,
-      CNI_PATH: target.binDir,
-    };
-    const child = spawn('ip', ['netns', 'exec', target.hostNetns, join(target.binDir, plugin)], {
-      env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      timeout: timeoutMs,
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding('utf8').on('data', (d: string) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    child.stdin.end(JSON.stringify(netconf));
-  });
+  const env = {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: target.containerId,
+    CNI_NETNS: target.netnsPath,
+    CNI_IFNAME: target.ifName,
+    CNI_PATH: target.binDir,
+  };
+  return runPlugin(join(target.binDir, plugin), env, JSON.stringify(netconf), { netns: target.hostNetns, timeoutMs });
 }
 
 async function invoke(

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { execPlugin as runPlugin } from '../../../cni/exec-plugin.ts';
 import { run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 
@@ -35,35 +36,20 @@ export interface ClientResult {
 }
 
 /** Runs an executable CNI plugin (ours or a reference one) the way a runtime does. */
-export function execPlugin(
+export async function execPlugin(
   file: string,
   env: Record<string, string>,
   stdin: string,
   opts: { netns?: string } = {},
 ): Promise<ClientResult> {
-  const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, file]] : [file, []];
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args as string[], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      let json: Record<string, unknown> | undefined;
-      try {
-        json = stdout.trim() ? JSON.parse(stdout) : undefined;
-      } catch {
-        json = undefined;
-      }
-      resolve({ code: code ?? -1, stdout, stderr, json });
-    });
-    child.stdin.end(stdin);
-  });
+  const run = await runPlugin(file, env, stdin, opts);
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = run.stdout.trim() ? JSON.parse(run.stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { ...run, json };
 }
 
 export interface Attachment {
