@@ -15,6 +15,7 @@ export interface PeerProcessConfig {
   relay: boolean;
   idleTimeoutMs?: number;
   autoPunch?: boolean;
+  /** Check every frame's SHA-256 (tests); off for throughput measurements. */
   verify?: boolean;
 }
 

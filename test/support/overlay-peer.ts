@@ -1,28 +1,14 @@
-// One overlay node as its own process (run inside a node namespace by the overlay tests
-// and bench): the real overlay with a forwarder double that checks every frame's SHA-256
-// trailer. Commands arrive as JSON lines on stdin; replies and events leave on stdout.
+// One overlay node as its own process (run inside a node namespace by the overlay tests):
+// the real overlay with a forwarder double that checks every frame's SHA-256 trailer. Commands arrive as JSON lines on stdin; replies and events leave on stdout.
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import type { PeerLink } from '../../dataplane/types.ts';
 import { type NodeLike, PeerDirectory } from '../../overlay/directory.ts';
 import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
+import type { PeerProcessConfig } from './overlay-peer-client.ts';
 
-interface PeerConfig {
-  name: string;
-  site: string;
-  keyPath: string;
-  listen: string[];
-  announce?: string[];
-  punchPort: number;
-  relay: boolean;
-  idleTimeoutMs?: number;
-  autoPunch?: boolean;
-  /** Check every frame's SHA-256 (tests); off for throughput benches. */
-  verify?: boolean;
-}
-
-const config = JSON.parse(process.argv[2] ?? '{}') as PeerConfig;
+const config = JSON.parse(process.argv[2] ?? '{}') as PeerProcessConfig;
 const out = (msg: object) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
 class CheckingForwarder implements ForwarderLike {
