@@ -170,7 +170,11 @@ export class Agent {
     await installCniClient(files.cniClient);
     await writeConflist(
       files.conflist,
-      await buildConflist({ socketPath: files.cniSocket, cniBinDir: cfg.paths.cniBinDir }),
+      await buildConflist({
+        socketPath: files.cniSocket,
+        cniBinDir: cfg.paths.cniBinDir,
+        cniVersion: cfg.cni.version,
+      }),
     );
 
     // The bridge carries the gateway address, which the TUN routes use as their source:

@@ -4,6 +4,7 @@
 // only when changed, so a restarting agent does not make the runtime reload for nothing.
 import { access, constants, readFile, rm } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
+import { type CniVersion, compareVersions, SUPPORTED_VERSIONS } from '../cni/spec.ts';
 import { writeFileAtomicIfChanged } from '../common/atomic-file.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 
@@ -24,15 +25,29 @@ async function executable(path: string): Promise<boolean> {
 }
 
 /**
+ * The conflist's `cniVersion` when the operator sets none. Runtimes built on libcni before
+ * 1.2 (containerd 1.6/1.7, CRI-O before 1.30, podman 4) refuse any result newer than 1.0.0,
+ * so 1.0.0 is what every runtime in use accepts; `cniVersions` (spec 1.1) offers the newer
+ * versions to the runtimes that read it, and those pick the highest they support.
+ */
+export const DEFAULT_CONFLIST_VERSION = '1.0.0' satisfies CniVersion;
+
+/**
  * The conflist: edgemesh first (it creates the interface and IP), then `portmap` for
  * hostPort when the host has the reference plugin, as flannel and calico ship it.
  */
-export async function buildConflist(opts: { socketPath: string; cniBinDir: string }): Promise<Record<string, unknown>> {
+export async function buildConflist(opts: {
+  socketPath: string;
+  cniBinDir: string;
+  cniVersion?: CniVersion;
+}): Promise<Record<string, unknown>> {
+  const cniVersion = opts.cniVersion ?? DEFAULT_CONFLIST_VERSION;
   const plugins: Record<string, unknown>[] = [{ type: CLIENT_NAME, socket: opts.socketPath }];
   if (await executable(`${opts.cniBinDir}/portmap`)) {
     plugins.push({ type: 'portmap', capabilities: { portMappings: true }, snat: true });
   }
-  return { cniVersion: '1.1.0', name: NETWORK_NAME, plugins };
+  const cniVersions = SUPPORTED_VERSIONS.filter((v) => compareVersions(v, cniVersion) >= 0);
+  return { cniVersion, ...(cniVersions.length > 1 ? { cniVersions } : {}), name: NETWORK_NAME, plugins };
 }
 
 export async function writeConflist(path: string, conflist: Record<string, unknown>): Promise<boolean> {

@@ -7,6 +7,7 @@ import ipaddr from 'ipaddr.js';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError, parseConfig } from '../common/config.ts';
+import { DEFAULT_CONFLIST_VERSION } from './cni-files.ts';
 
 const cidr = z.string().refine(
   (s) => {
@@ -90,6 +91,15 @@ export const agentConfigSchema = z
       .object({
         name: ifname.default('edgemesh-br0'),
         mtu: z.number().int().min(1280).max(65535).default(1500),
+      })
+      .prefault({}),
+    cni: z
+      .object({
+        /**
+         * The conflist's cniVersion. 1.0.0 by default: runtimes on libcni < 1.2 (containerd
+         * 1.6/1.7, podman 4) reject newer results; newer runtimes pick from `cniVersions`.
+         */
+        version: z.enum(['0.4.0', '1.0.0', '1.1.0']).default(DEFAULT_CONFLIST_VERSION),
       })
       .prefault({}),
     http: z.object({ listen: hostPort.default('127.0.0.1:9273') }).prefault({}),

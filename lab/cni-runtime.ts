@@ -6,6 +6,7 @@
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { execPlugin as runPlugin } from '../cni/exec-plugin.ts';
+import { compareVersions, isSupportedVersion } from '../cni/spec.ts';
 
 export class CniCallError extends Error {
   readonly code: number;
@@ -40,6 +41,8 @@ export interface CniResult {
 
 interface Conflist {
   cniVersion: string;
+  /** Spec 1.1: every version the configuration supports; newer runtimes pick from it. */
+  cniVersions?: string[];
   name: string;
   plugins: Array<Record<string, unknown> & { type: string }>;
 }
@@ -63,7 +66,10 @@ export async function loadConflist(confDir: string): Promise<Conflist> {
   if (typeof doc.name !== 'string' || typeof doc.cniVersion !== 'string' || !Array.isArray(doc.plugins)) {
     throw new Error(`${path}: not a network configuration list (needs name, cniVersion, plugins)`);
   }
-  return doc as Conflist;
+  // As libcni 1.2+ does: the highest version of `cniVersions` this runtime speaks wins.
+  const offered = Array.isArray(doc.cniVersions) ? doc.cniVersions.filter(isSupportedVersion) : [];
+  const cniVersion = offered.reduce((best, v) => (compareVersions(v, best) > 0 ? v : best), doc.cniVersion);
+  return { ...(doc as Conflist), cniVersion };
 }
 
 function execPlugin(

@@ -11,12 +11,14 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('CNI files on the host', () => {
-  it('writes a 1.1.0 conflist pointing the edgemesh plugin at the socket, chaining portmap when present', async () => {
+  it('writes a 1.0.0 conflist offering 1.1.0, pointing the edgemesh plugin at the socket, chaining portmap when present', async () => {
     const bin = join(dir, 'bin');
     const conf = join(dir, 'net.d', '10-edgemesh.conflist');
     const plain = await buildConflist({ socketPath: '/run/em/cni.sock', cniBinDir: bin });
+    // 1.0.0: runtimes on libcni < 1.2 (containerd 1.6/1.7, podman 4) refuse 1.1.0 results.
     expect(plain).toEqual({
-      cniVersion: '1.1.0',
+      cniVersion: '1.0.0',
+      cniVersions: ['1.0.0', '1.1.0'],
       name: 'edgemesh',
       plugins: [{ type: 'edgemesh', socket: '/run/em/cni.sock' }],
     });
@@ -34,6 +36,20 @@ describe('CNI files on the host', () => {
     await installCniClient(join(bin, 'portmap'), fakePortmap);
     const chained = await buildConflist({ socketPath: '/run/em/cni.sock', cniBinDir: bin });
     expect((chained.plugins as Array<{ type: string }>).map((p) => p.type)).toEqual(['edgemesh', 'portmap']);
+  });
+
+  it('writes the configured cniVersion and offers only the versions at or above it', async () => {
+    const bin = join(dir, 'bin');
+    expect(await buildConflist({ socketPath: '/s', cniBinDir: bin, cniVersion: '1.1.0' })).toMatchObject({
+      cniVersion: '1.1.0',
+    });
+    expect(await buildConflist({ socketPath: '/s', cniBinDir: bin, cniVersion: '1.1.0' })).not.toHaveProperty(
+      'cniVersions',
+    );
+    expect(await buildConflist({ socketPath: '/s', cniBinDir: bin, cniVersion: '0.4.0' })).toMatchObject({
+      cniVersion: '0.4.0',
+      cniVersions: ['0.4.0', '1.0.0', '1.1.0'],
+    });
   });
 
   it('installs the client executable atomically and says how to build it when missing', async () => {

@@ -81,6 +81,7 @@ describe('agent config', () => {
     expect(cfg.paths.runDir).toBe('/run/edgemesh');
     expect(cfg.overlay.listen).toEqual(['/ip4/0.0.0.0/tcp/4001']);
     expect(cfg.http.listen).toBe('127.0.0.1:9273');
+    expect(cfg.cni.version).toBe('1.0.0');
   });
 
   it('lets the environment override the file and flags override both', () => {
