@@ -21,7 +21,9 @@
 // (udp_gso.c) straight into a preallocated datagram buffer, sealed in place, and the batch
 // leaves with one sendmmsg(), equal-size runs as one UDP_SEGMENT message each.
 // Receive (reader thread): recvmmsg() with UDP_GRO into preallocated buffers, open each
-// datagram into one of a few preallocated delivery buffers, hand that buffer to JS through a
+// datagram into one of a few preallocated delivery buffers (consecutive TCP segments of one
+// flow coalesced back into a GSO super-packet there, as wireguard-go's tcpGRO does, so the
+// TUN takes one write per ~64 KiB), hand that buffer to JS through a
 // thread-safe function (bounded queue, blocking: when JS is slow the socket's receive queue
 // fills and the kernel drops, counted as socket-overflow). JS sees the buffer as an external
 // ArrayBuffer that is detached when the callback returns, so views cannot outlive the call
@@ -81,7 +83,8 @@
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
 #define DELIVERY_BYTES (RX_MSGS * RX_BUF_BYTES)
-#define REC_HDR 28  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr]
+#define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
+#define NO_RECORD SIZE_MAX
 
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
@@ -130,6 +133,7 @@ typedef struct {
   size_t used;
   uint32_t count;
   int err;
+  size_t last;  // offset of the last data record (a coalescing candidate), or NO_RECORD
 } delivery_t;
 
 typedef struct {
@@ -137,6 +141,7 @@ typedef struct {
   int refs;  // the JS handle and the thread-safe function each hold one
   int running, closed, hook_added;
   int gso_ok;  // UDP_SEGMENT works on this socket (cleared on the first failure)
+  int coalesce;  // merge received TCP segments into GSO super-packets before delivery
   atomic_int stop;
   pthread_t thread;
   napi_threadsafe_function tsfn;
@@ -168,7 +173,7 @@ typedef struct {
   uint8_t tx_type;
   // Counters.
   atomic_ullong drops[D_COUNT];
-  atomic_ullong rx_datagrams, tx_datagrams, rx_batches;
+  atomic_ullong rx_datagrams, tx_datagrams, rx_batches, rx_coalesced;
   atomic_uint last_overflow;
 } udp_t;
 
@@ -372,6 +377,21 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
       memcpy(rec + 12, &a->sin6_addr, 16);
     }
   }
+  memset(rec + 28, 0, 10);  // vnet: a plain packet unless coalesced below
+  size_t at;
+  if (type == MSG_DATA && u->coalesce && out->last != NO_RECORD && memcmp(out->buf + out->last + 4, rec + 4, 24) == 0) {
+    uint8_t *prev = out->buf + out->last;
+    uint32_t prev_len = get_le32(prev);
+    if (gro_tcp_append(prev + 28, prev + REC_HDR, prev_len, rec + REC_HDR, plen, &at)) {
+      // The segment's payload joins the previous record; its headers go away.
+      memmove(rec, rec + REC_HDR + at, plen - at);
+      put_le32(prev, prev_len + (uint32_t)(plen - at));
+      out->used += plen - at;
+      atomic_fetch_add_explicit(&u->rx_coalesced, 1, memory_order_relaxed);
+      return;
+    }
+  }
+  out->last = type == MSG_DATA ? out->used : NO_RECORD;
   out->used += REC_HDR + plen;
   out->count++;
 }
@@ -399,6 +419,7 @@ static void *reader_main(void *arg) {
     out->used = 0;
     out->count = 0;
     out->err = 0;
+    out->last = NO_RECORD;
     // Drain until the socket is empty or the delivery buffer might not hold another round.
     for (int round = 0; round < 4 && DELIVERY_BYTES - out->used >= (size_t)RX_MSGS * RX_BUF_BYTES / 4; round++) {
       size_t room = DELIVERY_BYTES - out->used;
@@ -647,7 +668,7 @@ static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port
 
 // ---- open --------------------------------------------------------------------------------
 
-// open({ bind, port, cipher, mtu, counterLimit? }, callback(arrayBuffer, count)) → handle { port }
+// open({ bind, port, cipher, mtu, counterLimit?, coalesce? }, callback(arrayBuffer, count)) → handle { port }
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], v;
@@ -671,6 +692,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: cipher must be a string");
   const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
   if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
+  bool coalesce = true;
+  if (prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
   int has = prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
@@ -743,6 +766,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->counter_limit = limit;
   u->max_inner = mtu;
   u->gso_ok = 1;
+  u->coalesce = coalesce;
   pthread_mutex_init(&u->lock, NULL);
   pthread_mutex_init(&u->pool_lock, NULL);
   pthread_cond_init(&u->pool_cond, NULL);
@@ -1157,6 +1181,8 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "txDatagrams", v));
   CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_batches), &v));
   CHECK(env, napi_set_named_property(env, o, "rxBatches", v));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_coalesced), &v));
+  CHECK(env, napi_set_named_property(env, o, "rxCoalesced", v));
   CHECK(env, napi_create_uint32(env, u->sessions, &v));
   CHECK(env, napi_set_named_property(env, o, "sessions", v));
   CHECK(env, napi_get_boolean(env, u->gso_ok, &v));

@@ -331,7 +331,7 @@ describe('native segmentation matches dataplane/segmentation.ts', () => {
   });
 
   it('segments a super-packet on send: B receives exactly the segments segmentation.ts makes', async () => {
-    const { a, b } = pair();
+    const { a, b } = pair('127.0.0.1', { coalesce: false });
     const p = superPacket({ v6: true, payload: 20_000, mss: 1300 }); // 1372-byte segments: below the 1420 default MTU
     const expected = toPlainPackets({ vnet: p.vnet, data: p.data.slice() });
     expect(expected.ok).toBe(true);
@@ -341,6 +341,62 @@ describe('native segmentation matches dataplane/segmentation.ts', () => {
     expect(b.packets.flatMap((r) => r.data)).toEqual(expected.packets.map((x) => x.data));
     // equal-size runs went out as UDP_SEGMENT messages (or one by one where refused)
     expect(a.sock.stats().txDatagrams).toBe(expected.packets.length);
+  });
+});
+
+describe('receive-side coalescing (GRO)', () => {
+  /** Opens a pair whose receiver keeps vnet headers, so coalesced super-packets can be checked. */
+  function groPair() {
+    const a = openSocket('127.0.0.1');
+    const got: Packet[] = [];
+    const b = UdpDataSocket.open({
+      bind: '127.0.0.1',
+      port: 0,
+      onPackets: (_i, batch) => {
+        for (const p of batch) got.push({ vnet: p.vnet.slice(), data: p.data.slice() });
+      },
+      onControl() {},
+    });
+    opened.push(b);
+    const k1 = randomBytes(32);
+    const k2 = randomBytes(32);
+    a.sock.addSession({ localIndex: 1, remoteIndex: 2, txKey: k1, rxKey: k2 }, { ip: '127.0.0.1', port: b.port });
+    b.addSession({ localIndex: 2, remoteIndex: 1, txKey: k2, rxKey: k1 });
+    return { a: a.sock, b, got };
+  }
+
+  for (const v6 of [false, true]) {
+    it(`merges the segments of a TCP/IPv${v6 ? 6 : 4} super-packet back into one that segments to the same packets`, async () => {
+      const { a, b, got } = groPair();
+      const p = superPacket({ v6, payload: 30_000, mss: 1200, id: 0xfff0 });
+      const segments = toPlainPackets({ vnet: p.vnet, data: p.data.slice() });
+      if (!segments.ok) throw new Error('bad test packet');
+      expect(a.send(1, [p])).toBe(1);
+      await until('data arrives', () => got.reduce((n, x) => n + x.data.length, 0) >= 30_000);
+      // everything that arrived in one receive batch is one super-packet; resegmenting gives the originals
+      expect(got.length).toBeLessThan(segments.packets.length);
+      expect(b.stats().rxCoalesced).toBe(segments.packets.length - got.length);
+      const again = got.flatMap((x) => {
+        const r = toPlainPackets(x);
+        if (!r.ok) throw new Error(r.reason);
+        return r.packets.map((s) => s.data);
+      });
+      expect(again).toEqual(segments.packets.map((s) => s.data));
+      expect(got[0]!.vnet[1]).toBe(v6 ? 4 : 1);
+    });
+  }
+
+  it('does not merge across flows, gaps, or other flags', async () => {
+    const { a, got } = groPair();
+    const one = superPacket({ v6: false, payload: 2400, mss: 1200, seq: 1000, tcpFlags: 0x10 });
+    const gap = superPacket({ v6: false, payload: 1200, mss: 1200, seq: 1000 + 2400 + 1, tcpFlags: 0x10 });
+    const syn = superPacket({ v6: false, payload: 1200, mss: 1200, seq: 1000 + 2400 + 1 + 1200, tcpFlags: 0x12 });
+    const udp = superPacket({ v6: false, udp: true, payload: 1200, mss: 1200 });
+    expect(a.send(1, [one, gap, syn, udp])).toBe(4);
+    await until('5 packets', () => got.length >= 4);
+    await sleep(100);
+    // one and its second segment merge; the gap, the SYN and the UDP packet stay apart
+    expect(got.map((x) => x.data.length)).toEqual([20 + 32 + 2400, 20 + 32 + 1200, 20 + 32 + 1200, 20 + 8 + 1200]);
   });
 });
 
