@@ -74,6 +74,8 @@ export interface UdpSocketStats {
   sessions: number;
   /** Whether sends still use UDP_SEGMENT (cleared when the path refuses it). */
   gso: boolean;
+  /** errno name of the last failed send (e.g. EMSGSIZE when the underlay MTU is below the tunnel's), or null. */
+  lastTxError: string | null;
   /** Drops by reason: short, bad-type, unknown-index, auth-failed, replay, oversize, counter-limit, ... */
   drops: Record<string, number>;
 }

@@ -166,6 +166,7 @@ typedef struct {
   uint32_t tx_len[TX_MAX_DGRAMS];
   struct mmsghdr tx_msgs[TX_MAX_DGRAMS];
   struct iovec tx_iov[TX_MAX_DGRAMS];
+  uint32_t tx_counts[TX_MAX_DGRAMS];  // datagrams per message
   uint8_t tx_cmsg[TX_MAX_DGRAMS][CMSG_SPACE(sizeof(uint16_t))];
   session_t *tx_sess;
   const struct sockaddr *tx_to;
@@ -175,6 +176,7 @@ typedef struct {
   atomic_ullong drops[D_COUNT];
   atomic_ullong rx_datagrams, tx_datagrams, rx_batches, rx_coalesced;
   atomic_uint last_overflow;
+  atomic_int last_tx_errno;
 } udp_t;
 
 #define CHECK(env, call)                                                                           \
@@ -944,15 +946,15 @@ static napi_value udp_session_info(napi_env env, napi_callback_info info) {
 
 // ---- send (JS thread) --------------------------------------------------------------------
 
-// Sends the datagrams staged in txbuf: equal-size runs become one UDP_SEGMENT message each.
-static void tx_flush(udp_t *u) {
-  if (u->tx_n == 0) return;
+// Lays the staged datagrams out as messages: with GSO, each equal-size run (the last one of
+// a run may be shorter) is one UDP_SEGMENT message. msg_len holds the datagram count.
+static uint32_t tx_build(udp_t *u, int gso) {
   uint32_t nmsg = 0;
   size_t off = 0;
   for (uint32_t i = 0; i < u->tx_n;) {
     uint32_t len = u->tx_len[i], j = i + 1;
     size_t total = len;
-    if (u->gso_ok) {
+    if (gso) {
       while (j < u->tx_n && j - i < TX_MAX_SEGS && u->tx_len[j] <= len && total + u->tx_len[j] <= MAX_DATAGRAM) {
         total += u->tx_len[j];
         if (u->tx_len[j++] < len) break;  // a shorter one ends the run
@@ -976,25 +978,25 @@ static void tx_flush(udp_t *u) {
       uint16_t gs = (uint16_t)len;
       memcpy(CMSG_DATA(c), &gs, sizeof gs);
     }
-    u->tx_msgs[nmsg].msg_len = j - i;  // reused below as "datagrams in this message"
+    u->tx_counts[nmsg] = j - i;
     off += total;
     nmsg++;
     i = j;
   }
+  return nmsg;
+}
+
+// Sends messages [0, nmsg); returns 0, or the errno that stopped it with *sent messages out.
+static int tx_send(udp_t *u, uint32_t nmsg, uint32_t *sent_out) {
   uint32_t sent = 0;
-  int waited = 0;
+  int waited = 0, err = 0;
   while (sent < nmsg) {
-    // msg_len is overwritten by the kernel with bytes sent: keep counts aside.
-    uint32_t counts[TX_MAX_DGRAMS];
-    for (uint32_t k = sent; k < nmsg; k++) counts[k] = u->tx_msgs[k].msg_len;
     int r = sendmmsg(u->fd, &u->tx_msgs[sent], nmsg - sent, MSG_DONTWAIT);
     if (r > 0) {
-      for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, counts[sent + k]);
+      for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, u->tx_counts[sent + k]);
       sent += (uint32_t)r;
-      for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
       continue;
     }
-    for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
     if (errno == EINTR) continue;
     if ((errno == EAGAIN || errno == ENOBUFS) && waited < 4) {
       // The socket's send queue is full: wait a moment for it, like a NIC queue, then drop.
@@ -1003,16 +1005,37 @@ static void tx_flush(udp_t *u) {
       waited++;
       continue;
     }
-    uint32_t left = 0;
-    for (uint32_t k = sent; k < nmsg; k++) left += u->tx_msgs[k].msg_len;
-    if ((errno == EIO || errno == EINVAL) && u->gso_ok && u->tx_msgs[sent].msg_hdr.msg_controllen) {
-      // A path without UDP segmentation: this batch is lost, later ones go one message per datagram.
-      u->gso_ok = 0;
-      atomic_fetch_add(&u->drops[D_TX_ERROR], left);
-    } else {
-      atomic_fetch_add(&u->drops[(errno == EAGAIN || errno == ENOBUFS) ? D_TX_FULL : D_TX_ERROR], left);
-    }
+    err = errno;
     break;
+  }
+  *sent_out = sent;
+  return err;
+}
+
+// Sends the datagrams staged in txbuf with one sendmmsg() (more only on a partial send).
+static void tx_flush(udp_t *u) {
+  if (u->tx_n == 0) return;
+  uint32_t nmsg = tx_build(u, u->gso_ok), sent = 0;
+  int err = tx_send(u, nmsg, &sent);
+  if (err && u->gso_ok && u->tx_msgs[sent].msg_hdr.msg_controllen) {
+    // UDP_SEGMENT refused (a device without it, or a segment above the device MTU): resend
+    // what is left one datagram per message. If that goes, the path lacks GSO: stop using it.
+    uint32_t skip = 0;
+    for (uint32_t k = 0; k < sent; k++) skip += u->tx_counts[k];
+    uint32_t all = tx_build(u, 0), sent2 = 0;
+    // Messages are now single datagrams: the first `skip` of them already went out.
+    memmove(&u->tx_msgs[0], &u->tx_msgs[skip], (all - skip) * sizeof u->tx_msgs[0]);
+    memmove(&u->tx_counts[0], &u->tx_counts[skip], (all - skip) * sizeof u->tx_counts[0]);
+    nmsg = all - skip;
+    err = tx_send(u, nmsg, &sent2);
+    if (!err) u->gso_ok = 0;
+    sent = sent2;
+  }
+  if (err) {
+    uint32_t left = 0;
+    for (uint32_t k = sent; k < nmsg; k++) left += u->tx_counts[k];
+    atomic_fetch_add(&u->drops[(err == EAGAIN || err == ENOBUFS) ? D_TX_FULL : D_TX_ERROR], left);
+    atomic_store(&u->last_tx_errno, err);
   }
   u->tx_n = 0;
   u->tx_used = 0;
@@ -1187,6 +1210,13 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "sessions", v));
   CHECK(env, napi_get_boolean(env, u->gso_ok, &v));
   CHECK(env, napi_set_named_property(env, o, "gso", v));
+  int last = atomic_load(&u->last_tx_errno);
+  if (last) {
+    CHECK(env, napi_create_string_utf8(env, errno_name(last), NAPI_AUTO_LENGTH, &v));
+  } else {
+    CHECK(env, napi_get_null(env, &v));
+  }
+  CHECK(env, napi_set_named_property(env, o, "lastTxError", v));
   CHECK(env, napi_create_object(env, &d));
   for (int i = 0; i < D_COUNT; i++) {
     uint64_t c = atomic_load(&u->drops[i]);

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ipBatch, run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
+import type { UdpSocketStats } from '../../../dataplane/udp-session.ts';
 
 const nodeScript = fileURLToPath(new URL('./udp-node.ts', import.meta.url));
 
@@ -29,7 +30,7 @@ export interface UdpNodeStats {
     icmpTooBig: number;
   };
   tun: { rxPackets: number; rxSuperPackets: number; txPackets: number; txSuperPackets: number; errors: number };
-  udp: { rxDatagrams: number; txDatagrams: number; rxBatches: number; gso: boolean; drops: Record<string, number> };
+  udp: UdpSocketStats;
   controls: number;
   cpuSeconds: number;
 }

@@ -1,7 +1,7 @@
 // The native UDP session engine over loopback: sealing round trips, control messages, the
 // replay window, and every kind of hostile datagram dropped and counted in C; plus the C
 // segmentation checked against dataplane/segmentation.ts for the same super-packets.
-import { randomBytes } from 'node:crypto';
+import { createCipheriv, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -181,6 +181,42 @@ describe('UdpDataSocket sealing round trip', () => {
     expect(() => UdpDataSocket.open({ bind: 'x', port: 0, onPackets() {}, onControl() {} })).toThrow(/bind/);
     a.sock.close();
     expect(() => a.sock.send(1, [])).toThrow(/EBADF/);
+  });
+});
+
+/** The documented wire format, sealed by node:crypto: an implementation that shares nothing with the addon. */
+function sealDatagram(key: Uint8Array, receiver: number, counter: bigint, body: Uint8Array, type = 4): Buffer {
+  const header = Buffer.alloc(16);
+  header[0] = type;
+  header.writeUInt32LE(receiver, 4);
+  header.writeBigUInt64LE(counter, 8);
+  const nonce = Buffer.alloc(12);
+  nonce.writeBigUInt64LE(counter, 4);
+  const c = createCipheriv('aes-256-gcm', key, nonce);
+  c.setAAD(header);
+  return Buffer.concat([header, c.update(body), c.final(), c.getAuthTag()]);
+}
+
+describe('wire format', () => {
+  it('opens datagrams sealed by another implementation of the documented format, data and control', async () => {
+    const { b, kAB } = pair();
+    const s = await sniffer();
+    await sendRaw(s.raw, sealDatagram(kAB, 22, 7n, payload(300, 5)), b.sock.port);
+    await sendRaw(s.raw, sealDatagram(kAB, 22, 8n, Uint8Array.of(9, 9), 5), b.sock.port);
+    await until('both arrive', () => b.count() === 1 && b.control.length === 1);
+    expect(b.packets[0]!.data[0]).toEqual(payload(300, 5));
+    expect(b.packets[0]!.from).toEqual({ ip: '127.0.0.1', port: s.port });
+    expect(b.control[0]!.data[0]).toEqual(Uint8Array.of(9, 9));
+  });
+
+  it('seals what another implementation opens: header, nonce from the counter, header as AAD', async () => {
+    const { a, kAB } = pair();
+    const s = await sniffer();
+    a.sock.setEndpoint(11, { ip: '127.0.0.1', port: s.port });
+    a.sock.send(11, [plain(payload(123, 1)), plain(payload(50, 2))]);
+    await until('2 captured', () => s.got.length === 2);
+    const expected = [sealDatagram(kAB, 22, 0n, payload(123, 1)), sealDatagram(kAB, 22, 1n, payload(50, 2))];
+    expect(s.got).toEqual(expected);
   });
 });
 
