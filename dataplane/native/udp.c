@@ -89,6 +89,24 @@
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
 
+// The few libuv calls loop mode needs, bound like the EVP ones to the Node binary's own
+// exports (there are no libuv headers to build against). The handle is opaque: a box far
+// larger than libuv 1.x's uv_poll_t (about 160 bytes on 64-bit Linux), whose first bytes
+// libuv owns; our pointer back to the socket sits after them.
+typedef struct uv_loop_s uv_loop_t;
+typedef struct {
+  _Alignas(16) unsigned char uv[512];
+  struct udp *u;
+} uv_poll_box_t;
+typedef void (*em_uv_poll_cb)(void *handle, int status, int events);
+typedef void (*em_uv_close_cb)(void *handle);
+extern int uv_poll_init(uv_loop_t *loop, void *handle, int fd);
+extern int uv_poll_start(void *handle, int events, em_uv_poll_cb cb);
+extern int uv_poll_stop(void *handle);
+extern void uv_close(void *handle, em_uv_close_cb cb);
+extern void uv_unref(void *handle);
+#define EM_UV_READABLE 1
+
 enum {
   D_SHORT,
   D_BAD_TYPE,
@@ -136,9 +154,16 @@ typedef struct {
   size_t last;  // offset of the last data record (a coalescing candidate), or NO_RECORD
 } delivery_t;
 
-typedef struct {
+typedef struct udp {
   int fd, stop_fd, family;
-  int refs;  // the JS handle and the thread-safe function each hold one
+  int refs;  // the JS handle and the receiver (thread-safe function, or the uv_poll handle) each hold one
+  // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop (loop).
+  int loop_mode;
+  napi_env env;
+  napi_ref cb_ref;
+  napi_async_context async_ctx;
+  uv_poll_box_t *poll;
+  void *loop_rx;  // rx_ctx_t of loop mode
   int running, closed, hook_added;
   int gso_ok;  // UDP_SEGMENT works on this socket (cleared on the first failure)
   int coalesce;  // merge received TCP segments into GSO super-packets before delivery
@@ -398,13 +423,97 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
   out->count++;
 }
 
-static void *reader_main(void *arg) {
-  udp_t *u = arg;
-  uint8_t *rx = malloc((size_t)RX_MSGS * RX_BUF_BYTES);
+// Receive scratch space: recvmmsg() lands here before opening (one per receive mode).
+typedef struct {
+  uint8_t *buf;  // RX_MSGS * RX_BUF_BYTES
   struct mmsghdr msgs[RX_MSGS];
   struct iovec iov[RX_MSGS];
   struct sockaddr_storage from[RX_MSGS];
   uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
+} rx_ctx_t;
+
+static rx_ctx_t *rx_ctx_new(void) {
+  rx_ctx_t *rx = calloc(1, sizeof *rx);
+  if (rx && !(rx->buf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
+    free(rx);
+    return NULL;
+  }
+  return rx;
+}
+
+static void rx_ctx_free(rx_ctx_t *rx) {
+  if (!rx) return;
+  free(rx->buf);
+  free(rx);
+}
+
+static void delivery_reset(delivery_t *out, uint8_t *buf) {
+  out->buf = buf;
+  out->used = 0;
+  out->count = 0;
+  out->err = 0;
+  out->last = NO_RECORD;
+}
+
+// Reads and opens datagrams into `out` until the socket is empty or `out` might not hold
+// another round. Returns 1 when it stopped because `out` filled up (more may be waiting).
+static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+  for (int round = 0; round < 4; round++) {
+    size_t room = DELIVERY_BYTES - out->used;
+    int want = (int)(room / RX_BUF_BYTES);
+    if (want > RX_MSGS) want = RX_MSGS;
+    if (want < RX_MSGS / 4) return 1;
+    for (int i = 0; i < want; i++) {
+      rx->iov[i].iov_base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      rx->iov[i].iov_len = RX_BUF_BYTES;
+      memset(&rx->msgs[i].msg_hdr, 0, sizeof rx->msgs[i].msg_hdr);
+      rx->msgs[i].msg_hdr.msg_name = &rx->from[i];
+      rx->msgs[i].msg_hdr.msg_namelen = sizeof rx->from[i];
+      rx->msgs[i].msg_hdr.msg_iov = &rx->iov[i];
+      rx->msgs[i].msg_hdr.msg_iovlen = 1;
+      rx->msgs[i].msg_hdr.msg_control = rx->ctrl[i];
+      rx->msgs[i].msg_hdr.msg_controllen = sizeof rx->ctrl[i];
+    }
+    int got = recvmmsg(u->fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+    if (got <= 0) return 0;
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&u->lock);
+    for (int i = 0; i < got; i++) {
+      struct msghdr *m = &rx->msgs[i].msg_hdr;
+      size_t len = rx->msgs[i].msg_len;
+      size_t seg = len;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int g;
+          memcpy(&g, CMSG_DATA(c), sizeof g);
+          if (g > 0) seg = (size_t)g;
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          uint32_t o;
+          memcpy(&o, CMSG_DATA(c), sizeof o);
+          uint32_t prev = atomic_exchange(&u->last_overflow, o);
+          if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
+        }
+      }
+      if (m->msg_flags & MSG_TRUNC) {
+        count_drop(u, D_OVERSIZE);
+        continue;
+      }
+      const uint8_t *base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      for (size_t off = 0; off < len; off += seg) {
+        size_t dl = len - off < seg ? len - off : seg;
+        atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
+        open_datagram(u, base + off, dl, &rx->from[i], out, now);
+      }
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (got < want) return 0;
+  }
+  return 1;
+}
+
+static void *reader_main(void *arg) {
+  udp_t *u = arg;
+  rx_ctx_t *rx = rx_ctx_new();
   struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
   if (!rx) return NULL;
   while (!atomic_load(&u->stop)) {
@@ -417,61 +526,8 @@ static void *reader_main(void *arg) {
     int slot = pool_take(u);
     if (slot < 0) break;
     delivery_t *out = &u->deliveries[slot];
-    out->buf = u->pool[slot];
-    out->used = 0;
-    out->count = 0;
-    out->err = 0;
-    out->last = NO_RECORD;
-    // Drain until the socket is empty or the delivery buffer might not hold another round.
-    for (int round = 0; round < 4 && DELIVERY_BYTES - out->used >= (size_t)RX_MSGS * RX_BUF_BYTES / 4; round++) {
-      size_t room = DELIVERY_BYTES - out->used;
-      int want = (int)(room / RX_BUF_BYTES);
-      if (want > RX_MSGS) want = RX_MSGS;
-      if (want < 1) break;
-      for (int i = 0; i < want; i++) {
-        iov[i].iov_base = rx + (size_t)i * RX_BUF_BYTES;
-        iov[i].iov_len = RX_BUF_BYTES;
-        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-        msgs[i].msg_hdr.msg_name = &from[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_control = ctrl[i];
-        msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
-      }
-      int got = recvmmsg(u->fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
-      if (got <= 0) break;
-      uint64_t now = now_ns();
-      pthread_mutex_lock(&u->lock);
-      for (int i = 0; i < got; i++) {
-        size_t len = msgs[i].msg_len;
-        size_t seg = len;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int g;
-            memcpy(&g, CMSG_DATA(c), sizeof g);
-            if (g > 0) seg = (size_t)g;
-          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t o;
-            memcpy(&o, CMSG_DATA(c), sizeof o);
-            uint32_t prev = atomic_exchange(&u->last_overflow, o);
-            if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
-          }
-        }
-        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-          count_drop(u, D_OVERSIZE);
-          continue;
-        }
-        const uint8_t *base = rx + (size_t)i * RX_BUF_BYTES;
-        for (size_t off = 0; off < len; off += seg) {
-          size_t dl = len - off < seg ? len - off : seg;
-          atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
-          open_datagram(u, base + off, dl, &from[i], out, now);
-        }
-      }
-      pthread_mutex_unlock(&u->lock);
-      if (got < want) break;
-    }
+    delivery_reset(out, u->pool[slot]);
+    rx_drain(u, rx, out);
     if (out->count == 0) {
       pool_give(u, slot);
       continue;
@@ -483,7 +539,7 @@ static void *reader_main(void *arg) {
       break;
     }
   }
-  free(rx);
+  rx_ctx_free(rx);
   return NULL;
 }
 
@@ -495,27 +551,72 @@ static void noop_finalize(napi_env env, void *data, void *hint) {
 
 static void udp_unref(udp_t *u);
 
-// JS thread: delivery → callback(arrayBuffer, count); the buffer is detached afterwards.
+// JS thread: hands one delivery to the callback as an ArrayBuffer that is detached after
+// the call (views kept past it see an empty buffer, never reused memory).
+static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d) {
+  napi_value argv[2], result, ab, recv;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_get_undefined(env, &recv);
+  if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) == napi_ok) {
+    argv[0] = ab;
+    napi_create_uint32(env, d->count, &argv[1]);
+    if (u->loop_mode) {
+      // From a libuv callback: make_callback runs the microtasks and reports exceptions
+      // (its receiver must be an object).
+      napi_value err;
+      napi_get_global(env, &recv);
+      if (napi_make_callback(env, u->async_ctx, recv, cb, 2, argv, &result) == napi_pending_exception &&
+          napi_get_and_clear_last_exception(env, &err) == napi_ok)
+        napi_fatal_exception(env, err);
+    } else {
+      napi_call_function(env, recv, cb, 2, argv, &result);
+    }
+    napi_detach_arraybuffer(env, ab);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+// Thread mode, JS thread: the reader's delivery → callback, then the buffer back to the pool.
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   udp_t *u = context;
   delivery_t *d = data;
   int slot = (int)(d - u->deliveries);
-  if (env == NULL || cb == NULL) {
-    pool_give(u, slot);
-    return;
-  }
-  napi_value undefined, argv[2], result, ab;
-  napi_get_undefined(env, &undefined);
-  if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) != napi_ok) {
-    pool_give(u, slot);
-    return;
-  }
-  argv[0] = ab;
-  napi_create_uint32(env, d->count, &argv[1]);
-  napi_call_function(env, undefined, cb, 2, argv, &result);
-  // Views kept past the call see a detached (empty) buffer, never reused memory.
-  napi_detach_arraybuffer(env, ab);
+  if (env != NULL && cb != NULL) deliver_js(env, u, cb, d);
   pool_give(u, slot);
+}
+
+// Loop mode: libuv says the socket is readable; read, open and deliver on this thread,
+// a bounded number of batches per wake-up so one busy socket cannot starve the loop.
+static void on_readable(void *handle, int status, int events) {
+  (void)events;
+  uv_poll_box_t *box = handle;
+  udp_t *u = box->u;
+  if (status < 0 || u->closed) return;
+  napi_env env = u->env;
+  napi_handle_scope scope;
+  napi_value cb;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_get_reference_value(env, u->cb_ref, &cb) == napi_ok && cb) {
+    for (int batch = 0; batch < 8 && !u->closed; batch++) {
+      delivery_t *out = &u->deliveries[0];
+      delivery_reset(out, u->pool[0]);
+      int more = rx_drain(u, u->loop_rx, out);
+      if (out->count > 0) {
+        atomic_fetch_add(&u->rx_batches, 1);
+        deliver_js(env, u, cb, out);
+      }
+      if (!more) break;
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll_closed(void *handle) {
+  uv_poll_box_t *box = handle;
+  udp_t *u = box->u;
+  free(box);
+  udp_unref(u);
 }
 
 // ---- lifecycle ---------------------------------------------------------------------------
@@ -530,7 +631,22 @@ static void udp_shutdown(udp_t *u) {
   pthread_mutex_lock(&u->pool_lock);
   pthread_cond_broadcast(&u->pool_cond);
   pthread_mutex_unlock(&u->pool_lock);
-  napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
+  if (u->tsfn) napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
+  if (u->poll) {
+    uv_poll_stop(u->poll);
+    uv_close(u->poll, on_poll_closed);  // on_poll_closed drops the poll handle's reference
+    u->poll = NULL;
+  }
+  rx_ctx_free(u->loop_rx);
+  u->loop_rx = NULL;
+  if (u->cb_ref) {
+    napi_delete_reference(u->env, u->cb_ref);
+    u->cb_ref = NULL;
+  }
+  if (u->async_ctx) {
+    napi_async_destroy(u->env, u->async_ctx);
+    u->async_ctx = NULL;
+  }
   if (u->running) {
     pthread_join(u->thread, NULL);
     u->running = 0;
@@ -670,7 +786,7 @@ static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port
 
 // ---- open --------------------------------------------------------------------------------
 
-// open({ bind, port, cipher, mtu, counterLimit?, coalesce? }, callback(arrayBuffer, count)) → handle { port }
+// open({ bind, port, cipher, mtu, counterLimit?, coalesce?, receiver? }, callback(arrayBuffer, count)) → handle { port }
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], v;
@@ -696,6 +812,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
   bool coalesce = true;
   if (prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
+  char receiver[16] = "thread";
+  if (prop(env, argv[0], "receiver", napi_string, &v) == 0)
+    napi_get_value_string_utf8(env, v, receiver, sizeof receiver, &n);
+  int loop_mode = strcmp(receiver, "loop") == 0;
+  if (!loop_mode && strcmp(receiver, "thread") != 0)
+    return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread' or 'loop'");
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
   int has = prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
@@ -788,28 +910,60 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, ENOMEM, "allocating the UDP buffers");
   }
   napi_value name, handle;
+  u->env = env;
+  u->loop_mode = loop_mode;
   CHECK(env, napi_create_string_utf8(env, "edgemesh_udp_reader", NAPI_AUTO_LENGTH, &name));
-  if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
-                                      &u->tsfn) != napi_ok) {
-    close(fd);
-    close(u->stop_fd);
-    u->refs = 1;
-    udp_unref(u);
-    return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
+  if (loop_mode) {
+    uv_loop_t *loop = NULL;
+    napi_valuetype cbt;
+    int failed = napi_typeof(env, argv[1], &cbt) != napi_ok || cbt != napi_function ||
+                 napi_get_uv_event_loop(env, (struct uv_loop_s **)&loop) != napi_ok ||
+                 napi_create_reference(env, argv[1], 1, &u->cb_ref) != napi_ok ||
+                 napi_async_init(env, NULL, name, &u->async_ctx) != napi_ok || !(u->loop_rx = rx_ctx_new()) ||
+                 !(u->poll = calloc(1, sizeof *u->poll));
+    if (!failed) {
+      u->poll->u = u;
+      failed = uv_poll_init(loop, u->poll, fd) != 0;
+      if (failed) {
+        free(u->poll);  // never initialised: nothing for libuv to close
+        u->poll = NULL;
+      }
+    }
+    if (failed) {
+      u->refs = 1;
+      u->closed = 0;
+      udp_shutdown(u);
+      udp_unref(u);
+      return throw_plain(env, "EINVAL", "EINVAL: cannot poll the socket on the event loop");
+    }
+    u->refs = 2;
+    uv_poll_start(u->poll, EM_UV_READABLE, on_readable);
+    uv_unref(u->poll);  // an open socket alone does not keep Node alive
+  } else {
+    if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
+                                        &u->tsfn) != napi_ok) {
+      close(fd);
+      close(u->stop_fd);
+      u->refs = 1;
+      udp_unref(u);
+      return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
+    }
+    u->refs = 2;
+    napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   }
-  u->refs = 2;
-  napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   CHECK(env, napi_create_object(env, &handle));
   CHECK(env, napi_type_tag_object(env, handle, &UDP_TAG));
   CHECK(env, napi_wrap(env, handle, u, finalize_handle, NULL, NULL));
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
-  int rc = pthread_create(&u->thread, NULL, reader_main, u);
-  if (rc != 0) {
-    udp_shutdown(u);
-    return throw_errno(env, rc, "pthread_create");
+  if (!loop_mode) {
+    int rc = pthread_create(&u->thread, NULL, reader_main, u);
+    if (rc != 0) {
+      udp_shutdown(u);
+      return throw_errno(env, rc, "pthread_create");
+    }
+    u->running = 1;
   }
-  u->running = 1;
   napi_add_env_cleanup_hook(env, cleanup_hook, u);
   u->hook_added = 1;
   return handle;

@@ -4,6 +4,7 @@
 //
 //   ip netns exec NS node test/integration/dataplane/udp-node.ts --tun NAME --address 10.201.0.1/32 \
 //     --local 10.201.0.0/24 --peer nodeB --peer-cidr 10.202.0.0/24 --bind :: --port 7000 [--mtu 1400]
+//     [--receiver thread|loop] [--coalesce 0|1]
 //
 // Control: one command per stdin line, "<id> <command> [json]"; replies are JSON lines on
 // stdout ({"id":..,"result":..} or {"id":..,"error":..}); events are {"event":..}.
@@ -29,6 +30,8 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     offload: { type: 'string', default: '1' },
     mtu: { type: 'string', default: '1400' },
+    receiver: { type: 'string', default: 'thread' },
+    coalesce: { type: 'string', default: '1' },
   },
 });
 
@@ -60,6 +63,8 @@ const socket = UdpDataSocket.open({
     controls++;
   },
   onError: (err) => log.error({ err: String(err) }, 'handler failed'),
+  receiver: args.receiver === 'loop' ? 'loop' : 'thread',
+  coalesce: args.coalesce !== '0',
 });
 let link: UdpSessionLink | undefined;
 // The attacker's socket: a separate port in this namespace, for replayed and forged datagrams.
