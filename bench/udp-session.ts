@@ -125,6 +125,14 @@ async function startNodes(path: Path, round: number): Promise<[NodeProcess, Node
   return [a, b];
 }
 
+/** Datagrams the kernel dropped on full UDP receive buffers in `ns` (the iperf3 server's, there). */
+async function udpReceiveBufferErrors(ns: string): Promise<number> {
+  const snmp = await run('ip', ['netns', 'exec', ns, 'cat', '/proc/net/snmp']);
+  const [names, nums] = snmp.split('\n').filter((l) => l.startsWith('Udp:'));
+  const i = names!.split(/\s+/).indexOf('RcvbufErrors');
+  return Number(nums!.split(/\s+/)[i]);
+}
+
 interface NodeStats {
   tun: { rxPackets: number; txPackets: number };
   forwarder: { drops: Record<string, number> };
@@ -150,7 +158,9 @@ async function measure(path: Path, round: number): Promise<Sample> {
     const rtt = await pingRtt(nsA, POD_B, 300);
     console.log(`[bench] ${path} round ${round + 1}: RTT p50 ${rtt.p50Ms} ms, p99 ${rtt.p99Ms} ms`);
     const before = await Promise.all([a.command<NodeStats>('stats'), b.command<NodeStats>('stats')]);
+    const rcvbuf0 = await udpReceiveBufferErrors(nsB);
     const udp = await iperfClient({ netns: nsA, server: POD_B, seconds, udpRate: String(values['udp-rate']) });
+    const rcvbuf = (await udpReceiveBufferErrors(nsB)) - rcvbuf0;
     const after = await Promise.all([a.command<NodeStats>('stats'), b.command<NodeStats>('stats')]);
     // where packets went missing: read from A's TUN, written into B's, and what each side counted
     const moved = (i: 0 | 1, f: (s: NodeStats) => number) => f(after[i]) - f(before[i]);
@@ -158,7 +168,7 @@ async function measure(path: Path, round: number): Promise<Sample> {
     console.log(
       `[bench] ${path} round ${round + 1}: UDP at ${values['udp-rate']} lost ${udp.lossPercent?.toFixed(1)} % ` +
         `(A's TUN read ${moved(0, (s) => s.tun.rxPackets)}, B's TUN written ${moved(1, (s) => s.tun.txPackets)}; ` +
-        `drops A ${drops(after[0])} B ${drops(after[1])})`,
+        `drops A ${drops(after[0])} B ${drops(after[1])}; UDP receive-buffer overflows in B's namespace ${rcvbuf})`,
     );
     return {
       gbps: tcp.gbps,
