@@ -15,7 +15,7 @@
 // the counter. Senders refuse to pass the counter limit, so the overlay must rekey first.
 // Receivers drop (and count) anything short, of an unknown type or index, failing
 // authentication, or replayed (2048-bit sliding window, RFC 6479 style, updated only after
-// the tag checked). None of it reaches JS.
+// the tag checked; it tolerates 1984 datagrams of reordering). None of it reaches JS.
 //
 // Send (JS thread, one call per batch): each packet is segmented if it is a GSO super-packet
 // (udp_gso.c) straight into a preallocated datagram buffer, sealed in place, and the batch
@@ -82,8 +82,13 @@
 #define RX_BUF_BYTES 65536
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
-#define DELIVERY_BYTES (RX_MSGS * RX_BUF_BYTES)
 #define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
+// A record is at most REC_HDR - OVERHEAD bytes longer than its datagram, and one received
+// message (GRO) holds at most RX_BUF_BYTES / OVERHEAD datagrams: the most one message can
+// take in a delivery buffer. Opening writes plaintext before the tag is checked, so even
+// forged datagrams must fit.
+#define RX_MSG_WORST (RX_BUF_BYTES + (RX_BUF_BYTES / OVERHEAD) * (REC_HDR - OVERHEAD))
+#define DELIVERY_BYTES ((size_t)RX_MSGS * RX_MSG_WORST)
 #define NO_RECORD SIZE_MAX
 
 #define SESSION_BUCKETS 1024
@@ -122,12 +127,13 @@ enum {
   D_GSO_MALFORMED,
   D_GSO_UNSUPPORTED,
   D_SOCKET_OVERFLOW,
+  D_QUEUE_FULL,
   D_COUNT
 };
 static const char *const DROP_NAMES[D_COUNT] = {
     "short",           "bad-type", "unknown-index", "auth-failed",    "replay",          "oversize",
     "counter-limit",   "no-endpoint", "no-session", "tx-full",        "tx-error",        "gso-malformed",
-    "gso-unsupported", "socket-overflow"};
+    "gso-unsupported", "socket-overflow", "queue-full"};
 
 typedef struct {
   uint64_t last;  // highest counter accepted + 1 (0 = none yet)
@@ -379,6 +385,10 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
   uint64_t counter = get_le64(d + 8);
   if (counter >= u->counter_limit || !replay_check(&s->replay, counter)) { count_drop(u, D_REPLAY); return; }
   uint8_t *rec = out->buf + out->used;
+  if (out->used + REC_HDR + (len - OVERHEAD) > DELIVERY_BYTES) {  // cannot happen (see RX_MSG_WORST): refuse, never overflow
+    count_drop(u, D_QUEUE_FULL);
+    return;
+  }
   if (aead_open(s->rx, d, len, counter, rec + REC_HDR) != 0) { count_drop(u, D_AUTH); return; }
   replay_mark(&s->replay, counter);
   s->rx_packets++;
@@ -460,7 +470,7 @@ static void delivery_reset(delivery_t *out, uint8_t *buf) {
 static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
   for (int round = 0; round < 4; round++) {
     size_t room = DELIVERY_BYTES - out->used;
-    int want = (int)(room / RX_BUF_BYTES);
+    int want = (int)(room / RX_MSG_WORST);
     if (want > RX_MSGS) want = RX_MSGS;
     if (want < RX_MSGS / 4) return 1;
     for (int i = 0; i < want; i++) {
