@@ -201,6 +201,7 @@ export class UdpDataSocket {
   #parts: Uint8Array[] = [];
   #handlerErrors = 0;
   #closed = false;
+  #finalStats: UdpSocketStats | undefined;
 
   private constructor(n: NativeUdp, opts: UdpDataSocketOptions) {
     this.#native = n;
@@ -281,19 +282,24 @@ export class UdpDataSocket {
     return this.#native.udpSendControl(this.#handle, localIndex, message, to?.ip, to?.port);
   }
 
+  /** A session's counters (the overlay rekeys on their age and count); undefined when unknown or closed. */
   session(localIndex: number): UdpSessionInfo | undefined {
+    if (this.#closed) return undefined;
     return this.#native.udpSession(this.#handle, localIndex);
   }
 
+  /** Socket counters; after close(), the last ones. */
   stats(): UdpSocketStats {
+    if (this.#finalStats) return structuredClone(this.#finalStats);
     const s = this.#native.udpStats(this.#handle);
     if (this.#handlerErrors > 0) s.drops['handler-error'] = this.#handlerErrors;
     return s;
   }
 
-  /** Stops the reader thread, closes the socket and wipes every session's keys. Idempotent. */
+  /** Stops the receiver, closes the socket and wipes every session's keys. Idempotent. */
   close(): void {
     if (this.#closed) return;
+    this.#finalStats = { ...this.stats(), sessions: 0 };
     this.#closed = true;
     this.#native.udpClose(this.#handle);
   }

@@ -219,6 +219,9 @@ describe.each(['thread', 'loop'] as const)('UdpDataSocket sealing round trip (%s
     expect(() => UdpDataSocket.open({ bind: 'x', port: 0, onPackets() {}, onControl() {} })).toThrow(/bind/);
     a.sock.close();
     expect(() => a.sock.send(1, [])).toThrow(/EBADF/);
+    expect(a.sock.session(1)).toBeUndefined();
+    expect(a.sock.stats()).toMatchObject({ sessions: 0, txDatagrams: 0 });
+    a.sock.close(); // idempotent
   });
 });
 
