@@ -49,7 +49,16 @@ await configureInterface({ dev: tun.name, address: addresses });
 const isV6 = (s: string) => s.includes(':');
 for (const dst of list('peer-cidr')) {
   const src = addresses.find((a) => isV6(a) === isV6(dst));
-  await ensureRoute({ dst, dev: tun.name, ...(src ? { src: src.split('/')[0]! } : {}) });
+  // A fresh IPv6 address is tentative (DAD) for a moment: as a route source it is refused until then.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await ensureRoute({ dst, dev: tun.name, ...(src ? { src: src.split('/')[0]! } : {}) });
+      break;
+    } catch (err) {
+      if (attempt >= 50 || !String(err).includes('Invalid source address')) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 const fwd = new Forwarder({ tun, localCidrs: list('local'), logger: log.child({ component: 'forwarder' }) });
