@@ -52,6 +52,7 @@
 #include <unistd.h>
 
 #include "udp_gso.h"
+#include "udp_wire.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -62,16 +63,11 @@
 
 #define MSG_DATA 4
 #define MSG_CONTROL 5
-#define HDR_LEN 16
-#define TAG_LEN 16
-#define OVERHEAD (HDR_LEN + TAG_LEN)
 #define MAX_DATAGRAM 65507
 #define MAX_CONTROL 1200
 // WireGuard's REJECT_AFTER_MESSAGES: far beyond any rekey-by-count, far below nonce reuse.
 #define DEFAULT_COUNTER_LIMIT (UINT64_MAX - 8192 - 1)
 
-#define REPLAY_BITS 2048
-#define REPLAY_WORDS (REPLAY_BITS / 64)
 
 // Send side: datagrams of one send() call, flushed early when full.
 #define TX_BUF_BYTES (2 * 1024 * 1024)
@@ -135,10 +131,6 @@ static const char *const DROP_NAMES[D_COUNT] = {
     "counter-limit",   "no-endpoint", "no-session", "tx-full",        "tx-error",        "gso-malformed",
     "gso-unsupported", "socket-overflow", "queue-full"};
 
-typedef struct {
-  uint64_t last;  // highest counter accepted + 1 (0 = none yet)
-  uint64_t bitmap[REPLAY_WORDS];
-} replay_t;
 
 typedef struct session {
   struct session *next;
@@ -241,89 +233,6 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline void put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }  // x86/arm64: little-endian
-static inline void put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static inline uint32_t get_le32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t get_le64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-
-// ---- AEAD ------------------------------------------------------------------------------
-
-static const EVP_CIPHER *cipher_by_name(const char *name) {
-  if (strcmp(name, "aes-256-gcm") == 0) return EVP_aes_256_gcm();
-  if (strcmp(name, "chacha20-poly1305") == 0) return EVP_chacha20_poly1305();
-  return NULL;
-}
-
-static EVP_CIPHER_CTX *aead_new(const EVP_CIPHER *c, const uint8_t key[32], int enc) {
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-  if (!ctx) return NULL;
-  if (EVP_CipherInit_ex(ctx, c, NULL, key, NULL, enc) != 1) {
-    EVP_CIPHER_CTX_free(ctx);
-    return NULL;
-  }
-  return ctx;
-}
-
-static void nonce_of(uint8_t nonce[12], uint64_t counter) {
-  memset(nonce, 0, 4);
-  put_le64(nonce + 4, counter);
-}
-
-// Seals in place: hdr[0..16) is the AAD, hdr+16 holds len plaintext bytes, the tag follows.
-static int aead_seal(EVP_CIPHER_CTX *ctx, uint8_t *hdr, size_t len, uint64_t counter) {
-  uint8_t nonce[12];
-  int outl = 0;
-  nonce_of(nonce, counter);
-  uint8_t *p = hdr + HDR_LEN;
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1) return -1;
-  if (EVP_CipherUpdate(ctx, NULL, &outl, hdr, HDR_LEN) != 1) return -1;
-  if (len > 0 && EVP_CipherUpdate(ctx, p, &outl, p, (int)len) != 1) return -1;
-  if (EVP_CipherFinal_ex(ctx, p + len, &outl) != 1) return -1;
-  return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, p + len) == 1 ? 0 : -1;
-}
-
-// Opens dgram (header, ciphertext, tag) into out; 0 when authentic.
-static int aead_open(EVP_CIPHER_CTX *ctx, const uint8_t *dgram, size_t len, uint64_t counter, uint8_t *out) {
-  uint8_t nonce[12];
-  int outl = 0;
-  size_t clen = len - OVERHEAD;
-  nonce_of(nonce, counter);
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1) return -1;
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(dgram + len - TAG_LEN)) != 1) return -1;
-  if (EVP_CipherUpdate(ctx, NULL, &outl, dgram, HDR_LEN) != 1) return -1;
-  if (clen > 0 && EVP_CipherUpdate(ctx, out, &outl, dgram + HDR_LEN, (int)clen) != 1) return -1;
-  return EVP_CipherFinal_ex(ctx, out + clen, &outl) == 1 ? 0 : -1;
-}
-
-// ---- replay window (RFC 6479 style, as WireGuard's) -------------------------------------
-
-static bool replay_check(const replay_t *r, uint64_t counter) {
-  uint64_t c = counter + 1;  // stored shifted so that 0 means "nothing yet"
-  if (c > r->last) return true;
-  if (r->last - c >= REPLAY_BITS - 64) return false;  // older than the window
-  return !(r->bitmap[(c >> 6) & (REPLAY_WORDS - 1)] & (1ull << (c & 63)));
-}
-
-static void replay_mark(replay_t *r, uint64_t counter) {
-  uint64_t c = counter + 1;
-  uint64_t index = c >> 6;
-  if (c > r->last) {
-    uint64_t current = r->last >> 6;
-    uint64_t diff = index - current;
-    if (diff > REPLAY_WORDS) diff = REPLAY_WORDS;
-    for (uint64_t i = 1; i <= diff; i++) r->bitmap[(current + i) & (REPLAY_WORDS - 1)] = 0;
-    r->last = c;
-  }
-  r->bitmap[index & (REPLAY_WORDS - 1)] |= 1ull << (c & 63);
-}
 
 // ---- sessions ----------------------------------------------------------------------------
 
@@ -1406,109 +1315,9 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// ---- test and bench helpers ---------------------------------------------------------------
-
-typedef struct {
-  uint8_t *buf;
-  size_t used, cap;
-  uint32_t lens[4096];
-  uint32_t n;
-} plain_sink_t;
-
-static uint8_t *plain_reserve(void *ctx, size_t len) {
-  plain_sink_t *p = ctx;
-  if (p->n >= 4096 || p->used + len > p->cap) return NULL;
-  return p->buf + p->used;
-}
-
-static void plain_commit(void *ctx, size_t len) {
-  plain_sink_t *p = ctx;
-  p->lens[p->n++] = (uint32_t)len;
-  p->used += len;
-}
-
-// segment(vnet, data) → Uint8Array[] of plain packets, or a string naming the refusal.
-static napi_value udp_segment(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], out, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint8_t *vnet, *data;
-  size_t vl, dl;
-  if (argc < 2 || get_bytes(env, argv[0], &vnet, &vl) || get_bytes(env, argv[1], &data, &dl) || vl != 10)
-    return throw_plain(env, "EINVAL", "EINVAL: segment(vnet: 10 bytes, data)");
-  plain_sink_t *p = calloc(1, sizeof *p);
-  if (!p) return throw_errno(env, ENOMEM, "segment");
-  p->cap = dl + 4096 * 120;
-  p->buf = malloc(p->cap);
-  seg_sink_t sink = {plain_reserve, plain_commit, p};
-  int rc = p->buf ? gso_to_plain(vnet, data, dl, &sink) : SEG_NO_ROOM;
-  if (rc != SEG_OK) {
-    const char *why = rc == SEG_UNSUPPORTED ? "gso-unsupported"
-                      : rc == SEG_CSUM_MALFORMED ? "csum-malformed"
-                      : rc == SEG_NO_ROOM        ? "no-room"
-                                                 : "gso-malformed";
-    free(p->buf);
-    free(p);
-    CHECK(env, napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &out));
-    return out;
-  }
-  CHECK(env, napi_create_array_with_length(env, p->n, &out));
-  size_t off = 0;
-  for (uint32_t i = 0; i < p->n; i++) {
-    void *mem;
-    napi_value ab;
-    CHECK(env, napi_create_arraybuffer(env, p->lens[i], &mem, &ab));
-    memcpy(mem, p->buf + off, p->lens[i]);
-    off += p->lens[i];
-    CHECK(env, napi_create_typedarray(env, napi_uint8_array, p->lens[i], ab, 0, &v));
-    CHECK(env, napi_set_element(env, out, i, v));
-  }
-  free(p->buf);
-  free(p);
-  return out;
-}
-
-// cryptoBench(cipher, size, iterations) → { sealNsPerByte, openNsPerByte } with Node's OpenSSL.
-static napi_value udp_crypto_bench(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], o, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char name[32] = {0};
-  size_t nl;
-  uint32_t size, iters;
-  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nl) != napi_ok ||
-      get_u32_arg(env, argv[1], &size) || get_u32_arg(env, argv[2], &iters) || size < 1 || size > 65000 || iters < 1)
-    return throw_plain(env, "EINVAL", "EINVAL: cryptoBench(cipher, size 1-65000, iterations)");
-  const EVP_CIPHER *c = cipher_by_name(name);
-  if (!c) return throw_plain(env, "EINVAL", "EINVAL: unknown cipher");
-  uint8_t key[32] = {1, 2, 3};
-  uint8_t *buf = calloc(1, size + OVERHEAD), *out = calloc(1, size + OVERHEAD);
-  EVP_CIPHER_CTX *tx = aead_new(c, key, 1), *rx = aead_new(c, key, 0);
-  int failed = !buf || !out || !tx || !rx;
-  uint64_t t0 = now_ns();
-  for (uint32_t i = 0; i < iters && !failed; i++) failed = aead_seal(tx, buf, size, i) != 0;
-  uint64_t t1 = now_ns();
-  for (uint32_t i = 0; i < iters && !failed; i++) {
-    aead_seal(tx, buf, size, i);  // fresh tag for this counter
-    failed = aead_open(rx, buf, size + OVERHEAD, i, out) != 0;
-  }
-  uint64_t t2 = now_ns();
-  EVP_CIPHER_CTX_free(tx);
-  EVP_CIPHER_CTX_free(rx);
-  free(buf);
-  free(out);
-  if (failed) return throw_plain(env, "EM_CRYPTO", "EM_CRYPTO: benchmark seal/open failed");
-  double bytes = (double)size * iters;
-  CHECK(env, napi_create_object(env, &o));
-  CHECK(env, napi_create_double(env, (double)(t1 - t0) / bytes, &v));
-  CHECK(env, napi_set_named_property(env, o, "sealNsPerByte", v));
-  // The open loop also sealed: subtract the sealing time measured above.
-  CHECK(env, napi_create_double(env, ((double)(t2 - t1) - (double)(t1 - t0)) / bytes, &v));
-  CHECK(env, napi_set_named_property(env, o, "openNsPerByte", v));
-  return o;
-}
-
 // Called from tun.c's module init: adds this file's functions to the addon's exports.
+napi_status edgemesh_udp_tools_init(napi_env env, napi_value exports);  // udp_tools.c
+
 napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1520,8 +1329,7 @@ napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
       {"udpSendControl", NULL, udp_send_control, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"udpSegment", NULL, udp_segment, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"udpCryptoBench", NULL, udp_crypto_bench, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_status st = napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return st == napi_ok ? edgemesh_udp_tools_init(env, exports) : st;
 }
