@@ -23,7 +23,12 @@ if (
   typeof process.execve === 'function' &&
   !process.execArgv.some((a) => a.startsWith('--scavenger-max-new-space-capacity-mb'))
 ) {
-  process.execve(process.execPath, [process.execPath, ...process.execArgv, ...AGENT_V8_FLAGS, ...process.argv.slice(1)]);
+  process.execve(process.execPath, [
+    process.execPath,
+    ...process.execArgv,
+    ...AGENT_V8_FLAGS,
+    ...process.argv.slice(1),
+  ]);
 }
 // Type stripping still announces itself as experimental on some 24.x releases; the
 // warning is noise for operators, every other warning is kept.
