@@ -7,8 +7,10 @@
 # and the native build (build/edgemesh_tun.node, build/edgemesh). Then `podman build` with
 # deploy/Dockerfile (FROM scratch) turns that tree into an image.
 #
-#   scripts/image.sh [--tag NAME] [--rootfs-only] [--save FILE.tar]
+#   scripts/image.sh [--tag NAME] [--work DIR] [--rootfs-only] [--save FILE.tar]
 #     --tag          image name (default localhost/edgemesh-cni:<package.json version>)
+#     --work         where the root filesystem is assembled (default build/image; removed
+#                    after a build unless --rootfs-only; the .deb cache stays in build/image/debs)
 #     --rootfs-only  stop after build/image/rootfs (to build it with docker: see docs/install.md)
 #     --save         also write the image as a docker-archive (for `docker load` / `podman load`)
 #
@@ -22,9 +24,11 @@ version=$(node -p 'require("./package.json").version')
 tag="localhost/edgemesh-cni:${version}"
 rootfs_only=false
 save=""
+work="$repo/build/image"
 while [ $# -gt 0 ]; do
   case "$1" in
     --tag) tag="$2"; shift 2 ;;
+    --work) work=$(realpath -m "$2"); shift 2 ;;
     --rootfs-only) rootfs_only=true; shift ;;
     --save) save="$2"; shift 2 ;;
     *) echo "image.sh: unknown argument $1 (see the comment at the top of scripts/image.sh)" >&2; exit 2 ;;
@@ -36,10 +40,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 t0=$(date +%s)
-work="$repo/build/image"
 rootfs="$work/rootfs"
-debs="$work/debs"   # kept between builds: a cache of the downloaded packages
-mkdir -p "$debs"
+debs="$repo/build/image/debs"   # kept between builds: a cache of the downloaded packages
+mkdir -p "$debs" "$work"
 rm -rf "$rootfs"
 mkdir -p "$rootfs"
 
@@ -57,7 +60,7 @@ packages=(libc6 libgcc-s1 libstdc++6 gcc-12-base
   iptables libxtables12 libip4tc2 libip6tc2 libnetfilter-conntrack3 libnfnetlink0 libnftnl11
   netbase busybox-static)
 download() { (cd "$debs" && apt-get download -qq "$@" util-linux); }
-if ! download "${packages[@]}" 2>"$work/apt.err"; then
+if ! download "${packages[@]}" 2>/dev/null; then
   apt-get update -qq
   download "${packages[@]}"
 fi
@@ -131,6 +134,7 @@ podman build --quiet --no-cache -f "$repo/deploy/Dockerfile" -t "$tag" \
   --label "org.opencontainers.image.version=${version}" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   "$rootfs" >/dev/null
+rm -rf "$rootfs"
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 if [ -n "$save" ]; then
   rm -f "$save"
