@@ -243,6 +243,8 @@ export class Agent {
         return { attempts: punch.attempts, results: { success: punch.successes, ...punch.failures } };
       },
       ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
+      refusedNodes: () => directory.ignored.size,
+      nodeEventErrors: () => watch.handlerErrors,
     });
     this.ready = true;
     this.metrics.setReady(true);

@@ -24,6 +24,10 @@ export interface MetricsSources {
   drops(): Record<string, number>;
   holePunch(): HolePunchCounts;
   ipam(): IpamUsage[];
+  /** Nodes whose edgemesh annotations were refused (invalid, conflicting), now. */
+  refusedNodes(): number;
+  /** Exceptions caught in Node event handlers (each skipped one event). */
+  nodeEventErrors(): number;
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -50,6 +54,7 @@ export class AgentMetrics {
   readonly registry = new Registry();
   private readonly cniLatency: Histogram<'operation' | 'result'>;
   private sources: MetricsSources | undefined;
+  readonly unhandledRejections: Counter;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgemesh_' });
@@ -136,6 +141,7 @@ export class AgentMetrics {
       },
     });
     const ipam = () => this.sources?.ipam() ?? [];
+    const refused = () => this.sources?.refusedNodes() ?? 0;
     new Gauge({
       name: 'edgemesh_ipam_addresses_used',
       help: 'Pod addresses leased in a node block',
@@ -155,6 +161,26 @@ export class AgentMetrics {
         this.reset();
         for (const u of ipam()) this.set({ cidr: u.cidr }, u.capacity);
       },
+    });
+    new Gauge({
+      name: 'edgemesh_nodes_refused',
+      help: 'Nodes whose edgemesh annotations this agent refuses (see the agent log or status for why)',
+      registers: [this.registry],
+      collect() {
+        this.set(refused());
+      },
+    });
+    mirroredCounter(
+      this.registry,
+      'edgemesh_node_event_errors_total',
+      'Node events whose handling failed (logged and skipped, never fatal)',
+      [],
+      () => [[{}, this.sources?.nodeEventErrors() ?? 0]],
+    );
+    this.unhandledRejections = new Counter({
+      name: 'edgemesh_unhandled_rejections_total',
+      help: 'Promise rejections nothing handled (logged; a bug to report)',
+      registers: [this.registry],
     });
     new Gauge({
       name: 'edgemesh_ready',

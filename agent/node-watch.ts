@@ -1,7 +1,8 @@
 // Watches every Node (an informer: list, then watch, relist on 410) and feeds each peer to
 // the overlay's directory and the forwarder's route table; route changes are signalled to
 // the reconciler. A Node without (valid) edgemesh annotations is ignored with its reason:
-// its agent may just not have started yet.
+// its agent may just not have started yet. Every handler is guarded: whatever one Node
+// carries, an exception in its handling is logged and counted, never fatal to the agent.
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import type { Logger } from '../common/log.ts';
 import type { PeerDirectory, PeerInfo } from '../overlay/directory.ts';
@@ -33,6 +34,8 @@ export class NodeWatch {
   private restartTimer: NodeJS.Timeout | undefined;
   /** Informer errors seen (each is followed by a restart). */
   errors = 0;
+  /** Exceptions caught in event handlers (a bug or input nobody foresaw; the event is skipped). */
+  handlerErrors = 0;
   /** Each peer's InternalIPs (one per family on dual-stack nodes), from its Node status. */
   private readonly internal = new Map<string, string[]>();
 
@@ -40,22 +43,49 @@ export class NodeWatch {
     this.opts = opts;
     this.log = opts.logger;
     const { directory, forwarder, onChange } = opts;
-    directory.on('peer:added', (p: PeerInfo) => {
-      forwarder.setPeer(p.node, p.podCidrs);
-      this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer added');
-      onChange();
-    });
-    directory.on('peer:updated', (p: PeerInfo) => {
-      forwarder.setPeer(p.node, p.podCidrs);
-      this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer changed');
-      onChange();
-    });
-    directory.on('peer:removed', (p: PeerInfo) => {
-      forwarder.removePeer(p.node);
-      this.log.info({ peer: p.node }, 'peer removed');
-      onChange();
-    });
-    directory.on('peer:ignored', (node: string, reason: string) => this.log.debug({ node, reason }, 'node ignored'));
+    directory.on('peer:added', (p: PeerInfo) =>
+      this.guarded('peer:added', p.node, () => {
+        forwarder.setPeer(p.node, p.podCidrs);
+        this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer added');
+        onChange();
+      }),
+    );
+    directory.on('peer:updated', (p: PeerInfo) =>
+      this.guarded('peer:updated', p.node, () => {
+        forwarder.setPeer(p.node, p.podCidrs);
+        this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer changed');
+        onChange();
+      }),
+    );
+    directory.on('peer:removed', (p: PeerInfo) =>
+      this.guarded('peer:removed', p.node, () => {
+        forwarder.removePeer(p.node);
+        this.log.info({ peer: p.node }, 'peer removed');
+        onChange();
+      }),
+    );
+    directory.on('peer:ignored', (node: string, reason: string) => this.log.warn({ node, reason }, 'node refused'));
+  }
+
+  /** Runs one event's handling; an exception is logged and counted instead of ending the process. */
+  private guarded(event: string, node: string | undefined, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.handlerErrors++;
+      // A peer whose update could not be applied must not keep routes from before it.
+      if (node !== undefined && event !== 'peer:removed') {
+        try {
+          this.opts.forwarder.removePeer(node);
+        } catch {
+          // already logged below; nothing more to undo
+        }
+      }
+      this.log.error(
+        { event, node, err: err instanceof Error ? err.message : String(err) },
+        'Node event handler failed',
+      );
+    }
   }
 
   /** Applies one Node object (add or update). Exposed for tests. */
@@ -91,9 +121,9 @@ export class NodeWatch {
   async start(): Promise<void> {
     const informer = this.opts.api.nodeInformer();
     this.informer = informer;
-    informer.on('add', (n) => this.upsert(n));
-    informer.on('update', (n) => this.upsert(n));
-    informer.on('delete', (n) => this.remove(n));
+    informer.on('add', (n) => this.guarded('add', n.metadata?.name, () => this.upsert(n)));
+    informer.on('update', (n) => this.guarded('update', n.metadata?.name, () => this.upsert(n)));
+    informer.on('delete', (n) => this.guarded('delete', undefined, () => this.remove(n)));
     informer.on('error', (err: unknown) => {
       this.errors++;
       if (this.stopped) return;

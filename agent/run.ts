@@ -14,6 +14,15 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   const log = logger('agent', { node: config.nodeName });
   const metrics = new AgentMetrics();
   const agent = new Agent(config, { logger: log, metrics });
+  // A rejection nobody handled is a bug, but not one that should take every pod's network
+  // on this node down with it: log it, count it, keep serving.
+  process.on('unhandledRejection', (reason) => {
+    metrics.unhandledRejections.inc();
+    log.error(
+      { err: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) },
+      'unhandled rejection',
+    );
+  });
   let startError: string | null = null;
 
   const http = await startHttpServer(config.http.listen, {

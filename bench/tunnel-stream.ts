@@ -45,7 +45,7 @@ for (const [i, h] of hosts.entries()) {
         multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
         podCidrs: [`10.244.${i}.0/24`],
         site: `s${i}`,
-        nodeIp: '127.0.0.1',
+        nodeIp: `192.0.2.${i + 1}`, // never contacted: only host-gw routes use it
       }),
     });
   }

@@ -93,9 +93,9 @@ export async function removeRoute(r: RouteSpec, opts: NetnsOption = {}): Promise
 }
 
 /**
- * Applies many route changes with one `ip -batch` process: replaces first, then deletes.
- * Deletes of routes that are already gone are not errors; any other failure throws with
- * iproute2's messages.
+ * Applies many route changes with `ip -batch`: replaces first, then deletes. Every line is
+ * tried; deletes of routes that are already gone are not errors; any other refusal throws,
+ * naming the refused lines, after the rest of the batch was applied.
  */
 export async function applyRoutes(
   changes: { replace?: readonly RouteSpec[]; remove?: readonly RouteSpec[] },
@@ -103,14 +103,41 @@ export async function applyRoutes(
 ): Promise<void> {
   const replace = (changes.replace ?? []).map((r) => `route replace ${routeArgs(r).join(' ')}`);
   const remove = (changes.remove ?? []).map((r) => `route del ${routeArgs(r).join(' ')}`);
-  if (replace.length > 0) await ipBatch(replace, opts.netns ? { netns: opts.netns } : {});
-  if (remove.length === 0) return;
+  const failed = [...(await forcedBatch(replace, opts)), ...(await forcedBatch(remove, opts))].filter(
+    (f) => !(f.line.startsWith('route del') && isAlreadyGone(f.message)),
+  );
+  if (failed.length > 0) {
+    throw new Error(
+      `${failed.length} route change(s) refused (the others were applied): ${failed.map((f) => `"${f.line}": ${f.message}`).join('; ')}`,
+    );
+  }
+}
+
+/**
+ * Runs `ip -force -batch`, so one line the kernel refuses does not keep the lines after it
+ * from being applied, and returns the refused lines with iproute2's message for each.
+ */
+async function forcedBatch(lines: string[], opts: NetnsOption): Promise<{ line: string; message: string }[]> {
+  if (lines.length === 0) return [];
   try {
-    await ipBatch(remove, { ...(opts.netns ? { netns: opts.netns } : {}), force: true });
+    await ipBatch(lines, { ...(opts.netns ? { netns: opts.netns } : {}), force: true });
+    return [];
   } catch (err) {
     if (!(err instanceof CommandError)) throw err;
-    const real = err.stderr.split('\n').filter((l) => l.trim() && !isAlreadyGone(l) && !/^Command failed/.test(l));
-    if (real.length > 0) throw err;
+    // iproute2 prints the error, then "Command failed -:<line number>" for each refused line.
+    const failed: { line: string; message: string }[] = [];
+    let message: string[] = [];
+    for (const text of err.stderr.split('\n')) {
+      const at = /^Command failed -:(\d+)/.exec(text);
+      if (!at) {
+        if (text.trim()) message.push(text.trim());
+        continue;
+      }
+      failed.push({ line: lines[Number(at[1]) - 1] ?? `line ${at[1]}`, message: message.join(' ') });
+      message = [];
+    }
+    if (failed.length === 0) throw err;
+    return failed;
   }
 }
 

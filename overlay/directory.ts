@@ -6,6 +6,7 @@ import { EventEmitter } from 'node:events';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import ipaddr from 'ipaddr.js';
+import { CidrError, parseCidr } from '../dataplane/route-table.ts';
 import { ipOf, isCircuit, isPublicIp } from './addresses.ts';
 import { Annotations, Labels } from './annotations.ts';
 
@@ -143,19 +144,34 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
     }
   }
 
-  const podCidrs = (ann[Annotations.podCidrs] ?? '')
-    .split(',')
-    .map((c) => c.trim())
-    .filter(Boolean);
-  for (const cidr of podCidrs) {
-    if (!ipaddr.isValidCIDR(cidr)) return fail(`${Annotations.podCidrs} holds an invalid CIDR "${cidr}"`);
+  // Checked with the parser the forwarder and the route table use, and kept only in its
+  // canonical form: ipaddr.js alone accepts "10.1/16", "0xa.0.0.0/8" or "167772161/8",
+  // which the forwarder then refused by throwing inside the Node watch.
+  const podCidrs: string[] = [];
+  for (const text of (ann[Annotations.podCidrs] ?? '').split(',').map((c) => c.trim())) {
+    if (!text) continue;
+    let canonical: string;
+    try {
+      canonical = parseCidr(text).text;
+    } catch (err) {
+      const why = err instanceof CidrError ? err.message : String(err);
+      return fail(`${Annotations.podCidrs} holds an invalid CIDR: ${why}`);
+    }
+    if (canonical !== text)
+      return fail(`${Annotations.podCidrs} holds "${text}", which is not canonical (${canonical})`);
+    podCidrs.push(canonical);
   }
 
   const site = ann[Annotations.site] ?? labels[Labels.site] ?? '';
   if (!site) return fail(`no site (${Annotations.site} annotation or label)`);
 
   const nodeIp = ann[Annotations.nodeIp] ?? '';
-  if (!ipaddr.isValid(nodeIp)) return fail(`${Annotations.nodeIp} "${nodeIp}" is not an IP address`);
+  if (!isPlainIp(nodeIp)) return fail(`${Annotations.nodeIp} "${nodeIp}" is not an IP address`);
+  // A next hop for host-gw routes: never the node's own loopback, a link-local or a multicast address.
+  const nodeIpRange = ipaddr.parse(nodeIp).range();
+  if (['loopback', 'linkLocal', 'multicast', 'unspecified', 'broadcast'].includes(nodeIpRange)) {
+    return fail(`${Annotations.nodeIp} "${nodeIp}" is a ${nodeIpRange} address, not a node address`);
+  }
 
   let punchPort: number | undefined;
   const punchText = ann[Annotations.punchPort];
@@ -187,6 +203,12 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
       publicAddrs,
     },
   };
+}
+
+/** A dotted-quad IPv4 or an IPv6 address (not ipaddr.js's looser forms such as "10.1" or "0xa.0.0.1"). */
+function isPlainIp(text: string): boolean {
+  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return true;
+  return text.includes(':') && !text.includes('%') && ipaddr.IPv6.isValid(text);
 }
 
 /** The annotations/labels a node publishes for itself (the inverse of parsePeerInfo). */

@@ -47,6 +47,13 @@ describe('agent: two sites, direct tunnel', () => {
     await cluster.cleanup();
   }, 60_000);
 
+  it('runs the agent with the young-generation cap that keeps Buffer garbage in Scavenges (same pid)', async () => {
+    // `ip netns exec` and the entry's execve both keep the pid: this is the agent process.
+    const cmdline = (await run('cat', [`/proc/${a.agent!.pid}/cmdline`])).split('\0');
+    expect(cmdline).toContain('--scavenger-max-new-space-capacity-mb=8');
+    expect(cmdline).toContain('agent');
+  });
+
   it('routes other sites through the TUN (no host-gw) and pods reach each other by Pod IP', async () => {
     const routes = await cluster.podRoutes(a);
     expect(routes.filter((r) => r.includes(' via '))).toEqual([]);

@@ -110,4 +110,17 @@ describe('host-net', () => {
     );
     expect(batchMs).toBeLessThan(singleMs);
   });
+
+  it('applies every other line of a batch when the kernel refuses one, then reports the refusal', async () => {
+    await configureInterface({ dev, address: '10.99.0.1/32', netns: ns });
+    const before: RouteSpec = { dst: '10.77.1.0/24', dev, src: '10.99.0.1' };
+    // A source address this namespace does not have: the kernel refuses this line alone.
+    const refused: RouteSpec = { dst: '10.77.2.0/24', dev, src: '10.98.0.9' };
+    const after: RouteSpec = { dst: '10.77.3.0/24', dev, src: '10.99.0.1' };
+    await expect(applyRoutes({ replace: [before, refused, after] }, { netns: ns })).rejects.toThrow(/10\.77\.2\.0/);
+    const dsts = (await listRoutes(dev, { netns: ns })).map((r) => r.dst);
+    expect(dsts).toEqual(expect.arrayContaining(['10.77.1.0/24', '10.77.3.0/24']));
+    expect(dsts).not.toContain('10.77.2.0/24');
+    await applyRoutes({ remove: [before, after] }, { netns: ns });
+  });
 });

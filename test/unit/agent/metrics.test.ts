@@ -37,6 +37,8 @@ describe('agent metrics', () => {
       drops: () => ({ 'spoofed-source': 3, 'no-route': 0 }),
       holePunch: () => ({ attempts: 4, results: { success: 3, timeout: 1 } }),
       ipam: () => [{ cidr: '10.244.1.0/24', used: 5, capacity: 253 }],
+      refusedNodes: () => 2,
+      nodeEventErrors: () => 1,
     });
     metrics.observeCni('ADD', 0.004, true);
     metrics.setReady(true);
@@ -51,6 +53,9 @@ describe('agent metrics', () => {
     expect(text).toContain('edgemesh_ipam_addresses_used{cidr="10.244.1.0/24"} 5');
     expect(text).toContain('edgemesh_cni_operation_duration_seconds_bucket{le="0.005",operation="ADD",result="ok"} 1');
     expect(text).toContain('edgemesh_ready 1');
+    expect(text).toContain('edgemesh_nodes_refused 2');
+    expect(text).toContain('edgemesh_node_event_errors_total 1');
+    expect(text).toContain('edgemesh_unhandled_rejections_total 0');
     expect(text).toContain('# TYPE edgemesh_peer_tx_bytes_total counter');
     // Counters follow their source on the next scrape, without double counting.
     tx = 5000;

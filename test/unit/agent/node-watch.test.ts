@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import type { V1Node } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { agentConfigSchema } from '../../../agent/config.ts';
@@ -5,9 +6,19 @@ import type { NodeApi } from '../../../agent/kube.ts';
 import { NodeWatch } from '../../../agent/node-watch.ts';
 import { resolveIdentity } from '../../../agent/self-node.ts';
 import { silentLogger } from '../../../common/log.ts';
+import { Forwarder } from '../../../dataplane/forwarder.ts';
+import type { PacketIO } from '../../../dataplane/types.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
 
 const PEER_ID = '12D3KooWGLmu861KbXD6HjhGKVBSFtR7saza4j8J25nP2RPWHwnp';
+/** Distinct valid peer IDs (a directory refuses two Nodes with one ID). */
+const IDS = [
+  '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK',
+  '12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq',
+  '12D3KooWSvKm7CjcLgiPcpr2xjZQ3tMF25U3GHoW6vWkN8w9nqNb',
+  '12D3KooWQZnbsbQj4tcvZzBW3gpZ5kZq8cKvdAzKhJv1KZFCzMXM',
+  '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN',
+];
 
 function node(name: string, opts: { cidr?: string; site?: string; ips?: string[]; peerId?: string } = {}): V1Node {
   return {
@@ -83,6 +94,79 @@ describe('NodeWatch', () => {
     t.watch.upsert({ metadata: { name: 'fresh' }, status: {} });
     expect(t.directory.list()).toEqual([]);
     expect(t.directory.ignored.get('fresh')).toMatch(/peer-id/);
+  });
+});
+
+/** An informer double: the watch subscribes to it; the test emits the API server's events. */
+function fakeInformer(initial: V1Node[]) {
+  const events = new EventEmitter();
+  const informer = Object.assign(events, {
+    start: async () => {
+      for (const n of initial) events.emit('add', n);
+    },
+    stop: async () => undefined,
+    list: () => initial,
+  });
+  return informer;
+}
+
+describe('NodeWatch with the real forwarder: hostile annotations', () => {
+  const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
+
+  it('refuses pod CIDRs the forwarder would not parse, and keeps serving every other Node', async () => {
+    const directory = new PeerDirectory();
+    const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
+    const good = node('good', { cidr: '10.244.2.0/24' });
+    // ipaddr.js accepts all of these; the forwarder's parser does not. One of them on one
+    // Node took down every agent of a 9-node lab before this was checked.
+    const hostile = ['10.1/16', '0xa.0.0.0/8', '167772161/8', '10.244.3.7/24', '010.244.3.0/24'].map((cidr, i) =>
+      node(`bad-${i}`, { cidr, peerId: IDS[i]! }),
+    );
+    const informer = fakeInformer([...hostile, good]);
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory,
+      forwarder,
+      onChange: () => undefined,
+      logger: silentLogger(),
+    });
+    await watch.start();
+    expect(directory.list().map((p) => p.node)).toEqual(['good']);
+    for (const n of hostile) expect(directory.ignored.get(n.metadata!.name!)).toMatch(/pod-cidrs/);
+    expect(Object.keys(forwarder.stats().peers)).toEqual(['good']);
+    // An update that turns a good Node bad removes it instead of crashing.
+    informer.emit('update', node('good', { cidr: '10.1/16' }));
+    expect(directory.list()).toEqual([]);
+    expect(Object.keys(forwarder.stats().peers)).toEqual([]);
+    expect(watch.handlerErrors).toBe(0);
+    await watch.stop();
+  });
+
+  it('survives a handler that throws: the event is logged and counted, the peer left without routes', async () => {
+    const directory = new PeerDirectory();
+    const removed: string[] = [];
+    const informer = fakeInformer([]);
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory,
+      forwarder: {
+        setPeer: () => {
+          throw new Error('kernel said no');
+        },
+        removePeer: (n) => removed.push(n),
+      },
+      onChange: () => undefined,
+      logger: silentLogger(),
+    });
+    await watch.start();
+    expect(() => informer.emit('add', node('peer'))).not.toThrow();
+    expect(watch.handlerErrors).toBe(1);
+    expect(removed).toEqual(['peer']);
+    informer.emit('delete', node('peer'));
+    expect(watch.handlerErrors).toBe(1);
+    await watch.stop();
   });
 });
 

@@ -39,6 +39,28 @@ function node(
 }
 
 describe('parsePeerInfo', () => {
+  it.each([
+    ['10.1/16', /invalid CIDR/],
+    ['0xa.0.0.0/8', /invalid CIDR/],
+    ['167772161/8', /invalid CIDR/],
+    ['10.244.1.7/24', /not canonical \(10\.244\.1\.0\/24\)/],
+    ['fd00:244:1::1/64', /not canonical/],
+    ['10.244.1.0/24, garbage', /invalid CIDR/],
+  ])('refuses the pod CIDR annotation %s (forms ipaddr.js alone would accept)', (cidrs, why) => {
+    const r = parsePeerInfo(node('n1', ids[0]!, { [Annotations.podCidrs]: cidrs }));
+    expect(r.ok).toBe(false);
+    expect((r as { reason: string }).reason).toMatch(why);
+  });
+
+  it.each(['127.0.0.1', '::1', 'fe80::1', '169.254.0.9', '0.0.0.0', '224.0.0.1', '10.1', 'fd00::1%eth0'])(
+    'refuses the node IP %s (never a host-gw next hop)',
+    (nodeIp) => {
+      const r = parsePeerInfo(node('n1', ids[0]!, { [Annotations.nodeIp]: nodeIp }));
+      expect(r.ok).toBe(false);
+      expect((r as { reason: string }).reason).toMatch(/node-ip/);
+    },
+  );
+
   it('parses a complete node and classifies TEST-NET as public, RFC 1918 as not', () => {
     const r = parsePeerInfo(node('n1', ids[0]!));
     expect(r.ok).toBe(true);
