@@ -12,7 +12,10 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(iproute2 iptables iperf3 tcpdump util-linux procps kmod psmisc iputils-ping
-  containernetworking-plugins nebula wireguard-go build-essential)
+  containernetworking-plugins nebula wireguard-go build-essential
+  podman runc busybox-static)
+# podman + runc: `npm run image` builds the agent image, `lab up --containers` and the container
+# e2e tests run agents and pods under them; busybox-static is the pods' local image there.
 # kubectl: Debian's kubernetes-client, unless another package already provides it.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()
