@@ -246,7 +246,6 @@ describe('deploy/ manifests', () => {
     expect(install).toContain(image);
     expect(install).toContain('npm run image');
   });
-
 });
 
 describe("the lab's container mode follows the DaemonSet", () => {
