@@ -18,6 +18,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
+import { tryRun } from '../common/exec.ts';
 import { REPO_ROOT } from './state.ts';
 
 export const DAEMONSET_PATH = join(REPO_ROOT, 'deploy/daemonset.yaml');
@@ -233,4 +234,14 @@ export function podmanRlimitFlags(): string[] {
   const nofile = hard('Max open files') ?? 1048576;
   const nproc = Math.min(hard('Max processes') ?? pidMax, pidMax);
   return ['--ulimit', `nofile=${nofile}:${nofile}`, '--ulimit', `nproc=${nproc}:${nproc}`];
+}
+
+/** Before a container lab builds anything: podman, runc and the image are here. */
+export async function checkContainerTools(image: string): Promise<void> {
+  for (const tool of ['podman', 'runc']) {
+    if (!(await tryRun(tool, ['--version'])))
+      throw new Error(`lab up --containers needs ${tool}: apt-get install podman runc (scripts/setup.sh does)`);
+  }
+  if (!(await tryRun('podman', ['image', 'exists', image])))
+    throw new Error(`the agent image ${image} is not in podman's storage: build it with \`npm run image\``);
 }

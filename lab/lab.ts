@@ -14,6 +14,7 @@ import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
 import {
   type AgentContainerContract,
+  checkContainerTools,
   loadAgentContract,
   type NodeBinding,
   podmanRlimitFlags,
@@ -569,6 +570,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   const say = (line: string) => progress(`[${stamp()}] ${line}`);
   const topology = opts.topology ?? defaultTopology(opts.overrides);
   await preflight({ needTc: [...topology.routers, ...topology.nodes].some((x) => x.netem) });
+  if (opts.containers) await checkContainerTools(opts.containers.image ?? DEFAULT_AGENT_IMAGE);
 
   const prefix = runPrefix('em');
   const id = prefix.slice(0, -1);
