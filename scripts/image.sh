@@ -113,7 +113,9 @@ node -e '
   # Nested node_modules are listed on their own line (and only when they are production).
   (cd "$dir" && find . -mindepth 1 -maxdepth 1 ! -name node_modules -exec cp -a -t "$app/$dir" {} +)
 done
-find "$app/node_modules" \( -name '*.map' -o -name '*.d.ts' -o -name '*.d.mts' -o -name '*.d.cts' \) -type f -delete
+# Never loaded at run time: source maps, TypeScript sources and declarations (Node does not
+# strip types under node_modules), markdown.
+find "$app/node_modules" -type f \( -name '*.map' -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.md' \) -delete
 
 # 5. Check the tree: every program the agent runs starts inside it.
 for argv in "/usr/local/bin/node --version" "/bin/ip -V" "/usr/sbin/iptables --version" \
