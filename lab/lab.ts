@@ -39,7 +39,7 @@ export const CRD_PATH = join(REPO_ROOT, 'deploy/crds/ipamblock.yaml');
 const CONFIGMAP_PATH = join(REPO_ROOT, 'deploy/configmap.yaml');
 /** What `npm run image` (scripts/image.sh) tags by default. */
 export const DEFAULT_AGENT_IMAGE = `localhost/edgemesh-cni:${
-  (JSON.parse(await readFile(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version
+  (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version
 }`;
 const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
 const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');

@@ -131,12 +131,18 @@ done
 echo "rootfs: $(du -sh "$rootfs" | cut -f1) in $rootfs"
 if $rootfs_only; then exit 0; fi
 
-# 6. The image.
-podman build --quiet --no-cache -f "$repo/deploy/Dockerfile" -t "$tag" \
+# 6. The image: one layer, no intermediate images (--layers=false); the image this tag named
+# before is removed, so rebuilding does not pile up untagged 200 MB images.
+previous=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
+podman build --quiet --no-cache --layers=false -f "$repo/deploy/Dockerfile" -t "$tag" \
   --label "org.opencontainers.image.version=${version}" \
   --label "org.opencontainers.image.revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   "$rootfs" >/dev/null
 rm -rf "$rootfs"
+current=$(podman image inspect --format '{{.Id}}' "$tag")
+if [ -n "$previous" ] && [ "$previous" != "$current" ]; then
+  podman rmi "$previous" >/dev/null 2>&1 || echo "image.sh: the previous $tag ($previous) is still in use; kept" >&2
+fi
 size=$(podman image inspect --format '{{.Size}}' "$tag")
 if [ -n "$save" ]; then
   rm -f "$save"

@@ -10,7 +10,7 @@ import { loadAgentContract } from '../../lab/agent-container.ts';
 import { type Lab, labUp } from '../../lab/lab.ts';
 import { formatMatrix, type MatrixResult, runMatrix } from '../../lab/matrix.ts';
 import { pingFrom } from '../../lab/network.ts';
-import { type BuiltImage, buildAgentImage, containersLabelled } from './helpers/agent-image.ts';
+import { type BuiltImage, buildAgentImage, containersLabelled, imageIds } from './helpers/agent-image.ts';
 import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
 
@@ -34,6 +34,7 @@ async function pingEventually(netns: string, ip: string, tries = 30): Promise<nu
 
 describe('lab up --containers (agents from the image under podman, DaemonSet contract)', () => {
   let before: HostSnapshot;
+  let imagesBefore: string[] = [];
   let image: BuiltImage | undefined;
   let lab: Lab | undefined;
   let matrix: MatrixResult;
@@ -41,6 +42,7 @@ describe('lab up --containers (agents from the image under podman, DaemonSet con
 
   beforeAll(async () => {
     before = await snapshotHost();
+    imagesBefore = await imageIds();
     image = await buildAgentImage();
     console.log(
       `agent image ${image.tag}: ${(image.sizeBytes / 1e6).toFixed(0)} MB, built in ${image.buildSeconds.toFixed(1)} s`,
@@ -143,5 +145,7 @@ describe('lab up --containers (agents from the image under podman, DaemonSet con
     await image!.remove();
     expect(await run('podman', ['images', '--format', '{{.Repository}}:{{.Tag}}'])).not.toContain(image!.tag);
     image = undefined;
+    // No untagged build leftovers either: podman's storage is as the test found it.
+    expect((await imageIds()).filter((id) => !imagesBefore.includes(id))).toEqual([]);
   });
 });

@@ -15,7 +15,7 @@ import { decodeRecord, JOURNAL_FILE, SNAPSHOT_FILE } from '../../ipam/lease-jour
 import { podmanRlimitFlags } from '../../lab/agent-container.ts';
 import { type Lab, labUp } from '../../lab/lab.ts';
 import { pingFrom } from '../../lab/network.ts';
-import { type BuiltImage, buildAgentImage } from './helpers/agent-image.ts';
+import { type BuiltImage, buildAgentImage, imageIds } from './helpers/agent-image.ts';
 import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
 
@@ -47,6 +47,7 @@ const normaliseRules = (t: string) =>
 
 describe('podman (CNI backend) on a lab node calls the edgemesh plugin', () => {
   let before: HostSnapshot;
+  let imagesBefore: string[] = [];
   let image: BuiltImage | undefined;
   let lab: Lab | undefined;
   let work: string | undefined;
@@ -80,6 +81,7 @@ describe('podman (CNI backend) on a lab node calls the edgemesh plugin', () => {
 
   beforeAll(async () => {
     before = await snapshotHost();
+    imagesBefore = await imageIds();
     image = await buildAgentImage();
     lab = await labUp({ containers: { image: image.tag }, progress: (l) => console.log(l), readyTimeoutMs: 120_000 });
     const node = lab.node(NODE);
@@ -196,6 +198,8 @@ describe('podman (CNI backend) on a lab node calls the edgemesh plugin', () => {
     image = undefined;
     const images = await run('podman', ['images', '--format', '{{.Repository}}:{{.Tag}}']);
     expect(images).not.toContain(marks.prefix);
+    // No untagged build leftovers either: podman's storage is as the test found it.
+    expect((await imageIds()).filter((id) => !imagesBefore.includes(id))).toEqual([]);
     expectNothingLeft(before, await snapshotHost(), marks);
   });
 });

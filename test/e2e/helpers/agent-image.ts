@@ -43,3 +43,9 @@ export async function containersLabelled(label: string): Promise<string[]> {
   const out = await run('podman', ['ps', '--all', '--filter', `label=${label}`, '--format', '{{.Names}}']);
   return out.split('\n').filter(Boolean).sort();
 }
+
+/** Every image in podman's storage, untagged ones included (a build must leave none behind). */
+export async function imageIds(): Promise<string[]> {
+  const out = await run('podman', ['images', '--all', '--quiet', '--no-trunc']);
+  return [...new Set(out.split('\n').filter(Boolean))].sort();
+}
