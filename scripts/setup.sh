@@ -13,9 +13,10 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 packages=(iproute2 iptables iperf3 tcpdump util-linux procps kmod psmisc iputils-ping
   containernetworking-plugins nebula wireguard-go build-essential
-  podman runc busybox-static)
+  podman runc busybox-static containerd)
 # podman + runc: `npm run image` builds the agent image, `lab up --containers` and the container
-# e2e tests run agents and pods under them; busybox-static is the pods' local image there.
+# e2e tests run agents and pods under them; busybox-static is the pods' local image there;
+# containerd: its CRI plugin is driven as a kubelet does (test/e2e/containers-containerd.test.ts).
 # kubectl: Debian's kubernetes-client, unless another package already provides it.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()
