@@ -12,6 +12,7 @@ interface UpFlags {
   netem?: string[];
   readyTimeout: string;
   keepOnFailure?: boolean;
+  containers?: boolean | string;
   json?: boolean;
 }
 
@@ -55,6 +56,9 @@ async function up(flags: UpFlags): Promise<void> {
     progress: (line) => process.stdout.write(`${line}\n`),
     readyTimeoutMs: Number(flags.readyTimeout) * 1000,
     keepOnFailure: flags.keepOnFailure ?? false,
+    ...(flags.containers === undefined
+      ? {}
+      : { containers: flags.containers === true ? {} : { image: String(flags.containers) } }),
     signal: abort.signal,
   });
   process.removeListener('SIGINT', onInterrupt);
@@ -181,6 +185,10 @@ export function register(program: Command): void {
     .option('--netem <site:spec>', 'delay/loss on a site uplink, e.g. edge-a:delay=40ms,loss=1% (repeatable)', collect)
     .option('--ready-timeout <s>', 'seconds agents may take to become ready', '60')
     .option('--keep-on-failure', 'leave a failed lab in place for debugging (then `lab down`)')
+    .option(
+      '--containers [image]',
+      "run each agent from the agent image under podman with deploy/daemonset.yaml's container contract (default image: `npm run image`'s)",
+    )
     .option('--json', 'print the matrix as JSON')
     .action((flags: UpFlags) => up(flags).catch(fail));
   lab

@@ -4,21 +4,43 @@
 // network namespaces by running the CNI client exactly as a container runtime does.
 // The lab wires nothing by hand: every route, bridge and tunnel comes from the agents.
 // labDown() removes all of it, also for a lab whose builder crashed (state file).
+import { readFileSync } from 'node:fs';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
-import { stringify as toYaml } from 'yaml';
-import { run } from '../common/exec.ts';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
+import {
+  type AgentContainerContract,
+  checkContainerTools,
+  loadAgentContract,
+  type NodeBinding,
+  podmanRlimitFlags,
+  podmanRunArgs,
+  prepareHostPaths,
+} from './agent-container.ts';
 import { CniCallError, type CniTarget, cniAdd, cniDel, resultAddresses } from './cni-runtime.ts';
 import { buildNetwork, type LabNetwork, type NodeNetwork, planNetwork } from './network.ts';
 import { preflight } from './preflight.ts';
 import { getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
-import { cleanupState, LabState, REPO_ROOT, type RecordedPod, type RecordedProcess } from './state.ts';
+import {
+  cleanupState,
+  LabState,
+  processStartTime,
+  REPO_ROOT,
+  type RecordedPod,
+  type RecordedProcess,
+} from './state.ts';
 import { defaultTopology, type ResolvedTopology, type TopologyOverrides } from './topology.ts';
 
 export const CRD_PATH = join(REPO_ROOT, 'deploy/crds/ipamblock.yaml');
+const CONFIGMAP_PATH = join(REPO_ROOT, 'deploy/configmap.yaml');
+/** What `npm run image` (scripts/image.sh) tags by default. */
+export const DEFAULT_AGENT_IMAGE = `localhost/edgemesh-cni:${
+  (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version
+}`;
 const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
 const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');
 const OVERLAY_PORT = 4001;
@@ -70,6 +92,12 @@ export interface LabUpOptions {
   keepOnFailure?: boolean;
   /** Aborting (Ctrl-C) stops lab up at the next step and removes what it made. */
   signal?: AbortSignal;
+  /**
+   * Run every agent from the agent image under podman, with deploy/daemonset.yaml's container
+   * contract (see lab/agent-container.ts), instead of as a process. Default image:
+   * DEFAULT_AGENT_IMAGE (`npm run image`).
+   */
+  containers?: { image?: string };
 }
 
 function nodeLayout(dir: string, node: NodeNetwork): LabNode {
@@ -332,8 +360,120 @@ export class Lab {
     return this.state.data.processes.filter((p) => p.name === `agent ${nodeName}`).at(-1);
   }
 
+  /** The agent image when the agents run as containers (`lab up --containers`). */
+  get agentImage(): string | undefined {
+    return this.state.data.info.agentImage as string | undefined;
+  }
+
+  /** The podman container of a node's agent (container mode). */
+  agentContainerName(nodeName: string): string {
+    return `${this.prefix}agent-${nodeName}`;
+  }
+
+  /** Where the node's "ConfigMap" lives (mounted where the DaemonSet mounts edgemesh-config). */
+  agentConfigDir(nodeName: string): string {
+    return join(this.node(nodeName).dir, 'config');
+  }
+
+  /** How this lab's node stands in for a real node under the DaemonSet's container contract. */
+  agentBinding(nodeName: string, contract: AgentContainerContract): NodeBinding {
+    const node = this.node(nodeName);
+    const image = this.agentImage;
+    if (!image) throw new Error(`lab ${this.id} runs its agents as processes, not containers`);
+    // The DaemonSet's host directories are the ConfigMap's paths (test/unit/agent/deploy.test.ts):
+    // each is replaced by this node's own directory.
+    const cm = parseYaml(readFileSync(CONFIGMAP_PATH, 'utf8')) as { data: Record<string, string> };
+    const paths = (parseYaml(cm.data['agent.yaml'] ?? '') as { paths: Record<string, string> }).paths;
+    const nodePaths: Record<string, string> = {
+      stateDir: node.stateDir,
+      runDir: node.runDir,
+      cniBinDir: node.cniBinDir,
+      cniConfDir: node.cniConfDir,
+    };
+    const hostPaths = Object.fromEntries(
+      Object.entries(paths).map(([key, path]) => {
+        const mine = nodePaths[key];
+        if (!mine) throw new Error(`deploy/configmap.yaml: paths.${key} has no per-node directory in the lab`);
+        return [path, mine];
+      }),
+    );
+    const configMaps = Object.fromEntries(
+      contract.mounts.flatMap((m) =>
+        'configMap' in m.source ? [[m.source.configMap, this.agentConfigDir(nodeName)]] : [],
+      ),
+    );
+    return {
+      containerName: this.agentContainerName(nodeName),
+      image,
+      netnsPath: `/run/netns/${node.netns}`,
+      fields: {
+        'spec.nodeName': node.name,
+        'spec.serviceAccountName': 'edgemesh',
+        'metadata.namespace': 'kube-system',
+        'status.hostIP': node.ip,
+        'status.podIP': node.ip, // host network: the pod's IP is the node's
+      },
+      hostPaths,
+      configMaps,
+      logPath: node.logPath,
+      labels: { 'io.edgemesh.lab': this.id },
+      // Debian's crun cannot set rlimits on these machines; runc can, within the ceilings.
+      runtimeFlags: ['--runtime', 'runc', ...podmanRlimitFlags()],
+    };
+  }
+
+  /** Starts a node's agent container (podman run) and records its main process. */
+  private async startAgentContainer(nodeName: string): Promise<RecordedProcess> {
+    const contract = loadAgentContract();
+    const binding = this.agentBinding(nodeName, contract);
+    await prepareHostPaths(contract, binding);
+    await run('podman', podmanRunArgs(contract, binding), { timeoutMs: 120_000 });
+    return this.recordAgentContainer(nodeName);
+  }
+
+  /** The running container's main process (podman inspect), once it runs. */
+  private async containerProcess(nodeName: string): Promise<{ pid: number; restarts: number; status: string }> {
+    const out = await run('podman', [
+      'inspect',
+      '--format',
+      '{{.State.Pid}} {{.RestartCount}} {{.State.Status}}',
+      this.agentContainerName(nodeName),
+    ]);
+    const [pid, restarts, status] = out.trim().split(' ');
+    return { pid: Number(pid), restarts: Number(restarts), status: status ?? '' };
+  }
+
+  private async recordAgentContainer(nodeName: string, notPid?: number): Promise<RecordedProcess> {
+    const node = this.node(nodeName);
+    const pid = await waitFor(
+      async () => {
+        const c = await this.containerProcess(nodeName);
+        return c.status === 'running' && c.pid > 0 && c.pid !== notPid ? c.pid : undefined;
+      },
+      {
+        timeoutMs: 60_000,
+        intervalMs: 100,
+        onTimeout: async () =>
+          new Error(`agent container of ${nodeName} is not running (podman):\n${await tail(node.logPath)}`),
+      },
+    );
+    const p = { name: `agent ${nodeName}`, pid, startTime: (await processStartTime(pid)) ?? '', netns: node.netns };
+    await this.state.recordProcess(p);
+    return p;
+  }
+
+  /**
+   * Container mode: after the agent's process died, waits for podman to restart the
+   * container (its restart policy is the DaemonSet's) and records the new process.
+   */
+  async waitAgentRestarted(nodeName: string, previous: RecordedProcess): Promise<RecordedProcess> {
+    if (!this.agentImage) throw new Error('only containers restart by themselves; use startAgent');
+    return this.recordAgentContainer(nodeName, previous.pid);
+  }
+
   /** Starts a node's agent (again) in its namespace, with its config file; returns at once. */
   async startAgent(nodeName: string): Promise<RecordedProcess> {
+    if (this.agentImage) return this.startAgentContainer(nodeName);
     const node = this.node(nodeName);
     const argv = [process.execPath, CLI, 'agent', '--config', node.configPath];
     return startInNetns(this.state, `agent ${node.name}`, node.netns, argv, {
@@ -366,10 +506,18 @@ export class Lab {
       {
         timeoutMs,
         intervalMs: 250,
-        dead: async () =>
-          proc && !(await isAlive(proc))
+        dead: async () => {
+          if (this.agentImage) {
+            // The runtime restarts a crashing container: fail only on a crash loop.
+            const c = await this.containerProcess(nodeName).catch(() => undefined);
+            return !c || c.restarts >= 5
+              ? new Error(`agent container of ${nodeName} crash-loops:\n${await tail(node.logPath)}`)
+              : undefined;
+          }
+          return proc && !(await isAlive(proc))
             ? new Error(`agent ${nodeName} exited:\n${await tail(node.logPath)}`)
-            : undefined,
+            : undefined;
+        },
         onTimeout: async () =>
           new Error(`agent ${nodeName} not ready within ${timeoutMs / 1000} s:\n${await tail(node.logPath)}`),
         ...(signal ? { signal } : {}),
@@ -406,6 +554,10 @@ async function tearDown(state: LabState, lab?: Lab): Promise<DownReport> {
     const results = await Promise.allSettled(lab.pods.map((p) => cniDel(lab.cniTarget(p), { timeoutMs: 5000 })));
     pods = results.filter((r) => r.status === 'fulfilled').length;
   }
+  // Agent containers go before their processes are killed (podman would restart them) and
+  // before their namespaces. Names were recorded before the containers were created.
+  const containers = (state.data.info.agentContainers as string[] | undefined) ?? [];
+  if (containers.length) await tryRun('podman', ['rm', '--force', '--ignore', '--time', '0', ...containers]);
   const { namespaces, processes } = await cleanupState(state);
   return { id: state.data.id, pods, namespaces, processes };
 }
@@ -418,11 +570,13 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   const say = (line: string) => progress(`[${stamp()}] ${line}`);
   const topology = opts.topology ?? defaultTopology(opts.overrides);
   await preflight({ needTc: [...topology.routers, ...topology.nodes].some((x) => x.netem) });
+  if (opts.containers) await checkContainerTools(opts.containers.image ?? DEFAULT_AGENT_IMAGE);
 
   const prefix = runPrefix('em');
   const id = prefix.slice(0, -1);
   const state = await LabState.create(id, prefix);
   await state.setInfo('topology', topology);
+  if (opts.containers) await state.setInfo('agentImage', opts.containers.image ?? DEFAULT_AGENT_IMAGE);
   say(
     `lab ${id}: ${topology.nodes.length} nodes in ${new Set(topology.nodes.map((n) => n.site)).size} sites, state in ${state.data.dir}`,
   );
@@ -524,15 +678,36 @@ async function registerCluster(lab: Lab, say: (line: string) => void): Promise<v
 }
 
 async function launchAgents(lab: Lab, say: (line: string) => void): Promise<void> {
+  const contract = lab.agentImage ? loadAgentContract() : undefined;
+  if (contract)
+    await lab.state.setInfo(
+      'agentContainers',
+      lab.nodes.map((n) => lab.agentContainerName(n.name)),
+    );
   for (const node of lab.nodes) {
     await mkdir(node.runDir, { recursive: true, mode: 0o700 });
     await mkdir(node.stateDir, { recursive: true, mode: 0o700 });
     await mkdir(node.cniBinDir, { recursive: true });
     await mkdir(node.cniConfDir, { recursive: true });
-    await writeFile(node.configPath, toYaml(agentConfig(node, lab.topology, lab.kubeconfig)));
+    if (!contract) {
+      await writeFile(node.configPath, toYaml(agentConfig(node, lab.topology, lab.kubeconfig)));
+      continue;
+    }
+    // Container mode: the "ConfigMap" directory holds agent.yaml and the kubeconfig (what a
+    // Secret would carry); the node's name comes from NODE_NAME (the downward API), not the file.
+    const configMount = contract.mounts.find((m) => 'configMap' in m.source)?.mountPath;
+    if (!configMount)
+      throw new Error('deploy/daemonset.yaml mounts no ConfigMap: where does the agent read its config?');
+    const dir = lab.agentConfigDir(node.name);
+    await mkdir(dir, { recursive: true });
+    const { nodeName: _fromEnv, ...config } = agentConfig(node, lab.topology, join(configMount, 'kubeconfig'));
+    await writeFile(join(dir, 'agent.yaml'), toYaml(config));
+    await writeFile(join(dir, 'kubeconfig'), await readFile(lab.kubeconfig), { mode: 0o600 });
   }
   await Promise.all(lab.nodes.map((node) => lab.startAgent(node.name)));
-  say(`agents: started ${lab.nodes.length} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`);
+  say(
+    `agents: started ${lab.nodes.length}${lab.agentImage ? ` containers from ${lab.agentImage} (podman)` : ''} (logs in ${join(lab.dir, 'nodes', '<node>', 'agent.log')})`,
+  );
 }
 
 async function waitAgents(

@@ -12,7 +12,13 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(iproute2 iptables iperf3 tcpdump util-linux procps kmod psmisc iputils-ping
-  containernetworking-plugins nebula wireguard-go build-essential libssl-dev)
+  containernetworking-plugins nebula wireguard-go build-essential libssl-dev
+  podman runc busybox-static containerd)
+# libssl-dev: the headers of the OpenSSL EVP API the UDP data plane calls (the functions
+# come from the Node binary itself, so the built addon needs nothing more on a host);
+# podman + runc: `npm run image` builds the agent image, `lab up --containers` and the container
+# e2e tests run agents and pods under them; busybox-static is the pods' local image there;
+# containerd: its CRI plugin is driven as a kubelet does (test/e2e/containers-containerd.test.ts).
 # kubectl: Debian's kubernetes-client, unless another package already provides it.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()
