@@ -57,6 +57,8 @@ export interface PeerCounters {
 export interface ForwarderStats {
   peers: Record<string, PeerCounters>;
   drops: Record<string, number>;
+  /** Peer → pod CIDRs refused because they overlap another node's. */
+  refusedCidrs: Record<string, string[]>;
 }
 
 interface PeerState {
@@ -91,6 +93,8 @@ export class Forwarder {
   private local = new RouteTable<true>();
   private readonly captures = new Set<CaptureSink>();
   private readonly drops: Record<string, number> = {};
+  /** Per peer, the CIDRs its last setPeer asked for and did not get (overlaps). */
+  private readonly refused = new Map<string, string[]>();
 
   constructor(opts: ForwarderOptions) {
     this.tun = opts.tun;
@@ -112,9 +116,15 @@ export class Forwarder {
     this.local = table;
   }
 
-  /** Adds a peer or replaces its pod CIDRs. All CIDRs are checked before anything changes. */
-  setPeer(node: string, podCidrs: string[]): void {
-    const canonical = podCidrs.map((c) => parseCidr(c).text);
+  /**
+   * Adds a peer or replaces its pod CIDRs. All CIDRs are parsed before anything changes
+   * (CidrError on a bad one). A CIDR that shares any address with another peer's CIDR or
+   * with this node's own is refused, whoever asked first: neither the last writer nor a
+   * longer prefix inside someone else's block may take traffic over. Returns the refused
+   * CIDRs (logged, and listed in stats().refusedCidrs until the peer is set again).
+   */
+  setPeer(node: string, podCidrs: string[]): string[] {
+    const canonical = [...new Set(podCidrs.map((c) => parseCidr(c).text))];
     let peer = this.peers.get(node);
     if (!peer) {
       peer = {
@@ -129,15 +139,22 @@ export class Forwarder {
       this.peers.set(node, peer);
     }
     this.unrouteCidrs(peer);
+    const refused: string[] = [];
     for (const cidr of canonical) {
-      const other = this.routes.get(cidr);
-      if (other && other !== peer) {
-        this.log.warn({ cidr, node, previous: other.node }, 'pod CIDR moves to another peer');
-        other.cidrs = other.cidrs.filter((c) => c !== cidr);
+      const others = this.routes.overlapping(cidr).filter((o) => o !== peer);
+      const local = this.local.overlapping(cidr).length > 0;
+      if (others.length > 0 || local) {
+        refused.push(cidr);
+        const holders = [...new Set(others.map((o) => o.node)), ...(local ? ['this node'] : [])];
+        this.log.warn({ cidr, node, overlaps: holders }, 'pod CIDR overlaps another node: refused');
+        continue;
       }
       this.routes.insert(cidr, peer);
+      peer.cidrs.push(cidr);
     }
-    peer.cidrs = canonical;
+    if (refused.length > 0) this.refused.set(node, refused);
+    else this.refused.delete(node);
+    return refused;
   }
 
   /** Forgets a peer: its routes, its link and anything held for it. */
@@ -147,6 +164,7 @@ export class Forwarder {
     this.unrouteCidrs(peer);
     this.dropPending(peer, 'peer-removed');
     this.peers.delete(node);
+    this.refused.delete(node);
   }
 
   /** The peer's tunnel stream is up: frames held for it go now, in order. */
@@ -207,7 +225,7 @@ export class Forwarder {
   stats(): ForwarderStats {
     const peers: Record<string, PeerCounters> = {};
     for (const [node, p] of this.peers) peers[node] = { ...p.counters };
-    return { peers, drops: { ...this.drops } };
+    return { peers, drops: { ...this.drops }, refusedCidrs: Object.fromEntries(this.refused) };
   }
 
   private forwardOutbound(batch: Packet[]): void {
