@@ -1,13 +1,13 @@
 // The CNI operations (ADD, DEL, CHECK, STATUS, GC, VERSION), run inside the agent: the thin
 // client forwards each runtime call here. handle() never throws: every failure becomes the
 // spec's error JSON on stdout with a non-zero exit code.
-import { access } from 'node:fs/promises';
 import { CommandError } from '../common/exec.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { IpamError } from '../ipam/errors.ts';
 import type { Lease, NodeBlock } from '../ipam/types.ts';
 import { type CniEnv, type CniRequest, type NetConf, parseEnv, parseNetConf, peekVersion } from './config.ts';
 import {
+  assertNetworkNamespace,
   configurePod,
   createVethPair,
   deleteLink,
@@ -224,11 +224,7 @@ export class CniPlugin {
   private async add(env: CniEnv, conf: NetConf): Promise<string> {
     const notReady = this.notReadyReason();
     if (notReady) throw new CniError(ErrorCode.TryAgainLater, `cannot add ${env.containerId}: ${notReady}`);
-    try {
-      await access(env.netns);
-    } catch (err) {
-      throw new CniError(ErrorCode.IoFailure, `cannot open network namespace ${env.netns}`, (err as Error).message);
-    }
+    await assertNetworkNamespace(env.netns);
     await this.ensureBridge();
     const lease = await this.opts.leases.allocate(env.containerId, env.ifname);
     const view = this.view(env, lease, conf);
@@ -336,6 +332,7 @@ export class CniPlugin {
     if (!(await linkExists(hostVethName(env.containerId, env.ifname)))) {
       throw mismatch(`host interface ${hostVethName(env.containerId, env.ifname)} is missing`);
     }
+    await assertNetworkNamespace(env.netns);
     let state: Awaited<ReturnType<typeof readPodLink>>;
     try {
       state = await readPodLink(env.netns, env.ifname);

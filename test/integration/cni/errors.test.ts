@@ -73,6 +73,29 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
     );
   });
 
+  it('4: CNI_NETNS that is not a network namespace (no bare "RTNETLINK answers: Invalid argument")', async () => {
+    const conf = node.conf('1.0.0');
+    // A directory, a regular file, a device, and a namespace of another kind.
+    for (const [netns, why] of [
+      ['/tmp', /CNI_NETNS \/tmp is not a network namespace/],
+      ['/proc/self/status', /not a network namespace/],
+      ['/dev/null', /not a network namespace/],
+      ['/proc/self/ns/mnt', /CNI_NETNS \/proc\/self\/ns\/mnt is a mnt namespace/],
+    ] as const) {
+      const j = expectError(await node.client('ADD', { ...pod, netns }, conf), 4, why);
+      expect(j.msg).not.toMatch(/RTNETLINK|Invalid argument/);
+    }
+    // Whitespace or a newline in the path never reaches an ip -batch line.
+    const r = await execPlugin(
+      node.clientPath,
+      { ...cniEnv('ADD', pod), CNI_NETNS: `${pod.netns}\nlink del lo` },
+      conf,
+    );
+    expectError(r, 4, /CNI_NETNS/);
+    // Nothing was half-built: no lease and no host veth were left for these attempts.
+    expect((await links(node.node)).filter((l) => l.startsWith('emv'))).toEqual([]);
+  });
+
   it('6: undecodable JSON on stdin', async () => {
     // The socket must come from the environment here: the config itself is unreadable.
     const env = { ...cniEnv('ADD', pod), EDGEMESH_CNI_SOCKET: node.socket };
