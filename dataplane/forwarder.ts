@@ -17,7 +17,16 @@ import {
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
-import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
+import {
+  GSO_NONE,
+  GSO_TCPV4,
+  GSO_TCPV6,
+  GSO_UDP_L4,
+  isGso,
+  MAX_SUPER_PACKET_BYTES,
+  needsChecksum,
+  toPlainPackets,
+} from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
@@ -307,6 +316,11 @@ export class Forwarder {
           continue;
         }
         p = { vnet: new Uint8Array(VNET_HDR_LEN), data: p.data }; // a peer without offloads
+      }
+      // No IP datagram is larger, super-packets included: neither our TUN nor segmentation takes one.
+      if (p.data.length > MAX_SUPER_PACKET_BYTES) {
+        this.countPeer(peer, 'too-large', 1);
+        continue;
       }
       const h = parsePacket(p.data, { gso: isGso(p.vnet) });
       if (!h.ok) {

@@ -151,6 +151,22 @@ describe('Forwarder outbound', () => {
   });
 });
 
+describe('Forwarder: bounded work per received frame', () => {
+  it('drops and counts a super-packet with a hostile gso_size or size instead of segmenting it', () => {
+    const { tun, fwd } = setup({ offload: false });
+    const packet = udp4('10.2.0.7', '10.1.0.5', 60_000);
+    const vnet = new Uint8Array(10);
+    vnet[1] = 5; // GSO_UDP_L4
+    vnet[2] = 28; // hdr_len
+    vnet[4] = 1; // gso_size 1: 60,000 segments
+    fwd.receive('node2', encodeFrame([{ vnet, data: packet }]));
+    const oversize = udp4('10.2.0.7', '10.1.0.5', 200_000);
+    fwd.receive('node2', encodeFrame([{ vnet: new Uint8Array(10), data: oversize }]));
+    expect(tun.writes).toEqual([]);
+    expect(fwd.stats().drops).toEqual({ 'gso-size-too-small': 1, 'too-large': 1 });
+  });
+});
+
 describe("Forwarder: a peer cannot take over another peer's addresses", () => {
   it("refuses a CIDR equal to, inside or around another peer's, or overlapping this node's own", () => {
     const { tun, fwd } = setup();
