@@ -114,9 +114,11 @@ describe('deploy/ manifests', () => {
     for (const dir of Object.values(cfg.paths)) expect(hostPathAt(dir), dir).toBe(dir);
     // Probes and ports match the agent's HTTP listener.
     const httpPort = Number(cfg.http.listen.split(':').pop());
-    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: httpPort });
-    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: httpPort });
-    expect(cfg.http.listen.startsWith('0.0.0.0:')).toBe(true);
+    // Loopback only (hostNetwork: 0.0.0.0 would serve every network the node is on); the
+    // kubelet, on the same host, probes 127.0.0.1.
+    expect(cfg.http.listen).toBe(`127.0.0.1:${httpPort}`);
+    expect(agent.livenessProbe.httpGet).toEqual({ host: '127.0.0.1', path: '/healthz', port: httpPort });
+    expect(agent.readinessProbe.httpGet).toEqual({ host: '127.0.0.1', path: '/readyz', port: httpPort });
     const overlayPort = Number(/\/tcp\/(\d+)/.exec(cfg.overlay.listen[0]!)![1]);
     const ports = agent.ports.map((p: { containerPort: number }) => p.containerPort);
     expect(ports).toEqual(expect.arrayContaining([httpPort, overlayPort, cfg.overlay.punchPort]));
