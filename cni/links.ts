@@ -4,6 +4,7 @@
 // `nsenter ... ip -batch` configures the pod side.
 import { readFile, readlink, statfs } from 'node:fs/promises';
 import { CommandError, ipBatch, run } from '../common/exec.ts';
+import { isHostVethName } from './names.ts';
 import { CniError, ErrorCode } from './spec.ts';
 
 /** statfs(2) f_type of the namespace filesystem (linux/magic.h NSFS_MAGIC). */
@@ -122,6 +123,23 @@ export async function configurePod(opts: {
     ...opts.gateways.map((gw) => `route replace default via ${gw} dev ${opts.ifname}`),
   ];
   await run('nsenter', [`--net=${opts.netns}`, 'ip', '-batch', '-'], { input: `${lines.join('\n')}\n` });
+}
+
+/**
+ * The host ends of pod veths this plugin made on `bridge`: veth ports of that bridge whose
+ * name is one hostVethName makes. GC and uninstall delete only these — never another
+ * port someone enslaved to the bridge, nor a similarly named interface elsewhere.
+ */
+export async function ownedHostVeths(bridge: string): Promise<string[]> {
+  let out: string;
+  try {
+    out = await run('ip', ['-d', '-j', 'link', 'show', 'master', bridge]);
+  } catch (err) {
+    if (err instanceof CommandError && /does not exist|Cannot find device/.test(err.stderr)) return [];
+    throw err;
+  }
+  const ports = (out.trim() ? JSON.parse(out) : []) as Array<{ ifname: string; linkinfo?: { info_kind?: string } }>;
+  return ports.filter((p) => p.linkinfo?.info_kind === 'veth' && isHostVethName(p.ifname)).map((p) => p.ifname);
 }
 
 /** Deletes a link in the current namespace; a link that is already gone is not an error. */

@@ -16,10 +16,11 @@ import {
   linkExists,
   linkIsUp,
   listLinks,
+  ownedHostVeths,
   readPodLink,
 } from './links.ts';
 import { ensureMasquerade } from './masquerade.ts';
-import { derivedMac, HOST_VETH_PREFIX, hostVethName, podMac } from './names.ts';
+import { derivedMac, hostVethName, podMac } from './names.ts';
 import { EEXIST, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
 import { type AttachmentView, buildResult, readPrevResult } from './result.ts';
 import { CniError, ErrorCode, errorResult, isSupportedVersion, LATEST_VERSION, versionResult } from './spec.ts';
@@ -380,9 +381,15 @@ export class CniPlugin {
     const valid = conf.validAttachments;
     const released = await this.opts.leases.gc(valid);
     // Host veths of attachments that are not valid: those of released leases, and strays whose
-    // lease is long gone (e.g. an ADD that crashed half-way). Valid ones are left untouched.
+    // lease is long gone (e.g. an ADD that crashed half-way) — only veths this plugin made on
+    // its bridge. Valid ones, and anything someone else made, are left untouched.
     const keep = new Set(valid.map((a) => hostVethName(a.containerId, a.ifname)));
-    const doomed = (await listLinks()).filter((n) => n.startsWith(HOST_VETH_PREFIX) && !keep.has(n));
+    const present = new Set(await listLinks());
+    const candidates = new Set([
+      ...(await ownedHostVeths(this.bridgeName)),
+      ...released.map((l) => hostVethName(l.containerId, l.ifname)).filter((n) => present.has(n)),
+    ]);
+    const doomed = [...candidates].filter((n) => !keep.has(n));
     await Promise.all(doomed.map((name) => this.plumbing.deleteLink(name).catch(() => false)));
     this.log.info({ released: released.length, interfaces: doomed.length }, 'CNI GC');
     return '';

@@ -179,6 +179,14 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
     const rd = await node.client('ADD', drop, conf);
     expect([rk.code, rd.code]).toEqual([0, 0]);
     expect((await links(node.node)).filter((l) => l.startsWith('emv'))).toHaveLength(2);
+    // Interfaces this plugin did not make: one named like ours but not on our bridge, one
+    // port of our bridge with another name, one veth named like ours elsewhere. GC used to
+    // delete every "emv*" link of the host.
+    const foreign = ['emv0123456789ab', 'emvtoolongname1', 'xport0'];
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[0]!, 'type', 'bridge']);
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[1]!, 'type', 'veth', 'peer', 'name', 'xpeer0']);
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[2]!, 'type', 'veth', 'peer', 'name', 'xpeer1']);
+    await run('ip', ['-n', node.node, 'link', 'set', foreign[2]!, 'master', 'edgemesh-br0']);
     const gc = await node.client(
       'GC',
       undefined,
@@ -187,6 +195,9 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
       }),
     );
     expect(gc.code, gc.stdout).toBe(0);
+    const all = await links(node.node);
+    expect(all).toEqual(expect.arrayContaining(foreign));
+    for (const name of [foreign[0]!, foreign[1]!, foreign[2]!]) await run('ip', ['-n', node.node, 'link', 'del', name]);
     const left = (await links(node.node)).filter((l) => l.startsWith('emv'));
     expect(left).toEqual([(rk.json as { interfaces: { name: string }[] }).interfaces[1]!.name]);
     expect(await links(nsName(drop.netns))).toEqual(['lo']);
