@@ -37,7 +37,14 @@ const one = (kind: string): any => {
 describe('deploy/ manifests', () => {
   it('every object has apiVersion, kind and a DNS-1123 name; namespaced ones live in kube-system', () => {
     expect(objects.length).toBeGreaterThanOrEqual(6);
-    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Namespace']);
+    const clusterScoped = new Set([
+      'ClusterRole',
+      'ClusterRoleBinding',
+      'CustomResourceDefinition',
+      'Namespace',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
+    ]);
     for (const o of objects) {
       expect(o.apiVersion, JSON.stringify(o.metadata)).toMatch(/^([a-z0-9.-]+\/)?v\d+(alpha\d+|beta\d+)?$/);
       expect(o.kind).toMatch(/^[A-Z][A-Za-z]+$/);
@@ -57,8 +64,8 @@ describe('deploy/ manifests', () => {
         .sort();
     expect(grant('', 'nodes')).toEqual(['get', 'list', 'patch', 'watch']);
     expect(grant('', 'nodes/status')).toEqual(['patch']);
-    expect(grant('edgemesh.io', 'ipamblocks')).toEqual(['create', 'delete', 'get', 'list', 'patch', 'update', 'watch']);
-    expect(grant('', 'events')).toEqual(['create', 'patch']);
+    expect(grant('edgemesh.io', 'ipamblocks')).toEqual(['create', 'delete', 'get', 'list', 'patch', 'watch']);
+    expect(grant('', 'events')).toEqual(['create']);
     // Least privilege: no wildcards, nothing on secrets, pods or configmaps.
     for (const r of rules) {
       expect(r.verbs).not.toContain('*');
@@ -74,6 +81,12 @@ describe('deploy/ manifests', () => {
     });
     expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: 'kube-system' }]);
     expect(one('DaemonSet').spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
+    // RBAC cannot name the agent's own Node: the admission policy narrows it to that, for
+    // this service account (its rules: test/unit/agent/admission-policy.test.ts).
+    const policy = one('ValidatingAdmissionPolicy');
+    expect(policy.spec.matchConditions[0].expression).toContain(
+      `system:serviceaccount:kube-system:${sa.metadata.name}`,
+    );
   });
 
   it('the DaemonSet runs a privileged host-network agent on every node with its host paths', () => {
