@@ -219,7 +219,7 @@ export class Agent {
 
     // IPAMBlocks first: a peer's pod CIDRs are checked against them as soon as it appears.
     this.step('IPAMBlock watch');
-    const authority = new PodCidrAuthority(cfg.clusterCidrs);
+    const authority = new PodCidrAuthority(cfg.clusterCidrs, { v4: cfg.blockPrefixV4, v6: cfg.blockPrefixV6 });
     const blockWatch = new BlockWatch({ api, authority, logger: this.log.child({ component: 'block-watch' }) });
     this.onClose('IPAMBlock watch', () => blockWatch.stop());
     await blockWatch.start();

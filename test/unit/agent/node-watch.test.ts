@@ -259,16 +259,16 @@ describe('NodeWatch: a node speaks only for itself', () => {
     expect(Object.keys(t.forwarder.stats().peers).sort()).toEqual(['evil', 'good']);
   });
 
-  it('takes spec.podCIDRs as authoritative, and refuses both sides of an overlap between assignments', () => {
-    const t = cluster([['10.244.5.0/24', 'b']]);
+  it('takes spec.podCIDRs as authoritative: a block overlapping them is the one refused', () => {
+    const t = cluster([['10.244.37.0/24', 'b']]);
     const withSpec = (n: V1Node, podCIDRs: string[]): V1Node => ({ ...n, spec: { podCIDRs } });
     t.watch.upsert(withSpec(node('a', { cidr: '10.244.16.0/20', peerId: IDS[0]! }), ['10.244.16.0/20']));
     expect(t.routed()).toEqual({ a: ['10.244.16.0/20'] });
-    // b's block lies inside a's spec.podCIDRs (a misconfigured controller-manager): nobody can
-    // tell who owns the addresses, so neither side is routed until an operator fixes it.
-    t.watch.upsert(withSpec(node('a', { cidr: '10.244.0.0/20', peerId: IDS[0]! }), ['10.244.0.0/20']));
-    t.watch.upsert(node('b', { cidr: '10.244.5.0/24', peerId: IDS[1]! }));
-    expect(t.routed()).toEqual({ a: [], b: [] });
+    // b's block lies inside a's spec.podCIDRs (a block claimed before the controller-manager
+    // assigned them): the control plane's word wins, b's block is refused.
+    t.watch.upsert(withSpec(node('a', { cidr: '10.244.32.0/20', peerId: IDS[0]! }), ['10.244.32.0/20']));
+    t.watch.upsert(node('b', { cidr: '10.244.37.0/24', peerId: IDS[1]! }));
+    expect(t.routed()).toEqual({ a: ['10.244.32.0/20'], b: [] });
     expect(t.watch.refusedCidrs().get('b')![0]!.reason).toMatch(/overlaps pod CIDRs assigned to a/);
   });
 

@@ -55,4 +55,31 @@ describe('PodCidrAuthority', () => {
     expect(a.verify('n2', ['10.244.1.0/24']).accepted).toEqual(['10.244.1.0/24']);
     expect(changes).toBe(5);
   });
+
+  it('a node cannot refuse everyone with one big block: only blocks of the cluster block size count', () => {
+    const a = new PodCidrAuthority(['10.244.0.0/16'], { v4: 24 });
+    a.setBlock(block('10.244.1.0/24', 'n1'));
+    a.setBlock(block('10.244.2.0/24', 'n2'));
+    // A compromised node creates a correctly named /16 block: it used to overlap, and so
+    // refuse, every other node's block in every agent.
+    a.setBlock(block('10.244.0.0/16', 'evil'));
+    a.setBlock(block('10.244.1.0/25', 'evil'));
+    expect(a.verify('n1', ['10.244.1.0/24']).accepted).toEqual(['10.244.1.0/24']);
+    expect(a.verify('n2', ['10.244.2.0/24']).accepted).toEqual(['10.244.2.0/24']);
+    expect(a.verify('evil', ['10.244.0.0/16', '10.244.1.0/25']).accepted).toEqual([]);
+    expect(a.badBlocks.get('v4-10-244-0-0-16')).toMatch(/not a \/24 block/);
+  });
+
+  it("spec.podCIDRs outrank a block: the block is refused, the node's assignment stays", () => {
+    const a = new PodCidrAuthority(['10.244.0.0/16'], { v4: 24 });
+    a.setNodePodCidrs('n1', ['10.244.8.0/22']);
+    a.setBlock(block('10.244.9.0/24', 'evil'));
+    expect(a.verify('n1', ['10.244.8.0/22']).accepted).toEqual(['10.244.8.0/22']);
+    expect(a.verify('evil', ['10.244.9.0/24']).refused[0]!.reason).toMatch(/overlaps pod CIDRs assigned to n1/);
+    // Two spec.podCIDRs that overlap (a broken controller-manager): neither is trusted.
+    a.setNodePodCidrs('n2', ['10.244.10.0/23']);
+    a.setNodePodCidrs('n3', ['10.244.11.0/24']);
+    expect(a.verify('n2', ['10.244.10.0/23']).accepted).toEqual([]);
+    expect(a.verify('n3', ['10.244.11.0/24']).accepted).toEqual([]);
+  });
 });
