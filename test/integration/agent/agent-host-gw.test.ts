@@ -200,8 +200,15 @@ describe('agent: one site, host-gw', () => {
 
   it('uninstall removes what the agent created on the host and keeps the leases', async () => {
     await cluster.stopAgent(a, 'SIGTERM');
+    // A port someone else put on the bridge is released with it, not deleted (uninstall
+    // used to delete every port of the bridge).
+    await run('ip', ['-n', a.netns, 'link', 'add', 'xport0', 'type', 'veth', 'peer', 'name', 'xpeer0']);
+    await run('ip', ['-n', a.netns, 'link', 'set', 'xport0', 'master', 'edgemesh-br0']);
     const out = await cluster.cli(a, ['uninstall', '--config', a.configPath]);
     expect(out).toContain('removed interface edgemesh-br0');
+    expect(out).not.toContain('xport0');
+    expect(await run('ip', ['-n', a.netns, '-o', 'link', 'show', 'xport0'])).toContain('xport0');
+    await run('ip', ['-n', a.netns, 'link', 'del', 'xport0']);
     const links = await run('ip', ['-n', a.netns, '-o', 'link', 'show']);
     expect(links).not.toContain('edgemesh0');
     expect(links).not.toContain('edgemesh-br0');
