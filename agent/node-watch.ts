@@ -214,7 +214,8 @@ export class NodeWatch {
     await informer.start();
     // The initial list also drops peers that vanished while the agent was down.
     const present = new Set(informer.list().map((n) => n.metadata?.name));
-    for (const p of this.opts.directory.list()) if (!present.has(p.node)) this.opts.directory.remove(p.node);
+    // Refused ones too: a vanished Node must not keep a conflict or a refusal alive.
+    for (const name of this.opts.directory.knownNodes()) if (!present.has(name)) this.opts.directory.remove(name);
   }
 
   async stop(): Promise<void> {

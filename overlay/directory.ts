@@ -82,6 +82,11 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
     return removed;
   }
 
+  /** Every Node the directory holds something about: trusted, refused or in conflict. */
+  knownNodes(): string[] {
+    return [...new Set([...this.#byNode.keys(), ...this.#claims.keys(), ...this.ignored.keys()])];
+  }
+
   /** Peer IDs published by more than one Node, and by which (none of them is trusted). */
   conflicts(): Map<string, string[]> {
     const byId = new Map<string, string[]>();

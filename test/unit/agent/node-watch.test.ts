@@ -202,6 +202,30 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
     expect(watch.handlerErrors).toBe(1);
     await watch.stop();
   });
+
+  it('forgets, after a relist, Nodes that vanished while refused (a conflict does not outlive them)', async () => {
+    const directory = new PeerDirectory();
+    // Before the (re)list: two Nodes in a peer-ID conflict, and one refused outright.
+    directory.upsertFromNode({ name: 'gone-a', annotations: node('gone-a').metadata!.annotations! });
+    directory.upsertFromNode({ name: 'gone-b', annotations: node('gone-b').metadata!.annotations! });
+    directory.upsertFromNode({ name: 'gone-c', annotations: {} });
+    expect(directory.conflicts().size).toBe(1);
+    const informer = fakeInformer([node('stays', { peerId: IDS[0]! })]);
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory,
+      forwarder: new Forwarder({ tun, localCidrs: [], logger: silentLogger() }),
+      authority: authorityWith([['10.244.2.0/24', 'stays']]),
+      onChange: () => undefined,
+      logger: silentLogger(),
+    });
+    await watch.start();
+    expect(directory.knownNodes()).toEqual(['stays']);
+    expect(directory.conflicts().size).toBe(0);
+    expect(directory.ignored.size).toBe(0);
+    await watch.stop();
+  });
 });
 
 describe('NodeWatch: a node speaks only for itself', () => {
