@@ -27,6 +27,12 @@ export interface NodeWatchOptions {
   authority: PodCidrAuthority;
   /** A peer's refused pod CIDRs changed to a non-empty set (e.g. to raise a Warning Event). */
   onRefused?: (node: string, refused: RefusedCidr[]) => void;
+  /**
+   * How long a refusal must last before onRefused hears of it (default 15 s): a joining
+   * node's IPAMBlock and its Node annotations reach the watches in either order, and the
+   * moment between is not worth a Warning Event.
+   */
+  reportRefusalsAfterMs?: number;
   /** Something routing depends on changed (peer added, removed, moved site or address). */
   onChange: () => void;
   /** The own Node was added or changed (e.g. someone edited its annotations). */
@@ -51,6 +57,8 @@ export class NodeWatch {
   /** Each peer's pod CIDRs that were refused, with why. */
   private readonly refused = new Map<string, RefusedCidr[]>();
   private reverifyPending: NodeJS.Immediate | undefined;
+  /** Refusals waiting to be reported (see reportRefusalsAfterMs). */
+  private readonly reportTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(opts: NodeWatchOptions) {
     this.opts = opts;
@@ -75,6 +83,8 @@ export class NodeWatch {
         forwarder.removePeer(p.node);
         this.verified.delete(p.node);
         this.refused.delete(p.node);
+        clearTimeout(this.reportTimers.get(p.node));
+        this.reportTimers.delete(p.node);
         this.log.info({ peer: p.node }, 'peer removed');
         // A CIDR the forwarder refused because this peer held it may be free now.
         this.scheduleReverify();
@@ -100,15 +110,33 @@ export class NodeWatch {
     this.verified.set(p.node, verified);
     if (refused.length > 0) this.refused.set(p.node, refused);
     else this.refused.delete(p.node);
-    if (refusedBefore !== JSON.stringify(refused) && refused.length > 0) {
-      this.log.warn({ peer: p.node, refused }, 'pod CIDRs refused: not backed by the cluster');
-      try {
-        this.opts.onRefused?.(p.node, refused);
-      } catch (err) {
-        this.log.warn({ peer: p.node, err: String(err) }, 'reporting refused pod CIDRs failed');
+    if (refusedBefore !== JSON.stringify(refused)) {
+      clearTimeout(this.reportTimers.get(p.node));
+      this.reportTimers.delete(p.node);
+      if (refused.length > 0) {
+        this.log.warn({ peer: p.node, refused }, 'pod CIDRs refused: not backed by the cluster');
+        const delay = this.opts.reportRefusalsAfterMs ?? 15_000;
+        if (delay <= 0) this.report(p.node, refused);
+        else {
+          const timer = setTimeout(() => {
+            this.reportTimers.delete(p.node);
+            // Reported only if the very same refusal still stands.
+            if (JSON.stringify(this.refused.get(p.node)) === JSON.stringify(refused)) this.report(p.node, refused);
+          }, delay);
+          timer.unref();
+          this.reportTimers.set(p.node, timer);
+        }
       }
     }
     return routesChanged;
+  }
+
+  private report(node: string, refused: RefusedCidr[]): void {
+    try {
+      this.opts.onRefused?.(node, refused);
+    } catch (err) {
+      this.log.warn({ peer: node, err: String(err) }, 'reporting refused pod CIDRs failed');
+    }
   }
 
   /** Verifies every peer again once the current burst of events is over (IPAMBlocks arrive in bursts). */
@@ -222,6 +250,8 @@ export class NodeWatch {
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     if (this.reverifyPending) clearImmediate(this.reverifyPending);
+    for (const timer of this.reportTimers.values()) clearTimeout(timer);
+    this.reportTimers.clear();
     await this.informer?.stop();
   }
 }

@@ -110,12 +110,18 @@ describe('agent: one site, host-gw', () => {
       const p1 = cluster.pods.find((p) => p.name === 'p1')!;
       const p2 = cluster.pods.find((p) => p.name === 'p2')!;
       expect(await cluster.ping(p2, p1.ip)).toBe(true);
-      // The operator sees it on the intruder's Node.
-      const events = JSON.parse(await cluster.kubectl(['get', 'events', '-n', 'default', '-o', 'json'])) as {
-        items: Array<{ reason: string; involvedObject: { name: string } }>;
-      };
-      expect(events.items.some((e) => e.reason === 'PodCIDRRefused' && e.involvedObject.name === 'intruder')).toBe(
-        true,
+      // The operator sees it on the intruder's Node, once the refusal outlasted its grace period (15 s).
+      await waitFor(
+        'PodCIDRRefused event',
+        async () => {
+          const events = JSON.parse(await cluster.kubectl(['get', 'events', '-n', 'default', '-o', 'json'])) as {
+            items: Array<{ reason: string; involvedObject: { name: string } }>;
+          };
+          return events.items.some((e) => e.reason === 'PodCIDRRefused' && e.involvedObject.name === 'intruder')
+            ? true
+            : undefined;
+        },
+        60_000,
       );
     } finally {
       await cluster.kubectl(['delete', 'node', 'intruder']);

@@ -231,7 +231,7 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
 describe('NodeWatch: a node speaks only for itself', () => {
   const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
 
-  function cluster(blocks: Array<[string, string]>) {
+  function cluster(blocks: Array<[string, string]>, opts: { reportAfterMs?: number } = {}) {
     const directory = new PeerDirectory();
     const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
     const authority = authorityWith([['10.244.0.0/24', 'me'], ...blocks]);
@@ -244,6 +244,7 @@ describe('NodeWatch: a node speaks only for itself', () => {
       forwarder,
       authority,
       onRefused: (n, refused) => reported.push([n, refused.map((r) => r.cidr)]),
+      reportRefusalsAfterMs: opts.reportAfterMs ?? 0,
       onChange: () => {
         changes++;
       },
@@ -294,6 +295,20 @@ describe('NodeWatch: a node speaks only for itself', () => {
     t.watch.upsert(node('b', { cidr: '10.244.37.0/24', peerId: IDS[1]! }));
     expect(t.routed()).toEqual({ a: ['10.244.32.0/20'], b: [] });
     expect(t.watch.refusedCidrs().get('b')![0]!.reason).toMatch(/overlaps pod CIDRs assigned to a/);
+  });
+
+  it('reports a refusal (the Warning Event) only when it outlasts the grace period', async () => {
+    const t = cluster([], { reportAfterMs: 50 });
+    // A joining node: its annotations arrive before its IPAMBlock. No event for that moment.
+    t.watch.upsert(node('joining', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.authority.setBlock(block('10.244.3.0/24', 'joining'));
+    await nextTick();
+    expect(t.routed()).toEqual({ joining: ['10.244.3.0/24'] });
+    // A lasting false claim is reported once the grace period is over.
+    t.watch.upsert(node('liar', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
+    expect(t.reported).toEqual([]);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(t.reported).toEqual([['liar', ['10.244.3.0/24']]]);
   });
 
   it('follows IPAMBlocks as they come and go', async () => {
