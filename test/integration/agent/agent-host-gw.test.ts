@@ -33,6 +33,8 @@ describe('agent: one site, host-gw', () => {
     expect(ann['edgemesh.io/site']).toBe('lan');
     expect(ann['edgemesh.io/node-ip']).toBe(a.ip);
     expect(JSON.parse(ann['edgemesh.io/multiaddrs']!)).toContain(`/ip4/${a.ip}/tcp/4001/p2p/${status.peerId}`);
+    // Listening on 0.0.0.0 must not publish 127.0.0.1: a peer would dial itself.
+    expect(ann['edgemesh.io/multiaddrs']).not.toMatch(/\/ip4\/127\.|\/ip6\/::1\/|\/ip6\/fe80/);
     expect(status.podCidrs[0]).toMatch(/^10\.99\.\d+\.0\/24$/);
 
     const conflist = JSON.parse(readFileSync(join(a.cniConfDir, '10-edgemesh.conflist'), 'utf8'));
