@@ -18,6 +18,7 @@ import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
+import { BlockWatch } from './block-watch.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import type { CaptureRequest } from './control-api.ts';
@@ -25,6 +26,7 @@ import { deviceTowards, enableForwarding, ensureFallbackRoutes, hostGwRoutes, tu
 import { loadKubeConfig, NodeApi } from './kube.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeWatch } from './node-watch.ts';
+import { PodCidrAuthority } from './pod-cidr-authority.ts';
 import { RouteReconciler } from './route-reconciler.ts';
 import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
 import type { AgentStatus, PeerStatus } from './status.ts';
@@ -215,12 +217,28 @@ export class Agent {
     });
     this.onClose('CNI socket', () => server.close());
 
+    // IPAMBlocks first: a peer's pod CIDRs are checked against them as soon as it appears.
+    this.step('IPAMBlock watch');
+    const authority = new PodCidrAuthority(cfg.clusterCidrs, { v4: cfg.blockPrefixV4, v6: cfg.blockPrefixV6 });
+    const blockWatch = new BlockWatch({ api, authority, logger: this.log.child({ component: 'block-watch' }) });
+    this.onClose('IPAMBlock watch', () => blockWatch.stop());
+    await blockWatch.start();
+
     this.step('Node watch');
     const watch = new NodeWatch({
       api,
       selfName: cfg.nodeName,
       directory,
       forwarder,
+      authority,
+      onRefused: (node, refused) => {
+        const message = `edgemesh agent on ${cfg.nodeName} refuses pod CIDRs of this node: ${refused
+          .map((r) => `${r.cidr} (${r.reason})`)
+          .join('; ')}`;
+        api
+          .warnAboutNode(node, cfg.nodeName, 'PodCIDRRefused', message)
+          .catch((err: Error) => this.log.debug({ node, err: err.message }, 'could not create event'));
+      },
       onChange: () => routes.schedule(),
       onSelf: (node) => this.checkOwnAnnotations(node),
       logger: this.log.child({ component: 'node-watch' }),
@@ -244,7 +262,9 @@ export class Agent {
       },
       ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
       refusedNodes: () => directory.ignored.size,
-      nodeEventErrors: () => watch.handlerErrors,
+      nodeEventErrors: () => watch.handlerErrors + blockWatch.handlerErrors,
+      refusedPodCidrs: () => [...watch.refusedCidrs().values()].reduce((n, r) => n + r.length, 0),
+      peerIdConflicts: () => directory.conflicts().size,
     });
     this.ready = true;
     this.metrics.setReady(true);
@@ -296,13 +316,14 @@ export class Agent {
       .map((p) => ({
         node: p.node,
         nextHops: [...new Set([p.nodeIp, ...(watch?.internalIps(p.node) ?? [])])],
-        podCidrs: p.podCidrs,
+        // Only what the cluster backs: a peer's own word never becomes a kernel route.
+        podCidrs: watch?.verifiedCidrs(p.node) ?? [],
       }));
     const devs = new Map<string, string | undefined>();
     for (const ip of new Set(sameSite.flatMap((p) => p.nextHops))) devs.set(ip, await deviceTowards(ip));
     return [
       ...tunRoutes(this.config.clusterCidrs, blocks, this.config.tun.name),
-      ...hostGwRoutes(sameSite, (ip) => devs.get(ip)),
+      ...hostGwRoutes(sameSite, (ip) => devs.get(ip), this.config.clusterCidrs),
     ];
   }
 
@@ -312,7 +333,8 @@ export class Agent {
 
   /** The control API's `GET /status`. */
   status(): AgentStatus {
-    const { self, overlay, blocks, directory, forwarder } = this.parts;
+    const { self, overlay, blocks, directory, forwarder, watch } = this.parts;
+    const refusedCidrs = watch?.refusedCidrs() ?? new Map();
     const perPeer = forwarder?.stats().peers ?? {};
     const overlayPeers = new Map((overlay?.status() ?? []).map((p) => [p.node, p]));
     const peers: PeerStatus[] = (directory?.list() ?? []).map((info) => {
@@ -322,7 +344,8 @@ export class Agent {
       return {
         node: info.node,
         site: info.site,
-        podCidrs: info.podCidrs,
+        podCidrs: watch?.verifiedCidrs(info.node) ?? [],
+        ...(refusedCidrs.has(info.node) ? { refusedCidrs: refusedCidrs.get(info.node) } : {}),
         path: overlay?.pathOf(info.node) ?? 'none',
         rttMs: o?.rttMs ?? null,
         txBytes: f?.txBytes ?? o?.txBytes ?? 0,
@@ -340,6 +363,7 @@ export class Agent {
       podCidrs: (blocks ?? []).map((b) => b.cidr),
       ready: this.ready,
       peers,
+      refusedNodes: [...(directory?.ignored ?? new Map<string, string>())].map(([node, reason]) => ({ node, reason })),
     };
   }
 

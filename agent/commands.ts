@@ -122,4 +122,34 @@ export function register(program: Command): void {
         fail(err);
       }
     });
+
+  program
+    .command('ipam-repair')
+    .description('rewrite a corrupt lease journal keeping its valid records (stop the agent first)')
+    .option('--lease-dir <dir>', 'the lease directory the agent named in its error')
+    .option('-c, --config <file>', "take the lease directory from the agent's config")
+    .action(async (opts: { leaseDir?: string; config?: string }) => {
+      try {
+        let dir = opts.leaseDir;
+        if (!dir) {
+          const { agentFiles, loadAgentConfig } = await import('./config.ts');
+          const cfg = loadAgentConfig({
+            ...(opts.config ? { config: opts.config } : {}),
+            nodeName: process.env.NODE_NAME || 'ipam-repair',
+          });
+          dir = agentFiles(cfg).leaseDir;
+        }
+        const { repairJournal } = await import('../ipam/lease-journal.ts');
+        const r = await repairJournal(dir);
+        process.stdout.write(`kept ${r.kept} records; the original is saved as ${r.backup}\n`);
+        for (const line of r.dropped) process.stdout.write(`dropped: ${line}\n`);
+        if (r.dropped.length > 0) {
+          process.stdout.write(
+            'a dropped allocation may belong to a running pod: compare the pods on this node (kubectl get pods -o wide --field-selector spec.nodeName=<node>) with the kept leases before adding pods\n',
+          );
+        }
+      } catch (err) {
+        fail(err);
+      }
+    });
 }

@@ -58,7 +58,18 @@ function sendJson(res: ServerResponse, code: number, body: unknown): void {
   res.writeHead(code, { 'content-type': 'application/json' }).end(`${JSON.stringify(body, null, 2)}\n`);
 }
 
-export async function startControlServer(socketPath: string, handlers: ControlHandlers): Promise<ControlServer> {
+/**
+ * Captures running at once (default): each holds up to its byte budget (dataplane/pcap.ts)
+ * and costs the forwarder a filter call per packet, so their number is bounded too.
+ */
+export const MAX_CONCURRENT_CAPTURES = 2;
+
+export async function startControlServer(
+  socketPath: string,
+  handlers: ControlHandlers,
+  opts: { maxCaptures?: number } = {},
+): Promise<ControlServer> {
+  const maxCaptures = opts.maxCaptures ?? MAX_CONCURRENT_CAPTURES;
   const active = new Set<AbortController>();
   const server = createServer((req: IncomingMessage, res: ServerResponse) => {
     const url = new URL(req.url ?? '/', 'http://agent');
@@ -70,6 +81,11 @@ export async function startControlServer(socketPath: string, handlers: ControlHa
         capture = parseCaptureQuery(url.searchParams);
       } catch (err) {
         return sendJson(res, 400, { error: (err as Error).message });
+      }
+      if (active.size >= maxCaptures) {
+        return sendJson(res, 429, {
+          error: `${active.size} captures are already running (at most ${maxCaptures}); try again when one ends`,
+        });
       }
       const abort = new AbortController();
       active.add(abort);

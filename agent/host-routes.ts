@@ -36,12 +36,20 @@ export function tunRoutes(clusterCidrs: string[], blocks: NodeBlock[], tun: stri
  * Host-gw routes for same-site peers: each pod CIDR via the peer's address of the same
  * family (dual-stack nodes report an InternalIP per family). `devFor` names the interface
  * that reaches a next hop directly (`ip route get`); a pod CIDR without such a next hop
- * gets no host-gw route.
+ * gets no host-gw route. The peers' CIDRs must be verified ones (agent/pod-cidr-authority.ts);
+ * even so, only CIDRs inside the cluster CIDRs become kernel routes: a peer's word never
+ * reroutes the host's other traffic.
  */
-export function hostGwRoutes(peers: HostGwPeer[], devFor: (nextHop: string) => string | undefined): RouteSpec[] {
+export function hostGwRoutes(
+  peers: HostGwPeer[],
+  devFor: (nextHop: string) => string | undefined,
+  clusterCidrs: string[],
+): RouteSpec[] {
   const routes: RouteSpec[] = [];
+  const inside = (dst: string) => clusterCidrs.some((c) => cidrFamily(c) === cidrFamily(dst) && containsCidr(c, dst));
   for (const p of peers) {
     for (const dst of p.podCidrs) {
+      if (!inside(dst)) continue;
       const via = p.nextHops.find((ip) => familyOfAddress(ip) === cidrFamily(dst) && devFor(ip) !== undefined);
       if (via) routes.push({ dst, dev: devFor(via)!, via });
     }

@@ -28,6 +28,10 @@ export interface MetricsSources {
   refusedNodes(): number;
   /** Exceptions caught in Node event handlers (each skipped one event). */
   nodeEventErrors(): number;
+  /** Pod CIDRs peers claim that the cluster does not back (not routed), now. */
+  refusedPodCidrs?(): number;
+  /** Peer IDs published by more than one Node (none of them trusted), now. */
+  peerIdConflicts?(): number;
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -168,6 +172,24 @@ export class AgentMetrics {
       registers: [this.registry],
       collect() {
         this.set(refused());
+      },
+    });
+    const refusedCidrs = () => this.sources?.refusedPodCidrs?.() ?? 0;
+    new Gauge({
+      name: 'edgemesh_pod_cidrs_refused',
+      help: 'Pod CIDRs peers announce that no IPAMBlock or spec.podCIDRs backs, that lie outside the cluster CIDRs or overlap another node (not routed)',
+      registers: [this.registry],
+      collect() {
+        this.set(refusedCidrs());
+      },
+    });
+    const conflicts = () => this.sources?.peerIdConflicts?.() ?? 0;
+    new Gauge({
+      name: 'edgemesh_peer_id_conflicts',
+      help: 'libp2p peer IDs published by more than one Node (none of those Nodes is trusted)',
+      registers: [this.registry],
+      collect() {
+        this.set(conflicts());
       },
     });
     mirroredCounter(

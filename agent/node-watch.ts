@@ -1,16 +1,20 @@
 // Watches every Node (an informer: list, then watch, relist on 410) and feeds each peer to
 // the overlay's directory and the forwarder's route table; route changes are signalled to
-// the reconciler. A Node without (valid) edgemesh annotations is ignored with its reason:
+// the reconciler. A peer's annotated pod CIDRs reach the forwarder (and host-gw routes)
+// only where the PodCidrAuthority backs them (its IPAMBlocks / spec.podCIDRs, inside the
+// cluster CIDRs, overlapping no other node's); the rest is refused and reported. A Node without (valid) edgemesh annotations is ignored with its reason:
 // its agent may just not have started yet. Every handler is guarded: whatever one Node
 // carries, an exception in its handling is logged and counted, never fatal to the agent.
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import type { Logger } from '../common/log.ts';
 import type { PeerDirectory, PeerInfo } from '../overlay/directory.ts';
 import type { NodeApi } from './kube.ts';
+import type { PodCidrAuthority, RefusedCidr } from './pod-cidr-authority.ts';
 
 /** What the watch needs from the forwarder (dataplane/forwarder.ts). */
 export interface PeerRoutes {
-  setPeer(node: string, podCidrs: string[]): void;
+  /** Returns the CIDRs it refused (overlapping another peer's). */
+  setPeer(node: string, podCidrs: string[]): string[];
   removePeer(node: string): void;
 }
 
@@ -19,6 +23,16 @@ export interface NodeWatchOptions {
   selfName: string;
   directory: PeerDirectory;
   forwarder: PeerRoutes;
+  /** Which pod CIDRs the cluster assigns to each node (IPAMBlocks, spec.podCIDRs). */
+  authority: PodCidrAuthority;
+  /** A peer's refused pod CIDRs changed to a non-empty set (e.g. to raise a Warning Event). */
+  onRefused?: (node: string, refused: RefusedCidr[]) => void;
+  /**
+   * How long a refusal must last before onRefused hears of it (default 15 s): a joining
+   * node's IPAMBlock and its Node annotations reach the watches in either order, and the
+   * moment between is not worth a Warning Event.
+   */
+  reportRefusalsAfterMs?: number;
   /** Something routing depends on changed (peer added, removed, moved site or address). */
   onChange: () => void;
   /** The own Node was added or changed (e.g. someone edited its annotations). */
@@ -38,6 +52,13 @@ export class NodeWatch {
   handlerErrors = 0;
   /** Each peer's InternalIPs (one per family on dual-stack nodes), from its Node status. */
   private readonly internal = new Map<string, string[]>();
+  /** Each peer's pod CIDRs that passed verification and are routed. */
+  private readonly verified = new Map<string, string[]>();
+  /** Each peer's pod CIDRs that were refused, with why. */
+  private readonly refused = new Map<string, RefusedCidr[]>();
+  private reverifyPending: NodeJS.Immediate | undefined;
+  /** Refusals waiting to be reported (see reportRefusalsAfterMs). */
+  private readonly reportTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(opts: NodeWatchOptions) {
     this.opts = opts;
@@ -45,26 +66,107 @@ export class NodeWatch {
     const { directory, forwarder, onChange } = opts;
     directory.on('peer:added', (p: PeerInfo) =>
       this.guarded('peer:added', p.node, () => {
-        forwarder.setPeer(p.node, p.podCidrs);
-        this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer added');
+        this.applyPeer(p);
+        this.log.info({ peer: p.node, site: p.site, podCidrs: this.verifiedCidrs(p.node) }, 'peer added');
         onChange();
       }),
     );
     directory.on('peer:updated', (p: PeerInfo) =>
       this.guarded('peer:updated', p.node, () => {
-        forwarder.setPeer(p.node, p.podCidrs);
-        this.log.info({ peer: p.node, site: p.site, podCidrs: p.podCidrs }, 'peer changed');
+        this.applyPeer(p);
+        this.log.info({ peer: p.node, site: p.site, podCidrs: this.verifiedCidrs(p.node) }, 'peer changed');
         onChange();
       }),
     );
     directory.on('peer:removed', (p: PeerInfo) =>
       this.guarded('peer:removed', p.node, () => {
         forwarder.removePeer(p.node);
+        this.verified.delete(p.node);
+        this.refused.delete(p.node);
+        clearTimeout(this.reportTimers.get(p.node));
+        this.reportTimers.delete(p.node);
         this.log.info({ peer: p.node }, 'peer removed');
+        // A CIDR the forwarder refused because this peer held it may be free now.
+        this.scheduleReverify();
         onChange();
       }),
     );
+    opts.authority.on('change', () => this.scheduleReverify());
     directory.on('peer:ignored', (node: string, reason: string) => this.log.warn({ node, reason }, 'node refused'));
+  }
+
+  /** Routes the CIDRs of `p` the cluster backs; records and reports the rest. Returns whether anything changed. */
+  private applyPeer(p: PeerInfo): boolean {
+    const verdict = this.opts.authority.verify(p.node, p.podCidrs);
+    const fromForwarder = this.opts.forwarder.setPeer(p.node, verdict.accepted);
+    const overlapping = new Set(fromForwarder);
+    const verified = verdict.accepted.filter((c) => !overlapping.has(c));
+    const refused = [
+      ...verdict.refused,
+      ...fromForwarder.map((cidr) => ({ cidr, reason: 'overlaps a pod CIDR the forwarder routes to another peer' })),
+    ];
+    const routesChanged = (this.verified.get(p.node) ?? []).join() !== verified.join();
+    const refusedBefore = JSON.stringify(this.refused.get(p.node) ?? []);
+    this.verified.set(p.node, verified);
+    if (refused.length > 0) this.refused.set(p.node, refused);
+    else this.refused.delete(p.node);
+    if (refusedBefore !== JSON.stringify(refused)) {
+      clearTimeout(this.reportTimers.get(p.node));
+      this.reportTimers.delete(p.node);
+      if (refused.length > 0) {
+        this.log.warn({ peer: p.node, refused }, 'pod CIDRs refused: not backed by the cluster');
+        const delay = this.opts.reportRefusalsAfterMs ?? 15_000;
+        if (delay <= 0) this.report(p.node, refused);
+        else {
+          const timer = setTimeout(() => {
+            this.reportTimers.delete(p.node);
+            // Reported only if the very same refusal still stands.
+            if (JSON.stringify(this.refused.get(p.node)) === JSON.stringify(refused)) this.report(p.node, refused);
+          }, delay);
+          timer.unref();
+          this.reportTimers.set(p.node, timer);
+        }
+      }
+    }
+    return routesChanged;
+  }
+
+  private report(node: string, refused: RefusedCidr[]): void {
+    try {
+      this.opts.onRefused?.(node, refused);
+    } catch (err) {
+      this.log.warn({ peer: node, err: String(err) }, 'reporting refused pod CIDRs failed');
+    }
+  }
+
+  /** Verifies every peer again once the current burst of events is over (IPAMBlocks arrive in bursts). */
+  private scheduleReverify(): void {
+    if (this.reverifyPending || this.stopped) return;
+    this.reverifyPending = setImmediate(() => {
+      this.reverifyPending = undefined;
+      this.reverifyAll();
+    });
+  }
+
+  /** Applies the authority's current view to every peer; signals a route change if any moved. */
+  reverifyAll(): void {
+    let changed = false;
+    for (const p of this.opts.directory.list()) {
+      this.guarded('reverify', p.node, () => {
+        if (this.applyPeer(p)) changed = true;
+      });
+    }
+    if (changed) this.opts.onChange();
+  }
+
+  /** The peer's pod CIDRs that passed verification (what the forwarder and host-gw routes use). */
+  verifiedCidrs(node: string): string[] {
+    return this.verified.get(node) ?? [];
+  }
+
+  /** Every peer with refused pod CIDRs, and why. */
+  refusedCidrs(): Map<string, RefusedCidr[]> {
+    return new Map(this.refused);
   }
 
   /** Runs one event's handling; an exception is logged and counted instead of ending the process. */
@@ -91,6 +193,9 @@ export class NodeWatch {
   /** Applies one Node object (add or update). Exposed for tests. */
   upsert(node: V1Node): void {
     const name = node.metadata?.name;
+    // Every Node's spec.podCIDRs (this one's too) is authoritative: nobody else may claim them.
+    if (name)
+      this.opts.authority.setNodePodCidrs(name, node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []));
     if (name === this.opts.selfName) this.opts.onSelf?.(node);
     if (!name || name === this.opts.selfName) return;
     const internal = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
@@ -112,6 +217,7 @@ export class NodeWatch {
 
   remove(node: V1Node): void {
     const name = node.metadata?.name;
+    if (name) this.opts.authority.setNodePodCidrs(name, []);
     if (!name || name === this.opts.selfName) return;
     this.internal.delete(name);
     this.opts.directory.remove(name);
@@ -136,12 +242,16 @@ export class NodeWatch {
     await informer.start();
     // The initial list also drops peers that vanished while the agent was down.
     const present = new Set(informer.list().map((n) => n.metadata?.name));
-    for (const p of this.opts.directory.list()) if (!present.has(p.node)) this.opts.directory.remove(p.node);
+    // Refused ones too: a vanished Node must not keep a conflict or a refusal alive.
+    for (const name of this.opts.directory.knownNodes()) if (!present.has(name)) this.opts.directory.remove(name);
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
+    if (this.reverifyPending) clearImmediate(this.reverifyPending);
+    for (const timer of this.reportTimers.values()) clearTimeout(timer);
+    this.reportTimers.clear();
     await this.informer?.stop();
   }
 }

@@ -6,7 +6,10 @@ export type PathType = 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none
 export interface PeerStatus {
   node: string;
   site: string | null;
+  /** The pod CIDRs routed to this peer: those the cluster backs (IPAMBlock / spec.podCIDRs). */
   podCidrs: string[];
+  /** Pod CIDRs the peer announces but that are not routed, with why. */
+  refusedCidrs?: Array<{ cidr: string; reason: string }>;
   path: PathType;
   rttMs: number | null;
   txBytes: number;
@@ -25,6 +28,8 @@ export interface AgentStatus {
   podCidrs: string[];
   ready: boolean;
   peers: PeerStatus[];
+  /** Nodes whose edgemesh annotations are refused altogether (invalid, peer-ID conflict), with why. */
+  refusedNodes?: Array<{ node: string; reason: string }>;
 }
 
 function bytes(n: number): string {
@@ -65,7 +70,12 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
     `peer id: ${status.peerId}`,
     `pod CIDRs: ${status.podCidrs.join(', ') || '(none)'}`,
   ];
-  if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n`;
+  const refused = [
+    ...(status.refusedNodes ?? []).map((r) => `  ${r.node}: ${r.reason}`),
+    ...status.peers.flatMap((p) => (p.refusedCidrs ?? []).map((r) => `  ${p.node}: pod CIDR ${r.cidr} ${r.reason}`)),
+  ];
+  const tail = refused.length > 0 ? `\nrefused:\n${refused.join('\n')}\n` : '';
+  if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n${tail}`;
   const rows = [
     ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
     ...[...status.peers]
@@ -82,5 +92,5 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
         ago(p.lastSeen, now),
       ]),
   ];
-  return `${head.join('\n')}\n\n${table(rows)}\n`;
+  return `${head.join('\n')}\n\n${table(rows)}\n${tail}`;
 }

@@ -6,9 +6,8 @@
 
 import { readdir, rm, rmdir } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { deleteLink, linkExists } from '../cni/links.ts';
+import { deleteLink, linkExists, ownedHostVeths } from '../cni/links.ts';
 import { removeMasquerade } from '../cni/masquerade.ts';
-import { run } from '../common/exec.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import { reconcileRoutes, removeFallbackRoutes } from './host-routes.ts';
 
@@ -27,12 +26,6 @@ function alive(socketPath: string): Promise<boolean> {
   });
 }
 
-/** Interfaces enslaved to `bridge` (the host ends of pod veths). */
-async function bridgePorts(bridge: string): Promise<string[]> {
-  const out = await run('ip', ['-j', 'link', 'show', 'master', bridge]).catch(() => '[]');
-  return ((out.trim() ? JSON.parse(out) : []) as Array<{ ifname: string }>).map((l) => l.ifname);
-}
-
 export async function uninstall(cfg: AgentConfig, opts: { purge?: boolean } = {}): Promise<UninstallReport> {
   const files = agentFiles(cfg);
   if ((await alive(files.controlSocket)) || (await alive(files.cniSocket))) {
@@ -44,7 +37,8 @@ export async function uninstall(cfg: AgentConfig, opts: { purge?: boolean } = {}
   for (const r of await removeFallbackRoutes(cfg.clusterCidrs)) removed.push(`route ${r}`);
   if (await deleteLink(cfg.tun.name)) removed.push(`interface ${cfg.tun.name}`);
   if (await linkExists(cfg.bridge.name)) {
-    for (const port of await bridgePorts(cfg.bridge.name)) if (await deleteLink(port)) removed.push(`veth ${port}`);
+    // Only the pod veths the plugin made; another port someone enslaved is just released with the bridge.
+    for (const port of await ownedHostVeths(cfg.bridge.name)) if (await deleteLink(port)) removed.push(`veth ${port}`);
     if (await deleteLink(cfg.bridge.name)) removed.push(`interface ${cfg.bridge.name}`);
   }
   await removeMasquerade();

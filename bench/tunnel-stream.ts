@@ -33,6 +33,7 @@ const hosts = (await Promise.all(
       relay: false,
       directory: dirs[i]!,
       gateCounters: { denied: {} },
+      announceLoopback: true, // both ends live on 127.0.0.1
     }),
   ),
 )) as [Host, Host];

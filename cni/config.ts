@@ -31,6 +31,11 @@ export interface CniEnv {
 // interface name: at most 15 characters, not "." or "..", no "/", ":" or whitespace.
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 const IFNAME = /^[^\s/:]{1,15}$/;
+// CNI_NETNS is a path, and it ends up as an argument of `ip -batch` lines: whitespace, a
+// control character (a newline starts a new command), a quote, a backslash or a "#" would
+// change what those lines say. No real namespace path holds any of them.
+const NETNS_FORBIDDEN = /[\s\p{Cc}"'\\#]/u;
+const PATH_MAX = 4096;
 
 /** Validates the environment for `command`; missing or invalid variables give error 4. */
 export function parseEnv(env: Record<string, string>): CniEnv {
@@ -72,7 +77,17 @@ export function parseEnv(env: Record<string, string>): CniEnv {
     );
   }
   if (parsed.netns && !parsed.netns.startsWith('/')) {
-    throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS must be an absolute path, got "${parsed.netns}"`);
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `CNI_NETNS must be an absolute path, got ${JSON.stringify(parsed.netns)}`,
+    );
+  }
+  if (NETNS_FORBIDDEN.test(parsed.netns) || parsed.netns.length > PATH_MAX) {
+    throw new CniError(
+      ErrorCode.InvalidEnvironment,
+      `invalid CNI_NETNS ${JSON.stringify(parsed.netns.slice(0, 256))}`,
+      'a network namespace path has no whitespace, control characters, quotes, backslashes or "#"',
+    );
   }
   return parsed;
 }

@@ -15,6 +15,11 @@ export function hostVethName(containerId: string, ifname: string): string {
   return HOST_VETH_PREFIX + digest(containerId, ifname).subarray(0, 6).toString('hex');
 }
 
+/** Exactly the names hostVethName makes: "emv" + 12 lowercase hex digits. */
+export function isHostVethName(name: string): boolean {
+  return /^emv[0-9a-f]{12}$/.test(name);
+}
+
 function formatMac(bytes: Uint8Array): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join(':');
 }

@@ -1,13 +1,13 @@
 // The CNI operations (ADD, DEL, CHECK, STATUS, GC, VERSION), run inside the agent: the thin
 // client forwards each runtime call here. handle() never throws: every failure becomes the
 // spec's error JSON on stdout with a non-zero exit code.
-import { access } from 'node:fs/promises';
 import { CommandError } from '../common/exec.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { IpamError } from '../ipam/errors.ts';
 import type { Lease, NodeBlock } from '../ipam/types.ts';
 import { type CniEnv, type CniRequest, type NetConf, parseEnv, parseNetConf, peekVersion } from './config.ts';
 import {
+  assertNetworkNamespace,
   configurePod,
   createVethPair,
   deleteLink,
@@ -16,10 +16,11 @@ import {
   linkExists,
   linkIsUp,
   listLinks,
+  ownedHostVeths,
   readPodLink,
 } from './links.ts';
 import { ensureMasquerade } from './masquerade.ts';
-import { derivedMac, HOST_VETH_PREFIX, hostVethName, podMac } from './names.ts';
+import { derivedMac, hostVethName, podMac } from './names.ts';
 import { EEXIST, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
 import { type AttachmentView, buildResult, readPrevResult } from './result.ts';
 import { CniError, ErrorCode, errorResult, isSupportedVersion, LATEST_VERSION, versionResult } from './spec.ts';
@@ -224,11 +225,7 @@ export class CniPlugin {
   private async add(env: CniEnv, conf: NetConf): Promise<string> {
     const notReady = this.notReadyReason();
     if (notReady) throw new CniError(ErrorCode.TryAgainLater, `cannot add ${env.containerId}: ${notReady}`);
-    try {
-      await access(env.netns);
-    } catch (err) {
-      throw new CniError(ErrorCode.IoFailure, `cannot open network namespace ${env.netns}`, (err as Error).message);
-    }
+    await assertNetworkNamespace(env.netns);
     await this.ensureBridge();
     const lease = await this.opts.leases.allocate(env.containerId, env.ifname);
     const view = this.view(env, lease, conf);
@@ -336,6 +333,7 @@ export class CniPlugin {
     if (!(await linkExists(hostVethName(env.containerId, env.ifname)))) {
       throw mismatch(`host interface ${hostVethName(env.containerId, env.ifname)} is missing`);
     }
+    await assertNetworkNamespace(env.netns);
     let state: Awaited<ReturnType<typeof readPodLink>>;
     try {
       state = await readPodLink(env.netns, env.ifname);
@@ -383,9 +381,15 @@ export class CniPlugin {
     const valid = conf.validAttachments;
     const released = await this.opts.leases.gc(valid);
     // Host veths of attachments that are not valid: those of released leases, and strays whose
-    // lease is long gone (e.g. an ADD that crashed half-way). Valid ones are left untouched.
+    // lease is long gone (e.g. an ADD that crashed half-way) — only veths this plugin made on
+    // its bridge. Valid ones, and anything someone else made, are left untouched.
     const keep = new Set(valid.map((a) => hostVethName(a.containerId, a.ifname)));
-    const doomed = (await listLinks()).filter((n) => n.startsWith(HOST_VETH_PREFIX) && !keep.has(n));
+    const present = new Set(await listLinks());
+    const candidates = new Set([
+      ...(await ownedHostVeths(this.bridgeName)),
+      ...released.map((l) => hostVethName(l.containerId, l.ifname)).filter((n) => present.has(n)),
+    ]);
+    const doomed = [...candidates].filter((n) => !keep.has(n));
     await Promise.all(doomed.map((name) => this.plumbing.deleteLink(name).catch(() => false)));
     this.log.info({ released: released.length, interfaces: doomed.length }, 'CNI GC');
     return '';

@@ -20,7 +20,16 @@ import {
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
-import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
+import {
+  GSO_NONE,
+  GSO_TCPV4,
+  GSO_TCPV6,
+  GSO_UDP_L4,
+  isGso,
+  MAX_SUPER_PACKET_BYTES,
+  needsChecksum,
+  toPlainPackets,
+} from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 import { fragmentIpv4, mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
 
@@ -69,6 +78,8 @@ export interface ForwarderStats {
   icmpTooBig: number;
   /** IPv4 packets (DF clear) fragmented to fit a packet link's MTU. */
   fragmented: number;
+  /** Peer → pod CIDRs refused because they overlap another node's. */
+  refusedCidrs: Record<string, string[]>;
 }
 
 interface PeerState {
@@ -107,6 +118,8 @@ export class Forwarder {
   private readonly icmpLimit: RateLimit;
   private icmpTooBig = 0;
   private fragmented = 0;
+  /** Per peer, the CIDRs its last setPeer asked for and did not get (overlaps). */
+  private readonly refused = new Map<string, string[]>();
 
   constructor(opts: ForwarderOptions) {
     this.tun = opts.tun;
@@ -130,9 +143,15 @@ export class Forwarder {
     this.local = table;
   }
 
-  /** Adds a peer or replaces its pod CIDRs. All CIDRs are checked before anything changes. */
-  setPeer(node: string, podCidrs: string[]): void {
-    const canonical = podCidrs.map((c) => parseCidr(c).text);
+  /**
+   * Adds a peer or replaces its pod CIDRs. All CIDRs are parsed before anything changes
+   * (CidrError on a bad one). A CIDR that shares any address with another peer's CIDR or
+   * with this node's own is refused, whoever asked first: neither the last writer nor a
+   * longer prefix inside someone else's block may take traffic over. Returns the refused
+   * CIDRs (logged, and listed in stats().refusedCidrs until the peer is set again).
+   */
+  setPeer(node: string, podCidrs: string[]): string[] {
+    const canonical = [...new Set(podCidrs.map((c) => parseCidr(c).text))];
     let peer = this.peers.get(node);
     if (!peer) {
       peer = {
@@ -147,15 +166,22 @@ export class Forwarder {
       this.peers.set(node, peer);
     }
     this.unrouteCidrs(peer);
+    const refused: string[] = [];
     for (const cidr of canonical) {
-      const other = this.routes.get(cidr);
-      if (other && other !== peer) {
-        this.log.warn({ cidr, node, previous: other.node }, 'pod CIDR moves to another peer');
-        other.cidrs = other.cidrs.filter((c) => c !== cidr);
+      const others = this.routes.overlapping(cidr).filter((o) => o !== peer);
+      const local = this.local.overlapping(cidr).length > 0;
+      if (others.length > 0 || local) {
+        refused.push(cidr);
+        const holders = [...new Set(others.map((o) => o.node)), ...(local ? ['this node'] : [])];
+        this.log.warn({ cidr, node, overlaps: holders }, 'pod CIDR overlaps another node: refused');
+        continue;
       }
       this.routes.insert(cidr, peer);
+      peer.cidrs.push(cidr);
     }
-    peer.cidrs = canonical;
+    if (refused.length > 0) this.refused.set(node, refused);
+    else this.refused.delete(node);
+    return refused;
   }
 
   /** Forgets a peer: its routes, its link and anything held for it. */
@@ -165,6 +191,7 @@ export class Forwarder {
     this.unrouteCidrs(peer);
     this.dropPending(peer, 'peer-removed');
     this.peers.delete(node);
+    this.refused.delete(node);
   }
 
   /** The peer's tunnel stream is up: frames held for it go now, in order. */
@@ -239,7 +266,13 @@ export class Forwarder {
   stats(): ForwarderStats {
     const peers: Record<string, PeerCounters> = {};
     for (const [node, p] of this.peers) peers[node] = { ...p.counters };
-    return { peers, drops: { ...this.drops }, icmpTooBig: this.icmpTooBig, fragmented: this.fragmented };
+    return {
+      peers,
+      drops: { ...this.drops },
+      icmpTooBig: this.icmpTooBig,
+      fragmented: this.fragmented,
+      refusedCidrs: Object.fromEntries(this.refused),
+    };
   }
 
   private forwardOutbound(batch: Packet[]): void {
@@ -408,6 +441,11 @@ export class Forwarder {
           continue;
         }
         p = { vnet: new Uint8Array(VNET_HDR_LEN), data: p.data }; // a peer without offloads
+      }
+      // No IP datagram is larger, super-packets included: neither our TUN nor segmentation takes one.
+      if (p.data.length > MAX_SUPER_PACKET_BYTES) {
+        this.countPeer(peer, 'too-large', 1);
+        continue;
       }
       const h = parsePacket(p.data, { gso: isGso(p.vnet) });
       if (!h.ok) {

@@ -90,6 +90,28 @@ class BitTrie {
     return path;
   }
 
+  /** Every slot on the path to bytes/prefix (routes containing it, itself included) and below it (routes inside it). */
+  overlappingSlots(bytes: Uint8Array, prefixLength: number): number[] {
+    const found: number[] = [];
+    let node = 0;
+    if (this.slot[0] !== 0) found.push(this.slot[0]!);
+    for (let i = 0; i < prefixLength; i++) {
+      const bit = (bytes[i >> 3]! >> (7 - (i & 7))) & 1;
+      node = this.children[2 * node + bit]!;
+      if (node === 0) return found;
+      if (this.slot[node] !== 0) found.push(this.slot[node]!);
+    }
+    // The subtree below: every route more specific than the prefix.
+    const stack = [this.children[2 * node]!, this.children[2 * node + 1]!];
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      if (n === 0) continue;
+      if (this.slot[n] !== 0) found.push(this.slot[n]!);
+      stack.push(this.children[2 * n]!, this.children[2 * n + 1]!);
+    }
+    return found;
+  }
+
   /** Frees the nodes at the end of `path` that no longer carry a route or a child. */
   prune(path: number[]): void {
     for (let i = path.length - 1; i > 0; i--) {
@@ -166,6 +188,13 @@ export class RouteTable<T> {
     this.routes.delete(p.text);
     trie.prune(path);
     return true;
+  }
+
+  /** The values of every route that shares an address with `cidr`: routes containing it, equal to it or inside it. */
+  overlapping(cidr: string): T[] {
+    const p = parseCidr(cidr);
+    const trie = p.version === 4 ? this.v4 : this.v6;
+    return trie.overlappingSlots(p.bytes, p.prefixLength).map((s) => this.values[s - 1] as T);
   }
 
   /** Removes every route. */

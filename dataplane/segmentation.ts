@@ -58,7 +58,24 @@ export function needsChecksum(vnet: Uint8Array): boolean {
   return ((vnet[0] ?? 0) & VNET_F_NEEDS_CSUM) !== 0;
 }
 
-export type SegmentRejectReason = 'gso-unsupported' | 'gso-malformed' | 'csum-malformed';
+/**
+ * Bounds on what a peer's super-packet may ask of us. A peer chooses gso_size: 1 on a
+ * large frame would make one packet into millions of allocations. Real super-packets are
+ * one IP datagram (≤ 64 KiB: the IPv4 total length and the IPv6 payload length are 16 bits)
+ * cut at a TCP MSS or UDP segment size no smaller than Linux's tcp_min_snd_mss (48).
+ */
+export const MAX_SUPER_PACKET_BYTES = 65535 + 40;
+export const MIN_GSO_SIZE = 48;
+/** The most segments a super-packet within the two bounds above can make. */
+export const MAX_SEGMENTS = Math.ceil(MAX_SUPER_PACKET_BYTES / MIN_GSO_SIZE);
+
+export type SegmentRejectReason =
+  | 'gso-unsupported'
+  | 'gso-malformed'
+  | 'csum-malformed'
+  | 'gso-too-large'
+  | 'gso-size-too-small'
+  | 'gso-too-many-segments';
 export type SegmentResult = { ok: true; packets: Packet[] } | { ok: false; reason: SegmentRejectReason };
 
 const reject = (reason: SegmentRejectReason): SegmentResult => ({ ok: false, reason });
@@ -93,6 +110,9 @@ export function segmentSuperPacket(packet: Packet): SegmentResult {
   const h = readVnetHeader(packet.vnet);
   const data = packet.data;
   if (data.length < 20) return reject('gso-malformed');
+  // Checked before anything is allocated: the cost of a super-packet is bounded by these.
+  if (data.length > MAX_SUPER_PACKET_BYTES) return reject('gso-too-large');
+  if (h.gsoSize < MIN_GSO_SIZE) return reject(h.gsoSize === 0 ? 'gso-malformed' : 'gso-size-too-small');
   const version = data[0]! >> 4;
   const tcp = h.gsoType === GSO_TCPV4 || h.gsoType === GSO_TCPV6;
   if (!tcp && h.gsoType !== GSO_UDP_L4) return reject('gso-unsupported'); // UFO (IP fragments) is not used by TUNs
@@ -117,6 +137,7 @@ export function segmentSuperPacket(packet: Packet): SegmentResult {
   const id0 = version === 4 ? (data[4]! << 8) | data[5]! : 0;
   const tcpFlags = data[ipLen + 13]!;
   const count = Math.ceil(payloadLen / mss);
+  if (count > MAX_SEGMENTS) return reject('gso-too-many-segments'); // unreachable within the bounds above; kept as the last word
   const checksumAt = ipLen + (tcp ? 16 : 6);
   const packets: Packet[] = [];
   for (let i = 0; i < count; i++) {

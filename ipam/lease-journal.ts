@@ -12,10 +12,14 @@
 // holds many more records than there are leases.
 //
 // Crash safety: a mutation is acknowledged only after its record is fdatasync'ed. Each line
-// carries a CRC32, so a torn tail (SIGKILL or power loss mid-write) is detected; everything
-// from the first bad line on was never acknowledged (acknowledgement implies every earlier
-// byte is durable) and is cut off on open. Records carry a sequence number, so a crash
-// between writing a snapshot and emptying the journal replays nothing twice.
+// carries a CRC32, so a torn tail (SIGKILL or power loss mid-write) is detected; a bad line
+// at the end was never acknowledged (acknowledgement implies every earlier byte is durable)
+// and is cut off on open. A write that comes back short or fails (ENOSPC) is cut back to
+// where the batch began before the batch is failed, so no torn line is ever followed by
+// acknowledged records. A bad line *followed by valid records* is therefore corruption, not
+// a crash: open refuses it (with the repair command) instead of silently cutting off
+// acknowledged leases. Records carry a sequence number, so a crash between writing a
+// snapshot and emptying the journal replays nothing twice.
 import { constants } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -61,6 +65,24 @@ export function decodeRecord(line: string): JournalRecord | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The CLI command that repairs a corrupt journal in `dir` (see repairJournal). */
+export function repairCommand(dir: string): string {
+  return `edgemesh-cni ipam-repair --lease-dir ${dir}`;
+}
+
+/** Splits a journal into lines: each with its byte range and its record (undefined when bad). */
+function scanJournal(buf: Buffer): Array<{ start: number; end: number; record: JournalRecord | undefined }> {
+  const lines: Array<{ start: number; end: number; record: JournalRecord | undefined }> = [];
+  let at = 0;
+  while (at < buf.length) {
+    const nl = buf.indexOf(0x0a, at);
+    const end = nl < 0 ? buf.length : nl + 1;
+    lines.push({ start: at, end, record: nl < 0 ? undefined : decodeRecord(buf.toString('utf8', at, nl)) });
+    at = end;
+  }
+  return lines;
 }
 
 export interface LoadedJournal {
@@ -139,16 +161,20 @@ export async function loadJournal(dir: string): Promise<LoadedJournal> {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { snapshot, records: [], truncatedBytes: 0 };
     throw e;
   }
-  const records: JournalRecord[] = [];
-  let good = 0;
-  while (good < buf.length) {
-    const nl = buf.indexOf(0x0a, good);
-    if (nl < 0) break;
-    const record = decodeRecord(buf.toString('utf8', good, nl));
-    if (!record) break;
-    if (record.seq > snapshot.seq) records.push(record);
-    good = nl + 1;
+  const lines = scanJournal(buf);
+  const firstBad = lines.findIndex((l) => l.record === undefined);
+  const valid = (firstBad < 0 ? lines : lines.slice(0, firstBad)).map((l) => l.record as JournalRecord);
+  if (firstBad >= 0 && lines.slice(firstBad + 1).some((l) => l.record !== undefined)) {
+    const bad = lines.slice(firstBad).filter((l) => l.record === undefined).length;
+    throw new IpamError(
+      'CorruptStore',
+      `lease journal ${path} is corrupt: line ${firstBad + 1} is damaged but valid records follow it ` +
+        `(${bad} damaged line(s)); those records were acknowledged, so the agent will not cut them off. ` +
+        `Stop the agent and run: ${repairCommand(dir)}`,
+    );
   }
+  const records = valid.filter((r) => r.seq > snapshot.seq);
+  const good = firstBad < 0 ? buf.length : lines[firstBad]!.start;
   const truncatedBytes = buf.length - good;
   if (truncatedBytes > 0) {
     const fh = await open(path, 'r+');
@@ -162,16 +188,38 @@ export async function loadJournal(dir: string): Promise<LoadedJournal> {
   return { snapshot, records, truncatedBytes };
 }
 
+/**
+ * Rewrites a corrupt journal keeping every valid record and dropping the damaged lines;
+ * the original is kept beside it as leases.journal.corrupt-<time>. Run with the agent
+ * stopped. Returns what was kept and dropped (the dropped lines' text, for the operator).
+ */
+export async function repairJournal(dir: string): Promise<{ kept: number; dropped: string[]; backup: string }> {
+  const path = join(dir, JOURNAL_FILE);
+  const buf = await readFile(path);
+  const lines = scanJournal(buf);
+  const kept = lines.filter((l) => l.record !== undefined);
+  const dropped = lines.filter((l) => l.record === undefined).map((l) => buf.toString('utf8', l.start, l.end).trim());
+  const backup = `${path}.corrupt-${new Date().toISOString().replaceAll(':', '-')}`;
+  await writeFileAtomic(dir, backup.slice(dir.length + 1), buf.toString('utf8'));
+  await writeFileAtomic(dir, JOURNAL_FILE, kept.map((l) => buf.toString('utf8', l.start, l.end)).join(''));
+  return { kept: kept.length, dropped, backup };
+}
+
 /** The open journal file: appends batches of records durably. */
 export class JournalWriter {
   private readonly dir: string;
   private fh: FileHandle;
   private recordCount: number;
+  /** Bytes in the journal file that are complete records (where the next batch begins). */
+  private size: number;
+  /** Set when a failed batch could not be cut back: nothing may be appended after its torn bytes. */
+  private broken: Error | undefined;
 
-  private constructor(dir: string, fh: FileHandle, recordCount: number) {
+  private constructor(dir: string, fh: FileHandle, recordCount: number, size: number) {
     this.dir = dir;
     this.fh = fh;
     this.recordCount = recordCount;
+    this.size = size;
   }
 
   static async open(dir: string, existingRecords: number): Promise<JournalWriter> {
@@ -179,7 +227,7 @@ export class JournalWriter {
     // The first open creates the file: its directory entry must be durable before any
     // record in it is acknowledged, or a power loss could take the whole journal.
     await fsyncDir(dir);
-    return new JournalWriter(dir, fh, existingRecords);
+    return new JournalWriter(dir, fh, existingRecords, (await fh.stat()).size);
   }
 
   /** Records in the journal since the last compaction. */
@@ -190,8 +238,33 @@ export class JournalWriter {
   /** Appends the records with one write and one fdatasync; resolves once they are durable. */
   async append(records: JournalRecord[]): Promise<void> {
     if (records.length === 0) return;
-    await this.fh.write(records.map(encodeRecord).join(''));
-    await this.fh.datasync();
+    if (this.broken) throw this.broken;
+    const data = Buffer.from(records.map(encodeRecord).join(''));
+    try {
+      // write(2) may take fewer bytes than asked (a nearly full disk): finish the batch or fail it.
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done);
+        if (bytesWritten <= 0) throw new Error(`short write: ${done} of ${data.length} bytes`);
+        done += bytesWritten;
+      }
+      await this.fh.datasync();
+    } catch (err) {
+      // Cut the partial batch off, so the next batch does not follow a torn line.
+      try {
+        await this.fh.truncate(this.size);
+        await this.fh.datasync();
+      } catch (cutErr) {
+        this.broken = new Error(
+          `lease journal ${join(this.dir, JOURNAL_FILE)} holds a torn batch that could not be cut off`,
+          {
+            cause: cutErr,
+          },
+        );
+      }
+      throw err;
+    }
+    this.size += data.length;
     this.recordCount += records.length;
   }
 
@@ -204,6 +277,7 @@ export class JournalWriter {
     await writeFileAtomic(this.dir, JOURNAL_FILE, '');
     this.fh = await open(join(this.dir, JOURNAL_FILE), 'a', 0o600);
     this.recordCount = 0;
+    this.size = 0;
   }
 
   async close(): Promise<void> {

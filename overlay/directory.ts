@@ -43,42 +43,95 @@ export interface PeerDirectoryEvents {
 export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
   readonly #byNode = new Map<string, PeerInfo>();
   readonly #byPeerId = new Map<string, PeerInfo>();
+  /** Every Node's valid annotations, trusted or not: a peer-ID conflict is decided over all of them. */
+  readonly #claims = new Map<string, PeerInfo>();
   /** Why each ignored node was ignored (for status/logs). */
   readonly ignored = new Map<string, string>();
 
+  /**
+   * Takes one Node's annotations. Two Nodes publishing one peer ID are both refused (a
+   * node cannot tell which of them holds the key, and the first-come winner would depend
+   * on list order after a restart) until one of them stops; see conflicts().
+   */
   upsertFromNode(node: NodeLike): UpsertResult {
     const parsed = parsePeerInfo(node);
+    const before = this.#claims.get(node.name);
     if (!parsed.ok) {
+      this.#claims.delete(node.name);
       this.ignored.set(node.name, parsed.reason);
       // A node that became invalid must not keep its old (possibly stale) entry.
-      this.remove(node.name);
+      this.#untrust(node.name);
       this.emit('peer:ignored', node.name, parsed.reason);
+      if (before) this.#settle(before.peerId);
       return parsed;
     }
-    this.ignored.delete(node.name);
     const peer = parsed.peer;
-    const owner = this.#byPeerId.get(peer.peerId);
-    if (owner !== undefined && owner.node !== peer.node) {
-      const reason = `peer ID ${peer.peerId} is already published by node ${owner.node}`;
-      this.ignored.set(node.name, reason);
-      this.emit('peer:ignored', node.name, reason);
-      return { ok: false, reason };
+    this.#claims.set(node.name, peer);
+    if (before && before.peerId !== peer.peerId) this.#settle(before.peerId);
+    const result = this.#settle(peer.peerId, node.name);
+    return result ?? { ok: false, reason: this.ignored.get(node.name) ?? 'refused' };
+  }
+
+  /** Forgets a Node (deleted): its entry, its claim and why it was refused. */
+  remove(name: string): boolean {
+    const claim = this.#claims.get(name);
+    this.#claims.delete(name);
+    this.ignored.delete(name);
+    const removed = this.#untrust(name);
+    if (claim) this.#settle(claim.peerId);
+    return removed;
+  }
+
+  /** Every Node the directory holds something about: trusted, refused or in conflict. */
+  knownNodes(): string[] {
+    return [...new Set([...this.#byNode.keys(), ...this.#claims.keys(), ...this.ignored.keys()])];
+  }
+
+  /** Peer IDs published by more than one Node, and by which (none of them is trusted). */
+  conflicts(): Map<string, string[]> {
+    const byId = new Map<string, string[]>();
+    for (const c of this.#claims.values()) byId.set(c.peerId, [...(byId.get(c.peerId) ?? []), c.node]);
+    return new Map([...byId].filter(([, nodes]) => nodes.length > 1));
+  }
+
+  /** Trusts the one Node claiming `peerId`, or none when several do. Returns the result for `forNode`. */
+  #settle(peerId: string, forNode?: string): UpsertResult | undefined {
+    const claimants = [...this.#claims.values()].filter((c) => c.peerId === peerId);
+    if (claimants.length > 1) {
+      const names = claimants.map((c) => c.node).sort();
+      const reason = `peer ID ${peerId} is published by nodes ${names.join(', ')}: trusting none of them`;
+      for (const c of claimants) {
+        this.#untrust(c.node);
+        if (this.ignored.get(c.node) !== reason) {
+          this.ignored.set(c.node, reason);
+          this.emit('peer:ignored', c.node, reason);
+        }
+      }
+      return forNode === undefined ? undefined : { ok: false, reason };
     }
+    const peer = claimants[0];
+    if (!peer) return undefined;
+    this.ignored.delete(peer.node);
     const previous = this.#byNode.get(peer.node);
-    if (previous !== undefined && samePeer(previous, peer)) return { ok: true, peer: previous, change: 'unchanged' };
-    if (previous !== undefined) this.#byPeerId.delete(previous.peerId);
+    if (previous !== undefined && samePeer(previous, peer)) {
+      return peer.node === forNode ? { ok: true, peer: previous, change: 'unchanged' } : undefined;
+    }
+    if (previous !== undefined && this.#byPeerId.get(previous.peerId) === previous) {
+      this.#byPeerId.delete(previous.peerId);
+    }
     this.#byNode.set(peer.node, peer);
     this.#byPeerId.set(peer.peerId, peer);
     if (previous === undefined) this.emit('peer:added', peer);
     else this.emit('peer:updated', peer, previous);
-    return { ok: true, peer, change: previous === undefined ? 'added' : 'updated' };
+    return peer.node === forNode ? { ok: true, peer, change: previous === undefined ? 'added' : 'updated' } : undefined;
   }
 
-  remove(name: string): boolean {
+  /** Drops a trusted entry (its routes go with it); returns whether there was one. */
+  #untrust(name: string): boolean {
     const peer = this.#byNode.get(name);
     if (peer === undefined) return false;
     this.#byNode.delete(name);
-    this.#byPeerId.delete(peer.peerId);
+    if (this.#byPeerId.get(peer.peerId) === peer) this.#byPeerId.delete(peer.peerId);
     this.emit('peer:removed', peer);
     return true;
   }

@@ -9,6 +9,7 @@ import type {
   Connection,
   Libp2p,
   Libp2pEvents,
+  MultiaddrConnection,
   PeerId,
   PrivateKey,
   TypedEventTarget,
@@ -17,7 +18,9 @@ import type {
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import type { Multiaddr } from '@multiformats/multiaddr';
+import ipaddr from 'ipaddr.js';
 import { createLibp2p } from 'libp2p';
+import { ipOf, isCircuit } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import { createMembershipGater, type GateCounters } from './gater.ts';
 
@@ -41,6 +44,45 @@ export interface HostOptions {
   relay: boolean;
   directory: PeerDirectory;
   gateCounters: GateCounters;
+  /** Announce loopback addresses too (tests whose hosts live on 127.0.0.1 only); never for agents. */
+  announceLoopback?: boolean;
+  /** Counts inbound connections refused before the handshake (per-IP pending cap). */
+  inboundCounters?: InboundCounters;
+}
+
+export interface InboundCounters {
+  /** Inbound connections refused because their IP already had maxPendingPerIp upgrades running. */
+  refusedPendingPerIp: number;
+}
+
+/**
+ * Limits on connections that have not finished their handshake: what a stranger can hold
+ * without a key. libp2p's defaults (10 pending in all, 10 s to upgrade) let ten idle TCP
+ * connections every ten seconds lock every node, relays included, out of new inbound
+ * connections. Here one IP may hold a few, all of them together many, each for a short time.
+ */
+export const PENDING_LIMITS = {
+  /** Upgrades (multistream + noise + yamux: a few round trips) must finish within this. */
+  inboundUpgradeTimeoutMs: 5_000,
+  /** Upgrades in progress, all sources together. */
+  maxPending: 256,
+  /** Upgrades in progress from one IP (nodes behind one NAT share it: not 1). */
+  maxPendingPerIp: 16,
+} as const;
+
+const NEVER_ANNOUNCED = new Set(['loopback', 'linkLocal', 'unspecified', 'multicast', 'broadcast']);
+
+/**
+ * Whether a multiaddr is worth giving to peers: never one that means "this machine" or
+ * "this link" to whoever dials it (127.0.0.1 would have a peer dial itself).
+ */
+export function isAnnounceable(ma: Multiaddr, allowLoopback = false): boolean {
+  const ip = ipOf(ma);
+  if (ip === undefined || !ipaddr.isValid(ip)) return true; // dns, circuit addresses
+  let range = ipaddr.parse(ip).range();
+  if (range === 'ipv4Mapped') range = (ipaddr.parse(ip) as ipaddr.IPv6).toIPv4Address().range();
+  if (allowLoopback && range === 'loopback') return true;
+  return !NEVER_ANNOUNCED.has(range);
 }
 
 // The stream window bounds the bytes in flight on a tunnel, and so the queue a relayed
@@ -55,12 +97,21 @@ const YAMUX_MAX_WINDOW = 2 * 1024 * 1024;
 export async function createHost(opts: HostOptions) {
   const node = await createLibp2p({
     privateKey: opts.privateKey,
-    addresses: { listen: opts.listen, ...(opts.announce ? { announce: opts.announce } : {}) },
+    addresses: {
+      listen: opts.listen,
+      ...(opts.announce ? { announce: opts.announce } : {}),
+      announceFilter: (mas: Multiaddr[]) => mas.filter((ma) => isAnnounceable(ma, opts.announceLoopback)),
+    },
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: YAMUX_MAX_WINDOW } })],
     connectionGater: createMembershipGater(opts.directory, opts.gateCounters),
-    connectionManager: { maxConnections: 10_000, inboundConnectionThreshold: 1000 },
+    connectionManager: {
+      maxConnections: 10_000,
+      inboundConnectionThreshold: 1000,
+      maxIncomingPendingConnections: PENDING_LIMITS.maxPending,
+      inboundUpgradeTimeout: PENDING_LIMITS.inboundUpgradeTimeoutMs,
+    },
     // libp2p's monitor pings every connection and aborts it when one ping times out: under
     // bulk load the ping queues behind seconds of tunnel data and healthy relayed tunnels
     // died ("operation was aborted due to timeout"). overlay/keepalive.ts replaces it and
@@ -82,7 +133,41 @@ export async function createHost(opts: HostOptions) {
         : {}),
     },
   });
+  limitPendingPerIp(
+    internalsOf(node as unknown as Host).upgrader,
+    PENDING_LIMITS.maxPendingPerIp,
+    opts.inboundCounters,
+  );
   return node;
+}
+
+/**
+ * Caps the inbound upgrades in progress per remote IP. libp2p has only a global cap; the
+ * upgrader is where an inbound connection waits for its handshake (the TCP listener and
+ * the relay transport both hand it there), so this wraps its upgradeInbound. Relayed
+ * connections are exempt: their address is the relay's, shared by every peer it relays,
+ * and they arrive over an authenticated connection from a member.
+ */
+function limitPendingPerIp(upgrader: Upgrader, maxPerIp: number, counters?: InboundCounters): void {
+  const pending = new Map<string, number>();
+  const upgradeInbound = upgrader.upgradeInbound.bind(upgrader);
+  upgrader.upgradeInbound = (async (maConn: MultiaddrConnection, opts: Parameters<Upgrader['upgradeInbound']>[1]) => {
+    const ip = isCircuit(maConn.remoteAddr) ? undefined : ipOf(maConn.remoteAddr);
+    if (ip === undefined) return upgradeInbound(maConn, opts);
+    const n = pending.get(ip) ?? 0;
+    if (n >= maxPerIp) {
+      if (counters) counters.refusedPendingPerIp++;
+      throw new Error(`inbound connection from ${ip} refused: ${n} handshakes from that IP already in progress`);
+    }
+    pending.set(ip, n + 1);
+    try {
+      return await upgradeInbound(maConn, opts);
+    } finally {
+      const left = (pending.get(ip) ?? 1) - 1;
+      if (left > 0) pending.set(ip, left);
+      else pending.delete(ip);
+    }
+  }) as Upgrader['upgradeInbound'];
 }
 
 export type Host = Awaited<ReturnType<typeof createHost>>;

@@ -33,11 +33,13 @@ describe('agent: one site, host-gw', () => {
     expect(ann['edgemesh.io/site']).toBe('lan');
     expect(ann['edgemesh.io/node-ip']).toBe(a.ip);
     expect(JSON.parse(ann['edgemesh.io/multiaddrs']!)).toContain(`/ip4/${a.ip}/tcp/4001/p2p/${status.peerId}`);
+    // Listening on 0.0.0.0 must not publish 127.0.0.1: a peer would dial itself.
+    expect(ann['edgemesh.io/multiaddrs']).not.toMatch(/\/ip4\/127\.|\/ip6\/::1\/|\/ip6\/fe80/);
     expect(status.podCidrs[0]).toMatch(/^10\.99\.\d+\.0\/24$/);
 
     const conflist = JSON.parse(readFileSync(join(a.cniConfDir, '10-edgemesh.conflist'), 'utf8'));
     expect(conflist).toMatchObject({
-      cniVersion: '1.1.0',
+      cniVersion: '1.0.0',
       plugins: [{ type: 'edgemesh', socket: join(a.runDir, 'cni.sock') }],
     });
     expect(statSync(join(a.cniBinDir, 'edgemesh')).mode & 0o111).toBeTruthy();
@@ -77,6 +79,58 @@ describe('agent: one site, host-gw', () => {
     expect(await cluster.ping(p2, p1.ip)).toBe(true);
     // host-gw: nothing crossed the tunnel.
     expect((await cluster.status(a)).peers[0]!.txPackets).toBe(0);
+  });
+
+  it("gives a Node that claims another node's block, or addresses nobody assigned it, no route", async () => {
+    const aCidr = (await cluster.status(a)).podCidrs[0]!;
+    const intruder = {
+      apiVersion: 'v1',
+      kind: 'Node',
+      metadata: {
+        name: 'intruder',
+        annotations: {
+          'edgemesh.io/peer-id': '12D3KooWGLmu861KbXD6HjhGKVBSFtR7saza4j8J25nP2RPWHwnp',
+          'edgemesh.io/multiaddrs': '[]',
+          // a's own block, a /32 inside it, a block nobody assigned, and a range outside the cluster.
+          'edgemesh.io/pod-cidrs': `${aCidr},${aCidr.replace(/0\/24$/, '9/32')},10.99.250.0/24,192.0.2.0/24`,
+          'edgemesh.io/site': 'lan',
+          'edgemesh.io/node-ip': '192.168.77.250',
+        },
+      },
+    };
+    await cluster.kubectl(['create', '-f', '-'], JSON.stringify(intruder));
+    try {
+      const seen = await waitFor('intruder refused on b', async () => {
+        const peer = (await cluster.status(b)).peers.find((p) => p.node === 'intruder');
+        return peer?.refusedCidrs?.length === 4 ? peer : undefined;
+      });
+      expect(seen.podCidrs).toEqual([]);
+      const routes = await run('ip', ['-n', b.netns, 'route', 'show']);
+      expect(routes).not.toContain('192.168.77.250');
+      expect(routes).toContain(`${aCidr} via ${a.ip}`);
+      // b's forwarder also keeps a's block: pods still reach each other.
+      const p1 = cluster.pods.find((p) => p.name === 'p1')!;
+      const p2 = cluster.pods.find((p) => p.name === 'p2')!;
+      expect(await cluster.ping(p2, p1.ip)).toBe(true);
+      // The operator sees it on the intruder's Node, once the refusal outlasted its grace period (15 s).
+      await waitFor(
+        'PodCIDRRefused event',
+        async () => {
+          const events = JSON.parse(await cluster.kubectl(['get', 'events', '-n', 'default', '-o', 'json'])) as {
+            items: Array<{ reason: string; involvedObject: { name: string } }>;
+          };
+          return events.items.some((e) => e.reason === 'PodCIDRRefused' && e.involvedObject.name === 'intruder')
+            ? true
+            : undefined;
+        },
+        60_000,
+      );
+    } finally {
+      await cluster.kubectl(['delete', 'node', 'intruder']);
+    }
+    await waitFor('intruder gone', async () =>
+      (await cluster.status(b)).peers.some((p) => p.node === 'intruder') ? undefined : true,
+    );
   });
 
   it('repairs a pod route someone deleted by hand', async () => {
@@ -154,8 +208,15 @@ describe('agent: one site, host-gw', () => {
 
   it('uninstall removes what the agent created on the host and keeps the leases', async () => {
     await cluster.stopAgent(a, 'SIGTERM');
+    // A port someone else put on the bridge is released with it, not deleted (uninstall
+    // used to delete every port of the bridge).
+    await run('ip', ['-n', a.netns, 'link', 'add', 'xport0', 'type', 'veth', 'peer', 'name', 'xpeer0']);
+    await run('ip', ['-n', a.netns, 'link', 'set', 'xport0', 'master', 'edgemesh-br0']);
     const out = await cluster.cli(a, ['uninstall', '--config', a.configPath]);
     expect(out).toContain('removed interface edgemesh-br0');
+    expect(out).not.toContain('xport0');
+    expect(await run('ip', ['-n', a.netns, '-o', 'link', 'show', 'xport0'])).toContain('xport0');
+    await run('ip', ['-n', a.netns, 'link', 'del', 'xport0']);
     const links = await run('ip', ['-n', a.netns, '-o', 'link', 'show']);
     expect(links).not.toContain('edgemesh0');
     expect(links).not.toContain('edgemesh-br0');

@@ -372,6 +372,7 @@ export interface AgentStatusJson {
     node: string;
     site: string;
     podCidrs: string[];
+    refusedCidrs?: Array<{ cidr: string; reason: string }>;
     path: string;
     rttMs: number | null;
     txBytes: number;

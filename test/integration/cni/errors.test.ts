@@ -73,6 +73,29 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
     );
   });
 
+  it('4: CNI_NETNS that is not a network namespace (no bare "RTNETLINK answers: Invalid argument")', async () => {
+    const conf = node.conf('1.0.0');
+    // A directory, a regular file, a device, and a namespace of another kind.
+    for (const [netns, why] of [
+      ['/tmp', /CNI_NETNS \/tmp is not a network namespace/],
+      ['/proc/self/status', /not a network namespace/],
+      ['/dev/null', /not a network namespace/],
+      ['/proc/self/ns/mnt', /CNI_NETNS \/proc\/self\/ns\/mnt is a mnt namespace/],
+    ] as const) {
+      const j = expectError(await node.client('ADD', { ...pod, netns }, conf), 4, why);
+      expect(j.msg).not.toMatch(/RTNETLINK|Invalid argument/);
+    }
+    // Whitespace or a newline in the path never reaches an ip -batch line.
+    const r = await execPlugin(
+      node.clientPath,
+      { ...cniEnv('ADD', pod), CNI_NETNS: `${pod.netns}\nlink del lo` },
+      conf,
+    );
+    expectError(r, 4, /CNI_NETNS/);
+    // Nothing was half-built: no lease and no host veth were left for these attempts.
+    expect((await links(node.node)).filter((l) => l.startsWith('emv'))).toEqual([]);
+  });
+
   it('6: undecodable JSON on stdin', async () => {
     // The socket must come from the environment here: the config itself is unreadable.
     const env = { ...cniEnv('ADD', pod), EDGEMESH_CNI_SOCKET: node.socket };
@@ -156,6 +179,14 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
     const rd = await node.client('ADD', drop, conf);
     expect([rk.code, rd.code]).toEqual([0, 0]);
     expect((await links(node.node)).filter((l) => l.startsWith('emv'))).toHaveLength(2);
+    // Interfaces this plugin did not make: one named like ours but not on our bridge, one
+    // port of our bridge with another name, one veth named like ours elsewhere. GC used to
+    // delete every "emv*" link of the host.
+    const foreign = ['emv0123456789ab', 'emvtoolongname1', 'xport0'];
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[0]!, 'type', 'bridge']);
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[1]!, 'type', 'veth', 'peer', 'name', 'xpeer0']);
+    await run('ip', ['-n', node.node, 'link', 'add', foreign[2]!, 'type', 'veth', 'peer', 'name', 'xpeer1']);
+    await run('ip', ['-n', node.node, 'link', 'set', foreign[2]!, 'master', 'edgemesh-br0']);
     const gc = await node.client(
       'GC',
       undefined,
@@ -164,6 +195,9 @@ describe('CNI errors, DEL edge cases, STATUS, GC', () => {
       }),
     );
     expect(gc.code, gc.stdout).toBe(0);
+    const all = await links(node.node);
+    expect(all).toEqual(expect.arrayContaining(foreign));
+    for (const name of [foreign[0]!, foreign[1]!, foreign[2]!]) await run('ip', ['-n', node.node, 'link', 'del', name]);
     const left = (await links(node.node)).filter((l) => l.startsWith('emv'));
     expect(left).toEqual([(rk.json as { interfaces: { name: string }[] }).interfaces[1]!.name]);
     expect(await links(nsName(drop.netns))).toEqual(['lo']);

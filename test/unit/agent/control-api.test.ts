@@ -90,6 +90,35 @@ describe('control API over the unix socket', () => {
     );
   });
 
+  it('runs at most maxCaptures captures at once and refuses more with 429', async () => {
+    const socket = join(dir, 'agent.sock');
+    const release = Promise.withResolvers<void>();
+    let started = 0;
+    server = await startControlServer(
+      socket,
+      {
+        status: () => status,
+        capture: async (_r, out, signal) => {
+          started++;
+          out.write(Buffer.from([0xd4, 0xc3, 0xb2, 0xa1]));
+          await Promise.race([release.promise, new Promise((r) => signal.addEventListener('abort', r))]);
+          out.end();
+        },
+      },
+      { maxCaptures: 2 },
+    );
+    const running = [0, 1].map(() => collect((out) => fetchCapture(socket, {}, out)));
+    await expect.poll(() => started).toBe(2);
+    await expect(collect((out) => fetchCapture(socket, {}, out))).rejects.toThrow(
+      /agent answered 429: 2 captures are already running/,
+    );
+    expect(started).toBe(2);
+    release.resolve();
+    await Promise.all(running);
+    // A slot is free again once a capture ends.
+    expect((await collect((out) => fetchCapture(socket, {}, out))).length).toBe(4);
+  });
+
   it('tells the operator when no agent listens', async () => {
     await expect(fetchStatus(join(dir, 'none.sock'))).rejects.toThrow(/cannot reach the agent .* is the agent running/);
   });

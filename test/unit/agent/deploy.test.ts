@@ -117,7 +117,14 @@ describe('deploy/ manifests', () => {
 
   it('every object has apiVersion, kind and a DNS-1123 name; namespaced ones live in kube-system', () => {
     expect(objects.length).toBeGreaterThanOrEqual(6);
-    const clusterScoped = new Set(['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Namespace']);
+    const clusterScoped = new Set([
+      'ClusterRole',
+      'ClusterRoleBinding',
+      'CustomResourceDefinition',
+      'Namespace',
+      'ValidatingAdmissionPolicy',
+      'ValidatingAdmissionPolicyBinding',
+    ]);
     for (const o of objects) {
       expect(o.apiVersion, JSON.stringify(o.metadata)).toMatch(/^([a-z0-9.-]+\/)?v\d+(alpha\d+|beta\d+)?$/);
       expect(o.kind).toMatch(/^[A-Z][A-Za-z]+$/);
@@ -137,8 +144,8 @@ describe('deploy/ manifests', () => {
         .sort();
     expect(grant('', 'nodes')).toEqual(['get', 'list', 'patch', 'watch']);
     expect(grant('', 'nodes/status')).toEqual(['patch']);
-    expect(grant('edgemesh.io', 'ipamblocks')).toEqual(['create', 'delete', 'get', 'list', 'patch', 'update', 'watch']);
-    expect(grant('', 'events')).toEqual(['create', 'patch']);
+    expect(grant('edgemesh.io', 'ipamblocks')).toEqual(['create', 'delete', 'get', 'list', 'patch', 'watch']);
+    expect(grant('', 'events')).toEqual(['create']);
     // Least privilege: no wildcards, nothing on secrets, pods or configmaps.
     for (const r of rules) {
       expect(r.verbs).not.toContain('*');
@@ -154,6 +161,12 @@ describe('deploy/ manifests', () => {
     });
     expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: 'kube-system' }]);
     expect(one('DaemonSet').spec.template.spec.serviceAccountName).toBe(sa.metadata.name);
+    // RBAC cannot name the agent's own Node: the admission policy narrows it to that, for
+    // this service account (its rules: test/unit/agent/admission-policy.test.ts).
+    const policy = one('ValidatingAdmissionPolicy');
+    expect(policy.spec.matchConditions[0].expression).toContain(
+      `system:serviceaccount:kube-system:${sa.metadata.name}`,
+    );
   });
 
   it('the DaemonSet runs a privileged host-network agent on every node with its host paths', () => {
@@ -194,9 +207,11 @@ describe('deploy/ manifests', () => {
     for (const dir of Object.values(cfg.paths)) expect(hostPathAt(dir), dir).toBe(dir);
     // Probes and ports match the agent's HTTP listener.
     const httpPort = Number(cfg.http.listen.split(':').pop());
-    expect(agent.livenessProbe.httpGet).toEqual({ path: '/healthz', port: httpPort });
-    expect(agent.readinessProbe.httpGet).toEqual({ path: '/readyz', port: httpPort });
-    expect(cfg.http.listen.startsWith('0.0.0.0:')).toBe(true);
+    // Loopback only (hostNetwork: 0.0.0.0 would serve every network the node is on); the
+    // kubelet, on the same host, probes 127.0.0.1.
+    expect(cfg.http.listen).toBe(`127.0.0.1:${httpPort}`);
+    expect(agent.livenessProbe.httpGet).toEqual({ host: '127.0.0.1', path: '/healthz', port: httpPort });
+    expect(agent.readinessProbe.httpGet).toEqual({ host: '127.0.0.1', path: '/readyz', port: httpPort });
     const overlayPort = Number(/\/tcp\/(\d+)/.exec(cfg.overlay.listen[0]!)![1]);
     const ports = agent.ports.map((p: { containerPort: number }) => p.containerPort);
     expect(ports).toEqual(expect.arrayContaining([httpPort, overlayPort, cfg.overlay.punchPort]));

@@ -24,6 +24,7 @@ describe('desired pod routes', () => {
         { node: 'a4', nextHops: ['192.168.10.14'], podCidrs: ['10.244.4.0/24', 'fd00:10:244:4::/64'] },
       ],
       (ip) => (ip.startsWith('192.168.10.') || ip.startsWith('fd00:10::') ? 'eth0' : undefined),
+      ['10.244.0.0/16', 'fd00:10:244::/56'],
     );
     expect(routes).toEqual([
       { dst: '10.244.2.0/24', dev: 'eth0', via: '192.168.10.12' },
@@ -32,6 +33,21 @@ describe('desired pod routes', () => {
       // a4 has no IPv6 address: its IPv6 block gets no host-gw route.
       { dst: '10.244.4.0/24', dev: 'eth0', via: '192.168.10.14' },
     ]);
+  });
+
+  it('never turns a CIDR outside the cluster CIDRs into a kernel route, whatever a peer lists', () => {
+    const routes = hostGwRoutes(
+      [
+        {
+          node: 'a2',
+          nextHops: ['192.168.10.12'],
+          podCidrs: ['0.0.0.0/0', '192.168.10.0/24', '10.0.0.0/8', '10.244.2.0/24'],
+        },
+      ],
+      () => 'eth0',
+      ['10.244.0.0/16'],
+    );
+    expect(routes).toEqual([{ dst: '10.244.2.0/24', dev: 'eth0', via: '192.168.10.12' }]);
   });
 
   it('canonicalises host destinations as the kernel lists them', () => {

@@ -4,10 +4,12 @@ import { describe, expect, it } from 'vitest';
 import { agentConfigSchema } from '../../../agent/config.ts';
 import type { NodeApi } from '../../../agent/kube.ts';
 import { NodeWatch } from '../../../agent/node-watch.ts';
+import { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
 import { resolveIdentity } from '../../../agent/self-node.ts';
 import { silentLogger } from '../../../common/log.ts';
 import { Forwarder } from '../../../dataplane/forwarder.ts';
 import type { PacketIO } from '../../../dataplane/types.ts';
+import { blockObjectName } from '../../../ipam/node-blocks.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
 
 const PEER_ID = '12D3KooWGLmu861KbXD6HjhGKVBSFtR7saza4j8J25nP2RPWHwnp';
@@ -37,6 +39,25 @@ function node(name: string, opts: { cidr?: string; site?: string; ips?: string[]
   };
 }
 
+/** An IPAMBlock object as the API server returns it. */
+function block(cidr: string, owner: string) {
+  return {
+    apiVersion: 'edgemesh.io/v1alpha1',
+    kind: 'IPAMBlock',
+    metadata: { name: blockObjectName(cidr) },
+    spec: { cidr, node: owner, family: cidr.includes(':') ? 6 : 4 },
+  };
+}
+
+/** The cluster's view: 10.244.0.0/16, with the given blocks. */
+function authorityWith(blocks: Array<[string, string]>): PodCidrAuthority {
+  const authority = new PodCidrAuthority(['10.244.0.0/16']);
+  for (const [cidr, owner] of blocks) authority.setBlock(block(cidr, owner));
+  return authority;
+}
+
+const nextTick = () => new Promise((r) => setImmediate(r));
+
 function setup() {
   const directory = new PeerDirectory();
   const calls: string[] = [];
@@ -47,9 +68,18 @@ function setup() {
     selfName: 'me',
     directory,
     forwarder: {
-      setPeer: (n, cidrs) => calls.push(`set ${n} ${cidrs.join(',')}`),
-      removePeer: (n) => calls.push(`remove ${n}`),
+      setPeer: (n, cidrs) => {
+        calls.push(`set ${n} ${cidrs.join(',')}`);
+        return [];
+      },
+      removePeer: (n) => {
+        calls.push(`remove ${n}`);
+      },
     },
+    authority: authorityWith([
+      ['10.244.2.0/24', 'peer'],
+      ['10.244.9.0/24', 'peer'],
+    ]),
     onChange: () => {
       changes++;
     },
@@ -128,6 +158,7 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
       selfName: 'me',
       directory,
       forwarder,
+      authority: authorityWith([['10.244.2.0/24', 'good']]),
       onChange: () => undefined,
       logger: silentLogger(),
     });
@@ -155,8 +186,11 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
         setPeer: () => {
           throw new Error('kernel said no');
         },
-        removePeer: (n) => removed.push(n),
+        removePeer: (n) => {
+          removed.push(n);
+        },
       },
+      authority: authorityWith([]),
       onChange: () => undefined,
       logger: silentLogger(),
     });
@@ -167,6 +201,132 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
     informer.emit('delete', node('peer'));
     expect(watch.handlerErrors).toBe(1);
     await watch.stop();
+  });
+
+  it('forgets, after a relist, Nodes that vanished while refused (a conflict does not outlive them)', async () => {
+    const directory = new PeerDirectory();
+    // Before the (re)list: two Nodes in a peer-ID conflict, and one refused outright.
+    directory.upsertFromNode({ name: 'gone-a', annotations: node('gone-a').metadata!.annotations! });
+    directory.upsertFromNode({ name: 'gone-b', annotations: node('gone-b').metadata!.annotations! });
+    directory.upsertFromNode({ name: 'gone-c', annotations: {} });
+    expect(directory.conflicts().size).toBe(1);
+    const informer = fakeInformer([node('stays', { peerId: IDS[0]! })]);
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory,
+      forwarder: new Forwarder({ tun, localCidrs: [], logger: silentLogger() }),
+      authority: authorityWith([['10.244.2.0/24', 'stays']]),
+      onChange: () => undefined,
+      logger: silentLogger(),
+    });
+    await watch.start();
+    expect(directory.knownNodes()).toEqual(['stays']);
+    expect(directory.conflicts().size).toBe(0);
+    expect(directory.ignored.size).toBe(0);
+    await watch.stop();
+  });
+});
+
+describe('NodeWatch: a node speaks only for itself', () => {
+  const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
+
+  function cluster(blocks: Array<[string, string]>, opts: { reportAfterMs?: number } = {}) {
+    const directory = new PeerDirectory();
+    const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
+    const authority = authorityWith([['10.244.0.0/24', 'me'], ...blocks]);
+    const reported: Array<[string, string[]]> = [];
+    let changes = 0;
+    const watch = new NodeWatch({
+      api: {} as NodeApi,
+      selfName: 'me',
+      directory,
+      forwarder,
+      authority,
+      onRefused: (n, refused) => reported.push([n, refused.map((r) => r.cidr)]),
+      reportRefusalsAfterMs: opts.reportAfterMs ?? 0,
+      onChange: () => {
+        changes++;
+      },
+      logger: silentLogger(),
+    });
+    const routed = () =>
+      Object.fromEntries(directory.list().map((p) => [p.node, watch.verifiedCidrs(p.node)] as [string, string[]]));
+    return { directory, forwarder, authority, watch, reported, routed, changes: () => changes };
+  }
+
+  it('routes only the CIDRs an IPAMBlock or spec.podCIDRs assigns to the announcing node', () => {
+    const t = cluster([['10.244.2.0/24', 'good']]);
+    t.watch.upsert(node('good', { cidr: '10.244.2.0/24', peerId: IDS[0]! }));
+    // Each of these used to be routed to the intruder: another node's block (last writer
+    // won), a /32 inside it (longest prefix won), everything, a range outside the cluster
+    // (then a host-gw kernel route), this node's own block, and a block nobody assigned it.
+    const claims = ['10.244.2.0/24', '10.244.2.7/32', '0.0.0.0/0', '192.168.0.0/16', '10.244.0.0/24', '10.244.77.0/24'];
+    t.watch.upsert(node('evil', { cidr: claims.join(','), peerId: IDS[1]! }));
+    expect(t.routed()).toEqual({ good: ['10.244.2.0/24'], evil: [] });
+    const reasons = Object.fromEntries(
+      t.watch
+        .refusedCidrs()
+        .get('evil')!
+        .map((r) => [r.cidr, r.reason]),
+    );
+    expect(reasons).toEqual({
+      '10.244.2.0/24': expect.stringMatching(/no IPAMBlock or spec.podCIDRs assigns it to node evil/),
+      '10.244.2.7/32': expect.stringMatching(/assigns it/),
+      '0.0.0.0/0': 'outside the cluster CIDRs',
+      '192.168.0.0/16': 'outside the cluster CIDRs',
+      '10.244.0.0/24': expect.stringMatching(/assigns it/),
+      '10.244.77.0/24': expect.stringMatching(/assigns it/),
+    });
+    expect(t.reported).toEqual([['evil', claims]]);
+    // The real forwarder routes nothing to it.
+    expect(t.forwarder.stats().refusedCidrs).toEqual({});
+    expect(Object.keys(t.forwarder.stats().peers).sort()).toEqual(['evil', 'good']);
+  });
+
+  it('takes spec.podCIDRs as authoritative: a block overlapping them is the one refused', () => {
+    const t = cluster([['10.244.37.0/24', 'b']]);
+    const withSpec = (n: V1Node, podCIDRs: string[]): V1Node => ({ ...n, spec: { podCIDRs } });
+    t.watch.upsert(withSpec(node('a', { cidr: '10.244.16.0/20', peerId: IDS[0]! }), ['10.244.16.0/20']));
+    expect(t.routed()).toEqual({ a: ['10.244.16.0/20'] });
+    // b's block lies inside a's spec.podCIDRs (a block claimed before the controller-manager
+    // assigned them): the control plane's word wins, b's block is refused.
+    t.watch.upsert(withSpec(node('a', { cidr: '10.244.32.0/20', peerId: IDS[0]! }), ['10.244.32.0/20']));
+    t.watch.upsert(node('b', { cidr: '10.244.37.0/24', peerId: IDS[1]! }));
+    expect(t.routed()).toEqual({ a: ['10.244.32.0/20'], b: [] });
+    expect(t.watch.refusedCidrs().get('b')![0]!.reason).toMatch(/overlaps pod CIDRs assigned to a/);
+  });
+
+  it('reports a refusal (the Warning Event) only when it outlasts the grace period', async () => {
+    const t = cluster([], { reportAfterMs: 50 });
+    // A joining node: its annotations arrive before its IPAMBlock. No event for that moment.
+    t.watch.upsert(node('joining', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.authority.setBlock(block('10.244.3.0/24', 'joining'));
+    await nextTick();
+    expect(t.routed()).toEqual({ joining: ['10.244.3.0/24'] });
+    // A lasting false claim is reported once the grace period is over.
+    t.watch.upsert(node('liar', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
+    expect(t.reported).toEqual([]);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(t.reported).toEqual([['liar', ['10.244.3.0/24']]]);
+  });
+
+  it('follows IPAMBlocks as they come and go', async () => {
+    const t = cluster([]);
+    t.watch.upsert(node('late', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    expect(t.routed()).toEqual({ late: [] });
+    const before = t.changes();
+    // The block arrives (the watch saw the Node first): verified again, routed, routes re-reconciled.
+    t.authority.setBlock(block('10.244.3.0/24', 'late'));
+    await nextTick();
+    expect(t.routed()).toEqual({ late: ['10.244.3.0/24'] });
+    expect(t.watch.refusedCidrs().size).toBe(0);
+    expect(t.changes()).toBe(before + 1);
+    // A block whose name does not encode its CIDR is not evidence of anything.
+    t.authority.setBlock({ metadata: { name: 'v4-10-244-3-0-24' }, spec: { cidr: '10.244.4.0/24', node: 'late' } });
+    await nextTick();
+    expect(t.routed()).toEqual({ late: [] });
+    expect(t.authority.badBlocks.get('v4-10-244-3-0-24')).toMatch(/name does not encode/);
   });
 });
 

@@ -64,3 +64,20 @@ describe('formatStatus', () => {
     expect(text).toContain('no peers');
   });
 });
+
+describe('formatStatus: refused claims', () => {
+  it('lists refused Nodes and refused pod CIDRs with their reasons', () => {
+    const text = formatStatus(
+      {
+        ...status,
+        peers: [
+          { ...status.peers[0]!, refusedCidrs: [{ cidr: '10.244.3.0/24', reason: 'outside the cluster CIDRs' }] },
+        ],
+        refusedNodes: [{ node: 'edge-c-9', reason: 'peer ID X is published by nodes a, b: trusting none of them' }],
+      },
+      now,
+    );
+    expect(text).toContain('refused:\n  edge-c-9: peer ID X is published by nodes a, b');
+    expect(text).toContain('  edge-b-1: pod CIDR 10.244.3.0/24 outside the cluster CIDRs');
+  });
+});

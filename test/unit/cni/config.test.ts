@@ -38,6 +38,35 @@ describe('CNI environment', () => {
     }
     expect(codeOf(() => parseEnv({ ...env, CNI_NETNS: 'relative/path' }))).toBe(4);
   });
+  it('refuses a CNI_NETNS that would change the ip -batch lines it is spliced into', () => {
+    // A newline starts another iproute2 command; spaces add arguments; quotes, backslashes
+    // and "#" are batch syntax. Every command checks it, DEL included.
+    for (const bad of [
+      '/var/run/netns/x\nlink del eth0',
+      '/var/run/netns/x type veth',
+      '/var/run/netns/x\tmtu',
+      '/var/run/netns/x\u0000',
+      '/var/run/netns/x\u007f',
+      '/var/run/netns/x\u0085',
+      '/var/run/netns/"x"',
+      "/var/run/netns/x'",
+      '/var/run/netns/x\\',
+      '/var/run/netns/x#',
+      `/${'a'.repeat(5000)}`,
+    ]) {
+      for (const cmd of ['ADD', 'CHECK', 'DEL']) {
+        expect(
+          codeOf(() => parseEnv({ ...env, CNI_COMMAND: cmd, CNI_NETNS: bad })),
+          JSON.stringify(bad),
+        ).toBe(4);
+      }
+    }
+    expect(() => parseEnv({ ...env, CNI_NETNS: '/x\ny' })).toThrow(/CNI_NETNS "\/x\\ny"/);
+    expect(parseEnv({ ...env, CNI_NETNS: '/proc/1234/ns/net' }).netns).toBe('/proc/1234/ns/net');
+    expect(parseEnv({ ...env, CNI_NETNS: '/var/run/netns/cni-1b2c_3.d-e' }).netns).toBe(
+      '/var/run/netns/cni-1b2c_3.d-e',
+    );
+  });
   it('STATUS, GC and VERSION need no attachment', () => {
     for (const c of ['STATUS', 'GC', 'VERSION']) expect(parseEnv({ CNI_COMMAND: c }).command).toBe(c);
   });

@@ -151,6 +151,49 @@ describe('Forwarder outbound', () => {
   });
 });
 
+describe('Forwarder: bounded work per received frame', () => {
+  it('drops and counts a super-packet with a hostile gso_size or size instead of segmenting it', () => {
+    const { tun, fwd } = setup({ offload: false });
+    const packet = udp4('10.2.0.7', '10.1.0.5', 60_000);
+    const vnet = new Uint8Array(10);
+    vnet[1] = 5; // GSO_UDP_L4
+    vnet[2] = 28; // hdr_len
+    vnet[4] = 1; // gso_size 1: 60,000 segments
+    fwd.receive('node2', encodeFrame([{ vnet, data: packet }]));
+    const oversize = udp4('10.2.0.7', '10.1.0.5', 200_000);
+    fwd.receive('node2', encodeFrame([{ vnet: new Uint8Array(10), data: oversize }]));
+    expect(tun.writes).toEqual([]);
+    expect(fwd.stats().drops).toEqual({ 'gso-size-too-small': 1, 'too-large': 1 });
+  });
+});
+
+describe("Forwarder: a peer cannot take over another peer's addresses", () => {
+  it("refuses a CIDR equal to, inside or around another peer's, or overlapping this node's own", () => {
+    const { tun, fwd } = setup();
+    const l2 = new FakeLink();
+    const evil = new FakeLink();
+    fwd.attachLink('node2', l2);
+    // The same block (last writer used to win), a /32 inside it (longest prefix used to win),
+    // a /8 around it, and this node's own block: none of them is routed to the intruder.
+    fwd.setPeer('evil', []);
+    fwd.attachLink('evil', evil);
+    const refused = fwd.setPeer('evil', ['10.2.0.0/24', '10.2.0.7/32', '10.0.0.0/8', '10.1.0.0/24', '10.66.0.0/24']);
+    expect(refused).toEqual(['10.2.0.0/24', '10.2.0.7/32', '10.0.0.0/8', '10.1.0.0/24']);
+    expect(fwd.stats().refusedCidrs).toEqual({ evil: ['10.2.0.0/24', '10.2.0.7/32', '10.0.0.0/8', '10.1.0.0/24'] });
+    tun.read([plain(udp4('10.1.0.5', '10.2.0.7')), plain(udp4('10.1.0.5', '10.66.0.1'))]);
+    expect(l2.frames.length).toBe(1);
+    expect(evil.packets().length).toBe(1); // only its own, uncontested block
+    // Its packets claiming node2's addresses as source are spoofed.
+    fwd.receive('evil', encodeFrame([plain(udp4('10.2.0.7', '10.1.0.5'))]));
+    expect(fwd.stats().drops['spoofed-source']).toBe(1);
+    // The holder keeps its block when it is set again; once it leaves, the block is free.
+    expect(fwd.setPeer('node2', ['10.2.0.0/24'])).toEqual([]);
+    fwd.removePeer('node2');
+    expect(fwd.setPeer('evil', ['10.2.0.0/24'])).toEqual([]);
+    expect(fwd.stats().refusedCidrs).toEqual({});
+  });
+});
+
 describe('Forwarder inbound', () => {
   it('writes packets that pass policy in one TUN write, drops spoofed, transit and malformed ones', () => {
     const { tun, fwd } = setup();

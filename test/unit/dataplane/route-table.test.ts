@@ -127,3 +127,42 @@ function parseCidrFromBytes(bytes: Uint8Array): string {
   for (let i = 0; i < 16; i += 2) words.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
   return words.join(':');
 }
+
+describe('RouteTable.overlapping', () => {
+  /** Reference: two prefixes overlap when the shorter one's bits match the longer one's. */
+  function overlap(a: string, b: string): boolean {
+    const x = parseCidr(a);
+    const y = parseCidr(b);
+    if (x.version !== y.version) return false;
+    const n = Math.min(x.prefixLength, y.prefixLength);
+    for (let i = 0; i < n; i++) {
+      const bit = (c: typeof x) => (c.bytes[i >> 3]! >> (7 - (i & 7))) & 1;
+      if (bit(x) !== bit(y)) return false;
+    }
+    return true;
+  }
+
+  it('finds routes around, equal to and inside a CIDR, and nothing else', () => {
+    const t = new RouteTable<string>();
+    for (const c of ['10.0.0.0/8', '10.2.0.0/24', '10.2.0.7/32', '10.3.0.0/24', 'fd00::/64']) t.insert(c, c);
+    expect(t.overlapping('10.2.0.0/16').sort()).toEqual(['10.0.0.0/8', '10.2.0.0/24', '10.2.0.7/32']);
+    expect(t.overlapping('10.2.0.128/25').sort()).toEqual(['10.0.0.0/8', '10.2.0.0/24']);
+    expect(t.overlapping('11.0.0.0/8')).toEqual([]);
+    expect(t.overlapping('0.0.0.0/0').length).toBe(4);
+    expect(t.overlapping('fd00::1/128')).toEqual(['fd00::/64']);
+  });
+
+  it('agrees with a brute-force overlap test on random tables', () => {
+    const cidr = fc
+      .tuple(fc.integer({ min: 0, max: 0xffffffff }), fc.integer({ min: 0, max: 32 }))
+      .map(([a, len]) => parseCidr(`${[24, 16, 8, 0].map((s) => (a >>> s) & 255).join('.')}/${len}`).text);
+    fc.assert(
+      fc.property(fc.uniqueArray(cidr, { maxLength: 30 }), cidr, (routes, probe) => {
+        const t = new RouteTable<string>();
+        for (const c of routes) t.insert(c, c);
+        expect(t.overlapping(probe).sort()).toEqual(routes.filter((r) => overlap(r, probe)).sort());
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

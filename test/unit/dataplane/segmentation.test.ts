@@ -268,3 +268,36 @@ describe('software segmentation', () => {
     expect(readVnetHeader(good.vnet)).toMatchObject({ gsoType: GSO_TCPV4, gsoSize: 1000, hdrLen: 52, csumStart: 20 });
   });
 });
+
+describe('segmentation bounds: a peer cannot make one frame into millions of allocations', () => {
+  const payloadOf = (n: number) => Uint8Array.from({ length: n }, (_, i) => i & 0xff);
+
+  it('refuses gso_size below 48, a super-packet over 64 KiB, and does it before allocating', () => {
+    for (const v6 of [false, true]) {
+      // gso_size 1 on a full-sized super-packet: 65,000 segments before this bound.
+      const tiny = segmentSuperPacket(superPacket({ v6, payload: payloadOf(65_000) }, 1));
+      expect(tiny).toEqual({ ok: false, reason: 'gso-size-too-small' });
+      expect(segmentSuperPacket(superPacket({ v6, payload: payloadOf(4000) }, 47))).toMatchObject({
+        ok: false,
+        reason: 'gso-size-too-small',
+      });
+      const at48 = segmentSuperPacket(superPacket({ v6, payload: payloadOf(4800) }, 48));
+      expect(at48.ok && at48.packets.length).toBe(100);
+      // UDP too: the peer picks the segment size of a GSO_UDP_L4 packet just the same.
+      expect(segmentSuperPacket(superPacket({ v6, udp: true, payload: payloadOf(9000) }, 2))).toMatchObject({
+        ok: false,
+        reason: 'gso-size-too-small',
+      });
+    }
+    // A "super-packet" of 1 MiB (the frame codec allows 4 MiB frames): refused whole.
+    const huge = superPacket({ v6: false, payload: payloadOf(1 << 20) }, 1448);
+    const started = performance.now();
+    expect(toPlainPackets(huge)).toEqual({ ok: false, reason: 'gso-too-large' });
+    expect(performance.now() - started).toBeLessThan(1000);
+  });
+
+  it('still cuts the largest legitimate super-packet at the smallest legitimate size', () => {
+    const r = segmentSuperPacket(superPacket({ v6: true, payload: payloadOf(65535 - 32) }, 48));
+    expect(r.ok && r.packets.length).toBe(Math.ceil((65535 - 32) / 48));
+  });
+});

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { contains, gateway } from '../../../ipam/cidr.ts';
 import { IpamError } from '../../../ipam/errors.ts';
-import { JOURNAL_FILE, SNAPSHOT_FILE } from '../../../ipam/lease-journal.ts';
+import { JOURNAL_FILE, repairJournal, SNAPSHOT_FILE } from '../../../ipam/lease-journal.ts';
 import { LeaseStore } from '../../../ipam/lease-store.ts';
 import type { NodeBlock } from '../../../ipam/types.ts';
 
@@ -237,5 +237,73 @@ describe('LeaseStore concurrency and persistence', () => {
   it('refuses a corrupt snapshot instead of guessing', async () => {
     await writeFile(join(dir, SNAPSHOT_FILE), '{"format":');
     await expect(LeaseStore.open({ dir, blocks: [V4] })).rejects.toThrow(/does not parse/);
+  });
+});
+
+describe('LeaseStore durability: short writes and corruption', () => {
+  /** Makes the store's next journal write(2) take only the first half of its bytes (a nearly full disk). */
+  function shortWriteOnce(store: LeaseStore, then?: NodeJS.ErrnoException) {
+    const fh = (store as unknown as { writer: { fh: { write: (...a: unknown[]) => Promise<unknown> } } }).writer.fh;
+    const real = fh.write.bind(fh);
+    fh.write = async (data: unknown, offset?: unknown, length?: unknown) => {
+      fh.write = real;
+      const all =
+        typeof data === 'string'
+          ? Buffer.from(data)
+          : (data as Buffer).subarray(offset as number, (offset as number) + (length as number));
+      const half = all.subarray(0, Math.floor(all.length / 2));
+      await real(half, 0, half.length);
+      if (then) throw then;
+      return { bytesWritten: half.length, buffer: data };
+    };
+  }
+
+  it('completes a short write before acknowledging: no torn line ahead of later records', async () => {
+    let s = await openStore([V4]);
+    await s.allocate('a', 'eth0');
+    shortWriteOnce(s);
+    await s.allocate('b', 'eth0');
+    await s.allocate('c', 'eth0');
+    await s.close();
+    open.length = 0;
+    s = await openStore([V4]);
+    // Before: b's record was half written yet acknowledged, c's followed it, and opening cut
+    // both off: two pods' addresses free to hand out again.
+    expect(s.list().map((l) => l.containerId)).toEqual(['a', 'b', 'c']);
+  });
+
+  it('fails the request on ENOSPC mid-write and cuts the partial record off', async () => {
+    let s = await openStore([V4]);
+    await s.allocate('a', 'eth0');
+    shortWriteOnce(s, Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' }));
+    await expect(s.allocate('b', 'eth0')).rejects.toThrow(/could not persist leases/);
+    await s.allocate('c', 'eth0');
+    const lines = (await readFile(join(dir, JOURNAL_FILE), 'utf8')).split('\n').filter(Boolean);
+    expect(lines.every((l) => /^[0-9a-f]{8} \{/.test(l) && l.endsWith('}'))).toBe(true);
+    await s.close();
+    open.length = 0;
+    s = await openStore([V4]);
+    expect(s.list().map((l) => l.containerId)).toEqual(['a', 'c']);
+  });
+
+  it('refuses to start on a damaged line followed by valid records, and the repair keeps the valid ones', async () => {
+    let s = await openStore([V4]);
+    for (const id of ['a', 'b', 'c']) await s.allocate(id, 'eth0');
+    await s.close();
+    open.length = 0;
+    const path = join(dir, JOURNAL_FILE);
+    const lines = (await readFile(path, 'utf8')).split('\n').filter(Boolean);
+    lines[1] = lines[1]!.replace('"b"', '"X"'); // CRC no longer matches: bit rot, not a crash
+    await writeFile(path, `${lines.join('\n')}\n`);
+    // Before: the damaged line and the acknowledged record after it were silently cut off.
+    await expect(LeaseStore.open({ dir, blocks: [V4] })).rejects.toThrow(
+      new RegExp(`line 2 is damaged but valid records follow.*edgemesh-cni ipam-repair --lease-dir ${dir}`),
+    );
+    const repaired = await repairJournal(dir);
+    expect(repaired.kept).toBe(2);
+    expect(repaired.dropped).toEqual([lines[1]]);
+    expect(await readFile(repaired.backup, 'utf8')).toBe(`${lines.join('\n')}\n`);
+    s = await openStore([V4]);
+    expect(s.list().map((l) => l.containerId)).toEqual(['a', 'c']);
   });
 });

@@ -152,13 +152,47 @@ describe('PeerDirectory', () => {
     expect(dir.has(ids[0]!)).toBe(false);
   });
 
-  it('refuses a second node claiming a peer ID that another node publishes', () => {
+  it('trusts neither of two nodes publishing one peer ID, reports the conflict, and recovers when one stops', () => {
     const dir = new PeerDirectory();
+    const events: string[] = [];
+    dir.on('peer:added', (p) => events.push(`added ${p.node}`));
+    dir.on('peer:removed', (p) => events.push(`removed ${p.node}`));
     dir.upsertFromNode(node('n1', ids[0]!));
-    const r = dir.upsertFromNode(node('n2', ids[0]!));
-    expect(r).toMatchObject({ ok: false });
+    // A second node copies n1's peer ID: first-come used to win, so after a restart list
+    // order decided who got n1's traffic. Now neither is trusted.
+    const r = dir.upsertFromNode(node('n2', ids[0]!, { [Annotations.podCidrs]: '10.244.2.0/24' }));
+    expect(r).toMatchObject({ ok: false, reason: expect.stringMatching(/published by nodes n1, n2/) });
+    expect(dir.byPeerId(ids[0]!)).toBeUndefined();
+    expect(dir.list()).toEqual([]);
+    expect(dir.ignored.get('n1')).toMatch(/trusting none/);
+    expect(dir.ignored.get('n2')).toMatch(/trusting none/);
+    expect(dir.conflicts()).toEqual(new Map([[ids[0]!, ['n1', 'n2']]]));
+    // Updates of either side while in conflict change nothing.
+    expect(dir.upsertFromNode(node('n1', ids[0]!, { [Annotations.site]: 'x' })).ok).toBe(false);
+    expect(dir.list()).toEqual([]);
+    // The impostor takes a key of its own: both are trusted again, each under its own ID.
+    expect(dir.upsertFromNode(node('n2', ids[1]!, { [Annotations.podCidrs]: '10.244.2.0/24' })).ok).toBe(true);
     expect(dir.byPeerId(ids[0]!)?.node).toBe('n1');
+    expect(dir.byPeerId(ids[1]!)?.node).toBe('n2');
+    expect(dir.conflicts().size).toBe(0);
+    expect(dir.ignored.size).toBe(0);
+    // A conflict that ends with a Node's deletion frees the other one too.
+    dir.upsertFromNode(node('n3', ids[1]!));
     expect(dir.get('n2')).toBeUndefined();
+    dir.remove('n3');
+    expect(dir.get('n2')?.peerId).toBe(ids[1]);
+    expect(events).toEqual(['added n1', 'removed n1', 'added n1', 'added n2', 'removed n2', 'added n2']);
+  });
+
+  it('decides a conflict the same way whatever order the Nodes are listed in', () => {
+    for (const order of [
+      ['a', 'b'],
+      ['b', 'a'],
+    ]) {
+      const dir = new PeerDirectory();
+      for (const name of order) dir.upsertFromNode(node(name, ids[2]!));
+      expect(dir.list()).toEqual([]);
+    }
   });
 
   it('lists relays: labelled nodes with a public address', () => {

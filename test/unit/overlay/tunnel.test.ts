@@ -46,6 +46,7 @@ async function hostPair(): Promise<Pair> {
         relay: false,
         directory: dirs[i]!,
         gateCounters: { denied: {} },
+        announceLoopback: true,
       }),
     ),
   );
