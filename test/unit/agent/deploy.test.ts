@@ -7,6 +7,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
+import { ValidatingAdmissionPolicy } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy';
+import { ValidatingAdmissionPolicyBinding } from 'kubernetes-models/admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
 import { DaemonSet } from 'kubernetes-models/apps/v1/DaemonSet';
 import { ClusterRole } from 'kubernetes-models/rbac.authorization.k8s.io/v1/ClusterRole';
@@ -62,6 +64,14 @@ const MODELS: Record<string, { validate(o: Obj): void; clientType: string }> = {
   'apiextensions.k8s.io/v1/CustomResourceDefinition': {
     validate: (o) => new CustomResourceDefinition(o as never).validate(),
     clientType: 'V1CustomResourceDefinition',
+  },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy': {
+    validate: (o) => new ValidatingAdmissionPolicy(o as never).validate(),
+    clientType: 'V1ValidatingAdmissionPolicy',
+  },
+  'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': {
+    validate: (o) => new ValidatingAdmissionPolicyBinding(o as never).validate(),
+    clientType: 'V1ValidatingAdmissionPolicyBinding',
   },
 };
 

@@ -61,7 +61,7 @@ async function readWatch(
   return { events, ended };
 }
 
-async function until(check: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
+async function until(check: () => boolean, what: string, timeoutMs = 25_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -69,7 +69,7 @@ async function until(check: () => boolean, what: string, timeoutMs = 10_000): Pr
   }
 }
 
-describe('watch', { timeout: 30_000 }, () => {
+describe('watch', { timeout: 60_000 }, () => {
   it('replays changes after a resourceVersion, in order, with the resourceVersion of each change', async () => {
     h = await startHarness();
     const a = await h.core.createNode({ body: node('a') });
@@ -214,7 +214,7 @@ describe('watch', { timeout: 30_000 }, () => {
   });
 });
 
-describe('watch limits', { timeout: 30_000 }, () => {
+describe('watch limits', { timeout: 60_000 }, () => {
   it('answers watches beyond the limit with 429 and a Retry-After', async () => {
     h = await startHarness({ watch: { maxWatches: 2 } });
     const controllers = [new AbortController(), new AbortController()];
@@ -273,7 +273,7 @@ describe('watch limits', { timeout: 30_000 }, () => {
   });
 });
 
-describe('client-node informer', { timeout: 30_000 }, () => {
+describe('client-node informer', { timeout: 60_000 }, () => {
   it('sees add, update and delete, and relists after a 410', async () => {
     h = await startHarness({ historyLimit: 3 });
     const { core } = h;
