@@ -24,8 +24,9 @@ export class JsonLineReader {
       this.#buf += this.#decoder.decode(evt.data.subarray(), { stream: true });
       if (this.#buf.length > maxBytes) {
         this.#buf = '';
-        stream.abort(new Error('signalling message too long'));
+        // Fail first: abort() fires 'close' at once, which would report a mere close.
         this.#failWith(fail('bad-message', 'signalling message too long'));
+        stream.abort(new Error('signalling message too long'));
         return;
       }
       let nl = this.#buf.indexOf('\n');
