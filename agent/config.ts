@@ -73,6 +73,13 @@ export const agentConfigSchema = z
          * node needs its own: behind one NAT, nodes sharing a port cannot all punch.
          */
         punchPort: z.number().int().min(1).max(65535).optional(),
+        /**
+         * Which carrier peer traffic takes: auto (UDP sessions where they answer, else the
+         * libp2p stream tunnel), or pinned to udp or stream.
+         */
+        transport: z.enum(['auto', 'udp', 'stream']).default('auto'),
+        /** The UDP data socket's port; absent: the punch port (one port per node for both). */
+        udpPort: z.number().int().min(1).max(65535).optional(),
       })
       .prefault({}),
     paths: z
@@ -191,6 +198,8 @@ function applyEnv(raw: Raw, env: NodeJS.ProcessEnv): void {
   if (announce) overlay().announce = list(announce);
   const punch = e('EDGEMESH_PUNCH_PORT');
   if (punch) overlay().punchPort = int('EDGEMESH_PUNCH_PORT', punch);
+  const transport = e('EDGEMESH_TRANSPORT');
+  if (transport) overlay().transport = transport;
   const paths = () => section(raw, 'paths');
   for (const [key, name] of [
     ['stateDir', 'EDGEMESH_STATE_DIR'],

@@ -86,7 +86,7 @@ export class HolePunch {
     const started = Date.now();
     this.counters.attempts++;
     try {
-      const ownIp = await this.#publicIp();
+      const ownIp = await this.publicIp();
       const stream = await withDeadline(5000, 'punch stream', (signal) =>
         relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal }),
       );
@@ -134,7 +134,7 @@ export class HolePunch {
       }
       this.counters.attempts++;
       const started = Date.now();
-      const ownIp = await this.#publicIp();
+      const ownIp = await this.publicIp();
       sendJsonLine(stream, { v: 1, ip: ownIp, port: this.#o.punchPort } satisfies PunchAnswer);
       void stream.close().catch(() => {});
       await this.#openAndUpgrade(peer.peerId, offer, 'inbound');
@@ -192,11 +192,15 @@ export class HolePunch {
     }
   }
 
-  /** Our public IP as a relay observes it (identify's observed address on the relay link). */
-  async #publicIp(): Promise<string> {
+  /**
+   * Our public IP as a relay observes it: identify's observed address on the relay link,
+   * else the relay's answer to /edgemesh/observed/1.0.0 about ourselves.
+   */
+  async publicIp(): Promise<string> {
     const relays = this.#o.directory.relays();
+    const self = this.#o.host.peerId.toString();
     for (const conn of this.#o.host.getConnections()) {
-      if (isCircuit(conn.remoteAddr)) continue;
+      if (isCircuit(conn.remoteAddr) || conn.status !== 'open') continue;
       if (!relays.some((r) => r.peerId === conn.remotePeer.toString())) continue;
       try {
         const result = await withDeadline(3000, 'identify', (signal) =>
@@ -204,6 +208,12 @@ export class HolePunch {
         );
         const ip = result.observedAddr ? ipOf(result.observedAddr) : undefined;
         if (ip !== undefined && isPublicIp(ip)) return ip;
+      } catch {
+        // ask the relay directly below
+      }
+      try {
+        const ip = await queryObservedAddress(conn, self, 3000);
+        if (isPublicIp(ip)) return ip;
       } catch {
         // try the next relay
       }

@@ -46,7 +46,7 @@ export interface UdpSessionsOptions {
   /** The AEAD the data socket runs; both ends must match. */
   cipher: string;
   /** Our candidate endpoints (LAN addresses + the UDP port, later reflected ones). */
-  localEndpoints: () => UdpEndpoint[];
+  localEndpoints: () => UdpEndpoint[] | Promise<UdpEndpoint[]>;
   /** A libp2p connection to the node (existing or dialled) to run a handshake on. */
   connectionTo: (node: string) => Promise<Connection>;
   log: Logger;
@@ -197,7 +197,7 @@ export class UdpSessions {
         ephemeral: eph.publicKey,
         index,
         cipher: this.#o.cipher,
-        endpoints: this.#o.localEndpoints(),
+        endpoints: await this.#o.localEndpoints(),
       };
       const answer = await initiateSession(conn, own);
       if (!answer.accepted)
@@ -252,7 +252,7 @@ export class UdpSessions {
         this.#byIndex.delete(index);
         return { reject: (err as Error).message };
       }
-      return { ephemeral: eph.publicKey, index, cipher: this.#o.cipher, endpoints: this.#o.localEndpoints() };
+      return { ephemeral: eph.publicKey, index, cipher: this.#o.cipher, endpoints: await this.#o.localEndpoints() };
     });
     if (result.ok) this.counters.handshakesAccepted++;
     else

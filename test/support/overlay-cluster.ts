@@ -57,6 +57,9 @@ export interface ClusterOptions {
   publicPeer?: boolean;
   /** Also start a2, a second node behind site A's NAT (site 'site-a'). */
   secondNodeA?: boolean;
+  /** Every node opens the native UDP data socket (on its punch port). */
+  udp?: boolean;
+  transport?: 'auto' | 'udp' | 'stream';
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
@@ -77,6 +80,8 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
       ...(opts.autoPunch === undefined ? {} : { autoPunch: opts.autoPunch }),
       ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+      ...(opts.udp === undefined ? {} : { udp: opts.udp }),
+      ...(opts.transport === undefined ? {} : { transport: opts.transport }),
     };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',

@@ -19,6 +19,9 @@ export interface PeerProcessConfig {
   autoPunch?: boolean;
   /** Check every frame's SHA-256 (tests); off for throughput measurements. */
   verify?: boolean;
+  /** Open the native UDP data socket on the punch port (needs the addon built). */
+  udp?: boolean;
+  transport?: 'auto' | 'udp' | 'stream';
 }
 
 export class OverlayPeerProcess {

@@ -145,3 +145,8 @@ export async function setDirectPathCut(topo: NatTopology, cut: boolean): Promise
   await ipt(topo.siteA.router, [cut ? '-I' : '-D', ...rule]);
   await ipt(topo.siteA.router, [cut ? '-I' : '-D', ...rule2]);
 }
+
+/** Drops (or restores) all UDP crossing site A's router, as a router that blocks UDP would. */
+export async function setUdpBlockedAtA(topo: NatTopology, blocked: boolean): Promise<void> {
+  await ipt(topo.siteA.router, [blocked ? '-I' : '-D', 'FORWARD', '-p', 'udp', '-j', 'DROP']);
+}
