@@ -29,6 +29,7 @@ import { NodeWatch } from './node-watch.ts';
 import { RouteReconciler } from './route-reconciler.ts';
 import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
 import type { AgentStatus, PeerStatus } from './status.ts';
+import { udpSocketFactory } from './udp-socket.ts';
 
 export interface AgentParts {
   api: NodeApi;
@@ -135,6 +136,18 @@ export class Agent {
       forwarder,
       offload: tun.offload,
       logger: this.log.child({ component: 'overlay' }),
+      transport: cfg.overlay.transport,
+      // UDP sessions carry traffic where they answer; the stream tunnel stays the fallback.
+      ...(cfg.overlay.transport === 'stream'
+        ? {}
+        : {
+            udp: udpSocketFactory({
+              port: cfg.overlay.udpPort ?? punch.port,
+              mtu: cfg.tun.mtu,
+              log: this.log.child({ component: 'udp' }),
+            }),
+            udpExcludeInterfaces: [cfg.tun.name, cfg.bridge.name],
+          }),
     });
     this.parts.overlay = overlay;
     this.onClose('libp2p host', () => overlay.stop());
