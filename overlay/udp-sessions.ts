@@ -232,6 +232,9 @@ export class UdpSessions {
         return { reject: `cipher ${offer.cipher} not supported (${this.#o.cipher})` };
       const peer = this.#peer(info.node);
       if (peer === undefined) return { reject: 'not a cluster member' };
+      // Both sides started a handshake at once: exactly one may win, or each would end up
+      // sending on a session the other retires. The smaller peer ID's handshake wins.
+      if (peer.handshake !== undefined && this.#selfId() < peer.peerId) return { reject: 'handshake crossing' };
       const now = Date.now();
       peer.inbound = peer.inbound.filter((t) => now - t < 60_000);
       if (peer.inbound.length >= INBOUND_PER_MINUTE) return { reject: 'too many handshakes' };

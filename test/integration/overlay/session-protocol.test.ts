@@ -173,3 +173,53 @@ describe('UDP session protocol over libp2p', () => {
     expect(await a.ensure('n1')).toBeDefined();
   });
 });
+
+describe('UDP session handshakes that cross', () => {
+  it('leave both ends on the same single session', async () => {
+    const pair = await loopbackHostPair();
+    const sockets = [new RecordingSocket(21_011), new RecordingSocket(21_012)] as const;
+    let arrived = 0;
+    const bothReady = Promise.withResolvers<void>();
+    const make = (i: 0 | 1) =>
+      new UdpSessions({
+        host: pair.hosts[i],
+        directory: pair.dirs[i],
+        socket: sockets[i],
+        cipher: 'aes-256-gcm',
+        localEndpoints: () => [{ ip: '192.0.2.1', port: sockets[i].port }],
+        connectionTo: async () => {
+          // Both hellos leave together: each side is initiating when the other's arrives.
+          arrived++;
+          if (arrived === 2) bothReady.resolve();
+          await bothReady.promise;
+          const to = pair.hosts[i === 0 ? 1 : 0];
+          return (
+            pair.hosts[i].getConnections(to.peerId).find((c) => c.status === 'open') ??
+            pair.hosts[i].dial(to.getMultiaddrs()[0]!)
+          );
+        },
+        log: quietLogger(),
+        onEstablished: () => {},
+        onLost: () => {},
+      });
+    const [a, b] = [make(0), make(1)];
+    try {
+      await pair.hosts[0].dial(pair.hosts[1].getMultiaddrs()[0]!);
+      const [sa, sb] = await Promise.all([a.ensure('n1'), b.ensure('n0')]);
+      expect(sa !== undefined || sb !== undefined).toBe(true);
+      await waitFor('one current session on each end', async () => {
+        const ca = a.current('n1');
+        const cb = b.current('n0');
+        return (
+          ca !== undefined && cb !== undefined && ca.localIndex === cb.remoteIndex && cb.localIndex === ca.remoteIndex
+        );
+      });
+      const failures = { ...a.counters.handshakeFailures, ...b.counters.handshakeFailures };
+      expect(failures['peer-refused'] ?? 0).toBeLessThanOrEqual(1);
+    } finally {
+      await a.stop();
+      await b.stop();
+      await pair.stop();
+    }
+  });
+});
