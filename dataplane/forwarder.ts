@@ -22,7 +22,7 @@ import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
-import { mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
+import { fragmentIpv4, mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
 export type CaptureDirection = 'tx' | 'rx';
@@ -67,6 +67,8 @@ export interface ForwarderStats {
   drops: Record<string, number>;
   /** ICMP Fragmentation Needed / Packet Too Big messages written back into the TUN. */
   icmpTooBig: number;
+  /** IPv4 packets (DF clear) fragmented to fit a packet link's MTU. */
+  fragmented: number;
 }
 
 interface PeerState {
@@ -104,6 +106,7 @@ export class Forwarder {
   private readonly tunnelMtu: number | undefined;
   private readonly icmpLimit: RateLimit;
   private icmpTooBig = 0;
+  private fragmented = 0;
 
   constructor(opts: ForwarderOptions) {
     this.tun = opts.tun;
@@ -236,7 +239,7 @@ export class Forwarder {
   stats(): ForwarderStats {
     const peers: Record<string, PeerCounters> = {};
     for (const [node, p] of this.peers) peers[node] = { ...p.counters };
-    return { peers, drops: { ...this.drops }, icmpTooBig: this.icmpTooBig };
+    return { peers, drops: { ...this.drops }, icmpTooBig: this.icmpTooBig, fragmented: this.fragmented };
   }
 
   private forwardOutbound(batch: Packet[]): void {
@@ -326,7 +329,8 @@ export class Forwarder {
           continue;
         }
         fits ??= packets.slice(0, i);
-        this.tooBig(peer, p, mtu);
+        const fragments = this.tooBig(peer, p, mtu);
+        if (fragments) for (const f of fragments) fits.push(f);
       }
       if (fits) batch = fits;
     }
@@ -343,25 +347,43 @@ export class Forwarder {
     if (accepted < batch.length) this.countPeer(peer, 'link-full', batch.length - accepted);
   }
 
-  /** Drops a packet too big for the tunnel; tells its sender when it must not be fragmented. */
-  private tooBig(peer: PeerState, p: Packet, mtu: number): void {
+  /**
+   * A packet too big for the tunnel: IPv4 without DF is fragmented (its fragments are
+   * returned); anything else is dropped and its sender told with ICMP.
+   */
+  private tooBig(peer: PeerState, p: Packet, mtu: number): Packet[] | undefined {
     if (!mustNotFragment(p.data)) {
-      // IPv4 without DF would need fragmenting the inner packet: not done (senders set DF).
-      this.countPeer(peer, 'too-big-fragmentable', 1);
-      return;
+      const plain =
+        isGso(p.vnet) || needsChecksum(p.vnet) ? toPlainPackets({ vnet: p.vnet, data: p.data.slice() }) : undefined;
+      if (plain && !plain.ok) {
+        this.countPeer(peer, plain.reason, 1);
+        return undefined;
+      }
+      const fragments: Packet[] = [];
+      for (const whole of plain ? plain.packets : [p]) {
+        const pieces = whole.data.length <= mtu ? [whole.data] : fragmentIpv4(whole.data, mtu);
+        if (!pieces) {
+          this.countPeer(peer, 'too-big-unfragmentable', 1);
+          return undefined;
+        }
+        for (const data of pieces) fragments.push({ vnet: new Uint8Array(VNET_HDR_LEN), data });
+      }
+      this.fragmented++;
+      return fragments;
     }
     this.countPeer(peer, 'too-big', 1);
     if (!this.icmpLimit.take()) {
       this.count('icmp-rate-limited', 1);
-      return;
+      return undefined;
     }
     const icmp = packetTooBig(p.data, mtu);
-    if (!icmp) return;
+    if (!icmp) return undefined;
     try {
       if (this.tun.write([{ vnet: new Uint8Array(VNET_HDR_LEN), data: icmp }]) === 1) this.icmpTooBig++;
     } catch (err) {
       this.log.error({ err: String(err) }, 'TUN write of an ICMP error failed');
     }
+    return undefined;
   }
 
   /** A frame held while the peer had no link, now going to a packet link. */

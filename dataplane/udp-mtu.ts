@@ -95,6 +95,39 @@ export function packetTooBig(data: Uint8Array, mtu: number): Uint8Array | undefi
   return out;
 }
 
+/**
+ * Cuts an IPv4 packet that may be fragmented (DF clear) into fragments of at most `mtu`
+ * bytes (RFC 791): same header, 8-byte aligned offsets, MF on all but the last (which keeps
+ * the original's MF, the packet may be a fragment already). Undefined when it cannot be done
+ * here: IP options (only some are copied into fragments) or an MTU too small for 8 bytes.
+ */
+export function fragmentIpv4(data: Uint8Array, mtu: number): Uint8Array[] | undefined {
+  const ihl = (data[0]! & 0x0f) * 4;
+  if (ihl !== 20 || data.length <= mtu) return undefined;
+  const total = Math.min(data.length, (data[2]! << 8) | data[3]!);
+  const step = Math.floor((mtu - ihl) / 8) * 8;
+  if (step < 8 || total <= ihl) return undefined;
+  const flagsOffset = (data[6]! << 8) | data[7]!;
+  const moreAfter = (flagsOffset & 0x2000) !== 0;
+  const offset0 = flagsOffset & 0x1fff;
+  const out: Uint8Array[] = [];
+  for (let at = ihl; at < total; at += step) {
+    const len = Math.min(step, total - at);
+    const f = new Uint8Array(ihl + len);
+    f.set(data.subarray(0, ihl));
+    f.set(data.subarray(at, at + len), ihl);
+    const last = at + len >= total;
+    const field = (flagsOffset & 0x4000) | (last && !moreAfter ? 0 : 0x2000) | (offset0 + (at - ihl) / 8);
+    f[2] = f.length >> 8;
+    f[3] = f.length & 0xff;
+    f[6] = field >> 8;
+    f[7] = field & 0xff;
+    setIpv4HeaderChecksum(f, ihl);
+    out.push(f);
+  }
+  return out;
+}
+
 /** A token bucket: at most `perSecond` events a second, bursts up to the same. */
 export class RateLimit {
   readonly #perSecond: number;

@@ -15,13 +15,15 @@
 // the counter. Senders refuse to pass the counter limit, so the overlay must rekey first.
 // Receivers drop (and count) anything short, of an unknown type or index, failing
 // authentication, or replayed (2048-bit sliding window, RFC 6479 style, updated only after
-// the tag checked). None of it reaches JS.
+// the tag checked; it tolerates 1984 datagrams of reordering). None of it reaches JS.
 //
 // Send (JS thread, one call per batch): each packet is segmented if it is a GSO super-packet
 // (udp_gso.c) straight into a preallocated datagram buffer, sealed in place, and the batch
 // leaves with one sendmmsg(), equal-size runs as one UDP_SEGMENT message each.
 // Receive (reader thread): recvmmsg() with UDP_GRO into preallocated buffers, open each
-// datagram into one of a few preallocated delivery buffers, hand that buffer to JS through a
+// datagram into one of a few preallocated delivery buffers (consecutive TCP segments of one
+// flow coalesced back into a GSO super-packet there, as wireguard-go's tcpGRO does, so the
+// TUN takes one write per ~64 KiB), hand that buffer to JS through a
 // thread-safe function (bounded queue, blocking: when JS is slow the socket's receive queue
 // fills and the kernel drops, counted as socket-overflow). JS sees the buffer as an external
 // ArrayBuffer that is detached when the callback returns, so views cannot outlive the call
@@ -50,6 +52,7 @@
 #include <unistd.h>
 
 #include "udp_gso.h"
+#include "udp_wire.h"
 
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
@@ -60,16 +63,11 @@
 
 #define MSG_DATA 4
 #define MSG_CONTROL 5
-#define HDR_LEN 16
-#define TAG_LEN 16
-#define OVERHEAD (HDR_LEN + TAG_LEN)
 #define MAX_DATAGRAM 65507
 #define MAX_CONTROL 1200
 // WireGuard's REJECT_AFTER_MESSAGES: far beyond any rekey-by-count, far below nonce reuse.
 #define DEFAULT_COUNTER_LIMIT (UINT64_MAX - 8192 - 1)
 
-#define REPLAY_BITS 2048
-#define REPLAY_WORDS (REPLAY_BITS / 64)
 
 // Send side: datagrams of one send() call, flushed early when full.
 #define TX_BUF_BYTES (2 * 1024 * 1024)
@@ -80,11 +78,35 @@
 #define RX_BUF_BYTES 65536
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
-#define DELIVERY_BYTES (RX_MSGS * RX_BUF_BYTES)
-#define REC_HDR 28  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr]
+#define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
+// A record is at most REC_HDR - OVERHEAD bytes longer than its datagram, and one received
+// message (GRO) holds at most RX_BUF_BYTES / OVERHEAD datagrams: the most one message can
+// take in a delivery buffer. Opening writes plaintext before the tag is checked, so even
+// forged datagrams must fit.
+#define RX_MSG_WORST (RX_BUF_BYTES + (RX_BUF_BYTES / OVERHEAD) * (REC_HDR - OVERHEAD))
+#define DELIVERY_BYTES ((size_t)RX_MSGS * RX_MSG_WORST)
+#define NO_RECORD SIZE_MAX
 
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
+
+// The few libuv calls loop mode needs, bound like the EVP ones to the Node binary's own
+// exports (there are no libuv headers to build against). The handle is opaque: a box far
+// larger than libuv 1.x's uv_poll_t (about 160 bytes on 64-bit Linux), whose first bytes
+// libuv owns; our pointer back to the socket sits after them.
+typedef struct uv_loop_s uv_loop_t;
+typedef struct {
+  _Alignas(16) unsigned char uv[512];
+  struct udp *u;
+} uv_poll_box_t;
+typedef void (*em_uv_poll_cb)(void *handle, int status, int events);
+typedef void (*em_uv_close_cb)(void *handle);
+extern int uv_poll_init(uv_loop_t *loop, void *handle, int fd);
+extern int uv_poll_start(void *handle, int events, em_uv_poll_cb cb);
+extern int uv_poll_stop(void *handle);
+extern void uv_close(void *handle, em_uv_close_cb cb);
+extern void uv_unref(void *handle);
+#define EM_UV_READABLE 1
 
 enum {
   D_SHORT,
@@ -101,17 +123,14 @@ enum {
   D_GSO_MALFORMED,
   D_GSO_UNSUPPORTED,
   D_SOCKET_OVERFLOW,
+  D_QUEUE_FULL,
   D_COUNT
 };
 static const char *const DROP_NAMES[D_COUNT] = {
     "short",           "bad-type", "unknown-index", "auth-failed",    "replay",          "oversize",
     "counter-limit",   "no-endpoint", "no-session", "tx-full",        "tx-error",        "gso-malformed",
-    "gso-unsupported", "socket-overflow"};
+    "gso-unsupported", "socket-overflow", "queue-full"};
 
-typedef struct {
-  uint64_t last;  // highest counter accepted + 1 (0 = none yet)
-  uint64_t bitmap[REPLAY_WORDS];
-} replay_t;
 
 typedef struct session {
   struct session *next;
@@ -130,13 +149,22 @@ typedef struct {
   size_t used;
   uint32_t count;
   int err;
+  size_t last;  // offset of the last data record (a coalescing candidate), or NO_RECORD
 } delivery_t;
 
-typedef struct {
+typedef struct udp {
   int fd, stop_fd, family;
-  int refs;  // the JS handle and the thread-safe function each hold one
+  int refs;  // the JS handle and the receiver (thread-safe function, or the uv_poll handle) each hold one
+  // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop (loop).
+  int loop_mode;
+  napi_env env;
+  napi_ref cb_ref;
+  napi_async_context async_ctx;
+  uv_poll_box_t *poll;
+  void *loop_rx;  // rx_ctx_t of loop mode
   int running, closed, hook_added;
   int gso_ok;  // UDP_SEGMENT works on this socket (cleared on the first failure)
+  int coalesce;  // merge received TCP segments into GSO super-packets before delivery
   atomic_int stop;
   pthread_t thread;
   napi_threadsafe_function tsfn;
@@ -161,6 +189,7 @@ typedef struct {
   uint32_t tx_len[TX_MAX_DGRAMS];
   struct mmsghdr tx_msgs[TX_MAX_DGRAMS];
   struct iovec tx_iov[TX_MAX_DGRAMS];
+  uint32_t tx_counts[TX_MAX_DGRAMS];  // datagrams per message
   uint8_t tx_cmsg[TX_MAX_DGRAMS][CMSG_SPACE(sizeof(uint16_t))];
   session_t *tx_sess;
   const struct sockaddr *tx_to;
@@ -168,8 +197,9 @@ typedef struct {
   uint8_t tx_type;
   // Counters.
   atomic_ullong drops[D_COUNT];
-  atomic_ullong rx_datagrams, tx_datagrams, rx_batches;
+  atomic_ullong rx_datagrams, tx_datagrams, rx_batches, rx_coalesced;
   atomic_uint last_overflow;
+  atomic_int last_tx_errno;
 } udp_t;
 
 #define CHECK(env, call)                                                                           \
@@ -203,89 +233,6 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-static inline void put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }  // x86/arm64: little-endian
-static inline void put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
-static inline uint32_t get_le32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t get_le64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v;
-}
-
-// ---- AEAD ------------------------------------------------------------------------------
-
-static const EVP_CIPHER *cipher_by_name(const char *name) {
-  if (strcmp(name, "aes-256-gcm") == 0) return EVP_aes_256_gcm();
-  if (strcmp(name, "chacha20-poly1305") == 0) return EVP_chacha20_poly1305();
-  return NULL;
-}
-
-static EVP_CIPHER_CTX *aead_new(const EVP_CIPHER *c, const uint8_t key[32], int enc) {
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-  if (!ctx) return NULL;
-  if (EVP_CipherInit_ex(ctx, c, NULL, key, NULL, enc) != 1) {
-    EVP_CIPHER_CTX_free(ctx);
-    return NULL;
-  }
-  return ctx;
-}
-
-static void nonce_of(uint8_t nonce[12], uint64_t counter) {
-  memset(nonce, 0, 4);
-  put_le64(nonce + 4, counter);
-}
-
-// Seals in place: hdr[0..16) is the AAD, hdr+16 holds len plaintext bytes, the tag follows.
-static int aead_seal(EVP_CIPHER_CTX *ctx, uint8_t *hdr, size_t len, uint64_t counter) {
-  uint8_t nonce[12];
-  int outl = 0;
-  nonce_of(nonce, counter);
-  uint8_t *p = hdr + HDR_LEN;
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1) return -1;
-  if (EVP_CipherUpdate(ctx, NULL, &outl, hdr, HDR_LEN) != 1) return -1;
-  if (len > 0 && EVP_CipherUpdate(ctx, p, &outl, p, (int)len) != 1) return -1;
-  if (EVP_CipherFinal_ex(ctx, p + len, &outl) != 1) return -1;
-  return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, p + len) == 1 ? 0 : -1;
-}
-
-// Opens dgram (header, ciphertext, tag) into out; 0 when authentic.
-static int aead_open(EVP_CIPHER_CTX *ctx, const uint8_t *dgram, size_t len, uint64_t counter, uint8_t *out) {
-  uint8_t nonce[12];
-  int outl = 0;
-  size_t clen = len - OVERHEAD;
-  nonce_of(nonce, counter);
-  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1) return -1;
-  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(dgram + len - TAG_LEN)) != 1) return -1;
-  if (EVP_CipherUpdate(ctx, NULL, &outl, dgram, HDR_LEN) != 1) return -1;
-  if (clen > 0 && EVP_CipherUpdate(ctx, out, &outl, dgram + HDR_LEN, (int)clen) != 1) return -1;
-  return EVP_CipherFinal_ex(ctx, out + clen, &outl) == 1 ? 0 : -1;
-}
-
-// ---- replay window (RFC 6479 style, as WireGuard's) -------------------------------------
-
-static bool replay_check(const replay_t *r, uint64_t counter) {
-  uint64_t c = counter + 1;  // stored shifted so that 0 means "nothing yet"
-  if (c > r->last) return true;
-  if (r->last - c >= REPLAY_BITS - 64) return false;  // older than the window
-  return !(r->bitmap[(c >> 6) & (REPLAY_WORDS - 1)] & (1ull << (c & 63)));
-}
-
-static void replay_mark(replay_t *r, uint64_t counter) {
-  uint64_t c = counter + 1;
-  uint64_t index = c >> 6;
-  if (c > r->last) {
-    uint64_t current = r->last >> 6;
-    uint64_t diff = index - current;
-    if (diff > REPLAY_WORDS) diff = REPLAY_WORDS;
-    for (uint64_t i = 1; i <= diff; i++) r->bitmap[(current + i) & (REPLAY_WORDS - 1)] = 0;
-    r->last = c;
-  }
-  r->bitmap[index & (REPLAY_WORDS - 1)] |= 1ull << (c & 63);
-}
 
 // ---- sessions ----------------------------------------------------------------------------
 
@@ -347,6 +294,10 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
   uint64_t counter = get_le64(d + 8);
   if (counter >= u->counter_limit || !replay_check(&s->replay, counter)) { count_drop(u, D_REPLAY); return; }
   uint8_t *rec = out->buf + out->used;
+  if (out->used + REC_HDR + (len - OVERHEAD) > DELIVERY_BYTES) {  // cannot happen (see RX_MSG_WORST): refuse, never overflow
+    count_drop(u, D_QUEUE_FULL);
+    return;
+  }
   if (aead_open(s->rx, d, len, counter, rec + REC_HDR) != 0) { count_drop(u, D_AUTH); return; }
   replay_mark(&s->replay, counter);
   s->rx_packets++;
@@ -372,17 +323,116 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
       memcpy(rec + 12, &a->sin6_addr, 16);
     }
   }
+  memset(rec + 28, 0, 10);  // vnet: a plain packet unless coalesced below
+  size_t at;
+  if (type == MSG_DATA && u->coalesce && out->last != NO_RECORD && memcmp(out->buf + out->last + 4, rec + 4, 24) == 0) {
+    uint8_t *prev = out->buf + out->last;
+    uint32_t prev_len = get_le32(prev);
+    if (gro_tcp_append(prev + 28, prev + REC_HDR, prev_len, rec + REC_HDR, plen, &at)) {
+      // The segment's payload joins the previous record; its headers go away.
+      memmove(rec, rec + REC_HDR + at, plen - at);
+      put_le32(prev, prev_len + (uint32_t)(plen - at));
+      out->used += plen - at;
+      atomic_fetch_add_explicit(&u->rx_coalesced, 1, memory_order_relaxed);
+      return;
+    }
+  }
+  out->last = type == MSG_DATA ? out->used : NO_RECORD;
   out->used += REC_HDR + plen;
   out->count++;
 }
 
-static void *reader_main(void *arg) {
-  udp_t *u = arg;
-  uint8_t *rx = malloc((size_t)RX_MSGS * RX_BUF_BYTES);
+// Receive scratch space: recvmmsg() lands here before opening (one per receive mode).
+typedef struct {
+  uint8_t *buf;  // RX_MSGS * RX_BUF_BYTES
   struct mmsghdr msgs[RX_MSGS];
   struct iovec iov[RX_MSGS];
   struct sockaddr_storage from[RX_MSGS];
   uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
+} rx_ctx_t;
+
+static rx_ctx_t *rx_ctx_new(void) {
+  rx_ctx_t *rx = calloc(1, sizeof *rx);
+  if (rx && !(rx->buf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
+    free(rx);
+    return NULL;
+  }
+  return rx;
+}
+
+static void rx_ctx_free(rx_ctx_t *rx) {
+  if (!rx) return;
+  free(rx->buf);
+  free(rx);
+}
+
+static void delivery_reset(delivery_t *out, uint8_t *buf) {
+  out->buf = buf;
+  out->used = 0;
+  out->count = 0;
+  out->err = 0;
+  out->last = NO_RECORD;
+}
+
+// Reads and opens datagrams into `out` until the socket is empty or `out` might not hold
+// another round. Returns 1 when it stopped because `out` filled up (more may be waiting).
+static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+  for (int round = 0; round < 4; round++) {
+    size_t room = DELIVERY_BYTES - out->used;
+    int want = (int)(room / RX_MSG_WORST);
+    if (want > RX_MSGS) want = RX_MSGS;
+    if (want < RX_MSGS / 4) return 1;
+    for (int i = 0; i < want; i++) {
+      rx->iov[i].iov_base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      rx->iov[i].iov_len = RX_BUF_BYTES;
+      memset(&rx->msgs[i].msg_hdr, 0, sizeof rx->msgs[i].msg_hdr);
+      rx->msgs[i].msg_hdr.msg_name = &rx->from[i];
+      rx->msgs[i].msg_hdr.msg_namelen = sizeof rx->from[i];
+      rx->msgs[i].msg_hdr.msg_iov = &rx->iov[i];
+      rx->msgs[i].msg_hdr.msg_iovlen = 1;
+      rx->msgs[i].msg_hdr.msg_control = rx->ctrl[i];
+      rx->msgs[i].msg_hdr.msg_controllen = sizeof rx->ctrl[i];
+    }
+    int got = recvmmsg(u->fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+    if (got <= 0) return 0;
+    uint64_t now = now_ns();
+    pthread_mutex_lock(&u->lock);
+    for (int i = 0; i < got; i++) {
+      struct msghdr *m = &rx->msgs[i].msg_hdr;
+      size_t len = rx->msgs[i].msg_len;
+      size_t seg = len;
+      for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
+        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+          int g;
+          memcpy(&g, CMSG_DATA(c), sizeof g);
+          if (g > 0) seg = (size_t)g;
+        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+          uint32_t o;
+          memcpy(&o, CMSG_DATA(c), sizeof o);
+          uint32_t prev = atomic_exchange(&u->last_overflow, o);
+          if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
+        }
+      }
+      if (m->msg_flags & MSG_TRUNC) {
+        count_drop(u, D_OVERSIZE);
+        continue;
+      }
+      const uint8_t *base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      for (size_t off = 0; off < len; off += seg) {
+        size_t dl = len - off < seg ? len - off : seg;
+        atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
+        open_datagram(u, base + off, dl, &rx->from[i], out, now);
+      }
+    }
+    pthread_mutex_unlock(&u->lock);
+    if (got < want) return 0;
+  }
+  return 1;
+}
+
+static void *reader_main(void *arg) {
+  udp_t *u = arg;
+  rx_ctx_t *rx = rx_ctx_new();
   struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
   if (!rx) return NULL;
   while (!atomic_load(&u->stop)) {
@@ -395,60 +445,8 @@ static void *reader_main(void *arg) {
     int slot = pool_take(u);
     if (slot < 0) break;
     delivery_t *out = &u->deliveries[slot];
-    out->buf = u->pool[slot];
-    out->used = 0;
-    out->count = 0;
-    out->err = 0;
-    // Drain until the socket is empty or the delivery buffer might not hold another round.
-    for (int round = 0; round < 4 && DELIVERY_BYTES - out->used >= (size_t)RX_MSGS * RX_BUF_BYTES / 4; round++) {
-      size_t room = DELIVERY_BYTES - out->used;
-      int want = (int)(room / RX_BUF_BYTES);
-      if (want > RX_MSGS) want = RX_MSGS;
-      if (want < 1) break;
-      for (int i = 0; i < want; i++) {
-        iov[i].iov_base = rx + (size_t)i * RX_BUF_BYTES;
-        iov[i].iov_len = RX_BUF_BYTES;
-        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
-        msgs[i].msg_hdr.msg_name = &from[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof from[i];
-        msgs[i].msg_hdr.msg_iov = &iov[i];
-        msgs[i].msg_hdr.msg_iovlen = 1;
-        msgs[i].msg_hdr.msg_control = ctrl[i];
-        msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
-      }
-      int got = recvmmsg(u->fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
-      if (got <= 0) break;
-      uint64_t now = now_ns();
-      pthread_mutex_lock(&u->lock);
-      for (int i = 0; i < got; i++) {
-        size_t len = msgs[i].msg_len;
-        size_t seg = len;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
-          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int g;
-            memcpy(&g, CMSG_DATA(c), sizeof g);
-            if (g > 0) seg = (size_t)g;
-          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t o;
-            memcpy(&o, CMSG_DATA(c), sizeof o);
-            uint32_t prev = atomic_exchange(&u->last_overflow, o);
-            if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
-          }
-        }
-        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
-          count_drop(u, D_OVERSIZE);
-          continue;
-        }
-        const uint8_t *base = rx + (size_t)i * RX_BUF_BYTES;
-        for (size_t off = 0; off < len; off += seg) {
-          size_t dl = len - off < seg ? len - off : seg;
-          atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
-          open_datagram(u, base + off, dl, &from[i], out, now);
-        }
-      }
-      pthread_mutex_unlock(&u->lock);
-      if (got < want) break;
-    }
+    delivery_reset(out, u->pool[slot]);
+    rx_drain(u, rx, out);
     if (out->count == 0) {
       pool_give(u, slot);
       continue;
@@ -460,7 +458,7 @@ static void *reader_main(void *arg) {
       break;
     }
   }
-  free(rx);
+  rx_ctx_free(rx);
   return NULL;
 }
 
@@ -472,27 +470,72 @@ static void noop_finalize(napi_env env, void *data, void *hint) {
 
 static void udp_unref(udp_t *u);
 
-// JS thread: delivery → callback(arrayBuffer, count); the buffer is detached afterwards.
+// JS thread: hands one delivery to the callback as an ArrayBuffer that is detached after
+// the call (views kept past it see an empty buffer, never reused memory).
+static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d) {
+  napi_value argv[2], result, ab, recv;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  napi_get_undefined(env, &recv);
+  if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) == napi_ok) {
+    argv[0] = ab;
+    napi_create_uint32(env, d->count, &argv[1]);
+    if (u->loop_mode) {
+      // From a libuv callback: make_callback runs the microtasks and reports exceptions
+      // (its receiver must be an object).
+      napi_value err;
+      napi_get_global(env, &recv);
+      if (napi_make_callback(env, u->async_ctx, recv, cb, 2, argv, &result) == napi_pending_exception &&
+          napi_get_and_clear_last_exception(env, &err) == napi_ok)
+        napi_fatal_exception(env, err);
+    } else {
+      napi_call_function(env, recv, cb, 2, argv, &result);
+    }
+    napi_detach_arraybuffer(env, ab);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+// Thread mode, JS thread: the reader's delivery → callback, then the buffer back to the pool.
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   udp_t *u = context;
   delivery_t *d = data;
   int slot = (int)(d - u->deliveries);
-  if (env == NULL || cb == NULL) {
-    pool_give(u, slot);
-    return;
-  }
-  napi_value undefined, argv[2], result, ab;
-  napi_get_undefined(env, &undefined);
-  if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) != napi_ok) {
-    pool_give(u, slot);
-    return;
-  }
-  argv[0] = ab;
-  napi_create_uint32(env, d->count, &argv[1]);
-  napi_call_function(env, undefined, cb, 2, argv, &result);
-  // Views kept past the call see a detached (empty) buffer, never reused memory.
-  napi_detach_arraybuffer(env, ab);
+  if (env != NULL && cb != NULL) deliver_js(env, u, cb, d);
   pool_give(u, slot);
+}
+
+// Loop mode: libuv says the socket is readable; read, open and deliver on this thread,
+// a bounded number of batches per wake-up so one busy socket cannot starve the loop.
+static void on_readable(void *handle, int status, int events) {
+  (void)events;
+  uv_poll_box_t *box = handle;
+  udp_t *u = box->u;
+  if (status < 0 || u->closed) return;
+  napi_env env = u->env;
+  napi_handle_scope scope;
+  napi_value cb;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_get_reference_value(env, u->cb_ref, &cb) == napi_ok && cb) {
+    for (int batch = 0; batch < 8 && !u->closed; batch++) {
+      delivery_t *out = &u->deliveries[0];
+      delivery_reset(out, u->pool[0]);
+      int more = rx_drain(u, u->loop_rx, out);
+      if (out->count > 0) {
+        atomic_fetch_add(&u->rx_batches, 1);
+        deliver_js(env, u, cb, out);
+      }
+      if (!more) break;
+    }
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll_closed(void *handle) {
+  uv_poll_box_t *box = handle;
+  udp_t *u = box->u;
+  free(box);
+  udp_unref(u);
 }
 
 // ---- lifecycle ---------------------------------------------------------------------------
@@ -507,7 +550,22 @@ static void udp_shutdown(udp_t *u) {
   pthread_mutex_lock(&u->pool_lock);
   pthread_cond_broadcast(&u->pool_cond);
   pthread_mutex_unlock(&u->pool_lock);
-  napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
+  if (u->tsfn) napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
+  if (u->poll) {
+    uv_poll_stop(u->poll);
+    uv_close(u->poll, on_poll_closed);  // on_poll_closed drops the poll handle's reference
+    u->poll = NULL;
+  }
+  rx_ctx_free(u->loop_rx);
+  u->loop_rx = NULL;
+  if (u->cb_ref) {
+    napi_delete_reference(u->env, u->cb_ref);
+    u->cb_ref = NULL;
+  }
+  if (u->async_ctx) {
+    napi_async_destroy(u->env, u->async_ctx);
+    u->async_ctx = NULL;
+  }
   if (u->running) {
     pthread_join(u->thread, NULL);
     u->running = 0;
@@ -647,7 +705,7 @@ static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port
 
 // ---- open --------------------------------------------------------------------------------
 
-// open({ bind, port, cipher, mtu, counterLimit? }, callback(arrayBuffer, count)) → handle { port }
+// open({ bind, port, cipher, mtu, counterLimit?, coalesce?, receiver? }, callback(arrayBuffer, count)) → handle { port }
 static napi_value udp_open(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], v;
@@ -671,6 +729,14 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: cipher must be a string");
   const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
   if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
+  bool coalesce = true;
+  if (prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
+  char receiver[16] = "thread";
+  if (prop(env, argv[0], "receiver", napi_string, &v) == 0)
+    napi_get_value_string_utf8(env, v, receiver, sizeof receiver, &n);
+  int loop_mode = strcmp(receiver, "loop") == 0;
+  if (!loop_mode && strcmp(receiver, "thread") != 0)
+    return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread' or 'loop'");
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
   int has = prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
@@ -743,6 +809,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->counter_limit = limit;
   u->max_inner = mtu;
   u->gso_ok = 1;
+  u->coalesce = coalesce;
   pthread_mutex_init(&u->lock, NULL);
   pthread_mutex_init(&u->pool_lock, NULL);
   pthread_cond_init(&u->pool_cond, NULL);
@@ -762,28 +829,60 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, ENOMEM, "allocating the UDP buffers");
   }
   napi_value name, handle;
+  u->env = env;
+  u->loop_mode = loop_mode;
   CHECK(env, napi_create_string_utf8(env, "edgemesh_udp_reader", NAPI_AUTO_LENGTH, &name));
-  if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
-                                      &u->tsfn) != napi_ok) {
-    close(fd);
-    close(u->stop_fd);
-    u->refs = 1;
-    udp_unref(u);
-    return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
+  if (loop_mode) {
+    uv_loop_t *loop = NULL;
+    napi_valuetype cbt;
+    int failed = napi_typeof(env, argv[1], &cbt) != napi_ok || cbt != napi_function ||
+                 napi_get_uv_event_loop(env, (struct uv_loop_s **)&loop) != napi_ok ||
+                 napi_create_reference(env, argv[1], 1, &u->cb_ref) != napi_ok ||
+                 napi_async_init(env, NULL, name, &u->async_ctx) != napi_ok || !(u->loop_rx = rx_ctx_new()) ||
+                 !(u->poll = calloc(1, sizeof *u->poll));
+    if (!failed) {
+      u->poll->u = u;
+      failed = uv_poll_init(loop, u->poll, fd) != 0;
+      if (failed) {
+        free(u->poll);  // never initialised: nothing for libuv to close
+        u->poll = NULL;
+      }
+    }
+    if (failed) {
+      u->refs = 1;
+      u->closed = 0;
+      udp_shutdown(u);
+      udp_unref(u);
+      return throw_plain(env, "EINVAL", "EINVAL: cannot poll the socket on the event loop");
+    }
+    u->refs = 2;
+    uv_poll_start(u->poll, EM_UV_READABLE, on_readable);
+    uv_unref(u->poll);  // an open socket alone does not keep Node alive
+  } else {
+    if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
+                                        &u->tsfn) != napi_ok) {
+      close(fd);
+      close(u->stop_fd);
+      u->refs = 1;
+      udp_unref(u);
+      return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
+    }
+    u->refs = 2;
+    napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   }
-  u->refs = 2;
-  napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   CHECK(env, napi_create_object(env, &handle));
   CHECK(env, napi_type_tag_object(env, handle, &UDP_TAG));
   CHECK(env, napi_wrap(env, handle, u, finalize_handle, NULL, NULL));
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
-  int rc = pthread_create(&u->thread, NULL, reader_main, u);
-  if (rc != 0) {
-    udp_shutdown(u);
-    return throw_errno(env, rc, "pthread_create");
+  if (!loop_mode) {
+    int rc = pthread_create(&u->thread, NULL, reader_main, u);
+    if (rc != 0) {
+      udp_shutdown(u);
+      return throw_errno(env, rc, "pthread_create");
+    }
+    u->running = 1;
   }
-  u->running = 1;
   napi_add_env_cleanup_hook(env, cleanup_hook, u);
   u->hook_added = 1;
   return handle;
@@ -920,15 +1019,15 @@ static napi_value udp_session_info(napi_env env, napi_callback_info info) {
 
 // ---- send (JS thread) --------------------------------------------------------------------
 
-// Sends the datagrams staged in txbuf: equal-size runs become one UDP_SEGMENT message each.
-static void tx_flush(udp_t *u) {
-  if (u->tx_n == 0) return;
+// Lays the staged datagrams out as messages: with GSO, each equal-size run (the last one of
+// a run may be shorter) is one UDP_SEGMENT message. msg_len holds the datagram count.
+static uint32_t tx_build(udp_t *u, int gso) {
   uint32_t nmsg = 0;
   size_t off = 0;
   for (uint32_t i = 0; i < u->tx_n;) {
     uint32_t len = u->tx_len[i], j = i + 1;
     size_t total = len;
-    if (u->gso_ok) {
+    if (gso) {
       while (j < u->tx_n && j - i < TX_MAX_SEGS && u->tx_len[j] <= len && total + u->tx_len[j] <= MAX_DATAGRAM) {
         total += u->tx_len[j];
         if (u->tx_len[j++] < len) break;  // a shorter one ends the run
@@ -952,25 +1051,25 @@ static void tx_flush(udp_t *u) {
       uint16_t gs = (uint16_t)len;
       memcpy(CMSG_DATA(c), &gs, sizeof gs);
     }
-    u->tx_msgs[nmsg].msg_len = j - i;  // reused below as "datagrams in this message"
+    u->tx_counts[nmsg] = j - i;
     off += total;
     nmsg++;
     i = j;
   }
+  return nmsg;
+}
+
+// Sends messages [0, nmsg); returns 0, or the errno that stopped it with *sent messages out.
+static int tx_send(udp_t *u, uint32_t nmsg, uint32_t *sent_out) {
   uint32_t sent = 0;
-  int waited = 0;
+  int waited = 0, err = 0;
   while (sent < nmsg) {
-    // msg_len is overwritten by the kernel with bytes sent: keep counts aside.
-    uint32_t counts[TX_MAX_DGRAMS];
-    for (uint32_t k = sent; k < nmsg; k++) counts[k] = u->tx_msgs[k].msg_len;
     int r = sendmmsg(u->fd, &u->tx_msgs[sent], nmsg - sent, MSG_DONTWAIT);
     if (r > 0) {
-      for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, counts[sent + k]);
+      for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, u->tx_counts[sent + k]);
       sent += (uint32_t)r;
-      for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
       continue;
     }
-    for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
     if (errno == EINTR) continue;
     if ((errno == EAGAIN || errno == ENOBUFS) && waited < 4) {
       // The socket's send queue is full: wait a moment for it, like a NIC queue, then drop.
@@ -979,16 +1078,37 @@ static void tx_flush(udp_t *u) {
       waited++;
       continue;
     }
-    uint32_t left = 0;
-    for (uint32_t k = sent; k < nmsg; k++) left += u->tx_msgs[k].msg_len;
-    if ((errno == EIO || errno == EINVAL) && u->gso_ok && u->tx_msgs[sent].msg_hdr.msg_controllen) {
-      // A path without UDP segmentation: this batch is lost, later ones go one message per datagram.
-      u->gso_ok = 0;
-      atomic_fetch_add(&u->drops[D_TX_ERROR], left);
-    } else {
-      atomic_fetch_add(&u->drops[(errno == EAGAIN || errno == ENOBUFS) ? D_TX_FULL : D_TX_ERROR], left);
-    }
+    err = errno;
     break;
+  }
+  *sent_out = sent;
+  return err;
+}
+
+// Sends the datagrams staged in txbuf with one sendmmsg() (more only on a partial send).
+static void tx_flush(udp_t *u) {
+  if (u->tx_n == 0) return;
+  uint32_t nmsg = tx_build(u, u->gso_ok), sent = 0;
+  int err = tx_send(u, nmsg, &sent);
+  if (err && u->gso_ok && u->tx_msgs[sent].msg_hdr.msg_controllen) {
+    // UDP_SEGMENT refused (a device without it, or a segment above the device MTU): resend
+    // what is left one datagram per message. If that goes, the path lacks GSO: stop using it.
+    uint32_t skip = 0;
+    for (uint32_t k = 0; k < sent; k++) skip += u->tx_counts[k];
+    uint32_t all = tx_build(u, 0), sent2 = 0;
+    // Messages are now single datagrams: the first `skip` of them already went out.
+    memmove(&u->tx_msgs[0], &u->tx_msgs[skip], (all - skip) * sizeof u->tx_msgs[0]);
+    memmove(&u->tx_counts[0], &u->tx_counts[skip], (all - skip) * sizeof u->tx_counts[0]);
+    nmsg = all - skip;
+    err = tx_send(u, nmsg, &sent2);
+    if (!err) u->gso_ok = 0;
+    sent = sent2;
+  }
+  if (err) {
+    uint32_t left = 0;
+    for (uint32_t k = sent; k < nmsg; k++) left += u->tx_counts[k];
+    atomic_fetch_add(&u->drops[(err == EAGAIN || err == ENOBUFS) ? D_TX_FULL : D_TX_ERROR], left);
+    atomic_store(&u->last_tx_errno, err);
   }
   u->tx_n = 0;
   u->tx_used = 0;
@@ -1157,10 +1277,19 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "txDatagrams", v));
   CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_batches), &v));
   CHECK(env, napi_set_named_property(env, o, "rxBatches", v));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_coalesced), &v));
+  CHECK(env, napi_set_named_property(env, o, "rxCoalesced", v));
   CHECK(env, napi_create_uint32(env, u->sessions, &v));
   CHECK(env, napi_set_named_property(env, o, "sessions", v));
   CHECK(env, napi_get_boolean(env, u->gso_ok, &v));
   CHECK(env, napi_set_named_property(env, o, "gso", v));
+  int last = atomic_load(&u->last_tx_errno);
+  if (last) {
+    CHECK(env, napi_create_string_utf8(env, errno_name(last), NAPI_AUTO_LENGTH, &v));
+  } else {
+    CHECK(env, napi_get_null(env, &v));
+  }
+  CHECK(env, napi_set_named_property(env, o, "lastTxError", v));
   CHECK(env, napi_create_object(env, &d));
   for (int i = 0; i < D_COUNT; i++) {
     uint64_t c = atomic_load(&u->drops[i]);
@@ -1186,109 +1315,9 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// ---- test and bench helpers ---------------------------------------------------------------
-
-typedef struct {
-  uint8_t *buf;
-  size_t used, cap;
-  uint32_t lens[4096];
-  uint32_t n;
-} plain_sink_t;
-
-static uint8_t *plain_reserve(void *ctx, size_t len) {
-  plain_sink_t *p = ctx;
-  if (p->n >= 4096 || p->used + len > p->cap) return NULL;
-  return p->buf + p->used;
-}
-
-static void plain_commit(void *ctx, size_t len) {
-  plain_sink_t *p = ctx;
-  p->lens[p->n++] = (uint32_t)len;
-  p->used += len;
-}
-
-// segment(vnet, data) → Uint8Array[] of plain packets, or a string naming the refusal.
-static napi_value udp_segment(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2], out, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint8_t *vnet, *data;
-  size_t vl, dl;
-  if (argc < 2 || get_bytes(env, argv[0], &vnet, &vl) || get_bytes(env, argv[1], &data, &dl) || vl != 10)
-    return throw_plain(env, "EINVAL", "EINVAL: segment(vnet: 10 bytes, data)");
-  plain_sink_t *p = calloc(1, sizeof *p);
-  if (!p) return throw_errno(env, ENOMEM, "segment");
-  p->cap = dl + 4096 * 120;
-  p->buf = malloc(p->cap);
-  seg_sink_t sink = {plain_reserve, plain_commit, p};
-  int rc = p->buf ? gso_to_plain(vnet, data, dl, &sink) : SEG_NO_ROOM;
-  if (rc != SEG_OK) {
-    const char *why = rc == SEG_UNSUPPORTED ? "gso-unsupported"
-                      : rc == SEG_CSUM_MALFORMED ? "csum-malformed"
-                      : rc == SEG_NO_ROOM        ? "no-room"
-                                                 : "gso-malformed";
-    free(p->buf);
-    free(p);
-    CHECK(env, napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &out));
-    return out;
-  }
-  CHECK(env, napi_create_array_with_length(env, p->n, &out));
-  size_t off = 0;
-  for (uint32_t i = 0; i < p->n; i++) {
-    void *mem;
-    napi_value ab;
-    CHECK(env, napi_create_arraybuffer(env, p->lens[i], &mem, &ab));
-    memcpy(mem, p->buf + off, p->lens[i]);
-    off += p->lens[i];
-    CHECK(env, napi_create_typedarray(env, napi_uint8_array, p->lens[i], ab, 0, &v));
-    CHECK(env, napi_set_element(env, out, i, v));
-  }
-  free(p->buf);
-  free(p);
-  return out;
-}
-
-// cryptoBench(cipher, size, iterations) → { sealNsPerByte, openNsPerByte } with Node's OpenSSL.
-static napi_value udp_crypto_bench(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], o, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  char name[32] = {0};
-  size_t nl;
-  uint32_t size, iters;
-  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nl) != napi_ok ||
-      get_u32_arg(env, argv[1], &size) || get_u32_arg(env, argv[2], &iters) || size < 1 || size > 65000 || iters < 1)
-    return throw_plain(env, "EINVAL", "EINVAL: cryptoBench(cipher, size 1-65000, iterations)");
-  const EVP_CIPHER *c = cipher_by_name(name);
-  if (!c) return throw_plain(env, "EINVAL", "EINVAL: unknown cipher");
-  uint8_t key[32] = {1, 2, 3};
-  uint8_t *buf = calloc(1, size + OVERHEAD), *out = calloc(1, size + OVERHEAD);
-  EVP_CIPHER_CTX *tx = aead_new(c, key, 1), *rx = aead_new(c, key, 0);
-  int failed = !buf || !out || !tx || !rx;
-  uint64_t t0 = now_ns();
-  for (uint32_t i = 0; i < iters && !failed; i++) failed = aead_seal(tx, buf, size, i) != 0;
-  uint64_t t1 = now_ns();
-  for (uint32_t i = 0; i < iters && !failed; i++) {
-    aead_seal(tx, buf, size, i);  // fresh tag for this counter
-    failed = aead_open(rx, buf, size + OVERHEAD, i, out) != 0;
-  }
-  uint64_t t2 = now_ns();
-  EVP_CIPHER_CTX_free(tx);
-  EVP_CIPHER_CTX_free(rx);
-  free(buf);
-  free(out);
-  if (failed) return throw_plain(env, "EM_CRYPTO", "EM_CRYPTO: benchmark seal/open failed");
-  double bytes = (double)size * iters;
-  CHECK(env, napi_create_object(env, &o));
-  CHECK(env, napi_create_double(env, (double)(t1 - t0) / bytes, &v));
-  CHECK(env, napi_set_named_property(env, o, "sealNsPerByte", v));
-  // The open loop also sealed: subtract the sealing time measured above.
-  CHECK(env, napi_create_double(env, ((double)(t2 - t1) - (double)(t1 - t0)) / bytes, &v));
-  CHECK(env, napi_set_named_property(env, o, "openNsPerByte", v));
-  return o;
-}
-
 // Called from tun.c's module init: adds this file's functions to the addon's exports.
+napi_status edgemesh_udp_tools_init(napi_env env, napi_value exports);  // udp_tools.c
+
 napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1300,8 +1329,7 @@ napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
       {"udpSendControl", NULL, udp_send_control, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"udpSegment", NULL, udp_segment, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"udpCryptoBench", NULL, udp_crypto_bench, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  napi_status st = napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return st == napi_ok ? edgemesh_udp_tools_init(env, exports) : st;
 }

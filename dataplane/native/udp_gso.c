@@ -185,3 +185,92 @@ int gso_to_plain(const uint8_t *vnet, const uint8_t *data, size_t len, const seg
   }
   return SEG_OK;
 }
+
+// ---- receive-side coalescing ---------------------------------------------------------------
+
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_URG 0x20
+#define TCP_ECE 0x40
+#define GRO_MAX_LEN 65535
+
+// IP/TCP header lengths of a plain TCP packet this code can coalesce; 0 when it cannot.
+static size_t tcp_headers(const uint8_t *p, size_t len, size_t *ip_len) {
+  if (len < 40) return 0;
+  int v = p[0] >> 4;
+  if (v == 4) {
+    if ((p[0] & 0x0f) != 5 || p[9] != PROTO_TCP) return 0;        // IPv4 options: not merged
+    if ((p[6] & 0x3f) != 0 || p[7] != 0) return 0;                  // fragments (MF or offset)
+    if ((((size_t)p[2] << 8) | p[3]) != len) return 0;              // length must match the datagram
+    *ip_len = 20;
+  } else if (v == 6) {
+    if (len < 60 || p[6] != PROTO_TCP) return 0;                    // extension headers: not merged
+    if ((((size_t)p[4] << 8) | p[5]) + 40 != len) return 0;
+    *ip_len = 40;
+  } else {
+    return 0;
+  }
+  size_t tcp = (size_t)(p[*ip_len + 12] >> 4) * 4;
+  if (tcp < 20 || *ip_len + tcp > len) return 0;
+  return *ip_len + tcp;
+}
+
+int gro_tcp_append(uint8_t vnet[10], uint8_t *last, size_t last_len, const uint8_t *seg, size_t seg_len,
+                   size_t *payload_at) {
+  size_t ip1 = 0, ip2 = 0;
+  size_t hl1, hl2 = tcp_headers(seg, seg_len, &ip2);
+  int merged = (vnet[1] & 0x7f) != VNET_GSO_NONE;
+  if (!hl2) return 0;
+  if (merged) {
+    ip1 = (last[0] >> 4) == 4 ? 20 : 40;
+    hl1 = (size_t)(vnet[2] | (vnet[3] << 8));
+  } else {
+    hl1 = tcp_headers(last, last_len, &ip1);
+    if (!hl1) return 0;
+  }
+  if (hl1 != hl2 || ip1 != ip2) return 0;
+  const size_t ip = ip1, hl = hl1;
+  size_t pay1 = last_len - hl, pay2 = seg_len - hl;
+  if (pay1 == 0 || pay2 == 0 || last_len + pay2 > GRO_MAX_LEN) return 0;
+  size_t gso = merged ? (size_t)(vnet[4] | (vnet[5] << 8)) : pay1;
+  // A closed packet (PSH seen, or a shorter segment appended) takes nothing more.
+  uint8_t f1 = last[ip + 13], f2 = seg[ip + 13];
+  if ((f1 & (TCP_PSH | TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_CWR | TCP_ECE)) || pay1 % gso) return 0;
+  if ((f2 & (TCP_FIN | TCP_SYN | TCP_RST | TCP_URG | TCP_CWR | TCP_ECE)) || pay2 > gso) return 0;
+  if (f1 != (f2 & (uint8_t)~TCP_PSH)) return 0;
+  // Same IP fields but the lengths, ids and checksums.
+  if (ip == 20) {
+    if (last[1] != seg[1] || last[6] != seg[6] || last[8] != seg[8] || memcmp(last + 12, seg + 12, 8)) return 0;
+  } else {
+    if (memcmp(last, seg, 4) || last[7] != seg[7] || memcmp(last + 8, seg + 8, 32)) return 0;
+  }
+  // Same ports and ACK, the next sequence number, same options (timestamps included).
+  if (memcmp(last + ip, seg + ip, 4) || memcmp(last + ip + 8, seg + ip + 8, 4)) return 0;
+  if (get32(last + ip + 4) + (uint32_t)pay1 != get32(seg + ip + 4)) return 0;
+  if (memcmp(last + ip + 20, seg + ip + 20, hl - ip - 20)) return 0;
+
+  size_t total = last_len + pay2;
+  last[ip + 13] = f1 | (f2 & TCP_PSH);
+  if (ip == 20) {
+    put16(last + 2, (uint32_t)total);
+    last[10] = last[11] = 0;
+    put_csum(last + 10, sum_native(last, 20, 0), 0);
+  } else {
+    put16(last + 4, (uint32_t)(total - 40));
+  }
+  // Partial checksum: the pseudo-header sum (not complemented); the kernel completes it.
+  uint16_t partial = fold(pseudo_sum(last, ip == 40, PROTO_TCP, (uint32_t)(total - ip)));
+  memcpy(last + ip + 16, &partial, 2);
+  vnet[0] = VNET_F_NEEDS_CSUM;
+  vnet[1] = ip == 20 ? VNET_GSO_TCPV4 : VNET_GSO_TCPV6;
+  vnet[2] = (uint8_t)hl;
+  vnet[3] = (uint8_t)(hl >> 8);
+  vnet[4] = (uint8_t)gso;
+  vnet[5] = (uint8_t)(gso >> 8);
+  vnet[6] = (uint8_t)ip;
+  vnet[7] = 0;
+  vnet[8] = 16;
+  vnet[9] = 0;
+  *payload_at = hl;
+  return 1;
+}

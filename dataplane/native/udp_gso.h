@@ -36,4 +36,15 @@ enum {
 int gso_segment_count(const uint8_t *vnet, const uint8_t *data, size_t len, size_t *max_len);
 // Writes the plain packet(s) for one (vnet, data) into the sink. Never writes into data.
 int gso_to_plain(const uint8_t *vnet, const uint8_t *data, size_t len, const seg_sink_t *sink);
+
+// Receive-side coalescing (GRO), the inverse of the above: appends the TCP segment `seg`
+// to the packet `last` (a plain segment, or a super-packet built by earlier calls, with
+// its virtio_net_hdr in `vnet`) when it continues the same flow: same addresses, ports,
+// ACK, options and IP fields, next sequence number, only ACK/PSH flags, not longer than
+// the first segment. On success the headers of `last` and `vnet` already describe the
+// longer packet (lengths, IPv4 header checksum, partial TCP checksum, GSO type and size);
+// *payload_at is where seg's payload starts: the caller appends those bytes to last.
+// Returns 0 (and changes nothing) when seg must start a packet of its own.
+int gro_tcp_append(uint8_t vnet[10], uint8_t *last, size_t last_len, const uint8_t *seg, size_t seg_len,
+                   size_t *payload_at);
 #endif

@@ -9,6 +9,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { ipBatch, run } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
+import type { UdpSocketStats } from '../../../dataplane/udp-session.ts';
 
 const nodeScript = fileURLToPath(new URL('./udp-node.ts', import.meta.url));
 
@@ -29,7 +30,7 @@ export interface UdpNodeStats {
     icmpTooBig: number;
   };
   tun: { rxPackets: number; rxSuperPackets: number; txPackets: number; txSuperPackets: number; errors: number };
-  udp: { rxDatagrams: number; txDatagrams: number; rxBatches: number; gso: boolean; drops: Record<string, number> };
+  udp: UdpSocketStats;
   controls: number;
   cpuSeconds: number;
 }
@@ -189,7 +190,7 @@ export class UdpPair {
   private readonly servers: ChildProcess[] = [];
 
   /** Builds both nodes with one session over the IPv4 underlay. Call close() even if this throws. */
-  async start(opts: { tunMtu?: number } = {}): Promise<void> {
+  async start(opts: { tunMtu?: number; receiver?: 'thread' | 'loop' } = {}): Promise<void> {
     await createNetns(this.nsA);
     await createNetns(this.nsB);
     await run('ip', [
@@ -228,6 +229,7 @@ export class UdpPair {
       ...['--peer', peer, '--peer-cidr', `${peerPods[4].replace(/\.1$/, '.0')}/24`],
       ...['--peer-cidr', `${peerPods[6].replace(/::1$/, '::')}/64`],
       ...['--bind', '::', '--port', String(UDP_PORT), '--mtu', String(opts.tunMtu ?? 1400)],
+      ...['--receiver', opts.receiver ?? 'thread'],
     ];
     this.nodeA = new UdpNode(this.nsA, common(POD_A, 'nodeB', POD_B));
     this.nodeB = new UdpNode(this.nsB, common(POD_B, 'nodeA', POD_A));

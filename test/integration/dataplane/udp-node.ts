@@ -4,6 +4,7 @@
 //
 //   ip netns exec NS node test/integration/dataplane/udp-node.ts --tun NAME --address 10.201.0.1/32 \
 //     --local 10.201.0.0/24 --peer nodeB --peer-cidr 10.202.0.0/24 --bind :: --port 7000 [--mtu 1400]
+//     [--receiver thread|loop] [--coalesce 0|1]
 //
 // Control: one command per stdin line, "<id> <command> [json]"; replies are JSON lines on
 // stdout ({"id":..,"result":..} or {"id":..,"error":..}); events are {"event":..}.
@@ -29,6 +30,8 @@ const { values: args } = parseArgs({
     port: { type: 'string', default: '0' },
     offload: { type: 'string', default: '1' },
     mtu: { type: 'string', default: '1400' },
+    receiver: { type: 'string', default: 'thread' },
+    coalesce: { type: 'string', default: '1' },
   },
 });
 
@@ -46,7 +49,16 @@ await configureInterface({ dev: tun.name, address: addresses });
 const isV6 = (s: string) => s.includes(':');
 for (const dst of list('peer-cidr')) {
   const src = addresses.find((a) => isV6(a) === isV6(dst));
-  await ensureRoute({ dst, dev: tun.name, ...(src ? { src: src.split('/')[0]! } : {}) });
+  // A fresh IPv6 address is tentative (DAD) for a moment: as a route source it is refused until then.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await ensureRoute({ dst, dev: tun.name, ...(src ? { src: src.split('/')[0]! } : {}) });
+      break;
+    } catch (err) {
+      if (attempt >= 50 || !String(err).includes('Invalid source address')) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
 
 const fwd = new Forwarder({ tun, localCidrs: list('local'), logger: log.child({ component: 'forwarder' }) });
@@ -60,6 +72,8 @@ const socket = UdpDataSocket.open({
     controls++;
   },
   onError: (err) => log.error({ err: String(err) }, 'handler failed'),
+  receiver: args.receiver === 'loop' ? 'loop' : 'thread',
+  coalesce: args.coalesce !== '0',
 });
 let link: UdpSessionLink | undefined;
 // The attacker's socket: a separate port in this namespace, for replayed and forged datagrams.

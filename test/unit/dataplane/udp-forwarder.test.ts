@@ -131,17 +131,34 @@ describe('Forwarder with a packet link (UDP session)', () => {
     expect((tun.writes[0]!.data[26]! << 8) | tun.writes[0]!.data[27]!).toBe(1400);
   });
 
-  it('drops fragmentable IPv4 packets that are too big without ICMP, and never answers ICMP errors', () => {
+  it('fragments IPv4 packets without DF to the link MTU, and never answers ICMP errors', () => {
     const { tun, fwd } = setup();
-    fwd.attachLink('node2', new FakePacketLink(1200));
-    const noDf = udp4('10.1.0.5', '10.2.0.7', 1400);
+    const link = new FakePacketLink(1200);
+    fwd.attachLink('node2', link);
+    const noDf = udp4('10.1.0.5', '10.2.0.7', 3000);
+    noDf[4] = 0x12;
+    noDf[5] = 0x34;
+    setIpv4HeaderChecksum(noDf, 20);
     const icmpError = withDf(udp4('10.1.0.5', '10.2.0.7', 1400));
     icmpError[9] = 1;
     icmpError[20] = 3;
     setIpv4HeaderChecksum(icmpError, 20);
     tun.read([plain(noDf), plain(icmpError)]);
-    expect(tun.writes).toEqual([]);
-    expect(fwd.stats().drops).toEqual({ 'too-big-fragmentable': 1, 'too-big': 1 });
+    expect(tun.writes).toEqual([]); // no ICMP for either
+    expect(fwd.stats()).toMatchObject({ fragmented: 1, drops: { 'too-big': 1 } });
+    // three fragments, each within the MTU, with valid headers, that reassemble to the original
+    const frags = link.sent.map((p) => p.data);
+    expect(frags.map((f) => f.length)).toEqual([1196, 1196, 20 + (3028 - 20) - 2 * 1176]);
+    let payload: number[] = [];
+    frags.forEach((f, i) => {
+      expect(checksumOf(sumWords(f, 0, 20))).toBe(0);
+      expect([f[4], f[5]]).toEqual([0x12, 0x34]); // one id for all
+      const field = (f[6]! << 8) | f[7]!;
+      expect(field & 0x1fff).toBe((i * 1176) / 8);
+      expect((field & 0x2000) !== 0).toBe(i < frags.length - 1);
+      payload = payload.concat([...f.subarray(20)]);
+    });
+    expect(Uint8Array.from(payload)).toEqual(noDf.subarray(20));
   });
 
   it('rate-limits the ICMP errors', () => {
