@@ -258,6 +258,15 @@ export class Agent {
         return { attempts: punch.attempts, results: { success: punch.successes, ...punch.failures } };
       },
       ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
+      paths: () => {
+        const c = overlay.counters();
+        return {
+          changes: c.pathChanges,
+          udpSwitches: c.udp?.paths.switches ?? 0,
+          udpHandshakeFailures: c.udp?.sessions.handshakeFailures ?? {},
+          udpBadControl: c.udp?.paths.badControl ?? 0,
+        };
+      },
     });
     this.ready = true;
     this.metrics.setReady(true);

@@ -100,5 +100,11 @@ describe('agent: UDP sessions carry pod traffic, the stream tunnel is the fallba
     }
     await waitFor('back on UDP', async () => ((await pathOf(a, b)) === 'udp-direct' ? true : undefined), 60_000);
     expect(await cluster.ping(p1, p2.ip, 3)).toBe(true);
+    // udp → stream → udp (after the first stream → udp): counted, and visible in /metrics.
+    const metrics = await run('ip', ['netns', 'exec', a.netns, 'curl', '-sf', 'http://127.0.0.1:9273/metrics']);
+    const switches = Number(/^edgemesh_udp_carrier_switches_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+    const changes = Number(/^edgemesh_path_changes_total (\d+)/m.exec(metrics)?.[1] ?? 0);
+    expect(switches).toBeGreaterThanOrEqual(3);
+    expect(changes).toBeGreaterThanOrEqual(3);
   }, 150_000);
 });
