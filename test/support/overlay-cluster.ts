@@ -60,6 +60,7 @@ export interface ClusterOptions {
   /** Every node opens the native UDP data socket (on its punch port). */
   udp?: boolean;
   transport?: 'auto' | 'udp' | 'stream';
+  udpRekeyAfterMs?: number;
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
@@ -82,6 +83,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...(opts.verify === undefined ? {} : { verify: opts.verify }),
       ...(opts.udp === undefined ? {} : { udp: opts.udp }),
       ...(opts.transport === undefined ? {} : { transport: opts.transport }),
+      ...(opts.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: opts.udpRekeyAfterMs }),
     };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',

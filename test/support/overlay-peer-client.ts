@@ -22,6 +22,8 @@ export interface PeerProcessConfig {
   /** Open the native UDP data socket on the punch port (needs the addon built). */
   udp?: boolean;
   transport?: 'auto' | 'udp' | 'stream';
+  /** Rekey UDP sessions this often (tests of rekeying under traffic). */
+  udpRekeyAfterMs?: number;
 }
 
 export class OverlayPeerProcess {

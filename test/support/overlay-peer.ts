@@ -89,6 +89,7 @@ const overlay = await createOverlay({
   ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
   ...(config.autoPunch === undefined ? {} : { autoPunch: config.autoPunch }),
   ...(config.transport === undefined ? {} : { transport: config.transport }),
+  ...(config.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: config.udpRekeyAfterMs }),
   ...(config.udp
     ? {
         udp: {
