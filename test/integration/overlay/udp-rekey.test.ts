@@ -1,7 +1,7 @@
 // Rekeying UDP sessions under traffic through real NATs and the native UDP socket: sessions
 // are replaced every 1.5 s while a flow runs; every packet the link accepted arrives intact
-// (the responder keeps sending on the old session until the peer uses the new one), the path stays
-// on UDP, and retired sessions are removed after their grace period.
+// (the responder keeps sending on the old session until the peer uses the new one) and the
+// path stays on UDP. (Removal of retired sessions: test/integration/overlay/session-protocol.test.ts.)
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
