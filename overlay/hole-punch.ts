@@ -158,6 +158,20 @@ export class HolePunch {
     }
   }
 
+  /** The public IP a relay sees `peer` connect from (its reservation connection's remote IP). */
+  async relayObservedIpOf(peer: string): Promise<string> {
+    for (const conn of this.#o.host.getConnections()) {
+      if (conn.status !== 'open' || isCircuit(conn.remoteAddr)) continue;
+      if (this.#o.directory.byPeerId(conn.remotePeer.toString())?.relay !== true) continue;
+      try {
+        return await queryObservedAddress(conn, peer, 3000);
+      } catch {
+        // try the next relay
+      }
+    }
+    throw new PunchError('address-unknown', 'no relay knows where the peer connects from');
+  }
+
   /**
    * The public IP `peer` is seen from: the remote IP of a direct connection, or, for a relayed
    * one, what the relay carrying it observes (its reservation connection from the peer's NAT).

@@ -10,7 +10,7 @@ import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { Packet, PeerLink } from '../dataplane/types.ts';
-import { circuitAddr, isCircuit, isPublicIp, withPeer } from './addresses.ts';
+import { circuitAddr, ipOf, isCircuit, isPublicIp, withPeer } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
@@ -369,6 +369,7 @@ class OverlayImpl implements Overlay {
       mode: opts.transport ?? 'auto',
       connectionTo: (node) => this.#connectionTo(node),
       publicIp: () => this.#punch.publicIp(),
+      observedIpOf: (peerId) => this.#observedIpOf(peerId),
       selfPublic: () => this.#self().publicReachable,
       announcedIps: () =>
         (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
@@ -379,6 +380,16 @@ class OverlayImpl implements Overlay {
       ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
       ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
     });
+  }
+
+  /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
+  async #observedIpOf(peerId: string): Promise<string> {
+    const direct = this.host
+      .getConnections(peerIdFromString(peerId))
+      .find((c) => c.status === 'open' && !isCircuit(c.remoteAddr));
+    const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
+    if (ip !== undefined) return ip;
+    return this.#punch.relayObservedIpOf(peerId);
   }
 
   #onUdpPackets(node: string, packets: Packet[]): void {

@@ -6,6 +6,7 @@ import { networkInterfaces } from 'node:os';
 import type { Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Packet } from '../dataplane/types.ts';
+import { ipOf } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import type { Host } from './host.ts';
 import type { PathKind } from './overlay.ts';
@@ -36,6 +37,8 @@ export interface UdpCarrierOptions {
   connectionTo: (node: string) => Promise<Connection>;
   /** Our public IP as a relay observes it (undefined when unknown). */
   publicIp: () => Promise<string>;
+  /** The public IP a relay sees `peerId` connect from (rejects when no relay knows). */
+  observedIpOf: (peerId: string) => Promise<string>;
   selfPublic: () => boolean;
   /** IPs we announce (multiaddrs): a public node's address may not sit on an interface. */
   announcedIps: () => string[];
@@ -88,6 +91,7 @@ export class UdpCarrier {
       onEstablished: (s) => this.paths.sessionEstablished(s),
       onLost: (node) => this.paths.sessionLost(node),
       enabled: () => opts.mode !== 'stream',
+      filterCandidates: (node, candidates) => this.#filterCandidates(node, candidates),
       ...(opts.rekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.rekeyAfterMs }),
       ...(opts.graceMs === undefined ? {} : { graceMs: opts.graceMs }),
     });
@@ -192,6 +196,26 @@ export class UdpCarrier {
       .filter(isUsableCandidateIp)
       .slice(0, 16)
       .map((ip) => ({ ip, port }));
+  }
+
+  /**
+   * A peer's candidates we probe: its own addresses as the directory knows them (node IP,
+   * multiaddrs) and the address a relay sees it connect from. Anything else would let a
+   * member aim our probes at third parties; a NAT mapping we do not know yet is learned from
+   * the peer's own (authenticated) probes instead.
+   */
+  async #filterCandidates(node: string, candidates: UdpEndpoint[]): Promise<UdpEndpoint[]> {
+    const peer = this.#o.directory.get(node);
+    if (peer === undefined) return [];
+    const allowed = new Set<string>([peer.nodeIp, ...peer.multiaddrs.map((m) => ipOf(m) ?? '')]);
+    if (candidates.some((c) => !allowed.has(c.ip))) {
+      try {
+        allowed.add(await this.#o.observedIpOf(peer.peerId));
+      } catch {
+        // no relay can vouch for another address: the directory's addresses only
+      }
+    }
+    return candidates.filter((c) => allowed.has(c.ip));
   }
 
   async #refreshObservedIp(): Promise<void> {

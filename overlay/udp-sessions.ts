@@ -37,6 +37,8 @@ export interface UdpSessionCounters {
   handshakeFailures: Record<string, number>;
   rekeys: number;
   expired: number;
+  /** Candidate endpoints a peer offered that we refused to probe. */
+  candidatesRefused: number;
 }
 
 export interface UdpSessionsOptions {
@@ -58,6 +60,11 @@ export interface UdpSessionsOptions {
   graceMs?: number;
   /** Refuse handshakes (transport pinned to the stream path). */
   enabled?: () => boolean;
+  /**
+   * Keeps the peer's candidates we may probe: a member must not be able to aim our probes
+   * at third parties. Absent: all (validated) candidates.
+   */
+  filterCandidates?: (node: string, candidates: UdpEndpoint[]) => Promise<UdpEndpoint[]>;
 }
 
 interface PeerSessions {
@@ -84,6 +91,7 @@ export class UdpSessions {
     handshakeFailures: {},
     rekeys: 0,
     expired: 0,
+    candidatesRefused: 0,
   };
   readonly #o: UdpSessionsOptions;
   readonly #peers = new Map<string, PeerSessions>();
@@ -213,7 +221,7 @@ export class UdpSessions {
         responder: remote,
         selfIsInitiator: true,
       });
-      return this.#install(peer, keys, answer.endpoints, true);
+      return this.#install(peer, keys, await this.#filter(peer.node, answer.endpoints), true);
     } catch (err) {
       this.#byIndex.delete(index);
       const reason = err instanceof SessionProtocolError ? err.reason : 'error';
@@ -239,6 +247,7 @@ export class UdpSessions {
       peer.inbound = peer.inbound.filter((t) => now - t < 60_000);
       if (peer.inbound.length >= INBOUND_PER_MINUTE) return { reject: 'too many handshakes' };
       peer.inbound.push(now);
+      const candidates = await this.#filter(peer.node, offer.endpoints);
       const eph = generateEphemeral();
       const index = this.#allocateIndex();
       const remote: HandshakeSide = { peerId: peer.peerId, ephemeral: offer.ephemeral, index: offer.index };
@@ -250,7 +259,7 @@ export class UdpSessions {
           responder: self,
           selfIsInitiator: false,
         });
-        this.#install(peer, keys, offer.endpoints, false);
+        this.#install(peer, keys, candidates, false);
       } catch (err) {
         this.#byIndex.delete(index);
         return { reject: (err as Error).message };
@@ -341,6 +350,13 @@ export class UdpSessions {
       const due = age > this.#rekeyAfterMs + (s.initiator ? 0 : Math.max(1000, this.#rekeyAfterMs / 4));
       if (due || tx >= this.#rekeyAfterPackets) void this.rekey(peer.node);
     }
+  }
+
+  async #filter(node: string, candidates: UdpEndpoint[]): Promise<UdpEndpoint[]> {
+    if (this.#o.filterCandidates === undefined) return candidates;
+    const kept = await this.#o.filterCandidates(node, candidates);
+    this.counters.candidatesRefused += candidates.length - kept.length;
+    return kept;
   }
 
   #allocateIndex(): number {

@@ -10,6 +10,8 @@ import { PUNCH_PROTOCOL } from '../../overlay/hole-punch.ts';
 import { JsonLineReader, sendJsonLine } from '../../overlay/json-lines.ts';
 import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
 import { loadOrCreatePunchPort } from '../../overlay/punch-port.ts';
+import { generateEphemeral } from '../../overlay/session-keys.ts';
+import { initiateSession } from '../../overlay/session-protocol.ts';
 import type { UdpSocketHandlers } from '../../overlay/udp-carrier.ts';
 import type { PeerProcessConfig } from './overlay-peer-client.ts';
 
@@ -210,6 +212,22 @@ async function rawPunchOffer(node: string, ip: string, port: number): Promise<un
   }
 }
 
+/** Plays a hostile member: a session hello offering endpoints of the test's choosing. */
+async function rawSessionHello(node: string, endpoints: Array<{ ip: string; port: number }>): Promise<unknown> {
+  const peer = directory.get(node);
+  if (peer === undefined) throw new Error(`${node} is not in the directory`);
+  const conn = overlay.host
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peer.peerId && c.status === 'open');
+  if (conn === undefined) throw new Error(`no connection to ${node}`);
+  return initiateSession(conn, {
+    ephemeral: generateEphemeral().publicKey,
+    index: 1 + Math.floor(Math.random() * 0xfffffff0),
+    cipher: 'aes-256-gcm',
+    endpoints,
+  });
+}
+
 async function handle(msg: Record<string, unknown>): Promise<unknown> {
   switch (msg.cmd) {
     case 'directory':
@@ -227,6 +245,8 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return blast(msg.node as string, msg.seconds as number, (msg.size as number) ?? 65_536);
     case 'punch':
       return overlay.punchNow(msg.node as string);
+    case 'session-hello':
+      return rawSessionHello(msg.node as string, msg.endpoints as Array<{ ip: string; port: number }>);
     case 'punch-offer':
       return rawPunchOffer(msg.node as string, msg.ip as string, msg.port as number);
     case 'flow-start':

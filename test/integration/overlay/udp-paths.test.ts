@@ -12,7 +12,12 @@ interface Stats {
   counters: {
     pathChanges: number;
     udp?: {
-      sessions: { handshakesInitiated: number; handshakesAccepted: number; handshakeFailures: Record<string, number> };
+      sessions: {
+        handshakesInitiated: number;
+        handshakesAccepted: number;
+        handshakeFailures: Record<string, number>;
+        candidatesRefused: number;
+      };
       paths: { probesSent: number; probeReplies: number; switches: number; badControl: number };
     };
   };
@@ -110,4 +115,19 @@ describe('UDP sessions and the path ladder through NATs', () => {
       await c.a.request('flow-stop', { node: 'b' });
     }
   }, 180_000);
+
+  // Last: the rogue handshake replaces A's session at B.
+  it('refuses to probe candidates that are not the peer’s own addresses, and counts them', async () => {
+    const before = (await c.b.request<Stats>('stats')).counters.udp?.sessions.candidatesRefused ?? 0;
+    const answer = await c.a.request<{ accepted: boolean }>('session-hello', {
+      node: 'b',
+      endpoints: [
+        { ip: c.topo.stranger.ip, port: 53 }, // a third party on the internet
+        { ip: c.topo.siteA.wanIp, port: c.a.punchPort }, // A's own public address: fine
+      ],
+    });
+    expect(answer.accepted).toBe(true);
+    const after = (await c.b.request<Stats>('stats')).counters.udp?.sessions.candidatesRefused ?? 0;
+    expect(after - before).toBe(1);
+  });
 });
