@@ -208,10 +208,16 @@ export class UdpPaths {
     return this.#peers.get(node)?.txIndex;
   }
 
-  /** True when UDP should carry this node's traffic now. */
+  /**
+   * True when UDP should carry this node's traffic now. Pinned to UDP, that is whenever a
+   * session exists: packets without a working endpoint are dropped and counted by the
+   * socket rather than sent on the stream the operator ruled out.
+   */
   carries(node: string): boolean {
     const p = this.#peers.get(node);
-    return p !== undefined && p.ladder.carrier === 'udp' && p.endpoint !== undefined;
+    if (p === undefined) return false;
+    if (this.#o.mode() === 'udp') return true;
+    return p.ladder.carrier === 'udp' && p.endpoint !== undefined;
   }
 
   endpointOf(node: string): UdpEndpoint | undefined {

@@ -61,13 +61,20 @@ class FakeSocket implements DataSocketLike {
 
 const tuning = { deadAfterMs: 400, holdDownMs: 300, holdDownMaxMs: 2000, stableAfterMs: 60_000, freshMs: 300 };
 
-function side(net: FakeNet, name: string, peer: string, seenAs: UdpEndpoint, index: number) {
+function side(
+  net: FakeNet,
+  name: string,
+  peer: string,
+  seenAs: UdpEndpoint,
+  index: number,
+  mode: 'auto' | 'udp' | 'stream' = 'auto',
+) {
   const socket = new FakeSocket(net, seenAs, seenAs.port);
   const changes: string[] = [];
   const paths = new UdpPaths({
     socket,
     nodeOf: (i) => (socket.sessions.has(i) ? peer : undefined),
-    mode: () => 'auto',
+    mode: () => mode,
     publicness: () => ({ self: false, peer: false }),
     log: pino({ level: 'silent' }),
     onChange: (n) => changes.push(n),
@@ -192,5 +199,18 @@ describe('UDP path probing', () => {
     expect(a.paths.counters.badControl).toBe(3);
     expect(a.socket.sentTo.slice(before).filter((t) => t === '192.0.2.9:9')).toEqual([]);
     expect(a.paths.endpointOf('b')).toBeUndefined();
+  });
+
+  it('pinned to udp, carries from the first moment and never hands traffic to the stream', async () => {
+    const net = new FakeNet();
+    const a = side(net, 'a', 'b', { ip: '198.51.100.1', port: 21_001 }, 11, 'udp');
+    stops.push(a.paths);
+    a.socket.addSession({ localIndex: 11, remoteIndex: 22, txKey: new Uint8Array(32), rxKey: new Uint8Array(32) });
+    // Nobody answers: the path is never confirmed.
+    a.paths.sessionEstablished(session('b', 11, 22, [{ ip: '198.51.100.2', port: 21_002 }], true));
+    expect(a.paths.carries('b')).toBe(true);
+    await new Promise((r) => setTimeout(r, 600));
+    expect(a.paths.carries('b')).toBe(true);
+    expect(a.paths.ladder('b')?.carrier).toBe('udp');
   });
 });
