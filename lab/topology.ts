@@ -490,7 +490,10 @@ export function parseNatOption(values: readonly string[]): NatKind | Record<stri
     }
     const eq = part.indexOf('=');
     if (eq < 0) {
-      everywhere = kind(part) ?? everywhere;
+      const k = kind(part);
+      if (k && everywhere !== undefined && k !== everywhere)
+        issues.push(`"${part}": one NAT kind for every site, but ${everywhere} was given already`);
+      everywhere ??= k;
       continue;
     }
     const site = part.slice(0, eq);

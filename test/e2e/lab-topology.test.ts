@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError } from '../../common/config.ts';
+import { labSites } from '../../lab/network.ts';
 import {
   DEFAULT_TOPOLOGY,
   defaultTopology,
@@ -179,6 +180,18 @@ describe('lab topology', () => {
     ]);
   });
 
+  it('lists each site with its NAT kind for lab status', () => {
+    const sites = labSites({ topology: defaultTopology({ nat: { 'edge-a': 'remap' }, symmetricNat: ['edge-b'] }) });
+    expect(sites.map((s) => [s.name, s.kind, s.nat, s.wanIp, s.network, s.nodes.length])).toEqual([
+      ['cloud', 'public', undefined, undefined, '203.0.113.0/24', 2],
+      ['edge-a', 'nat', 'remap', '203.0.113.101', '192.168.10.0/24', 2],
+      ['edge-b', 'nat', 'symmetric', '203.0.113.102', '192.168.20.0/24', 2],
+    ]);
+    expect(sites[1]!.description).toBe(
+      'remap: SNAT into a port block per node (edge-a-1 1024-33279, edge-a-2 33280-65535)',
+    );
+  });
+
   it('refuses unknown NAT kinds, unknown sites and contradictions with clear errors', () => {
     expect(errorOf(() => defaultTopology({ nat: { 'edge-c': 'remap' } })).issues).toEqual([
       'nat: edge-c is not a nat site (nat sites: edge-a, edge-b)',
@@ -240,6 +253,9 @@ describe('lab topology', () => {
     ]);
     expect(issues(['remap,edge-a=symmetric'])).toEqual([
       'give either one NAT kind for every site (--nat remap) or SITE=KIND pairs, not both',
+    ]);
+    expect(issues(['remap,symmetric'])).toEqual([
+      '"symmetric": one NAT kind for every site, but remap was given already',
     ]);
     expect(issues(['edge-a=remap,edge-a=symmetric'])).toEqual(['"edge-a=symmetric": edge-a is named twice']);
     expect(issues(['Edge A=remap'])).toEqual(['"Edge A=remap": "Edge A" is not a site name']);
