@@ -10,28 +10,14 @@
 //             [--kinds masquerade,remap,symmetric,udp-blocked] [--out bench/results/<date>]
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import type { AgentStatus, Lab } from '../lab/lab.ts';
-import { pingFrom } from '../lab/network.ts';
+import type { Lab } from '../lab/lab.ts';
+import { measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import { NAT_KINDS, type NatKind, NatKindSchema } from '../lab/topology.ts';
 import { machineDescription, markdownTable, type Table } from './lib/report.ts';
 import { percentile } from './lib/stats.ts';
 
-type Path = AgentStatus['peers'][number]['path'] | 'unknown';
-
-export interface PairResult {
-  from: string;
-  to: string;
-  /** The path the source agent reported last. */
-  finalPath: Path;
-  /** Every path change the polls saw: ms after the first packet. */
-  timeline: Array<{ path: Path; ms: number }>;
-  /** First packet → the first poll that saw a direct path; null: never within the timeout. */
-  msToDirect: number | null;
-  /** First packet → first ping reply (over whatever path); null: no reply at all. */
-  msToFirstReply: number | null;
-}
+export type { PairResult };
 
 export interface ComboResult {
   natA: NatKind;
@@ -53,11 +39,6 @@ export interface ComboSummary {
   p99MsToDirect: number;
   finalPaths: Record<string, number>;
   errors: number;
-}
-
-/** A path counts as direct when no relay carries it (today: direct, hole-punched). */
-export function isDirect(path: Path): boolean {
-  return path !== 'none' && path !== 'unknown' && !path.includes('relay');
 }
 
 /** Per pair of NAT kinds: success rate, p50/p99 time to direct, paths at the end. */
@@ -88,68 +69,6 @@ export function kindPairs(kinds: readonly NatKind[]): Array<[NatKind, NatKind]> 
   const pairs: Array<[NatKind, NatKind]> = [];
   for (let i = 0; i < kinds.length; i++) for (let j = i; j < kinds.length; j++) pairs.push([kinds[i]!, kinds[j]!]);
   return pairs;
-}
-
-/** Sends first packets between every edge-a node and every edge-b node; polls the paths. */
-async function measurePairs(
-  lab: Lab,
-  timeoutMs: number,
-  log: (line: string) => void,
-  label: string,
-): Promise<PairResult[]> {
-  const firstPod = (node: string) => lab.pods.find((p) => p.node === node && p.ips.length > 0);
-  const edgeA = lab.nodes.filter((n) => n.site === 'edge-a').map((n) => n.name);
-  const edgeB = lab.nodes.filter((n) => n.site === 'edge-b').map((n) => n.name);
-  const pairs = edgeA.flatMap((from) => edgeB.map((to) => ({ from, to })));
-  const results = pairs.map(
-    ({ from, to }): PairResult => ({
-      from,
-      to,
-      finalPath: 'unknown',
-      timeline: [],
-      msToDirect: null,
-      msToFirstReply: null,
-    }),
-  );
-  const t0 = Date.now();
-  const deadline = t0 + timeoutMs;
-  let done = false;
-  // Traffic: each pair pings until its path is direct (pings of 1 s timeout, back to back).
-  const traffic = results.map(async (r) => {
-    const src = firstPod(r.from);
-    const dst = firstPod(r.to);
-    if (!src || !dst) return;
-    while (!done && r.msToDirect === null && Date.now() < deadline) {
-      const rtt = await pingFrom(src.netns, dst.ips[0]!, 1);
-      if (rtt !== null && r.msToFirstReply === null) r.msToFirstReply = Date.now() - t0;
-      if (rtt !== null) await sleep(100);
-    }
-  });
-  // Paths: poll every source agent's status; one request per node serves all its pairs.
-  let lastReport = 0;
-  while (Date.now() < deadline && results.some((r) => r.msToDirect === null)) {
-    const statuses = new Map(
-      await Promise.all(edgeA.map(async (n) => [n, await lab.agentStatus(n).catch(() => undefined)] as const)),
-    );
-    const ms = Date.now() - t0;
-    for (const r of results) {
-      const path: Path = statuses.get(r.from)?.peers.find((p) => p.node === r.to)?.path ?? 'unknown';
-      if (r.timeline.at(-1)?.path !== path) r.timeline.push({ path, ms });
-      r.finalPath = path;
-      if (r.msToDirect === null && isDirect(path)) r.msToDirect = ms;
-    }
-    if (Date.now() - lastReport > 5000) {
-      lastReport = Date.now();
-      const direct = results.filter((r) => r.msToDirect !== null).length;
-      log(
-        `  ${label}: ${direct}/${results.length} pairs direct after ${(ms / 1000).toFixed(0)} s (${Math.max(0, (deadline - Date.now()) / 1000).toFixed(0)} s left for this lab)`,
-      );
-    }
-    await sleep(200);
-  }
-  done = true;
-  await Promise.all(traffic);
-  return results;
 }
 
 export interface NatMatrixOptions {
@@ -195,7 +114,15 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
         log(
           `  ${label}: lab ${current.id} up in ${result.labUpSeconds.toFixed(1)} s; first packets to every edge-a → edge-b pair`,
         );
-        result.pairs = await measurePairs(current, opts.timeoutMs, log, label);
+        const edge = (site: string) => current!.nodes.filter((n) => n.site === site).map((n) => n.name);
+        const pairs = edge('edge-a').flatMap((from) => edge('edge-b').map((to) => ({ from, to })));
+        result.pairs = await measureTimeToDirect(current, pairs, {
+          timeoutMs: opts.timeoutMs,
+          progress: (direct, total, ms, leftMs) =>
+            log(
+              `  ${label}: ${direct}/${total} pairs direct after ${(ms / 1000).toFixed(0)} s (${(leftMs / 1000).toFixed(0)} s left for this lab)`,
+            ),
+        });
       } catch (err) {
         result.error = (err as Error).message;
         log(`  ${label}: FAILED: ${result.error.replaceAll('\n', '\n    ')}`);

@@ -1,7 +1,8 @@
 // The NAT matrix's arithmetic: which paths count as direct, the kind pairs it runs, and the
 // per-pair summary (success rate, percentiles over the pairs that went direct).
 import { describe, expect, it } from 'vitest';
-import { type ComboResult, isDirect, kindPairs, type PairResult, summarise } from '../../../bench/nat-matrix.ts';
+import { type ComboResult, kindPairs, summarise } from '../../../bench/nat-matrix.ts';
+import { isDirect, type PairResult } from '../../../lab/time-to-direct.ts';
 
 const pair = (msToDirect: number | null, finalPath: PairResult['finalPath']): PairResult => ({
   from: 'edge-a-1',
