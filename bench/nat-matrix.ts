@@ -164,8 +164,8 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
       `${fmtPaths(s.finalPaths)}${s.errors ? ` (${s.errors} lab failures)` : ''}`,
     ]),
     notes: [
-      'Direct = the source agent reports a path no relay carries (direct, hole-punched). Times are polled every 200 ms',
-      'on a shared 2-core machine: noisy. Every node pair sends its first packet at the same moment.',
+      'Direct = the source agent reports a path no relay carries (direct, hole-punched). Times are polled every 200 ms ' +
+        'on a shared 2-core machine: noisy. Every node pair sends its first packet at the same moment.',
     ],
   };
   await mkdir(opts.outDir, { recursive: true });
