@@ -18,6 +18,7 @@ import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
+import { loadOrCreatePunchPort } from '../overlay/punch-port.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import type { CaptureRequest } from './control-api.ts';
@@ -55,6 +56,8 @@ export class Agent {
   private ready = false;
   private stopping: Promise<void> | undefined;
   private republishing: Promise<void> | undefined;
+  /** The port this node punches (and carries UDP data) from: its own, never a cluster-wide one. */
+  private punchPort: number | undefined;
 
   constructor(config: AgentConfig, opts: { logger: Logger; metrics?: AgentMetrics }) {
     this.config = config;
@@ -117,13 +120,16 @@ export class Agent {
       },
     });
     this.parts.forwarder = forwarder;
+    const punch = await loadOrCreatePunchPort(files.punchPort, { configured: cfg.overlay.punchPort });
+    this.punchPort = punch.port;
+    this.log.info({ port: punch.port, source: punch.source }, 'punch port');
     overlay = await createOverlay({
       nodeName: cfg.nodeName,
       site: self.site,
       keyPath: files.nodeKey,
       listen: cfg.overlay.listen,
       announce: self.announce,
-      punchPort: cfg.overlay.punchPort,
+      punchPort: punch.port,
       relay: self.relay,
       directory,
       forwarder,
@@ -276,7 +282,7 @@ export class Agent {
       podCidrs: blocks.map((b) => b.cidr),
       site: self.site,
       nodeIp: self.nodeIp,
-      punchPort: this.config.overlay.punchPort,
+      ...(this.punchPort === undefined ? {} : { punchPort: this.punchPort }),
     });
   }
 

@@ -68,7 +68,11 @@ export const agentConfigSchema = z
       .object({
         listen: z.array(multiaddr).min(1).default(['/ip4/0.0.0.0/tcp/4001']),
         announce: z.array(multiaddr).default([]),
-        punchPort: z.number().int().min(1).max(65535).default(4002),
+        /**
+         * Absent: a random port drawn at first start and kept in the state directory. Each
+         * node needs its own: behind one NAT, nodes sharing a port cannot all punch.
+         */
+        punchPort: z.number().int().min(1).max(65535).optional(),
       })
       .prefault({}),
     paths: z
@@ -249,6 +253,7 @@ export function agentFiles(cfg: AgentConfig) {
   const { stateDir, runDir, cniBinDir, cniConfDir } = cfg.paths;
   return {
     nodeKey: `${stateDir}/node.key`,
+    punchPort: `${stateDir}/punch-port`,
     leaseDir: `${stateDir}/leases`,
     cniSocket: `${runDir}/cni.sock`,
     controlSocket: `${runDir}/agent.sock`,

@@ -3,7 +3,10 @@
 // Outbound: a TUN batch → parse → LPM(dst) → group per peer → one frame, one link.send()
 // per peer per batch. Inbound: a peer's stream bytes → frame decoder → policy (src inside
 // that peer's pod CIDRs, dst inside ours) → segmentation only if our TUN has no offloads →
-// one tun.write(). Nothing waits without bound: a peer whose link is not up yet gets a few
+// one tun.write(). A UDP session link (PeerLink.sendPackets) takes the packets of a batch as
+// they are instead of a frame, after a path MTU check that answers too-big DF packets with
+// ICMP into the TUN; its opened batches come back through receivePackets() to the same
+// policy. Nothing waits without bound: a peer whose link is not up yet gets a few
 // frames held (maxQueuedFramesPerPeer, maxHeldBytes in all, maxHoldMs), everything else that cannot go is dropped and
 // counted by reason, like a NIC queue.
 import { type Logger, logger } from '../common/log.ts';
@@ -19,6 +22,7 @@ import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
+import { mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
 export type CaptureDirection = 'tx' | 'rx';
@@ -42,6 +46,10 @@ export interface ForwarderOptions {
   maxFrameBytes?: number;
   /** Asks the overlay to connect to a peer that has traffic but no link (at most once a second per peer). */
   onPeerNeeded?: (node: string) => void;
+  /** Tunnel MTU of packet links (PeerLink.sendPackets) that do not state their own mtu. */
+  tunnelMtu?: number;
+  /** ICMP Fragmentation Needed / Packet Too Big messages written into the TUN per second, at most (default 100). */
+  icmpPerSecond?: number;
   capture?: CaptureSink;
   logger?: Logger;
 }
@@ -57,6 +65,8 @@ export interface PeerCounters {
 export interface ForwarderStats {
   peers: Record<string, PeerCounters>;
   drops: Record<string, number>;
+  /** ICMP Fragmentation Needed / Packet Too Big messages written back into the TUN. */
+  icmpTooBig: number;
 }
 
 interface PeerState {
@@ -91,6 +101,9 @@ export class Forwarder {
   private local = new RouteTable<true>();
   private readonly captures = new Set<CaptureSink>();
   private readonly drops: Record<string, number> = {};
+  private readonly tunnelMtu: number | undefined;
+  private readonly icmpLimit: RateLimit;
+  private icmpTooBig = 0;
 
   constructor(opts: ForwarderOptions) {
     this.tun = opts.tun;
@@ -99,6 +112,8 @@ export class Forwarder {
     this.maxHoldMs = opts.maxHoldMs ?? 3000;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.onPeerNeeded = opts.onPeerNeeded;
+    this.tunnelMtu = opts.tunnelMtu;
+    this.icmpLimit = new RateLimit(opts.icmpPerSecond ?? 100);
     this.log = opts.logger ?? logger('forwarder');
     if (opts.capture) this.captures.add(opts.capture);
     this.setLocalCidrs(opts.localCidrs);
@@ -161,6 +176,7 @@ export class Forwarder {
       this.heldBytes -= f.frame.length;
       // Stale frames would only confuse the flows (their senders have retransmitted by now).
       if (now - f.at > this.maxHoldMs) this.countPeer(peer, 'no-link', f.packets);
+      else if (link.sendPackets) this.sendHeldToPacketLink(peer, link, f.frame, f.packets);
       else this.sendFrame(peer, f.frame, f.packets, f.bytes);
     }
   }
@@ -204,10 +220,23 @@ export class Forwarder {
     if (packets.length > 0) this.forwardInbound(peer, packets);
   }
 
+  /**
+   * Opened packets from `node`'s UDP session: the same policy as receive() (src inside that
+   * peer's pod CIDRs, dst inside ours, drops counted), then one TUN write.
+   */
+  receivePackets(node: string, packets: Packet[]): void {
+    const peer = this.peers.get(node);
+    if (!peer) {
+      this.count('unknown-peer', packets.length);
+      return;
+    }
+    if (packets.length > 0) this.forwardInbound(peer, packets);
+  }
+
   stats(): ForwarderStats {
     const peers: Record<string, PeerCounters> = {};
     for (const [node, p] of this.peers) peers[node] = { ...p.counters };
-    return { peers, drops: { ...this.drops } };
+    return { peers, drops: { ...this.drops }, icmpTooBig: this.icmpTooBig };
   }
 
   private forwardOutbound(batch: Packet[]): void {
@@ -232,6 +261,11 @@ export class Forwarder {
 
   /** Frames `packets` (split only if they exceed maxFrameBytes) and sends or holds them. */
   private sendPackets(peer: PeerState, packets: Packet[]): void {
+    const link = peer.link;
+    if (link?.sendPackets) {
+      this.sendToPacketLink(peer, link, packets);
+      return;
+    }
     let start = 0;
     while (start < packets.length) {
       let end = start;
@@ -277,6 +311,69 @@ export class Forwarder {
     } else {
       this.countPeer(peer, 'no-link', packets);
     }
+  }
+
+  /** A UDP session link: path MTU check, capture, one sendPackets() call for the batch. */
+  private sendToPacketLink(peer: PeerState, link: PeerLink, packets: Packet[]): void {
+    const mtu = link.mtu ?? this.tunnelMtu;
+    let batch = packets;
+    if (mtu !== undefined) {
+      let fits: Packet[] | undefined;
+      for (let i = 0; i < packets.length; i++) {
+        const p = packets[i]!;
+        if (wireSize(p) <= mtu) {
+          fits?.push(p);
+          continue;
+        }
+        fits ??= packets.slice(0, i);
+        this.tooBig(peer, p, mtu);
+      }
+      if (fits) batch = fits;
+    }
+    if (batch.length === 0) return;
+    if (this.captures.size > 0) for (const p of batch) this.capture(p, peer, 'tx');
+    let accepted = 0;
+    try {
+      accepted = link.sendPackets!(batch);
+    } catch (err) {
+      this.log.error({ node: peer.node, err: String(err) }, 'packet link send failed');
+    }
+    for (let i = 0; i < accepted && i < batch.length; i++) peer.counters.txBytes += batch[i]!.data.length;
+    peer.counters.txPackets += accepted;
+    if (accepted < batch.length) this.countPeer(peer, 'link-full', batch.length - accepted);
+  }
+
+  /** Drops a packet too big for the tunnel; tells its sender when it must not be fragmented. */
+  private tooBig(peer: PeerState, p: Packet, mtu: number): void {
+    if (!mustNotFragment(p.data)) {
+      // IPv4 without DF would need fragmenting the inner packet: not done (senders set DF).
+      this.countPeer(peer, 'too-big-fragmentable', 1);
+      return;
+    }
+    this.countPeer(peer, 'too-big', 1);
+    if (!this.icmpLimit.take()) {
+      this.count('icmp-rate-limited', 1);
+      return;
+    }
+    const icmp = packetTooBig(p.data, mtu);
+    if (!icmp) return;
+    try {
+      if (this.tun.write([{ vnet: new Uint8Array(VNET_HDR_LEN), data: icmp }]) === 1) this.icmpTooBig++;
+    } catch (err) {
+      this.log.error({ err: String(err) }, 'TUN write of an ICMP error failed');
+    }
+  }
+
+  /** A frame held while the peer had no link, now going to a packet link. */
+  private sendHeldToPacketLink(peer: PeerState, link: PeerLink, frame: Uint8Array, packets: number): void {
+    let decoded: Packet[];
+    try {
+      decoded = new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }).push(frame);
+    } catch {
+      this.countPeer(peer, 'no-link', packets); // cannot happen: we encoded it
+      return;
+    }
+    this.sendToPacketLink(peer, link, decoded);
   }
 
   private forwardInbound(peer: PeerState, packets: Packet[]): void {

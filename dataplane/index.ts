@@ -10,3 +10,6 @@ export * from './route-table.ts';
 export * from './segmentation.ts';
 export { gsoType, TunDevice, type TunOpenOptions, type TunStats } from './tun-device.ts';
 export * from './types.ts';
+export * from './udp-link.ts';
+export * from './udp-mtu.ts';
+export * from './udp-session.ts';

@@ -16,13 +16,28 @@ export interface Packet {
 /** Size of struct virtio_net_hdr (legacy, without num_buffers) used on the TUN. */
 export const VNET_HDR_LEN = 10;
 
-/** Where the forwarder sends packets for one remote node: a tunnel stream (overlay/). */
+/**
+ * Where the forwarder sends packets for one remote node: a tunnel stream (overlay/), or a
+ * UDP session (dataplane/udp-session.ts) that takes packets without a frame codec.
+ */
 export interface PeerLink {
   /**
    * Queues one encoded frame (many packets) for the peer. Returns false when the link's
    * bounded queue is full and the frame was dropped (the caller counts the drop).
    */
   send(frame: Uint8Array): boolean;
+  /**
+   * Sends a batch of packets as they are (GSO super-packets included: the link segments
+   * them). Preferred over send() when present. Returns how many packets were accepted; the
+   * packets' views are only valid during the call.
+   */
+  sendPackets?(packets: Packet[]): number;
+  /**
+   * Largest inner packet the link carries (its tunnel MTU). Bigger packets that must not be
+   * fragmented are answered with ICMP Fragmentation Needed / Packet Too Big. Default: the
+   * forwarder's tunnelMtu for packet links, no limit for frame links.
+   */
+  readonly mtu?: number;
 }
 
 /** A packet device the forwarder drives: the TUN (dataplane/tun-device.ts) or a test double. */

@@ -15,7 +15,9 @@ import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host, internalsOf } from './host.ts';
 import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
+import { serveObservedAddress } from './observed-address.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
+import { punchRetryDelayMs } from './punch-schedule.ts';
 import { ReservationKeeper } from './reservations.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
 
@@ -51,6 +53,8 @@ export interface OverlayCounters {
   badFrames: number;
   tunnelsOpened: number;
   pathChanges: number;
+  /** Observed-address queries this node answered / refused (relays answer them). */
+  observed: { answered: number; refused: number };
 }
 
 export interface OverlayOptions {
@@ -173,6 +177,7 @@ class OverlayImpl implements Overlay {
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #probes = new Map<string, ConnectionProbe>();
+  readonly #observed: { answered: number; refused: number };
   #badFrames = 0;
   #tunnelsOpened = 0;
   #pathChanges = 0;
@@ -201,6 +206,7 @@ class OverlayImpl implements Overlay {
       maxOutboundStreams: 8,
     });
     this.#punch.start();
+    this.#observed = serveObservedAddress(host, this.#dir);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
@@ -401,7 +407,7 @@ class OverlayImpl implements Overlay {
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
     session.tunnels.delete(tunnel);
     // A direct path just died: give the NATs a moment before punching again.
-    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + 5000);
+    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + punchRetryDelayMs(1));
     this.#log.info(
       { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
       'tunnel stream closed',
@@ -476,8 +482,10 @@ class OverlayImpl implements Overlay {
       })
       .catch((err: Error) => {
         session.punchFailures++;
-        // Back off: a NAT that defeated us once (symmetric) will likely do it again.
-        session.nextPunchAt = Date.now() + Math.min(300_000, 15_000 * 2 ** (session.punchFailures - 1));
+        // Start short (a mapping often settles within seconds, and the peer may simply not
+        // have been ready), then back off: a NAT that keeps defeating us (symmetric) will
+        // likely go on doing it.
+        session.nextPunchAt = Date.now() + punchRetryDelayMs(session.punchFailures);
         this.#log.info({ peer: session.node, err: err.message }, 'hole punch failed, staying relayed');
       })
       .finally(() => {
@@ -590,6 +598,7 @@ class OverlayImpl implements Overlay {
       badFrames: this.#badFrames,
       tunnelsOpened: this.#tunnelsOpened,
       pathChanges: this.#pathChanges,
+      observed: { ...this.#observed },
     };
   }
 

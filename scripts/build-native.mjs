@@ -1,7 +1,11 @@
 // Builds the project's two C artefacts without node-gyp, so `npm ci` needs no network
 // beyond the npm registry: N-API is ABI-stable, and the only headers an N-API addon needs
 // come from the `node-api-headers` package.
-//   build/edgemesh_tun.node  — the dataplane addon (dataplane/native/*.c)
+//   build/edgemesh_tun.node  — the dataplane addon (dataplane/native/*.c): the TUN device and
+//                              the UDP session engine. Its AEAD calls (OpenSSL EVP) are left
+//                              undefined and bind at load time to the OpenSSL that every Node
+//                              binary exports (Node 24: 3.5): nothing to install on the host,
+//                              only the OpenSSL 3 headers to build (Debian: libssl-dev).
 //   build/edgemesh           — the thin CNI client for /opt/cni/bin (cni/client/*.c), static
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync } from 'node:fs';
@@ -38,6 +42,11 @@ try {
 }
 
 const addon = sources('dataplane/native');
+const opensslHeader = ['/usr/include/openssl/evp.h', '/usr/local/include/openssl/evp.h'];
+if (addon.length > 0 && !process.env.CFLAGS?.includes('-I') && !opensslHeader.some((f) => existsSync(f))) {
+  console.error('[build-native] OpenSSL 3 headers are missing: install libssl-dev (scripts/setup.sh does)');
+  process.exit(1);
+}
 if (addon.length > 0) {
   run([
     ...cflags,
@@ -46,6 +55,7 @@ if (addon.length > 0) {
     '-pthread',
     '-DNAPI_VERSION=8',
     `-I${napiInclude}`,
+    ...(process.env.CFLAGS ? process.env.CFLAGS.split(/\s+/).filter(Boolean) : []),
     ...addon,
     '-o',
     join(out, 'edgemesh_tun.node'),

@@ -12,7 +12,7 @@ fi
 
 export DEBIAN_FRONTEND=noninteractive
 packages=(iproute2 iptables iperf3 tcpdump util-linux procps kmod psmisc iputils-ping
-  containernetworking-plugins nebula wireguard-go build-essential)
+  containernetworking-plugins nebula wireguard-go build-essential libssl-dev)
 # kubectl: Debian's kubernetes-client, unless another package already provides it.
 command -v kubectl >/dev/null 2>&1 || packages+=(kubernetes-client)
 missing=()

@@ -623,6 +623,9 @@ static napi_value tun_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+// The UDP session engine (udp.c) shares this module.
+napi_status edgemesh_udp_init(napi_env env, napi_value exports);
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"open", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -632,6 +635,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"close", NULL, tun_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   CHECK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  CHECK(env, edgemesh_udp_init(env, exports));
   return exports;
 }
 

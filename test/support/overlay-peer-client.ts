@@ -11,7 +11,9 @@ export interface PeerProcessConfig {
   keyPath: string;
   listen: string[];
   announce?: string[];
-  punchPort: number;
+  /** A fixed punch port; absent: the node draws its own and keeps it in `punchPortFile`. */
+  punchPort?: number;
+  punchPortFile?: string;
   relay: boolean;
   idleTimeoutMs?: number;
   autoPunch?: boolean;
@@ -23,6 +25,8 @@ export class OverlayPeerProcess {
   readonly child: ChildProcess;
   readonly config: PeerProcessConfig;
   peerId = '';
+  /** The port the node punches from (its own, as the agent picks it). */
+  punchPort = 0;
   stderr = '';
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   #nextId = 1;
@@ -40,7 +44,15 @@ export class OverlayPeerProcess {
     this.#ready = new Promise((resolve, reject) => {
       const rl = createInterface({ input: this.child.stdout! });
       rl.on('line', (line) => {
-        let msg: { id?: number; ok?: boolean; result?: unknown; error?: string; event?: string; peerId?: string };
+        let msg: {
+          id?: number;
+          ok?: boolean;
+          result?: unknown;
+          error?: string;
+          event?: string;
+          peerId?: string;
+          punchPort?: number;
+        };
         try {
           msg = JSON.parse(line);
         } catch {
@@ -48,6 +60,7 @@ export class OverlayPeerProcess {
         }
         if (msg.event === 'ready') {
           this.peerId = msg.peerId!;
+          this.punchPort = msg.punchPort ?? 0;
           resolve();
           return;
         }

@@ -5,7 +5,10 @@ import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import type { PeerLink } from '../../dataplane/types.ts';
 import { type NodeLike, PeerDirectory } from '../../overlay/directory.ts';
+import { PUNCH_PROTOCOL } from '../../overlay/hole-punch.ts';
+import { JsonLineReader, sendJsonLine } from '../../overlay/json-lines.ts';
 import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
+import { loadOrCreatePunchPort } from '../../overlay/punch-port.ts';
 import type { PeerProcessConfig } from './overlay-peer-client.ts';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as PeerProcessConfig;
@@ -46,13 +49,17 @@ function makeFrame(size: number): Uint8Array {
 
 const forwarder = new CheckingForwarder();
 const directory = new PeerDirectory();
+// As the agent does: the node's own port, drawn once and kept, unless the test pins one.
+const punch = await loadOrCreatePunchPort(config.punchPortFile ?? `${config.keyPath}.punch-port`, {
+  configured: config.punchPort,
+});
 const overlay = await createOverlay({
   nodeName: config.name,
   site: config.site,
   keyPath: config.keyPath,
   listen: config.listen,
   ...(config.announce ? { announce: config.announce } : {}),
-  punchPort: config.punchPort,
+  punchPort: punch.port,
   relay: config.relay,
   directory,
   forwarder,
@@ -123,6 +130,27 @@ function startFlow(node: string, intervalMs: number, size: number): void {
   void tick();
 }
 
+/**
+ * Plays a hostile leader: sends a punch offer with an address of the test's choosing over the
+ * existing connection to `node` (relayed or direct) and returns the raw answer.
+ */
+async function rawPunchOffer(node: string, ip: string, port: number): Promise<unknown> {
+  const peer = directory.get(node);
+  if (peer === undefined) throw new Error(`${node} is not in the directory`);
+  const conn = overlay.host
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peer.peerId && c.status === 'open');
+  if (conn === undefined) throw new Error(`no connection to ${node}`);
+  const stream = await conn.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true });
+  const reader = new JsonLineReader(stream, 4096, (reason, message) => new Error(`${reason}: ${message}`));
+  sendJsonLine(stream, { v: 1, ip, port });
+  try {
+    return await reader.next(15_000);
+  } finally {
+    void stream.close().catch(() => {});
+  }
+}
+
 async function handle(msg: Record<string, unknown>): Promise<unknown> {
   switch (msg.cmd) {
     case 'directory':
@@ -138,6 +166,8 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return blast(msg.node as string, msg.seconds as number, (msg.size as number) ?? 65_536);
     case 'punch':
       return overlay.punchNow(msg.node as string);
+    case 'punch-offer':
+      return rawPunchOffer(msg.node as string, msg.ip as string, msg.port as number);
     case 'flow-start':
       startFlow(msg.node as string, (msg.intervalMs as number) ?? 10, (msg.size as number) ?? 1200);
       return true;
@@ -187,4 +217,4 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 process.stdin.on('end', () => {
   void overlay.stop().finally(() => process.exit(0));
 });
-out({ event: 'ready', peerId: overlay.peerId, multiaddrs: overlay.multiaddrs() });
+out({ event: 'ready', peerId: overlay.peerId, multiaddrs: overlay.multiaddrs(), punchPort: punch.port });

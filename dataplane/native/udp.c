@@ -1,0 +1,1307 @@
+// edgemesh UDP session engine (N-API, C), part of build/edgemesh_tun.node.
+//
+// One UDP socket carries the data plane's sessions: one inner IP packet per datagram,
+// sealed with an AEAD (OpenSSL EVP, taken from the Node binary that loads the addon), in
+// batches both ways. Key exchange, endpoints and rekey decisions belong to the caller
+// (overlay/); this file only seals, opens, checks replays and does the socket I/O.
+//
+// Wire format (all integers little-endian, as WireGuard's transport message):
+//   0      u8   type: 4 = data (one IP packet), 5 = control (opaque, the overlay's)
+//   1..3        reserved, zero
+//   4..7   u32  receiver index (the receiving side's localIndex)
+//   8..15  u64  counter (per session and direction, starts at 0, never reused)
+//   16..   AEAD ciphertext of the payload, then its 16-byte tag
+// The 16-byte header is the AEAD's associated data; the 96-bit nonce is 4 zero bytes and
+// the counter. Senders refuse to pass the counter limit, so the overlay must rekey first.
+// Receivers drop (and count) anything short, of an unknown type or index, failing
+// authentication, or replayed (2048-bit sliding window, RFC 6479 style, updated only after
+// the tag checked). None of it reaches JS.
+//
+// Send (JS thread, one call per batch): each packet is segmented if it is a GSO super-packet
+// (udp_gso.c) straight into a preallocated datagram buffer, sealed in place, and the batch
+// leaves with one sendmmsg(), equal-size runs as one UDP_SEGMENT message each.
+// Receive (reader thread): recvmmsg() with UDP_GRO into preallocated buffers, open each
+// datagram into one of a few preallocated delivery buffers, hand that buffer to JS through a
+// thread-safe function (bounded queue, blocking: when JS is slow the socket's receive queue
+// fills and the kernel drops, counted as socket-overflow). JS sees the buffer as an external
+// ArrayBuffer that is detached when the callback returns, so views cannot outlive the call
+// and the buffer goes back to the pool: no allocation per batch.
+// Errors thrown to JS carry the errno name first, as tun.c's.
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <node_api.h>
+#include <openssl/evp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "udp_gso.h"
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+#define MSG_DATA 4
+#define MSG_CONTROL 5
+#define HDR_LEN 16
+#define TAG_LEN 16
+#define OVERHEAD (HDR_LEN + TAG_LEN)
+#define MAX_DATAGRAM 65507
+#define MAX_CONTROL 1200
+// WireGuard's REJECT_AFTER_MESSAGES: far beyond any rekey-by-count, far below nonce reuse.
+#define DEFAULT_COUNTER_LIMIT (UINT64_MAX - 8192 - 1)
+
+#define REPLAY_BITS 2048
+#define REPLAY_WORDS (REPLAY_BITS / 64)
+
+// Send side: datagrams of one send() call, flushed early when full.
+#define TX_BUF_BYTES (2 * 1024 * 1024)
+#define TX_MAX_DGRAMS 2048
+#define TX_MAX_SEGS 64  // per UDP_SEGMENT message (the kernel's limit is 64 or 128)
+// Receive side.
+#define RX_MSGS 32
+#define RX_BUF_BYTES 65536
+#define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
+#define QUEUE_DEPTH (POOL_BUFFERS - 1)
+#define DELIVERY_BYTES (RX_MSGS * RX_BUF_BYTES)
+#define REC_HDR 28  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr]
+
+#define SESSION_BUCKETS 1024
+#define MAX_SESSIONS 65536
+
+enum {
+  D_SHORT,
+  D_BAD_TYPE,
+  D_UNKNOWN_INDEX,
+  D_AUTH,
+  D_REPLAY,
+  D_OVERSIZE,
+  D_COUNTER_LIMIT,
+  D_NO_ENDPOINT,
+  D_NO_SESSION,
+  D_TX_FULL,
+  D_TX_ERROR,
+  D_GSO_MALFORMED,
+  D_GSO_UNSUPPORTED,
+  D_SOCKET_OVERFLOW,
+  D_COUNT
+};
+static const char *const DROP_NAMES[D_COUNT] = {
+    "short",           "bad-type", "unknown-index", "auth-failed",    "replay",          "oversize",
+    "counter-limit",   "no-endpoint", "no-session", "tx-full",        "tx-error",        "gso-malformed",
+    "gso-unsupported", "socket-overflow"};
+
+typedef struct {
+  uint64_t last;  // highest counter accepted + 1 (0 = none yet)
+  uint64_t bitmap[REPLAY_WORDS];
+} replay_t;
+
+typedef struct session {
+  struct session *next;
+  uint32_t local_index, remote_index;
+  EVP_CIPHER_CTX *tx, *rx;
+  uint64_t tx_counter;  // JS thread only
+  replay_t replay;      // reader thread, under the table lock
+  uint64_t rx_packets;  // under the table lock
+  uint64_t last_rx_ns, created_ns;
+  struct sockaddr_storage ep;
+  socklen_t ep_len;  // 0 = no endpoint yet
+} session_t;
+
+typedef struct {
+  uint8_t *buf;
+  size_t used;
+  uint32_t count;
+  int err;
+} delivery_t;
+
+typedef struct {
+  int fd, stop_fd, family;
+  int refs;  // the JS handle and the thread-safe function each hold one
+  int running, closed, hook_added;
+  int gso_ok;  // UDP_SEGMENT works on this socket (cleared on the first failure)
+  atomic_int stop;
+  pthread_t thread;
+  napi_threadsafe_function tsfn;
+  const EVP_CIPHER *cipher;
+  uint64_t counter_limit;
+  uint32_t max_inner;  // largest inner packet sealed (the tunnel MTU)
+  // Sessions: written on the JS thread under lock; read by the reader under lock and by
+  // the JS thread without (it is the only writer).
+  pthread_mutex_t lock;
+  session_t *buckets[SESSION_BUCKETS];
+  uint32_t sessions;
+  // Delivery buffer pool.
+  pthread_mutex_t pool_lock;
+  pthread_cond_t pool_cond;
+  uint8_t *pool[POOL_BUFFERS];
+  int pool_free[POOL_BUFFERS];
+  delivery_t deliveries[POOL_BUFFERS];
+  // Send buffers (JS thread).
+  uint8_t *txbuf;
+  size_t tx_used;
+  uint32_t tx_n;
+  uint32_t tx_len[TX_MAX_DGRAMS];
+  struct mmsghdr tx_msgs[TX_MAX_DGRAMS];
+  struct iovec tx_iov[TX_MAX_DGRAMS];
+  uint8_t tx_cmsg[TX_MAX_DGRAMS][CMSG_SPACE(sizeof(uint16_t))];
+  session_t *tx_sess;
+  const struct sockaddr *tx_to;
+  socklen_t tx_to_len;
+  uint8_t tx_type;
+  // Counters.
+  atomic_ullong drops[D_COUNT];
+  atomic_ullong rx_datagrams, tx_datagrams, rx_batches;
+  atomic_uint last_overflow;
+} udp_t;
+
+#define CHECK(env, call)                                                                           \
+  do {                                                                                             \
+    if ((call) != napi_ok) {                                                                       \
+      napi_throw_error((env), "EM_NAPI", "edgemesh_udp: N-API call failed: " #call);                \
+      return NULL;                                                                                 \
+    }                                                                                              \
+  } while (0)
+
+static const char *errno_name(int err) {
+  const char *n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+static napi_value throw_errno(napi_env env, int err, const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s failed (%s)", errno_name(err), what, strerror(err));
+  napi_throw_error(env, errno_name(err), msg);
+  return NULL;
+}
+
+static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static inline void put_le32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }  // x86/arm64: little-endian
+static inline void put_le64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint32_t get_le32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+static inline uint64_t get_le64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+// ---- AEAD ------------------------------------------------------------------------------
+
+static const EVP_CIPHER *cipher_by_name(const char *name) {
+  if (strcmp(name, "aes-256-gcm") == 0) return EVP_aes_256_gcm();
+  if (strcmp(name, "chacha20-poly1305") == 0) return EVP_chacha20_poly1305();
+  return NULL;
+}
+
+static EVP_CIPHER_CTX *aead_new(const EVP_CIPHER *c, const uint8_t key[32], int enc) {
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  if (!ctx) return NULL;
+  if (EVP_CipherInit_ex(ctx, c, NULL, key, NULL, enc) != 1) {
+    EVP_CIPHER_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
+}
+
+static void nonce_of(uint8_t nonce[12], uint64_t counter) {
+  memset(nonce, 0, 4);
+  put_le64(nonce + 4, counter);
+}
+
+// Seals in place: hdr[0..16) is the AAD, hdr+16 holds len plaintext bytes, the tag follows.
+static int aead_seal(EVP_CIPHER_CTX *ctx, uint8_t *hdr, size_t len, uint64_t counter) {
+  uint8_t nonce[12];
+  int outl = 0;
+  nonce_of(nonce, counter);
+  uint8_t *p = hdr + HDR_LEN;
+  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 1) != 1) return -1;
+  if (EVP_CipherUpdate(ctx, NULL, &outl, hdr, HDR_LEN) != 1) return -1;
+  if (len > 0 && EVP_CipherUpdate(ctx, p, &outl, p, (int)len) != 1) return -1;
+  if (EVP_CipherFinal_ex(ctx, p + len, &outl) != 1) return -1;
+  return EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, p + len) == 1 ? 0 : -1;
+}
+
+// Opens dgram (header, ciphertext, tag) into out; 0 when authentic.
+static int aead_open(EVP_CIPHER_CTX *ctx, const uint8_t *dgram, size_t len, uint64_t counter, uint8_t *out) {
+  uint8_t nonce[12];
+  int outl = 0;
+  size_t clen = len - OVERHEAD;
+  nonce_of(nonce, counter);
+  if (EVP_CipherInit_ex(ctx, NULL, NULL, NULL, nonce, 0) != 1) return -1;
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, (void *)(dgram + len - TAG_LEN)) != 1) return -1;
+  if (EVP_CipherUpdate(ctx, NULL, &outl, dgram, HDR_LEN) != 1) return -1;
+  if (clen > 0 && EVP_CipherUpdate(ctx, out, &outl, dgram + HDR_LEN, (int)clen) != 1) return -1;
+  return EVP_CipherFinal_ex(ctx, out + clen, &outl) == 1 ? 0 : -1;
+}
+
+// ---- replay window (RFC 6479 style, as WireGuard's) -------------------------------------
+
+static bool replay_check(const replay_t *r, uint64_t counter) {
+  uint64_t c = counter + 1;  // stored shifted so that 0 means "nothing yet"
+  if (c > r->last) return true;
+  if (r->last - c >= REPLAY_BITS - 64) return false;  // older than the window
+  return !(r->bitmap[(c >> 6) & (REPLAY_WORDS - 1)] & (1ull << (c & 63)));
+}
+
+static void replay_mark(replay_t *r, uint64_t counter) {
+  uint64_t c = counter + 1;
+  uint64_t index = c >> 6;
+  if (c > r->last) {
+    uint64_t current = r->last >> 6;
+    uint64_t diff = index - current;
+    if (diff > REPLAY_WORDS) diff = REPLAY_WORDS;
+    for (uint64_t i = 1; i <= diff; i++) r->bitmap[(current + i) & (REPLAY_WORDS - 1)] = 0;
+    r->last = c;
+  }
+  r->bitmap[index & (REPLAY_WORDS - 1)] |= 1ull << (c & 63);
+}
+
+// ---- sessions ----------------------------------------------------------------------------
+
+static session_t **bucket_of(udp_t *u, uint32_t idx) {
+  return &u->buckets[(idx * 2654435761u) >> 22 & (SESSION_BUCKETS - 1)];
+}
+
+static session_t *find_session(udp_t *u, uint32_t idx) {
+  for (session_t *s = *bucket_of(u, idx); s; s = s->next)
+    if (s->local_index == idx) return s;
+  return NULL;
+}
+
+static void free_session(session_t *s) {
+  EVP_CIPHER_CTX_free(s->tx);
+  EVP_CIPHER_CTX_free(s->rx);
+  OPENSSL_cleanse(s, sizeof *s);
+  free(s);
+}
+
+// ---- receive -----------------------------------------------------------------------------
+
+static int pool_take(udp_t *u) {
+  pthread_mutex_lock(&u->pool_lock);
+  int got = -1;
+  while (!atomic_load(&u->stop)) {
+    for (int i = 0; i < POOL_BUFFERS; i++)
+      if (u->pool_free[i]) {
+        u->pool_free[i] = 0;
+        got = i;
+        break;
+      }
+    if (got >= 0) break;
+    pthread_cond_wait(&u->pool_cond, &u->pool_lock);
+  }
+  pthread_mutex_unlock(&u->pool_lock);
+  return got;
+}
+
+static void pool_give(udp_t *u, int i) {
+  pthread_mutex_lock(&u->pool_lock);
+  u->pool_free[i] = 1;
+  pthread_cond_signal(&u->pool_cond);
+  pthread_mutex_unlock(&u->pool_lock);
+}
+
+static void count_drop(udp_t *u, int reason) { atomic_fetch_add_explicit(&u->drops[reason], 1, memory_order_relaxed); }
+
+// Opens one datagram into the delivery buffer; the caller holds u->lock.
+static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct sockaddr_storage *from,
+                          delivery_t *out, uint64_t now) {
+  if (len < OVERHEAD) { count_drop(u, D_SHORT); return; }
+  uint8_t type = d[0];
+  if ((type != MSG_DATA && type != MSG_CONTROL) || d[1] || d[2] || d[3]) { count_drop(u, D_BAD_TYPE); return; }
+  if (type == MSG_CONTROL && len - OVERHEAD > MAX_CONTROL) { count_drop(u, D_OVERSIZE); return; }
+  if (type == MSG_DATA && len == OVERHEAD) { count_drop(u, D_SHORT); return; }
+  session_t *s = find_session(u, get_le32(d + 4));
+  if (!s) { count_drop(u, D_UNKNOWN_INDEX); return; }
+  uint64_t counter = get_le64(d + 8);
+  if (counter >= u->counter_limit || !replay_check(&s->replay, counter)) { count_drop(u, D_REPLAY); return; }
+  uint8_t *rec = out->buf + out->used;
+  if (aead_open(s->rx, d, len, counter, rec + REC_HDR) != 0) { count_drop(u, D_AUTH); return; }
+  replay_mark(&s->replay, counter);
+  s->rx_packets++;
+  s->last_rx_ns = now;
+  uint32_t plen = (uint32_t)(len - OVERHEAD);
+  put_le32(rec, plen);
+  put_le32(rec + 4, s->local_index);
+  rec[8] = type;
+  memset(rec + 12, 0, 16);
+  if (from->ss_family == AF_INET) {
+    const struct sockaddr_in *a = (const void *)from;
+    rec[9] = 4;
+    memcpy(rec + 10, &a->sin_port, 2);
+    memcpy(rec + 12, &a->sin_addr, 4);
+  } else {
+    const struct sockaddr_in6 *a = (const void *)from;
+    memcpy(rec + 10, &a->sin6_port, 2);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      rec[9] = 4;
+      memcpy(rec + 12, a->sin6_addr.s6_addr + 12, 4);
+    } else {
+      rec[9] = 6;
+      memcpy(rec + 12, &a->sin6_addr, 16);
+    }
+  }
+  out->used += REC_HDR + plen;
+  out->count++;
+}
+
+static void *reader_main(void *arg) {
+  udp_t *u = arg;
+  uint8_t *rx = malloc((size_t)RX_MSGS * RX_BUF_BYTES);
+  struct mmsghdr msgs[RX_MSGS];
+  struct iovec iov[RX_MSGS];
+  struct sockaddr_storage from[RX_MSGS];
+  uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
+  struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
+  if (!rx) return NULL;
+  while (!atomic_load(&u->stop)) {
+    int n = poll(fds, 2, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (atomic_load(&u->stop) || (fds[1].revents & POLLIN)) break;
+    int slot = pool_take(u);
+    if (slot < 0) break;
+    delivery_t *out = &u->deliveries[slot];
+    out->buf = u->pool[slot];
+    out->used = 0;
+    out->count = 0;
+    out->err = 0;
+    // Drain until the socket is empty or the delivery buffer might not hold another round.
+    for (int round = 0; round < 4 && DELIVERY_BYTES - out->used >= (size_t)RX_MSGS * RX_BUF_BYTES / 4; round++) {
+      size_t room = DELIVERY_BYTES - out->used;
+      int want = (int)(room / RX_BUF_BYTES);
+      if (want > RX_MSGS) want = RX_MSGS;
+      if (want < 1) break;
+      for (int i = 0; i < want; i++) {
+        iov[i].iov_base = rx + (size_t)i * RX_BUF_BYTES;
+        iov[i].iov_len = RX_BUF_BYTES;
+        memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
+        msgs[i].msg_hdr.msg_name = &from[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof from[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = ctrl[i];
+        msgs[i].msg_hdr.msg_controllen = sizeof ctrl[i];
+      }
+      int got = recvmmsg(u->fd, msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+      if (got <= 0) break;
+      uint64_t now = now_ns();
+      pthread_mutex_lock(&u->lock);
+      for (int i = 0; i < got; i++) {
+        size_t len = msgs[i].msg_len;
+        size_t seg = len;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
+            int g;
+            memcpy(&g, CMSG_DATA(c), sizeof g);
+            if (g > 0) seg = (size_t)g;
+          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+            uint32_t o;
+            memcpy(&o, CMSG_DATA(c), sizeof o);
+            uint32_t prev = atomic_exchange(&u->last_overflow, o);
+            if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
+          }
+        }
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
+          count_drop(u, D_OVERSIZE);
+          continue;
+        }
+        const uint8_t *base = rx + (size_t)i * RX_BUF_BYTES;
+        for (size_t off = 0; off < len; off += seg) {
+          size_t dl = len - off < seg ? len - off : seg;
+          atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
+          open_datagram(u, base + off, dl, &from[i], out, now);
+        }
+      }
+      pthread_mutex_unlock(&u->lock);
+      if (got < want) break;
+    }
+    if (out->count == 0) {
+      pool_give(u, slot);
+      continue;
+    }
+    atomic_fetch_add(&u->rx_batches, 1);
+    // Blocks while QUEUE_DEPTH batches wait for JS: the bound on memory in flight.
+    if (napi_call_threadsafe_function(u->tsfn, out, napi_tsfn_blocking) != napi_ok) {
+      pool_give(u, slot);
+      break;
+    }
+  }
+  free(rx);
+  return NULL;
+}
+
+static void noop_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  (void)hint;
+}
+
+static void udp_unref(udp_t *u);
+
+// JS thread: delivery → callback(arrayBuffer, count); the buffer is detached afterwards.
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  udp_t *u = context;
+  delivery_t *d = data;
+  int slot = (int)(d - u->deliveries);
+  if (env == NULL || cb == NULL) {
+    pool_give(u, slot);
+    return;
+  }
+  napi_value undefined, argv[2], result, ab;
+  napi_get_undefined(env, &undefined);
+  if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) != napi_ok) {
+    pool_give(u, slot);
+    return;
+  }
+  argv[0] = ab;
+  napi_create_uint32(env, d->count, &argv[1]);
+  napi_call_function(env, undefined, cb, 2, argv, &result);
+  // Views kept past the call see a detached (empty) buffer, never reused memory.
+  napi_detach_arraybuffer(env, ab);
+  pool_give(u, slot);
+}
+
+// ---- lifecycle ---------------------------------------------------------------------------
+
+static void udp_shutdown(udp_t *u) {
+  if (u->closed) return;
+  u->closed = 1;
+  atomic_store(&u->stop, 1);
+  uint64_t one = 1;
+  ssize_t w = write(u->stop_fd, &one, sizeof one);
+  (void)w;
+  pthread_mutex_lock(&u->pool_lock);
+  pthread_cond_broadcast(&u->pool_cond);
+  pthread_mutex_unlock(&u->pool_lock);
+  napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
+  if (u->running) {
+    pthread_join(u->thread, NULL);
+    u->running = 0;
+  }
+  close(u->fd);
+  close(u->stop_fd);
+  u->fd = u->stop_fd = -1;
+  pthread_mutex_lock(&u->lock);
+  for (int b = 0; b < SESSION_BUCKETS; b++) {
+    session_t *s = u->buckets[b];
+    while (s) {
+      session_t *next = s->next;
+      free_session(s);
+      s = next;
+    }
+    u->buckets[b] = NULL;
+  }
+  u->sessions = 0;
+  pthread_mutex_unlock(&u->lock);
+}
+
+static void udp_unref(udp_t *u) {
+  if (--u->refs > 0) return;
+  for (int i = 0; i < POOL_BUFFERS; i++) free(u->pool[i]);
+  free(u->txbuf);
+  pthread_mutex_destroy(&u->lock);
+  pthread_mutex_destroy(&u->pool_lock);
+  pthread_cond_destroy(&u->pool_cond);
+  free(u);
+}
+
+static void cleanup_hook(void *arg) { udp_shutdown(arg); }
+
+static void tsfn_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  udp_unref(data);
+}
+
+static void finalize_handle(napi_env env, void *data, void *hint) {
+  (void)hint;
+  udp_t *u = data;
+  udp_shutdown(u);
+  if (u->hook_added) napi_remove_env_cleanup_hook(env, cleanup_hook, u);
+  udp_unref(u);
+}
+
+static const napi_type_tag UDP_TAG = {0x6564676d65736855ULL, 0x4450736573736e31ULL};
+
+static udp_t *get_udp(napi_env env, napi_value obj) {
+  bool ok = false;
+  if (napi_check_object_type_tag(env, obj, &UDP_TAG, &ok) != napi_ok || !ok) {
+    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
+    return NULL;
+  }
+  void *p = NULL;
+  napi_unwrap(env, obj, &p);
+  udp_t *u = p;
+  if (u && u->closed) {
+    throw_plain(env, "EBADF", "EBADF: the UDP socket is closed");
+    return NULL;
+  }
+  return u;
+}
+
+// ---- argument helpers --------------------------------------------------------------------
+
+static int prop(napi_env env, napi_value obj, const char *key, napi_valuetype want, napi_value *out) {
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return -1;
+  if (napi_typeof(env, *out, &t) != napi_ok) return -1;
+  if (t == napi_undefined) return 1;
+  return t == want ? 0 : -1;
+}
+
+static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
+  if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
+  return type == napi_uint8_array ? 0 : -1;
+}
+
+static int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
+  napi_valuetype t;
+  double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
+  napi_get_value_double(env, v, &d);
+  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
+  *out = (uint32_t)d;
+  return 0;
+}
+
+// ip text + port → sockaddr fitting the socket's family (IPv4 as v4-mapped on a v6 socket).
+static int make_addr(udp_t *u, const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
+  struct in_addr a4;
+  struct in6_addr a6;
+  if (port == 0 || port > 65535) return -1;
+  memset(ss, 0, sizeof *ss);
+  if (inet_pton(AF_INET, ip, &a4) == 1) {
+    if (u->family == AF_INET) {
+      struct sockaddr_in *s = (void *)ss;
+      s->sin_family = AF_INET;
+      s->sin_port = htons((uint16_t)port);
+      s->sin_addr = a4;
+      *len = sizeof *s;
+    } else {
+      struct sockaddr_in6 *s = (void *)ss;
+      s->sin6_family = AF_INET6;
+      s->sin6_port = htons((uint16_t)port);
+      s->sin6_addr.s6_addr[10] = s->sin6_addr.s6_addr[11] = 0xff;
+      memcpy(s->sin6_addr.s6_addr + 12, &a4, 4);
+      *len = sizeof *s;
+    }
+    return 0;
+  }
+  if (inet_pton(AF_INET6, ip, &a6) == 1 && u->family == AF_INET6) {
+    struct sockaddr_in6 *s = (void *)ss;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons((uint16_t)port);
+    s->sin6_addr = a6;
+    *len = sizeof *s;
+    return 0;
+  }
+  return -1;
+}
+
+static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, struct sockaddr_storage *ss,
+                        socklen_t *len) {
+  char ip[64];
+  size_t n = 0;
+  uint32_t port;
+  if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1) return -1;
+  if (get_u32_arg(env, port_v, &port) != 0) return -1;
+  return make_addr(u, ip, port, ss, len);
+}
+
+// ---- open --------------------------------------------------------------------------------
+
+// open({ bind, port, cipher, mtu, counterLimit? }, callback(arrayBuffer, count)) → handle { port }
+static napi_value udp_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], v;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  napi_valuetype vt;
+  if (argc < 2 || napi_typeof(env, argv[0], &vt) != napi_ok || vt != napi_object)
+    return throw_plain(env, "EINVAL", "EINVAL: udpOpen(options, callback)");
+  char bind_ip[64] = {0}, cipher_name[32] = {0};
+  size_t n = 0;
+  if (prop(env, argv[0], "bind", napi_string, &v) != 0 ||
+      napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
+    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IP address string");
+  uint32_t port = 0, mtu = 0;
+  if (prop(env, argv[0], "port", napi_number, &v) != 0 || get_u32_arg(env, v, &port) != 0 || port > 65535)
+    return throw_plain(env, "EINVAL", "EINVAL: port must be an integer 0-65535");
+  if (prop(env, argv[0], "mtu", napi_number, &v) != 0 || get_u32_arg(env, v, &mtu) != 0 || mtu < 576 ||
+      mtu > MAX_DATAGRAM - OVERHEAD)
+    return throw_plain(env, "EINVAL", "EINVAL: mtu must be an integer 576-65475");
+  if (prop(env, argv[0], "cipher", napi_string, &v) != 0 ||
+      napi_get_value_string_utf8(env, v, cipher_name, sizeof cipher_name, &n) != napi_ok)
+    return throw_plain(env, "EINVAL", "EINVAL: cipher must be a string");
+  const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
+  if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
+  uint64_t limit = DEFAULT_COUNTER_LIMIT;
+  int has = prop(env, argv[0], "counterLimit", napi_number, &v);
+  if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
+  if (has == 0) {
+    double d;
+    napi_get_value_double(env, v, &d);
+    if (!(d >= 1) || d > 9007199254740991.0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit out of range");
+    limit = (uint64_t)d;
+  }
+
+  struct in_addr a4;
+  struct in6_addr a6;
+  int family;
+  struct sockaddr_storage ss;
+  socklen_t sl;
+  memset(&ss, 0, sizeof ss);
+  if (inet_pton(AF_INET, bind_ip, &a4) == 1) {
+    family = AF_INET;
+    struct sockaddr_in *s = (void *)&ss;
+    s->sin_family = AF_INET;
+    s->sin_port = htons((uint16_t)port);
+    s->sin_addr = a4;
+    sl = sizeof *s;
+  } else if (inet_pton(AF_INET6, bind_ip, &a6) == 1) {
+    family = AF_INET6;
+    struct sockaddr_in6 *s = (void *)&ss;
+    s->sin6_family = AF_INET6;
+    s->sin6_port = htons((uint16_t)port);
+    s->sin6_addr = a6;
+    sl = sizeof *s;
+  } else {
+    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
+  }
+  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return throw_errno(env, errno, "socket");
+  int zero = 0, one = 1, big = 8 * 1024 * 1024;
+  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);  // '::' takes IPv4 too
+  // Big buffers absorb bursts between batches; FORCE passes rmem_max when we may (root).
+  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
+  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);  // optional: without it, one datagram per message
+  // The tunnel relies on path MTU for inner packets; the outer packets never fragment.
+  int pmtu = family == AF_INET ? IP_PMTUDISC_PROBE : IPV6_PMTUDISC_PROBE;
+  if (family == AF_INET)
+    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  else
+    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
+  if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, e, "bind");
+  }
+  struct sockaddr_storage bound;
+  socklen_t bl = sizeof bound;
+  getsockname(fd, (struct sockaddr *)&bound, &bl);
+  uint16_t bound_port =
+      ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+
+  udp_t *u = calloc(1, sizeof *u);
+  if (!u) {
+    close(fd);
+    return throw_errno(env, ENOMEM, "allocating the UDP socket");
+  }
+  u->fd = fd;
+  u->family = family;
+  u->cipher = cipher;
+  u->counter_limit = limit;
+  u->max_inner = mtu;
+  u->gso_ok = 1;
+  pthread_mutex_init(&u->lock, NULL);
+  pthread_mutex_init(&u->pool_lock, NULL);
+  pthread_cond_init(&u->pool_cond, NULL);
+  u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  u->txbuf = malloc(TX_BUF_BYTES);
+  int ok = u->stop_fd >= 0 && u->txbuf;
+  for (int i = 0; i < POOL_BUFFERS && ok; i++) {
+    u->pool[i] = malloc(DELIVERY_BYTES);
+    u->pool_free[i] = 1;
+    ok = u->pool[i] != NULL;
+  }
+  if (!ok) {
+    close(fd);
+    if (u->stop_fd >= 0) close(u->stop_fd);
+    u->refs = 1;
+    udp_unref(u);
+    return throw_errno(env, ENOMEM, "allocating the UDP buffers");
+  }
+  napi_value name, handle;
+  CHECK(env, napi_create_string_utf8(env, "edgemesh_udp_reader", NAPI_AUTO_LENGTH, &name));
+  if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
+                                      &u->tsfn) != napi_ok) {
+    close(fd);
+    close(u->stop_fd);
+    u->refs = 1;
+    udp_unref(u);
+    return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
+  }
+  u->refs = 2;
+  napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
+  CHECK(env, napi_create_object(env, &handle));
+  CHECK(env, napi_type_tag_object(env, handle, &UDP_TAG));
+  CHECK(env, napi_wrap(env, handle, u, finalize_handle, NULL, NULL));
+  CHECK(env, napi_create_uint32(env, bound_port, &v));
+  CHECK(env, napi_set_named_property(env, handle, "port", v));
+  int rc = pthread_create(&u->thread, NULL, reader_main, u);
+  if (rc != 0) {
+    udp_shutdown(u);
+    return throw_errno(env, rc, "pthread_create");
+  }
+  u->running = 1;
+  napi_add_env_cleanup_hook(env, cleanup_hook, u);
+  u->hook_added = 1;
+  return handle;
+}
+
+// ---- sessions (JS thread) ----------------------------------------------------------------
+
+// addSession(h, localIndex, remoteIndex, txKey, rxKey, ip?, port?)
+static napi_value udp_add_session(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5) return throw_plain(env, "EINVAL", "EINVAL: addSession(handle, localIndex, remoteIndex, txKey, rxKey)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li, ri;
+  uint8_t *tk, *rk;
+  size_t tl, rl;
+  if (get_u32_arg(env, argv[1], &li) || get_u32_arg(env, argv[2], &ri))
+    return throw_plain(env, "EINVAL", "EINVAL: session indexes must be u32 integers");
+  if (get_bytes(env, argv[3], &tk, &tl) || get_bytes(env, argv[4], &rk, &rl) || tl != 32 || rl != 32)
+    return throw_plain(env, "EINVAL", "EINVAL: keys must be 32-byte Uint8Arrays");
+  struct sockaddr_storage ep;
+  socklen_t ep_len = 0;
+  if (argc >= 7) {
+    napi_valuetype t;
+    napi_typeof(env, argv[5], &t);
+    if (t != napi_undefined && get_endpoint(env, u, argv[5], argv[6], &ep, &ep_len) != 0)
+      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  }
+  if (find_session(u, li)) return throw_plain(env, "EEXIST", "EEXIST: a session with this localIndex exists");
+  if (u->sessions >= MAX_SESSIONS) return throw_plain(env, "ENOSPC", "ENOSPC: too many sessions on this socket");
+  session_t *s = calloc(1, sizeof *s);
+  if (!s) return throw_errno(env, ENOMEM, "allocating a session");
+  s->local_index = li;
+  s->remote_index = ri;
+  s->tx = aead_new(u->cipher, tk, 1);
+  s->rx = aead_new(u->cipher, rk, 0);
+  if (!s->tx || !s->rx) {
+    free_session(s);
+    return throw_plain(env, "EM_CRYPTO", "EM_CRYPTO: cipher initialisation failed");
+  }
+  s->created_ns = now_ns();
+  if (ep_len) {
+    s->ep = ep;
+    s->ep_len = ep_len;
+  }
+  pthread_mutex_lock(&u->lock);
+  session_t **b = bucket_of(u, li);
+  s->next = *b;
+  *b = s;
+  u->sessions++;
+  pthread_mutex_unlock(&u->lock);
+  return NULL;
+}
+
+// setEndpoint(h, localIndex, ip, port)
+static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: setEndpoint(handle, localIndex, ip, port)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li;
+  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  struct sockaddr_storage ep;
+  socklen_t len;
+  if (get_endpoint(env, u, argv[2], argv[3], &ep, &len) != 0)
+    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  session_t *s = find_session(u, li);
+  if (!s) return throw_plain(env, "ENOENT", "ENOENT: no session with this localIndex");
+  // Only the JS thread reads the endpoint: no lock needed.
+  s->ep = ep;
+  s->ep_len = len;
+  return NULL;
+}
+
+// removeSession(h, localIndex) → bool
+static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], r;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: removeSession(handle, localIndex)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li;
+  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  session_t *found = NULL;
+  pthread_mutex_lock(&u->lock);
+  for (session_t **p = bucket_of(u, li); *p; p = &(*p)->next)
+    if ((*p)->local_index == li) {
+      found = *p;
+      *p = found->next;
+      u->sessions--;
+      break;
+    }
+  pthread_mutex_unlock(&u->lock);
+  if (found) free_session(found);
+  CHECK(env, napi_get_boolean(env, found != NULL, &r));
+  return r;
+}
+
+// session(h, localIndex) → { txCounter, rxPackets, lastRxAgeMs, createdAgeMs } | undefined
+static napi_value udp_session_info(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], o, v;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: session(handle, localIndex)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li;
+  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  session_t *s = find_session(u, li);
+  if (!s) {
+    CHECK(env, napi_get_undefined(env, &o));
+    return o;
+  }
+  pthread_mutex_lock(&u->lock);
+  uint64_t rx = s->rx_packets, last = s->last_rx_ns;
+  pthread_mutex_unlock(&u->lock);
+  uint64_t now = now_ns();
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_bigint_uint64(env, s->tx_counter, &v));
+  CHECK(env, napi_set_named_property(env, o, "txCounter", v));
+  CHECK(env, napi_create_double(env, (double)rx, &v));
+  CHECK(env, napi_set_named_property(env, o, "rxPackets", v));
+  CHECK(env, napi_create_double(env, last ? (double)(now - last) / 1e6 : -1, &v));
+  CHECK(env, napi_set_named_property(env, o, "lastRxAgeMs", v));
+  CHECK(env, napi_create_double(env, (double)(now - s->created_ns) / 1e6, &v));
+  CHECK(env, napi_set_named_property(env, o, "createdAgeMs", v));
+  return o;
+}
+
+// ---- send (JS thread) --------------------------------------------------------------------
+
+// Sends the datagrams staged in txbuf: equal-size runs become one UDP_SEGMENT message each.
+static void tx_flush(udp_t *u) {
+  if (u->tx_n == 0) return;
+  uint32_t nmsg = 0;
+  size_t off = 0;
+  for (uint32_t i = 0; i < u->tx_n;) {
+    uint32_t len = u->tx_len[i], j = i + 1;
+    size_t total = len;
+    if (u->gso_ok) {
+      while (j < u->tx_n && j - i < TX_MAX_SEGS && u->tx_len[j] <= len && total + u->tx_len[j] <= MAX_DATAGRAM) {
+        total += u->tx_len[j];
+        if (u->tx_len[j++] < len) break;  // a shorter one ends the run
+      }
+    }
+    struct msghdr *m = &u->tx_msgs[nmsg].msg_hdr;
+    memset(m, 0, sizeof *m);
+    u->tx_iov[nmsg].iov_base = u->txbuf + off;
+    u->tx_iov[nmsg].iov_len = total;
+    m->msg_name = (void *)u->tx_to;
+    m->msg_namelen = u->tx_to_len;
+    m->msg_iov = &u->tx_iov[nmsg];
+    m->msg_iovlen = 1;
+    if (j - i > 1) {
+      m->msg_control = u->tx_cmsg[nmsg];
+      m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
+      struct cmsghdr *c = CMSG_FIRSTHDR(m);
+      c->cmsg_level = SOL_UDP;
+      c->cmsg_type = UDP_SEGMENT;
+      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+      uint16_t gs = (uint16_t)len;
+      memcpy(CMSG_DATA(c), &gs, sizeof gs);
+    }
+    u->tx_msgs[nmsg].msg_len = j - i;  // reused below as "datagrams in this message"
+    off += total;
+    nmsg++;
+    i = j;
+  }
+  uint32_t sent = 0;
+  int waited = 0;
+  while (sent < nmsg) {
+    // msg_len is overwritten by the kernel with bytes sent: keep counts aside.
+    uint32_t counts[TX_MAX_DGRAMS];
+    for (uint32_t k = sent; k < nmsg; k++) counts[k] = u->tx_msgs[k].msg_len;
+    int r = sendmmsg(u->fd, &u->tx_msgs[sent], nmsg - sent, MSG_DONTWAIT);
+    if (r > 0) {
+      for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, counts[sent + k]);
+      sent += (uint32_t)r;
+      for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
+      continue;
+    }
+    for (uint32_t k = sent; k < nmsg; k++) u->tx_msgs[k].msg_len = counts[k];
+    if (errno == EINTR) continue;
+    if ((errno == EAGAIN || errno == ENOBUFS) && waited < 4) {
+      // The socket's send queue is full: wait a moment for it, like a NIC queue, then drop.
+      struct pollfd p = {.fd = u->fd, .events = POLLOUT};
+      poll(&p, 1, 2);
+      waited++;
+      continue;
+    }
+    uint32_t left = 0;
+    for (uint32_t k = sent; k < nmsg; k++) left += u->tx_msgs[k].msg_len;
+    if ((errno == EIO || errno == EINVAL) && u->gso_ok && u->tx_msgs[sent].msg_hdr.msg_controllen) {
+      // A path without UDP segmentation: this batch is lost, later ones go one message per datagram.
+      u->gso_ok = 0;
+      atomic_fetch_add(&u->drops[D_TX_ERROR], left);
+    } else {
+      atomic_fetch_add(&u->drops[(errno == EAGAIN || errno == ENOBUFS) ? D_TX_FULL : D_TX_ERROR], left);
+    }
+    break;
+  }
+  u->tx_n = 0;
+  u->tx_used = 0;
+}
+
+static uint8_t *tx_reserve(void *ctx, size_t len) {
+  udp_t *u = ctx;
+  if (u->tx_n >= TX_MAX_DGRAMS || u->tx_used + len + OVERHEAD > TX_BUF_BYTES) return NULL;
+  return u->txbuf + u->tx_used + HDR_LEN;
+}
+
+// Seals the plain packet just written at tx_reserve()'s pointer.
+static void tx_commit(void *ctx, size_t len) {
+  udp_t *u = ctx;
+  session_t *s = u->tx_sess;
+  uint8_t *h = u->txbuf + u->tx_used;
+  if (len > u->max_inner && u->tx_type == MSG_DATA) {
+    count_drop(u, D_OVERSIZE);
+    return;
+  }
+  if (s->tx_counter >= u->counter_limit) {
+    count_drop(u, D_COUNTER_LIMIT);
+    return;
+  }
+  uint64_t counter = s->tx_counter++;
+  h[0] = u->tx_type;
+  h[1] = h[2] = h[3] = 0;
+  put_le32(h + 4, s->remote_index);
+  put_le64(h + 8, counter);
+  if (aead_seal(s->tx, h, len, counter) != 0) {
+    count_drop(u, D_TX_ERROR);
+    return;
+  }
+  u->tx_len[u->tx_n++] = (uint32_t)(len + OVERHEAD);
+  u->tx_used += len + OVERHEAD;
+}
+
+// send(h, localIndex, parts: Uint8Array[] (vnet, data pairs)) → packets accepted
+static napi_value udp_send(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], r;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: send(handle, localIndex, parts)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li, n = 0, accepted = 0;
+  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  bool is_array = false;
+  if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array)
+    return throw_plain(env, "EINVAL", "EINVAL: parts must be an array");
+  CHECK(env, napi_get_array_length(env, argv[2], &n));
+  session_t *s = find_session(u, li);
+  uint32_t packets = n / 2;
+  if (!s || !s->ep_len) {
+    atomic_fetch_add(&u->drops[s ? D_NO_ENDPOINT : D_NO_SESSION], packets);
+    CHECK(env, napi_create_uint32(env, 0, &r));
+    return r;
+  }
+  u->tx_sess = s;
+  u->tx_to = (const struct sockaddr *)&s->ep;
+  u->tx_to_len = s->ep_len;
+  u->tx_type = MSG_DATA;
+  u->tx_n = 0;
+  u->tx_used = 0;
+  seg_sink_t sink = {tx_reserve, tx_commit, u};
+  for (uint32_t i = 0; i + 1 < n; i += 2) {
+    napi_value ev, dv;
+    uint8_t *vnet, *data;
+    size_t vl, dl;
+    if (napi_get_element(env, argv[2], i, &ev) != napi_ok || napi_get_element(env, argv[2], i + 1, &dv) != napi_ok ||
+        get_bytes(env, ev, &vnet, &vl) || get_bytes(env, dv, &data, &dl) || vl != 10) {
+      count_drop(u, D_GSO_MALFORMED);
+      continue;
+    }
+    size_t max_len = 0;
+    int segs = gso_segment_count(vnet, data, dl, &max_len);
+    if (segs < 0) {
+      count_drop(u, segs == SEG_UNSUPPORTED ? D_GSO_UNSUPPORTED : D_GSO_MALFORMED);
+      continue;
+    }
+    if (max_len > u->max_inner) {
+      count_drop(u, D_OVERSIZE);  // the forwarder answers with ICMP before it gets here
+      continue;
+    }
+    if (s->tx_counter + (uint64_t)segs > u->counter_limit) {
+      atomic_fetch_add(&u->drops[D_COUNTER_LIMIT], (unsigned)segs);
+      continue;
+    }
+    size_t need = dl + (size_t)segs * (120 + OVERHEAD);
+    if (u->tx_n + (uint32_t)segs > TX_MAX_DGRAMS || u->tx_used + need > TX_BUF_BYTES) tx_flush(u);
+    if ((uint32_t)segs > TX_MAX_DGRAMS || need > TX_BUF_BYTES) {
+      count_drop(u, D_GSO_MALFORMED);
+      continue;
+    }
+    int rc = gso_to_plain(vnet, data, dl, &sink);
+    if (rc == SEG_OK)
+      accepted++;
+    else
+      count_drop(u, rc == SEG_UNSUPPORTED ? D_GSO_UNSUPPORTED : D_GSO_MALFORMED);
+  }
+  tx_flush(u);
+  CHECK(env, napi_create_uint32(env, accepted, &r));
+  return r;
+}
+
+// sendControl(h, localIndex, message, ip?, port?) → bool
+static napi_value udp_send_control(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5], r;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: sendControl(handle, localIndex, message, ip?, port?)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint32_t li;
+  uint8_t *msg;
+  size_t ml;
+  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  if (get_bytes(env, argv[2], &msg, &ml) || ml > MAX_CONTROL)
+    return throw_plain(env, "EINVAL", "EINVAL: a control message is a Uint8Array of at most 1200 bytes");
+  struct sockaddr_storage to;
+  socklen_t to_len = 0;
+  if (argc >= 5) {
+    napi_valuetype t;
+    napi_typeof(env, argv[3], &t);
+    if (t != napi_undefined && get_endpoint(env, u, argv[3], argv[4], &to, &to_len) != 0)
+      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  }
+  session_t *s = find_session(u, li);
+  bool ok = false;
+  if (!s) {
+    count_drop(u, D_NO_SESSION);
+  } else if (!to_len && !s->ep_len) {
+    count_drop(u, D_NO_ENDPOINT);
+  } else {
+    u->tx_sess = s;
+    u->tx_to = (const struct sockaddr *)(to_len ? &to : &s->ep);
+    u->tx_to_len = to_len ? to_len : s->ep_len;
+    u->tx_type = MSG_CONTROL;
+    u->tx_n = 0;
+    u->tx_used = 0;
+    uint64_t before = atomic_load(&u->tx_datagrams);
+    uint8_t *p = tx_reserve(u, ml);
+    if (p) {
+      memcpy(p, msg, ml);
+      tx_commit(u, ml);
+    }
+    tx_flush(u);
+    ok = atomic_load(&u->tx_datagrams) > before;
+  }
+  CHECK(env, napi_get_boolean(env, ok, &r));
+  return r;
+}
+
+// stats(h) → { rxDatagrams, txDatagrams, rxBatches, sessions, gso, drops: { reason: n } }
+static napi_value udp_stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], o, d, v;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: stats(handle)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_datagrams), &v));
+  CHECK(env, napi_set_named_property(env, o, "rxDatagrams", v));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&u->tx_datagrams), &v));
+  CHECK(env, napi_set_named_property(env, o, "txDatagrams", v));
+  CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_batches), &v));
+  CHECK(env, napi_set_named_property(env, o, "rxBatches", v));
+  CHECK(env, napi_create_uint32(env, u->sessions, &v));
+  CHECK(env, napi_set_named_property(env, o, "sessions", v));
+  CHECK(env, napi_get_boolean(env, u->gso_ok, &v));
+  CHECK(env, napi_set_named_property(env, o, "gso", v));
+  CHECK(env, napi_create_object(env, &d));
+  for (int i = 0; i < D_COUNT; i++) {
+    uint64_t c = atomic_load(&u->drops[i]);
+    if (!c) continue;
+    CHECK(env, napi_create_double(env, (double)c, &v));
+    CHECK(env, napi_set_named_property(env, d, DROP_NAMES[i], v));
+  }
+  CHECK(env, napi_set_named_property(env, o, "drops", d));
+  return o;
+}
+
+static napi_value udp_close(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: close(handle)");
+  bool ok = false;
+  if (napi_check_object_type_tag(env, argv[0], &UDP_TAG, &ok) != napi_ok || !ok)
+    return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
+  void *p = NULL;
+  napi_unwrap(env, argv[0], &p);
+  if (p) udp_shutdown(p);
+  return NULL;
+}
+
+// ---- test and bench helpers ---------------------------------------------------------------
+
+typedef struct {
+  uint8_t *buf;
+  size_t used, cap;
+  uint32_t lens[4096];
+  uint32_t n;
+} plain_sink_t;
+
+static uint8_t *plain_reserve(void *ctx, size_t len) {
+  plain_sink_t *p = ctx;
+  if (p->n >= 4096 || p->used + len > p->cap) return NULL;
+  return p->buf + p->used;
+}
+
+static void plain_commit(void *ctx, size_t len) {
+  plain_sink_t *p = ctx;
+  p->lens[p->n++] = (uint32_t)len;
+  p->used += len;
+}
+
+// segment(vnet, data) → Uint8Array[] of plain packets, or a string naming the refusal.
+static napi_value udp_segment(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], out, v;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *vnet, *data;
+  size_t vl, dl;
+  if (argc < 2 || get_bytes(env, argv[0], &vnet, &vl) || get_bytes(env, argv[1], &data, &dl) || vl != 10)
+    return throw_plain(env, "EINVAL", "EINVAL: segment(vnet: 10 bytes, data)");
+  plain_sink_t *p = calloc(1, sizeof *p);
+  if (!p) return throw_errno(env, ENOMEM, "segment");
+  p->cap = dl + 4096 * 120;
+  p->buf = malloc(p->cap);
+  seg_sink_t sink = {plain_reserve, plain_commit, p};
+  int rc = p->buf ? gso_to_plain(vnet, data, dl, &sink) : SEG_NO_ROOM;
+  if (rc != SEG_OK) {
+    const char *why = rc == SEG_UNSUPPORTED ? "gso-unsupported"
+                      : rc == SEG_CSUM_MALFORMED ? "csum-malformed"
+                      : rc == SEG_NO_ROOM        ? "no-room"
+                                                 : "gso-malformed";
+    free(p->buf);
+    free(p);
+    CHECK(env, napi_create_string_utf8(env, why, NAPI_AUTO_LENGTH, &out));
+    return out;
+  }
+  CHECK(env, napi_create_array_with_length(env, p->n, &out));
+  size_t off = 0;
+  for (uint32_t i = 0; i < p->n; i++) {
+    void *mem;
+    napi_value ab;
+    CHECK(env, napi_create_arraybuffer(env, p->lens[i], &mem, &ab));
+    memcpy(mem, p->buf + off, p->lens[i]);
+    off += p->lens[i];
+    CHECK(env, napi_create_typedarray(env, napi_uint8_array, p->lens[i], ab, 0, &v));
+    CHECK(env, napi_set_element(env, out, i, v));
+  }
+  free(p->buf);
+  free(p);
+  return out;
+}
+
+// cryptoBench(cipher, size, iterations) → { sealNsPerByte, openNsPerByte } with Node's OpenSSL.
+static napi_value udp_crypto_bench(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3], o, v;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[32] = {0};
+  size_t nl;
+  uint32_t size, iters;
+  if (argc < 3 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &nl) != napi_ok ||
+      get_u32_arg(env, argv[1], &size) || get_u32_arg(env, argv[2], &iters) || size < 1 || size > 65000 || iters < 1)
+    return throw_plain(env, "EINVAL", "EINVAL: cryptoBench(cipher, size 1-65000, iterations)");
+  const EVP_CIPHER *c = cipher_by_name(name);
+  if (!c) return throw_plain(env, "EINVAL", "EINVAL: unknown cipher");
+  uint8_t key[32] = {1, 2, 3};
+  uint8_t *buf = calloc(1, size + OVERHEAD), *out = calloc(1, size + OVERHEAD);
+  EVP_CIPHER_CTX *tx = aead_new(c, key, 1), *rx = aead_new(c, key, 0);
+  int failed = !buf || !out || !tx || !rx;
+  uint64_t t0 = now_ns();
+  for (uint32_t i = 0; i < iters && !failed; i++) failed = aead_seal(tx, buf, size, i) != 0;
+  uint64_t t1 = now_ns();
+  for (uint32_t i = 0; i < iters && !failed; i++) {
+    aead_seal(tx, buf, size, i);  // fresh tag for this counter
+    failed = aead_open(rx, buf, size + OVERHEAD, i, out) != 0;
+  }
+  uint64_t t2 = now_ns();
+  EVP_CIPHER_CTX_free(tx);
+  EVP_CIPHER_CTX_free(rx);
+  free(buf);
+  free(out);
+  if (failed) return throw_plain(env, "EM_CRYPTO", "EM_CRYPTO: benchmark seal/open failed");
+  double bytes = (double)size * iters;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_double(env, (double)(t1 - t0) / bytes, &v));
+  CHECK(env, napi_set_named_property(env, o, "sealNsPerByte", v));
+  // The open loop also sealed: subtract the sealing time measured above.
+  CHECK(env, napi_create_double(env, ((double)(t2 - t1) - (double)(t1 - t0)) / bytes, &v));
+  CHECK(env, napi_set_named_property(env, o, "openNsPerByte", v));
+  return o;
+}
+
+// Called from tun.c's module init: adds this file's functions to the addon's exports.
+napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"udpOpen", NULL, udp_open, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpAddSession", NULL, udp_add_session, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSetEndpoint", NULL, udp_set_endpoint, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpRemoveSession", NULL, udp_remove_session, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSession", NULL, udp_session_info, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSendControl", NULL, udp_send_control, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSegment", NULL, udp_segment, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpCryptoBench", NULL, udp_crypto_bench, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}
