@@ -1,10 +1,10 @@
 // The NAT matrix: for each pair of NAT kinds (edge-a's, edge-b's) a lab comes up with N
-// nodes per edge site, the first pod of every edge-a node sends its first packet to the
-// first pod of every edge-b node (all pairs at once, as a busy cluster would), and the
-// source agent's path to the peer is polled until it is direct (any path that is neither
-// relayed nor none) or the timeout passes. Reported per NAT pair: the share of node pairs
-// that went direct, p50/p99 of first packet → direct, the paths the pairs ended on.
-// It reports what the agents do today, whatever that is; it is slow (one lab per pair).
+// nodes per edge site and every edge-a/edge-b node pair gets its first packet, pod to pod,
+// all pairs at once as in a busy cluster (half of the pairs start on edge-a, half on edge-b).
+// The source agent's path to the peer is polled until it is direct (neither relayed nor
+// none) or the timeout passes. Reported per NAT pair: the share of node pairs that went
+// direct, p50/p99 of first packet → direct, the paths the pairs ended on. It reports what
+// the agents do, whatever that is; it is slow (one lab per pair of kinds).
 //
 // Run (root): node bench/nat-matrix.ts [--nodes-per-site 2] [--timeout 20] [--trials 1]
 //             [--kinds masquerade,remap,symmetric,udp-blocked] [--out bench/results/<date>]
@@ -12,7 +12,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Lab } from '../lab/lab.ts';
-import { measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
+import { crossSitePairs, measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import { NAT_KINDS, type NatKind, NatKindSchema } from '../lab/topology.ts';
 import { machineDescription, markdownTable, type Table } from './lib/report.ts';
 import { percentile } from './lib/stats.ts';
@@ -112,11 +112,9 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
         });
         result.labUpSeconds = (Date.now() - t0) / 1000;
         log(
-          `  ${label}: lab ${current.id} up in ${result.labUpSeconds.toFixed(1)} s; first packets to every edge-a → edge-b pair`,
+          `  ${label}: lab ${current.id} up in ${result.labUpSeconds.toFixed(1)} s; first packets for every edge-a/edge-b node pair`,
         );
-        const edge = (site: string) => current!.nodes.filter((n) => n.site === site).map((n) => n.name);
-        const pairs = edge('edge-a').flatMap((from) => edge('edge-b').map((to) => ({ from, to })));
-        result.pairs = await measureTimeToDirect(current, pairs, {
+        result.pairs = await measureTimeToDirect(current, crossSitePairs(current, 'edge-a', 'edge-b'), {
           timeoutMs: opts.timeoutMs,
           progress: (direct, total, ms, leftMs) =>
             log(
@@ -169,7 +167,15 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
     ],
   };
   await mkdir(opts.outDir, { recursive: true });
-  const data = { date: new Date().toISOString(), machine: machineDescription(), options: opts, summary, results };
+  const data = {
+    date: new Date().toISOString(),
+    machine: machineDescription(),
+    options: opts,
+    // Which side sends a pair's first packet (before this field existed: always edge-a).
+    initiators: 'alternating: edge-a-i → edge-b-j when i + j is even, else edge-b-j → edge-a-i',
+    summary,
+    results,
+  };
   await writeFile(join(opts.outDir, 'nat-matrix.json'), `${JSON.stringify(data, null, 2)}\n`);
   await writeFile(
     join(opts.outDir, 'nat-matrix.md'),

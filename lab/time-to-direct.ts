@@ -21,6 +21,22 @@ export interface PairResult {
   msToFirstReply: number | null;
 }
 
+/**
+ * Every node pair across two sites once; the first packet comes from `siteA`'s node for half
+ * of the pairs and from `siteB`'s for the other half (alternating), so both NATs' nodes act
+ * as initiator and as responder.
+ */
+export function crossSitePairs(
+  lab: Pick<Lab, 'nodes'>,
+  siteA: string,
+  siteB: string,
+): Array<{ from: string; to: string }> {
+  const names = (site: string) => lab.nodes.filter((n) => n.site === site).map((n) => n.name);
+  return names(siteA).flatMap((a, i) =>
+    names(siteB).map((b, j) => ((i + j) % 2 === 0 ? { from: a, to: b } : { from: b, to: a })),
+  );
+}
+
 /** A path counts as direct when no relay carries it (today: direct, hole-punched, host-gw). */
 export function isDirect(path: Path): boolean {
   return path !== 'none' && path !== 'unknown' && !path.includes('relay');

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { percentile } from '../../bench/lib/stats.ts';
 import { type Lab, labUp } from '../../lab/lab.ts';
-import { measureTimeToDirect, type PairResult } from '../../lab/time-to-direct.ts';
+import { crossSitePairs, measureTimeToDirect, type PairResult } from '../../lab/time-to-direct.ts';
 import { resolveTopology } from '../../lab/topology.ts';
 import { snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
@@ -57,12 +57,8 @@ describe(`${NODES_PER_EDGE} nodes behind each of two port-preserving NATs`, () =
     for (let trial = 1; trial <= TRIALS; trial++) {
       const before = await snapshotHost();
       lab = await labUp({ topology: topology(), readyTimeoutMs: 120_000 });
-      const edge = (site: string) => lab!.nodes.filter((n) => n.site === site).map((n) => n.name);
-      // Every cross-site node pair once; its first packet comes from one side, edge-a's for
-      // half of the pairs and edge-b's for the other half (both roles get exercised).
-      const pairs = edge('edge-a').flatMap((a, i) =>
-        edge('edge-b').map((b, j) => ((i + j) % 2 === 0 ? { from: a, to: b } : { from: b, to: a })),
-      );
+      // Every cross-site node pair once, half of them started from each side.
+      const pairs = crossSitePairs(lab, 'edge-a', 'edge-b');
       // Measured well past the bound, so a miss shows how late (or whether) the pair went direct.
       const results = await measureTimeToDirect(lab, pairs, { timeoutMs: 4 * DIRECT_WITHIN_MS });
       for (const r of results) all.push({ ...r, trial });
