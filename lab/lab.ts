@@ -44,7 +44,6 @@ export const DEFAULT_AGENT_IMAGE = `localhost/edgemesh-cni:${
 const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
 const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');
 const OVERLAY_PORT = 4001;
-const PUNCH_PORT = 4002;
 
 /** What `GET /status` on an agent's control socket returns (the agent's contract). */
 export interface AgentStatus {
@@ -130,7 +129,8 @@ export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfi
       listen: [`/ip4/0.0.0.0/tcp/${OVERLAY_PORT}`],
       // Behind NAT a node has no address of its own to announce.
       announce: node.publicIp ? [`/ip4/${node.publicIp}/tcp/${OVERLAY_PORT}`] : [],
-      punchPort: PUNCH_PORT,
+      // No punchPort: each agent draws its own at first start and keeps it in its state
+      // directory (behind one NAT, nodes sharing a port cannot all punch).
     },
     paths: { stateDir: node.stateDir, runDir: node.runDir, cniBinDir: node.cniBinDir, cniConfDir: node.cniConfDir },
     tun: { name: 'edgemesh0', mtu: 1400, offload: true },
