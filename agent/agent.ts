@@ -382,6 +382,7 @@ export class Agent {
         rxPackets: f?.rxPackets ?? 0,
         drops: (f?.drops ?? 0) + (o?.drops ?? 0),
         lastSeen: lastSeen === undefined ? null : new Date(lastSeen).toISOString(),
+        ...(o?.remoteAddr === undefined ? {} : { endpoint: o.remoteAddr }),
       };
     });
     return {

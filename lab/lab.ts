@@ -12,6 +12,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
+import type { PathKind } from '../overlay/overlay.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,
@@ -56,7 +57,7 @@ export interface AgentStatus {
     node: string;
     site: string;
     podCidrs: string[];
-    path: 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+    path: PathKind;
     rttMs: number | null;
     txBytes: number;
     rxBytes: number;
@@ -64,6 +65,7 @@ export interface AgentStatus {
     rxPackets?: number;
     drops?: number;
     lastSeen: string | null;
+    endpoint?: string;
   }>;
 }
 
