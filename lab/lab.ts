@@ -133,6 +133,7 @@ export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfi
       announce: node.publicIp ? [`/ip4/${node.publicIp}/tcp/${OVERLAY_PORT}`] : [],
       // No punchPort: each agent draws its own at first start and keeps it in its state
       // directory (behind one NAT, nodes sharing a port cannot all punch).
+      ...(node.transport ? { transport: node.transport } : {}),
     },
     paths: { stateDir: node.stateDir, runDir: node.runDir, cniBinDir: node.cniBinDir, cniConfDir: node.cniConfDir },
     tun: { name: 'edgemesh0', mtu: 1400, offload: true },

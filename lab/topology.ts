@@ -69,6 +69,8 @@ export const SiteSchema = z
     symmetricNat: z.boolean().optional(),
     /** Delay/loss (tc netem) on the site's uplink, both directions. */
     netem: NetemSchema.optional(),
+    /** Pins the agents' data transport (`overlay.transport`), e.g. `stream` to measure the fallback. */
+    transport: z.enum(['auto', 'udp', 'stream']).optional(),
   })
   .strict();
 export type SiteSpec = z.infer<typeof SiteSchema>;
@@ -156,6 +158,8 @@ export interface ResolvedNode {
   ipv6?: string;
   relay: boolean;
   netem?: Netem;
+  /** The site's pinned data transport, when its spec sets one. */
+  transport?: 'auto' | 'udp' | 'stream';
   pods: ResolvedPod[];
 }
 
@@ -327,6 +331,7 @@ export function resolveTopology(
           ...(dualStack ? { ipv6: underlayV6(0, v4ToInt(ip) % 2 ** (32 - inetLen)) } : {}),
           relay: n < site.relays,
           ...(netem ? { netem } : {}),
+          ...(site.transport ? { transport: site.transport } : {}),
           pods: makePods(name, tag),
         });
       }
@@ -373,6 +378,7 @@ export function resolveTopology(
           gateway: lanIp,
           ...(dualStack ? { ipv6: underlayV6(i + 1, 11 + n) } : {}),
           relay: false,
+          ...(site.transport ? { transport: site.transport } : {}),
           pods: makePods(name, tag),
         });
       }
