@@ -274,7 +274,10 @@ export class Agent {
 
     this.metrics.attach({
       status: () => this.status(),
-      drops: () => forwarder.stats().drops,
+      drops: () => {
+        const udp = Object.entries(overlay.counters().udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
+        return { ...forwarder.stats().drops, ...Object.fromEntries(udp) };
+      },
       holePunch: () => {
         const punch = overlay.counters().punch;
         return { attempts: punch.attempts, results: { success: punch.successes, ...punch.failures } };

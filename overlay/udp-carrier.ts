@@ -61,6 +61,8 @@ export interface UdpCarrierCounters {
   unknownIndex: number;
   /** Packets the forwarder threw on (counted, the socket keeps running). */
   receiveErrors: number;
+  /** Datagrams the native socket refused (forged, replayed, truncated, unknown index...), by reason. */
+  socketDrops: Record<string, number>;
 }
 
 export class UdpCarrier {
@@ -170,6 +172,7 @@ export class UdpCarrier {
       paths: { ...this.paths.counters },
       unknownIndex: this.#unknownIndex,
       receiveErrors: this.#receiveErrors,
+      socketDrops: { ...(this.socket.stats?.().drops ?? {}) },
     };
   }
 

@@ -31,6 +31,8 @@ export interface DataSocketLike {
   send(localIndex: number, packets: Packet[]): number;
   sendControl(localIndex: number, message: Uint8Array, to?: UdpEndpoint): boolean;
   session(localIndex: number): UdpSessionInfoLike | undefined;
+  /** Datagrams the socket dropped, by reason (refused before JS sees them). */
+  stats?(): { drops: Record<string, number> };
 }
 
 export function endpointKey(ep: UdpEndpoint): string {
