@@ -6,6 +6,7 @@ import { type Logger, silentLogger } from '../common/log.ts';
 import { IpamError } from '../ipam/errors.ts';
 import type { Lease, NodeBlock } from '../ipam/types.ts';
 import { type CniEnv, type CniRequest, type NetConf, parseEnv, parseNetConf, peekVersion } from './config.ts';
+import { LinkVanishWatch } from './link-vanish.ts';
 import {
   assertNetworkNamespace,
   configurePod,
@@ -21,7 +22,7 @@ import {
 } from './links.ts';
 import { ensureMasquerade } from './masquerade.ts';
 import { derivedMac, hostVethName, podMac } from './names.ts';
-import { EEXIST, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
+import { EEXIST, HelperFailedError, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
 import { type AttachmentView, buildResult, readPrevResult } from './result.ts';
 import { CniError, ErrorCode, errorResult, isSupportedVersion, LATEST_VERSION, versionResult } from './spec.ts';
 
@@ -56,7 +57,8 @@ export interface CniPluginOptions {
   /**
    * Path of the `edgemesh` binary (the C client, e.g. /opt/cni/bin/edgemesh): when given, the
    * per-pod plumbing runs in its long-lived `netlink-helper` mode (no process start per pod)
-   * instead of through `ip`/`nsenter`. Call close() to stop it.
+   * instead of through `ip`/`nsenter`; when the helper itself fails, that operation is redone
+   * with iproute2 (counted in plumbingCounters()). Call close() to stop it.
    */
   netlinkHelper?: string;
   /** Called after every operation: the agent maps it to a prom-client histogram/counter. */
@@ -74,6 +76,15 @@ interface Plumbing {
 }
 const iproute2: Plumbing = { createVethPair, configurePod, deleteLink };
 
+export interface PlumbingCounters {
+  /** Netlink helper processes started. */
+  helperStarts: number;
+  /** Netlink helper processes that died or hung. */
+  helperFailures: number;
+  /** Per-pod operations done with iproute2 because the helper had failed. */
+  iproute2Fallbacks: number;
+}
+
 function alreadyExists(err: unknown): boolean {
   return (
     (err instanceof CommandError && /File exists/.test(err.stderr)) ||
@@ -88,7 +99,9 @@ export class CniPlugin {
   private readonly log: Logger;
   private blocks: NodeBlock[];
   private readonly helper: NetlinkHelper | undefined;
+  private readonly vanish = new LinkVanishWatch();
   private readonly plumbing: Plumbing;
+  private iproute2Fallbacks = 0;
   private bridgeReady: Promise<void> | undefined;
   // Operations on one attachment run one after another (e.g. a DEL racing a slow ADD).
   private readonly attachmentLocks = new Map<string, Promise<unknown>>();
@@ -99,12 +112,24 @@ export class CniPlugin {
     this.bridgeName = opts.bridgeName ?? DEFAULT_BRIDGE;
     this.mtu = opts.mtu ?? DEFAULT_MTU;
     this.log = opts.logger ?? silentLogger();
-    this.helper = opts.netlinkHelper ? new NetlinkHelper(opts.netlinkHelper, { logger: this.log }) : undefined;
-    this.plumbing = this.helper
+    const helperLog = (role: string) => this.log.child({ netlinkHelper: role });
+    this.helper = opts.netlinkHelper ? new NetlinkHelper(opts.netlinkHelper, { logger: helperLog('main') }) : undefined;
+    const helper = this.helper;
+    this.plumbing = helper
       ? {
-          createVethPair: (o) => this.helper!.createVethPair(o),
-          configurePod: (o) => this.helper!.configurePod(o),
-          deleteLink: (name) => this.helper!.deleteLink(name),
+          createVethPair: (o) =>
+            this.viaHelper(
+              helper,
+              (h) => h.createVethPair(o),
+              () => createVethPair(o),
+            ),
+          configurePod: (o) =>
+            this.viaHelper(
+              helper,
+              (h) => h.configurePod(o),
+              () => configurePod(o),
+            ),
+          deleteLink: (name) => this.deleteUntilUnlisted(helper, name),
         }
       : iproute2;
     if (this.bridgeName.length > 15) throw new Error(`bridge name "${this.bridgeName}" is longer than 15 characters`);
@@ -117,9 +142,52 @@ export class CniPlugin {
     if (masquerade && this.opts.clusterCidrs.length > 0) await ensureMasquerade(this.opts.clusterCidrs);
   }
 
-  /** Stops the netlink helper, if any. Interfaces and leases stay as they are. */
+  /** Stops the netlink helpers, if any. Interfaces and leases stay as they are. */
   close(): void {
     this.helper?.close();
+  }
+
+  plumbingCounters(): PlumbingCounters {
+    const helper = this.helper?.counters() ?? { starts: 0, failures: 0 };
+    return { helperStarts: helper.starts, helperFailures: helper.failures, iproute2Fallbacks: this.iproute2Fallbacks };
+  }
+
+  /** The helper when it works; iproute2 when the helper process (not the kernel) failed. */
+  private async viaHelper<T>(
+    helper: NetlinkHelper,
+    op: (helper: NetlinkHelper) => Promise<T>,
+    fallback: () => Promise<T>,
+  ): Promise<T> {
+    if (helper.available()) {
+      try {
+        return await op(helper);
+      } catch (err) {
+        if (!(err instanceof HelperFailedError)) throw err;
+      }
+    }
+    this.iproute2Fallbacks++;
+    return fallback();
+  }
+
+  /**
+   * Deletes a link through the helper and returns as soon as the kernel has unlisted it (both
+   * veth ends go at once), not when the netlink call returns: that waits for an RCU barrier
+   * (20 ms and more on a busy node) after the device is already gone. The helper runs
+   * deletions on worker threads, so nothing else queues behind that barrier.
+   */
+  private async deleteUntilUnlisted(helper: NetlinkHelper, name: string): Promise<boolean> {
+    if (!(await linkExists(name))) return false;
+    const deleted = this.viaHelper(
+      helper,
+      (h) => h.deleteLink(name),
+      () => deleteLink(name),
+    );
+    const watch = this.vanish.wait(name);
+    deleted.then(watch.cancel, (err: Error) => {
+      watch.cancel();
+      this.log.warn({ link: name, err: err.message }, 'link deletion failed');
+    });
+    return Promise.race([deleted, watch.gone.then(() => true)]);
   }
 
   /** The agent calls this when it gains (or changes) its node blocks. */

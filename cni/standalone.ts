@@ -4,7 +4,7 @@
 // and iptables rule it makes lives and dies with that namespace. Prints "ready" when serving.
 //   node cni/standalone.ts --socket S --state-dir D --block 10.244.1.0/24 [--block fd00::/64]
 //        [--cluster-cidr 10.244.0.0/16 ...] [--bridge NAME] [--mtu N] [--no-masquerade]
-//        [--netlink-helper /opt/cni/bin/edgemesh] [--timings FILE]
+//        [--netlink-helper /opt/cni/bin/edgemesh] [--timings FILE] [--counters FILE]
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -27,6 +27,8 @@ const { values } = parseArgs({
     timings: { type: 'string' },
     /** The edgemesh binary to run as netlink helper (no process per pod); iproute2 without it. */
     'netlink-helper': { type: 'string' },
+    /** Write the plugin's plumbing counters (helper starts/failures, iproute2 fallbacks) as JSON on exit. */
+    counters: { type: 'string' },
   },
 });
 if (!values.socket || !values['state-dir'] || !values.block?.length) {
@@ -64,6 +66,7 @@ const stop = async () => {
   plugin.close();
   await leases.close();
   if (values.timings) await writeFile(values.timings, JSON.stringify(timings));
+  if (values.counters) await writeFile(values.counters, JSON.stringify(plugin.plumbingCounters()));
   process.exit(0);
 };
 process.on('SIGTERM', stop);
