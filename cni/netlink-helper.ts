@@ -154,8 +154,11 @@ export class NetlinkHelper {
     return promise;
   }
 
-  /** Host veth `host` (on `bridge`, up) whose peer is born inside `netns` as `podIfname`. */
-  async createVethPair(o: {
+  /**
+   * A whole ADD in one request: host veth `host` (on `bridge`, up) whose peer is born inside
+   * `netns` as `podIfname`, then inside the pod addresses (no DAD), link up, default routes.
+   */
+  async addPod(o: {
     host: string;
     hostMac: string;
     bridge: string;
@@ -163,19 +166,14 @@ export class NetlinkHelper {
     podMac: string;
     netns: string;
     mtu: number;
-  }): Promise<void> {
-    await this.request('veth', [o.host, o.hostMac, String(o.mtu), o.bridge, o.podIfname, o.podMac, o.netns]);
-  }
-
-  /** Addresses (no DAD), link up and default routes inside the pod's namespace. */
-  async configurePod(o: {
-    netns: string;
-    ifname: string;
     addresses: { address: string; prefixLength: number }[];
     gateways: string[];
   }): Promise<void> {
     const addrs = o.addresses.map((a) => `${a.address}/${a.prefixLength}`).join(',');
-    await this.request('pod', [o.netns, o.ifname, addrs, o.gateways.join(',')]);
+    await this.request('add', [
+      ...[o.host, o.hostMac, String(o.mtu), o.bridge, o.podIfname, o.podMac, o.netns],
+      ...[addrs, o.gateways.join(',')],
+    ]);
   }
 
   /** Deletes a link by name; false when it did not exist. */

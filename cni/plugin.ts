@@ -70,11 +70,17 @@ export const DEFAULT_MTU = 1500;
 
 /** The per-pod interface operations: rtnetlink through the helper, or iproute2 processes. */
 interface Plumbing {
-  createVethPair: typeof createVethPair;
-  configurePod: typeof configurePod;
+  /** The veth pair (far end born in the pod's namespace), then the pod side's addresses and routes. */
+  attachPod(veth: Parameters<typeof createVethPair>[0], pod: Parameters<typeof configurePod>[0]): Promise<void>;
   deleteLink: typeof deleteLink;
 }
-const iproute2: Plumbing = { createVethPair, configurePod, deleteLink };
+const iproute2: Plumbing = {
+  attachPod: async (veth, pod) => {
+    await createVethPair(veth);
+    await configurePod(pod);
+  },
+  deleteLink,
+};
 
 export interface PlumbingCounters {
   /** Netlink helper processes started. */
@@ -117,17 +123,11 @@ export class CniPlugin {
     const helper = this.helper;
     this.plumbing = helper
       ? {
-          createVethPair: (o) =>
+          attachPod: (veth, pod) =>
             this.viaHelper(
               helper,
-              (h) => h.createVethPair(o),
-              () => createVethPair(o),
-            ),
-          configurePod: (o) =>
-            this.viaHelper(
-              helper,
-              (h) => h.configurePod(o),
-              () => configurePod(o),
+              (h) => h.addPod({ ...veth, ...pod, podIfname: pod.ifname }),
+              () => iproute2.attachPod(veth, pod),
             ),
           deleteLink: (name) => this.deleteUntilUnlisted(helper, name),
         }
@@ -327,8 +327,18 @@ export class CniPlugin {
       netns: view.pod.netns,
       mtu: view.mtu,
     };
+    const pod = {
+      netns: view.pod.netns,
+      ifname: view.pod.name,
+      addresses: view.lease.ips.map((ip) => ({
+        address: ip.address,
+        prefixLength: ip.prefixLength,
+        family: ip.family,
+      })),
+      gateways: view.lease.ips.map((ip) => ip.gateway),
+    };
     try {
-      await this.plumbing.createVethPair(veth);
+      await this.plumbing.attachPod(veth, pod);
     } catch (err) {
       if (!(err instanceof CommandError) && !(err instanceof NetlinkError)) throw err;
       // A repeated ADD finds its own veth (remove it: its peer in the pod goes with it), or the
@@ -349,18 +359,8 @@ export class CniPlugin {
         this.bridgeReady = undefined;
         await this.ensureBridge();
       }
-      await this.plumbing.createVethPair(veth);
+      await this.plumbing.attachPod(veth, pod);
     }
-    await this.plumbing.configurePod({
-      netns: view.pod.netns,
-      ifname: view.pod.name,
-      addresses: view.lease.ips.map((ip) => ({
-        address: ip.address,
-        prefixLength: ip.prefixLength,
-        family: ip.family,
-      })),
-      gateways: view.lease.ips.map((ip) => ip.gateway),
-    });
   }
 
   private async del(env: CniEnv): Promise<string> {

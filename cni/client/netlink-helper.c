@@ -5,9 +5,12 @@
 // loaded node). One request per line on stdin, one reply per line on stdout (matched by ID):
 //   veth ID HOST HOSTMAC MTU BRIDGE PODIF PODMAC NETNS   → host veth on BRIDGE, up; peer born in NETNS as PODIF
 //   pod ID NETNS IFNAME ADDR/PLEN,... GW,...               → addresses (no DAD), link up, default routes
+//   add ID HOST HOSTMAC MTU BRIDGE PODIF PODMAC NETNS ADDR/PLEN,... GW,...
+//                                                          → veth, then pod: a whole ADD in one request
 //   del ID NAME                                            → delete link NAME (ok when already gone);
 //                                                            DELs arriving together are deleted as one group
-// Replies: "ok ID", "gone ID" (del of a missing link), or "err ID ERRNO message".
+// Replies: "ok ID", "gone ID" (del of a missing link), or "err ID ERRNO message", each as
+// soon as its request is done (a burst of ADDs does not wait for the slowest).
 // A link deletion returns only after an RCU barrier (20 ms and more on a busy node), although
 // the kernel unlists the device at its start: DELs run on a worker thread each batch, so
 // neither ADDs nor the next burst of DELs wait for an earlier barrier. Their replies may come
@@ -345,7 +348,10 @@ static void start_del_job(req_t *reqs, int i, int j) {
   static unsigned next_group;
   del_job_t *job = malloc(sizeof *job + (size_t)(j - i) * sizeof job->links[0]);
   if (!job) {
-    for (int k = i; k < j; k++) reqs[k].rc = -ENOMEM;
+    pthread_mutex_lock(&out_lock);
+    for (int k = i; k < j; k++) print_reply("del", reqs[k].argv[1], -ENOMEM);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
     return;
   }
   job->n = j - i;
@@ -353,7 +359,6 @@ static void start_del_job(req_t *reqs, int i, int j) {
   for (int k = i; k < j; k++) {
     snprintf(job->links[k - i].id, ID_MAX, "%s", reqs[k].argv[1]);
     snprintf(job->links[k - i].name, IFNAMSIZ, "%s", reqs[k].argv[2]);
-    reqs[k].rc = 1; /* answered by the job */
   }
   if (__atomic_add_fetch(&del_workers, 1, __ATOMIC_SEQ_CST) <= MAX_DEL_WORKERS) {
     pthread_t t;
@@ -367,6 +372,14 @@ static void start_del_job(req_t *reqs, int i, int j) {
   }
   __atomic_sub_fetch(&del_workers, 1, __ATOMIC_SEQ_CST);
   run_del_job(job);
+}
+
+/* A whole ADD: the veth pair, then the pod side (its name and namespace from the veth's arguments). */
+static int op_add(int nl, int host_ns, char **a) {
+  int rc = op_veth(nl, a);
+  if (rc != 0) return rc;
+  char *pod[4] = {a[6], a[4], a[7], a[8]};
+  return op_pod(host_ns, pod);
 }
 
 /* Runs a batch of requests that arrived together; consecutive DELs go to one deletion job. */
@@ -383,14 +396,14 @@ static void run_batch(int nl, int host_ns, req_t *reqs, int n) {
     }
     if (strcmp(op, "veth") == 0 && r->argc == 9) r->rc = op_veth(nl, r->argv + 2);
     else if (strcmp(op, "pod") == 0 && r->argc == 6) r->rc = op_pod(host_ns, r->argv + 2);
+    else if (strcmp(op, "add") == 0 && r->argc == 11) r->rc = op_add(nl, host_ns, r->argv + 2);
     else r->rc = -EINVAL;
+    pthread_mutex_lock(&out_lock);
+    print_reply(op, r->argv[1], r->rc);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
     i++;
   }
-  pthread_mutex_lock(&out_lock);
-  for (int i = 0; i < n; i++)
-    if (reqs[i].rc != 1) print_reply(reqs[i].argv[0], reqs[i].argv[1], reqs[i].rc);
-  fflush(stdout);
-  pthread_mutex_unlock(&out_lock);
 }
 
 int netlink_helper_main(void) {
