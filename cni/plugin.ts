@@ -36,7 +36,8 @@ export interface CniResponse {
 
 /** What the plugin needs from IPAM's LeaseStore (ipam/lease-store.ts); the one writer of lease state. */
 export interface LeaseSource {
-  allocate(containerId: string, ifname: string): Promise<Lease>;
+  /** Resolves when the lease is durable; `onChosen` (optional) hears it as soon as it is picked. */
+  allocate(containerId: string, ifname: string, opts?: { onChosen?: (lease: Lease) => void }): Promise<Lease>;
   release(containerId: string, ifname: string): Promise<Lease | undefined>;
   get(containerId: string, ifname: string): Lease | undefined | Promise<Lease | undefined>;
   list(): Lease[] | Promise<Lease[]>;
@@ -295,15 +296,20 @@ export class CniPlugin {
     if (notReady) throw new CniError(ErrorCode.TryAgainLater, `cannot add ${env.containerId}: ${notReady}`);
     await assertNetworkNamespace(env.netns);
     await this.ensureBridge();
-    const lease = await this.opts.leases.allocate(env.containerId, env.ifname);
+    // The pod is plumbed with its address as soon as IPAM has picked it, while the lease's
+    // record is being fdatasync'ed; ADD answers only when both are done. A crash in between
+    // leaves an unanswered ADD (the runtime retries or deletes it), never an answered one
+    // without a durable lease.
+    const chosen = Promise.withResolvers<Lease>();
+    const durable = this.opts.leases.allocate(env.containerId, env.ifname, { onChosen: chosen.resolve });
+    const lease = await Promise.race([chosen.promise, durable]);
     const view = this.view(env, lease, conf);
-    try {
-      await this.plumb(view);
-    } catch (err) {
+    const [stored, plumbed] = await Promise.allSettled([durable, this.plumb(view)]);
+    if (stored.status === 'rejected' || plumbed.status === 'rejected') {
       // A half-built attachment is useless: give back the address and the interfaces.
       await this.plumbing.deleteLink(view.host.name).catch(() => false);
       await this.opts.leases.release(env.containerId, env.ifname).catch(() => undefined);
-      throw err;
+      throw stored.status === 'rejected' ? stored.reason : (plumbed as PromiseRejectedResult).reason;
     }
     this.log.info(
       {
