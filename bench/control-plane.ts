@@ -16,6 +16,7 @@ import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { NodeApi } from '../agent/kube.ts';
+import { releaseStartupMemory } from '../agent/startup-memory.ts';
 import { Forwarder } from '../dataplane/forwarder.ts';
 import type { Packet, PacketIO } from '../dataplane/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
@@ -198,8 +199,9 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
     latencies.push(programmed.get(name)! - t0);
   }
   await informer.stop();
-  // What the process holds, not the garbage the initial list left behind.
-  (globalThis as { gc?: () => void }).gc?.();
+  // What the process holds, as the agent does after start-up (agent/startup-memory.ts),
+  // not the garbage the initial list left behind.
+  releaseStartupMemory();
   const mem = process.memoryUsage();
   return {
     peers: size,
@@ -217,7 +219,7 @@ async function measureSize(size: number): Promise<ControlPlaneResult> {
     await createNodes(kubeConfigFor(server.url).makeApiClient(CoreV1Api), 0, size);
     const child = spawn(
       process.execPath,
-      ['--expose-gc', new URL(import.meta.url).pathname, '--watch-side', server.url, String(size)],
+      [new URL(import.meta.url).pathname, '--watch-side', server.url, String(size)],
       {
         stdio: ['ignore', 'pipe', 'inherit'],
       },
