@@ -35,7 +35,8 @@ async function inner(dir: string, settleSeconds: number): Promise<void> {
     );
     for (const line of metrics.split('\n')) {
       const space = /^edgemesh_nodejs_heap_space_size_(total|used)_bytes\{space="(\w+)"\} (\S+)$/.exec(line);
-      if (space && Number(space[3]) > MiB) console.log(`    ${space[2]} ${space[1]} ${(Number(space[3]) / MiB).toFixed(1)} MiB`);
+      if (space && Number(space[3]) > MiB)
+        console.log(`    ${space[2]} ${space[1]} ${(Number(space[3]) / MiB).toFixed(1)} MiB`);
     }
   } finally {
     await node.stop();
