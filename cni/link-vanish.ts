@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 
 /** Interface names of the current network namespace (/proc/self/net follows the caller's). */
-function listedLinks(): Set<string> {
+export function listedLinks(): Set<string> {
   const lines = readFileSync('/proc/self/net/dev', 'utf8').split('\n').slice(2);
   return new Set(lines.map((line) => line.split(':')[0]?.trim() ?? '').filter(Boolean));
 }

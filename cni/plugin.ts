@@ -6,7 +6,7 @@ import { type Logger, silentLogger } from '../common/log.ts';
 import { IpamError } from '../ipam/errors.ts';
 import type { Lease, NodeBlock } from '../ipam/types.ts';
 import { type CniEnv, type CniRequest, type NetConf, parseEnv, parseNetConf, peekVersion } from './config.ts';
-import { LinkVanishWatch } from './link-vanish.ts';
+import { LinkVanishWatch, listedLinks } from './link-vanish.ts';
 import {
   assertNetworkNamespace,
   configurePod,
@@ -177,7 +177,7 @@ export class CniPlugin {
    * deletions on worker threads, so nothing else queues behind that barrier.
    */
   private async deleteUntilUnlisted(helper: NetlinkHelper, name: string): Promise<boolean> {
-    if (!(await linkExists(name))) return false;
+    if (!listedLinks().has(name)) return false;
     const deleted = this.viaHelper(
       helper,
       (h) => h.deleteLink(name),
