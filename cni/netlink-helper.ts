@@ -176,6 +176,17 @@ export class NetlinkHelper {
     ]);
   }
 
+  /** Runs `fn` with the helper's input corked: the requests it makes go out as one write. */
+  corked<T>(fn: () => T): T {
+    const stdin = this.available() ? this.ensureChild().stdin : undefined;
+    stdin?.cork();
+    try {
+      return fn();
+    } finally {
+      if (stdin) process.nextTick(() => stdin.uncork());
+    }
+  }
+
   /** Deletes a link by name; false when it did not exist. */
   async deleteLink(name: string): Promise<boolean> {
     return !(await this.request('del', [name]));

@@ -107,6 +107,8 @@ export class CniPlugin {
   private blocks: NodeBlock[];
   private readonly helper: NetlinkHelper | undefined;
   private readonly vanish = new LinkVanishWatch();
+  private readonly queuedDeletes: Array<{ name: string; done: PromiseWithResolvers<boolean> }> = [];
+  private deleting = false;
   private readonly plumbing: Plumbing;
   private iproute2Fallbacks = 0;
   private bridgeReady: Promise<void> | undefined;
@@ -175,9 +177,36 @@ export class CniPlugin {
    * veth ends go at once), not when the netlink call returns: that waits for an RCU barrier
    * (20 ms and more on a busy node) after the device is already gone. The helper runs
    * deletions on worker threads, so nothing else queues behind that barrier.
+   *
+   * Deletions are group-committed: while one batch is being unlisted, new DELs wait and then
+   * go to the helper together, as one group delete. Measured with 20 deletions: one group is
+   * unlisted in about 2 ms, 20 separate ones 0.7 ms apart take 17–43 ms (each holds the
+   * kernel's rtnl lock through its own RCU synchronisation). A lone DEL waits for nothing.
    */
-  private async deleteUntilUnlisted(helper: NetlinkHelper, name: string): Promise<boolean> {
-    if (!listedLinks().has(name)) return false;
+  private deleteUntilUnlisted(helper: NetlinkHelper, name: string): Promise<boolean> {
+    if (!listedLinks().has(name)) return Promise.resolve(false);
+    const done = Promise.withResolvers<boolean>();
+    this.queuedDeletes.push({ name, done });
+    if (!this.deleting) void this.deleteQueued(helper);
+    return done.promise;
+  }
+
+  private async deleteQueued(helper: NetlinkHelper): Promise<void> {
+    this.deleting = true;
+    try {
+      while (this.queuedDeletes.length > 0) {
+        const batch = this.queuedDeletes.splice(0);
+        // One write, so the helper reads the batch at once and deletes it as one group.
+        const unlisted = helper.corked(() => batch.map((entry) => this.deleteOne(helper, entry.name)));
+        await Promise.all(unlisted.map((p, i) => p.then(batch[i]!.done.resolve, batch[i]!.done.reject)));
+      }
+    } finally {
+      this.deleting = false;
+    }
+  }
+
+  /** Resolves when `name` is unlisted (true) or the helper answered; rejects on a kernel error. */
+  private deleteOne(helper: NetlinkHelper, name: string): Promise<boolean> {
     const deleted = this.viaHelper(
       helper,
       (h) => h.deleteLink(name),
