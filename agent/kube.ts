@@ -7,6 +7,7 @@ import {
   type Informer,
   KubeConfig,
   ListWatch,
+  makeInformer,
   type ObjectCache,
   PatchStrategy,
   setHeaderOptions,

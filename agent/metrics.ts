@@ -34,6 +34,8 @@ export interface MetricsSources {
   peerIdConflicts?(): number;
   /** Path changes and the UDP side of the path ladder (absent before the overlay is up). */
   paths?(): PathCounts;
+  /** The CNI plugin's netlink helper: processes started, failed, operations redone with iproute2. */
+  cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
 }
 
 export interface PathCounts {
@@ -45,8 +47,6 @@ export interface PathCounts {
   udpHandshakeFailures: Record<string, number>;
   /** UDP control messages that were authentic but made no sense. */
   udpBadControl: number;
-  /** The CNI plugin's netlink helper: processes started, failed, operations redone with iproute2. */
-  cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -165,6 +165,7 @@ export class AgentMetrics {
       'Authentic UDP control messages that made no sense (unknown session, bad content, unsolicited reply)',
       [],
       () => [[{}, this.sources?.paths?.().udpBadControl ?? 0]],
+    );
     const plumbing = () => this.sources?.cniPlumbing?.();
     mirroredCounter(
       this.registry,
