@@ -210,8 +210,11 @@ export class Agent {
       isReady: () => this.ready,
       logger: this.log.child({ component: 'cni' }),
       onOperation: (op, seconds, ok) => this.metrics.observeCni(op, seconds, ok),
+      // The installed client's netlink-helper mode: ADD/DEL start no ip/nsenter process.
+      netlinkHelper: files.cniClient,
     });
     this.parts.plugin = plugin;
+    this.onClose('netlink helper', () => plugin.close());
     await plugin.start();
 
     this.step('TUN + routes');
@@ -296,6 +299,7 @@ export class Agent {
           udpBadControl: c.udp?.paths.badControl ?? 0,
         };
       },
+      cniPlumbing: () => plugin.plumbingCounters(),
     });
     this.ready = true;
     this.metrics.setReady(true);

@@ -34,6 +34,8 @@ export interface MetricsSources {
   peerIdConflicts?(): number;
   /** Path changes and the UDP side of the path ladder (absent before the overlay is up). */
   paths?(): PathCounts;
+  /** The CNI plugin's netlink helper: processes started, failed, operations redone with iproute2. */
+  cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
 }
 
 export interface PathCounts {
@@ -163,6 +165,28 @@ export class AgentMetrics {
       'Authentic UDP control messages that made no sense (unknown session, bad content, unsolicited reply)',
       [],
       () => [[{}, this.sources?.paths?.().udpBadControl ?? 0]],
+    );
+    const plumbing = () => this.sources?.cniPlumbing?.();
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_netlink_helper_starts_total',
+      'Netlink helper processes the CNI plugin started (more than one: it died and was restarted)',
+      [],
+      () => [[{}, plumbing()?.helperStarts ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_netlink_helper_failures_total',
+      'Netlink helper processes that died or hung',
+      [],
+      () => [[{}, plumbing()?.helperFailures ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_iproute2_fallbacks_total',
+      'Per-pod interface operations done with ip/nsenter because the netlink helper had failed',
+      [],
+      () => [[{}, plumbing()?.iproute2Fallbacks ?? 0]],
     );
     new Gauge({
       name: 'edgemesh_peer_path',

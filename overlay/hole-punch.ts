@@ -1,4 +1,4 @@
-// Our own hole punch (stock DCUtR cannot work here, see DESIGN.md): the leader opens
+// Our own hole punch (stock DCUtR cannot work here, see docs/architecture.md): the leader opens
 // /edgemesh/punch/1.0.0 over the relayed connection and both sides exchange their public
 // IP (what the relay observes, via identify) and announced punch port. Then both do a TCP
 // simultaneous open FROM their fixed punch port, retrying for a few seconds; each NAT sees

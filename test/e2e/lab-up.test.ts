@@ -1,5 +1,5 @@
 // The whole lab through the library: lab up → every pod reaches every other pod by Pod IP
-// over the path the design says → lab down leaves nothing behind.
+// over the path its pair should take (docs/architecture.md, "The path ladder") → lab down leaves nothing behind.
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
