@@ -64,6 +64,7 @@ export async function loopbackHostPair(): Promise<HostPair> {
         relay: false,
         directory: dirs[i]!,
         gateCounters: { denied: {} },
+        announceLoopback: true, // both ends live on 127.0.0.1
       }),
     ),
   )) as [Host, Host];
@@ -77,7 +78,7 @@ export async function loopbackHostPair(): Promise<HostPair> {
           multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
           podCidrs: [`10.244.${i}.0/24`],
           site: `s${i}`,
-          nodeIp: '127.0.0.1',
+          nodeIp: `192.0.2.${i + 1}`, // never contacted: only host-gw routes use it
         }),
       });
     }
