@@ -160,14 +160,21 @@ export class UdpRelay {
       this.#ledger.remove(x.id);
       throw err;
     }
-    const grant = (side: 0 | 1): RelayGrant => ({
+    return [this.grant(x.id, a)!, this.grant(x.id, b)!];
+  }
+
+  /** A member's grant of an existing binding (the same token again), or undefined when it is not a member of it. */
+  grant(id: number, member: string): RelayGrant | undefined {
+    const x = this.#ledger.get(id);
+    const side = x ? x.members.indexOf(member) : -1;
+    if (!x || (side !== 0 && side !== 1)) return undefined;
+    return {
       bindingId: x.id,
       member: side,
       token: new Uint8Array(x.tokens[side]),
       port: this.port,
       peer: x.members[1 - side]!,
-    });
-    return [grant(0), grant(1)];
+    };
   }
 
   /** Forgets a binding: its tokens stop working and its datagrams count as unknown-source. */
