@@ -36,6 +36,8 @@ type RelayBindingReply =
 export interface RelayBindingCounters {
   granted: number;
   released: number;
+  /** Bindings removed because both members went quiet. */
+  expired: number;
   /** Requests refused or broken, by reason: not-member, unknown-peer, bad-message, timeout, relay-full, member-full, ... */
   refused: Record<string, number>;
 }
@@ -77,15 +79,37 @@ export interface RelayBindingServiceOptions {
   log: Logger;
   /** How long a requester may take to send its request (default 5 s). */
   requestTimeoutMs?: number;
+  /** Bindings idle this long (neither member sent anything) are removed with their tokens (default 10 min). */
+  idleMs?: number;
 }
 
 /** The relay node's side: serves grants for its UdpRelay. */
 export class RelayBindingService {
-  readonly counters: RelayBindingCounters = { granted: 0, released: 0, refused: {} };
+  readonly counters: RelayBindingCounters = { granted: 0, released: 0, expired: 0, refused: {} };
   readonly #o: RelayBindingServiceOptions;
+
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: RelayBindingServiceOptions) {
     this.#o = opts;
+  }
+
+  /** Starts expiring idle bindings (checked every idleMs / 4). */
+  start(): void {
+    const idleMs = this.#o.idleMs ?? 600_000;
+    this.#sweep ??= setInterval(
+      () => {
+        const gone = this.#o.relay.closed ? [] : this.#o.relay.sweepIdle(idleMs);
+        this.counters.expired += gone.length;
+      },
+      Math.max(10, idleMs / 4),
+    );
+    this.#sweep.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#sweep);
+    this.#sweep = undefined;
   }
 
   /** The protocol handler: `host.handle(RELAY_BINDING_PROTOCOL, (s, c) => service.serve(s, c.remotePeer.toString()))`. */

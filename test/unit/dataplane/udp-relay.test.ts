@@ -316,6 +316,37 @@ describe('UdpRelay forwarding', () => {
     expect(relay.stats().drops).toEqual({});
   });
 
+  it('relays over IPv6 on a dual-stack relay socket', async () => {
+    const relay = UdpRelay.open({ bind: '::', port: 0 });
+    closers.push(() => relay.close());
+    const mk = () => {
+      const got: Uint8Array[] = [];
+      const sock = UdpDataSocket.open({
+        bind: '::1',
+        port: 0,
+        coalesce: false,
+        onPackets: (_i, batch) => got.push(...batch.map((p) => p.data.slice())),
+        onControl: () => {},
+      });
+      closers.push(() => sock.close());
+      return { sock, got };
+    };
+    const a = mk();
+    const b = mk();
+    const k = randomBytes(32);
+    const at = { ip: '::1', port: relay.port };
+    a.sock.addSession({ localIndex: 1, remoteIndex: 2, txKey: k, rxKey: k }, at);
+    b.sock.addSession({ localIndex: 2, remoteIndex: 1, txKey: k, rxKey: k }, at);
+    const [ga, gb] = relay.addBinding('a', 'b');
+    a.sock.sendRelayAllocate(at, relayAllocateDatagram({ ...ga, indexes: [2] }));
+    b.sock.sendRelayAllocate(at, relayAllocateDatagram({ ...gb, indexes: [1] }));
+    await until('registered', () => relay.binding(ga.bindingId)!.members.every((m) => m.endpoint !== null));
+    expect(relay.binding(ga.bindingId)!.members[0].endpoint).toEqual({ ip: '::1', port: a.sock.port });
+    a.sock.send(1, [plain(payload(700, 5))]);
+    await until('B receives', () => b.got.length === 1);
+    expect(b.got[0]).toEqual(payload(700, 5));
+  });
+
   it('checks its arguments', () => {
     expect(() => UdpRelay.open({ bind: 'nope', port: 0 })).toThrow(/bind/);
     expect(() => UdpRelay.open({ bind: HOST, port: 70000 })).toThrow(/port/);

@@ -168,6 +168,28 @@ describe('/edgemesh/udp-relay/1.0.0', () => {
     await expect(requestRelayBinding(await connTo(2), peerOf(1))).resolves.toMatchObject({ port: relay.port });
   });
 
+  it('expires bindings whose members went quiet, and forgets a member that left', async () => {
+    const quiet = UdpRelay.open({ bind: '127.0.0.1', port: 0 });
+    const svc = new RelayBindingService({
+      relay: quiet,
+      isMember: () => true,
+      log: pino({ level: 'silent' }),
+      idleMs: 100,
+    });
+    try {
+      const [g] = quiet.addBinding('x', 'y');
+      quiet.addBinding('x', 'z');
+      expect(svc.forgetMember('z')).toBe(1);
+      svc.start();
+      await until('expired', () => svc.counters.expired === 1, 5000);
+      expect(quiet.binding(g.bindingId)).toBeUndefined();
+      expect(quiet.stats().bindings).toBe(0);
+    } finally {
+      svc.stop();
+      quiet.close();
+    }
+  });
+
   it('cuts oversized, garbled and silent requests and counts them', async () => {
     const before = { ...service.counters.refused };
     const conn = await connTo(1);
