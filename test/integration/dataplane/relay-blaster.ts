@@ -81,6 +81,6 @@ if (args.listen) {
     );
     counter++;
   }
-  process.stdout.write(`${JSON.stringify({ sent })}\n`);
+  process.stdout.write(`${JSON.stringify({ sent, received })}\n`);
   for (const { s } of sockets) s.close();
 }

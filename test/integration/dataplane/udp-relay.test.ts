@@ -118,6 +118,34 @@ describe('UDP relay between namespaces', () => {
     expect(await trio.pingOnce()).toBe(true);
   });
 
+  it("a third member cannot inject into or read from A and B's binding", async () => {
+    // C has its own binding (with X) and registers B's receiver index under it
+    const [gc, gx] = await trio.relay.command<[WireGrant, WireGrant]>('add-binding', { a: 'nodeC', b: 'nodeX' });
+    const x = blaster(trio.nsB, R_B, [{ ...gx, index: 1 }], ['--listen']);
+    await x.registered;
+    const c = blaster(trio.nsA, R_A, [{ ...gc, index: trio.keys.b.localIndex }], ['--seconds', '2']);
+    await c.registered;
+    const b0 = await trio.nodeB.stats();
+    const info0 = await trio.binding(trio.grants[0].bindingId);
+    const r = await trio.iperf(2);
+    const fromC = await c.done;
+    x.child.stdin!.end();
+    const atX = await x.done;
+    const b1 = await trio.nodeB.stats();
+    const info1 = await trio.binding(trio.grants[0].bindingId);
+    expect(fromC.sent).toBeGreaterThan(100);
+    // C's datagrams went to its own binding's peer only: B opened nothing forged
+    expect(atX.received).toBeGreaterThan(0);
+    expect(b1.udp.drops).toEqual(b0.udp.drops);
+    expect(b1.udp.drops['auth-failed'] ?? 0).toBe(0);
+    // C read nothing of the A–B flow, and A's registration is untouched
+    expect(fromC.received).toBe(0);
+    expect(info1!.members[0].endpoint).toEqual(info0!.members[0].endpoint);
+    expect(info1!.members[1].endpoint).toEqual(info0!.members[1].endpoint);
+    expect(r.bytes).toBeGreaterThan(1_000_000);
+    await trio.relay.command('remove-binding', { id: gc.bindingId });
+  });
+
   it('is back within 5 s of re-registration after a relay restart', async () => {
     expect(await trio.pingOnce()).toBe(true);
     await trio.stopRelay();
