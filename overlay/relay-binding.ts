@@ -12,9 +12,32 @@
 import type { Connection, Stream } from '@libp2p/interface';
 import { lpStream } from '@libp2p/utils';
 import type { Logger } from 'pino';
-import { RelayCapError } from '../dataplane/relay-ledger.ts';
-import type { RelayGrant, UdpRelay } from '../dataplane/udp-relay.ts';
 import { withDeadline } from './deadline.ts';
+
+/** One member's side of a binding (dataplane/udp-relay.ts's RelayGrant). */
+export interface RelayGrant {
+  bindingId: number;
+  member: 0 | 1;
+  token: Uint8Array;
+  port: number;
+  peer: string;
+}
+
+/**
+ * What this protocol needs of the relay (dataplane/udp-relay.ts's UdpRelay): kept structural
+ * so the overlay does not depend on the native addon; the agent hands it the real one.
+ * addBinding throws an error with `code` 'relay-full' or 'member-full' at a cap.
+ */
+export interface RelayLike {
+  readonly closed: boolean;
+  addBinding(a: string, b: string): [RelayGrant, RelayGrant];
+  removeBinding(id: number): boolean;
+  removeMember(member: string): number;
+  sweepIdle(maxIdleMs: number): number[];
+  members(id: number): readonly [string, string] | undefined;
+  bindingsOf(member: string): number[];
+  grant(id: number, member: string): RelayGrant | undefined;
+}
 
 export const RELAY_BINDING_PROTOCOL = '/edgemesh/udp-relay/1.0.0';
 const MAX_MESSAGE = 512;
@@ -73,7 +96,7 @@ function parseRequest(bytes: Uint8Array): RelayBindingRequest {
 }
 
 export interface RelayBindingServiceOptions {
-  relay: UdpRelay;
+  relay: RelayLike;
   /** Whether a peer ID belongs to a cluster member (the directory). */
   isMember(peerId: string): boolean;
   log: Logger;
@@ -172,7 +195,8 @@ export class RelayBindingService {
       grant =
         existing !== undefined ? this.#grantOf(existing, remote) : pick(relay.addBinding(remote, req.peer), remote);
     } catch (err) {
-      if (err instanceof RelayCapError) throw new RelayBindingError(err.code, err.message);
+      const code = (err as { code?: unknown }).code;
+      if (code === 'relay-full' || code === 'member-full') throw new RelayBindingError(code, (err as Error).message);
       throw err;
     }
     this.counters.granted++;
