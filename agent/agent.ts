@@ -18,6 +18,7 @@ import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
+import { loadOrCreatePunchPort } from '../overlay/punch-port.ts';
 import { BlockWatch } from './block-watch.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
@@ -30,6 +31,7 @@ import { PodCidrAuthority } from './pod-cidr-authority.ts';
 import { RouteReconciler } from './route-reconciler.ts';
 import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
 import type { AgentStatus, PeerStatus } from './status.ts';
+import { udpSocketFactory } from './udp-socket.ts';
 
 export interface AgentParts {
   api: NodeApi;
@@ -57,6 +59,8 @@ export class Agent {
   private ready = false;
   private stopping: Promise<void> | undefined;
   private republishing: Promise<void> | undefined;
+  /** The port this node punches (and carries UDP data) from: its own, never a cluster-wide one. */
+  private punchPort: number | undefined;
 
   constructor(config: AgentConfig, opts: { logger: Logger; metrics?: AgentMetrics }) {
     this.config = config;
@@ -119,18 +123,33 @@ export class Agent {
       },
     });
     this.parts.forwarder = forwarder;
+    const punch = await loadOrCreatePunchPort(files.punchPort, { configured: cfg.overlay.punchPort });
+    this.punchPort = punch.port;
+    this.log.info({ port: punch.port, source: punch.source }, 'punch port');
     overlay = await createOverlay({
       nodeName: cfg.nodeName,
       site: self.site,
       keyPath: files.nodeKey,
       listen: cfg.overlay.listen,
       announce: self.announce,
-      punchPort: cfg.overlay.punchPort,
+      punchPort: punch.port,
       relay: self.relay,
       directory,
       forwarder,
       offload: tun.offload,
       logger: this.log.child({ component: 'overlay' }),
+      transport: cfg.overlay.transport,
+      // UDP sessions carry traffic where they answer; the stream tunnel stays the fallback.
+      ...(cfg.overlay.transport === 'stream'
+        ? {}
+        : {
+            udp: udpSocketFactory({
+              port: cfg.overlay.udpPort ?? punch.port,
+              mtu: cfg.tun.mtu,
+              log: this.log.child({ component: 'udp' }),
+            }),
+            udpExcludeInterfaces: [cfg.tun.name, cfg.bridge.name],
+          }),
     });
     this.parts.overlay = overlay;
     this.onClose('libp2p host', () => overlay.stop());
@@ -191,8 +210,11 @@ export class Agent {
       isReady: () => this.ready,
       logger: this.log.child({ component: 'cni' }),
       onOperation: (op, seconds, ok) => this.metrics.observeCni(op, seconds, ok),
+      // The installed client's netlink-helper mode: ADD/DEL start no ip/nsenter process.
+      netlinkHelper: files.cniClient,
     });
     this.parts.plugin = plugin;
+    this.onClose('netlink helper', () => plugin.close());
     await plugin.start();
 
     this.step('TUN + routes');
@@ -255,7 +277,10 @@ export class Agent {
 
     this.metrics.attach({
       status: () => this.status(),
-      drops: () => forwarder.stats().drops,
+      drops: () => {
+        const udp = Object.entries(overlay.counters().udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
+        return { ...forwarder.stats().drops, ...Object.fromEntries(udp) };
+      },
       holePunch: () => {
         const punch = overlay.counters().punch;
         return { attempts: punch.attempts, results: { success: punch.successes, ...punch.failures } };
@@ -265,6 +290,16 @@ export class Agent {
       nodeEventErrors: () => watch.handlerErrors + blockWatch.handlerErrors,
       refusedPodCidrs: () => [...watch.refusedCidrs().values()].reduce((n, r) => n + r.length, 0),
       peerIdConflicts: () => directory.conflicts().size,
+      paths: () => {
+        const c = overlay.counters();
+        return {
+          changes: c.pathChanges,
+          udpSwitches: c.udp?.paths.switches ?? 0,
+          udpHandshakeFailures: c.udp?.sessions.handshakeFailures ?? {},
+          udpBadControl: c.udp?.paths.badControl ?? 0,
+        };
+      },
+      cniPlumbing: () => plugin.plumbingCounters(),
     });
     this.ready = true;
     this.metrics.setReady(true);
@@ -302,7 +337,7 @@ export class Agent {
       podCidrs: blocks.map((b) => b.cidr),
       site: self.site,
       nodeIp: self.nodeIp,
-      punchPort: this.config.overlay.punchPort,
+      ...(this.punchPort === undefined ? {} : { punchPort: this.punchPort }),
     });
   }
 
@@ -354,6 +389,7 @@ export class Agent {
         rxPackets: f?.rxPackets ?? 0,
         drops: (f?.drops ?? 0) + (o?.drops ?? 0),
         lastSeen: lastSeen === undefined ? null : new Date(lastSeen).toISOString(),
+        ...(o?.remoteAddr === undefined ? {} : { endpoint: o.remoteAddr }),
       };
     });
     return {

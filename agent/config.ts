@@ -69,7 +69,18 @@ export const agentConfigSchema = z
       .object({
         listen: z.array(multiaddr).min(1).default(['/ip4/0.0.0.0/tcp/4001']),
         announce: z.array(multiaddr).default([]),
-        punchPort: z.number().int().min(1).max(65535).default(4002),
+        /**
+         * Absent: a random port drawn at first start and kept in the state directory. Each
+         * node needs its own: behind one NAT, nodes sharing a port cannot all punch.
+         */
+        punchPort: z.number().int().min(1).max(65535).optional(),
+        /**
+         * Which carrier peer traffic takes: auto (UDP sessions where they answer, else the
+         * libp2p stream tunnel), or pinned to udp or stream.
+         */
+        transport: z.enum(['auto', 'udp', 'stream']).default('auto'),
+        /** The UDP data socket's port; absent: the punch port (one port per node for both). */
+        udpPort: z.number().int().min(1).max(65535).optional(),
       })
       .prefault({}),
     paths: z
@@ -197,6 +208,8 @@ function applyEnv(raw: Raw, env: NodeJS.ProcessEnv): void {
   if (announce) overlay().announce = list(announce);
   const punch = e('EDGEMESH_PUNCH_PORT');
   if (punch) overlay().punchPort = int('EDGEMESH_PUNCH_PORT', punch);
+  const transport = e('EDGEMESH_TRANSPORT');
+  if (transport) overlay().transport = transport;
   const paths = () => section(raw, 'paths');
   for (const [key, name] of [
     ['stateDir', 'EDGEMESH_STATE_DIR'],
@@ -259,6 +272,7 @@ export function agentFiles(cfg: AgentConfig) {
   const { stateDir, runDir, cniBinDir, cniConfDir } = cfg.paths;
   return {
     nodeKey: `${stateDir}/node.key`,
+    punchPort: `${stateDir}/punch-port`,
     leaseDir: `${stateDir}/leases`,
     cniSocket: `${runDir}/cni.sock`,
     controlSocket: `${runDir}/agent.sock`,

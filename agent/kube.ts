@@ -6,11 +6,13 @@ import {
   CustomObjectsApi,
   type Informer,
   KubeConfig,
+  ListWatch,
   makeInformer,
   type ObjectCache,
   PatchStrategy,
   setHeaderOptions,
   type V1Node,
+  Watch,
 } from '@kubernetes/client-node';
 import { IPAM_GROUP, IPAM_PLURAL, IPAM_VERSION, type IpamBlockObject } from '../ipam/node-blocks.ts';
 
@@ -49,9 +51,44 @@ export class NodeApi {
     );
   }
 
-  /** An informer over all Nodes (list, then watch from its resourceVersion; relists on 410). */
+  /**
+   * An informer over all Nodes (list, then watch from its resourceVersion; relists on 410)
+   * whose cache and events hold trimmed Nodes (trimNode): every agent caches every Node.
+   */
   nodeInformer(): Informer<V1Node> & ObjectCache<V1Node> {
-    return makeInformer(this.kubeconfig, '/api/v1/nodes', () => this.core.listNode());
+    const watch = new Watch(this.kubeconfig);
+    const trimming = {
+      watch: (
+        path: string,
+        query: Parameters<Watch['watch']>[1],
+        onEvent: WatchCallback,
+        done: (err: unknown) => void,
+      ) =>
+        watch.watch(
+          path,
+          query,
+          (phase, obj, raw) =>
+            onEvent(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? trimNode(obj) : obj, raw),
+          done,
+        ),
+    } as Watch;
+    return new ListWatch<V1Node>(
+      '/api/v1/nodes',
+      trimming,
+      async () => {
+        // In pages: a 5,000-node list in one response is tens of MB of JSON and objects at once.
+        const first = await this.core.listNode({ limit: LIST_PAGE });
+        const items = first.items.map(trimNode);
+        for (let next = first.metadata?._continue; next; ) {
+          const page = await this.core.listNode({ limit: LIST_PAGE, _continue: next });
+          for (const node of page.items) items.push(trimNode(node));
+          next = page.metadata?._continue;
+        }
+        first.items = items; // every page is the snapshot at the first page's resourceVersion
+        return first;
+      },
+      false,
+    );
   }
 
   /** An informer over all IPAMBlocks (cluster-scoped custom resources, deploy/crds/ipamblock.yaml). */
@@ -79,4 +116,32 @@ export class NodeApi {
       },
     });
   }
+}
+
+/** Nodes per list request (the API server's pagination: limit + continue). */
+const LIST_PAGE = 500;
+
+type WatchCallback = (phase: string, obj: V1Node, raw: unknown) => void;
+
+/**
+ * The part of a Node an agent reads: name, uid, resourceVersion, labels, annotations,
+ * deletion time, spec (pod CIDRs) and addresses. The rest — image lists, conditions,
+ * nodeInfo, capacity, managedFields — is most of a kubelet's Node (often 10 KB and more)
+ * and is dropped before it is cached, so a 5,000-node cluster costs each agent less.
+ */
+export function trimNode(node: V1Node): V1Node {
+  const m = node.metadata ?? {};
+  const trimmed: V1Node = {
+    metadata: {
+      ...(m.name !== undefined ? { name: m.name } : {}),
+      ...(m.uid !== undefined ? { uid: m.uid } : {}),
+      ...(m.resourceVersion !== undefined ? { resourceVersion: m.resourceVersion } : {}),
+      ...(m.labels ? { labels: m.labels } : {}),
+      ...(m.annotations ? { annotations: m.annotations } : {}),
+      ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
+    },
+  };
+  if (node.spec) trimmed.spec = node.spec;
+  if (node.status?.addresses) trimmed.status = { addresses: node.status.addresses };
+  return trimmed;
 }

@@ -32,6 +32,21 @@ export interface MetricsSources {
   refusedPodCidrs?(): number;
   /** Peer IDs published by more than one Node (none of them trusted), now. */
   peerIdConflicts?(): number;
+  /** Path changes and the UDP side of the path ladder (absent before the overlay is up). */
+  paths?(): PathCounts;
+  /** The CNI plugin's netlink helper: processes started, failed, operations redone with iproute2. */
+  cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
+}
+
+export interface PathCounts {
+  /** Visible path changes over all peers (e.g. relayed → udp-punched). */
+  changes: number;
+  /** Traffic moved between a UDP session and the stream tunnel. */
+  udpSwitches: number;
+  /** UDP session handshakes that produced no session, by reason. */
+  udpHandshakeFailures: Record<string, number>;
+  /** UDP control messages that were authentic but made no sense. */
+  udpBadControl: number;
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -123,6 +138,55 @@ export class AgentMetrics {
         Object.entries(this.sources?.holePunch().results ?? {}).map(
           ([result, n]): [Partial<Record<'result', string>>, number] => [{ result }, n],
         ),
+    );
+    mirroredCounter(this.registry, 'edgemesh_path_changes_total', 'Peer path changes (any kind)', [], () => [
+      [{}, this.sources?.paths?.().changes ?? 0],
+    ]);
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_carrier_switches_total',
+      'Times peer traffic moved between a UDP session and the stream tunnel',
+      [],
+      () => [[{}, this.sources?.paths?.().udpSwitches ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_handshake_failures_total',
+      'UDP session handshakes that produced no session, by reason',
+      ['reason'],
+      () =>
+        Object.entries(this.sources?.paths?.().udpHandshakeFailures ?? {}).map(
+          ([reason, n]): [Partial<Record<'reason', string>>, number] => [{ reason }, n],
+        ),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_bad_control_total',
+      'Authentic UDP control messages that made no sense (unknown session, bad content, unsolicited reply)',
+      [],
+      () => [[{}, this.sources?.paths?.().udpBadControl ?? 0]],
+    );
+    const plumbing = () => this.sources?.cniPlumbing?.();
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_netlink_helper_starts_total',
+      'Netlink helper processes the CNI plugin started (more than one: it died and was restarted)',
+      [],
+      () => [[{}, plumbing()?.helperStarts ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_netlink_helper_failures_total',
+      'Netlink helper processes that died or hung',
+      [],
+      () => [[{}, plumbing()?.helperFailures ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_cni_iproute2_fallbacks_total',
+      'Per-pod interface operations done with ip/nsenter because the netlink helper had failed',
+      [],
+      () => [[{}, plumbing()?.iproute2Fallbacks ?? 0]],
     );
     new Gauge({
       name: 'edgemesh_peer_path',

@@ -8,6 +8,7 @@ import { type AgentFlags, agentFiles, loadAgentConfig } from './config.ts';
 import { startControlServer } from './control-api.ts';
 import { startHttpServer } from './http.ts';
 import { AgentMetrics } from './metrics.ts';
+import { releaseStartupMemory } from './startup-memory.ts';
 
 export async function runAgent(flags: AgentFlags): Promise<void> {
   const config = loadAgentConfig(flags);
@@ -56,6 +57,10 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
 
   try {
     await agent.start();
+    // Give back what start-up used once the first Node events have settled (see the module).
+    setTimeout(() => {
+      if (!shuttingDown && releaseStartupMemory()) log.debug('released start-up memory');
+    }, 5000).unref();
   } catch (err) {
     startError = (err as Error).message;
     log.error({ err: startError }, 'agent failed to start');

@@ -1,7 +1,10 @@
 // The agent's status as the control API serves it (`GET /status`) and as
 // `edgemesh-cni status` prints it: one row per peer node, in the spirit of `wg show`.
 
-export type PathType = 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+import type { PathKind } from '../overlay/overlay.ts';
+
+/** The overlay's path kinds (one vocabulary for agent, overlay, CLI): udp-direct, udp-punched, ... */
+export type PathType = PathKind;
 
 export interface PeerStatus {
   node: string;
@@ -19,6 +22,8 @@ export interface PeerStatus {
   drops: number;
   /** ISO time of the last packet or pong from the peer; null if never. */
   lastSeen: string | null;
+  /** What carries the traffic now: the UDP session's ip:port, or the stream's remote multiaddr. */
+  endpoint?: string;
 }
 
 export interface AgentStatus {
@@ -77,7 +82,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
   const tail = refused.length > 0 ? `\nrefused:\n${refused.join('\n')}\n` : '';
   if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n${tail}`;
   const rows = [
-    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
+    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'ENDPOINT', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
     ...[...status.peers]
       .sort((a, b) => a.node.localeCompare(b.node))
       .map((p) => [
@@ -85,6 +90,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
         p.site ?? '-',
         p.podCidrs.join(',') || '-',
         p.path,
+        p.endpoint ?? '-',
         p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
         `${bytes(p.txBytes)} (${p.txPackets} pkts)`,
         `${bytes(p.rxBytes)} (${p.rxPackets} pkts)`,

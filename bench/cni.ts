@@ -1,19 +1,23 @@
-// CNI benchmark: ADD and DEL latency, p50/p90, for 100 sequential and 20 concurrent pods,
-// edgemesh (C client → agent socket → plugin) side by side with the reference `bridge` +
-// `host-local` plugins from /usr/lib/cni, run by the same driver in the same run, on the
-// same pod namespaces (edgemesh on eth0, reference on eth1 of each pod, calls interleaved so
-// both see the same machine load). Prints the ratio (aim: ≤ 0.5) and the in-agent time.
-//   node bench/cni.ts        (root; everything lives in namespaces it creates and removes)
+// CNI benchmark: ADD and DEL latency, p50/p99, for 100 sequential and 20 concurrent pods,
+// edgemesh as deployed (the agent, `edgemesh-cni agent --config`, with its API server, IPAM
+// block, TUN and libp2p host, called through the C client it installed in its CNI bin dir)
+// side by side with the reference `bridge` + `host-local` plugins from /usr/lib/cni, run by
+// the same driver in the same run, on the same pod namespaces (edgemesh on eth0, reference on
+// eth1 of each pod, calls interleaved so both see the same machine load). Prints the ratio
+// (aim: ≤ 0.5) and the time spent inside the agent (from its own metrics).
+//   node bench/cni.ts        (root; needs `npm run build:native`; everything lives in
+//                             namespaces and a directory it creates and removes)
 // The driver runs inside a "node" namespace (re-executed via `ip netns exec`), so both
 // plugins are spawned the same way and every bridge/veth/rule dies with that namespace.
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
-import { loadavg } from 'node:os';
+import { access, mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execPlugin } from '../cni/exec-plugin.ts';
 import { run } from '../common/exec.ts';
 import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
+import { histogramTotals, metricValue, startAgentNode } from './lib/agent-node.ts';
 import { percentile, ratio } from './lib/stats.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,6 +26,8 @@ const CONCURRENT = 20;
 /** Concurrent bursts per plugin, alternating which plugin goes first (the machine's load drifts). */
 const CONCURRENT_ROUNDS = 3;
 const REFERENCE = '/usr/lib/cni';
+/** The node's own address, on an interface inside the node namespace. */
+const NODE_IP = '192.168.77.11';
 
 interface Invocation {
   code: number;
@@ -84,11 +90,11 @@ async function concurrent(plugins: Plugin[], pods: string[], samples: Samples): 
 
 function row(label: string, s: { add: number[]; del: number[] }): string {
   const f = (v: number) => v.toFixed(1).padStart(8);
-  return `  ${label.padEnd(22)}${f(percentile(s.add, 50))}${f(percentile(s.add, 90))}${f(percentile(s.del, 50))}${f(percentile(s.del, 90))}`;
+  return `  ${label.padEnd(22)}${f(percentile(s.add, 50))}${f(percentile(s.add, 99))}${f(percentile(s.del, 50))}${f(percentile(s.del, 99))}`;
 }
 
 function report(title: string, samples: Samples, ours: string, ref: string): void {
-  console.log(`${title}  (ms)              ADD p50  ADD p90  DEL p50  DEL p90`);
+  console.log(`${title}  (ms)              ADD p50  ADD p99  DEL p50  DEL p99`);
   for (const [label, s] of Object.entries(samples)) console.log(row(label, s));
   const o = samples[ours]!;
   const r = samples[ref]!;
@@ -98,30 +104,20 @@ function report(title: string, samples: Samples, ours: string, ref: string): voi
   );
 }
 
-/** Runs inside the node namespace: starts the edgemesh CNI server, drives both plugins. */
+/** Runs inside the node namespace: starts the agent as deployed, drives both plugins. */
 async function inner(dir: string, pods: string[]): Promise<void> {
-  const socket = join(dir, 'cni.sock');
-  const timingsFile = join(dir, 'timings.json');
-  const server = spawn(
-    process.execPath,
-    [
-      join(ROOT, 'cni', 'standalone.ts'),
-      ...['--socket', socket, '--state-dir', join(dir, 'ipam'), '--block', '10.244.0.0/22'],
-      ...['--cluster-cidr', '10.244.0.0/16', '--timings', timingsFile],
-      ...['--netlink-helper', join(dir, 'bin', 'edgemesh')],
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, EDGEMESH_LOG_LEVEL: 'warn' } },
-  );
-  await new Promise<void>((resolve, reject) => {
-    server.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-    server.once('exit', (code) => reject(new Error(`CNI server exited (${code})`)));
+  const node = await startAgentNode({
+    dir: join(dir, 'node'),
+    name: 'bench-node',
+    nodeIp: NODE_IP,
+    clusterCidr: '10.244.0.0/16',
   });
   try {
     const ours: Plugin = {
-      label: 'edgemesh (C client)',
-      file: join(dir, 'bin', 'edgemesh'),
+      label: 'edgemesh (agent)',
+      file: node.client,
       ifname: 'eth0',
-      conf: JSON.stringify({ cniVersion: '1.0.0', name: 'edgemesh', type: 'edgemesh', socket }),
+      conf: node.pluginConf,
     };
     const ref: Plugin = {
       label: 'bridge + host-local',
@@ -138,59 +134,70 @@ async function inner(dir: string, pods: string[]): Promise<void> {
       }),
     };
     const plugins = [ours, ref];
-    // Warm-up (page cache, first bridge creation) outside the measurement.
+    // Warm-up (page cache, first bridge creation, the helper's first start) outside the measurement.
     for (const p of plugins) {
       await invoke(p.file, env('ADD', 'warm', pods[0]!, p.ifname), p.conf);
       await invoke(p.file, env('DEL', 'warm', pods[0]!, p.ifname), p.conf);
     }
+    const before = await node.metrics();
     const seq: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
     await sequential(plugins, pods.slice(0, SEQUENTIAL), seq);
     const con: Samples = { [ours.label]: { add: [], del: [] }, [ref.label]: { add: [], del: [] } };
     for (let round = 0; round < CONCURRENT_ROUNDS; round++) {
       await concurrent(round % 2 === 0 ? plugins : [...plugins].reverse(), pods.slice(0, CONCURRENT), con);
     }
+    const after = await node.metrics();
 
     const versions: number[] = [];
     for (let i = 0; i < 50; i++)
       versions.push((await invoke(ours.file, { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}')).ms);
 
-    server.kill('SIGTERM');
-    await new Promise((r) => server.once('exit', r));
-    const timings = JSON.parse(await readFile(timingsFile, 'utf8')) as Record<string, number[]>;
-
     console.log(
-      `CNI ADD/DEL latency, load average ${loadavg()
+      'CNI ADD/DEL latency of the product as deployed: `edgemesh-cni agent` (API server, IPAM block, TUN, ' +
+        'libp2p, netlink helper) in a node namespace, called through the C client it installed in its CNI bin dir',
+    );
+    console.log(
+      `load average ${loadavg()
         .map((l) => l.toFixed(1))
         .join(' ')} (2-core machine shared)`,
     );
     report(`${SEQUENTIAL} sequential pods`, seq, ours.label, ref.label);
     report(`${CONCURRENT} concurrent pods ×${CONCURRENT_ROUNDS}`, con, ours.label, ref.label);
-    const inAgent = (op: string) => percentile(timings[op] ?? [], 50).toFixed(1);
+    const inAgent = (op: string) => {
+      const metric = 'edgemesh_cni_operation_duration_seconds';
+      const a = histogramTotals(before, metric, { operation: op });
+      const b = histogramTotals(after, metric, { operation: op });
+      return ((b.sum - a.sum) / (b.count - a.count)) * 1000;
+    };
     console.log(
-      `edgemesh time inside the agent (plugin.handle), p50: ADD ${inAgent('ADD')} ms, DEL ${inAgent('DEL')} ms ` +
-        `(the rest of the client figure is process start of the client + socket round trip)`,
+      `edgemesh time inside the agent (plugin.handle, from its metrics), mean: ADD ${inAgent('ADD').toFixed(1)} ms, ` +
+        `DEL ${inAgent('DEL').toFixed(1)} ms (the rest of the client figure is process start of the client + socket round trip)`,
     );
+    const fallbackMetric = 'edgemesh_cni_iproute2_fallbacks_total';
+    const fallbacks = metricValue(after, fallbackMetric) - metricValue(before, fallbackMetric);
+    console.log(`netlink helper: ${fallbacks} operations fell back to ip/nsenter during the run`);
     console.log(`C client alone (VERSION, answered locally, no agent): p50 ${percentile(versions, 50).toFixed(2)} ms`);
   } finally {
-    if (server.exitCode === null) server.kill('SIGKILL');
+    await node.stop();
   }
 }
 
 async function outer(): Promise<void> {
   const prefix = runPrefix('cb');
   const node = `${prefix}node`;
-  const dir = join('/tmp', `${prefix}cni-bench`);
+  for (const built of ['edgemesh', 'edgemesh_tun.node']) {
+    await access(join(ROOT, 'build', built)).catch(() => {
+      throw new Error(`build/${built} is missing: the agent ships it; run \`npm run build:native\` first`);
+    });
+  }
+  const dir = await mkdtemp(join(tmpdir(), `${prefix}cni-bench-`));
   try {
-    await mkdir(join(dir, 'bin'), { recursive: true, mode: 0o700 });
-    // The client as the DaemonSet would install it (same flags as scripts/build-native.mjs).
-    const src = join(ROOT, 'cni', 'client');
-    const sources = (await readdir(src)).filter((f) => f.endsWith('.c')).map((f) => join(src, f));
-    await run(process.env.CC ?? 'cc', [
-      ...['-O2', '-Wall', '-Wextra', '-std=gnu11', '-static'],
-      ...sources,
-      ...['-o', join(dir, 'bin', 'edgemesh')],
-    ]);
     await createNetns(node);
+    // No dummy driver on every kernel: a veth pair whose peer stays in the same namespace.
+    await run('ip', ['-n', node, 'link', 'add', 'eth0', 'type', 'veth', 'peer', 'name', 'eth0-peer']);
+    await run('ip', ['-n', node, 'link', 'set', 'eth0-peer', 'up']);
+    await run('ip', ['-n', node, 'addr', 'add', `${NODE_IP}/24`, 'dev', 'eth0']);
+    await run('ip', ['-n', node, 'link', 'set', 'eth0', 'up']);
     const pods: string[] = [];
     for (let i = 0; i < SEQUENTIAL; i++) {
       await createNetns(`${prefix}p${i}`);

@@ -2,15 +2,21 @@
 // edgemesh annotations in the API test server), how long until every peer is in the
 // forwarder's LPM table after start (initial list), how long a newly created Node takes
 // to be programmed (watch → directory → LPM), and the resident memory of the process
-// holding informer + directory + route table. No namespaces needed.
+// holding the agent's Node informer (agent/kube.ts) + directory + route table. The Nodes
+// look like kubelet-registered ones (addresses, conditions, nodeInfo, capacity, an image
+// list, managedFields: about 9 KB each), not only the annotations edgemesh reads, because
+// every agent caches every Node. No namespaces needed.
 //   node bench/control-plane.ts [--sizes 1000,5000]
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { CoreV1Api, KubeConfig, makeInformer, type V1Node } from '@kubernetes/client-node';
+import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { NodeApi } from '../agent/kube.ts';
+import { releaseStartupMemory } from '../agent/startup-memory.ts';
 import { Forwarder } from '../dataplane/forwarder.ts';
 import type { Packet, PacketIO } from '../dataplane/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
@@ -50,18 +56,79 @@ async function peerNode(i: number): Promise<V1Node> {
   // Peer i owns 10.(i/256).(i%256).0/24 inside 10.0.0.0/8, so every block is distinct.
   const cidr = `10.${Math.floor(i / 256) % 256}.${i % 256}.0/24`;
   const ip = `192.168.${Math.floor(i / 250) % 250}.${(i % 250) + 1}`;
+  const name = `peer-${i}`;
+  const now = '2026-11-30T12:00:00Z';
   return {
     metadata: {
-      name: `peer-${i}`,
-      labels: { 'edgemesh.io/site': `site-${i % 50}` },
-      annotations: peerAnnotations({
-        peerId,
-        multiaddrs: [`/ip4/${ip}/tcp/4001`],
-        podCidrs: [cidr],
-        site: `site-${i % 50}`,
-        nodeIp: ip,
-        punchPort: 4002,
-      }),
+      name,
+      labels: {
+        'edgemesh.io/site': `site-${i % 50}`,
+        'kubernetes.io/hostname': name,
+        'kubernetes.io/os': 'linux',
+        'kubernetes.io/arch': 'amd64',
+        'node.kubernetes.io/instance-type': 'edge-small',
+      },
+      annotations: {
+        ...peerAnnotations({
+          peerId,
+          multiaddrs: [`/ip4/${ip}/tcp/4001`],
+          podCidrs: [cidr],
+          site: `site-${i % 50}`,
+          nodeIp: ip,
+          punchPort: 4002,
+        }),
+        'node.alpha.kubernetes.io/ttl': '0',
+        'volumes.kubernetes.io/controller-managed-attach-detach': 'true',
+      },
+      managedFields: ['kubelet', 'kube-controller-manager', 'edgemesh'].map((manager) => ({
+        manager,
+        operation: 'Update',
+        apiVersion: 'v1',
+        time: new Date(now),
+        fieldsType: 'FieldsV1',
+        fieldsV1: {
+          'f:metadata': { 'f:annotations': { '.': {}, 'f:node.alpha.kubernetes.io/ttl': {} }, 'f:labels': { '.': {} } },
+          'f:status': {
+            'f:conditions': { 'k:{"type":"Ready"}': { '.': {}, 'f:lastHeartbeatTime': {}, 'f:status': {} } },
+          },
+        },
+      })),
+    },
+    status: {
+      addresses: [
+        { type: 'InternalIP', address: ip },
+        { type: 'Hostname', address: name },
+      ],
+      capacity: { cpu: '4', memory: '8025072Ki', pods: '110', 'ephemeral-storage': '61202244Ki' },
+      allocatable: { cpu: '4', memory: '7922672Ki', pods: '110', 'ephemeral-storage': '56403987978' },
+      conditions: ['MemoryPressure', 'DiskPressure', 'PIDPressure', 'Ready'].map((type) => ({
+        type,
+        status: type === 'Ready' ? 'True' : 'False',
+        lastHeartbeatTime: new Date(now),
+        lastTransitionTime: new Date(now),
+        reason: type === 'Ready' ? 'KubeletReady' : `KubeletHasNo${type}`,
+        message: type === 'Ready' ? 'kubelet is posting ready status' : `kubelet has no ${type}`,
+      })),
+      nodeInfo: {
+        architecture: 'amd64',
+        bootID: `b00t-${i}`,
+        containerRuntimeVersion: 'containerd://1.7.24',
+        kernelVersion: '6.1.0-28-amd64',
+        kubeProxyVersion: 'v1.32.0',
+        kubeletVersion: 'v1.32.0',
+        machineID: `m${i}`,
+        operatingSystem: 'linux',
+        osImage: 'Debian GNU/Linux 12 (bookworm)',
+        systemUUID: `uuid-${i}`,
+      },
+      // A small edge node's image cache: its digests dominate a real Node's size.
+      images: Array.from({ length: 24 }, (_, k) => ({
+        names: [
+          `registry.example.com/team/app-${k}@sha256:${createHash('sha256').update(`${i}/${k}`).digest('hex')}`,
+          `registry.example.com/team/app-${k}:v1.${k}.0`,
+        ],
+        sizeBytes: 10_000_000 + k * 1_000_003,
+      })),
     },
   };
 }
@@ -112,7 +179,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
     labels: n.metadata?.labels ?? {},
     annotations: n.metadata?.annotations ?? {},
   });
-  const informer = makeInformer(kc, '/api/v1/nodes', () => api.listNode());
+  const informer = new NodeApi(kc).nodeInformer();
   informer.on('add', (n) => directory.upsertFromNode(toNodeLike(n)));
   informer.on('update', (n) => directory.upsertFromNode(toNodeLike(n)));
   informer.on('delete', (n) => directory.remove(n.metadata?.name ?? ''));
@@ -132,6 +199,9 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
     latencies.push(programmed.get(name)! - t0);
   }
   await informer.stop();
+  // What the process holds, as the agent does after start-up (agent/startup-memory.ts),
+  // not the garbage the initial list left behind.
+  releaseStartupMemory();
   const mem = process.memoryUsage();
   return {
     peers: size,

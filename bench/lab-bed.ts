@@ -1,9 +1,13 @@
 // The edgemesh-cni side of the network benchmark: a lab with one pod per node, arranged so
 // that each path the product can take has a pod pair of its own:
 //   host-gw       edge-a-1 → edge-a-2 (same site, kernel routes, no tunnel)
-//   direct        edge-a-1 → cloud-2  (edge dials a public node; cloud-1 is the relay)
-//   hole-punched  edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
+//   udp-direct    edge-a-1 → cloud-2  (UDP session to a public node; cloud-1 is the relay)
+//   udp-punched   edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
+//   direct        edge-t-1 → cloud-2  (edge-t pins the libp2p stream transport: the fallback)
+//   hole-punched  edge-t-1 → edge-b-1 (the stream fallback, TCP hole-punched)
 //   relayed       edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work)
+// The agents are the product as deployed (the lab's agents, their default transport `auto`);
+// only edge-t's are configured `overlay.transport: stream`.
 // While bringing each pair up it times the first packet → path figures (hole-punch time).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AgentStatus, type Lab, labUp } from '../lab/lab.ts';
@@ -23,6 +27,7 @@ const topology = () =>
       { name: 'edge-a', tag: 'a', kind: 'nat', nodes: 2, lan: '192.168.10.0/24', wanIp: '203.0.113.101' },
       { name: 'edge-b', tag: 'b', kind: 'nat', lan: '192.168.20.0/24', wanIp: '203.0.113.102' },
       { name: 'edge-s', tag: 's', kind: 'nat', lan: '192.168.30.0/24', wanIp: '203.0.113.103', symmetricNat: true },
+      { name: 'edge-t', tag: 't', kind: 'nat', lan: '192.168.40.0/24', wanIp: '203.0.113.104', transport: 'stream' },
     ],
   });
 
@@ -58,9 +63,11 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
   try {
     const pairs: Array<{ name: string; from: string; to: string; path: Path }> = [
       { name: 'edgemesh-cni host-gw (same site)', from: 'edge-a-1', to: 'edge-a-2', path: 'host-gw' },
-      { name: 'edgemesh-cni direct tunnel', from: 'edge-a-1', to: 'cloud-2', path: 'direct' },
-      { name: 'edgemesh-cni hole-punched tunnel', from: 'edge-a-1', to: 'edge-b-1', path: 'hole-punched' },
-      { name: 'edgemesh-cni relayed tunnel', from: 'edge-a-1', to: 'edge-s-1', path: 'relayed' },
+      { name: 'edgemesh-cni UDP direct', from: 'edge-a-1', to: 'cloud-2', path: 'udp-direct' },
+      { name: 'edgemesh-cni UDP hole-punched', from: 'edge-a-1', to: 'edge-b-1', path: 'udp-punched' },
+      { name: 'edgemesh-cni stream direct (fallback)', from: 'edge-t-1', to: 'cloud-2', path: 'direct' },
+      { name: 'edgemesh-cni stream hole-punched (fallback)', from: 'edge-t-1', to: 'edge-b-1', path: 'hole-punched' },
+      { name: 'edgemesh-cni relayed (stream via relay)', from: 'edge-a-1', to: 'edge-s-1', path: 'relayed' },
     ];
     const facts: BedFact[] = [];
     for (const p of pairs) {
@@ -68,7 +75,7 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       log(`lab: ${p.from} → ${p.to} uses ${p.path} (${JSON.stringify(times)} ms after the first packet)`);
       if (p.path === 'host-gw') continue;
       // Through two NATs the relay carries the first packets while the punch runs.
-      const shown: Path[] = p.path === 'hole-punched' ? ['relayed', 'hole-punched'] : [p.path];
+      const shown: Path[] = p.path === 'hole-punched' || p.path === 'udp-punched' ? ['relayed', p.path] : [p.path];
       for (const path of shown) {
         facts.push({
           name: `${p.from} → ${p.to}: first packet → ${path} path${times[path] === 0 ? ' (already up)' : ''}`,

@@ -1,10 +1,10 @@
 // A CNI server without the rest of the agent: a LeaseStore, the plugin and the socket.
-// For the integration tests and the benchmark, which run it inside a "node" namespace they
+// For the CNI integration tests (the benchmark measures the whole agent), which run it inside a "node" namespace they
 // created (`ip netns exec <node> node cni/standalone.ts ...`), so that every bridge, veth
 // and iptables rule it makes lives and dies with that namespace. Prints "ready" when serving.
 //   node cni/standalone.ts --socket S --state-dir D --block 10.244.1.0/24 [--block fd00::/64]
 //        [--cluster-cidr 10.244.0.0/16 ...] [--bridge NAME] [--mtu N] [--no-masquerade]
-//        [--netlink-helper /opt/cni/bin/edgemesh] [--timings FILE]
+//        [--netlink-helper /opt/cni/bin/edgemesh] [--counters FILE]
 import { writeFile } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { logger } from '../common/log.ts';
@@ -23,10 +23,10 @@ const { values } = parseArgs({
     bridge: { type: 'string' },
     mtu: { type: 'string' },
     'no-masquerade': { type: 'boolean' },
-    /** Write every operation's in-agent duration (ms) as JSON to this file on exit (for bench/cni.ts). */
-    timings: { type: 'string' },
     /** The edgemesh binary to run as netlink helper (no process per pod); iproute2 without it. */
     'netlink-helper': { type: 'string' },
+    /** Write the plugin's plumbing counters (helper starts/failures, iproute2 fallbacks) as JSON on exit. */
+    counters: { type: 'string' },
   },
 });
 if (!values.socket || !values['state-dir'] || !values.block?.length) {
@@ -37,13 +37,7 @@ if (!values.socket || !values['state-dir'] || !values.block?.length) {
 const log = logger('cni');
 const blocks: NodeBlock[] = values.block.map((cidr) => ({ family: cidrFamily(cidr), cidr, gateway: gateway(cidr) }));
 const leases = await LeaseStore.open({ dir: values['state-dir'], blocks, logger: log });
-const timings: Record<string, number[]> = {};
 const plugin = new CniPlugin({
-  onOperation: (op, seconds) => {
-    timings[op] ??= [];
-    const list = timings[op];
-    if (list.length < 100_000) list.push(seconds * 1000); // bounded: a benchmark needs far fewer
-  },
   leases,
   blocks,
   clusterCidrs: values['cluster-cidr'] ?? [],
@@ -63,7 +57,7 @@ const stop = async () => {
   await server.close();
   plugin.close();
   await leases.close();
-  if (values.timings) await writeFile(values.timings, JSON.stringify(timings));
+  if (values.counters) await writeFile(values.counters, JSON.stringify(plugin.plumbingCounters()));
   process.exit(0);
 };
 process.on('SIGTERM', stop);

@@ -210,12 +210,24 @@ export class LeaseStore {
     return this.pools.map((p) => ({ family: p.family, cidr: p.cidrText, used: p.inUse, capacity: p.capacity }));
   }
 
-  /** One address per family for the attachment; the same lease again if it already has one. */
-  async allocate(containerId: string, ifname: string): Promise<Lease> {
+  /**
+   * One address per family for the attachment; the same lease again if it already has one.
+   * Resolves once the lease is durable; `onChosen` hears the lease as soon as it is picked,
+   * while its record is still being written (the CNI plugin plumbs the pod meanwhile and
+   * answers only when both are done).
+   */
+  async allocate(
+    containerId: string,
+    ifname: string,
+    opts: { onChosen?: (lease: Lease) => void } = {},
+  ): Promise<Lease> {
     checkAttachment(containerId, ifname);
     return this.enqueue<Lease>(() => {
       const existing = this.leases.get(key(containerId, ifname));
-      if (existing) return { records: [], result: existing };
+      if (existing) {
+        opts.onChosen?.(existing);
+        return { records: [], result: existing };
+      }
       // Choose every family's address first, take them only if all exist: all-or-nothing.
       const picks: Array<{ pool: BlockPool; address: string }> = [];
       for (const family of this.families) {
@@ -240,6 +252,7 @@ export class LeaseStore {
       });
       const lease: Lease = { containerId, ifname, ips };
       this.leases.set(key(containerId, ifname), lease);
+      opts.onChosen?.(lease);
       return { records: [{ op: 'allocate', lease }], result: lease };
     });
   }

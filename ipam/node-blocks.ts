@@ -1,5 +1,5 @@
 // Cluster-unique pod CIDRs for this node, one per configured IP family, coordinated only
-// through the Kubernetes API (DESIGN.md "Cluster-unique pod CIDRs"):
+// through the Kubernetes API (docs/architecture.md, "The control plane"):
 //   1. node.spec.podCIDRs set by the control plane → use it (refuse one outside the cluster
 //      CIDR, with a Node condition and an Event an operator sees in `kubectl describe node`);
 //   2. else reuse the IPAMBlock this node already owns (agent restart);

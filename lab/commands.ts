@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 interface UpFlags {
   topology?: string;
   symmetricNat?: boolean | string;
+  nat?: string[];
   nodesPerSite?: string;
   podsPerNode?: string;
   dualStack?: boolean;
@@ -31,7 +32,7 @@ function fail(err: unknown): never {
 async function up(flags: UpFlags): Promise<void> {
   const { labUp } = await import('./lab.ts');
   const { formatMatrix, runMatrix } = await import('./matrix.ts');
-  const { defaultTopology, loadTopologyFile, parseNetemOption } = await import('./topology.ts');
+  const { defaultTopology, loadTopologyFile, parseNatOption, parseNetemOption } = await import('./topology.ts');
   const started = Date.now();
   const overrides = {
     ...(flags.nodesPerSite !== undefined ? { nodesPerSite: int('--nodes-per-site', flags.nodesPerSite)! } : {}),
@@ -40,6 +41,7 @@ async function up(flags: UpFlags): Promise<void> {
     ...(flags.symmetricNat === undefined
       ? {}
       : { symmetricNat: flags.symmetricNat === true ? true : String(flags.symmetricNat).split(',') }),
+    ...(flags.nat?.length ? { nat: parseNatOption(flags.nat) } : {}),
     ...(flags.netem?.length ? { netem: Object.fromEntries(flags.netem.map(parseNetemOption)) } : {}),
   };
   const topology = flags.topology ? await loadTopologyFile(flags.topology, overrides) : defaultTopology(overrides);
@@ -76,14 +78,16 @@ async function up(flags: UpFlags): Promise<void> {
 async function status(flags: { id?: string; json?: boolean }): Promise<void> {
   const { Lab } = await import('./lab.ts');
   const { isAlive } = await import('./processes.ts');
+  const { labSites } = await import('./network.ts');
   const lab = await Lab.attach(flags.id);
+  const sites = labSites(lab.network);
   const procs = await Promise.all(lab.state.data.processes.map(async (p) => ({ ...p, alive: await isAlive(p) })));
   const agents = await Promise.all(
     lab.nodes.map(async (n) => ({ node: n, status: await lab.agentStatus(n.name).catch(() => undefined) })),
   );
   if (flags.json) {
     process.stdout.write(
-      `${JSON.stringify({ state: lab.state.data, processes: procs, agents: agents.map((a) => a.status ?? null) }, null, 2)}\n`,
+      `${JSON.stringify({ state: lab.state.data, sites, processes: procs, agents: agents.map((a) => a.status ?? null) }, null, 2)}\n`,
     );
     return;
   }
@@ -91,6 +95,11 @@ async function status(flags: { id?: string; json?: boolean }): Promise<void> {
   const out = [
     `lab ${d.id} (${d.phase}, since ${d.createdAt}) — ${d.dir}`,
     `API server ${lab.apiUrl} in ${lab.network.apiNetns}; kubeconfig ${lab.kubeconfig}`,
+    '',
+    'SITE      KIND    NAT          ADDRESS          NETWORK',
+    ...sites.map((s) =>
+      [s.name.padEnd(10), s.kind.padEnd(8), (s.nat ?? '-').padEnd(13), (s.wanIp ?? '-').padEnd(17), s.network].join(''),
+    ),
     '',
     'NODE          SITE      NAMESPACE          ADDRESS          AGENT   POD CIDRS        PEERS (path)',
   ];
@@ -178,7 +187,12 @@ export function register(program: Command): void {
     .command('up')
     .description('build the lab, start the API server and one agent per node, create pods, print the matrix')
     .option('--topology <file>', 'YAML/JSON topology overriding the built-in one')
-    .option('--symmetric-nat [sites]', 'symmetric NAT (MASQUERADE --random-fully) on every NAT site, or on SITE[,SITE]')
+    .option('--symmetric-nat [sites]', 'shorthand for --nat symmetric on every NAT site, or on SITE[,SITE]')
+    .option(
+      '--nat <kinds>',
+      'NAT kind of every NAT site (KIND) or per site (SITE=KIND[,SITE=KIND]); kinds: masquerade (default), remap, symmetric, udp-blocked',
+      collect,
+    )
     .option('--nodes-per-site <n>', 'nodes per site')
     .option('--pods-per-node <m>', 'pods per node')
     .option('--dual-stack', 'IPv4 + IPv6 pods (cluster CIDRs 10.244.0.0/16 and fd00:10:244::/56)')
@@ -193,7 +207,7 @@ export function register(program: Command): void {
     .action((flags: UpFlags) => up(flags).catch(fail));
   lab
     .command('status')
-    .description('nodes, agents, paths and pods of the running lab')
+    .description('sites (NAT kind), nodes, agents, paths and pods of the running lab')
     .option('--id <id>', 'lab id (default: the newest)')
     .option('--json', 'machine-readable')
     .action((flags) => status(flags).catch(fail));

@@ -12,6 +12,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
+import type { PathKind } from '../overlay/overlay.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,
@@ -44,7 +45,6 @@ export const DEFAULT_AGENT_IMAGE = `localhost/edgemesh-cni:${
 const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
 const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');
 const OVERLAY_PORT = 4001;
-const PUNCH_PORT = 4002;
 
 /** What `GET /status` on an agent's control socket returns (the agent's contract). */
 export interface AgentStatus {
@@ -57,7 +57,7 @@ export interface AgentStatus {
     node: string;
     site: string;
     podCidrs: string[];
-    path: 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+    path: PathKind;
     rttMs: number | null;
     txBytes: number;
     rxBytes: number;
@@ -65,6 +65,7 @@ export interface AgentStatus {
     rxPackets?: number;
     drops?: number;
     lastSeen: string | null;
+    endpoint?: string;
   }>;
 }
 
@@ -130,7 +131,9 @@ export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfi
       listen: [`/ip4/0.0.0.0/tcp/${OVERLAY_PORT}`],
       // Behind NAT a node has no address of its own to announce.
       announce: node.publicIp ? [`/ip4/${node.publicIp}/tcp/${OVERLAY_PORT}`] : [],
-      punchPort: PUNCH_PORT,
+      // No punchPort: each agent draws its own at first start and keeps it in its state
+      // directory (behind one NAT, nodes sharing a port cannot all punch).
+      ...(node.transport ? { transport: node.transport } : {}),
     },
     paths: { stateDir: node.stateDir, runDir: node.runDir, cniBinDir: node.cniBinDir, cniConfDir: node.cniConfDir },
     tun: { name: 'edgemesh0', mtu: 1400, offload: true },

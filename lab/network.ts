@@ -8,12 +8,20 @@
 //   P inet      bridge inet0 (the "internet", TEST-NET), gateway address; one port per uplink
 //   P api       eth0 on the internet: the Kubernetes API test server
 //   P n-c1 ...  public nodes: eth0 on the internet
-//   P rtr-a     NAT router: wan0 on the internet, bridge lan0 (site LAN), MASQUERADE,
+//   P rtr-a     NAT router: wan0 on the internet, bridge lan0 (site LAN), NAT of the site's
+//               kind (masquerade, remap, symmetric, udp-blocked: see NAT_KINDS in topology.ts),
 //               FORWARD drops unsolicited inbound (ct state new from wan0)
 //   P n-a1 ...  NAT-site nodes: eth0 on the router's LAN, default route via the router
 import { CommandError, ipBatch, run, tryRun } from '../common/exec.ts';
 import { deleteNetns, listNetns, runIn } from '../common/netns.ts';
-import type { Netem, ResolvedNode, ResolvedRouter, ResolvedTopology } from './topology.ts';
+import {
+  type NatKind,
+  type Netem,
+  PORT_BLOCKS_START,
+  type ResolvedNode,
+  type ResolvedRouter,
+  type ResolvedTopology,
+} from './topology.ts';
 
 export const INTERNET_BRIDGE = 'inet0';
 export const ROUTER_WAN = 'wan0';
@@ -86,16 +94,71 @@ function netemArgs(n: Netem): string[] {
   return args;
 }
 
-/** iptables-restore input of a home/carrier NAT router: masquerade out, nothing new in. */
+/** A router's NAT kind; labs recorded before NAT kinds existed carry only `symmetricNat`. */
+export function natKindOf(router: Pick<ResolvedRouter, 'nat'> & { symmetricNat?: boolean }): NatKind {
+  return router.nat ?? (router.symmetricNat ? 'symmetric' : 'masquerade');
+}
+
+/** One line for people: what the router does (progress lines, `lab status`). */
+export function describeNat(router: ResolvedRouter): string {
+  switch (natKindOf(router)) {
+    case 'masquerade':
+      return 'masquerade: MASQUERADE, source ports kept';
+    case 'remap':
+      return `remap: SNAT into a port block per node (${router.portBlocks
+        .map((b) => `${b.node} ${b.first}-${b.last}`)
+        .join(', ')})`;
+    case 'symmetric':
+      return 'symmetric: MASQUERADE --random-fully, a random port per destination';
+    case 'udp-blocked':
+      return 'udp-blocked: MASQUERADE, all UDP between LAN and internet dropped';
+  }
+}
+
+/** The nat table's POSTROUTING rules of one NAT kind. */
+function snatRules(router: ResolvedRouter): string[] {
+  const out = `-s ${router.lanCidr} -o ${ROUTER_WAN}`;
+  switch (natKindOf(router)) {
+    case 'symmetric':
+      return [`-A POSTROUTING ${out} -j MASQUERADE --random-fully`];
+    case 'remap':
+      // SNAT with a port range and a base ("/1024") sets NF_NAT_RANGE_PROTO_OFFSET: the kernel
+      // then derives the public port from the source port (first + offset mod block size)
+      // instead of keeping it or picking one at random, so the mapping of one socket is the
+      // same for every destination (endpoint-independent) and differs from its source port.
+      // Disjoint blocks: two nodes never compete for a public port. (iptables 1.8.9 hands the
+      // kernel base 0 whatever base is written; the mapping stays deterministic either way.)
+      // ICMP and anything else is masqueraded.
+      return [
+        ...router.portBlocks.flatMap((b) =>
+          ['udp', 'tcp'].map(
+            (proto) =>
+              `-A POSTROUTING -s ${b.ip}/32 -o ${ROUTER_WAN} -p ${proto} -j SNAT --to-source ${router.wanIp}:${b.first}-${b.last}/${PORT_BLOCKS_START}`,
+          ),
+        ),
+        `-A POSTROUTING ${out} -j MASQUERADE`,
+      ];
+    default:
+      return [`-A POSTROUTING ${out} -j MASQUERADE`];
+  }
+}
+
+/** iptables-restore input of a home/carrier NAT router: NAT out (per kind), nothing new in. */
 export function routerRules(router: ResolvedRouter): string {
-  const masquerade = `-A POSTROUTING -s ${router.lanCidr} -o ${ROUTER_WAN} -j MASQUERADE${router.symmetricNat ? ' --random-fully' : ''}`;
+  const blockUdp =
+    natKindOf(router) === 'udp-blocked'
+      ? [
+          `-A FORWARD -i ${ROUTER_LAN} -o ${ROUTER_WAN} -p udp -j DROP`,
+          `-A FORWARD -i ${ROUTER_WAN} -o ${ROUTER_LAN} -p udp -j DROP`,
+        ]
+      : [];
   return [
     '*nat',
     ':PREROUTING ACCEPT [0:0]',
     ':INPUT ACCEPT [0:0]',
     ':OUTPUT ACCEPT [0:0]',
     ':POSTROUTING ACCEPT [0:0]',
-    masquerade,
+    ...snatRules(router),
     'COMMIT',
     '*filter',
     ':INPUT ACCEPT [0:0]',
@@ -106,6 +169,7 @@ export function routerRules(router: ResolvedRouter): string {
     `-A INPUT -i ${ROUTER_WAN} -j DROP`,
     // The kernel has br_netfilter: frames bridged between two LAN ports also cross FORWARD.
     `-A FORWARD -i ${ROUTER_LAN} -o ${ROUTER_LAN} -j ACCEPT`,
+    ...blockUdp,
     `-A FORWARD -i ${ROUTER_LAN} -o ${ROUTER_WAN} -j ACCEPT`,
     `-A FORWARD -i ${ROUTER_WAN} -o ${ROUTER_LAN} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT`,
     'COMMIT',
@@ -253,11 +317,7 @@ async function createAll(
 
   // 5. NAT routers.
   await Promise.all(net.routers.map((r) => runIn(r.netns, 'iptables-restore', [], routerRules(r))));
-  for (const r of net.routers) {
-    progress(
-      `router ${r.site}: ${r.lanCidr} → ${r.wanIp} (MASQUERADE${r.symmetricNat ? ' --random-fully, symmetric' : ''})`,
-    );
-  }
+  for (const r of net.routers) progress(`router ${r.site}: ${r.lanCidr} → ${r.wanIp} (${describeNat(r)})`);
 
   // 6. Delay/loss on uplinks, both directions.
   const impaired: Array<Promise<unknown>> = [];
@@ -329,13 +389,18 @@ export function routerNet(net: LabNetwork, site: string): RouterNetwork {
   return router;
 }
 
-/** Switches a router between a port-preserving NAT and a symmetric one (--random-fully). */
-export async function setSymmetricNat(net: LabNetwork, site: string, symmetric: boolean): Promise<void> {
+/** Switches a router to another NAT kind (a clean conntrack table: old mappings would stay). */
+export async function setNatKind(net: LabNetwork, site: string, nat: NatKind): Promise<void> {
   const router = routerNet(net, site);
-  router.symmetricNat = symmetric;
+  router.nat = nat;
   await runIn(router.netns, 'iptables-restore', [], routerRules(router));
   // Existing mappings would keep their ports: start from a clean conntrack table.
   await tryRun('ip', ['netns', 'exec', router.netns, 'conntrack', '-F']);
+}
+
+/** Switches a router between a port-preserving NAT and a symmetric one (--random-fully). */
+export function setSymmetricNat(net: LabNetwork, site: string, symmetric: boolean): Promise<void> {
+  return setNatKind(net, site, symmetric ? 'symmetric' : 'masquerade');
 }
 
 /**
@@ -348,6 +413,51 @@ export async function addRouterRule(net: LabNetwork, site: string, rule: string[
   return async () => {
     await runIn(router.netns, 'iptables', ['-D', 'FORWARD', ...rule]);
   };
+}
+
+/** A site as `lab status` shows it: public, or behind a router of some NAT kind. */
+export interface SiteSummary {
+  name: string;
+  kind: 'public' | 'nat';
+  /** NAT sites only. */
+  nat?: NatKind;
+  /** NAT sites only: the router's public address. */
+  wanIp?: string;
+  /** The site LAN (NAT sites) or the internet segment (public sites). */
+  network: string;
+  nodes: string[];
+  /** One line on what the router does. */
+  description: string;
+}
+
+/** Every site of the lab, in topology order, with its NAT kind. */
+export function labSites(net: Pick<LabNetwork, 'topology'>): SiteSummary[] {
+  const sites: SiteSummary[] = [];
+  for (const node of net.topology.nodes) {
+    if (sites.some((s) => s.name === node.site)) continue;
+    const router = net.topology.routers.find((r) => r.site === node.site);
+    const nodes = net.topology.nodes.filter((n) => n.site === node.site).map((n) => n.name);
+    sites.push(
+      router
+        ? {
+            name: node.site,
+            kind: 'nat',
+            nat: natKindOf(router),
+            wanIp: router.wanIp,
+            network: router.lanCidr,
+            nodes,
+            description: describeNat(router),
+          }
+        : {
+            name: node.site,
+            kind: 'public',
+            network: net.topology.internet.cidr,
+            nodes,
+            description: 'public addresses, no NAT',
+          },
+    );
+  }
+  return sites;
 }
 
 /** Pings `target` from inside `netns`; resolves to the RTT in ms, or null when unreachable. */

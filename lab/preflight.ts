@@ -1,6 +1,6 @@
 // What the lab needs from the machine, checked before anything is created, with errors
 // that say what to install (Debian package names) instead of a failing `ip` halfway through.
-import { access, constants } from 'node:fs/promises';
+import { access, constants, readFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -56,15 +56,40 @@ export async function which(tool: string, searchPath?: string): Promise<string |
   return undefined;
 }
 
+/** Capability bits the lab needs: network namespaces and their links, TUN devices, iptables. */
+const NEEDED_CAPABILITIES = { CAP_NET_ADMIN: 12n, CAP_SYS_ADMIN: 21n };
+
+/** This process's effective capability set (from /proc), or undefined where /proc cannot tell. */
+async function effectiveCapabilities(): Promise<bigint | undefined> {
+  const status = await readFile('/proc/self/status', 'utf8').catch(() => '');
+  const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(status)?.[1];
+  return hex === undefined ? undefined : BigInt(`0x${hex}`);
+}
+
+/** Why this process cannot do what root does here, or undefined when it can. */
+async function privilegeProblem(): Promise<string | undefined> {
+  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
+    return 'must run as root (network namespaces, TUN devices, iptables): use `sudo`';
+  }
+  // Root without its capabilities (a container without --privileged, a dropped bounding set)
+  // would fail at the first `ip netns add`: say so now.
+  const caps = await effectiveCapabilities();
+  if (caps === undefined) return undefined;
+  const missing = Object.entries(NEEDED_CAPABILITIES)
+    .filter(([, bit]) => ((caps >> bit) & 1n) === 0n)
+    .map(([name]) => name);
+  if (missing.length === 0) return undefined;
+  return `must run as root with its capabilities; this process lacks ${missing.join(' and ')} (a container without --privileged?)`;
+}
+
 /**
  * Throws a PreflightError listing every missing piece (not just the first). `searchPath`
  * replaces PATH (and the sbin fallbacks) for the tool lookup.
  */
 export async function preflight(opts: { needTc?: boolean; searchPath?: string } = {}): Promise<void> {
   const problems: string[] = [];
-  if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
-    problems.push('must run as root (network namespaces, TUN devices, iptables): use `sudo`');
-  }
+  const privileges = await privilegeProblem();
+  if (privileges) problems.push(privileges);
   const tools = { ...REQUIRED_TOOLS, ...(opts.needTc ? { tc: 'iproute2' } : {}) };
   const missing = await Promise.all(
     Object.entries(tools).map(async ([tool, pkg]) =>

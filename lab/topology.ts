@@ -22,6 +22,21 @@ const dnsLabel = z
 const ipv4 = z.string().refine((s) => ipaddr.IPv4.isValidFourPartDecimal(s), 'expected an IPv4 address');
 const cidr = z.string().refine((s) => ipaddr.isValidCIDR(s), 'expected a CIDR like 10.244.0.0/16');
 
+/**
+ * What a NAT site's router does to traffic between its LAN and the internet (every kind
+ * drops unsolicited inbound, as home and carrier routers do):
+ *   masquerade   port-preserving MASQUERADE (keeps a node's source port while the tuple is free)
+ *   remap        endpoint-independent mapping onto other ports: each node owns a block of the
+ *                router's public ports (as carrier NATs with port-block allocation do) and a
+ *                source port maps to the same public port for every destination
+ *   symmetric    MASQUERADE --random-fully: a fresh random port per destination
+ *                (endpoint-dependent mapping; hole punching needs port prediction or a relay)
+ *   udp-blocked  masquerade, but every UDP datagram between LAN and internet is dropped (TCP only)
+ */
+export const NAT_KINDS = ['masquerade', 'remap', 'symmetric', 'udp-blocked'] as const;
+export const NatKindSchema = z.enum(NAT_KINDS);
+export type NatKind = z.infer<typeof NatKindSchema>;
+
 export const NetemSchema = z
   .object({
     delayMs: z.number().min(0).max(10_000).default(0),
@@ -48,10 +63,14 @@ export const SiteSchema = z
     lan: cidr.optional(),
     /** nat sites: the router's WAN address on the internet. */
     wanIp: ipv4.optional(),
-    /** nat sites: MASQUERADE --random-fully (a symmetric NAT: hole punching cannot work). */
-    symmetricNat: z.boolean().default(false),
+    /** nat sites: the router's NAT kind (default masquerade). */
+    nat: NatKindSchema.optional(),
+    /** nat sites: shorthand for `nat: symmetric` (kept for existing topology files). */
+    symmetricNat: z.boolean().optional(),
     /** Delay/loss (tc netem) on the site's uplink, both directions. */
     netem: NetemSchema.optional(),
+    /** Pins the agents' data transport (`overlay.transport`), e.g. `stream` to measure the fallback. */
+    transport: z.enum(['auto', 'udp', 'stream']).optional(),
   })
   .strict();
 export type SiteSpec = z.infer<typeof SiteSchema>;
@@ -101,8 +120,20 @@ export interface ResolvedRouter {
   wanIp: string;
   lanCidr: string;
   lanIp: string;
-  symmetricNat: boolean;
+  nat: NatKind;
+  /**
+   * The public port block of each node behind this router, used by the `remap` kind: node
+   * i's sources map into its own block (blocks split 1024–65535 evenly among the nodes).
+   */
+  portBlocks: PortBlock[];
   netem?: Netem;
+}
+
+export interface PortBlock {
+  node: string;
+  ip: string;
+  first: number;
+  last: number;
 }
 
 export interface ResolvedNode {
@@ -127,6 +158,8 @@ export interface ResolvedNode {
   ipv6?: string;
   relay: boolean;
   netem?: Netem;
+  /** The site's pinned data transport, when its spec sets one. */
+  transport?: 'auto' | 'udp' | 'stream';
   pods: ResolvedPod[];
 }
 
@@ -150,8 +183,10 @@ export interface TopologyOverrides {
   nodesPerSite?: number;
   podsPerNode?: number;
   dualStack?: boolean;
-  /** true: every NAT site uses a symmetric NAT; a list: only these sites. */
+  /** true: every NAT site uses a symmetric NAT; a list: only these sites (shorthand for `nat`). */
   symmetricNat?: boolean | string[];
+  /** One NAT kind for every NAT site, or site name → NAT kind. Overrides the topology's. */
+  nat?: NatKind | Record<string, NatKind>;
   /** Site name → netem on its uplink. */
   netem?: Record<string, Netem>;
 }
@@ -169,6 +204,10 @@ function cidrsOverlap(a: string, b: string): boolean {
   const [ba, bl] = ipaddr.parseCIDR(b);
   return aa.kind() === ba.kind() && aa.match(ba, Math.min(al, bl));
 }
+
+/** The public ports a `remap` router hands out, split into one block per node behind it. */
+export const PORT_BLOCKS_START = 1024;
+export const PORT_BLOCKS_END = 65535;
 
 /** Site segments' IPv6 (dual-stack): one ULA /64 per segment out of this /48. */
 export const UNDERLAY_V6 = 'fd00:ed6e::/48';
@@ -229,10 +268,23 @@ export function resolveTopology(
   if (dualStack && !clusterCidrs.some((c) => c.includes(':')))
     issues.push('dualStack needs an IPv6 entry in clusterCidrs');
 
-  const symmetric = (site: string, own: boolean) =>
-    Array.isArray(overrides.symmetricNat)
-      ? overrides.symmetricNat.includes(site) || own
-      : (overrides.symmetricNat ?? own);
+  const natOverride = (site: string): NatKind | undefined =>
+    typeof overrides.nat === 'string' ? overrides.nat : overrides.nat?.[site];
+  const symmetricOverride = (site: string): boolean =>
+    Array.isArray(overrides.symmetricNat) ? overrides.symmetricNat.includes(site) : overrides.symmetricNat === true;
+  /** The site's NAT kind: command-line overrides first, then the topology's own fields. */
+  const natKind = (site: SiteSpec, where: string): NatKind => {
+    if (site.nat !== undefined && site.symmetricNat === true && site.nat !== 'symmetric')
+      issues.push(`${where}: symmetricNat: true contradicts nat: ${site.nat}`);
+    const own = site.nat ?? (site.symmetricNat ? 'symmetric' : 'masquerade');
+    const fromNat = natOverride(site.name);
+    if (symmetricOverride(site.name)) {
+      if (fromNat !== undefined && fromNat !== 'symmetric')
+        issues.push(`${site.name}: --symmetric-nat contradicts --nat ${site.name}=${fromNat}`);
+      return 'symmetric';
+    }
+    return fromNat ?? own;
+  };
 
   const seenNames = new Set<string>();
   const seenTags = new Set<string>();
@@ -259,6 +311,8 @@ export function resolveTopology(
         continue;
       }
       if (site.lan || site.wanIp) issues.push(`${where}: lan/wanIp are for nat sites`);
+      if (site.nat !== undefined || site.symmetricNat !== undefined)
+        issues.push(`${where}: nat/symmetricNat are for nat sites (a public site has no NAT router)`);
       if (site.relays > count) issues.push(`${where}.relays: ${site.relays} relays but only ${count} nodes`);
       for (let n = 0; n < count; n++) {
         const name = `${site.name}-${n + 1}`;
@@ -277,6 +331,7 @@ export function resolveTopology(
           ...(dualStack ? { ipv6: underlayV6(0, v4ToInt(ip) % 2 ** (32 - inetLen)) } : {}),
           relay: n < site.relays,
           ...(netem ? { netem } : {}),
+          ...(site.transport ? { transport: site.transport } : {}),
           pods: makePods(name, tag),
         });
       }
@@ -300,23 +355,30 @@ export function resolveTopology(
         lanCidr: site.lan,
         lanIp,
         ...(dualStack ? { lanIpV6: underlayV6(i + 1, 1), lanCidrV6: underlayV6(i + 1) } : {}),
-        symmetricNat: symmetric(site.name, site.symmetricNat),
+        nat: natKind(site, where),
+        portBlocks: [],
         ...(netem ? { netem } : {}),
       });
+      const router = routers.at(-1)!;
+      const blockSize = Math.floor((PORT_BLOCKS_END - PORT_BLOCKS_START + 1) / count);
       for (let n = 0; n < count; n++) {
         const name = `${site.name}-${n + 1}`;
         const tag = `${site.tag}${n + 1}`;
+        const ip = hostAt(site.lan, lanBase, 11 + n, `${where}.lan`, issues);
+        const first = PORT_BLOCKS_START + n * blockSize;
+        router.portBlocks.push({ node: name, ip, first, last: first + blockSize - 1 });
         nodes.push({
           name,
           site: site.name,
           siteKind: 'nat',
           tag,
           netnsSuffix: `n-${tag}`,
-          ip: hostAt(site.lan, lanBase, 11 + n, `${where}.lan`, issues),
+          ip,
           prefixLength: lanLen,
           gateway: lanIp,
           ...(dualStack ? { ipv6: underlayV6(i + 1, 11 + n) } : {}),
           relay: false,
+          ...(site.transport ? { transport: site.transport } : {}),
           pods: makePods(name, tag),
         });
       }
@@ -326,6 +388,16 @@ export function resolveTopology(
     for (const s of overrides.symmetricNat) {
       if (!routers.some((r) => r.site === s)) issues.push(`symmetricNat: ${s} is not a nat site`);
     }
+  }
+  if (overrides.nat !== undefined && typeof overrides.nat !== 'string') {
+    for (const [s, kind] of Object.entries(overrides.nat)) {
+      if (!routers.some((r) => r.site === s))
+        issues.push(`nat: ${s} is not a nat site (nat sites: ${routers.map((r) => r.site).join(', ') || 'none'})`);
+      if (!NatKindSchema.safeParse(kind).success)
+        issues.push(`nat: ${s}=${kind}: expected one of ${NAT_KINDS.join(', ')}`);
+    }
+  } else if (overrides.nat !== undefined && !NatKindSchema.safeParse(overrides.nat).success) {
+    issues.push(`nat: ${overrides.nat}: expected one of ${NAT_KINDS.join(', ')}`);
   }
   for (const s of Object.keys(overrides.netem ?? {})) {
     if (!seenNames.has(s)) issues.push(`netem: ${s} is not a site`);
@@ -394,13 +466,52 @@ export function defaultTopology(overrides: TopologyOverrides = {}): ResolvedTopo
  * one node in each of two NAT sites. Meant for the overlay tests (no pods).
  */
 export function minimalTopology(
-  opts: { symmetricNat?: boolean | string[]; podsPerNode?: number } = {},
+  opts: { symmetricNat?: boolean | string[]; nat?: TopologyOverrides['nat']; podsPerNode?: number } = {},
 ): ResolvedTopology {
   return defaultTopology({
     nodesPerSite: 1,
     podsPerNode: opts.podsPerNode ?? 0,
     symmetricNat: opts.symmetricNat ?? false,
+    ...(opts.nat !== undefined ? { nat: opts.nat } : {}),
   });
+}
+
+/**
+ * Parses `--nat` values: one NAT kind for every NAT site (`--nat remap`) or per site
+ * (`--nat edge-a=remap,edge-b=symmetric`); repeated options are merged.
+ */
+export function parseNatOption(values: readonly string[]): NatKind | Record<string, NatKind> {
+  const issues: string[] = [];
+  const perSite: Record<string, NatKind> = {};
+  let everywhere: NatKind | undefined;
+  const kind = (text: string): NatKind | undefined => {
+    const parsed = NatKindSchema.safeParse(text);
+    if (!parsed.success) issues.push(`"${text}": unknown NAT kind (expected one of ${NAT_KINDS.join(', ')})`);
+    return parsed.success ? parsed.data : undefined;
+  };
+  for (const part of values.flatMap((v) => v.split(',')).map((p) => p.trim())) {
+    if (part === '') {
+      issues.push('empty entry: expected KIND or SITE=KIND[,SITE=KIND]');
+      continue;
+    }
+    const eq = part.indexOf('=');
+    if (eq < 0) {
+      const k = kind(part);
+      if (k && everywhere !== undefined && k !== everywhere)
+        issues.push(`"${part}": one NAT kind for every site, but ${everywhere} was given already`);
+      everywhere ??= k;
+      continue;
+    }
+    const site = part.slice(0, eq);
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(site)) issues.push(`"${part}": "${site}" is not a site name`);
+    if (site in perSite) issues.push(`"${part}": ${site} is named twice`);
+    const k = kind(part.slice(eq + 1));
+    if (k) perSite[site] = k;
+  }
+  if (everywhere !== undefined && Object.keys(perSite).length > 0)
+    issues.push('give either one NAT kind for every site (--nat remap) or SITE=KIND pairs, not both');
+  if (issues.length > 0) throw new ConfigError('--nat', issues);
+  return everywhere ?? perSite;
 }
 
 /** Parses `--netem site:delay=40ms,jitter=5ms,loss=1%` into a site name and its netem. */

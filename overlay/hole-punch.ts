@@ -1,4 +1,4 @@
-// Our own hole punch (stock DCUtR cannot work here, see DESIGN.md): the leader opens
+// Our own hole punch (stock DCUtR cannot work here, see docs/architecture.md): the leader opens
 // /edgemesh/punch/1.0.0 over the relayed connection and both sides exchange their public
 // IP (what the relay observes, via identify) and announced punch port. Then both do a TCP
 // simultaneous open FROM their fixed punch port, retrying for a few seconds; each NAT sees
@@ -12,6 +12,9 @@ import { ipOf, ipPortToMultiaddr, isCircuit, isPublicIp } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { Host, HostInternals } from './host.ts';
+import { JsonLineReader, sendJsonLine } from './json-lines.ts';
+import { ObservedAddressError, queryObservedAddress, relayOfCircuit } from './observed-address.ts';
+import { DEFAULT_GUARD_LIMITS, PunchGuard, type PunchGuardLimits } from './punch-schedule.ts';
 import { socketToMultiaddrConnection } from './socket-conn.ts';
 
 export const PUNCH_PROTOCOL = '/edgemesh/punch/1.0.0';
@@ -52,15 +55,19 @@ export interface HolePunchOptions {
   onConnection: (conn: Connection) => void;
   /** How long both sides keep sending SYNs. */
   openTimeoutMs?: number;
+  /** Admission limits for punches peers ask of us. */
+  guardLimits?: PunchGuardLimits;
 }
 
 export class HolePunch {
   readonly counters: PunchCounters = { attempts: 0, successes: 0, failures: {}, lastDurationMs: undefined };
   readonly #o: HolePunchOptions;
   readonly #aborts = new Set<AbortController>();
+  readonly #guard: PunchGuard;
 
   constructor(opts: HolePunchOptions) {
     this.#o = opts;
+    this.#guard = new PunchGuard(opts.guardLimits ?? DEFAULT_GUARD_LIMITS);
   }
 
   start(): void {
@@ -79,12 +86,12 @@ export class HolePunch {
     const started = Date.now();
     this.counters.attempts++;
     try {
-      const ownIp = await this.#publicIp();
+      const ownIp = await this.publicIp();
       const stream = await withDeadline(5000, 'punch stream', (signal) =>
         relayed.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true, signal }),
       );
-      const reader = new LineReader(stream);
-      send(stream, { v: 1, ip: ownIp, port: this.#o.punchPort });
+      const reader = new JsonLineReader(stream, MAX_MESSAGE, punchFailure);
+      sendJsonLine(stream, { v: 1, ip: ownIp, port: this.#o.punchPort } satisfies PunchAnswer);
       const answer = (await reader.next(5000)) as PunchAnswer;
       void stream.close().catch(() => {});
       if ('error' in answer) throw new PunchError('peer-refused', `peer refused the punch: ${answer.error}`);
@@ -101,44 +108,113 @@ export class HolePunch {
     }
   }
 
-  /** Responder side: answer with our public endpoint and punch towards the leader. */
+  /**
+   * Responder side: answer with our public endpoint and punch towards the leader. The leader
+   * is a member but may be hostile: its offered IP must be the one the relay (or the direct
+   * connection) sees it at, one punch per peer at a time, a bounded number per minute.
+   */
   async #respond(stream: Stream, conn: Connection): Promise<void> {
-    const peer = this.#o.directory.byPeerId(conn.remotePeer.toString());
-    const reader = new LineReader(stream);
+    const leader = conn.remotePeer.toString();
+    const peer = this.#o.directory.byPeerId(leader);
+    const reader = new JsonLineReader(stream, MAX_MESSAGE, punchFailure);
+    let admitted = false;
     try {
       const offer = (await reader.next(5000)) as PunchOffer;
       validateOffer(offer);
       if (peer === undefined) throw new PunchError('unknown-peer', 'peer is not in the directory');
+      const admission = this.#guard.admit(leader, Date.now());
+      if (!admission.ok) throw new PunchError(admission.reason, `punch refused: ${admission.reason}`);
+      admitted = true;
+      const observed = await this.#observedIpOf(conn, leader);
+      if (observed !== offer.ip) {
+        throw new PunchError(
+          'address-mismatch',
+          `offered address ${offer.ip} is not where the peer is seen from (${observed})`,
+        );
+      }
       this.counters.attempts++;
       const started = Date.now();
-      const ownIp = await this.#publicIp();
-      send(stream, { v: 1, ip: ownIp, port: this.#o.punchPort });
+      const ownIp = await this.publicIp();
+      sendJsonLine(stream, { v: 1, ip: ownIp, port: this.#o.punchPort } satisfies PunchAnswer);
       void stream.close().catch(() => {});
-      const direct = await this.#openAndUpgrade(peer.peerId, offer, 'inbound');
+      await this.#openAndUpgrade(peer.peerId, offer, 'inbound');
       this.counters.successes++;
       this.counters.lastDurationMs = Date.now() - started;
       this.#o.log.info({ peer: peer.node, ms: this.counters.lastDurationMs }, 'hole punch succeeded (responder)');
-      void direct;
     } catch (err) {
       const reason = err instanceof PunchError ? err.reason : 'error';
       this.counters.failures[reason] = (this.counters.failures[reason] ?? 0) + 1;
       this.#o.log.info({ peer: peer?.node, err: (err as Error).message }, 'hole punch (responder) failed');
       if (stream.status === 'open') {
         try {
-          send(stream, { v: 1, error: (err as Error).message });
+          sendJsonLine(stream, { v: 1, error: (err as Error).message } satisfies PunchAnswer);
           await stream.close();
         } catch {
           stream.abort(err as Error);
         }
       }
+    } finally {
+      if (admitted) this.#guard.release(leader);
     }
   }
 
-  /** Our public IP as a relay observes it (identify's observed address on the relay link). */
-  async #publicIp(): Promise<string> {
-    const relays = this.#o.directory.relays();
+  /** The public IP a relay sees `peer` connect from (its reservation connection's remote IP). */
+  async relayObservedIpOf(peer: string): Promise<string> {
     for (const conn of this.#o.host.getConnections()) {
-      if (isCircuit(conn.remoteAddr)) continue;
+      if (conn.status !== 'open' || isCircuit(conn.remoteAddr)) continue;
+      if (this.#o.directory.byPeerId(conn.remotePeer.toString())?.relay !== true) continue;
+      try {
+        return await queryObservedAddress(conn, peer, 3000);
+      } catch {
+        // try the next relay
+      }
+    }
+    throw new PunchError('address-unknown', 'no relay knows where the peer connects from');
+  }
+
+  /**
+   * The public IP `peer` is seen from: the remote IP of a direct connection, or, for a relayed
+   * one, what the relay carrying it observes (its reservation connection from the peer's NAT).
+   */
+  async #observedIpOf(conn: Connection, peer: string): Promise<string> {
+    if (!isCircuit(conn.remoteAddr)) {
+      const ip = ipOf(conn.remoteAddr);
+      if (ip === undefined) throw new PunchError('address-unknown', 'cannot tell where the peer connects from');
+      return ip;
+    }
+    const relayId = relayOfCircuit(conn.remoteAddr);
+    const relayConn = this.#o.host
+      .getConnections()
+      .find(
+        (c) =>
+          c.status === 'open' &&
+          !isCircuit(c.remoteAddr) &&
+          (relayId === undefined
+            ? this.#o.directory.byPeerId(c.remotePeer.toString())?.relay === true
+            : c.remotePeer.toString() === relayId),
+      );
+    if (relayConn === undefined)
+      throw new PunchError('address-unknown', 'no connection to the relay carrying the peer');
+    try {
+      return await queryObservedAddress(relayConn, peer);
+    } catch (err) {
+      const reason = err instanceof ObservedAddressError ? err.reason : 'error';
+      throw new PunchError(
+        'address-unknown',
+        `relay cannot confirm the peer's address (${reason}): ${(err as Error).message}`,
+      );
+    }
+  }
+
+  /**
+   * Our public IP as a relay observes it: identify's observed address on the relay link,
+   * else the relay's answer to /edgemesh/observed/1.0.0 about ourselves.
+   */
+  async publicIp(): Promise<string> {
+    const relays = this.#o.directory.relays();
+    const self = this.#o.host.peerId.toString();
+    for (const conn of this.#o.host.getConnections()) {
+      if (isCircuit(conn.remoteAddr) || conn.status !== 'open') continue;
       if (!relays.some((r) => r.peerId === conn.remotePeer.toString())) continue;
       try {
         const result = await withDeadline(3000, 'identify', (signal) =>
@@ -146,6 +222,12 @@ export class HolePunch {
         );
         const ip = result.observedAddr ? ipOf(result.observedAddr) : undefined;
         if (ip !== undefined && isPublicIp(ip)) return ip;
+      } catch {
+        // ask the relay directly below
+      }
+      try {
+        const ip = await queryObservedAddress(conn, self, 3000);
+        if (isPublicIp(ip)) return ip;
       } catch {
         // try the next relay
       }
@@ -239,6 +321,10 @@ function connectOnce(ip: string, port: number, localPort: number, timeoutMs: num
   });
 }
 
+function punchFailure(reason: string, message: string): PunchError {
+  return new PunchError(reason, message);
+}
+
 function validateOffer(o: unknown): asserts o is PunchOffer {
   const offer = o as Partial<PunchOffer> | null;
   if (
@@ -252,61 +338,5 @@ function validateOffer(o: unknown): asserts o is PunchOffer {
     offer.port! > 65535
   ) {
     throw new PunchError('bad-message', 'malformed punch message');
-  }
-}
-
-function send(stream: Stream, msg: PunchAnswer): void {
-  stream.send(new TextEncoder().encode(`${JSON.stringify(msg)}\n`));
-}
-
-/** Reads newline-terminated JSON messages from a stream (bounded). */
-class LineReader {
-  #buf = '';
-  readonly #lines: string[] = [];
-  #waiter: ((line: string) => void) | undefined;
-  #failer: ((err: Error) => void) | undefined;
-  readonly #decoder = new TextDecoder();
-
-  constructor(stream: Stream) {
-    stream.addEventListener('message', (evt) => {
-      this.#buf += this.#decoder.decode(evt.data.subarray(), { stream: true });
-      if (this.#buf.length > MAX_MESSAGE) {
-        stream.abort(new Error('punch message too long'));
-        this.#failer?.(new PunchError('bad-message', 'punch message too long'));
-        return;
-      }
-      let nl = this.#buf.indexOf('\n');
-      while (nl >= 0) {
-        this.#lines.push(this.#buf.slice(0, nl));
-        this.#buf = this.#buf.slice(nl + 1);
-        nl = this.#buf.indexOf('\n');
-      }
-      this.#deliver();
-    });
-    stream.addEventListener('close', () => this.#failer?.(new PunchError('signal-closed', 'punch stream closed')));
-  }
-
-  #deliver(): void {
-    if (this.#waiter && this.#lines.length > 0) this.#waiter(this.#lines.shift()!);
-  }
-
-  next(timeoutMs: number): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new PunchError('signal-timeout', 'no punch answer')), timeoutMs);
-      this.#waiter = (line) => {
-        clearTimeout(timer);
-        this.#waiter = undefined;
-        try {
-          resolve(JSON.parse(line));
-        } catch {
-          reject(new PunchError('bad-message', 'punch message is not JSON'));
-        }
-      };
-      this.#failer = (err) => {
-        clearTimeout(timer);
-        reject(err);
-      };
-      this.#deliver();
-    });
   }
 }

@@ -1,13 +1,16 @@
 // The overlay: one libp2p host per node, one tunnel per remote node that has traffic,
 // over the best path the directory allows (direct, hole-punched, relayed), moving between
 // paths by itself. The forwarder sees one PeerLink per peer whatever the path underneath.
+// With a UDP data socket (overlay/udp-carrier.ts) the link carries packets on the peer's UDP
+// session whenever the path ladder says UDP works, and the stream tunnel is the fallback.
+import { EventEmitter } from 'node:events';
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
-import type { PeerLink } from '../dataplane/types.ts';
-import { circuitAddr, isCircuit, isPublicIp, withPeer } from './addresses.ts';
+import type { Packet, PeerLink } from '../dataplane/types.ts';
+import { circuitAddr, ipOf, isCircuit, isPublicIp, withPeer } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
@@ -15,9 +18,13 @@ import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host, internalsOf } from './host.ts';
 import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
+import { serveObservedAddress } from './observed-address.ts';
+import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
+import { punchRetryDelayMs } from './punch-schedule.ts';
 import { ReservationKeeper } from './reservations.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
+import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
 
 /** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
 export interface ForwarderLike {
@@ -25,9 +32,16 @@ export interface ForwarderLike {
   detachLink(node: string): void;
   /** One whole frame from the peer; throws (FrameError) on garbage: the stream is reset. */
   receive(node: string, chunk: Uint8Array): void;
+  /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
+  receivePackets?(node: string, packets: Packet[]): void;
 }
 
-export type PathKind = 'host-gw' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+/**
+ * How traffic reaches a peer, best first: kernel route (same site), UDP session straight to
+ * the peer, UDP session through punched NAT mappings, then the libp2p stream tunnel over a
+ * direct, hole-punched or relayed connection.
+ */
+export type PathKind = 'host-gw' | 'udp-direct' | 'udp-punched' | 'direct' | 'hole-punched' | 'relayed' | 'none';
 
 export interface PeerStatus {
   node: string;
@@ -51,6 +65,10 @@ export interface OverlayCounters {
   badFrames: number;
   tunnelsOpened: number;
   pathChanges: number;
+  /** Observed-address queries this node answered / refused (relays answer them). */
+  observed: { answered: number; refused: number };
+  /** UDP sessions, probing and the path ladder (absent without a UDP socket). */
+  udp?: UdpCarrierCounters;
 }
 
 export interface OverlayOptions {
@@ -75,6 +93,20 @@ export interface OverlayOptions {
   maxQueueBytes?: number;
   /** Punch holes in the background when policy allows (default true; benches turn it off). */
   autoPunch?: boolean;
+  /** The node's UDP data socket (absent: the stream tunnel carries everything). */
+  udp?: UdpSocketFactory;
+  /** auto: UDP where it answers, else the stream; udp / stream pin one. Default auto. */
+  transport?: TransportMode;
+  /** Interfaces whose addresses are not offered as UDP candidates (the TUN, the pod bridge). */
+  udpExcludeInterfaces?: string[];
+  udpRekeyAfterMs?: number;
+  udpKeepaliveMs?: number;
+  ladderTuning?: LadderTuning;
+}
+
+export interface OverlayEvents {
+  /** A peer's visible path changed (e.g. relayed → udp-punched). */
+  path: [node: string, from: PathKind, to: PathKind];
 }
 
 export interface Overlay {
@@ -95,6 +127,17 @@ export interface Overlay {
   stop(): Promise<void>;
   /** The libp2p host, for tests and diagnostics. */
   readonly host: Host;
+  /** Path changes as they happen. */
+  readonly events: EventEmitter<OverlayEvents>;
+  /** The UDP data socket's port (undefined without one). */
+  udpPort(): number | undefined;
+}
+
+/** What a PeerSession's link needs from the UDP side. */
+interface UdpLinkHooks {
+  carries(node: string): boolean;
+  send(node: string, packets: Packet[]): number;
+  readonly mtu: number | undefined;
 }
 
 /** Per remote node: its tunnel streams (one per path) and the PeerLink the forwarder holds. */
@@ -113,13 +156,30 @@ class PeerSession {
   lastSeen: number | undefined;
   lastPath: PathKind = 'none';
   attached = false;
+  /** Last UDP packet either way (epoch ms), for idle close. */
+  udpActivity = 0;
   readonly link: PeerLink & { readonly offload: boolean };
 
-  constructor(node: string, peerId: string) {
+  constructor(node: string, peerId: string, udp: UdpLinkHooks | undefined) {
     this.node = node;
     this.peerId = peerId;
     const session = this;
+    const sendPackets = (packets: Packet[]): number => {
+      const n = udp!.send(node, packets);
+      for (let i = 0; i < n; i++) session.txBytes += packets[i]!.data.length;
+      if (n < packets.length) session.drops += packets.length - n;
+      session.udpActivity = Date.now();
+      return n;
+    };
     this.link = {
+      // Present only while UDP carries this peer: the forwarder asks per batch, and falls
+      // back to frames on the stream tunnel when it is absent.
+      get sendPackets() {
+        return udp?.carries(node) ? sendPackets : undefined;
+      },
+      get mtu() {
+        return udp?.carries(node) ? udp.mtu : undefined;
+      },
       send: (frame) => {
         const tunnel = session.preferred();
         const ok = tunnel?.send(frame) ?? false;
@@ -173,6 +233,9 @@ class OverlayImpl implements Overlay {
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #probes = new Map<string, ConnectionProbe>();
+  readonly #observed: { answered: number; refused: number };
+  readonly #udp: UdpCarrier | undefined;
+  readonly events = new EventEmitter<OverlayEvents>();
   #badFrames = 0;
   #tunnelsOpened = 0;
   #pathChanges = 0;
@@ -201,6 +264,8 @@ class OverlayImpl implements Overlay {
       maxOutboundStreams: 8,
     });
     this.#punch.start();
+    this.#observed = serveObservedAddress(host, this.#dir);
+    this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
@@ -250,7 +315,11 @@ class OverlayImpl implements Overlay {
     if (plan.kind === 'host-gw') return;
     if (plan.kind === 'none') throw new Error(`no path to ${node}: ${plan.reason}`);
     const session = this.#session(peer);
-    if (session.preferred() !== undefined) return;
+    if (this.#udp?.carries(node)) return;
+    if (session.preferred() !== undefined) {
+      this.#udp?.ensure(node);
+      return;
+    }
     session.connecting ??= this.#open(session, peer, plan).finally(() => {
       session.connecting = undefined;
     });
@@ -258,21 +327,105 @@ class OverlayImpl implements Overlay {
   }
 
   async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
-    let conn: Connection;
+    const conn = await this.#dialFor(peer, plan);
+    await this.#openTunnel(session, conn);
+    // Traffic flows on the stream at once; UDP takes over when its path answers.
+    this.#udp?.ensure(peer.node);
+    if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+  }
+
+  async #dialFor(peer: PeerInfo, plan: PathPlan): Promise<Connection> {
     if (plan.kind === 'direct') {
-      conn = await withDeadline(10_000, 'direct dial', (signal) =>
+      return withDeadline(10_000, 'direct dial', (signal) =>
         this.host.dial(
           peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
           { signal },
         ),
       );
-    } else if (plan.kind === 'reverse') {
-      conn = await this.#reachNatPeer(peer);
-    } else {
-      conn = await this.#dialViaRelay(peer);
     }
-    await this.#openTunnel(session, conn);
-    if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+    if (plan.kind === 'reverse') return this.#reachNatPeer(peer);
+    return this.#dialViaRelay(peer);
+  }
+
+  /** A libp2p connection to run a UDP handshake on: an open one (direct first), else a new one. */
+  async #connectionTo(node: string): Promise<Connection> {
+    const peer = this.#dir.get(node);
+    if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
+    const open = this.host.getConnections(peerIdFromString(peer.peerId)).filter((c) => c.status === 'open');
+    const best = open.find((c) => !isCircuit(c.remoteAddr)) ?? open[0];
+    if (best !== undefined) return best;
+    const plan = this.planFor(node);
+    if (plan.kind === 'host-gw' || plan.kind === 'none') throw new Error(`no libp2p path to ${node}`);
+    return this.#dialFor(peer, plan);
+  }
+
+  #openUdp(factory: UdpSocketFactory): UdpCarrier {
+    const opts = this.#opts;
+    return new UdpCarrier({
+      factory,
+      host: this.host,
+      directory: this.#dir,
+      log: this.#log,
+      mode: opts.transport ?? 'auto',
+      connectionTo: (node) => this.#connectionTo(node),
+      publicIp: () => this.#punch.publicIp(),
+      observedIpOf: (peerId) => this.#observedIpOf(peerId),
+      selfPublic: () => this.#self().publicReachable,
+      announcedIps: () =>
+        (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
+      ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
+      onPackets: (node, packets) => this.#onUdpPackets(node, packets),
+      onChange: (node) => this.#onUdpChange(node),
+      ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
+      ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
+      ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
+    });
+  }
+
+  /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
+  async #observedIpOf(peerId: string): Promise<string> {
+    const direct = this.host
+      .getConnections(peerIdFromString(peerId))
+      .find((c) => c.status === 'open' && !isCircuit(c.remoteAddr));
+    const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
+    if (ip !== undefined) return ip;
+    return this.#punch.relayObservedIpOf(peerId);
+  }
+
+  #onUdpPackets(node: string, packets: Packet[]): void {
+    const session = this.#sessions.get(node);
+    if (session !== undefined) {
+      for (const p of packets) session.rxBytes += p.data.length;
+      session.lastSeen = session.udpActivity = Date.now();
+    }
+    this.#opts.forwarder.receivePackets?.(node, packets);
+  }
+
+  /** UDP started or stopped carrying `node`, or its UDP path changed. */
+  #onUdpChange(node: string): void {
+    const peer = this.#dir.get(node);
+    if (peer === undefined || this.#stopped) return;
+    const session = this.#session(peer);
+    if (this.#udp?.carries(node)) {
+      this.#attach(session);
+    } else if (session.preferred() === undefined) {
+      // UDP lost the peer and no stream tunnel is up (idle-closed): detach so packets are
+      // held, and bring the fallback up now if the peer was in use.
+      if (session.attached) {
+        session.attached = false;
+        this.#opts.forwarder.detachLink(node);
+      }
+      if (Date.now() - session.udpActivity < (this.#opts.idleTimeoutMs ?? 120_000)) {
+        this.connect(node).catch((err: Error) =>
+          this.#log.info({ peer: node, err: err.message }, 'stream fallback after UDP loss failed'),
+        );
+      }
+    }
+    this.#notePath(session);
+  }
+
+  udpPort(): number | undefined {
+    return this.#udp?.port;
   }
 
   /**
@@ -401,12 +554,12 @@ class OverlayImpl implements Overlay {
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
     session.tunnels.delete(tunnel);
     // A direct path just died: give the NATs a moment before punching again.
-    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + 5000);
+    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + punchRetryDelayMs(1));
     this.#log.info(
       { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
       'tunnel stream closed',
     );
-    if (session.tunnels.size === 0 && session.attached) {
+    if (session.tunnels.size === 0 && session.attached && !this.#udp?.carries(session.node)) {
       // Detach so the forwarder's next packet for this peer asks us to connect again.
       session.attached = false;
       this.#opts.forwarder.detachLink(session.node);
@@ -418,15 +571,17 @@ class OverlayImpl implements Overlay {
     const path = this.pathOf(session.node);
     if (path === session.lastPath) return;
     this.#log.info({ peer: session.node, from: session.lastPath, to: path }, 'tunnel path changed');
+    const from = session.lastPath;
     session.lastPath = path;
     this.#pathChanges++;
+    this.events.emit('path', session.node, from, path);
   }
 
   #session(peer: PeerInfo): PeerSession {
     let session = this.#sessions.get(peer.node);
     if (session === undefined || session.peerId !== peer.peerId) {
       if (session !== undefined) this.#dropPeer(peer.node);
-      session = new PeerSession(peer.node, peer.peerId);
+      session = new PeerSession(peer.node, peer.peerId, this.#udp);
       this.#sessions.set(peer.node, session);
     }
     return session;
@@ -439,13 +594,18 @@ class OverlayImpl implements Overlay {
     for (const t of session.tunnels) t.abort(new Error(why));
     if (session.attached) this.#opts.forwarder.detachLink(node);
     session.attached = false;
+    this.#udp?.drop(node);
     void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
   }
 
   // --- hole punching -------------------------------------------------------------------
 
   #maybePunchAll(): void {
-    for (const session of this.#sessions.values()) this.#maybePunch(session);
+    for (const session of this.#sessions.values()) {
+      this.#maybePunch(session);
+      // A tunnel without a UDP session (the handshake failed, the session expired): retry.
+      if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
+    }
   }
 
   async punchNow(node: string): Promise<PathKind> {
@@ -476,8 +636,10 @@ class OverlayImpl implements Overlay {
       })
       .catch((err: Error) => {
         session.punchFailures++;
-        // Back off: a NAT that defeated us once (symmetric) will likely do it again.
-        session.nextPunchAt = Date.now() + Math.min(300_000, 15_000 * 2 ** (session.punchFailures - 1));
+        // Start short (a mapping often settles within seconds, and the peer may simply not
+        // have been ready), then back off: a NAT that keeps defeating us (symmetric) will
+        // likely go on doing it.
+        session.nextPunchAt = Date.now() + punchRetryDelayMs(session.punchFailures);
         this.#log.info({ peer: session.node, err: err.message }, 'hole punch failed, staying relayed');
       })
       .finally(() => {
@@ -522,9 +684,21 @@ class OverlayImpl implements Overlay {
     const idle = this.#opts.idleTimeoutMs ?? 120_000;
     const now = Date.now();
     for (const session of this.#sessions.values()) {
-      if (session.tunnels.size === 0 || session.connecting) continue;
+      if (session.connecting) continue;
+      const udpIdle = now - session.udpActivity >= idle;
+      if (udpIdle && this.#udp?.sessions.current(session.node) !== undefined && session.tunnels.size === 0) {
+        this.#log.info({ peer: session.node }, 'closing idle UDP session');
+        this.#udp.drop(session.node);
+      }
+      if (session.tunnels.size === 0) continue;
       const last = Math.max(...[...session.tunnels].map((t) => t.lastActivity));
       if (now - last < idle) continue;
+      // UDP carries the traffic: the stream tunnel may close, the UDP session stays.
+      if (!udpIdle) {
+        for (const t of session.tunnels) void t.close();
+        continue;
+      }
+      this.#udp?.drop(session.node);
       this.#log.info({ peer: session.node }, 'closing idle tunnel');
       for (const t of session.tunnels) void t.close();
       const peer = this.#dir.get(session.node);
@@ -545,6 +719,11 @@ class OverlayImpl implements Overlay {
   pathOf(node: string): PathKind {
     const peer = this.#dir.get(node);
     if (peer !== undefined && this.planFor(node).kind === 'host-gw') return 'host-gw';
+    const stream = this.#streamPathOf(node);
+    return this.#udp === undefined ? stream : this.#udp.pathOf(node, stream);
+  }
+
+  #streamPathOf(node: string): StreamPathKind {
     const tunnel = this.#sessions.get(node)?.preferred();
     if (tunnel === undefined) return 'none';
     if (!tunnel.direct) return 'relayed';
@@ -578,7 +757,9 @@ class OverlayImpl implements Overlay {
           rxBytes: s?.rxBytes ?? 0,
           drops: s?.drops ?? 0,
           lastSeen: s?.lastSeen,
-          remoteAddr: s?.preferred()?.connection.remoteAddr.toString(),
+          remoteAddr:
+            (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
+            s?.preferred()?.connection.remoteAddr.toString(),
         };
       });
   }
@@ -590,6 +771,8 @@ class OverlayImpl implements Overlay {
       badFrames: this.#badFrames,
       tunnelsOpened: this.#tunnelsOpened,
       pathChanges: this.#pathChanges,
+      observed: { ...this.#observed },
+      ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
     };
   }
 
@@ -600,6 +783,7 @@ class OverlayImpl implements Overlay {
     this.#reservations.stop();
     this.#punch.stop();
     for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
+    await this.#udp?.stop();
     await this.host.stop();
   }
 }

@@ -67,9 +67,9 @@ if (client.length > 0) {
   const target = join(out, 'edgemesh');
   try {
     // Static so the DaemonSet can copy it onto any host, Node.js or not.
-    run([...cflags, '-static', ...client, '-o', target]);
+    run([...cflags, '-pthread', '-static', ...client, '-o', target]);
   } catch {
     console.warn('[build-native] static link failed; building a dynamically linked client');
-    run([...cflags, ...client, '-o', target]);
+    run([...cflags, '-pthread', ...client, '-o', target]);
   }
 }

@@ -2,12 +2,19 @@
 // as the CNI client, selected by argv[1]; runtimes never pass arguments to a CNI plugin).
 // It performs the per-pod interface plumbing with rtnetlink directly, so a pod ADD or DEL
 // costs no process start at all (each `ip`/`nsenter` exec costs milliseconds, more on a
-// loaded node). One request per line on stdin, one reply per line on stdout, in order:
+// loaded node). One request per line on stdin, one reply per line on stdout (matched by ID):
 //   veth ID HOST HOSTMAC MTU BRIDGE PODIF PODMAC NETNS   → host veth on BRIDGE, up; peer born in NETNS as PODIF
 //   pod ID NETNS IFNAME ADDR/PLEN,... GW,...               → addresses (no DAD), link up, default routes
+//   add ID HOST HOSTMAC MTU BRIDGE PODIF PODMAC NETNS ADDR/PLEN,... GW,...
+//                                                          → veth, then pod: a whole ADD in one request
 //   del ID NAME                                            → delete link NAME (ok when already gone);
 //                                                            DELs arriving together are deleted as one group
-// Replies: "ok ID", "gone ID" (del of a missing link), or "err ID ERRNO message".
+// Replies: "ok ID", "gone ID" (del of a missing link), or "err ID ERRNO message", each as
+// soon as its request is done (a burst of ADDs does not wait for the slowest).
+// A link deletion returns only after an RCU barrier (20 ms and more on a busy node), although
+// the kernel unlists the device at its start: DELs run on a worker thread each batch, so
+// neither ADDs nor the next burst of DELs wait for an earlier barrier. Their replies may come
+// after later requests' replies.
 #define _GNU_SOURCE /* setns, CLONE_NEWNET */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -17,6 +24,7 @@
 #include <linux/rtnetlink.h>
 #include <linux/veth.h>
 #include <net/if.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -248,24 +256,25 @@ static int op_del(int nl, char **a) {
   return talk(nl, &m);
 }
 
-/* Link group used only for a moment, to delete several host veths in one kernel operation:
-   a per-device delete waits for an RCU grace period each, a group delete once for all. */
-#define DOOMED_GROUP 0x65646d64u
+/* Link groups used only for a moment, to delete several host veths in one kernel operation:
+   a per-device delete waits for an RCU barrier each, a group delete once for all. Each
+   deletion job takes its own group, so concurrent jobs never delete each other's links. */
+#define DOOMED_GROUP_BASE 0x65640000u
 
-static int set_group(int nl, const char *name) {
+static int set_group(int nl, const char *name, unsigned group) {
   char buf[NL_BUF];
   msg_t m;
   init_msg(&m, buf, sizeof buf, RTM_NEWLINK, 0, sizeof(struct ifinfomsg));
   add_str(&m, IFLA_IFNAME, name);
-  add_u32(&m, IFLA_GROUP, DOOMED_GROUP);
+  add_u32(&m, IFLA_GROUP, group);
   return talk(nl, &m);
 }
 
-static int delete_group(int nl) {
+static int delete_group(int nl, unsigned group) {
   char buf[NL_BUF];
   msg_t m;
   init_msg(&m, buf, sizeof buf, RTM_DELLINK, 0, sizeof(struct ifinfomsg));
-  add_u32(&m, IFLA_GROUP, DOOMED_GROUP);
+  add_u32(&m, IFLA_GROUP, group);
   return talk(nl, &m);
 }
 
@@ -276,14 +285,104 @@ typedef struct {
   int rc;
 } req_t;
 
-static void reply(req_t *r) {
-  const char *op = r->argv[0], *id = r->argv[1];
-  if (r->rc == 0) printf("ok %s\n", id);
-  else if (r->rc == -ENODEV && strcmp(op, "del") == 0) printf("gone %s\n", id);
-  else printf("err %s %d %s\n", id, -r->rc, strerror(-r->rc));
+static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void print_reply(const char *op, const char *id, int rc) {
+  if (rc == 0) printf("ok %s\n", id);
+  else if (rc == -ENODEV && strcmp(op, "del") == 0) printf("gone %s\n", id);
+  else printf("err %s %d %s\n", id, -rc, strerror(-rc));
 }
 
-/* Runs a batch of requests that arrived together; consecutive DELs are deleted as one group. */
+/* One batch of consecutive DELs, copied out of the request buffer (which the reader reuses). */
+#define ID_MAX 24
+typedef struct {
+  int n;
+  unsigned group;
+  struct {
+    char id[ID_MAX];
+    char name[IFNAMSIZ];
+    int rc;
+  } links[];
+} del_job_t;
+
+#define MAX_DEL_WORKERS 8
+static int del_workers; /* running worker threads; touched with __atomic builtins */
+
+static void run_del_job(del_job_t *job) {
+  int nl = nl_socket();
+  if (nl < 0) {
+    for (int k = 0; k < job->n; k++) job->links[k].rc = -errno;
+  } else if (job->n == 1) {
+    char *args[1] = {job->links[0].name};
+    job->links[0].rc = op_del(nl, args);
+  } else {
+    int marked = 0;
+    for (int k = 0; k < job->n; k++) {
+      job->links[k].rc = set_group(nl, job->links[k].name, job->group);
+      if (job->links[k].rc == 0) marked++;
+    }
+    if (marked > 0 && delete_group(nl, job->group) != 0) {
+      /* Fall back to one delete per device (the group delete is all or nothing). */
+      for (int k = 0; k < job->n; k++) {
+        char *args[1] = {job->links[k].name};
+        if (job->links[k].rc == 0) job->links[k].rc = op_del(nl, args);
+      }
+    }
+  }
+  if (nl >= 0) close(nl);
+  pthread_mutex_lock(&out_lock);
+  for (int k = 0; k < job->n; k++) print_reply("del", job->links[k].id, job->links[k].rc);
+  fflush(stdout);
+  pthread_mutex_unlock(&out_lock);
+  free(job);
+}
+
+static void *del_worker(void *arg) {
+  run_del_job(arg);
+  __atomic_sub_fetch(&del_workers, 1, __ATOMIC_SEQ_CST);
+  return NULL;
+}
+
+/* Hands DELs reqs[i..j) to a worker thread (inline when too many run or on any failure). */
+static void start_del_job(req_t *reqs, int i, int j) {
+  static unsigned next_group;
+  del_job_t *job = malloc(sizeof *job + (size_t)(j - i) * sizeof job->links[0]);
+  if (!job) {
+    pthread_mutex_lock(&out_lock);
+    for (int k = i; k < j; k++) print_reply("del", reqs[k].argv[1], -ENOMEM);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
+    return;
+  }
+  job->n = j - i;
+  job->group = DOOMED_GROUP_BASE | (next_group++ & 0xffffu);
+  for (int k = i; k < j; k++) {
+    snprintf(job->links[k - i].id, ID_MAX, "%s", reqs[k].argv[1]);
+    snprintf(job->links[k - i].name, IFNAMSIZ, "%s", reqs[k].argv[2]);
+  }
+  if (__atomic_add_fetch(&del_workers, 1, __ATOMIC_SEQ_CST) <= MAX_DEL_WORKERS) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    int started = pthread_create(&t, &attr, del_worker, job) == 0;
+    pthread_attr_destroy(&attr);
+    if (started) return;
+  }
+  __atomic_sub_fetch(&del_workers, 1, __ATOMIC_SEQ_CST);
+  run_del_job(job);
+}
+
+/* A whole ADD: the veth pair, then the pod side (its name and namespace from the veth's arguments). */
+static int op_add(int nl, int host_ns, char **a) {
+  int rc = op_veth(nl, a);
+  if (rc != 0) return rc;
+  char *pod[4] = {a[6], a[4], a[7], a[8]};
+  return op_pod(host_ns, pod);
+}
+
+/* Runs a batch of requests that arrived together; consecutive DELs go to one deletion job. */
 static void run_batch(int nl, int host_ns, req_t *reqs, int n) {
   for (int i = 0; i < n;) {
     req_t *r = &reqs[i];
@@ -291,30 +390,20 @@ static void run_batch(int nl, int host_ns, req_t *reqs, int n) {
     if (strcmp(op, "del") == 0 && r->argc == 3) {
       int j = i;
       while (j < n && strcmp(reqs[j].argv[0], "del") == 0 && reqs[j].argc == 3) j++;
-      if (j - i == 1) {
-        r->rc = op_del(nl, r->argv + 2);
-      } else {
-        int marked = 0;
-        for (int k = i; k < j; k++) {
-          reqs[k].rc = set_group(nl, reqs[k].argv[2]);
-          if (reqs[k].rc == 0) marked++;
-        }
-        if (marked > 0 && delete_group(nl) != 0) {
-          /* Fall back to one delete per device (the group delete is all or nothing). */
-          for (int k = i; k < j; k++)
-            if (reqs[k].rc == 0) reqs[k].rc = op_del(nl, reqs[k].argv + 2);
-        }
-      }
+      start_del_job(reqs, i, j);
       i = j;
       continue;
     }
     if (strcmp(op, "veth") == 0 && r->argc == 9) r->rc = op_veth(nl, r->argv + 2);
     else if (strcmp(op, "pod") == 0 && r->argc == 6) r->rc = op_pod(host_ns, r->argv + 2);
+    else if (strcmp(op, "add") == 0 && r->argc == 11) r->rc = op_add(nl, host_ns, r->argv + 2);
     else r->rc = -EINVAL;
+    pthread_mutex_lock(&out_lock);
+    print_reply(op, r->argv[1], r->rc);
+    fflush(stdout);
+    pthread_mutex_unlock(&out_lock);
     i++;
   }
-  for (int i = 0; i < n; i++) reply(&reqs[i]);
-  fflush(stdout);
 }
 
 int netlink_helper_main(void) {
@@ -356,5 +445,7 @@ int netlink_helper_main(void) {
     memmove(buf, start, rest);
     have = rest;
   }
+  /* Input closed: let running deletions finish and answer before the process goes. */
+  while (__atomic_load_n(&del_workers, __ATOMIC_SEQ_CST) > 0) usleep(1000);
   return 0;
 }

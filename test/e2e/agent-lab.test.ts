@@ -123,7 +123,12 @@ describe('agent in the lab: three sites, NATs, relay', () => {
         }
         expect(route, where).toContain('dev edgemesh0');
         const toPeer = conns.filter((c) => c.remote.startsWith(`${outsideIp(peerNode)}:`));
-        if (peerNode.site === 'cloud' || node.site === 'cloud') {
+        const crossesCloud = peerNode.site === 'cloud' || node.site === 'cloud';
+        if (peer.path === 'udp-direct' || peer.path === 'udp-punched') {
+          // A UDP session: its endpoint is the peer's outside address (its own, or its NAT's).
+          expect(peer.path, where).toBe(crossesCloud ? 'udp-direct' : 'udp-punched');
+          expect(peer.endpoint ?? '', where).toContain(outsideIp(peerNode));
+        } else if (crossesCloud) {
           expect(peer.path, where).toBe('direct');
           // A connection between the two nodes' outside addresses carries it.
           const either = conns.some(

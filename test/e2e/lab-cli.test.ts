@@ -83,6 +83,18 @@ describe('edgemesh-cni lab (CLI)', () => {
     const status = (await edgemesh(['lab', 'status', '--id', id])).stdout;
     expect(status).toContain(`lab ${id} (up`);
     expect(status.match(/^(cloud|edge-a|edge-b)-\d +\S+ +\S+ +\S+ +up /gm)).toHaveLength(6);
+    // Each site with its NAT kind (the default lab: port-preserving masquerade on both edges).
+    expect(status).toMatch(/^cloud +public +- /m);
+    expect(status).toMatch(/^edge-a +nat +masquerade +203\.0\.113\.101 +192\.168\.10\.0\/24$/m);
+    expect(status).toMatch(/^edge-b +nat +masquerade +203\.0\.113\.102 +192\.168\.20\.0\/24$/m);
+    const json = JSON.parse((await edgemesh(['lab', 'status', '--id', id, '--json'])).stdout) as {
+      sites: Array<{ name: string; kind: string; nat?: string }>;
+    };
+    expect(json.sites.map((s) => `${s.name}:${s.kind}:${s.nat ?? '-'}`)).toEqual([
+      'cloud:public:-',
+      'edge-a:nat:masquerade',
+      'edge-b:nat:masquerade',
+    ]);
 
     // lab exec: from an edge-a pod to an edge-b pod by Pod IP, and a command's exit code passes through.
     const target = /^edge-b-1-p1 +\S+ +\S+ +(\S+)/m.exec(status)?.[1];

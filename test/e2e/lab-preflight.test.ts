@@ -8,26 +8,20 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { PreflightError, preflight, which } from '../../lab/preflight.ts';
+import { withoutPrivileges } from '../support/without-privileges.ts';
 
 const exec = promisify(execFile);
 const cli = fileURLToPath(new URL('../../bin/edgemesh-cni.js', import.meta.url));
 
 describe('lab preflight', () => {
-  it('refuses to run without root, before creating anything', async () => {
-    const err = await exec('setpriv', [
-      '--reuid=65534',
-      '--regid=65534',
-      '--clear-groups',
-      process.execPath,
-      cli,
-      'lab',
-      'up',
-    ]).then(
+  it("refuses to run without root's privileges, before creating anything", async () => {
+    const err = await exec(...withoutPrivileges([process.execPath, cli, 'lab', 'up'])).then(
       () => undefined,
       (e: { code: number; stdout: string; stderr: string }) => e,
     );
     expect(err?.code).toBe(1);
     expect(err?.stderr).toContain('must run as root');
+    expect(err?.stderr).toContain('lacks CAP_NET_ADMIN and CAP_SYS_ADMIN');
     expect(err?.stderr).not.toMatch(/\n\s+at /); // no stack trace
     // It stopped before the first step: no lab was started, no namespace created.
     expect(err?.stdout).not.toMatch(/namespaces:|lab em/);

@@ -1,5 +1,5 @@
 // The whole lab through the library: lab up → every pod reaches every other pod by Pod IP
-// over the path the design says → lab down leaves nothing behind.
+// over the path its pair should take (docs/architecture.md, "The path ladder") → lab down leaves nothing behind.
 import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -61,9 +61,34 @@ describe('lab up (built-in topology)', () => {
       const where = `${e.from}→${e.to}`;
       if (e.fromNode === e.toNode) expect(e.path, where).toBe('local');
       else if (e.fromSite === e.toSite) expect(e.path, where).toBe('host-gw');
-      else if (e.fromSite === 'cloud' || e.toSite === 'cloud') expect(e.path, where).toBe('direct');
-      else expect(['relayed', 'hole-punched'], where).toContain(e.path);
+      // The UDP session comes up within a second of the first packet; the stream tunnel
+      // carries what goes before it.
+      else if (e.fromSite === 'cloud' || e.toSite === 'cloud')
+        expect(['udp-direct', 'direct'], where).toContain(e.path);
+      else expect(['udp-punched', 'hole-punched', 'relayed'], where).toContain(e.path);
     }
+  });
+
+  it('settles every cross-site pair on a UDP session: direct to the cloud, hole-punched edge ↔ edge', async () => {
+    const want = (from: string, to: string) =>
+      lab!.node(from).site === 'cloud' || lab!.node(to).site === 'cloud' ? 'udp-direct' : 'udp-punched';
+    const wrong = async () => {
+      const out: string[] = [];
+      for (const n of lab!.nodes) {
+        for (const p of (await lab!.agentStatus(n.name)).peers) {
+          if (lab!.node(p.node).site !== n.site && p.path !== want(n.name, p.node))
+            out.push(`${n.name}→${p.node}: ${p.path}`);
+        }
+      }
+      return out;
+    };
+    const deadline = Date.now() + 30_000;
+    let left = await wrong();
+    while (left.length > 0 && Date.now() < deadline) {
+      await runMatrix(lab!); // traffic keeps the sessions wanted
+      left = await wrong();
+    }
+    expect(left).toEqual([]);
   });
 
   it('restarts a killed agent with the lab helpers, and its pods stay reachable', async () => {

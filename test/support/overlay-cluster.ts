@@ -1,5 +1,7 @@
 // A three-node overlay cluster on the NAT topology: relay (public), node A (site a behind
 // NAT), node B (site b behind NAT), each an overlay-peer process, all sharing one directory.
+// Every node punches from its own port, drawn and kept as the agent does; optionally a
+// second node (a2) sits behind site A's NAT beside A.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +12,7 @@ import { OverlayPeerProcess } from './overlay-peer-client.ts';
 import { createNatTopology, type NatTopology } from './overlay-topology.ts';
 
 export const LISTEN_PORT = 4001;
+/** A fixed port for processes outside the cluster (the stranger); members draw their own. */
 export const PUNCH_PORT = 4002;
 
 export interface OverlayCluster {
@@ -17,6 +20,8 @@ export interface OverlayCluster {
   relay: OverlayPeerProcess;
   a: OverlayPeerProcess;
   b: OverlayPeerProcess;
+  /** The second node behind site A's NAT (started only with `secondNodeA: true`). */
+  a2: OverlayPeerProcess | undefined;
   /** A public node that is not a relay (started only with `publicPeer: true`). */
   pub: OverlayPeerProcess | undefined;
   nodes: NodeLike[];
@@ -50,10 +55,19 @@ export interface ClusterOptions {
   verify?: boolean;
   /** Also start a public, non-relay member ('pub', site 'cloud-2'). */
   publicPeer?: boolean;
+  /** Also start a2, a second node behind site A's NAT (site 'site-a'). */
+  secondNodeA?: boolean;
+  /** Every node opens the native UDP data socket (on its punch port). */
+  udp?: boolean;
+  transport?: 'auto' | 'udp' | 'stream';
+  udpRekeyAfterMs?: number;
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
-  const topo = await createNatTopology(opts);
+  const topo = await createNatTopology({
+    ...(opts.randomFullyB === undefined ? {} : { randomFullyB: opts.randomFullyB }),
+    ...(opts.secondNodeA === undefined ? {} : { secondNodeA: opts.secondNodeA }),
+  });
   const dir = await mkdtemp(join(tmpdir(), `${topo.prefix}keys-`));
   const peers: OverlayPeerProcess[] = [];
   const destroy = async () => {
@@ -67,6 +81,9 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...(opts.idleTimeoutMs ? { idleTimeoutMs: opts.idleTimeoutMs } : {}),
       ...(opts.autoPunch === undefined ? {} : { autoPunch: opts.autoPunch }),
       ...(opts.verify === undefined ? {} : { verify: opts.verify }),
+      ...(opts.udp === undefined ? {} : { udp: opts.udp }),
+      ...(opts.transport === undefined ? {} : { transport: opts.transport }),
+      ...(opts.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: opts.udpRekeyAfterMs }),
     };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',
@@ -74,7 +91,6 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       keyPath: join(dir, 'relay.key'),
       listen,
       announce: [`/ip4/${topo.relay.ip}/tcp/${LISTEN_PORT}`],
-      punchPort: PUNCH_PORT,
       relay: true,
       ...extra,
     });
@@ -85,18 +101,28 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       keyPath: join(dir, 'a.key'),
       listen,
       announce: [`/ip4/${topo.siteA.nodeIp}/tcp/${LISTEN_PORT}`],
-      punchPort: PUNCH_PORT,
       relay: false,
       ...extra,
     });
     peers.push(a);
+    const a2 = topo.a2
+      ? new OverlayPeerProcess(topo.a2.ns, {
+          name: 'a2',
+          site: 'site-a',
+          keyPath: join(dir, 'a2.key'),
+          listen,
+          announce: [`/ip4/${topo.a2.ip}/tcp/${LISTEN_PORT}`],
+          relay: false,
+          ...extra,
+        })
+      : undefined;
+    if (a2) peers.push(a2);
     const b = new OverlayPeerProcess(topo.siteB.node, {
       name: 'b',
       site: 'site-b',
       keyPath: join(dir, 'b.key'),
       listen,
       announce: [`/ip4/${topo.siteB.nodeIp}/tcp/${LISTEN_PORT}`],
-      punchPort: PUNCH_PORT,
       relay: false,
       ...extra,
     });
@@ -108,7 +134,6 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
           keyPath: join(dir, 'pub.key'),
           listen,
           announce: [`/ip4/${topo.pub.ip}/tcp/${LISTEN_PORT}`],
-          punchPort: PUNCH_PORT,
           relay: false,
           ...extra,
         })
@@ -124,18 +149,19 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
         podCidrs: [podCidr],
         site: p.config.site,
         nodeIp,
-        punchPort: PUNCH_PORT,
+        punchPort: p.punchPort,
       }),
     });
     const nodes = [
       node(relay, topo.relay.ip, '10.244.0.0/24', true),
       node(a, topo.siteA.nodeIp, '10.244.1.0/24', false),
       node(b, topo.siteB.nodeIp, '10.244.2.0/24', false),
+      ...(a2 && topo.a2 ? [node(a2, topo.a2.ip, '10.244.4.0/24', false)] : []),
       ...(pub ? [node(pub, topo.pub.ip, '10.244.3.0/24', false)] : []),
     ];
     await Promise.all(peers.map((p) => p.request('directory', { nodes })));
     // Edge nodes are reachable only once they hold a reservation on the relay.
-    for (const p of [a, b]) {
+    for (const p of [a, b, ...(a2 ? [a2] : [])]) {
       await waitFor(`${p.config.name} relay reservation`, async () => {
         const s = await p.request<{ reservations: string[] }>('stats');
         return s.reservations.includes('relay');
@@ -147,6 +173,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       relay,
       a,
       b,
+      a2,
       pub,
       nodes,
       logs,

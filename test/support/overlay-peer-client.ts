@@ -11,18 +11,27 @@ export interface PeerProcessConfig {
   keyPath: string;
   listen: string[];
   announce?: string[];
-  punchPort: number;
+  /** A fixed punch port; absent: the node draws its own and keeps it in `punchPortFile`. */
+  punchPort?: number;
+  punchPortFile?: string;
   relay: boolean;
   idleTimeoutMs?: number;
   autoPunch?: boolean;
   /** Check every frame's SHA-256 (tests); off for throughput measurements. */
   verify?: boolean;
+  /** Open the native UDP data socket on the punch port (needs the addon built). */
+  udp?: boolean;
+  transport?: 'auto' | 'udp' | 'stream';
+  /** Rekey UDP sessions this often (tests of rekeying under traffic). */
+  udpRekeyAfterMs?: number;
 }
 
 export class OverlayPeerProcess {
   readonly child: ChildProcess;
   readonly config: PeerProcessConfig;
   peerId = '';
+  /** The port the node punches from (its own, as the agent picks it). */
+  punchPort = 0;
   stderr = '';
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   #nextId = 1;
@@ -40,7 +49,15 @@ export class OverlayPeerProcess {
     this.#ready = new Promise((resolve, reject) => {
       const rl = createInterface({ input: this.child.stdout! });
       rl.on('line', (line) => {
-        let msg: { id?: number; ok?: boolean; result?: unknown; error?: string; event?: string; peerId?: string };
+        let msg: {
+          id?: number;
+          ok?: boolean;
+          result?: unknown;
+          error?: string;
+          event?: string;
+          peerId?: string;
+          punchPort?: number;
+        };
         try {
           msg = JSON.parse(line);
         } catch {
@@ -48,6 +65,7 @@ export class OverlayPeerProcess {
         }
         if (msg.event === 'ready') {
           this.peerId = msg.peerId!;
+          this.punchPort = msg.punchPort ?? 0;
           resolve();
           return;
         }

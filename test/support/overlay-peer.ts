@@ -3,9 +3,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
-import type { PeerLink } from '../../dataplane/types.ts';
+import type { Packet, PeerLink } from '../../dataplane/types.ts';
+import { UdpDataSocket } from '../../dataplane/udp-session.ts';
 import { type NodeLike, PeerDirectory } from '../../overlay/directory.ts';
+import { PUNCH_PROTOCOL } from '../../overlay/hole-punch.ts';
+import { JsonLineReader, sendJsonLine } from '../../overlay/json-lines.ts';
 import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
+import { loadOrCreatePunchPort } from '../../overlay/punch-port.ts';
+import { generateEphemeral } from '../../overlay/session-keys.ts';
+import { initiateSession } from '../../overlay/session-protocol.ts';
+import type { UdpSocketHandlers } from '../../overlay/udp-carrier.ts';
 import type { PeerProcessConfig } from './overlay-peer-client.ts';
 
 const config = JSON.parse(process.argv[2] ?? '{}') as PeerProcessConfig;
@@ -13,7 +20,28 @@ const out = (msg: object) => process.stdout.write(`${JSON.stringify(msg)}\n`);
 
 class CheckingForwarder implements ForwarderLike {
   readonly links = new Map<string, PeerLink>();
-  readonly rx = new Map<string, { frames: number; bytes: number; bad: number }>();
+  readonly rx = new Map<string, { frames: number; bytes: number; bad: number; packets: number }>();
+  /** Packets that came over UDP sessions: each carries its own SHA-256 trailer. */
+  receivePackets(node: string, packets: Packet[]): void {
+    const stats = this.#stats(node);
+    for (const p of packets) {
+      const body = p.data.subarray(0, p.data.length - 32);
+      const sum = createHash('sha256').update(body).digest();
+      if (p.data.length < 33 || !sum.equals(p.data.subarray(p.data.length - 32))) stats.bad++;
+      else {
+        stats.packets++;
+        stats.bytes += p.data.length;
+      }
+    }
+  }
+  #stats(node: string) {
+    let stats = this.rx.get(node);
+    if (!stats) {
+      stats = { frames: 0, bytes: 0, bad: 0, packets: 0 };
+      this.rx.set(node, stats);
+    }
+    return stats;
+  }
   attachLink(node: string, link: PeerLink): void {
     this.links.set(node, link);
   }
@@ -21,8 +49,7 @@ class CheckingForwarder implements ForwarderLike {
     this.links.delete(node);
   }
   receive(node: string, chunk: Uint8Array): void {
-    const stats = this.rx.get(node) ?? { frames: 0, bytes: 0, bad: 0 };
-    this.rx.set(node, stats);
+    const stats = this.#stats(node);
     if (config.verify === false) {
       stats.frames++;
       stats.bytes += chunk.length;
@@ -46,19 +73,38 @@ function makeFrame(size: number): Uint8Array {
 
 const forwarder = new CheckingForwarder();
 const directory = new PeerDirectory();
+// As the agent does: the node's own port, drawn once and kept, unless the test pins one.
+const punch = await loadOrCreatePunchPort(config.punchPortFile ?? `${config.keyPath}.punch-port`, {
+  configured: config.punchPort,
+});
 const overlay = await createOverlay({
   nodeName: config.name,
   site: config.site,
   keyPath: config.keyPath,
   listen: config.listen,
   ...(config.announce ? { announce: config.announce } : {}),
-  punchPort: config.punchPort,
+  punchPort: punch.port,
   relay: config.relay,
   directory,
   forwarder,
   logger: pino({ level: process.env.OVERLAY_PEER_LOG ?? 'info' }, pino.destination(2)),
   ...(config.idleTimeoutMs ? { idleTimeoutMs: config.idleTimeoutMs } : {}),
   ...(config.autoPunch === undefined ? {} : { autoPunch: config.autoPunch }),
+  ...(config.transport === undefined ? {} : { transport: config.transport }),
+  ...(config.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: config.udpRekeyAfterMs }),
+  ...(config.udp
+    ? {
+        udp: {
+          open: (handlers: UdpSocketHandlers) => UdpDataSocket.open({ bind: '0.0.0.0', port: punch.port, ...handlers }),
+        },
+      }
+    : {}),
+});
+
+const pathEvents: Array<{ node: string; from: string; to: string; at: number }> = [];
+overlay.events.on('path', (node, from, to) => {
+  pathEvents.push({ node, from, to, at: Date.now() });
+  if (pathEvents.length > 200) pathEvents.shift();
 });
 
 const flows = new Map<string, { stop: boolean; sent: number; dropped: number }>();
@@ -106,6 +152,26 @@ async function blast(
   return { bytes: frames * frame.length, frames, ms: Date.now() - started };
 }
 
+function makePacket(size: number): Packet {
+  return { vnet: new Uint8Array(10), data: makeFrame(size) };
+}
+
+/** Sends `count` checksummed packets on the UDP session (the link must carry packets now). */
+async function sendPackets(node: string, count: number, size: number): Promise<{ sent: number; refused: number }> {
+  const link = await linkFor(node);
+  if (!link.sendPackets) throw new Error(`${node}: the link does not carry packets (UDP not up)`);
+  let sent = 0;
+  let refused = 0;
+  while (sent < count) {
+    const batch = Array.from({ length: Math.min(32, count - sent) }, () => makePacket(size));
+    const n = link.sendPackets(batch);
+    sent += n;
+    refused += batch.length - n;
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  return { sent, refused };
+}
+
 function startFlow(node: string, intervalMs: number, size: number): void {
   const flow = { stop: false, sent: 0, dropped: 0 };
   flows.set(node, flow);
@@ -113,7 +179,9 @@ function startFlow(node: string, intervalMs: number, size: number): void {
     if (flow.stop) return;
     try {
       const link = forwarder.links.get(node) ?? (await linkFor(node));
-      if (link.send(makeFrame(size))) flow.sent++;
+      // Whatever carries the peer now: packets on UDP, frames on the stream tunnel.
+      const ok = link.sendPackets ? link.sendPackets([makePacket(size)]) === 1 : link.send(makeFrame(size));
+      if (ok) flow.sent++;
       else flow.dropped++;
     } catch {
       flow.dropped++;
@@ -121,6 +189,43 @@ function startFlow(node: string, intervalMs: number, size: number): void {
     setTimeout(tick, intervalMs);
   };
   void tick();
+}
+
+/**
+ * Plays a hostile leader: sends a punch offer with an address of the test's choosing over the
+ * existing connection to `node` (relayed or direct) and returns the raw answer.
+ */
+async function rawPunchOffer(node: string, ip: string, port: number): Promise<unknown> {
+  const peer = directory.get(node);
+  if (peer === undefined) throw new Error(`${node} is not in the directory`);
+  const conn = overlay.host
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peer.peerId && c.status === 'open');
+  if (conn === undefined) throw new Error(`no connection to ${node}`);
+  const stream = await conn.newStream(PUNCH_PROTOCOL, { runOnLimitedConnection: true });
+  const reader = new JsonLineReader(stream, 4096, (reason, message) => new Error(`${reason}: ${message}`));
+  sendJsonLine(stream, { v: 1, ip, port });
+  try {
+    return await reader.next(15_000);
+  } finally {
+    void stream.close().catch(() => {});
+  }
+}
+
+/** Plays a hostile member: a session hello offering endpoints of the test's choosing. */
+async function rawSessionHello(node: string, endpoints: Array<{ ip: string; port: number }>): Promise<unknown> {
+  const peer = directory.get(node);
+  if (peer === undefined) throw new Error(`${node} is not in the directory`);
+  const conn = overlay.host
+    .getConnections()
+    .find((c) => c.remotePeer.toString() === peer.peerId && c.status === 'open');
+  if (conn === undefined) throw new Error(`no connection to ${node}`);
+  return initiateSession(conn, {
+    ephemeral: generateEphemeral().publicKey,
+    index: 1 + Math.floor(Math.random() * 0xfffffff0),
+    cipher: 'aes-256-gcm',
+    endpoints,
+  });
 }
 
 async function handle(msg: Record<string, unknown>): Promise<unknown> {
@@ -134,10 +239,16 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return overlay.pathOf(msg.node as string);
     case 'send':
       return sendFrames(msg.node as string, msg.count as number, msg.size as number);
+    case 'send-packets':
+      return sendPackets(msg.node as string, msg.count as number, (msg.size as number) ?? 1200);
     case 'blast':
       return blast(msg.node as string, msg.seconds as number, (msg.size as number) ?? 65_536);
     case 'punch':
       return overlay.punchNow(msg.node as string);
+    case 'session-hello':
+      return rawSessionHello(msg.node as string, msg.endpoints as Array<{ ip: string; port: number }>);
+    case 'punch-offer':
+      return rawPunchOffer(msg.node as string, msg.ip as string, msg.port as number);
     case 'flow-start':
       startFlow(msg.node as string, (msg.intervalMs as number) ?? 10, (msg.size as number) ?? 1200);
       return true;
@@ -160,6 +271,8 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       };
     case 'path':
       return overlay.pathOf(msg.node as string);
+    case 'path-events':
+      return pathEvents;
     case 'caps':
       return overlay.capsOf(msg.node as string) ?? null;
     case 'stop':
@@ -187,4 +300,4 @@ createInterface({ input: process.stdin }).on('line', (line) => {
 process.stdin.on('end', () => {
   void overlay.stop().finally(() => process.exit(0));
 });
-out({ event: 'ready', peerId: overlay.peerId, multiaddrs: overlay.multiaddrs() });
+out({ event: 'ready', peerId: overlay.peerId, multiaddrs: overlay.multiaddrs(), punchPort: punch.port });

@@ -3,10 +3,28 @@
 // host-gw routes; kill -9 + restart keeps pod IPs and routes without duplicates; deleting a
 // Node removes its route on the other node; uninstall leaves nothing behind.
 import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
 import { AgentCluster, type TestNode, waitFor } from './harness.ts';
+
+/** Children of `pid` running the CNI client's netlink-helper mode. */
+async function netlinkHelpers(pid: number): Promise<number[]> {
+  const children = (await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8')).split(/\s+/).filter(Boolean);
+  const helpers: number[] = [];
+  for (const child of children) {
+    const cmdline = await readFile(`/proc/${child}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.split('\0').includes('netlink-helper')) helpers.push(Number(child));
+  }
+  return helpers;
+}
+
+/** True once `pid` has exited (gone, or a zombie waiting for its new parent). */
+async function exited(pid: number): Promise<true | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return !stat || /\) [ZX] /.test(stat) ? true : undefined;
+}
 
 describe('agent: one site, host-gw', () => {
   const cluster = new AgentCluster();
@@ -148,6 +166,9 @@ describe('agent: one site, host-gw', () => {
     expect(text).toMatch(/edgemesh_cni_operation_duration_seconds_count\{operation="ADD",result="ok"\} [1-9]/);
     expect(text).toMatch(/edgemesh_ipam_addresses_used\{cidr="10\.99\.\d+\.0\/24"\} 1/);
     expect(text).toContain('edgemesh_ready 1');
+    // The pod was plumbed by the agent's netlink helper (no ip/nsenter per pod).
+    expect(text).toContain('edgemesh_cni_netlink_helper_starts_total 1');
+    expect(text).not.toMatch(/edgemesh_cni_iproute2_fallbacks_total [1-9]/);
   });
 
   it('kill -9 and restart keeps pod IPs, routes and rules without duplicates', async () => {
@@ -179,7 +200,11 @@ describe('agent: one site, host-gw', () => {
   });
 
   it('SIGTERM stops the agent cleanly (exit 0) and the next start serves again', async () => {
+    // b served an ADD (p2): its netlink helper runs, and goes with the agent.
+    const helpers = await netlinkHelpers(b.agent!.pid!);
+    expect(helpers).toHaveLength(1);
     expect(await cluster.stopAgent(b, 'SIGTERM')).toBe(0);
+    await waitFor('the netlink helper to exit', () => exited(helpers[0]!), 10_000);
     expect(existsSync(join(b.runDir, 'cni.sock'))).toBe(false);
     // Agent absent: the client answers "try again later" (11), as runtimes expect.
     const pod = cluster.pods.find((p) => p.name === 'p2')!;

@@ -36,6 +36,8 @@ describe('agent: two sites, direct tunnel', () => {
   let p2: TestPod;
 
   beforeAll(async () => {
+    // This file covers the libp2p stream tunnel (the fallback path); agent-udp.test.ts the UDP one.
+    cluster.overlayExtra = { transport: 'stream' };
     await cluster.up({ sites: ['site-a', 'site-b'], subnet: '203.0.113' });
     [a, b] = cluster.nodes as [TestNode, TestNode];
     await Promise.all([cluster.startAgent(a), cluster.startAgent(b)]);

@@ -89,6 +89,8 @@ export class AgentCluster {
    * with public (TEST-NET) addresses → direct libp2p tunnels through the TUN.
    */
   dualStack = false;
+  /** Extra keys for every agent's `overlay` section (e.g. `{ transport: 'stream' }`). */
+  overlayExtra: Record<string, unknown> = {};
 
   async up(opts: { sites: [string, string]; subnet: '192.168.77' | '203.0.113'; dualStack?: boolean }): Promise<void> {
     this.dualStack = opts.dualStack ?? false;
@@ -218,6 +220,7 @@ export class AgentCluster {
         listen: ['/ip4/0.0.0.0/tcp/4001'],
         announce: public_ ? [`/ip4/${n.ip}/tcp/4001`] : [],
         punchPort: 4002,
+        ...this.overlayExtra,
       },
       paths: { stateDir: n.stateDir, runDir: n.runDir, cniBinDir: n.cniBinDir, cniConfDir: n.cniConfDir },
       tun: { name: 'edgemesh0', mtu: 1400, offload: true },

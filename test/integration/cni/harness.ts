@@ -3,7 +3,7 @@
 // called exactly as a container runtime calls it (env + stdin, stdout + exit code).
 // Everything carries a per-run prefix and is removed by cleanup(), also after failures.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execPlugin as runPlugin } from '../../../cni/exec-plugin.ts';
@@ -21,7 +21,15 @@ export const REFERENCE_PLUGINS = '/usr/lib/cni';
 export async function installClient(binDir: string): Promise<string> {
   await mkdir(binDir, { recursive: true });
   const target = join(binDir, 'edgemesh');
-  const flags = ['-O2', '-Wall', '-Wextra', '-Werror=implicit-function-declaration', '-std=gnu11', '-static'];
+  const flags = [
+    '-O2',
+    '-Wall',
+    '-Wextra',
+    '-Werror=implicit-function-declaration',
+    '-std=gnu11',
+    '-pthread',
+    '-static',
+  ];
   const dir = join(ROOT, 'cni', 'client');
   const sources = (await readdir(dir)).filter((f) => f.endsWith('.c')).map((f) => join(dir, f));
   await run(process.env.CC ?? 'cc', [...flags, ...sources, '-o', target]);
@@ -83,7 +91,11 @@ export interface CniNode {
   pod(name: string, ifname?: string): Promise<Attachment>;
   /** Creates an extra namespace that cleanup removes. */
   netns(name: string): Promise<string>;
+  /** The CNI server's pid (`ip netns exec` execs it), while it runs. */
+  serverPid(): number | undefined;
   stopServer(): Promise<void>;
+  /** The plumbing counters the server wrote when it stopped. */
+  counters(): Promise<{ helperStarts: number; helperFailures: number; iproute2Fallbacks: number }>;
   cleanup(): Promise<void>;
 }
 
@@ -93,8 +105,11 @@ export async function startCniNode(
     masquerade?: boolean;
     v4Block?: string;
     v6Block?: string | null;
-    /** Plumb through the C netlink helper (default) or through iproute2 processes. */
-    netlinkHelper?: boolean;
+    /**
+     * Plumb through the C netlink helper (default), through iproute2 processes (false), or
+     * through the helper at this path (e.g. one that cannot run).
+     */
+    netlinkHelper?: boolean | string;
   } = {},
 ): Promise<CniNode> {
   const prefix = runPrefix('cn');
@@ -140,7 +155,10 @@ export async function startCniNode(
       ...(v6Block ? ['--block', v6Block] : []),
       ...(opts.clusterCidrs ?? []).flatMap((c) => ['--cluster-cidr', c]),
       ...(opts.masquerade === false ? ['--no-masquerade'] : []),
-      ...(opts.netlinkHelper === false ? [] : ['--netlink-helper', clientPath]),
+      ...(opts.netlinkHelper === false
+        ? []
+        : ['--netlink-helper', typeof opts.netlinkHelper === 'string' ? opts.netlinkHelper : clientPath]),
+      ...['--counters', join(stateDir, 'counters.json')],
     ];
     server = spawn('ip', args, {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -193,7 +211,9 @@ export async function startCniNode(
       await createNetns(ns);
       return ns;
     },
+    serverPid: () => server?.pid,
     stopServer,
+    counters: async () => JSON.parse(await readFile(join(stateDir, 'counters.json'), 'utf8')),
     cleanup,
   };
 }

@@ -9,6 +9,7 @@ import { configureInterface, ensureRoute } from '../../../dataplane/host-net.ts'
 import { GSO_TCPV4, GSO_TCPV6, gsoType, TunDevice } from '../../../dataplane/tun-device.ts';
 import type { Packet } from '../../../dataplane/types.ts';
 import { VNET_HDR_LEN } from '../../../dataplane/types.ts';
+import { withoutPrivileges } from '../../support/without-privileges.ts';
 
 const prefix = runPrefix('emtun');
 const nsA = `${prefix}a`;
@@ -213,20 +214,12 @@ describe('TUN device', () => {
     expect(() => TunDevice.open({ name: 'x', netns: `${prefix}missing` })).toThrow(
       /^ENOENT: entering the network namespace failed/,
     );
-    // Same call as an unprivileged user: TUNSETIFF needs CAP_NET_ADMIN.
+    // Same call without CAP_NET_ADMIN, which TUNSETIFF needs.
     const script = `import('${join(process.cwd(), 'dataplane/tun-device.ts')}').then((m) => {
       try { m.TunDevice.open({ name: '${prefix}u' }); console.log('opened'); }
       catch (e) { console.log(e.message); }
     })`;
-    const out = await run('setpriv', [
-      '--reuid=65534',
-      '--regid=65534',
-      '--clear-groups',
-      process.execPath,
-      '--input-type=module',
-      '-e',
-      script,
-    ]);
+    const out = await run(...withoutPrivileges([process.execPath, '--input-type=module', '-e', script]));
     // /dev/net/tun is 0666 on most hosts (then TUNSETIFF refuses), 0600 on some (then open does).
     expect(out.trim()).toMatch(/^(EPERM: TUNSETIFF|EACCES: open \/dev\/net\/tun) failed/);
   });

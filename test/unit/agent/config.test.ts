@@ -82,6 +82,19 @@ describe('agent config', () => {
     expect(cfg.overlay.listen).toEqual(['/ip4/0.0.0.0/tcp/4001']);
     expect(cfg.http.listen).toBe('127.0.0.1:9273');
     expect(cfg.cni.version).toBe('1.0.0');
+    // No cluster-wide punch port: each node draws its own (overlay/punch-port.ts).
+    expect(cfg.overlay.punchPort).toBeUndefined();
+    expect(cfg.overlay.transport).toBe('auto');
+  });
+
+  it('pins the transport from the file or the environment, and refuses unknown ones', () => {
+    const base = { NODE_NAME: 'n1', EDGEMESH_CLUSTER_CIDRS: '10.244.0.0/16' };
+    expect(loadAgentConfig({}, { ...base, EDGEMESH_TRANSPORT: 'stream' }).overlay.transport).toBe('stream');
+    const path = configFile('overlay:\n  transport: udp\n');
+    expect(loadAgentConfig({ config: path }, base).overlay.transport).toBe('udp');
+    expect(issuesOf(() => loadAgentConfig({}, { ...base, EDGEMESH_TRANSPORT: 'quic' })).join('\n')).toMatch(
+      /overlay\.transport/,
+    );
   });
 
   it('lets the environment override the file and flags override both', () => {

@@ -55,6 +55,26 @@ describe('LeaseStore allocation', () => {
     expect(s.get('c1', 'eth0')).toBeUndefined();
   });
 
+  it('tells onChosen the lease before it is durable, also for a repeated allocation', async () => {
+    const s = await openStore([V4]);
+    const heard: string[] = [];
+    let durableFirst = false;
+    const first = s.allocate('c1', 'eth0', { onChosen: (l) => heard.push(l.ips[0]!.address) });
+    void first.then(() => {
+      durableFirst = heard.length === 0;
+    });
+    const lease = await first;
+    expect(heard).toEqual([lease.ips[0]!.address]);
+    expect(durableFirst).toBe(false);
+    // The chosen lease is the one that reopens from disk.
+    await s.allocate('c1', 'eth0', { onChosen: (l) => heard.push(l.ips[0]!.address) });
+    expect(heard).toEqual([lease.ips[0]!.address, lease.ips[0]!.address]);
+    await s.close();
+    open.splice(open.indexOf(s), 1);
+    const again = await openStore([V4]);
+    expect(again.get('c1', 'eth0')).toEqual(lease);
+  });
+
   it('is round-robin: a released address is not handed out again at once', async () => {
     const s = await openStore([V4]);
     const a = await s.allocate('a', 'eth0');

@@ -1,0 +1,113 @@
+// First packet → direct path, per node pair: the first pod of each source node pings the
+// first pod of its destination node (all pairs at once, as a busy cluster would), and the
+// source agent's path to the destination node is polled until no relay carries it or the
+// timeout passes. Used by the NAT matrix benchmark and the hole-punching e2e tests.
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { AgentStatus, Lab } from './lab.ts';
+import { pingFrom } from './network.ts';
+
+export type Path = AgentStatus['peers'][number]['path'] | 'unknown';
+
+export interface PairResult {
+  from: string;
+  to: string;
+  /** The path the source agent reported last. */
+  finalPath: Path;
+  /** Every path change the polls saw: ms after the first packet. */
+  timeline: Array<{ path: Path; ms: number }>;
+  /** First packet → the first poll that saw a direct path; null: never within the timeout. */
+  msToDirect: number | null;
+  /** First packet → first ping reply (over whatever path); null: no reply at all. */
+  msToFirstReply: number | null;
+}
+
+/**
+ * Every node pair across two sites once; the first packet comes from `siteA`'s node for half
+ * of the pairs and from `siteB`'s for the other half (alternating), so both NATs' nodes act
+ * as initiator and as responder.
+ */
+export function crossSitePairs(
+  lab: Pick<Lab, 'nodes'>,
+  siteA: string,
+  siteB: string,
+): Array<{ from: string; to: string }> {
+  const names = (site: string) => lab.nodes.filter((n) => n.site === site).map((n) => n.name);
+  return names(siteA).flatMap((a, i) =>
+    names(siteB).map((b, j) => ((i + j) % 2 === 0 ? { from: a, to: b } : { from: b, to: a })),
+  );
+}
+
+/** A path counts as direct when no relay carries it (today: direct, hole-punched, host-gw). */
+export function isDirect(path: Path): boolean {
+  return path !== 'none' && path !== 'unknown' && !path.includes('relay');
+}
+
+export interface TimeToDirectOptions {
+  timeoutMs: number;
+  /** Poll interval of the agents' status: the resolution of the times (default 200 ms). */
+  pollMs?: number;
+  /** Called about every 5 s: pairs direct so far, how long since the first packet, time left. */
+  progress?: (direct: number, total: number, elapsedMs: number, leftMs: number) => void;
+}
+
+/** Sends the first packets of every pair and times each until its path is direct. */
+export async function measureTimeToDirect(
+  lab: Lab,
+  pairs: ReadonlyArray<{ from: string; to: string }>,
+  opts: TimeToDirectOptions,
+): Promise<PairResult[]> {
+  const firstPod = (node: string) => lab.pods.find((p) => p.node === node && p.ips.length > 0);
+  const sources = [...new Set(pairs.map((p) => p.from))];
+  const results = pairs.map(
+    ({ from, to }): PairResult => ({
+      from,
+      to,
+      finalPath: 'unknown',
+      timeline: [],
+      msToDirect: null,
+      msToFirstReply: null,
+    }),
+  );
+  const t0 = Date.now();
+  const deadline = t0 + opts.timeoutMs;
+  let done = false;
+  // Traffic: each pair pings (1 s timeout each) until its path is direct.
+  const traffic = results.map(async (r) => {
+    const src = firstPod(r.from);
+    const dst = firstPod(r.to);
+    if (!src || !dst) throw new Error(`${r.from} → ${r.to}: both nodes need a pod with an address`);
+    while (!done && r.msToDirect === null && Date.now() < deadline) {
+      const rtt = await pingFrom(src.netns, dst.ips[0]!, 1);
+      if (rtt !== null && r.msToFirstReply === null) r.msToFirstReply = Date.now() - t0;
+      if (rtt !== null) await sleep(100);
+    }
+  });
+  // Paths: one status request per source node serves all its pairs.
+  let lastReport = 0;
+  try {
+    while (Date.now() < deadline && results.some((r) => r.msToDirect === null)) {
+      const statuses = new Map(
+        await Promise.all(sources.map(async (n) => [n, await lab.agentStatus(n).catch(() => undefined)] as const)),
+      );
+      const ms = Date.now() - t0;
+      for (const r of results) {
+        const path: Path = statuses.get(r.from)?.peers.find((p) => p.node === r.to)?.path ?? 'unknown';
+        if (r.timeline.at(-1)?.path !== path) r.timeline.push({ path, ms });
+        r.finalPath = path;
+        if (r.msToDirect === null && isDirect(path)) r.msToDirect = ms;
+      }
+      if (opts.progress && Date.now() - lastReport > 5000) {
+        lastReport = Date.now();
+        const direct = results.filter((r) => r.msToDirect !== null).length;
+        opts.progress(direct, results.length, ms, Math.max(0, deadline - Date.now()));
+      }
+      await sleep(opts.pollMs ?? 200);
+    }
+  } finally {
+    done = true;
+    await Promise.allSettled(traffic);
+  }
+  const failed = (await Promise.allSettled(traffic)).find((t) => t.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return results;
+}

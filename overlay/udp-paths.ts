@@ -1,0 +1,393 @@
+// Finds and watches the UDP path of every peer session: probes each candidate endpoint with
+// sealed control messages (only the peer holds the keys, so a reply is authentic), adopts
+// the first endpoint that answers, keeps it alive with keepalives well below the NATs' UDP
+// timeout, notices when it stops answering, and runs the path ladder (overlay/path-ladder.ts)
+// to move traffic between UDP and the stream tunnel. A probe that arrives from an address we
+// did not know (the peer's NAT mapping) becomes a candidate too: that is what lets two NAT'd
+// nodes punch with nothing but their observed public IPs.
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import {
+  classifyUdpPath,
+  DEFAULT_TUNING,
+  initialLadder,
+  type LadderState,
+  type LadderTuning,
+  stepLadder,
+  type TransportMode,
+  type UdpFacts,
+  type UdpPathKind,
+  udpAlive,
+} from './path-ladder.ts';
+import type { ActiveSession } from './udp-sessions.ts';
+import { type DataSocketLike, endpointKey, type UdpEndpoint } from './udp-types.ts';
+
+const MAGIC0 = 0x45; // 'E'
+const MAGIC1 = 0x4d; // 'M'
+const CONTROL_VERSION = 1;
+export const CONTROL_LEN = 12;
+export const ControlType = {
+  Probe: 1,
+  ProbeReply: 2,
+  Keepalive: 3,
+  KeepaliveReply: 4,
+} as const;
+export type ControlType = (typeof ControlType)[keyof typeof ControlType];
+
+export function encodeControl(type: ControlType, nonce: Uint8Array): Uint8Array {
+  const m = new Uint8Array(CONTROL_LEN);
+  m[0] = MAGIC0;
+  m[1] = MAGIC1;
+  m[2] = CONTROL_VERSION;
+  m[3] = type;
+  m.set(nonce.subarray(0, 8), 4);
+  return m;
+}
+
+export function decodeControl(m: Uint8Array): { type: ControlType; nonce: Uint8Array } | undefined {
+  if (m.length !== CONTROL_LEN || m[0] !== MAGIC0 || m[1] !== MAGIC1 || m[2] !== CONTROL_VERSION) return undefined;
+  const type = m[3]!;
+  if (type < ControlType.Probe || type > ControlType.KeepaliveReply) return undefined;
+  return { type: type as ControlType, nonce: m.slice(4, 12) };
+}
+
+export interface UdpPathCounters {
+  probesSent: number;
+  probeReplies: number;
+  keepalivesSent: number;
+  /** Control messages that opened (authentic) but make no sense, or for no known session. */
+  badControl: number;
+  sendErrors: number;
+  /** Carrier switches UDP ↔ stream. */
+  switches: number;
+}
+
+export interface UdpPathsOptions {
+  socket: DataSocketLike;
+  /** The node a receiver index belongs to (current or retiring session). */
+  nodeOf: (localIndex: number) => string | undefined;
+  mode: () => TransportMode;
+  /** Whether we / the peer have a public address (for udp-direct vs udp-punched). */
+  publicness: (node: string) => { self: boolean; peer: boolean };
+  log: Logger;
+  /** The carrier or the visible UDP path of a node changed. */
+  onChange: (node: string) => void;
+  /**
+   * The session's candidates got no reply for a whole probe burst: a new handshake offers
+   * fresh candidates (our public address may not have been known at the first one).
+   */
+  onUnanswered?: (node: string) => void;
+  /** At most one onUnanswered per node per this period. */
+  renewAfterMs?: number;
+  probeIntervalMs?: number;
+  /** Fast probing lasts this long after a session starts or UDP dies; then every slowProbeMs. */
+  probeBurstMs?: number;
+  slowProbeMs?: number;
+  keepaliveMs?: number;
+  /** A responder's new session takes over sending once the peer used it, or after this long. */
+  txSwitchMs?: number;
+  tuning?: LadderTuning;
+}
+
+const MAX_NONCES = 256;
+const MAX_LEARNED = 4;
+
+interface PeerUdp {
+  node: string;
+  session: ActiveSession;
+  txIndex: number;
+  pendingTx: { index: number; since: number } | undefined;
+  endpoint: UdpEndpoint | undefined;
+  confirmedAt: number | undefined;
+  /**
+   * Last reply to one of our probes or keepalives: a round trip, so both directions work.
+   * Data or probes from the peer alone do not count (UDP may be blocked one way only).
+   */
+  lastAckAt: number | undefined;
+  kind: UdpPathKind;
+  ladder: LadderState;
+  probingSince: number;
+  lastProbeAt: number;
+  lastKeepaliveAt: number;
+  nonces: Map<string, number>;
+  /** Addresses the peer's probes came from (its NAT mappings), newest last. */
+  learned: UdpEndpoint[];
+  lastRenewAt: number;
+}
+
+export class UdpPaths {
+  readonly counters: UdpPathCounters = {
+    probesSent: 0,
+    probeReplies: 0,
+    keepalivesSent: 0,
+    badControl: 0,
+    sendErrors: 0,
+    switches: 0,
+  };
+  readonly #o: UdpPathsOptions;
+  readonly #peers = new Map<string, PeerUdp>();
+  readonly #tuning: LadderTuning;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(opts: UdpPathsOptions) {
+    this.#o = opts;
+    this.#tuning = opts.tuning ?? DEFAULT_TUNING;
+    this.#timer = setInterval(() => this.tick(Date.now()), opts.probeIntervalMs ?? 100);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#peers.clear();
+  }
+
+  /** A new session (first one or a rekey) for `s.node`. */
+  sessionEstablished(s: ActiveSession): void {
+    const now = Date.now();
+    const pub = this.#o.publicness(s.node);
+    const existing = this.#peers.get(s.node);
+    if (existing === undefined) {
+      this.#peers.set(s.node, {
+        node: s.node,
+        session: s,
+        txIndex: s.localIndex,
+        pendingTx: undefined,
+        endpoint: undefined,
+        confirmedAt: undefined,
+        lastAckAt: undefined,
+        kind: classifyUdpPath(pub.self, pub.peer),
+        ladder: initialLadder(now),
+        probingSince: now,
+        lastProbeAt: 0,
+        lastKeepaliveAt: 0,
+        nonces: new Map(),
+        learned: [],
+        lastRenewAt: now,
+      });
+      this.tick(now);
+      return;
+    }
+    existing.session = s;
+    existing.kind = classifyUdpPath(pub.self, pub.peer);
+    if (existing.endpoint !== undefined) {
+      // A rekey on a proven path: same endpoint, new keys.
+      this.#setEndpoint(s.localIndex, existing.endpoint);
+      if (s.initiator) {
+        existing.txIndex = s.localIndex;
+        existing.pendingTx = undefined;
+        // Tells the responder at once that we moved (it switches when it hears us on it).
+        this.#send(existing, s.localIndex, ControlType.Keepalive, existing.endpoint);
+      } else {
+        // The initiator installs its half only when our answer arrives: keep sending on the
+        // old session until it speaks on the new one.
+        existing.pendingTx = { index: s.localIndex, since: now };
+      }
+    } else {
+      existing.txIndex = s.localIndex;
+      existing.pendingTx = undefined;
+      existing.probingSince = now;
+    }
+  }
+
+  /** The peer's sessions are gone: UDP cannot carry its traffic. */
+  sessionLost(node: string): void {
+    if (this.#peers.delete(node)) this.#o.onChange(node);
+  }
+
+  facts(node: string): UdpFacts | undefined {
+    const p = this.#peers.get(node);
+    return p === undefined ? undefined : { confirmedAt: p.confirmedAt, lastRxAt: p.lastAckAt, kind: p.kind };
+  }
+
+  ladder(node: string): LadderState | undefined {
+    return this.#peers.get(node)?.ladder;
+  }
+
+  /** The session index to send a node's packets on when UDP carries them. */
+  txIndex(node: string): number | undefined {
+    return this.#peers.get(node)?.txIndex;
+  }
+
+  /**
+   * True when UDP should carry this node's traffic now. Pinned to UDP, that is whenever a
+   * session exists: packets without a working endpoint are dropped and counted by the
+   * socket rather than sent on the stream the operator ruled out.
+   */
+  carries(node: string): boolean {
+    const p = this.#peers.get(node);
+    if (p === undefined) return false;
+    if (this.#o.mode() === 'udp') return true;
+    return p.ladder.carrier === 'udp' && p.endpoint !== undefined;
+  }
+
+  endpointOf(node: string): UdpEndpoint | undefined {
+    return this.#peers.get(node)?.endpoint;
+  }
+
+  /** Authentic data arrived on `localIndex` (the socket opened it): the peer uses that session. */
+  onData(localIndex: number): void {
+    const node = this.#o.nodeOf(localIndex);
+    const p = node === undefined ? undefined : this.#peers.get(node);
+    if (p !== undefined) this.#maybeSwitchTx(p, localIndex);
+  }
+
+  onControl(localIndex: number, message: Uint8Array, from: UdpEndpoint): void {
+    const now = Date.now();
+    const node = this.#o.nodeOf(localIndex);
+    const p = node === undefined ? undefined : this.#peers.get(node);
+    const msg = decodeControl(message);
+    if (p === undefined || msg === undefined) {
+      this.counters.badControl++;
+      return;
+    }
+    this.#maybeSwitchTx(p, localIndex);
+    switch (msg.type) {
+      case ControlType.Probe:
+        this.#sendRaw(localIndex, encodeControl(ControlType.ProbeReply, msg.nonce), from);
+        // Until a path is confirmed (or while it is dead), where the peer's probe came from is
+        // worth probing back: its NAT mapping towards us (which may not be what the peer
+        // thinks its address is, e.g. after its NAT remapped the port).
+        if (
+          (p.endpoint === undefined ||
+            !udpAlive(this.facts(p.node), now, this.#tuning) ||
+            !sameEndpoint(p.endpoint, from)) &&
+          !p.learned.some((e) => sameEndpoint(e, from))
+        ) {
+          p.learned.push({ ...from });
+          if (p.learned.length > MAX_LEARNED) p.learned.shift();
+          this.#send(p, p.txIndex, ControlType.Probe, from);
+        }
+        return;
+      case ControlType.ProbeReply:
+      case ControlType.KeepaliveReply: {
+        const key = Buffer.from(msg.nonce).toString('hex');
+        if (!p.nonces.delete(key)) {
+          this.counters.badControl++;
+          return;
+        }
+        if (msg.type === ControlType.ProbeReply) this.counters.probeReplies++;
+        this.#adopt(p, from, now);
+        return;
+      }
+      case ControlType.Keepalive:
+        this.#sendRaw(localIndex, encodeControl(ControlType.KeepaliveReply, msg.nonce), from);
+        return;
+    }
+  }
+
+  /** Runs probing, keepalives and the ladder; exported for tests that drive the clock. */
+  tick(now: number): void {
+    const mode = this.#o.mode();
+    for (const p of this.#peers.values()) {
+      this.#checkPendingRx(p);
+      if (p.pendingTx !== undefined && now - p.pendingTx.since >= (this.#o.txSwitchMs ?? 1000)) {
+        p.txIndex = p.pendingTx.index;
+        p.pendingTx = undefined;
+      }
+      const alive = udpAlive(this.facts(p.node), now, this.#tuning);
+      if (mode !== 'stream') {
+        if (!alive) this.#probe(p, now);
+        else if (p.endpoint !== undefined && now - p.lastKeepaliveAt >= (this.#o.keepaliveMs ?? 1000)) {
+          p.lastKeepaliveAt = now;
+          this.counters.keepalivesSent++;
+          this.#send(p, p.txIndex, ControlType.Keepalive, p.endpoint);
+        }
+      }
+      const before = p.ladder;
+      p.ladder = stepLadder(before, { mode, udp: this.facts(p.node), now }, this.#tuning);
+      if (p.ladder.carrier !== before.carrier) {
+        this.counters.switches++;
+        this.#o.log.info(
+          { peer: p.node, from: before.carrier, to: p.ladder.carrier, endpoint: p.endpoint },
+          'traffic carrier changed',
+        );
+        this.#o.onChange(p.node);
+      }
+    }
+  }
+
+  // The socket counts what it opened: the peer already sends on our pending session.
+  #checkPendingRx(p: PeerUdp): void {
+    const idx = p.pendingTx?.index;
+    if (idx === undefined) return;
+    const age = this.#o.socket.session(idx)?.lastRxAgeMs;
+    if (age !== undefined && age >= 0) this.#maybeSwitchTx(p, idx);
+  }
+
+  #probe(p: PeerUdp, now: number): void {
+    const fast = now - p.probingSince < (this.#o.probeBurstMs ?? 5000);
+    if (!fast && p.confirmedAt === undefined && now - p.lastRenewAt >= (this.#o.renewAfterMs ?? 15_000)) {
+      p.lastRenewAt = now;
+      this.#o.onUnanswered?.(p.node);
+    }
+    const interval = fast ? (this.#o.probeIntervalMs ?? 100) : (this.#o.slowProbeMs ?? 2000);
+    if (now - p.lastProbeAt < interval) return;
+    p.lastProbeAt = now;
+    const targets = [...p.session.candidates, ...p.learned];
+    if (p.endpoint !== undefined && !targets.some((t) => sameEndpoint(t, p.endpoint!))) targets.push(p.endpoint);
+    for (const to of targets) {
+      this.counters.probesSent++;
+      this.#send(p, p.txIndex, ControlType.Probe, to);
+    }
+  }
+
+  #adopt(p: PeerUdp, from: UdpEndpoint, now: number): void {
+    const wasAlive = udpAlive(this.facts(p.node), now, this.#tuning);
+    const same = p.endpoint !== undefined && sameEndpoint(p.endpoint, from);
+    // First authenticated reply wins; a live path is not moved by a late reply on another.
+    if (!same && wasAlive && p.confirmedAt !== undefined) return;
+    if (!same) {
+      p.endpoint = { ...from };
+      this.#setEndpoint(p.session.localIndex, p.endpoint);
+      if (p.pendingTx !== undefined && p.pendingTx.index !== p.session.localIndex) {
+        this.#setEndpoint(p.pendingTx.index, p.endpoint);
+      }
+      if (p.txIndex !== p.session.localIndex) this.#setEndpoint(p.txIndex, p.endpoint);
+      this.#o.log.info({ peer: p.node, endpoint: endpointKey(from) }, 'UDP path confirmed');
+    }
+    if (!wasAlive || p.confirmedAt === undefined) {
+      p.confirmedAt = now;
+      p.learned = [];
+      this.#o.onChange(p.node);
+    }
+    p.lastAckAt = now;
+  }
+
+  #maybeSwitchTx(p: PeerUdp, localIndex: number): void {
+    if (p.pendingTx?.index === localIndex) {
+      p.txIndex = localIndex;
+      p.pendingTx = undefined;
+    }
+  }
+
+  #setEndpoint(localIndex: number, ep: UdpEndpoint): void {
+    try {
+      this.#o.socket.setEndpoint(localIndex, ep);
+    } catch (err) {
+      this.counters.sendErrors++;
+      this.#o.log.debug({ localIndex, err: (err as Error).message }, 'setEndpoint failed');
+    }
+  }
+
+  #send(p: PeerUdp, localIndex: number, type: ControlType, to: UdpEndpoint): void {
+    const nonce = randomBytes(8);
+    if (type === ControlType.Probe || type === ControlType.Keepalive) {
+      p.nonces.set(nonce.toString('hex'), Date.now());
+      if (p.nonces.size > MAX_NONCES) p.nonces.delete(p.nonces.keys().next().value!);
+    }
+    this.#sendRaw(localIndex, encodeControl(type, nonce), to);
+  }
+
+  #sendRaw(localIndex: number, message: Uint8Array, to: UdpEndpoint): void {
+    try {
+      if (!this.#o.socket.sendControl(localIndex, message, to)) this.counters.sendErrors++;
+    } catch {
+      // e.g. an IPv6 candidate on an IPv4-only socket: that candidate just cannot be used.
+      this.counters.sendErrors++;
+    }
+  }
+}
+
+function sameEndpoint(a: UdpEndpoint, b: UdpEndpoint): boolean {
+  return a.port === b.port && a.ip === b.ip;
+}

@@ -1,0 +1,59 @@
+// The agent's Node informer against the API test server on loopback: the initial list comes
+// in pages (more Nodes than one page holds), and the cache and the events hold trimmed Nodes.
+import type { V1Node } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { NodeApi } from '../../../agent/kube.ts';
+import { type Harness, startHarness } from '../kube-apiserver/helpers.ts';
+
+const NODES = 1_050; // more than two pages of 500
+
+function node(i: number): V1Node {
+  return {
+    metadata: { name: `n${i}`, labels: { site: 's' }, annotations: { 'edgemesh.io/site': 's' } },
+    status: {
+      addresses: [{ type: 'InternalIP', address: `192.168.${Math.floor(i / 250)}.${(i % 250) + 1}` }],
+      images: [{ names: [`registry.example.com/app@sha256:${String(i).padStart(64, '0')}`], sizeBytes: 1 }],
+      conditions: [{ type: 'Ready', status: 'True' }],
+    },
+  };
+}
+
+describe('NodeApi.nodeInformer', () => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startHarness();
+    const queue = Array.from({ length: NODES }, (_, i) => i);
+    const worker = async () => {
+      for (let i = queue.shift(); i !== undefined; i = queue.shift()) await h.core.createNode({ body: node(i) });
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+  }, 120_000);
+  afterAll(async () => {
+    await h?.close();
+  });
+
+  it('lists every Node across pages, then watches; caches and delivers trimmed Nodes', async () => {
+    const informer = new NodeApi(h.kc).nodeInformer();
+    const added: V1Node[] = [];
+    informer.on('add', (n) => added.push(n));
+    await informer.start();
+    try {
+      expect(informer.list()).toHaveLength(NODES);
+      expect(new Set(informer.list().map((n) => n.metadata?.name)).size).toBe(NODES);
+      const cached = informer.get('n7')!;
+      expect(cached.status).toEqual({ addresses: node(7).status!.addresses });
+      expect(cached.metadata?.annotations).toEqual({ 'edgemesh.io/site': 's' });
+
+      await h.core.createNode({ body: node(NODES) });
+      const deadline = Date.now() + 10_000;
+      while (!added.some((n) => n.metadata?.name === `n${NODES}`) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const watched = added.find((n) => n.metadata?.name === `n${NODES}`);
+      expect(watched?.status).toEqual({ addresses: node(NODES).status!.addresses });
+      expect(watched?.metadata?.labels).toEqual({ site: 's' });
+    } finally {
+      await informer.stop();
+    }
+  }, 60_000);
+});
