@@ -128,6 +128,7 @@ interface NativeUdp {
   udpSession(h: NativeHandle, localIndex: number): UdpSessionInfo | undefined;
   udpSend(h: NativeHandle, localIndex: number, parts: Uint8Array[]): number;
   udpSendControl(h: NativeHandle, localIndex: number, message: Uint8Array, ip?: string, port?: number): boolean;
+  udpSendRelayAllocate(h: NativeHandle, datagram: Uint8Array, ip: string, port: number): boolean;
   udpStats(h: NativeHandle): UdpSocketStats;
   udpClose(h: NativeHandle): void;
   udpSegment(vnet: Uint8Array, data: Uint8Array): Uint8Array[] | string;
@@ -280,6 +281,17 @@ export class UdpDataSocket {
   sendControl(localIndex: number, message: Uint8Array, to?: UdpEndpoint): boolean {
     if (to) checkEndpoint(to);
     return this.#native.udpSendControl(this.#handle, localIndex, message, to?.ip, to?.port);
+  }
+
+  /**
+   * Sends a relay allocate datagram (64 bytes, type 6: see dataplane/udp-relay.ts) from this
+   * socket's port to a relay, which then forwards the sessions that name its receiver indexes
+   * between this socket and the binding's other member. Re-send it to move the endpoint (NAT
+   * rebinding), to add a rekey's new index, and as a keepalive for the NAT mapping.
+   */
+  sendRelayAllocate(relay: UdpEndpoint, datagram: Uint8Array): boolean {
+    checkEndpoint(relay);
+    return this.#native.udpSendRelayAllocate(this.#handle, datagram, relay.ip, relay.port);
   }
 
   /** A session's counters (the overlay rekeys on their age and count); undefined when unknown or closed. */

@@ -625,6 +625,8 @@ static napi_value tun_close(napi_env env, napi_callback_info info) {
 
 // The UDP session engine (udp.c) shares this module.
 napi_status edgemesh_udp_init(napi_env env, napi_value exports);
+// The UDP relay (relay.c) too.
+napi_status edgemesh_relay_init(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
@@ -636,6 +638,7 @@ static napi_value init(napi_env env, napi_value exports) {
   };
   CHECK(env, napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
   CHECK(env, edgemesh_udp_init(env, exports));
+  CHECK(env, edgemesh_relay_init(env, exports));
   return exports;
 }
 

@@ -1262,6 +1262,34 @@ static napi_value udp_send_control(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// sendRelayAllocate(h, datagram, ip, port) → bool: sends a relay allocate datagram (type 6, built
+// by relay.c's relayAllocateDatagram) from this socket, so the relay learns the endpoint this
+// socket's sessions use. Nothing else leaves raw: the type and length are checked.
+static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4], r;
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: sendRelayAllocate(handle, datagram, ip, port)");
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  uint8_t *d;
+  size_t dl;
+  if (get_bytes(env, argv[1], &d, &dl) || dl != 64 || d[0] != 6)
+    return throw_plain(env, "EINVAL", "EINVAL: not a relay allocate datagram (64 bytes, type 6)");
+  struct sockaddr_storage to;
+  socklen_t to_len = 0;
+  if (get_endpoint(env, u, argv[2], argv[3], &to, &to_len) != 0)
+    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  ssize_t w = sendto(u->fd, d, dl, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
+  if (w < 0) {
+    int e = errno;
+    count_drop(u, (e == EAGAIN || e == ENOBUFS) ? D_TX_FULL : D_TX_ERROR);
+    atomic_store(&u->last_tx_errno, e);
+  }
+  CHECK(env, napi_get_boolean(env, w == (ssize_t)dl, &r));
+  return r;
+}
+
 // stats(h) → { rxDatagrams, txDatagrams, rxBatches, sessions, gso, drops: { reason: n } }
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1327,6 +1355,7 @@ napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
       {"udpSession", NULL, udp_session_info, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSend", NULL, udp_send, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpSendControl", NULL, udp_send_control, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpSendRelayAllocate", NULL, udp_send_relay_allocate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
   };

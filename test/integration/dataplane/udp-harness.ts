@@ -50,8 +50,9 @@ export class UdpNode {
   private readonly waiting = new Map<string, (reply: { result?: unknown; error?: string }) => void>();
   stderr = '';
 
-  constructor(ns: string, args: string[]) {
-    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, nodeScript, ...args], {
+  /** `script`: udp-node.ts by default; any child speaking the same line protocol (e.g. relay-node.ts). */
+  constructor(ns: string, args: string[], script = nodeScript) {
+    this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, script, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {

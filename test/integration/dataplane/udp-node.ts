@@ -17,6 +17,7 @@ import { Forwarder } from '../../../dataplane/forwarder.ts';
 import { configureInterface, ensureRoute } from '../../../dataplane/host-net.ts';
 import { TunDevice } from '../../../dataplane/tun-device.ts';
 import { UdpSessionLink } from '../../../dataplane/udp-link.ts';
+import { relayAllocateDatagram } from '../../../dataplane/udp-relay.ts';
 import { UdpDataSocket, type UdpEndpoint } from '../../../dataplane/udp-session.ts';
 
 const { values: args } = parseArgs({
@@ -141,6 +142,12 @@ const commands: Record<string, (arg: any) => unknown> = {
     socket.setEndpoint(a.localIndex, a.endpoint);
     return true;
   },
+  // Registers this socket with a relay binding: { relay, bindingId, member, token (hex), indexes }.
+  'relay-allocate': (a: { relay: UdpEndpoint; bindingId: number; member: 0 | 1; token: string; indexes: number[] }) =>
+    socket.sendRelayAllocate(
+      a.relay,
+      relayAllocateDatagram({ token: hex(a.token), bindingId: a.bindingId, member: a.member, indexes: a.indexes }),
+    ),
   'remove-session': (a: { localIndex: number }) => socket.removeSession(a.localIndex),
   session: (a: { localIndex: number }) => {
     const s = socket.session(a.localIndex);
