@@ -10,9 +10,10 @@ import { CniPlugin } from '../cni/plugin.ts';
 import { startCniServer } from '../cni/server.ts';
 import type { Logger } from '../common/log.ts';
 import { Forwarder } from '../dataplane/forwarder.ts';
-import { configureInterface, type RouteSpec } from '../dataplane/host-net.ts';
+import { configureInterface, mtuOfInterfaceWith, type RouteSpec } from '../dataplane/host-net.ts';
 import { PacketCapture } from '../dataplane/pcap.ts';
 import { TunDevice } from '../dataplane/tun-device.ts';
+import { tunnelMtu } from '../dataplane/udp-session.ts';
 import { claimNodeBlocks } from '../ipam/index.ts';
 import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
@@ -106,7 +107,8 @@ export class Agent {
     // The TUN and forwarder exist before the overlay (which delivers into the forwarder);
     // nothing reaches them until the routes are installed further down.
     this.step('node key + libp2p host');
-    const tun = TunDevice.open({ name: cfg.tun.name, offload: cfg.tun.offload, mtu: cfg.tun.mtu });
+    const tunMtu = await this.tunMtu(self.nodeIp);
+    const tun = TunDevice.open({ name: cfg.tun.name, offload: cfg.tun.offload, mtu: tunMtu });
     this.parts.tun = tun;
     this.onClose('TUN', () => tun.close());
     const directory = new PeerDirectory();
@@ -145,7 +147,7 @@ export class Agent {
         : {
             udp: udpSocketFactory({
               port: cfg.overlay.udpPort ?? punch.port,
-              mtu: cfg.tun.mtu,
+              mtu: tunMtu,
               log: this.log.child({ component: 'udp' }),
             }),
             udpExcludeInterfaces: [cfg.tun.name, cfg.bridge.name],
@@ -185,7 +187,7 @@ export class Agent {
       site: self.site,
       clusterCidrs: cfg.clusterCidrs,
       blocks,
-      tunMtu: cfg.tun.mtu,
+      tunMtu,
       bridgeMtu: cfg.bridge.mtu,
     });
     await installCniClient(files.cniClient);
@@ -218,7 +220,7 @@ export class Agent {
     await plugin.start();
 
     this.step('TUN + routes');
-    await configureInterface({ dev: tun.name, mtu: cfg.tun.mtu, up: true });
+    await configureInterface({ dev: tun.name, mtu: tunMtu, up: true });
     await enableForwarding([...new Set(blocks.map((b) => b.family))]);
     await ensureFallbackRoutes(cfg.clusterCidrs);
     const routes = new RouteReconciler({
@@ -364,6 +366,20 @@ export class Agent {
 
   isReady(): boolean {
     return this.ready;
+  }
+
+  /**
+   * The TUN's MTU: configured, or the underlay's MTU (of the interface with the node IP)
+   * less the UDP session overhead over IPv6, the larger of the two outer headers, so a
+   * sealed datagram of a full-size inner packet never needs fragmenting on either family.
+   */
+  private async tunMtu(nodeIp: string): Promise<number> {
+    const configured = this.config.tun.mtu;
+    if (configured !== 'auto') return configured;
+    const underlay = await mtuOfInterfaceWith(nodeIp).catch(() => undefined);
+    const mtu = Math.max(1280, tunnelMtu(underlay ?? 1500, 6));
+    this.log.info({ underlay: underlay ?? 'unknown (1500 assumed)', tunMtu: mtu }, 'TUN MTU derived from the underlay');
+    return mtu;
   }
 
   /** The control API's `GET /status`. */

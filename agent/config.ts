@@ -94,7 +94,11 @@ export const agentConfigSchema = z
     tun: z
       .object({
         name: ifname.default('edgemesh0'),
-        mtu: z.number().int().min(1280).max(65535).default(1400),
+        /**
+         * `auto`: the MTU of the interface that carries the node IP, less the UDP session's
+         * overhead over an IPv6 underlay (80 bytes: 1420 on a 1500-byte network).
+         */
+        mtu: z.union([z.number().int().min(1280).max(65535), z.literal('auto')]).default('auto'),
         offload: z.boolean().default(true),
       })
       .prefault({}),
@@ -221,7 +225,7 @@ function applyEnv(raw: Raw, env: NodeJS.ProcessEnv): void {
     if (v) paths()[key] = v;
   }
   const mtu = e('EDGEMESH_TUN_MTU');
-  if (mtu) section(raw, 'tun').mtu = int('EDGEMESH_TUN_MTU', mtu);
+  if (mtu) section(raw, 'tun').mtu = mtu === 'auto' ? 'auto' : int('EDGEMESH_TUN_MTU', mtu);
   const http = e('EDGEMESH_HTTP_LISTEN');
   if (http) section(raw, 'http').listen = http;
 }

@@ -183,3 +183,15 @@ export async function listRoutes(
   }
   return routes;
 }
+
+/**
+ * The MTU of the interface that has `address` (the node's own IP): the underlay MTU the
+ * tunnel's datagrams leave with. undefined when no interface has that address.
+ */
+export async function mtuOfInterfaceWith(address: string, opts: NetnsOption = {}): Promise<number | undefined> {
+  const links = JSON.parse(await ip(['-j', 'addr', 'show'], opts)) as Array<{
+    mtu?: number;
+    addr_info?: Array<{ local?: string }>;
+  }>;
+  return links.find((l) => l.addr_info?.some((a) => a.local === address))?.mtu;
+}

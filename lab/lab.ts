@@ -136,7 +136,7 @@ export function agentConfig(node: LabNode, topology: ResolvedTopology, kubeconfi
       ...(node.transport ? { transport: node.transport } : {}),
     },
     paths: { stateDir: node.stateDir, runDir: node.runDir, cniBinDir: node.cniBinDir, cniConfDir: node.cniConfDir },
-    tun: { name: 'edgemesh0', mtu: 1400, offload: true },
+    tun: { name: 'edgemesh0', offload: true }, // mtu: auto (the underlay's, less the UDP overhead)
     bridge: { name: 'edgemesh-br0', mtu: 1500 },
     http: { listen: '127.0.0.1:9273' },
   };

@@ -56,6 +56,13 @@ describe('agent: two sites, direct tunnel', () => {
     expect(cmdline).toContain('agent');
   });
 
+  it('derives the TUN MTU from the underlay: 1500 less the UDP session overhead over IPv6', async () => {
+    const link = JSON.parse(await run('ip', ['-n', a.netns, '-j', 'link', 'show', 'dev', 'edgemesh0'])) as {
+      mtu: number;
+    }[];
+    expect(link[0]?.mtu).toBe(1500 - 48 - 32);
+  });
+
   it('routes other sites through the TUN (no host-gw) and pods reach each other by Pod IP', async () => {
     const routes = await cluster.podRoutes(a);
     expect(routes.filter((r) => r.includes(' via '))).toEqual([]);

@@ -223,7 +223,7 @@ export class AgentCluster {
         ...this.overlayExtra,
       },
       paths: { stateDir: n.stateDir, runDir: n.runDir, cniBinDir: n.cniBinDir, cniConfDir: n.cniConfDir },
-      tun: { name: 'edgemesh0', mtu: 1400, offload: true },
+      tun: { name: 'edgemesh0', offload: true }, // mtu: auto
       bridge: { name: 'edgemesh-br0', mtu: 1500 },
       http: { listen: '127.0.0.1:9273' },
       resyncSeconds: 2,

@@ -82,6 +82,7 @@ describe('agent config', () => {
     expect(cfg.overlay.listen).toEqual(['/ip4/0.0.0.0/tcp/4001']);
     expect(cfg.http.listen).toBe('127.0.0.1:9273');
     expect(cfg.cni.version).toBe('1.0.0');
+    expect(cfg.tun.mtu).toBe('auto');
     // No cluster-wide punch port: each node draws its own (overlay/punch-port.ts).
     expect(cfg.overlay.punchPort).toBeUndefined();
     expect(cfg.overlay.transport).toBe('auto');
