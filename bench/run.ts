@@ -30,7 +30,16 @@ export interface BenchOptions {
 }
 
 /** Benchmarks owned by each package, each a script printing its own figures. */
-const componentScripts = ['lpm.ts', 'dataplane-tun.ts', 'ipam.ts', 'cni.ts', 'control-plane.ts'];
+const componentScripts = [
+  'lpm.ts',
+  'dataplane-tun.ts',
+  'udp-session.ts',
+  'udp-relay.ts',
+  'ipam.ts',
+  'cni.ts',
+  'control-plane.ts',
+  'agent-memory.ts',
+];
 
 function networkTable(summary: readonly Summary[]): Table {
   const kernel = summary.find((s) => s.scenario.startsWith('kernel'));
