@@ -36,9 +36,16 @@ export async function runNetworkBench(
 }> {
   const scenarios = beds.flatMap((b) => b.scenarios);
   const raw: Measurement[] = [];
+  const total = opts.rounds * scenarios.length;
+  const started = Date.now();
+  let done = 0;
   for (let round = 1; round <= opts.rounds; round++) {
     for (const s of scenarios) {
-      opts.log?.(`round ${round}/${opts.rounds}: ${s.name}`);
+      // Time left from the pace so far (the first measurement has no pace yet).
+      const left =
+        done === 0 ? '' : `, about ${Math.ceil((((Date.now() - started) / done) * (total - done)) / 1000)} s left`;
+      opts.log?.(`round ${round}/${opts.rounds}, measurement ${done + 1}/${total}${left}: ${s.name}`);
+      done++;
       try {
         raw.push(await measure(s, opts));
       } catch (err) {
