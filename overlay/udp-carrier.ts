@@ -6,11 +6,13 @@ import { networkInterfaces } from 'node:os';
 import type { Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Packet } from '../dataplane/types.ts';
-import { ipOf } from './addresses.ts';
+import { ipOf, isPublicIp } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import type { Host } from './host.ts';
+import type { NatKind } from './nat-kind.ts';
 import type { PathKind } from './overlay.ts';
 import { type LadderTuning, type StreamPathKind, type TransportMode, visiblePath } from './path-ladder.ts';
+import { isBindingMessage, NatReflection, type ReflectionCounters } from './reflection.ts';
 import { isUsableCandidateIp } from './session-protocol.ts';
 import { type UdpPathCounters, UdpPaths } from './udp-paths.ts';
 import { type UdpSessionCounters, UdpSessions } from './udp-sessions.ts';
@@ -52,6 +54,8 @@ export interface UdpCarrierOptions {
   graceMs?: number;
   tuning?: LadderTuning;
   keepaliveMs?: number;
+  /** Reflection tuning (tests). */
+  reflectionRefreshMs?: number;
 }
 
 export interface UdpCarrierCounters {
@@ -63,13 +67,21 @@ export interface UdpCarrierCounters {
   receiveErrors: number;
   /** Datagrams the native socket refused (forged, replayed, truncated, unknown index...), by reason. */
   socketDrops: Record<string, number>;
+  /** Binding requests and answers (both roles). */
+  reflection: ReflectionCounters;
+  /** Our NAT kind as the reflectors' answers show it. */
+  natKind: NatKind;
+  /** New handshakes with peers that were not direct, started because our mapping changed. */
+  mappingRetries: number;
 }
 
 export class UdpCarrier {
   readonly socket: DataSocketLike & { readonly mtu?: number; close(): void };
   readonly sessions: UdpSessions;
   readonly paths: UdpPaths;
+  readonly reflection: NatReflection;
   readonly #o: UdpCarrierOptions;
+  #mappingRetries = 0;
   #observedIp: string | undefined;
   readonly #timer: NodeJS.Timeout;
   #unknownIndex = 0;
@@ -80,7 +92,10 @@ export class UdpCarrier {
     this.#o = opts;
     this.socket = opts.factory.open({
       onPackets: (localIndex, packets) => this.#onPackets(localIndex, packets),
-      onControl: (localIndex, message, from) => this.paths.onControl(localIndex, message, from),
+      onControl: (localIndex, message, from) =>
+        isBindingMessage(message)
+          ? this.reflection.onMessage(localIndex, message, from)
+          : this.paths.onControl(localIndex, message, from),
     });
     this.sessions = new UdpSessions({
       host: opts.host,
@@ -114,6 +129,24 @@ export class UdpCarrier {
       ...(opts.tuning === undefined ? {} : { tuning: opts.tuning }),
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
     });
+    this.reflection = new NatReflection({
+      socket: this.socket,
+      nodeOf: (i) => this.sessions.nodeOf(i),
+      selfPublic: opts.selfPublic,
+      reflectors: () => this.#reflectors(),
+      ensureSession: (node) => this.sessions.ensure(node),
+      txIndexOf: (node) => this.paths.txIndex(node),
+      targetsOf: (node) => {
+        const ep = this.paths.endpointOf(node);
+        if (ep !== undefined) return [ep];
+        return (this.sessions.current(node)?.candidates ?? []).filter((c) => isPublicIp(c.ip));
+      },
+      localIps: () => this.#localIps(),
+      onChange: () => this.#retryNotDirect(),
+      log: opts.log,
+      ...(opts.reflectionRefreshMs === undefined ? {} : { refreshMs: opts.reflectionRefreshMs }),
+    });
+    if (opts.mode !== 'stream') this.reflection.start();
     void this.#refreshObservedIp();
     this.#timer = setInterval(() => void this.#refreshObservedIp(), 30_000);
     this.#timer.unref();
@@ -173,32 +206,66 @@ export class UdpCarrier {
       unknownIndex: this.#unknownIndex,
       receiveErrors: this.#receiveErrors,
       socketDrops: { ...(this.socket.stats?.().drops ?? {}) },
+      reflection: { ...this.reflection.counters },
+      natKind: this.reflection.kind,
+      mappingRetries: this.#mappingRetries,
     };
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#timer);
+    this.reflection.stop();
     this.paths.stop();
     await this.sessions.stop();
     this.socket.close();
   }
 
-  /** Our candidates: interface addresses, announced IPs and the relay-observed public IP, on our UDP port. */
+  /**
+   * Our candidates: the reflected mappings (what peers behind other NATs can reach), then
+   * interface addresses, announced IPs and the relay-observed public IP, on our UDP port.
+   */
   async localEndpoints(): Promise<UdpEndpoint[]> {
     if (this.#observedIp === undefined) await this.#refreshObservedIp();
+    const ips = this.#localIps();
+    for (const ip of this.#o.announcedIps()) ips.add(ip);
+    if (this.#observedIp !== undefined) ips.add(this.#observedIp);
+    const port = this.socket.port;
+    const out: UdpEndpoint[] = this.reflection.candidates().filter((e) => isUsableCandidateIp(e.ip));
+    for (const ip of ips) {
+      if (isUsableCandidateIp(ip) && !out.some((e) => e.ip === ip && e.port === port)) out.push({ ip, port });
+    }
+    return out.slice(0, 16);
+  }
+
+  #localIps(): Set<string> {
     const exclude = new Set(this.#o.excludeInterfaces ?? []);
     const ips = new Set<string>();
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (exclude.has(name)) continue;
       for (const a of addrs ?? []) if (!a.internal) ips.add(a.address);
     }
-    for (const ip of this.#o.announcedIps()) ips.add(ip);
-    if (this.#observedIp !== undefined) ips.add(this.#observedIp);
-    const port = this.socket.port;
-    return [...ips]
-      .filter(isUsableCandidateIp)
-      .slice(0, 16)
-      .map((ip) => ({ ip, port }));
+    return ips;
+  }
+
+  /** Public members (relays first) that can tell us our mapping: not us, at most a few. */
+  #reflectors(): string[] {
+    const self = this.#o.host.peerId.toString();
+    return this.#o.directory
+      .list()
+      .filter((p) => p.peerId !== self && p.publicAddrs.length > 0)
+      .sort((a, b) => Number(b.relay) - Number(a.relay) || a.node.localeCompare(b.node))
+      .map((p) => p.node);
+  }
+
+  /** Our mapping changed: peers whose UDP path is not up get a handshake with the new candidates. */
+  #retryNotDirect(): void {
+    const now = Date.now();
+    for (const node of this.sessions.nodes()) {
+      if (this.paths.alive(node, now)) continue;
+      this.#mappingRetries++;
+      this.#o.log.info({ peer: node }, 'our UDP mapping changed: new handshake with fresh candidates');
+      void this.sessions.rekey(node);
+    }
   }
 
   /**

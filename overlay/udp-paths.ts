@@ -199,6 +199,11 @@ export class UdpPaths {
     return p === undefined ? undefined : { confirmedAt: p.confirmedAt, lastRxAt: p.lastAckAt, kind: p.kind };
   }
 
+  /** Whether the node's UDP path answers now (a recent round trip). */
+  alive(node: string, now: number): boolean {
+    return udpAlive(this.facts(node), now, this.#tuning);
+  }
+
   ladder(node: string): LadderState | undefined {
     return this.#peers.get(node)?.ladder;
   }
