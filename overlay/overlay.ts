@@ -17,6 +17,7 @@ import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host, internalsOf } from './host.ts';
 import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
+import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
@@ -56,6 +57,8 @@ export interface PeerStatus {
   lastSeen: number | undefined;
   /** The remote multiaddr carrying the tunnel now. */
   remoteAddr: string | undefined;
+  /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
+  msToDirect: number | undefined;
 }
 
 export interface OverlayCounters {
@@ -131,6 +134,8 @@ export interface Overlay {
   readonly events: EventEmitter<OverlayEvents>;
   /** The UDP data socket's port (undefined without one). */
   udpPort(): number | undefined;
+  /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
+  natKind(): NatKind | undefined;
 }
 
 /** What a PeerSession's link needs from the UDP side. */
@@ -426,6 +431,11 @@ class OverlayImpl implements Overlay {
 
   udpPort(): number | undefined {
     return this.#udp?.port;
+  }
+
+  /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
+  natKind(): NatKind | undefined {
+    return this.#udp?.natKind;
   }
 
   /**
@@ -760,6 +770,7 @@ class OverlayImpl implements Overlay {
           remoteAddr:
             (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
             s?.preferred()?.connection.remoteAddr.toString(),
+          msToDirect: this.#udp?.msToDirect(peer.node),
         };
       });
   }

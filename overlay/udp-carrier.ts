@@ -188,6 +188,15 @@ export class UdpCarrier {
     return visiblePath(ladder, this.paths.facts(node), stream, Date.now(), this.#o.tuning);
   }
 
+  /** Milliseconds from the first UDP session with the node to its first working UDP path. */
+  msToDirect(node: string): number | undefined {
+    return this.paths.msToDirect(node);
+  }
+
+  get natKind(): NatKind {
+    return this.reflection.kind;
+  }
+
   endpointText(node: string): string | undefined {
     const ep = this.paths.endpointOf(node);
     return ep === undefined ? undefined : `udp://${endpointKey(ep)}`;
