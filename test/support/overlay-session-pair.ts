@@ -62,6 +62,7 @@ export async function loopbackHostPair(): Promise<HostPair> {
         privateKey,
         listen: ['/ip4/127.0.0.1/tcp/0'],
         relay: false,
+        announceLoopback: true,
         directory: dirs[i]!,
         gateCounters: { denied: {} },
       }),
@@ -77,7 +78,8 @@ export async function loopbackHostPair(): Promise<HostPair> {
           multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
           podCidrs: [`10.244.${i}.0/24`],
           site: `s${i}`,
-          nodeIp: '127.0.0.1',
+          // A node address (the directory refuses loopback); nothing dials it, the hosts talk on loopback.
+          nodeIp: `198.51.100.${i + 1}`,
         }),
       });
     }
