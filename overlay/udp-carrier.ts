@@ -75,6 +75,9 @@ export interface UdpCarrierCounters {
   mappingRetries: number;
 }
 
+/** How long a relay's word on a peer's public IP is reused for that peer's handshakes. */
+const VOUCHED_TTL_MS = 60_000;
+
 export class UdpCarrier {
   readonly socket: DataSocketLike & { readonly mtu?: number; close(): void };
   readonly sessions: UdpSessions;
@@ -87,6 +90,8 @@ export class UdpCarrier {
   #unknownIndex = 0;
   #receiveErrors = 0;
   readonly #failedAt = new Map<string, number>();
+  /** Where a relay last saw each peer connect from (bounded; entries older than VOUCHED_TTL_MS are asked again). */
+  readonly #vouched = new Map<string, { ip: string | undefined; at: number; pending?: Promise<string | undefined> }>();
 
   constructor(opts: UdpCarrierOptions) {
     this.#o = opts;
@@ -161,6 +166,10 @@ export class UdpCarrier {
     if (this.#o.mode === 'stream' || this.sessions.current(node) !== undefined) return;
     const failed = this.#failedAt.get(node);
     if (failed !== undefined && Date.now() - failed < 10_000) return;
+    // A NAT'd peer offers its public address, which only a relay can vouch for: ask now, while
+    // the handshake's streams are opened, rather than after its answer.
+    const peer = this.#o.directory.get(node);
+    if (peer !== undefined && peer.publicAddrs.length === 0) void this.#vouch(peer.peerId);
     void this.sessions.ensure(node).then((s) => {
       if (s === undefined) this.#failedAt.set(node, Date.now());
       else this.#failedAt.delete(node);
@@ -234,12 +243,16 @@ export class UdpCarrier {
    * interface addresses, announced IPs and the relay-observed public IP, on our UDP port.
    */
   async localEndpoints(): Promise<UdpEndpoint[]> {
-    if (this.#observedIp === undefined) await this.#refreshObservedIp();
+    const reflected = this.reflection.candidates().filter((e) => isUsableCandidateIp(e.ip));
+    // A reflected mapping already names our public IP: no round trip to a relay first.
+    if (this.#observedIp === undefined && reflected.length === 0) await this.#refreshObservedIp();
     const ips = this.#localIps();
     for (const ip of this.#o.announcedIps()) ips.add(ip);
     if (this.#observedIp !== undefined) ips.add(this.#observedIp);
+    // The public IP with our own port too: what a port-preserving NAT gives a new destination.
+    for (const e of reflected) ips.add(e.ip);
     const port = this.socket.port;
-    const out: UdpEndpoint[] = this.reflection.candidates().filter((e) => isUsableCandidateIp(e.ip));
+    const out: UdpEndpoint[] = reflected;
     for (const ip of ips) {
       if (isUsableCandidateIp(ip) && !out.some((e) => e.ip === ip && e.port === port)) out.push({ ip, port });
     }
@@ -288,13 +301,39 @@ export class UdpCarrier {
     if (peer === undefined) return [];
     const allowed = new Set<string>([peer.nodeIp, ...peer.multiaddrs.map((m) => ipOf(m) ?? '')]);
     if (candidates.some((c) => !allowed.has(c.ip))) {
-      try {
-        allowed.add(await this.#o.observedIpOf(peer.peerId));
-      } catch {
-        // no relay can vouch for another address: the directory's addresses only
-      }
+      const cached = this.#vouched.get(peer.peerId);
+      const covers = cached?.ip !== undefined && candidates.every((c) => allowed.has(c.ip) || c.ip === cached.ip);
+      // A relay told us this address recently (or is being asked now, see ensure()): a rekey,
+      // a retry or a handshake that crossed the prefetch needs no round trip of its own.
+      const ip =
+        covers && Date.now() - cached!.at < VOUCHED_TTL_MS ? cached!.ip : await this.#vouch(peer.peerId, !covers);
+      if (ip !== undefined) allowed.add(ip);
     }
     return candidates.filter((c) => allowed.has(c.ip));
+  }
+
+  /**
+   * The public IP a relay sees `peerId` connect from; one query per peer at a time (a handshake
+   * joins the query ensure() started). `fresh`: do not reuse a finished answer.
+   */
+  #vouch(peerId: string, fresh = false): Promise<string | undefined> {
+    const entry = this.#vouched.get(peerId);
+    if (entry?.pending !== undefined) return entry.pending;
+    if (!fresh && entry?.ip !== undefined && Date.now() - entry.at < VOUCHED_TTL_MS) return Promise.resolve(entry.ip);
+    const pending = this.#o.observedIpOf(peerId).then(
+      (ip) => {
+        this.#vouched.set(peerId, { ip, at: Date.now() });
+        return ip;
+      },
+      () => {
+        // no relay can vouch for another address: the directory's addresses only
+        this.#vouched.delete(peerId);
+        return undefined;
+      },
+    );
+    this.#vouched.set(peerId, { ip: entry?.ip, at: entry?.at ?? 0, pending });
+    if (this.#vouched.size > 4096) this.#vouched.delete(this.#vouched.keys().next().value!);
+    return pending;
   }
 
   async #refreshObservedIp(): Promise<void> {
