@@ -299,6 +299,13 @@ export class Agent {
           udpSwitches: c.udp?.paths.switches ?? 0,
           udpHandshakeFailures: c.udp?.sessions.handshakeFailures ?? {},
           udpBadControl: c.udp?.paths.badControl ?? 0,
+          udpAttempts: c.udp?.paths.attempts ?? 0,
+          udpResults: { success: c.udp?.paths.successes ?? 0, ...(c.udp?.paths.failures ?? {}) },
+          reflection: c.udp?.reflection,
+          natKind: c.udp?.natKind,
+          msToDirect: Object.fromEntries(
+            overlay.status().flatMap((p) => (p.msToDirect === undefined ? [] : [[p.node, p.msToDirect]])),
+          ),
         };
       },
       cniPlumbing: () => plugin.plumbingCounters(),
@@ -406,6 +413,7 @@ export class Agent {
         drops: (f?.drops ?? 0) + (o?.drops ?? 0),
         lastSeen: lastSeen === undefined ? null : new Date(lastSeen).toISOString(),
         ...(o?.remoteAddr === undefined ? {} : { endpoint: o.remoteAddr }),
+        ...(o?.msToDirect === undefined ? {} : { msToDirect: o.msToDirect }),
       };
     });
     return {
@@ -414,6 +422,7 @@ export class Agent {
       peerId: overlay?.peerId ?? '',
       podCidrs: (blocks ?? []).map((b) => b.cidr),
       ready: this.ready,
+      ...(overlay?.natKind() === undefined ? {} : { natKind: overlay.natKind() }),
       peers,
       refusedNodes: [...(directory?.ignored ?? new Map<string, string>())].map(([node, reason]) => ({ node, reason })),
     };

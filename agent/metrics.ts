@@ -3,6 +3,8 @@
 // (collect callbacks), so the hot path pays nothing for metrics. CNI latencies are observed
 // as they happen.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { NatKind } from '../overlay/nat-kind.ts';
+import type { ReflectionCounters } from '../overlay/reflection.ts';
 import type { AgentStatus } from './status.ts';
 
 export interface HolePunchCounts {
@@ -47,6 +49,15 @@ export interface PathCounts {
   udpHandshakeFailures: Record<string, number>;
   /** UDP control messages that were authentic but made no sense. */
   udpBadControl: number;
+  /** Probe bursts towards peers without a working UDP path, and how they ended. */
+  udpAttempts?: number;
+  udpResults?: Record<string, number>;
+  /** Binding requests and answers, both roles (overlay/reflection.ts). */
+  reflection?: ReflectionCounters | undefined;
+  /** This node's NAT kind (undefined without a UDP socket). */
+  natKind?: NatKind | undefined;
+  /** Per peer: ms from the first UDP session to the first working UDP path. */
+  msToDirect?: Record<string, number>;
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -188,6 +199,65 @@ export class AgentMetrics {
       [],
       () => [[{}, plumbing()?.iproute2Fallbacks ?? 0]],
     );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_punch_attempts_total',
+      'Probe bursts towards a peer without a working UDP path (new session or path lost)',
+      [],
+      () => [[{}, this.sources?.paths?.().udpAttempts ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_punch_results_total',
+      'How UDP probe bursts ended: success, or the failure reason',
+      ['result'],
+      () =>
+        Object.entries(this.sources?.paths?.().udpResults ?? {}).map(
+          ([result, n]): [Partial<Record<'result', string>>, number] => [{ result }, n],
+        ),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_reflection_total',
+      'Binding requests and answers (reflection), by event: requests-sent, answers (ours), answered, rate-limited, refused-not-public (as a reflector), bad, mapping-changes',
+      ['event'],
+      () => {
+        const r = this.sources?.paths?.().reflection;
+        if (r === undefined) return [];
+        const events: Record<string, number> = {
+          'requests-sent': r.requestsSent,
+          answers: r.answers,
+          answered: r.answered,
+          'rate-limited': r.rateLimited,
+          'refused-not-public': r.refusedNotPublic,
+          bad: r.bad,
+          'mapping-changes': r.mappingChanges,
+        };
+        return Object.entries(events).map(([event, n]): [Partial<Record<'event', string>>, number] => [{ event }, n]);
+      },
+    );
+    const paths = () => this.sources?.paths?.();
+    new Gauge({
+      name: 'edgemesh_nat_kind',
+      help: "This node's NAT as reflectors see it (1 for the current kind): none, endpoint-independent, endpoint-dependent, unknown",
+      labelNames: ['kind'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        const kind = paths()?.natKind;
+        if (kind !== undefined) this.set({ kind }, 1);
+      },
+    });
+    new Gauge({
+      name: 'edgemesh_peer_time_to_direct_seconds',
+      help: 'Time from the first UDP session with a peer to its first working UDP path',
+      labelNames: ['peer'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [peer, ms] of Object.entries(paths()?.msToDirect ?? {})) this.set({ peer }, ms / 1000);
+      },
+    });
     new Gauge({
       name: 'edgemesh_peer_path',
       help: 'The path traffic to a peer node takes (1 for the current path)',

@@ -24,6 +24,8 @@ export interface PeerStatus {
   lastSeen: string | null;
   /** What carries the traffic now: the UDP session's ip:port, or the stream's remote multiaddr. */
   endpoint?: string;
+  /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
+  msToDirect?: number;
 }
 
 export interface AgentStatus {
@@ -32,6 +34,8 @@ export interface AgentStatus {
   peerId: string;
   podCidrs: string[];
   ready: boolean;
+  /** This node's NAT as reflectors see it: none (public), endpoint-independent, endpoint-dependent, unknown. */
+  natKind?: string;
   peers: PeerStatus[];
   /** Nodes whose edgemesh annotations are refused altogether (invalid, peer-ID conflict), with why. */
   refusedNodes?: Array<{ node: string; reason: string }>;
@@ -71,7 +75,8 @@ function table(rows: string[][]): string {
 /** The human-readable status: a header about this node, then the peer table. */
 export function formatStatus(status: AgentStatus, now = Date.now()): string {
   const head = [
-    `node: ${status.node}  site: ${status.site}  ${status.ready ? 'ready' : 'NOT READY'}`,
+    `node: ${status.node}  site: ${status.site}  ${status.ready ? 'ready' : 'NOT READY'}` +
+      (status.natKind === undefined ? '' : `  NAT: ${status.natKind}`),
     `peer id: ${status.peerId}`,
     `pod CIDRs: ${status.podCidrs.join(', ') || '(none)'}`,
   ];
@@ -82,7 +87,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
   const tail = refused.length > 0 ? `\nrefused:\n${refused.join('\n')}\n` : '';
   if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n${tail}`;
   const rows = [
-    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'ENDPOINT', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
+    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'ENDPOINT', 'TO DIRECT', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
     ...[...status.peers]
       .sort((a, b) => a.node.localeCompare(b.node))
       .map((p) => [
@@ -91,6 +96,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
         p.podCidrs.join(',') || '-',
         p.path,
         p.endpoint ?? '-',
+        p.msToDirect === undefined ? '-' : `${(p.msToDirect / 1000).toFixed(2)}s`,
         p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,
         `${bytes(p.txBytes)} (${p.txPackets} pkts)`,
         `${bytes(p.rxBytes)} (${p.rxPackets} pkts)`,

@@ -101,7 +101,7 @@ async function status(flags: { id?: string; json?: boolean }): Promise<void> {
       [s.name.padEnd(10), s.kind.padEnd(8), (s.nat ?? '-').padEnd(13), (s.wanIp ?? '-').padEnd(17), s.network].join(''),
     ),
     '',
-    'NODE          SITE      NAMESPACE          ADDRESS          AGENT   POD CIDRS        PEERS (path)',
+    'NODE          SITE      NAMESPACE          ADDRESS          AGENT   NAT (seen)            POD CIDRS        PEERS (path)',
   ];
   for (const { node, status } of agents) {
     const proc = procs.find((p) => p.name === `agent ${node.name}`);
@@ -113,6 +113,8 @@ async function status(flags: { id?: string; json?: boolean }): Promise<void> {
         node.netns.padEnd(19),
         (node.publicIp ?? node.ip).padEnd(17),
         (proc?.alive ? (status ? 'up' : 'no-api') : 'DOWN').padEnd(8),
+        // The NAT kind the node's reflection found (none = public).
+        (status?.natKind ?? '-').padEnd(22),
         (status?.podCidrs.join(',') ?? '-').padEnd(17),
         peers,
       ].join(''),

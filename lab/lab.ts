@@ -53,6 +53,8 @@ export interface AgentStatus {
   peerId: string;
   podCidrs: string[];
   ready?: boolean;
+  /** The node's NAT as its reflection found it: none, endpoint-independent, endpoint-dependent, unknown. */
+  natKind?: string;
   peers: Array<{
     node: string;
     site: string;

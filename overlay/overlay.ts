@@ -17,6 +17,7 @@ import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host, internalsOf } from './host.ts';
 import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
+import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
@@ -35,6 +36,9 @@ export interface ForwarderLike {
   /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
   receivePackets?(node: string, packets: Packet[]): void;
 }
+
+/** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
+const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
 /**
  * How traffic reaches a peer, best first: kernel route (same site), UDP session straight to
@@ -56,6 +60,8 @@ export interface PeerStatus {
   lastSeen: number | undefined;
   /** The remote multiaddr carrying the tunnel now. */
   remoteAddr: string | undefined;
+  /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
+  msToDirect: number | undefined;
 }
 
 export interface OverlayCounters {
@@ -131,6 +137,8 @@ export interface Overlay {
   readonly events: EventEmitter<OverlayEvents>;
   /** The UDP data socket's port (undefined without one). */
   udpPort(): number | undefined;
+  /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
+  natKind(): NatKind | undefined;
 }
 
 /** What a PeerSession's link needs from the UDP side. */
@@ -328,9 +336,11 @@ class OverlayImpl implements Overlay {
 
   async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
     const conn = await this.#dialFor(peer, plan);
-    await this.#openTunnel(session, conn);
-    // Traffic flows on the stream at once; UDP takes over when its path answers.
+    // The UDP handshake runs on this connection while the tunnel opens (first contact waits
+    // for the longer of the two, not their sum). Traffic flows on the stream at once; UDP
+    // takes over when its path answers.
     this.#udp?.ensure(peer.node);
+    await this.#openTunnel(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
   }
 
@@ -428,6 +438,11 @@ class OverlayImpl implements Overlay {
     return this.#udp?.port;
   }
 
+  /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
+  natKind(): NatKind | undefined {
+    return this.#udp?.natKind;
+  }
+
   /**
    * We are public, the peer is behind NAT: we cannot dial it. Reuse a connection it already
    * holds to us (its reservation connection when we are its relay, or any direct connection
@@ -446,7 +461,28 @@ class OverlayImpl implements Overlay {
     }
   }
 
+  /**
+   * A relayed dial, tried again a few times within ~1.5 s when every relay refused at once: at a cold
+   * start the peer's reservation is often still being made, and without this the next try
+   * waited for the next packet (a second or more for a ping).
+   */
   async #dialViaRelay(peer: PeerInfo): Promise<Connection> {
+    for (const waitMs of RELAY_DIAL_RETRIES_MS) {
+      const started = Date.now();
+      try {
+        return await this.#dialViaRelayOnce(peer);
+      } catch (err) {
+        // Only a quick refusal (no reservation yet) is worth another try; a dial that timed
+        // out would only make the caller wait many times as long.
+        if (this.#stopped || Date.now() - started > 2000 || this.#dir.get(peer.node)?.peerId !== peer.peerId) throw err;
+        this.#log.debug({ peer: peer.node, err: (err as Error).message, retryInMs: waitMs }, 'relayed dial failed');
+        await new Promise((r) => setTimeout(r, waitMs));
+      }
+    }
+    return this.#dialViaRelayOnce(peer);
+  }
+
+  async #dialViaRelayOnce(peer: PeerInfo): Promise<Connection> {
     const relays = this.#dir.relays().filter((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
     const errors: string[] = [];
     for (const relay of relays) {
@@ -760,6 +796,7 @@ class OverlayImpl implements Overlay {
           remoteAddr:
             (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
             s?.preferred()?.connection.remoteAddr.toString(),
+          msToDirect: this.#udp?.msToDirect(peer.node),
         };
       });
   }

@@ -6,11 +6,13 @@ import { networkInterfaces } from 'node:os';
 import type { Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { Packet } from '../dataplane/types.ts';
-import { ipOf } from './addresses.ts';
+import { ipOf, isPublicIp } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import type { Host } from './host.ts';
+import type { NatKind } from './nat-kind.ts';
 import type { PathKind } from './overlay.ts';
 import { type LadderTuning, type StreamPathKind, type TransportMode, visiblePath } from './path-ladder.ts';
+import { isBindingMessage, NatReflection, type ReflectionCounters } from './reflection.ts';
 import { isUsableCandidateIp } from './session-protocol.ts';
 import { type UdpPathCounters, UdpPaths } from './udp-paths.ts';
 import { type UdpSessionCounters, UdpSessions } from './udp-sessions.ts';
@@ -52,6 +54,8 @@ export interface UdpCarrierOptions {
   graceMs?: number;
   tuning?: LadderTuning;
   keepaliveMs?: number;
+  /** Reflection tuning (tests). */
+  reflectionRefreshMs?: number;
 }
 
 export interface UdpCarrierCounters {
@@ -63,24 +67,40 @@ export interface UdpCarrierCounters {
   receiveErrors: number;
   /** Datagrams the native socket refused (forged, replayed, truncated, unknown index...), by reason. */
   socketDrops: Record<string, number>;
+  /** Binding requests and answers (both roles). */
+  reflection: ReflectionCounters;
+  /** Our NAT kind as the reflectors' answers show it. */
+  natKind: NatKind;
+  /** New handshakes with peers that were not direct, started because our mapping changed. */
+  mappingRetries: number;
 }
+
+/** How long a relay's word on a peer's public IP is reused for that peer's handshakes. */
+const VOUCHED_TTL_MS = 60_000;
 
 export class UdpCarrier {
   readonly socket: DataSocketLike & { readonly mtu?: number; close(): void };
   readonly sessions: UdpSessions;
   readonly paths: UdpPaths;
+  readonly reflection: NatReflection;
   readonly #o: UdpCarrierOptions;
+  #mappingRetries = 0;
   #observedIp: string | undefined;
   readonly #timer: NodeJS.Timeout;
   #unknownIndex = 0;
   #receiveErrors = 0;
   readonly #failedAt = new Map<string, number>();
+  /** Where a relay last saw each peer connect from (bounded; entries older than VOUCHED_TTL_MS are asked again). */
+  readonly #vouched = new Map<string, { ip: string | undefined; at: number; pending?: Promise<string | undefined> }>();
 
   constructor(opts: UdpCarrierOptions) {
     this.#o = opts;
     this.socket = opts.factory.open({
       onPackets: (localIndex, packets) => this.#onPackets(localIndex, packets),
-      onControl: (localIndex, message, from) => this.paths.onControl(localIndex, message, from),
+      onControl: (localIndex, message, from) =>
+        isBindingMessage(message)
+          ? this.reflection.onMessage(localIndex, message, from)
+          : this.paths.onControl(localIndex, message, from),
     });
     this.sessions = new UdpSessions({
       host: opts.host,
@@ -114,6 +134,24 @@ export class UdpCarrier {
       ...(opts.tuning === undefined ? {} : { tuning: opts.tuning }),
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
     });
+    this.reflection = new NatReflection({
+      socket: this.socket,
+      nodeOf: (i) => this.sessions.nodeOf(i),
+      selfPublic: opts.selfPublic,
+      reflectors: () => this.#reflectors(),
+      ensureSession: (node) => this.sessions.ensure(node),
+      txIndexOf: (node) => this.paths.txIndex(node),
+      targetsOf: (node) => {
+        const ep = this.paths.endpointOf(node);
+        if (ep !== undefined) return [ep];
+        return (this.sessions.current(node)?.candidates ?? []).filter((c) => isPublicIp(c.ip));
+      },
+      localIps: () => this.#localIps(),
+      onChange: () => this.#retryNotDirect(),
+      log: opts.log,
+      ...(opts.reflectionRefreshMs === undefined ? {} : { refreshMs: opts.reflectionRefreshMs }),
+    });
+    if (opts.mode !== 'stream') this.reflection.start();
     void this.#refreshObservedIp();
     this.#timer = setInterval(() => void this.#refreshObservedIp(), 30_000);
     this.#timer.unref();
@@ -128,6 +166,10 @@ export class UdpCarrier {
     if (this.#o.mode === 'stream' || this.sessions.current(node) !== undefined) return;
     const failed = this.#failedAt.get(node);
     if (failed !== undefined && Date.now() - failed < 10_000) return;
+    // A NAT'd peer offers its public address, which only a relay can vouch for: ask now, while
+    // the handshake's streams are opened, rather than after its answer.
+    const peer = this.#o.directory.get(node);
+    if (peer !== undefined && peer.publicAddrs.length === 0) void this.#vouch(peer.peerId);
     void this.sessions.ensure(node).then((s) => {
       if (s === undefined) this.#failedAt.set(node, Date.now());
       else this.#failedAt.delete(node);
@@ -155,6 +197,15 @@ export class UdpCarrier {
     return visiblePath(ladder, this.paths.facts(node), stream, Date.now(), this.#o.tuning);
   }
 
+  /** Milliseconds from the first UDP session with the node to its first working UDP path. */
+  msToDirect(node: string): number | undefined {
+    return this.paths.msToDirect(node);
+  }
+
+  get natKind(): NatKind {
+    return this.reflection.kind;
+  }
+
   endpointText(node: string): string | undefined {
     const ep = this.paths.endpointOf(node);
     return ep === undefined ? undefined : `udp://${endpointKey(ep)}`;
@@ -173,32 +224,70 @@ export class UdpCarrier {
       unknownIndex: this.#unknownIndex,
       receiveErrors: this.#receiveErrors,
       socketDrops: { ...(this.socket.stats?.().drops ?? {}) },
+      reflection: { ...this.reflection.counters },
+      natKind: this.reflection.kind,
+      mappingRetries: this.#mappingRetries,
     };
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#timer);
+    this.reflection.stop();
     this.paths.stop();
     await this.sessions.stop();
     this.socket.close();
   }
 
-  /** Our candidates: interface addresses, announced IPs and the relay-observed public IP, on our UDP port. */
+  /**
+   * Our candidates: the reflected mappings (what peers behind other NATs can reach), then
+   * interface addresses, announced IPs and the relay-observed public IP, on our UDP port.
+   */
   async localEndpoints(): Promise<UdpEndpoint[]> {
-    if (this.#observedIp === undefined) await this.#refreshObservedIp();
+    const reflected = this.reflection.candidates().filter((e) => isUsableCandidateIp(e.ip));
+    // A reflected mapping already names our public IP: no round trip to a relay first.
+    if (this.#observedIp === undefined && reflected.length === 0) await this.#refreshObservedIp();
+    const ips = this.#localIps();
+    for (const ip of this.#o.announcedIps()) ips.add(ip);
+    if (this.#observedIp !== undefined) ips.add(this.#observedIp);
+    // The public IP with our own port too: what a port-preserving NAT gives a new destination.
+    for (const e of reflected) ips.add(e.ip);
+    const port = this.socket.port;
+    const out: UdpEndpoint[] = reflected;
+    for (const ip of ips) {
+      if (isUsableCandidateIp(ip) && !out.some((e) => e.ip === ip && e.port === port)) out.push({ ip, port });
+    }
+    return out.slice(0, 16);
+  }
+
+  #localIps(): Set<string> {
     const exclude = new Set(this.#o.excludeInterfaces ?? []);
     const ips = new Set<string>();
     for (const [name, addrs] of Object.entries(networkInterfaces())) {
       if (exclude.has(name)) continue;
       for (const a of addrs ?? []) if (!a.internal) ips.add(a.address);
     }
-    for (const ip of this.#o.announcedIps()) ips.add(ip);
-    if (this.#observedIp !== undefined) ips.add(this.#observedIp);
-    const port = this.socket.port;
-    return [...ips]
-      .filter(isUsableCandidateIp)
-      .slice(0, 16)
-      .map((ip) => ({ ip, port }));
+    return ips;
+  }
+
+  /** Public members (relays first) that can tell us our mapping: not us, at most a few. */
+  #reflectors(): string[] {
+    const self = this.#o.host.peerId.toString();
+    return this.#o.directory
+      .list()
+      .filter((p) => p.peerId !== self && p.publicAddrs.length > 0)
+      .sort((a, b) => Number(b.relay) - Number(a.relay) || a.node.localeCompare(b.node))
+      .map((p) => p.node);
+  }
+
+  /** Our mapping changed: peers whose UDP path is not up get a handshake with the new candidates. */
+  #retryNotDirect(): void {
+    const now = Date.now();
+    for (const node of this.sessions.nodes()) {
+      if (this.paths.alive(node, now)) continue;
+      this.#mappingRetries++;
+      this.#o.log.info({ peer: node }, 'our UDP mapping changed: new handshake with fresh candidates');
+      void this.sessions.rekey(node);
+    }
   }
 
   /**
@@ -212,13 +301,39 @@ export class UdpCarrier {
     if (peer === undefined) return [];
     const allowed = new Set<string>([peer.nodeIp, ...peer.multiaddrs.map((m) => ipOf(m) ?? '')]);
     if (candidates.some((c) => !allowed.has(c.ip))) {
-      try {
-        allowed.add(await this.#o.observedIpOf(peer.peerId));
-      } catch {
-        // no relay can vouch for another address: the directory's addresses only
-      }
+      const cached = this.#vouched.get(peer.peerId);
+      const covers = cached?.ip !== undefined && candidates.every((c) => allowed.has(c.ip) || c.ip === cached.ip);
+      // A relay told us this address recently (or is being asked now, see ensure()): a rekey,
+      // a retry or a handshake that crossed the prefetch needs no round trip of its own.
+      const ip =
+        covers && Date.now() - cached!.at < VOUCHED_TTL_MS ? cached!.ip : await this.#vouch(peer.peerId, !covers);
+      if (ip !== undefined) allowed.add(ip);
     }
     return candidates.filter((c) => allowed.has(c.ip));
+  }
+
+  /**
+   * The public IP a relay sees `peerId` connect from; one query per peer at a time (a handshake
+   * joins the query ensure() started). `fresh`: do not reuse a finished answer.
+   */
+  #vouch(peerId: string, fresh = false): Promise<string | undefined> {
+    const entry = this.#vouched.get(peerId);
+    if (entry?.pending !== undefined) return entry.pending;
+    if (!fresh && entry?.ip !== undefined && Date.now() - entry.at < VOUCHED_TTL_MS) return Promise.resolve(entry.ip);
+    const pending = this.#o.observedIpOf(peerId).then(
+      (ip) => {
+        this.#vouched.set(peerId, { ip, at: Date.now() });
+        return ip;
+      },
+      () => {
+        // no relay can vouch for another address: the directory's addresses only
+        this.#vouched.delete(peerId);
+        return undefined;
+      },
+    );
+    this.#vouched.set(peerId, { ip: entry?.ip, at: entry?.at ?? 0, pending });
+    if (this.#vouched.size > 4096) this.#vouched.delete(this.#vouched.keys().next().value!);
+    return pending;
   }
 
   async #refreshObservedIp(): Promise<void> {

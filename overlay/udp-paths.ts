@@ -60,6 +60,12 @@ export interface UdpPathCounters {
   sendErrors: number;
   /** Carrier switches UDP ↔ stream. */
   switches: number;
+  /** Probe bursts started towards a peer without a working UDP path (new session, path lost). */
+  attempts: number;
+  /** Attempts that ended with an authenticated reply (the path is up). */
+  successes: number;
+  /** Attempts that did not, by reason (unanswered: a whole burst without a reply). */
+  failures: Record<string, number>;
 }
 
 export interface UdpPathsOptions {
@@ -113,6 +119,12 @@ interface PeerUdp {
   /** Addresses the peer's probes came from (its NAT mappings), newest last. */
   learned: UdpEndpoint[];
   lastRenewAt: number;
+  /** When the first session with this peer was set up (kept across rekeys). */
+  startedAt: number;
+  /** Milliseconds from startedAt to the first confirmed UDP path, undefined until then. */
+  msToDirect: number | undefined;
+  /** An attempt (probe burst without a working path) is under way and not yet judged. */
+  attempting: boolean;
 }
 
 export class UdpPaths {
@@ -123,6 +135,9 @@ export class UdpPaths {
     badControl: 0,
     sendErrors: 0,
     switches: 0,
+    attempts: 0,
+    successes: 0,
+    failures: {},
   };
   readonly #o: UdpPathsOptions;
   readonly #peers = new Map<string, PeerUdp>();
@@ -163,7 +178,11 @@ export class UdpPaths {
         nonces: new Map(),
         learned: [],
         lastRenewAt: now,
+        startedAt: now,
+        msToDirect: undefined,
+        attempting: true,
       });
+      this.counters.attempts++;
       this.tick(now);
       return;
     }
@@ -186,6 +205,10 @@ export class UdpPaths {
       existing.txIndex = s.localIndex;
       existing.pendingTx = undefined;
       existing.probingSince = now;
+      if (!existing.attempting) {
+        existing.attempting = true;
+        this.counters.attempts++;
+      }
     }
   }
 
@@ -197,6 +220,16 @@ export class UdpPaths {
   facts(node: string): UdpFacts | undefined {
     const p = this.#peers.get(node);
     return p === undefined ? undefined : { confirmedAt: p.confirmedAt, lastRxAt: p.lastAckAt, kind: p.kind };
+  }
+
+  /** Whether the node's UDP path answers now (a recent round trip). */
+  alive(node: string, now: number): boolean {
+    return udpAlive(this.facts(node), now, this.#tuning);
+  }
+
+  /** Milliseconds from the first session with the node to its first working UDP path. */
+  msToDirect(node: string): number | undefined {
+    return this.#peers.get(node)?.msToDirect;
   }
 
   ladder(node: string): LadderState | undefined {
@@ -316,6 +349,11 @@ export class UdpPaths {
 
   #probe(p: PeerUdp, now: number): void {
     const fast = now - p.probingSince < (this.#o.probeBurstMs ?? 5000);
+    if (!fast && p.attempting) {
+      // A whole burst without a reply: this attempt failed (the slow probes go on).
+      p.attempting = false;
+      this.counters.failures.unanswered = (this.counters.failures.unanswered ?? 0) + 1;
+    }
     if (!fast && p.confirmedAt === undefined && now - p.lastRenewAt >= (this.#o.renewAfterMs ?? 15_000)) {
       p.lastRenewAt = now;
       this.#o.onUnanswered?.(p.node);
@@ -346,6 +384,9 @@ export class UdpPaths {
       this.#o.log.info({ peer: p.node, endpoint: endpointKey(from) }, 'UDP path confirmed');
     }
     if (!wasAlive || p.confirmedAt === undefined) {
+      if (p.msToDirect === undefined) p.msToDirect = now - p.startedAt;
+      if (p.attempting) this.counters.successes++;
+      p.attempting = false;
       p.confirmedAt = now;
       p.learned = [];
       this.#o.onChange(p.node);

@@ -128,6 +128,11 @@ export class UdpSessions {
     return this.#byIndex.get(localIndex)?.session;
   }
 
+  /** Nodes we hold a current session with. */
+  nodes(): string[] {
+    return [...this.#peers.values()].filter((p) => p.current !== undefined).map((p) => p.node);
+  }
+
   current(node: string): ActiveSession | undefined {
     return this.#peers.get(node)?.current;
   }

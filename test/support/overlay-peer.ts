@@ -261,6 +261,7 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return {
         rx: Object.fromEntries(forwarder.rx),
         status: overlay.status(),
+        natKind: overlay.natKind(),
         reservations: overlay.reservations(),
         counters: overlay.counters(),
         connections: overlay.host.getConnections().map((c) => ({

@@ -62,9 +62,9 @@ export async function loopbackHostPair(): Promise<HostPair> {
         privateKey,
         listen: ['/ip4/127.0.0.1/tcp/0'],
         relay: false,
+        announceLoopback: true,
         directory: dirs[i]!,
         gateCounters: { denied: {} },
-        announceLoopback: true, // both ends live on 127.0.0.1
       }),
     ),
   )) as [Host, Host];
@@ -78,7 +78,8 @@ export async function loopbackHostPair(): Promise<HostPair> {
           multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
           podCidrs: [`10.244.${i}.0/24`],
           site: `s${i}`,
-          nodeIp: `192.0.2.${i + 1}`, // never contacted: only host-gw routes use it
+          // A node address (the directory refuses loopback); nothing dials it, the hosts talk on loopback.
+          nodeIp: `198.51.100.${i + 1}`,
         }),
       });
     }

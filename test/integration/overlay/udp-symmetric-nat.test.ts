@@ -7,7 +7,14 @@ import { createOverlayCluster, type OverlayCluster, waitFor } from '../../suppor
 
 interface Stats {
   rx: Record<string, { frames: number; packets: number; bad: number }>;
-  counters: { udp?: { sessions: { handshakesInitiated: number }; paths: { probesSent: number; switches: number } } };
+  status: Array<{ node: string; path: string }>;
+  natKind?: string;
+  counters: {
+    udp?: {
+      sessions: { handshakesInitiated: number; handshakesAccepted: number };
+      paths: { probesSent: number; switches: number; attempts: number; failures: Record<string, number> };
+    };
+  };
 }
 
 describe('UDP with a symmetric NAT on one site', () => {
@@ -31,7 +38,10 @@ describe('UDP with a symmetric NAT on one site', () => {
     try {
       await waitFor('a UDP session set up', async () => {
         const s = await c.a.request<Stats>('stats');
-        return (s.counters.udp?.sessions.handshakesInitiated ?? 0) > 0;
+        // One with the relay (A asks it for its mapping), one with B.
+        return (
+          (s.counters.udp?.sessions.handshakesInitiated ?? 0) + (s.counters.udp?.sessions.handshakesAccepted ?? 0) >= 2
+        );
       });
       // Longer than the fast probe burst (5 s).
       await new Promise((r) => setTimeout(r, 8000));
@@ -43,7 +53,13 @@ describe('UDP with a symmetric NAT on one site', () => {
     const [sa, sb] = await Promise.all([c.a.request<Stats>('stats'), c.b.request<Stats>('stats')]);
     expect(sb.rx.a?.frames ?? 0).toBeGreaterThan(100);
     expect(sb.rx.a?.bad).toBe(0);
-    expect(sa.counters.udp?.paths.switches).toBe(0);
+    // The only carrier switches are to the reflector (the relay, public: UDP straight to it).
+    const onUdp = sa.status.filter((s) => s.node !== 'b' && s.path.startsWith('udp')).length;
+    expect(sa.counters.udp?.paths.switches).toBe(onUdp);
+    // The attempt with B was counted as unanswered; B's own NAT is endpoint-dependent but one
+    // reflector (the relay) cannot tell: unknown, and B offers no reflected mapping.
+    expect(sa.counters.udp?.paths.failures.unanswered ?? 0).toBeGreaterThanOrEqual(1);
+    expect(['unknown', 'endpoint-dependent']).toContain(sb.natKind);
     // 100 ms × a few candidates for 5 s, then one round every 2 s: a few hundred at most.
     const seconds = (Date.now() - started) / 1000;
     const probes = sa.counters.udp?.paths.probesSent ?? 0;

@@ -39,6 +39,26 @@ describe('agent metrics', () => {
       ipam: () => [{ cidr: '10.244.1.0/24', used: 5, capacity: 253 }],
       refusedNodes: () => 2,
       nodeEventErrors: () => 1,
+      paths: () => ({
+        changes: 2,
+        udpSwitches: 1,
+        udpHandshakeFailures: {},
+        udpBadControl: 0,
+        udpAttempts: 3,
+        udpResults: { success: 2, unanswered: 1 },
+        reflection: {
+          requestsSent: 6,
+          answers: 2,
+          rounds: 1,
+          mappingChanges: 1,
+          answered: 0,
+          rateLimited: 0,
+          refusedNotPublic: 0,
+          bad: 0,
+        },
+        natKind: 'endpoint-independent',
+        msToDirect: { 'edge-b-1': 1500 },
+      }),
     });
     metrics.observeCni('ADD', 0.004, true);
     metrics.setReady(true);
@@ -53,6 +73,11 @@ describe('agent metrics', () => {
     expect(text).toContain('edgemesh_ipam_addresses_used{cidr="10.244.1.0/24"} 5');
     expect(text).toContain('edgemesh_cni_operation_duration_seconds_bucket{le="0.005",operation="ADD",result="ok"} 1');
     expect(text).toContain('edgemesh_ready 1');
+    expect(text).toContain('edgemesh_nat_kind{kind="endpoint-independent"} 1');
+    expect(text).toContain('edgemesh_peer_time_to_direct_seconds{peer="edge-b-1"} 1.5');
+    expect(text).toContain('edgemesh_udp_punch_attempts_total 3');
+    expect(text).toContain('edgemesh_udp_punch_results_total{result="unanswered"} 1');
+    expect(text).toContain('edgemesh_udp_reflection_total{event="answers"} 2');
     expect(text).toContain('edgemesh_nodes_refused 2');
     expect(text).toContain('edgemesh_node_event_errors_total 1');
     expect(text).toContain('edgemesh_unhandled_rejections_total 0');

@@ -8,6 +8,7 @@ const status: AgentStatus = {
   peerId: '12D3KooWtest',
   podCidrs: ['10.244.1.0/24'],
   ready: true,
+  natKind: 'endpoint-independent',
   peers: [
     {
       node: 'edge-b-1',
@@ -21,7 +22,8 @@ const status: AgentStatus = {
       rxPackets: 7,
       drops: 2,
       lastSeen: '2026-01-01T11:59:55Z',
-      endpoint: '/ip4/203.0.113.10/tcp/4001/p2p/12D3KooWrelay/p2p-circuit',
+      endpoint: 'udp://203.0.113.102:24001',
+      msToDirect: 1234,
     },
     {
       node: 'edge-a-2',
@@ -43,14 +45,16 @@ describe('formatStatus', () => {
   it('prints the node header and one aligned row per peer, sorted by node', () => {
     const text = formatStatus(status, now);
     const lines = text.trimEnd().split('\n');
-    expect(lines[0]).toBe('node: edge-a-1  site: edge-a  ready');
+    expect(lines[0]).toBe('node: edge-a-1  site: edge-a  ready  NAT: endpoint-independent');
     expect(lines[2]).toBe('pod CIDRs: 10.244.1.0/24');
     const header = lines[4]!;
-    expect(header).toMatch(/^NODE\s+SITE\s+POD CIDRS\s+PATH\s+ENDPOINT\s+RTT\s+TX\s+RX\s+DROPS\s+LAST SEEN$/);
-    expect(lines[5]).toMatch(/^edge-a-2\s+edge-a\s+10\.244\.3\.0\/24\s+host-gw\s+-\s+-\s+0 B \(0 pkts\)/);
+    expect(header).toMatch(
+      /^NODE\s+SITE\s+POD CIDRS\s+PATH\s+ENDPOINT\s+TO DIRECT\s+RTT\s+TX\s+RX\s+DROPS\s+LAST SEEN$/,
+    );
+    expect(lines[5]).toMatch(/^edge-a-2\s+edge-a\s+10\.244\.3\.0\/24\s+host-gw\s+-\s+-\s+-\s+0 B \(0 pkts\)/);
     expect(lines[5]).toMatch(/never$/);
     expect(lines[6]).toMatch(
-      /^edge-b-1\s+edge-b\s+10\.244\.2\.0\/24\s+relayed\s+\/ip4\/203\.0\.113\.10\S+\s+12\.3ms\s+3\.0 MiB \(40 pkts\)\s+512 B/,
+      /^edge-b-1\s+edge-b\s+10\.244\.2\.0\/24\s+relayed\s+udp:\/\/203\.0\.113\.102:24001\s+1\.23s\s+12\.3ms\s+3\.0 MiB \(40 pkts\)\s+512 B/,
     );
     expect(lines[6]).toMatch(/\s2\s+5s ago$/);
     // Columns line up: PATH starts at the same offset in every row.

@@ -157,6 +157,29 @@ describe('UDP path probing', () => {
     expect(a.changes).toContain('b');
   });
 
+  it('counts the attempt, its success and the time it took to go direct', async () => {
+    const { a } = pair();
+    expect(a.paths.counters.attempts).toBe(1);
+    expect(a.paths.msToDirect('b')).toBeUndefined();
+    await until('A carries on UDP', () => a.paths.carries('b'));
+    expect(a.paths.counters.successes).toBe(1);
+    expect(a.paths.counters.failures).toEqual({});
+    expect(a.paths.msToDirect('b')).toBeGreaterThanOrEqual(0);
+    expect(a.paths.alive('b', Date.now())).toBe(true);
+  });
+
+  it('counts a whole burst without a reply as an unanswered attempt', async () => {
+    const { net, a, aSeen, bSeen } = pair();
+    // Nothing gets through either way: the burst (2 s here) ends unanswered.
+    net.blocked.add(`${aSeen.ip}>${bSeen.ip}`);
+    net.blocked.add(`${bSeen.ip}>${aSeen.ip}`);
+    await until('A gives up the burst', () => (a.paths.counters.failures.unanswered ?? 0) === 1, 6000);
+    expect(a.paths.counters.attempts).toBe(1);
+    expect(a.paths.counters.successes).toBe(0);
+    expect(a.paths.msToDirect('b')).toBeUndefined();
+    expect(a.paths.alive('b', Date.now())).toBe(false);
+  });
+
   it('learns the address the peer’s probes come from when its own candidates are wrong (a remapping NAT)', async () => {
     // B's NAT maps it to port 40000, not the port B announced: A's candidates miss, B's
     // probes reach A from the real mapping, and A probes that back.

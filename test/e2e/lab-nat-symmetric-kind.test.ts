@@ -1,0 +1,75 @@
+// Endpoint-dependent NATs on both edges (MASQUERADE --random-fully): the two public cloud
+// nodes reflect different ports to each edge node, so every edge node classifies its NAT as
+// endpoint-dependent and offers no reflected mapping; the edge-a ↔ edge-b pair stays
+// relayed, and its UDP attempt ends counted as unanswered (that the probing is bounded is
+// shown in test/integration/overlay/udp-symmetric-nat.test.ts).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Lab, labUp } from '../../lab/lab.ts';
+import { pingFrom } from '../../lab/network.ts';
+import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
+import { expectNothingLeft } from './helpers/lab-checks.ts';
+
+function metric(text: string, name: string, labels = ''): number {
+  let sum = 0;
+  const re = new RegExp(`^${name}(?:\\{([^}]*)\\})? (\\d+(?:\\.\\d+)?)$`, 'gm');
+  for (const m of text.matchAll(re)) if ((m[1] ?? '').includes(labels)) sum += Number(m[2]);
+  return sum;
+}
+
+describe('lab up --nat symmetric (both edges endpoint-dependent)', () => {
+  let before: HostSnapshot;
+  let lab: Lab | undefined;
+
+  beforeAll(async () => {
+    before = await snapshotHost();
+    lab = await labUp({
+      overrides: { nodesPerSite: 2, podsPerNode: 1, nat: { 'edge-a': 'symmetric', 'edge-b': 'symmetric' } },
+      progress: (l) => console.log(l),
+    });
+  }, 240_000);
+
+  afterAll(async () => {
+    await lab?.down();
+  }, 120_000);
+
+  it('every edge node finds its NAT endpoint-dependent, the cloud nodes none', async () => {
+    const expected: Record<string, string> = {
+      cloud: 'none',
+      'edge-a': 'endpoint-dependent',
+      'edge-b': 'endpoint-dependent',
+    };
+    const deadline = Date.now() + 30_000;
+    let kinds: Record<string, string | undefined> = {};
+    for (;;) {
+      kinds = Object.fromEntries(
+        await Promise.all(lab!.nodes.map(async (n) => [n.name, (await lab!.agentStatus(n.name)).natKind] as const)),
+      );
+      if (lab!.nodes.every((n) => kinds[n.name] === expected[n.site]) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(kinds).toEqual(Object.fromEntries(lab!.nodes.map((n) => [n.name, expected[n.site]])));
+  });
+
+  it('edge-a ↔ edge-b stays relayed and reachable; the UDP attempt is counted as unanswered', async () => {
+    const src = lab!.pods.find((p) => p.node === 'edge-a-1')!;
+    const dst = lab!.pods.find((p) => p.node === 'edge-b-1')!;
+    const started = Date.now();
+    // Pings for longer than the fast probe burst (5 s), so the attempt is judged.
+    let replies = 0;
+    while (Date.now() - started < 8000) if ((await pingFrom(src.netns, dst.ips[0]!, 1)) !== null) replies++;
+    expect(replies).toBeGreaterThan(0);
+    const status = await lab!.agentStatus('edge-a-1');
+    expect(status.peers.find((p) => p.node === 'edge-b-1')?.path).toBe('relayed');
+    const metrics = await lab!.exec('edge-a-1', ['curl', '-sf', 'http://127.0.0.1:9273/metrics']);
+    expect(metric(metrics, 'edgemesh_udp_punch_results_total', 'result="unanswered"')).toBeGreaterThanOrEqual(1);
+    expect(metric(metrics, 'edgemesh_udp_reflection_total', 'event="answers"')).toBeGreaterThanOrEqual(2);
+    expect(metrics).toMatch(/^edgemesh_nat_kind\{kind="endpoint-dependent"\} 1$/m);
+  });
+
+  it('takes everything down', async () => {
+    const marks = { prefix: lab!.prefix, dir: lab!.dir, id: lab!.id };
+    await lab!.down();
+    lab = undefined;
+    expectNothingLeft(before, await snapshotHost(), marks);
+  });
+});
