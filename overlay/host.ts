@@ -95,6 +95,9 @@ export function isAnnounceable(ma: Multiaddr, allowLoopback = false): boolean {
 const YAMUX_MAX_WINDOW = 2 * 1024 * 1024;
 
 export async function createHost(opts: HostOptions) {
+  // The gater counts a peer's connections through the host it guards, which exists only
+  // once createLibp2p returns.
+  let connectionsTo = (_peer: PeerId): number => 0;
   const node = await createLibp2p({
     privateKey: opts.privateKey,
     addresses: {
@@ -105,7 +108,9 @@ export async function createHost(opts: HostOptions) {
     transports: [tcp(), circuitRelayTransport({ reservationCompletionTimeout: 10_000 })],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux({ streamOptions: { maxStreamWindowSize: YAMUX_MAX_WINDOW } })],
-    connectionGater: createMembershipGater(opts.directory, opts.gateCounters),
+    connectionGater: createMembershipGater(opts.directory, opts.gateCounters, {
+      connectionsTo: (peer) => connectionsTo(peer),
+    }),
     connectionManager: {
       maxConnections: 10_000,
       inboundConnectionThreshold: 1000,
@@ -133,6 +138,7 @@ export async function createHost(opts: HostOptions) {
         : {}),
     },
   });
+  connectionsTo = (peer) => node.getConnections(peer).length;
   limitPendingPerIp(
     internalsOf(node as unknown as Host).upgrader,
     PENDING_LIMITS.maxPendingPerIp,

@@ -56,4 +56,28 @@ describe('membership gater', () => {
     dir.remove('n0');
     expect(g.denyDialPeer!(member)).toBe(true);
   });
+
+  it('refuses a member a connection beyond the per-peer cap, counted, and admits it again below it', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode({
+      name: 'n0',
+      annotations: peerAnnotations({
+        peerId: member.toString(),
+        multiaddrs: [],
+        podCidrs: [],
+        site: 's',
+        nodeIp: '10.0.0.1',
+      }),
+    });
+    const counters = { denied: {} as Record<string, number> };
+    let open = 7;
+    const g = createMembershipGater(dir, counters, { connectionsTo: () => open, maxConnectionsPerPeer: 8 });
+    const conn = {} as never;
+    expect(g.denyInboundUpgradedConnection!(member, conn)).toBe(false);
+    open = 8;
+    expect(g.denyInboundUpgradedConnection!(member, conn)).toBe(true);
+    expect(counters.denied['per-peer-connections']).toBe(1);
+    open = 2;
+    expect(g.denyInboundUpgradedConnection!(member, conn)).toBe(false);
+  });
 });
