@@ -199,6 +199,35 @@ describe('agent in the lab: three sites, NATs, relay', () => {
     expect(metrics).not.toContain('edgemesh_ready 0');
   });
 
+  it('hostile annotations written on one Node take no agent down, and the matrix stays whole', async () => {
+    // What a compromised node (or a careless operator) can write on its own Node object.
+    const hostile: Array<[string, string]> = [
+      ['edgemesh.io/pod-cidrs', '10.1/16'],
+      ['edgemesh.io/pod-cidrs', '0xa.0.0.0/8'],
+      ['edgemesh.io/pod-cidrs', '167772161/8'],
+      ['edgemesh.io/pod-cidrs', '0.0.0.0/0'],
+      ['edgemesh.io/pod-cidrs', '10.244.0.0/16'],
+      ['edgemesh.io/pod-cidrs', `${'9'.repeat(5000)}/8`],
+      ['edgemesh.io/node-ip', '127.0.0.1'],
+      ['edgemesh.io/node-ip', 'fe80::1%eth0'],
+      ['edgemesh.io/multiaddrs', '{"not":"a list"}'],
+      ['edgemesh.io/multiaddrs', '["/ip4/1.2.3.4/tcp/99999"]'],
+      ['edgemesh.io/peer-id', 'not-a-peer-id'],
+      ['edgemesh.io/punch-port', '-1'],
+      ['edgemesh.io/punch-port', '1e3'],
+    ];
+    const victim = 'edge-b-1';
+    for (const [key, value] of hostile) {
+      await lab!.kubectl(['annotate', 'node', victim, '--overwrite', `${key}=${value}`]);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    // Its own agent writes its true annotations back (they drifted); give the watch a moment.
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(await lab!.deadAgents()).toEqual([]);
+    const again = await runMatrix(lab!);
+    expect(again.entries.filter((e) => !e.ok).map((e) => `${e.from}→${e.to}`)).toEqual([]);
+  });
+
   it('deleting a Node removes its routes on every other node and frees its block', async () => {
     const gone = lab!.nodes.filter((n) => n.site === 'edge-a').at(-1)!;
     const sameSite = lab!.nodes.find((n) => n.site === gone.site && n.name !== gone.name)!;
