@@ -50,6 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EM_MODULE "edgemesh_relay"
+#include "native_util.h"
 #include "udp_wire.h"
 
 #ifndef UDP_SEGMENT
@@ -165,34 +167,6 @@ typedef struct relay {
   atomic_ullong rx_datagrams, tx_datagrams, rx_batches, tx_bytes;
   atomic_uint last_overflow;
 } relay_t;
-
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_relay: N-API call failed: " #call);              \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char msg[256];
-  const char *name = strerrorname_np(err);
-  if (!name) name = "EUNKNOWN";
-  snprintf(msg, sizeof msg, "%s: %s failed (%s)", name, what, strerror(err));
-  napi_throw_error(env, name, msg);
-  return NULL;
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void count(relay_t *r, int reason, uint64_t n) {
   atomic_fetch_add_explicit(&r->drops[reason], n, memory_order_relaxed);
@@ -477,14 +451,7 @@ static void handle_message(relay_t *r, int msg, const uint8_t *base, size_t len,
 
 static void *reader_main(void *arg) {
   relay_t *r = arg;
-  struct pollfd fds[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = r->stop_fd, .events = POLLIN}};
-  while (!atomic_load(&r->stop)) {
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (atomic_load(&r->stop) || (fds[1].revents & POLLIN)) break;
+  while (reader_wait(r->fd, r->stop_fd, &r->stop) >= 0) {
     for (int round = 0; round < 64 && !atomic_load(&r->stop); round++) {
       for (int i = 0; i < RX_MSGS; i++) {
         r->iov[i].iov_base = r->rxbuf + (size_t)i * RX_BUF_BYTES;
@@ -556,10 +523,7 @@ static void free_bindings(relay_t *r) {
 static void relay_shutdown(relay_t *r) {
   if (r->closed) return;
   r->closed = 1;
-  atomic_store(&r->stop, 1);
-  uint64_t one = 1;
-  ssize_t w = write(r->stop_fd, &one, sizeof one);
-  (void)w;
+  reader_stop(r->stop_fd, &r->stop);
   if (r->running) {
     pthread_join(r->thread, NULL);
     r->running = 0;
@@ -614,24 +578,11 @@ static int num_prop(napi_env env, napi_value obj, const char *key, double *out) 
   return 0;
 }
 
-static int get_u32(napi_env env, napi_value v, uint32_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
-  napi_get_value_double(env, v, &d);
-  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
-  *out = (uint32_t)d;
-  return 0;
-}
-
+// Copies the token: the caller cleanses its copy once it is stored or used.
 static int get_token(napi_env env, napi_value v, uint8_t out[TOKEN_LEN]) {
-  bool is_ta = false;
-  napi_typedarray_type type;
+  uint8_t *data;
   size_t len;
-  void *data;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
-  if (napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok) return -1;
-  if (type != napi_uint8_array || len != TOKEN_LEN) return -1;
+  if (get_bytes(env, v, &data, &len) != 0 || len != TOKEN_LEN) return -1;
   memcpy(out, data, TOKEN_LEN);
   return 0;
 }
@@ -751,15 +702,14 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
 
 // relayAddBinding(h, id, token0, token1): tokens are 32 random bytes each.
 static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: relayAddBinding(handle, id, token0, token1)");
+  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: relayAddBinding(handle, id, token0, token1)")) return NULL;
   relay_t *r = get_relay(env, argv[0]);
   if (!r) return NULL;
   uint32_t id;
   uint8_t t0[TOKEN_LEN], t1[TOKEN_LEN];
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
   if (get_token(env, argv[2], t0) || get_token(env, argv[3], t1))
     return throw_plain(env, "EINVAL", "EINVAL: tokens must be 32-byte Uint8Arrays");
   binding_t *b = calloc(1, sizeof *b);
@@ -799,14 +749,13 @@ static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
 
 // relayRemoveBinding(h, id) → bool: its tokens and endpoints are forgotten at once.
 static napi_value relay_remove_binding(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], res;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: relayRemoveBinding(handle, id)");
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: relayRemoveBinding(handle, id)")) return NULL;
   relay_t *r = get_relay(env, argv[0]);
   if (!r) return NULL;
   uint32_t id;
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
   pthread_mutex_lock(&r->lock);
   binding_t **slot = binding_slot(r, id), *b = *slot;
   if (b) {
@@ -861,14 +810,13 @@ static void set_num(napi_env env, napi_value o, const char *k, double d) {
 // relayBinding(h, id) → { members: [{ endpoint, indexes, packets, bytes, rateDrops, halfOpenDrops,
 //   allocations, lastRxAgeMs }, ...×2], createdAgeMs } | undefined
 static napi_value relay_binding_info(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], o, arr;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: relayBinding(handle, id)");
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: relayBinding(handle, id)")) return NULL;
   relay_t *r = get_relay(env, argv[0]);
   if (!r) return NULL;
   uint32_t id;
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
   uint64_t now = now_ns();
   pthread_mutex_lock(&r->lock);
   binding_t *b = *binding_slot(r, id);
@@ -908,10 +856,9 @@ static napi_value relay_binding_info(napi_env env, napi_callback_info info) {
 
 // relayStats(h) → { rxDatagrams, txDatagrams, txBytes, rxBatches, bindings, gso, drops: { reason: n } }
 static napi_value relay_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1], o, d, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: relayStats(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: relayStats(handle)")) return NULL;
   relay_t *r = get_relay(env, argv[0]);
   if (!r) return NULL;
   CHECK(env, napi_create_object(env, &o));
@@ -935,10 +882,9 @@ static napi_value relay_stats(napi_env env, napi_callback_info info) {
 }
 
 static napi_value relay_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: relayClose(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: relayClose(handle)")) return NULL;
   bool ok = false;
   if (napi_check_object_type_tag(env, argv[0], &RELAY_TAG, &ok) != napi_ok || !ok)
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
@@ -951,17 +897,16 @@ static napi_value relay_close(napi_env env, napi_callback_info info) {
 // relayAllocateDatagram(token, bindingId, member, counter: bigint, indexes: number[]) → Uint8Array(64)
 // The member side's builder (the same code that checks it here).
 static napi_value relay_allocate_datagram(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
+  size_t argc;
   napi_value argv[5], ab, out;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) return throw_plain(env, "EINVAL", "EINVAL: relayAllocateDatagram(token, id, member, counter, indexes)");
+  if (get_args(env, info, argv, 5, &argc, 5, "EINVAL: relayAllocateDatagram(token, id, member, counter, indexes)")) return NULL;
   uint8_t token[TOKEN_LEN];
   uint32_t id, member, n = 0;
   uint64_t counter;
   bool lossless = false, is_array = false;
   if (get_token(env, argv[0], token)) return throw_plain(env, "EINVAL", "EINVAL: token must be a 32-byte Uint8Array");
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
-  if (get_u32(env, argv[2], &member) || member > 1) return throw_plain(env, "EINVAL", "EINVAL: member must be 0 or 1");
+  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  if (get_u32_arg(env, argv[2], &member) || member > 1) return throw_plain(env, "EINVAL", "EINVAL: member must be 0 or 1");
   if (napi_get_value_bigint_uint64(env, argv[3], &counter, &lossless) != napi_ok || !lossless || counter == 0)
     return throw_plain(env, "EINVAL", "EINVAL: counter must be a bigint 1..2^64-1");
   if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array ||
@@ -978,7 +923,7 @@ static napi_value relay_allocate_datagram(napi_env env, napi_callback_info info)
   for (uint32_t i = 0; i < n; i++) {
     napi_value e;
     uint32_t idx;
-    if (napi_get_element(env, argv[4], i, &e) != napi_ok || get_u32(env, e, &idx))
+    if (napi_get_element(env, argv[4], i, &e) != napi_ok || get_u32_arg(env, e, &idx))
       return throw_plain(env, "EINVAL", "EINVAL: indexes must be u32 numbers");
     put_le32(d + 16 + 4 * i, idx);
   }

@@ -51,6 +51,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define EM_MODULE "edgemesh_udp"
+#include "native_util.h"
 #include "udp_gso.h"
 #include "udp_wire.h"
 
@@ -201,37 +203,6 @@ typedef struct udp {
   atomic_uint last_overflow;
   atomic_int last_tx_errno;
 } udp_t;
-
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_udp: N-API call failed: " #call);                \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static const char *errno_name(int err) {
-  const char *n = strerrorname_np(err);
-  return n ? n : "EUNKNOWN";
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s failed (%s)", errno_name(err), what, strerror(err));
-  napi_throw_error(env, errno_name(err), msg);
-  return NULL;
-}
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 
 // ---- sessions ----------------------------------------------------------------------------
@@ -433,15 +404,8 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
 static void *reader_main(void *arg) {
   udp_t *u = arg;
   rx_ctx_t *rx = rx_ctx_new();
-  struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
   if (!rx) return NULL;
-  while (!atomic_load(&u->stop)) {
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (atomic_load(&u->stop) || (fds[1].revents & POLLIN)) break;
+  while (reader_wait(u->fd, u->stop_fd, &u->stop) >= 0) {
     int slot = pool_take(u);
     if (slot < 0) break;
     delivery_t *out = &u->deliveries[slot];
@@ -543,10 +507,7 @@ static void on_poll_closed(void *handle) {
 static void udp_shutdown(udp_t *u) {
   if (u->closed) return;
   u->closed = 1;
-  atomic_store(&u->stop, 1);
-  uint64_t one = 1;
-  ssize_t w = write(u->stop_fd, &one, sizeof one);
-  (void)w;
+  reader_stop(u->stop_fd, &u->stop);
   pthread_mutex_lock(&u->pool_lock);
   pthread_cond_broadcast(&u->pool_cond);
   pthread_mutex_unlock(&u->pool_lock);
@@ -639,24 +600,6 @@ static int prop(napi_env env, napi_value obj, const char *key, napi_valuetype wa
   if (napi_typeof(env, *out, &t) != napi_ok) return -1;
   if (t == napi_undefined) return 1;
   return t == want ? 0 : -1;
-}
-
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
-  if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
-  return type == napi_uint8_array ? 0 : -1;
-}
-
-static int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
-  napi_get_value_double(env, v, &d);
-  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
-  *out = (uint32_t)d;
-  return 0;
 }
 
 // ip text + port → sockaddr fitting the socket's family (IPv4 as v4-mapped on a v6 socket).
@@ -892,10 +835,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
 
 // addSession(h, localIndex, remoteIndex, txKey, rxKey, ip?, port?)
 static napi_value udp_add_session(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
+  size_t argc;
   napi_value argv[7];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) return throw_plain(env, "EINVAL", "EINVAL: addSession(handle, localIndex, remoteIndex, txKey, rxKey)");
+  if (get_args(env, info, argv, 7, &argc, 5, "EINVAL: addSession(handle, localIndex, remoteIndex, txKey, rxKey)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li, ri;
@@ -941,10 +883,9 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
 
 // setEndpoint(h, localIndex, ip, port)
 static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: setEndpoint(handle, localIndex, ip, port)");
+  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li;
@@ -963,10 +904,9 @@ static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
 
 // removeSession(h, localIndex) → bool
 static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: removeSession(handle, localIndex)");
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: removeSession(handle, localIndex)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li;
@@ -988,10 +928,9 @@ static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
 
 // session(h, localIndex) → { txCounter, rxPackets, lastRxAgeMs, createdAgeMs } | undefined
 static napi_value udp_session_info(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], o, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: session(handle, localIndex)");
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: session(handle, localIndex)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li;
@@ -1148,10 +1087,9 @@ static void tx_commit(void *ctx, size_t len) {
 
 // send(h, localIndex, parts: Uint8Array[] (vnet, data pairs)) → packets accepted
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
+  size_t argc;
   napi_value argv[3], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: send(handle, localIndex, parts)");
+  if (get_args(env, info, argv, 3, &argc, 3, "EINVAL: send(handle, localIndex, parts)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li, n = 0, accepted = 0;
@@ -1216,10 +1154,9 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
 
 // sendControl(h, localIndex, message, ip?, port?) → bool
 static napi_value udp_send_control(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
+  size_t argc;
   napi_value argv[5], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: sendControl(handle, localIndex, message, ip?, port?)");
+  if (get_args(env, info, argv, 5, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li;
@@ -1266,10 +1203,9 @@ static napi_value udp_send_control(napi_env env, napi_callback_info info) {
 // by relay.c's relayAllocateDatagram) from this socket, so the relay learns the endpoint this
 // socket's sessions use. Nothing else leaves raw: the type and length are checked.
 static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: sendRelayAllocate(handle, datagram, ip, port)");
+  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: sendRelayAllocate(handle, datagram, ip, port)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint8_t *d;
@@ -1292,10 +1228,9 @@ static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info)
 
 // stats(h) → { rxDatagrams, txDatagrams, rxBatches, sessions, gso, drops: { reason: n } }
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1], o, d, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: stats(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: stats(handle)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   CHECK(env, napi_create_object(env, &o));
@@ -1330,10 +1265,9 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
 }
 
 static napi_value udp_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: close(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: close(handle)")) return NULL;
   bool ok = false;
   if (napi_check_object_type_tag(env, argv[0], &UDP_TAG, &ok) != napi_ok || !ok)
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");

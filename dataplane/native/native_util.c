@@ -1,0 +1,65 @@
+// See native_util.h.
+#define _GNU_SOURCE
+#define EM_MODULE "edgemesh"
+#include "native_util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *errno_name(int err) {
+  const char *n = strerrorname_np(err);
+  return n ? n : "EUNKNOWN";
+}
+
+napi_value throw_errno(napi_env env, int err, const char *what) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s failed (%s)", errno_name(err), what, strerror(err));
+  napi_throw_error(env, errno_name(err), msg);
+  return NULL;
+}
+
+napi_value throw_plain(napi_env env, const char *code, const char *msg) {
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
+  napi_valuetype t;
+  double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
+  napi_get_value_double(env, v, &d);
+  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
+  *out = (uint32_t)d;
+  return 0;
+}
+
+int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
+  bool is_ta = false;
+  napi_typedarray_type type;
+  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
+  if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
+  return type == napi_uint8_array ? 0 : -1;
+}
+
+int reader_wait(int fd, int stop_fd, atomic_int *stop) {
+  struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
+  while (!atomic_load(stop)) {
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    if (atomic_load(stop) || (fds[1].revents & POLLIN)) return -1;
+    return fds[0].revents;
+  }
+  return -1;
+}
+
+void reader_stop(int stop_fd, atomic_int *stop) {
+  atomic_store(stop, 1);
+  uint64_t one = 1;
+  ssize_t w = write(stop_fd, &one, sizeof one);
+  (void)w;  // a full eventfd counter (never reached) still wakes the reader
+}
