@@ -61,11 +61,6 @@
 #define UDP_GRO 104
 #endif
 
-#define MSG_DATA 4
-#define MSG_CONTROL 5
-#define MSG_ALLOCATE 6
-#define ALLOC_LEN 64
-#define ALLOC_SIGNED 32
 #define TOKEN_LEN 32
 #define MAX_INDEXES 4
 #define RX_MSGS 32

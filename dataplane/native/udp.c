@@ -63,8 +63,6 @@
 #define UDP_GRO 104
 #endif
 
-#define MSG_DATA 4
-#define MSG_CONTROL 5
 #define MAX_DATAGRAM 65507
 #define MAX_CONTROL 1200
 // WireGuard's REJECT_AFTER_MESSAGES: far beyond any rekey-by-count, far below nonce reuse.
@@ -1210,7 +1208,7 @@ static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info)
   if (!u) return NULL;
   uint8_t *d;
   size_t dl;
-  if (get_bytes(env, argv[1], &d, &dl) || dl != 64 || d[0] != 6)
+  if (get_bytes(env, argv[1], &d, &dl) || dl != ALLOC_LEN || d[0] != MSG_ALLOCATE)
     return throw_plain(env, "EINVAL", "EINVAL: not a relay allocate datagram (64 bytes, type 6)");
   struct sockaddr_storage to;
   socklen_t to_len = 0;
