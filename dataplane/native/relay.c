@@ -52,6 +52,7 @@
 
 #define EM_MODULE "edgemesh_relay"
 #include "native_util.h"
+#include "sockaddr_util.h"
 #include "udp_wire.h"
 
 #ifndef UDP_SEGMENT
@@ -610,27 +611,8 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
 
   struct sockaddr_storage ss;
   socklen_t sl;
-  struct in_addr a4;
-  struct in6_addr a6;
-  int family;
-  memset(&ss, 0, sizeof ss);
-  if (inet_pton(AF_INET, bind_ip, &a4) == 1) {
-    family = AF_INET;
-    struct sockaddr_in *s = (void *)&ss;
-    s->sin_family = AF_INET;
-    s->sin_port = htons((uint16_t)port);
-    s->sin_addr = a4;
-    sl = sizeof *s;
-  } else if (inet_pton(AF_INET6, bind_ip, &a6) == 1) {
-    family = AF_INET6;
-    struct sockaddr_in6 *s = (void *)&ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    sl = sizeof *s;
-  } else {
-    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  }
+  int family = sockaddr_from_text(bind_ip, (uint16_t)port, &ss, &sl);
+  if (family < 0) return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
   int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   int zero = 0, one = 1, big = 8 * 1024 * 1024;
@@ -654,8 +636,7 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   struct sockaddr_storage bound;
   socklen_t bl = sizeof bound;
   getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port =
-      ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  uint16_t bound_port = sockaddr_port(&bound);
 
   relay_t *r = calloc(1, sizeof *r);
   if (!r || !(r->rxbuf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
@@ -776,18 +757,7 @@ static napi_value endpoint_value(napi_env env, const member_t *m) {
   }
   char ip[INET6_ADDRSTRLEN];
   uint16_t port;
-  if (m->ep.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const void *)&m->ep;
-    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-  } else {
-    const struct sockaddr_in6 *a = (const void *)&m->ep;
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-      inet_ntop(AF_INET, a->sin6_addr.s6_addr + 12, ip, sizeof ip);
-    else
-      inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-  }
+  sockaddr_to_text(&m->ep, ip, &port);
   napi_create_object(env, &o);
   napi_create_string_utf8(env, ip, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, o, "ip", v);

@@ -53,6 +53,7 @@
 
 #define EM_MODULE "edgemesh_udp"
 #include "native_util.h"
+#include "sockaddr_util.h"
 #include "udp_gso.h"
 #include "udp_wire.h"
 
@@ -600,40 +601,6 @@ static int prop(napi_env env, napi_value obj, const char *key, napi_valuetype wa
   return t == want ? 0 : -1;
 }
 
-// ip text + port → sockaddr fitting the socket's family (IPv4 as v4-mapped on a v6 socket).
-static int make_addr(udp_t *u, const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
-  struct in_addr a4;
-  struct in6_addr a6;
-  if (port == 0 || port > 65535) return -1;
-  memset(ss, 0, sizeof *ss);
-  if (inet_pton(AF_INET, ip, &a4) == 1) {
-    if (u->family == AF_INET) {
-      struct sockaddr_in *s = (void *)ss;
-      s->sin_family = AF_INET;
-      s->sin_port = htons((uint16_t)port);
-      s->sin_addr = a4;
-      *len = sizeof *s;
-    } else {
-      struct sockaddr_in6 *s = (void *)ss;
-      s->sin6_family = AF_INET6;
-      s->sin6_port = htons((uint16_t)port);
-      s->sin6_addr.s6_addr[10] = s->sin6_addr.s6_addr[11] = 0xff;
-      memcpy(s->sin6_addr.s6_addr + 12, &a4, 4);
-      *len = sizeof *s;
-    }
-    return 0;
-  }
-  if (inet_pton(AF_INET6, ip, &a6) == 1 && u->family == AF_INET6) {
-    struct sockaddr_in6 *s = (void *)ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    *len = sizeof *s;
-    return 0;
-  }
-  return -1;
-}
-
 static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, struct sockaddr_storage *ss,
                         socklen_t *len) {
   char ip[64];
@@ -641,7 +608,8 @@ static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port
   uint32_t port;
   if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1) return -1;
   if (get_u32_arg(env, port_v, &port) != 0) return -1;
-  return make_addr(u, ip, port, ss, len);
+  // IPv4 text becomes v4-mapped on a dual-stack socket.
+  return sockaddr_for_family(u->family, ip, port, ss, len);
 }
 
 // ---- open --------------------------------------------------------------------------------
@@ -688,29 +656,10 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     limit = (uint64_t)d;
   }
 
-  struct in_addr a4;
-  struct in6_addr a6;
-  int family;
   struct sockaddr_storage ss;
   socklen_t sl;
-  memset(&ss, 0, sizeof ss);
-  if (inet_pton(AF_INET, bind_ip, &a4) == 1) {
-    family = AF_INET;
-    struct sockaddr_in *s = (void *)&ss;
-    s->sin_family = AF_INET;
-    s->sin_port = htons((uint16_t)port);
-    s->sin_addr = a4;
-    sl = sizeof *s;
-  } else if (inet_pton(AF_INET6, bind_ip, &a6) == 1) {
-    family = AF_INET6;
-    struct sockaddr_in6 *s = (void *)&ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    sl = sizeof *s;
-  } else {
-    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  }
+  int family = sockaddr_from_text(bind_ip, (uint16_t)port, &ss, &sl);
+  if (family < 0) return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
   int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return throw_errno(env, errno, "socket");
   int zero = 0, one = 1, big = 8 * 1024 * 1024;
@@ -736,8 +685,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   struct sockaddr_storage bound;
   socklen_t bl = sizeof bound;
   getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port =
-      ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  uint16_t bound_port = sockaddr_port(&bound);
 
   udp_t *u = calloc(1, sizeof *u);
   if (!u) {
