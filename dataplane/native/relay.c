@@ -53,20 +53,13 @@
 #define EM_MODULE "edgemesh_relay"
 #include "native_util.h"
 #include "sockaddr_util.h"
+#include "udp_socket.h"
 #include "udp_wire.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 #define TOKEN_LEN 32
 #define MAX_INDEXES 4
-#define RX_MSGS 32
-#define RX_BUF_BYTES 65536
-#define MAX_SEGS 64  // per UDP_SEGMENT message
+#define MAX_SEGS UDP_GSO_MAX_SEGS  // per UDP_SEGMENT message
 #define TX_MAX (RX_MSGS * MAX_SEGS)
 #define ROUTE_BUCKETS 8192
 #define BINDING_BUCKETS 1024
@@ -150,15 +143,11 @@ typedef struct relay {
   double pps, bps, burst_pkts, burst_bytes;
   int gso_ok;
   // Reader scratch (reader thread only).
-  uint8_t *rxbuf;
-  struct mmsghdr msgs[RX_MSGS];
-  struct iovec iov[RX_MSGS];
-  struct sockaddr_storage from[RX_MSGS];
-  uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
+  udp_rx_batch_t rx;
   tx_t tx[TX_MAX];
   struct mmsghdr txm[TX_MAX];
   struct iovec txiov[TX_MAX];
-  uint8_t txctrl[TX_MAX][CMSG_SPACE(sizeof(uint16_t))];
+  udp_gso_cmsg_t txctrl[TX_MAX];
   atomic_ullong drops[R_COUNT];
   atomic_ullong rx_datagrams, tx_datagrams, rx_batches, tx_bytes;
   atomic_uint last_overflow;
@@ -334,15 +323,7 @@ static void tx_prepare(relay_t *r, uint32_t i, int gso) {
   h->msg_namelen = t->to_len;
   h->msg_iov = &r->txiov[i];
   h->msg_iovlen = 1;
-  if (gso && t->count > 1) {
-    h->msg_control = r->txctrl[i];
-    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-    struct cmsghdr *c = CMSG_FIRSTHDR(h);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    memcpy(CMSG_DATA(c), &t->seg, sizeof t->seg);
-  }
+  if (gso && t->count > 1) udp_tx_set_gso(h, r->txctrl[i], t->seg);
 }
 
 // Sends one message's segments one datagram each (a path that refused UDP_SEGMENT).
@@ -449,38 +430,19 @@ static void *reader_main(void *arg) {
   relay_t *r = arg;
   while (reader_wait(r->fd, r->stop_fd, &r->stop) >= 0) {
     for (int round = 0; round < 64 && !atomic_load(&r->stop); round++) {
-      for (int i = 0; i < RX_MSGS; i++) {
-        r->iov[i].iov_base = r->rxbuf + (size_t)i * RX_BUF_BYTES;
-        r->iov[i].iov_len = RX_BUF_BYTES;
-        memset(&r->msgs[i].msg_hdr, 0, sizeof r->msgs[i].msg_hdr);
-        r->msgs[i].msg_hdr.msg_name = &r->from[i];
-        r->msgs[i].msg_hdr.msg_namelen = sizeof r->from[i];
-        r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
-        r->msgs[i].msg_hdr.msg_iovlen = 1;
-        r->msgs[i].msg_hdr.msg_control = r->ctrl[i];
-        r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i];
-      }
-      int got = recvmmsg(r->fd, r->msgs, RX_MSGS, MSG_DONTWAIT, NULL);
+      udp_rx_prepare(&r->rx, RX_MSGS);
+      int got = recvmmsg(r->fd, r->rx.msgs, RX_MSGS, MSG_DONTWAIT, NULL);
       if (got <= 0) break;
       atomic_fetch_add_explicit(&r->rx_batches, 1, memory_order_relaxed);
       uint64_t now = now_ns();
       uint32_t ntx = 0;
       pthread_mutex_lock(&r->lock);
       for (int i = 0; i < got; i++) {
-        struct msghdr *m = &r->msgs[i].msg_hdr;
-        size_t len = r->msgs[i].msg_len, seg = len;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int g;
-            memcpy(&g, CMSG_DATA(c), sizeof g);
-            if (g > 0) seg = (size_t)g;
-          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t o;
-            memcpy(&o, CMSG_DATA(c), sizeof o);
-            uint32_t prev = atomic_exchange(&r->last_overflow, o);
-            if (o > prev) count(r, R_SOCKET_OVERFLOW, o - prev);
-          }
-        }
+        struct msghdr *m = &r->rx.msgs[i].msg_hdr;
+        size_t len = r->rx.msgs[i].msg_len;
+        uint32_t overflowed;
+        size_t seg = udp_rx_cmsgs(m, len, &r->last_overflow, &overflowed);
+        if (overflowed) count(r, R_SOCKET_OVERFLOW, overflowed);
         if (m->msg_flags & MSG_TRUNC) {
           count(r, R_OVERSIZE, 1);
           continue;
@@ -489,7 +451,7 @@ static void *reader_main(void *arg) {
           count(r, R_SHORT, 1);
           continue;
         }
-        handle_message(r, i, r->rxbuf + (size_t)i * RX_BUF_BYTES, len, seg, &r->from[i], m->msg_namelen, &ntx, now);
+        handle_message(r, i, udp_rx_data(&r->rx, i), len, seg, &r->rx.from[i], m->msg_namelen, &ntx, now);
       }
       pthread_mutex_unlock(&r->lock);
       tx_flush(r, ntx);  // the tx entries carry copies of the destinations: no lock needed
@@ -540,7 +502,7 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
   relay_shutdown(r);
   if (r->hook_added) napi_remove_env_cleanup_hook(env, cleanup_hook, r);
   pthread_mutex_destroy(&r->lock);
-  free(r->rxbuf);
+  free(r->rx.buf);
   free(r);
 }
 
@@ -609,37 +571,15 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   if (num_prop(env, argv[0], "burstSeconds", &burst) < 0 || !(burst > 0 && burst <= 10))
     return throw_plain(env, "EINVAL", "EINVAL: burstSeconds must be in (0, 10]");
 
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  int family = sockaddr_from_text(bind_ip, (uint16_t)port, &ss, &sl);
-  if (family < 0) return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket");
-  int zero = 0, one = 1, big = 8 * 1024 * 1024;
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-  int gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
-  int pmtu = family == AF_INET ? IP_PMTUDISC_PROBE : IPV6_PMTUDISC_PROBE;
-  if (family == AF_INET)
-    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  else
-    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, e, "bind");
-  }
-  struct sockaddr_storage bound;
-  socklen_t bl = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port = sockaddr_port(&bound);
+  udp_socket_t sock;
+  const char *what;
+  if (udp_socket_open(bind_ip, (uint16_t)port, &sock, &what) != 0)
+    return what ? throw_errno(env, errno, what) : throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
+  int fd = sock.fd, family = sock.family, gro = sock.gro;
+  uint16_t bound_port = sock.port;
 
   relay_t *r = calloc(1, sizeof *r);
-  if (!r || !(r->rxbuf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
+  if (!r || !(r->rx.buf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
     free(r);
     close(fd);
     return throw_errno(env, ENOMEM, "allocating the relay");
@@ -661,7 +601,7 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
       napi_wrap(env, handle, r, finalize_handle, NULL, NULL) != napi_ok) {
     if (r->stop_fd >= 0) close(r->stop_fd);
     close(fd);
-    free(r->rxbuf);
+    free(r->rx.buf);
     free(r);
     return throw_plain(env, "EM_NAPI", "edgemesh_relay: could not create the handle");
   }

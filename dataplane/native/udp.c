@@ -55,14 +55,9 @@
 #include "native_util.h"
 #include "sockaddr_util.h"
 #include "udp_gso.h"
+#include "udp_socket.h"
 #include "udp_wire.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
 #define MAX_DATAGRAM 65507
 #define MAX_CONTROL 1200
@@ -73,10 +68,8 @@
 // Send side: datagrams of one send() call, flushed early when full.
 #define TX_BUF_BYTES (2 * 1024 * 1024)
 #define TX_MAX_DGRAMS 2048
-#define TX_MAX_SEGS 64  // per UDP_SEGMENT message (the kernel's limit is 64 or 128)
-// Receive side.
-#define RX_MSGS 32
-#define RX_BUF_BYTES 65536
+#define TX_MAX_SEGS UDP_GSO_MAX_SEGS
+// Receive side (RX_MSGS messages of RX_BUF_BYTES per recvmmsg(): udp_socket.h).
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
 #define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
@@ -191,7 +184,7 @@ typedef struct udp {
   struct mmsghdr tx_msgs[TX_MAX_DGRAMS];
   struct iovec tx_iov[TX_MAX_DGRAMS];
   uint32_t tx_counts[TX_MAX_DGRAMS];  // datagrams per message
-  uint8_t tx_cmsg[TX_MAX_DGRAMS][CMSG_SPACE(sizeof(uint16_t))];
+  udp_gso_cmsg_t tx_cmsg[TX_MAX_DGRAMS];
   session_t *tx_sess;
   const struct sockaddr *tx_to;
   socklen_t tx_to_len;
@@ -313,13 +306,7 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
 }
 
 // Receive scratch space: recvmmsg() lands here before opening (one per receive mode).
-typedef struct {
-  uint8_t *buf;  // RX_MSGS * RX_BUF_BYTES
-  struct mmsghdr msgs[RX_MSGS];
-  struct iovec iov[RX_MSGS];
-  struct sockaddr_storage from[RX_MSGS];
-  uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
-} rx_ctx_t;
+typedef udp_rx_batch_t rx_ctx_t;
 
 static rx_ctx_t *rx_ctx_new(void) {
   rx_ctx_t *rx = calloc(1, sizeof *rx);
@@ -352,17 +339,7 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
     int want = (int)(room / RX_MSG_WORST);
     if (want > RX_MSGS) want = RX_MSGS;
     if (want < RX_MSGS / 4) return 1;
-    for (int i = 0; i < want; i++) {
-      rx->iov[i].iov_base = rx->buf + (size_t)i * RX_BUF_BYTES;
-      rx->iov[i].iov_len = RX_BUF_BYTES;
-      memset(&rx->msgs[i].msg_hdr, 0, sizeof rx->msgs[i].msg_hdr);
-      rx->msgs[i].msg_hdr.msg_name = &rx->from[i];
-      rx->msgs[i].msg_hdr.msg_namelen = sizeof rx->from[i];
-      rx->msgs[i].msg_hdr.msg_iov = &rx->iov[i];
-      rx->msgs[i].msg_hdr.msg_iovlen = 1;
-      rx->msgs[i].msg_hdr.msg_control = rx->ctrl[i];
-      rx->msgs[i].msg_hdr.msg_controllen = sizeof rx->ctrl[i];
-    }
+    udp_rx_prepare(rx, want);
     int got = recvmmsg(u->fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
     if (got <= 0) return 0;
     uint64_t now = now_ns();
@@ -370,24 +347,14 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
     for (int i = 0; i < got; i++) {
       struct msghdr *m = &rx->msgs[i].msg_hdr;
       size_t len = rx->msgs[i].msg_len;
-      size_t seg = len;
-      for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-          int g;
-          memcpy(&g, CMSG_DATA(c), sizeof g);
-          if (g > 0) seg = (size_t)g;
-        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-          uint32_t o;
-          memcpy(&o, CMSG_DATA(c), sizeof o);
-          uint32_t prev = atomic_exchange(&u->last_overflow, o);
-          if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
-        }
-      }
+      uint32_t overflowed;
+      size_t seg = udp_rx_cmsgs(m, len, &u->last_overflow, &overflowed);
+      if (overflowed) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], overflowed);
       if (m->msg_flags & MSG_TRUNC) {
         count_drop(u, D_OVERSIZE);
         continue;
       }
-      const uint8_t *base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      const uint8_t *base = udp_rx_data(rx, i);
       for (size_t off = 0; off < len; off += seg) {
         size_t dl = len - off < seg ? len - off : seg;
         atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
@@ -656,36 +623,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     limit = (uint64_t)d;
   }
 
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  int family = sockaddr_from_text(bind_ip, (uint16_t)port, &ss, &sl);
-  if (family < 0) return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket");
-  int zero = 0, one = 1, big = 8 * 1024 * 1024;
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);  // '::' takes IPv4 too
-  // Big buffers absorb bursts between batches; FORCE passes rmem_max when we may (root).
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);  // optional: without it, one datagram per message
-  // The tunnel relies on path MTU for inner packets; the outer packets never fragment.
-  int pmtu = family == AF_INET ? IP_PMTUDISC_PROBE : IPV6_PMTUDISC_PROBE;
-  if (family == AF_INET)
-    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  else
-    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, e, "bind");
-  }
-  struct sockaddr_storage bound;
-  socklen_t bl = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port = sockaddr_port(&bound);
+  udp_socket_t sock;
+  const char *what;
+  if (udp_socket_open(bind_ip, (uint16_t)port, &sock, &what) != 0)
+    return what ? throw_errno(env, errno, what) : throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
+  int fd = sock.fd, family = sock.family;
+  uint16_t bound_port = sock.port;
 
   udp_t *u = calloc(1, sizeof *u);
   if (!u) {
@@ -926,16 +869,7 @@ static uint32_t tx_build(udp_t *u, int gso) {
     m->msg_namelen = u->tx_to_len;
     m->msg_iov = &u->tx_iov[nmsg];
     m->msg_iovlen = 1;
-    if (j - i > 1) {
-      m->msg_control = u->tx_cmsg[nmsg];
-      m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-      struct cmsghdr *c = CMSG_FIRSTHDR(m);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t gs = (uint16_t)len;
-      memcpy(CMSG_DATA(c), &gs, sizeof gs);
-    }
+    if (j - i > 1) udp_tx_set_gso(m, u->tx_cmsg[nmsg], (uint16_t)len);
     u->tx_counts[nmsg] = j - i;
     off += total;
     nmsg++;
