@@ -26,6 +26,14 @@ napi_value throw_plain(napi_env env, const char *code, const char *msg) {
   return NULL;
 }
 
+int get_prop(napi_env env, napi_value obj, const char *key, napi_valuetype want, napi_value *out) {
+  napi_valuetype t;
+  if (napi_get_named_property(env, obj, key, out) != napi_ok) return -1;
+  if (napi_typeof(env, *out, &t) != napi_ok) return -1;
+  if (t == napi_undefined) return 1;
+  return t == want ? 0 : -1;
+}
+
 int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
   napi_valuetype t;
   double d;
@@ -42,6 +50,21 @@ int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
   if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
   if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
   return type == napi_uint8_array ? 0 : -1;
+}
+
+napi_status handle_new(napi_env env, const napi_type_tag *tag, void *data, napi_finalize finalize, napi_value *out) {
+  napi_status st = napi_create_object(env, out);
+  if (st == napi_ok) st = napi_type_tag_object(env, *out, tag);
+  if (st == napi_ok) st = napi_wrap(env, *out, data, finalize, NULL, NULL);
+  return st;
+}
+
+bool handle_unwrap(napi_env env, napi_value obj, const napi_type_tag *tag, void **data) {
+  bool ok = false;
+  if (napi_check_object_type_tag(env, obj, tag, &ok) != napi_ok || !ok) return false;
+  *data = NULL;
+  napi_unwrap(env, obj, data);
+  return true;
 }
 
 int reader_wait(int fd, int stop_fd, atomic_int *stop) {

@@ -47,10 +47,21 @@ static inline int get_args(napi_env env, napi_callback_info info, napi_value *ar
   }
   return 0;
 }
+// An optional property of an options object: 1 when undefined, 0 when of type `want`
+// (*out holds it), -1 when of another type or unreadable (nothing thrown).
+int get_prop(napi_env env, napi_value obj, const char *key, napi_valuetype want, napi_value *out);
 // A JS number that is an integer 0..2^32-1. Returns 0, or -1 (nothing thrown).
 int get_u32_arg(napi_env env, napi_value v, uint32_t *out);
 // A Uint8Array's bytes, in place (no copy). Returns 0, or -1 (nothing thrown).
 int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
+
+// The addon's handles (TUN device, UDP socket, relay) are plain objects that wrap the
+// native struct and carry a type tag per kind, so that JS can pass neither another kind's
+// handle nor a look-alike object where one is expected.
+napi_status handle_new(napi_env env, const napi_type_tag *tag, void *data, napi_finalize finalize, napi_value *out);
+// The struct behind a handle of `tag`'s kind (*data may be NULL: none wrapped); false, with
+// nothing thrown, for any other value: the caller throws its own error.
+bool handle_unwrap(napi_env env, napi_value obj, const napi_type_tag *tag, void **data);
 
 // Monotonic nanoseconds. Inline: the reader threads stamp every received batch with it.
 static inline uint64_t now_ns(void) {

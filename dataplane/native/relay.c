@@ -509,13 +509,11 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
 static const napi_type_tag RELAY_TAG = {0x6564676d72656c61ULL, 0x7955445072656c31ULL};
 
 static relay_t *get_relay(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &RELAY_TAG, &ok) != napi_ok || !ok) {
+  void *p;
+  if (!handle_unwrap(env, obj, &RELAY_TAG, &p)) {
     napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
     return NULL;
   }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
   relay_t *r = p;
   if (r && r->closed) {
     throw_plain(env, "EBADF", "EBADF: the relay socket is closed");
@@ -526,14 +524,12 @@ static relay_t *get_relay(napi_env env, napi_value obj) {
 
 // ---- argument helpers --------------------------------------------------------------------
 
+// A number option: 1 when absent (*out keeps its default), 0 when read, -1 when not a number.
 static int num_prop(napi_env env, napi_value obj, const char *key, double *out) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return -1;
-  if (t == napi_undefined) return 1;
-  if (t != napi_number) return -1;
-  napi_get_value_double(env, v, out);
-  return 0;
+  int has = get_prop(env, obj, key, napi_number, &v);
+  if (has == 0) napi_get_value_double(env, v, out);
+  return has;
 }
 
 // Copies the token: the caller cleanses its copy once it is stored or used.
@@ -555,9 +551,8 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: relayOpen(options)");
   char bind_ip[64] = {0};
   size_t n = 0;
-  napi_valuetype bt;
-  if (napi_get_named_property(env, argv[0], "bind", &v) != napi_ok || napi_typeof(env, v, &bt) != napi_ok ||
-      bt != napi_string || napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
+  if (get_prop(env, argv[0], "bind", napi_string, &v) != 0 ||
+      napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: bind must be an IP address string");
   double port = 0, maxb = 4096, pps = 0, bps = 0, burst = 0.05;
   if (num_prop(env, argv[0], "port", &port) < 0 || !(port >= 0 && port <= 65535) || port != (int)port)
@@ -596,9 +591,7 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&r->lock, NULL);
   r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   napi_value handle;
-  if (r->stop_fd < 0 || napi_create_object(env, &handle) != napi_ok ||
-      napi_type_tag_object(env, handle, &RELAY_TAG) != napi_ok ||
-      napi_wrap(env, handle, r, finalize_handle, NULL, NULL) != napi_ok) {
+  if (r->stop_fd < 0 || handle_new(env, &RELAY_TAG, r, finalize_handle, &handle) != napi_ok) {
     if (r->stop_fd >= 0) close(r->stop_fd);
     close(fd);
     free(r->rx.buf);
@@ -790,11 +783,9 @@ static napi_value relay_close(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[1];
   if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: relayClose(handle)")) return NULL;
-  bool ok = false;
-  if (napi_check_object_type_tag(env, argv[0], &RELAY_TAG, &ok) != napi_ok || !ok)
+  void *p;
+  if (!handle_unwrap(env, argv[0], &RELAY_TAG, &p))
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
-  void *p = NULL;
-  napi_unwrap(env, argv[0], &p);
   if (p) relay_shutdown(p);
   return NULL;
 }

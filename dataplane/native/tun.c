@@ -225,13 +225,11 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
 static const napi_type_tag TUN_TAG = {0x6564676d65736830ULL, 0x74756e6465766963ULL};
 
 static tun_t *get_tun(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &TUN_TAG, &ok) != napi_ok || !ok) {
+  void *p;
+  if (!handle_unwrap(env, obj, &TUN_TAG, &p)) {
     napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_tun: not a TUN handle");
     return NULL;
   }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
   return p;
 }
 
@@ -243,9 +241,7 @@ static int get_string(napi_env env, napi_value v, char *out, size_t cap, size_t 
 
 static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool dflt) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return dflt;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) return dflt;
+  if (get_prop(env, obj, key, napi_boolean, &v) != 0) return dflt;
   bool b = dflt;
   napi_get_value_bool(env, v, &b);
   return b;
@@ -253,9 +249,7 @@ static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool df
 
 static int32_t get_int_prop(napi_env env, napi_value obj, const char *key, int32_t dflt) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return dflt;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return dflt;
+  if (get_prop(env, obj, key, napi_number, &v) != 0) return dflt;
   int32_t n = dflt;
   napi_get_value_int32(env, v, &n);
   return n;
@@ -429,9 +423,7 @@ done:
   t->name[IFNAMSIZ - 1] = 0;
 
   napi_value handle;
-  CHECK(env, napi_create_object(env, &handle));
-  CHECK(env, napi_type_tag_object(env, handle, &TUN_TAG));
-  CHECK(env, napi_wrap(env, handle, t, finalize_tun, NULL, NULL));
+  CHECK(env, handle_new(env, &TUN_TAG, t, finalize_tun, &handle));
 
   napi_value v;
   CHECK(env, napi_create_string_utf8(env, t->name, NAPI_AUTO_LENGTH, &v));

@@ -543,13 +543,11 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
 static const napi_type_tag UDP_TAG = {0x6564676d65736855ULL, 0x4450736573736e31ULL};
 
 static udp_t *get_udp(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &UDP_TAG, &ok) != napi_ok || !ok) {
+  void *p;
+  if (!handle_unwrap(env, obj, &UDP_TAG, &p)) {
     napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
     return NULL;
   }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
   udp_t *u = p;
   if (u && u->closed) {
     throw_plain(env, "EBADF", "EBADF: the UDP socket is closed");
@@ -560,23 +558,23 @@ static udp_t *get_udp(napi_env env, napi_value obj) {
 
 // ---- argument helpers --------------------------------------------------------------------
 
-static int prop(napi_env env, napi_value obj, const char *key, napi_valuetype want, napi_value *out) {
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, out) != napi_ok) return -1;
-  if (napi_typeof(env, *out, &t) != napi_ok) return -1;
-  if (t == napi_undefined) return 1;
-  return t == want ? 0 : -1;
-}
-
-static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, struct sockaddr_storage *ss,
-                        socklen_t *len) {
+// An endpoint given as (ip text, port) arguments: 0 with *len set, or -1 after throwing
+// EINVAL. With `optional`, an undefined ip means none (*len = 0).
+static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, bool optional,
+                        struct sockaddr_storage *ss, socklen_t *len) {
   char ip[64];
   size_t n = 0;
   uint32_t port;
-  if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1) return -1;
-  if (get_u32_arg(env, port_v, &port) != 0) return -1;
+  napi_valuetype t;
+  *len = 0;
+  if (optional && napi_typeof(env, ip_v, &t) == napi_ok && t == napi_undefined) return 0;
   // IPv4 text becomes v4-mapped on a dual-stack socket.
-  return sockaddr_for_family(u->family, ip, port, ss, len);
+  if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1 ||
+      get_u32_arg(env, port_v, &port) != 0 || sockaddr_for_family(u->family, ip, port, ss, len) != 0) {
+    throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+    return -1;
+  }
+  return 0;
 }
 
 // ---- open --------------------------------------------------------------------------------
@@ -591,30 +589,30 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: udpOpen(options, callback)");
   char bind_ip[64] = {0}, cipher_name[32] = {0};
   size_t n = 0;
-  if (prop(env, argv[0], "bind", napi_string, &v) != 0 ||
+  if (get_prop(env, argv[0], "bind", napi_string, &v) != 0 ||
       napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: bind must be an IP address string");
   uint32_t port = 0, mtu = 0;
-  if (prop(env, argv[0], "port", napi_number, &v) != 0 || get_u32_arg(env, v, &port) != 0 || port > 65535)
+  if (get_prop(env, argv[0], "port", napi_number, &v) != 0 || get_u32_arg(env, v, &port) != 0 || port > 65535)
     return throw_plain(env, "EINVAL", "EINVAL: port must be an integer 0-65535");
-  if (prop(env, argv[0], "mtu", napi_number, &v) != 0 || get_u32_arg(env, v, &mtu) != 0 || mtu < 576 ||
+  if (get_prop(env, argv[0], "mtu", napi_number, &v) != 0 || get_u32_arg(env, v, &mtu) != 0 || mtu < 576 ||
       mtu > MAX_DATAGRAM - OVERHEAD)
     return throw_plain(env, "EINVAL", "EINVAL: mtu must be an integer 576-65475");
-  if (prop(env, argv[0], "cipher", napi_string, &v) != 0 ||
+  if (get_prop(env, argv[0], "cipher", napi_string, &v) != 0 ||
       napi_get_value_string_utf8(env, v, cipher_name, sizeof cipher_name, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: cipher must be a string");
   const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
   if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
   bool coalesce = true;
-  if (prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
+  if (get_prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
   char receiver[16] = "thread";
-  if (prop(env, argv[0], "receiver", napi_string, &v) == 0)
+  if (get_prop(env, argv[0], "receiver", napi_string, &v) == 0)
     napi_get_value_string_utf8(env, v, receiver, sizeof receiver, &n);
   int loop_mode = strcmp(receiver, "loop") == 0;
   if (!loop_mode && strcmp(receiver, "thread") != 0)
     return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread' or 'loop'");
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
-  int has = prop(env, argv[0], "counterLimit", napi_number, &v);
+  int has = get_prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
   if (has == 0) {
     double d;
@@ -702,9 +700,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     u->refs = 2;
     napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   }
-  CHECK(env, napi_create_object(env, &handle));
-  CHECK(env, napi_type_tag_object(env, handle, &UDP_TAG));
-  CHECK(env, napi_wrap(env, handle, u, finalize_handle, NULL, NULL));
+  CHECK(env, handle_new(env, &UDP_TAG, u, finalize_handle, &handle));
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
   if (!loop_mode) {
@@ -738,12 +734,7 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: keys must be 32-byte Uint8Arrays");
   struct sockaddr_storage ep;
   socklen_t ep_len = 0;
-  if (argc >= 7) {
-    napi_valuetype t;
-    napi_typeof(env, argv[5], &t);
-    if (t != napi_undefined && get_endpoint(env, u, argv[5], argv[6], &ep, &ep_len) != 0)
-      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
-  }
+  if (argc >= 7 && get_endpoint(env, u, argv[5], argv[6], true, &ep, &ep_len) != 0) return NULL;
   if (find_session(u, li)) return throw_plain(env, "EEXIST", "EEXIST: a session with this localIndex exists");
   if (u->sessions >= MAX_SESSIONS) return throw_plain(env, "ENOSPC", "ENOSPC: too many sessions on this socket");
   session_t *s = calloc(1, sizeof *s);
@@ -781,8 +772,7 @@ static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
   if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
   struct sockaddr_storage ep;
   socklen_t len;
-  if (get_endpoint(env, u, argv[2], argv[3], &ep, &len) != 0)
-    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  if (get_endpoint(env, u, argv[2], argv[3], false, &ep, &len) != 0) return NULL;
   session_t *s = find_session(u, li);
   if (!s) return throw_plain(env, "ENOENT", "ENOENT: no session with this localIndex");
   // Only the JS thread reads the endpoint: no lock needed.
@@ -1047,12 +1037,7 @@ static napi_value udp_send_control(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: a control message is a Uint8Array of at most 1200 bytes");
   struct sockaddr_storage to;
   socklen_t to_len = 0;
-  if (argc >= 5) {
-    napi_valuetype t;
-    napi_typeof(env, argv[3], &t);
-    if (t != napi_undefined && get_endpoint(env, u, argv[3], argv[4], &to, &to_len) != 0)
-      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
-  }
+  if (argc >= 5 && get_endpoint(env, u, argv[3], argv[4], true, &to, &to_len) != 0) return NULL;
   session_t *s = find_session(u, li);
   bool ok = false;
   if (!s) {
@@ -1094,8 +1079,7 @@ static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info)
     return throw_plain(env, "EINVAL", "EINVAL: not a relay allocate datagram (64 bytes, type 6)");
   struct sockaddr_storage to;
   socklen_t to_len = 0;
-  if (get_endpoint(env, u, argv[2], argv[3], &to, &to_len) != 0)
-    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  if (get_endpoint(env, u, argv[2], argv[3], false, &to, &to_len) != 0) return NULL;
   ssize_t w = sendto(u->fd, d, dl, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
   if (w < 0) {
     int e = errno;
@@ -1148,11 +1132,9 @@ static napi_value udp_close(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[1];
   if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: close(handle)")) return NULL;
-  bool ok = false;
-  if (napi_check_object_type_tag(env, argv[0], &UDP_TAG, &ok) != napi_ok || !ok)
+  void *p;
+  if (!handle_unwrap(env, argv[0], &UDP_TAG, &p))
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
-  void *p = NULL;
-  napi_unwrap(env, argv[0], &p);
   if (p) udp_shutdown(p);
   return NULL;
 }
