@@ -541,6 +541,21 @@ static int get_token(napi_env env, napi_value v, uint8_t out[TOKEN_LEN]) {
   return 0;
 }
 
+// The head every per-binding call shares — (handle, id, ...): the arguments, the open relay
+// and the u32 binding id. Returns the relay, or NULL after throwing.
+static relay_t *binding_call(napi_env env, napi_callback_info info, napi_value *argv, size_t n, const char *usage,
+                             uint32_t *id) {
+  size_t argc;
+  if (get_args(env, info, argv, n, &argc, n, usage)) return NULL;
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return NULL;
+  if (get_u32_arg(env, argv[1], id)) {
+    throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+    return NULL;
+  }
+  return r;
+}
+
 // relayOpen({ bind, port, maxBindings, packetsPerSecond, bytesPerSecond, burstSeconds }) → handle { port }
 static napi_value relay_open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -611,14 +626,11 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
 
 // relayAddBinding(h, id, token0, token1): tokens are 32 random bytes each.
 static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
-  size_t argc;
   napi_value argv[4];
-  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: relayAddBinding(handle, id, token0, token1)")) return NULL;
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
   uint8_t t0[TOKEN_LEN], t1[TOKEN_LEN];
-  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 4, "EINVAL: relayAddBinding(handle, id, token0, token1)", &id);
+  if (!r) return NULL;
   if (get_token(env, argv[2], t0) || get_token(env, argv[3], t1))
     return throw_plain(env, "EINVAL", "EINVAL: tokens must be 32-byte Uint8Arrays");
   binding_t *b = calloc(1, sizeof *b);
@@ -658,13 +670,10 @@ static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
 
 // relayRemoveBinding(h, id) → bool: its tokens and endpoints are forgotten at once.
 static napi_value relay_remove_binding(napi_env env, napi_callback_info info) {
-  size_t argc;
   napi_value argv[2], res;
-  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: relayRemoveBinding(handle, id)")) return NULL;
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
-  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 2, "EINVAL: relayRemoveBinding(handle, id)", &id);
+  if (!r) return NULL;
   pthread_mutex_lock(&r->lock);
   binding_t **slot = binding_slot(r, id), *b = *slot;
   if (b) {
@@ -708,13 +717,10 @@ static void set_num(napi_env env, napi_value o, const char *k, double d) {
 // relayBinding(h, id) → { members: [{ endpoint, indexes, packets, bytes, rateDrops, halfOpenDrops,
 //   allocations, lastRxAgeMs }, ...×2], createdAgeMs } | undefined
 static napi_value relay_binding_info(napi_env env, napi_callback_info info) {
-  size_t argc;
   napi_value argv[2], o, arr;
-  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: relayBinding(handle, id)")) return NULL;
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
-  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 2, "EINVAL: relayBinding(handle, id)", &id);
+  if (!r) return NULL;
   uint64_t now = now_ns();
   pthread_mutex_lock(&r->lock);
   binding_t *b = *binding_slot(r, id);

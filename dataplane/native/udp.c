@@ -577,6 +577,20 @@ static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port
   return 0;
 }
 
+// The head every per-session call shares — (handle, localIndex, ...): the arguments, the
+// open socket and the u32 localIndex. Returns the socket, or NULL after throwing.
+static udp_t *session_call(napi_env env, napi_callback_info info, napi_value *argv, size_t cap, size_t *argc,
+                           size_t min, const char *usage, uint32_t *li) {
+  if (get_args(env, info, argv, cap, argc, min, usage)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (get_u32_arg(env, argv[1], li)) {
+    throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+    return NULL;
+  }
+  return u;
+}
+
 // ---- open --------------------------------------------------------------------------------
 
 // open({ bind, port, cipher, mtu, counterLimit?, coalesce?, receiver? }, callback(arrayBuffer, count)) → handle { port }
@@ -765,11 +779,9 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
 static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[4];
-  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port)")) return NULL;
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 4, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port)", &li);
+  if (!u) return NULL;
   struct sockaddr_storage ep;
   socklen_t len;
   if (get_endpoint(env, u, argv[2], argv[3], false, &ep, &len) != 0) return NULL;
@@ -785,11 +797,9 @@ static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
 static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[2], r;
-  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: removeSession(handle, localIndex)")) return NULL;
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 2, &argc, 2, "EINVAL: removeSession(handle, localIndex)", &li);
+  if (!u) return NULL;
   session_t *found = NULL;
   pthread_mutex_lock(&u->lock);
   for (session_t **p = bucket_of(u, li); *p; p = &(*p)->next)
@@ -809,11 +819,9 @@ static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
 static napi_value udp_session_info(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[2], o, v;
-  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: session(handle, localIndex)")) return NULL;
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 2, &argc, 2, "EINVAL: session(handle, localIndex)", &li);
+  if (!u) return NULL;
   session_t *s = find_session(u, li);
   if (!s) {
     CHECK(env, napi_get_undefined(env, &o));
@@ -959,11 +967,9 @@ static void tx_commit(void *ctx, size_t len) {
 static napi_value udp_send(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[3], r;
-  if (get_args(env, info, argv, 3, &argc, 3, "EINVAL: send(handle, localIndex, parts)")) return NULL;
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li, n = 0, accepted = 0;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 3, &argc, 3, "EINVAL: send(handle, localIndex, parts)", &li);
+  if (!u) return NULL;
   bool is_array = false;
   if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array)
     return throw_plain(env, "EINVAL", "EINVAL: parts must be an array");
@@ -1026,13 +1032,11 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
 static napi_value udp_send_control(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[5], r;
-  if (get_args(env, info, argv, 5, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?)")) return NULL;
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
   uint8_t *msg;
   size_t ml;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 5, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?)", &li);
+  if (!u) return NULL;
   if (get_bytes(env, argv[2], &msg, &ml) || ml > MAX_CONTROL)
     return throw_plain(env, "EINVAL", "EINVAL: a control message is a Uint8Array of at most 1200 bytes");
   struct sockaddr_storage to;
