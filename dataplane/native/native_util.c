@@ -67,6 +67,13 @@ bool handle_unwrap(napi_env env, napi_value obj, const napi_type_tag *tag, void 
   return true;
 }
 
+void *handle_arg(napi_env env, napi_value obj, const napi_type_tag *tag, const char *not_a_handle) {
+  void *p;
+  if (handle_unwrap(env, obj, tag, &p)) return p;
+  napi_throw_type_error(env, "EM_BAD_HANDLE", not_a_handle);
+  return NULL;
+}
+
 int reader_wait(int fd, int stop_fd, atomic_int *stop) {
   struct pollfd fds[2] = {{.fd = fd, .events = POLLIN}, {.fd = stop_fd, .events = POLLIN}};
   while (!atomic_load(stop)) {

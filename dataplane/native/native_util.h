@@ -62,6 +62,9 @@ napi_status handle_new(napi_env env, const napi_type_tag *tag, void *data, napi_
 // The struct behind a handle of `tag`'s kind (*data may be NULL: none wrapped); false, with
 // nothing thrown, for any other value: the caller throws its own error.
 bool handle_unwrap(napi_env env, napi_value obj, const napi_type_tag *tag, void **data);
+// The same for a call's handle argument: for any other value throws TypeError (code
+// EM_BAD_HANDLE, message `not_a_handle`) and returns NULL.
+void *handle_arg(napi_env env, napi_value obj, const napi_type_tag *tag, const char *not_a_handle);
 
 // Monotonic nanoseconds. Inline: the reader threads stamp every received batch with it.
 static inline uint64_t now_ns(void) {

@@ -28,7 +28,6 @@
 // Memory is fixed at open: the receive buffers, a message array, and one small struct per
 // binding (capped by maxBindings).
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -36,18 +35,15 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #define EM_MODULE "edgemesh_relay"
@@ -509,12 +505,7 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
 static const napi_type_tag RELAY_TAG = {0x6564676d72656c61ULL, 0x7955445072656c31ULL};
 
 static relay_t *get_relay(napi_env env, napi_value obj) {
-  void *p;
-  if (!handle_unwrap(env, obj, &RELAY_TAG, &p)) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
-    return NULL;
-  }
-  relay_t *r = p;
+  relay_t *r = handle_arg(env, obj, &RELAY_TAG, "edgemesh_relay: not a relay handle");
   if (r && r->closed) {
     throw_plain(env, "EBADF", "EBADF: the relay socket is closed");
     return NULL;

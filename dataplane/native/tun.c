@@ -225,12 +225,7 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
 static const napi_type_tag TUN_TAG = {0x6564676d65736830ULL, 0x74756e6465766963ULL};
 
 static tun_t *get_tun(napi_env env, napi_value obj) {
-  void *p;
-  if (!handle_unwrap(env, obj, &TUN_TAG, &p)) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_tun: not a TUN handle");
-    return NULL;
-  }
-  return p;
+  return handle_arg(env, obj, &TUN_TAG, "edgemesh_tun: not a TUN handle");
 }
 
 // ---- helpers on the JS thread ---------------------------------------------------------

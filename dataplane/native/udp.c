@@ -30,7 +30,6 @@
 // and the buffer goes back to the pool: no allocation per batch.
 // Errors thrown to JS carry the errno name first, as tun.c's.
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,13 +41,11 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 #define EM_MODULE "edgemesh_udp"
@@ -543,12 +540,7 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
 static const napi_type_tag UDP_TAG = {0x6564676d65736855ULL, 0x4450736573736e31ULL};
 
 static udp_t *get_udp(napi_env env, napi_value obj) {
-  void *p;
-  if (!handle_unwrap(env, obj, &UDP_TAG, &p)) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
-    return NULL;
-  }
-  udp_t *u = p;
+  udp_t *u = handle_arg(env, obj, &UDP_TAG, "edgemesh_udp: not a UDP socket handle");
   if (u && u->closed) {
     throw_plain(env, "EBADF", "EBADF: the UDP socket is closed");
     return NULL;

@@ -3,10 +3,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define EM_MODULE "edgemesh_udp"
 #include "native_util.h"
