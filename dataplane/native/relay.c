@@ -28,7 +28,6 @@
 // Memory is fixed at open: the receive buffers, a message array, and one small struct per
 // binding (capped by maxBindings).
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
@@ -36,39 +35,27 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#define EM_MODULE "edgemesh_relay"
+#include "native_util.h"
+#include "sockaddr_util.h"
+#include "udp_socket.h"
 #include "udp_wire.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
-#define MSG_DATA 4
-#define MSG_CONTROL 5
-#define MSG_ALLOCATE 6
-#define ALLOC_LEN 64
-#define ALLOC_SIGNED 32
 #define TOKEN_LEN 32
 #define MAX_INDEXES 4
-#define RX_MSGS 32
-#define RX_BUF_BYTES 65536
-#define MAX_SEGS 64  // per UDP_SEGMENT message
+#define MAX_SEGS UDP_GSO_MAX_SEGS  // per UDP_SEGMENT message
 #define TX_MAX (RX_MSGS * MAX_SEGS)
 #define ROUTE_BUCKETS 8192
 #define BINDING_BUCKETS 1024
@@ -152,47 +139,15 @@ typedef struct relay {
   double pps, bps, burst_pkts, burst_bytes;
   int gso_ok;
   // Reader scratch (reader thread only).
-  uint8_t *rxbuf;
-  struct mmsghdr msgs[RX_MSGS];
-  struct iovec iov[RX_MSGS];
-  struct sockaddr_storage from[RX_MSGS];
-  uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
+  udp_rx_batch_t rx;
   tx_t tx[TX_MAX];
   struct mmsghdr txm[TX_MAX];
   struct iovec txiov[TX_MAX];
-  uint8_t txctrl[TX_MAX][CMSG_SPACE(sizeof(uint16_t))];
+  udp_gso_cmsg_t txctrl[TX_MAX];
   atomic_ullong drops[R_COUNT];
   atomic_ullong rx_datagrams, tx_datagrams, rx_batches, tx_bytes;
   atomic_uint last_overflow;
 } relay_t;
-
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_relay: N-API call failed: " #call);              \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char msg[256];
-  const char *name = strerrorname_np(err);
-  if (!name) name = "EUNKNOWN";
-  snprintf(msg, sizeof msg, "%s: %s failed (%s)", name, what, strerror(err));
-  napi_throw_error(env, name, msg);
-  return NULL;
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void count(relay_t *r, int reason, uint64_t n) {
   atomic_fetch_add_explicit(&r->drops[reason], n, memory_order_relaxed);
@@ -364,15 +319,7 @@ static void tx_prepare(relay_t *r, uint32_t i, int gso) {
   h->msg_namelen = t->to_len;
   h->msg_iov = &r->txiov[i];
   h->msg_iovlen = 1;
-  if (gso && t->count > 1) {
-    h->msg_control = r->txctrl[i];
-    h->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-    struct cmsghdr *c = CMSG_FIRSTHDR(h);
-    c->cmsg_level = SOL_UDP;
-    c->cmsg_type = UDP_SEGMENT;
-    c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-    memcpy(CMSG_DATA(c), &t->seg, sizeof t->seg);
-  }
+  if (gso && t->count > 1) udp_tx_set_gso(h, r->txctrl[i], t->seg);
 }
 
 // Sends one message's segments one datagram each (a path that refused UDP_SEGMENT).
@@ -477,47 +424,21 @@ static void handle_message(relay_t *r, int msg, const uint8_t *base, size_t len,
 
 static void *reader_main(void *arg) {
   relay_t *r = arg;
-  struct pollfd fds[2] = {{.fd = r->fd, .events = POLLIN}, {.fd = r->stop_fd, .events = POLLIN}};
-  while (!atomic_load(&r->stop)) {
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (atomic_load(&r->stop) || (fds[1].revents & POLLIN)) break;
+  while (reader_wait(r->fd, r->stop_fd, &r->stop) >= 0) {
     for (int round = 0; round < 64 && !atomic_load(&r->stop); round++) {
-      for (int i = 0; i < RX_MSGS; i++) {
-        r->iov[i].iov_base = r->rxbuf + (size_t)i * RX_BUF_BYTES;
-        r->iov[i].iov_len = RX_BUF_BYTES;
-        memset(&r->msgs[i].msg_hdr, 0, sizeof r->msgs[i].msg_hdr);
-        r->msgs[i].msg_hdr.msg_name = &r->from[i];
-        r->msgs[i].msg_hdr.msg_namelen = sizeof r->from[i];
-        r->msgs[i].msg_hdr.msg_iov = &r->iov[i];
-        r->msgs[i].msg_hdr.msg_iovlen = 1;
-        r->msgs[i].msg_hdr.msg_control = r->ctrl[i];
-        r->msgs[i].msg_hdr.msg_controllen = sizeof r->ctrl[i];
-      }
-      int got = recvmmsg(r->fd, r->msgs, RX_MSGS, MSG_DONTWAIT, NULL);
+      udp_rx_prepare(&r->rx, RX_MSGS);
+      int got = recvmmsg(r->fd, r->rx.msgs, RX_MSGS, MSG_DONTWAIT, NULL);
       if (got <= 0) break;
       atomic_fetch_add_explicit(&r->rx_batches, 1, memory_order_relaxed);
       uint64_t now = now_ns();
       uint32_t ntx = 0;
       pthread_mutex_lock(&r->lock);
       for (int i = 0; i < got; i++) {
-        struct msghdr *m = &r->msgs[i].msg_hdr;
-        size_t len = r->msgs[i].msg_len, seg = len;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-          if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-            int g;
-            memcpy(&g, CMSG_DATA(c), sizeof g);
-            if (g > 0) seg = (size_t)g;
-          } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-            uint32_t o;
-            memcpy(&o, CMSG_DATA(c), sizeof o);
-            uint32_t prev = atomic_exchange(&r->last_overflow, o);
-            if (o > prev) count(r, R_SOCKET_OVERFLOW, o - prev);
-          }
-        }
+        struct msghdr *m = &r->rx.msgs[i].msg_hdr;
+        size_t len = r->rx.msgs[i].msg_len;
+        uint32_t overflowed;
+        size_t seg = udp_rx_cmsgs(m, len, &r->last_overflow, &overflowed);
+        if (overflowed) count(r, R_SOCKET_OVERFLOW, overflowed);
         if (m->msg_flags & MSG_TRUNC) {
           count(r, R_OVERSIZE, 1);
           continue;
@@ -526,7 +447,7 @@ static void *reader_main(void *arg) {
           count(r, R_SHORT, 1);
           continue;
         }
-        handle_message(r, i, r->rxbuf + (size_t)i * RX_BUF_BYTES, len, seg, &r->from[i], m->msg_namelen, &ntx, now);
+        handle_message(r, i, udp_rx_data(&r->rx, i), len, seg, &r->rx.from[i], m->msg_namelen, &ntx, now);
       }
       pthread_mutex_unlock(&r->lock);
       tx_flush(r, ntx);  // the tx entries carry copies of the destinations: no lock needed
@@ -556,10 +477,7 @@ static void free_bindings(relay_t *r) {
 static void relay_shutdown(relay_t *r) {
   if (r->closed) return;
   r->closed = 1;
-  atomic_store(&r->stop, 1);
-  uint64_t one = 1;
-  ssize_t w = write(r->stop_fd, &one, sizeof one);
-  (void)w;
+  reader_stop(r->stop_fd, &r->stop);
   if (r->running) {
     pthread_join(r->thread, NULL);
     r->running = 0;
@@ -580,21 +498,14 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
   relay_shutdown(r);
   if (r->hook_added) napi_remove_env_cleanup_hook(env, cleanup_hook, r);
   pthread_mutex_destroy(&r->lock);
-  free(r->rxbuf);
+  free(r->rx.buf);
   free(r);
 }
 
 static const napi_type_tag RELAY_TAG = {0x6564676d72656c61ULL, 0x7955445072656c31ULL};
 
 static relay_t *get_relay(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &RELAY_TAG, &ok) != napi_ok || !ok) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
-    return NULL;
-  }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
-  relay_t *r = p;
+  relay_t *r = handle_arg(env, obj, &RELAY_TAG, "edgemesh_relay: not a relay handle");
   if (r && r->closed) {
     throw_plain(env, "EBADF", "EBADF: the relay socket is closed");
     return NULL;
@@ -604,36 +515,36 @@ static relay_t *get_relay(napi_env env, napi_value obj) {
 
 // ---- argument helpers --------------------------------------------------------------------
 
+// A number option: 1 when absent (*out keeps its default), 0 when read, -1 when not a number.
 static int num_prop(napi_env env, napi_value obj, const char *key, double *out) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok || napi_typeof(env, v, &t) != napi_ok) return -1;
-  if (t == napi_undefined) return 1;
-  if (t != napi_number) return -1;
-  napi_get_value_double(env, v, out);
-  return 0;
+  int has = get_prop(env, obj, key, napi_number, &v);
+  if (has == 0) napi_get_value_double(env, v, out);
+  return has;
 }
 
-static int get_u32(napi_env env, napi_value v, uint32_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
-  napi_get_value_double(env, v, &d);
-  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
-  *out = (uint32_t)d;
-  return 0;
-}
-
+// Copies the token: the caller cleanses its copy once it is stored or used.
 static int get_token(napi_env env, napi_value v, uint8_t out[TOKEN_LEN]) {
-  bool is_ta = false;
-  napi_typedarray_type type;
+  uint8_t *data;
   size_t len;
-  void *data;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
-  if (napi_get_typedarray_info(env, v, &type, &len, &data, NULL, NULL) != napi_ok) return -1;
-  if (type != napi_uint8_array || len != TOKEN_LEN) return -1;
+  if (get_bytes(env, v, &data, &len) != 0 || len != TOKEN_LEN) return -1;
   memcpy(out, data, TOKEN_LEN);
   return 0;
+}
+
+// The head every per-binding call shares — (handle, id, ...): the arguments, the open relay
+// and the u32 binding id. Returns the relay, or NULL after throwing.
+static relay_t *binding_call(napi_env env, napi_callback_info info, napi_value *argv, size_t n, const char *usage,
+                             uint32_t *id) {
+  size_t argc;
+  if (get_args(env, info, argv, n, &argc, n, usage)) return NULL;
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return NULL;
+  if (get_u32_arg(env, argv[1], id)) {
+    throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+    return NULL;
+  }
+  return r;
 }
 
 // relayOpen({ bind, port, maxBindings, packetsPerSecond, bytesPerSecond, burstSeconds }) → handle { port }
@@ -646,9 +557,8 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: relayOpen(options)");
   char bind_ip[64] = {0};
   size_t n = 0;
-  napi_valuetype bt;
-  if (napi_get_named_property(env, argv[0], "bind", &v) != napi_ok || napi_typeof(env, v, &bt) != napi_ok ||
-      bt != napi_string || napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
+  if (get_prop(env, argv[0], "bind", napi_string, &v) != 0 ||
+      napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: bind must be an IP address string");
   double port = 0, maxb = 4096, pps = 0, bps = 0, burst = 0.05;
   if (num_prop(env, argv[0], "port", &port) < 0 || !(port >= 0 && port <= 65535) || port != (int)port)
@@ -662,57 +572,15 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   if (num_prop(env, argv[0], "burstSeconds", &burst) < 0 || !(burst > 0 && burst <= 10))
     return throw_plain(env, "EINVAL", "EINVAL: burstSeconds must be in (0, 10]");
 
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  struct in_addr a4;
-  struct in6_addr a6;
-  int family;
-  memset(&ss, 0, sizeof ss);
-  if (inet_pton(AF_INET, bind_ip, &a4) == 1) {
-    family = AF_INET;
-    struct sockaddr_in *s = (void *)&ss;
-    s->sin_family = AF_INET;
-    s->sin_port = htons((uint16_t)port);
-    s->sin_addr = a4;
-    sl = sizeof *s;
-  } else if (inet_pton(AF_INET6, bind_ip, &a6) == 1) {
-    family = AF_INET6;
-    struct sockaddr_in6 *s = (void *)&ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    sl = sizeof *s;
-  } else {
-    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  }
-  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket");
-  int zero = 0, one = 1, big = 8 * 1024 * 1024;
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-  int gro = setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one) == 0;
-  int pmtu = family == AF_INET ? IP_PMTUDISC_PROBE : IPV6_PMTUDISC_PROBE;
-  if (family == AF_INET)
-    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  else
-    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, e, "bind");
-  }
-  struct sockaddr_storage bound;
-  socklen_t bl = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port =
-      ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  udp_socket_t sock;
+  const char *what;
+  if (udp_socket_open(bind_ip, (uint16_t)port, &sock, &what) != 0)
+    return what ? throw_errno(env, errno, what) : throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
+  int fd = sock.fd, family = sock.family, gro = sock.gro;
+  uint16_t bound_port = sock.port;
 
   relay_t *r = calloc(1, sizeof *r);
-  if (!r || !(r->rxbuf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
+  if (!r || !(r->rx.buf = malloc((size_t)RX_MSGS * RX_BUF_BYTES))) {
     free(r);
     close(fd);
     return throw_errno(env, ENOMEM, "allocating the relay");
@@ -729,12 +597,10 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
   pthread_mutex_init(&r->lock, NULL);
   r->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   napi_value handle;
-  if (r->stop_fd < 0 || napi_create_object(env, &handle) != napi_ok ||
-      napi_type_tag_object(env, handle, &RELAY_TAG) != napi_ok ||
-      napi_wrap(env, handle, r, finalize_handle, NULL, NULL) != napi_ok) {
+  if (r->stop_fd < 0 || handle_new(env, &RELAY_TAG, r, finalize_handle, &handle) != napi_ok) {
     if (r->stop_fd >= 0) close(r->stop_fd);
     close(fd);
-    free(r->rxbuf);
+    free(r->rx.buf);
     free(r);
     return throw_plain(env, "EM_NAPI", "edgemesh_relay: could not create the handle");
   }
@@ -751,15 +617,11 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
 
 // relayAddBinding(h, id, token0, token1): tokens are 32 random bytes each.
 static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: relayAddBinding(handle, id, token0, token1)");
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
   uint8_t t0[TOKEN_LEN], t1[TOKEN_LEN];
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 4, "EINVAL: relayAddBinding(handle, id, token0, token1)", &id);
+  if (!r) return NULL;
   if (get_token(env, argv[2], t0) || get_token(env, argv[3], t1))
     return throw_plain(env, "EINVAL", "EINVAL: tokens must be 32-byte Uint8Arrays");
   binding_t *b = calloc(1, sizeof *b);
@@ -799,14 +661,10 @@ static napi_value relay_add_binding(napi_env env, napi_callback_info info) {
 
 // relayRemoveBinding(h, id) → bool: its tokens and endpoints are forgotten at once.
 static napi_value relay_remove_binding(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], res;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: relayRemoveBinding(handle, id)");
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 2, "EINVAL: relayRemoveBinding(handle, id)", &id);
+  if (!r) return NULL;
   pthread_mutex_lock(&r->lock);
   binding_t **slot = binding_slot(r, id), *b = *slot;
   if (b) {
@@ -832,18 +690,7 @@ static napi_value endpoint_value(napi_env env, const member_t *m) {
   }
   char ip[INET6_ADDRSTRLEN];
   uint16_t port;
-  if (m->ep.ss_family == AF_INET) {
-    const struct sockaddr_in *a = (const void *)&m->ep;
-    inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-    port = ntohs(a->sin_port);
-  } else {
-    const struct sockaddr_in6 *a = (const void *)&m->ep;
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
-      inet_ntop(AF_INET, a->sin6_addr.s6_addr + 12, ip, sizeof ip);
-    else
-      inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-    port = ntohs(a->sin6_port);
-  }
+  sockaddr_to_text(&m->ep, ip, &port);
   napi_create_object(env, &o);
   napi_create_string_utf8(env, ip, NAPI_AUTO_LENGTH, &v);
   napi_set_named_property(env, o, "ip", v);
@@ -861,14 +708,10 @@ static void set_num(napi_env env, napi_value o, const char *k, double d) {
 // relayBinding(h, id) → { members: [{ endpoint, indexes, packets, bytes, rateDrops, halfOpenDrops,
 //   allocations, lastRxAgeMs }, ...×2], createdAgeMs } | undefined
 static napi_value relay_binding_info(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], o, arr;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: relayBinding(handle, id)");
-  relay_t *r = get_relay(env, argv[0]);
-  if (!r) return NULL;
   uint32_t id;
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  relay_t *r = binding_call(env, info, argv, 2, "EINVAL: relayBinding(handle, id)", &id);
+  if (!r) return NULL;
   uint64_t now = now_ns();
   pthread_mutex_lock(&r->lock);
   binding_t *b = *binding_slot(r, id);
@@ -908,10 +751,9 @@ static napi_value relay_binding_info(napi_env env, napi_callback_info info) {
 
 // relayStats(h) → { rxDatagrams, txDatagrams, txBytes, rxBatches, bindings, gso, drops: { reason: n } }
 static napi_value relay_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1], o, d, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: relayStats(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: relayStats(handle)")) return NULL;
   relay_t *r = get_relay(env, argv[0]);
   if (!r) return NULL;
   CHECK(env, napi_create_object(env, &o));
@@ -935,15 +777,12 @@ static napi_value relay_stats(napi_env env, napi_callback_info info) {
 }
 
 static napi_value relay_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: relayClose(handle)");
-  bool ok = false;
-  if (napi_check_object_type_tag(env, argv[0], &RELAY_TAG, &ok) != napi_ok || !ok)
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: relayClose(handle)")) return NULL;
+  void *p;
+  if (!handle_unwrap(env, argv[0], &RELAY_TAG, &p))
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_relay: not a relay handle");
-  void *p = NULL;
-  napi_unwrap(env, argv[0], &p);
   if (p) relay_shutdown(p);
   return NULL;
 }
@@ -951,17 +790,16 @@ static napi_value relay_close(napi_env env, napi_callback_info info) {
 // relayAllocateDatagram(token, bindingId, member, counter: bigint, indexes: number[]) → Uint8Array(64)
 // The member side's builder (the same code that checks it here).
 static napi_value relay_allocate_datagram(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
+  size_t argc;
   napi_value argv[5], ab, out;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) return throw_plain(env, "EINVAL", "EINVAL: relayAllocateDatagram(token, id, member, counter, indexes)");
+  if (get_args(env, info, argv, 5, &argc, 5, "EINVAL: relayAllocateDatagram(token, id, member, counter, indexes)")) return NULL;
   uint8_t token[TOKEN_LEN];
   uint32_t id, member, n = 0;
   uint64_t counter;
   bool lossless = false, is_array = false;
   if (get_token(env, argv[0], token)) return throw_plain(env, "EINVAL", "EINVAL: token must be a 32-byte Uint8Array");
-  if (get_u32(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
-  if (get_u32(env, argv[2], &member) || member > 1) return throw_plain(env, "EINVAL", "EINVAL: member must be 0 or 1");
+  if (get_u32_arg(env, argv[1], &id)) return throw_plain(env, "EINVAL", "EINVAL: binding id must be a u32");
+  if (get_u32_arg(env, argv[2], &member) || member > 1) return throw_plain(env, "EINVAL", "EINVAL: member must be 0 or 1");
   if (napi_get_value_bigint_uint64(env, argv[3], &counter, &lossless) != napi_ok || !lossless || counter == 0)
     return throw_plain(env, "EINVAL", "EINVAL: counter must be a bigint 1..2^64-1");
   if (napi_is_array(env, argv[4], &is_array) != napi_ok || !is_array ||
@@ -978,7 +816,7 @@ static napi_value relay_allocate_datagram(napi_env env, napi_callback_info info)
   for (uint32_t i = 0; i < n; i++) {
     napi_value e;
     uint32_t idx;
-    if (napi_get_element(env, argv[4], i, &e) != napi_ok || get_u32(env, e, &idx))
+    if (napi_get_element(env, argv[4], i, &e) != napi_ok || get_u32_arg(env, e, &idx))
       return throw_plain(env, "EINVAL", "EINVAL: indexes must be u32 numbers");
     put_le32(d + 16 + 4 * i, idx);
   }

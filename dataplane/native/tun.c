@@ -35,6 +35,9 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#define EM_MODULE "edgemesh_tun"
+#include "native_util.h"
+
 // Older kernel headers lack the UDP segmentation offload flags (Linux 6.2+).
 #ifndef TUN_F_USO4
 #define TUN_F_USO4 0x20
@@ -77,46 +80,15 @@ typedef struct {
   int err;  // non-zero: the reader stopped on this errno (buf is NULL)
 } batch_t;
 
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_tun: N-API call failed: " #call);                \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static const char *errno_name(int err) {
-  const char *n = strerrorname_np(err);
-  return n ? n : "EUNKNOWN";
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s failed (%s)", errno_name(err), what, strerror(err));
-  napi_throw_error(env, errno_name(err), msg);
-  return NULL;
-}
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
 // ---- reader thread -------------------------------------------------------------------
 
 static void *reader_main(void *arg) {
   tun_t *t = arg;
   const size_t cap = t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN;
   const size_t room = 4 + (t->vnet ? VNET_HDR_LEN : 0) + MAX_PACKET;
-  struct pollfd fds[2] = {{.fd = t->fd, .events = POLLIN}, {.fd = t->stop_fd, .events = POLLIN}};
-  while (!atomic_load(&t->stop)) {
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (atomic_load(&t->stop) || (fds[1].revents & POLLIN)) break;
-    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+  int ev;
+  while ((ev = reader_wait(t->fd, t->stop_fd, &t->stop)) >= 0) {
+    if (ev & (POLLERR | POLLHUP | POLLNVAL)) {
       batch_t *b = calloc(1, sizeof *b);
       if (b) {
         b->err = EIO;
@@ -228,9 +200,7 @@ static void tun_shutdown(tun_t *t) {
   t->closed = 1;
   atomic_store(&t->stop, 1);
   if (t->running) {
-    uint64_t one = 1;
-    ssize_t w = write(t->stop_fd, &one, sizeof one);
-    (void)w;
+    reader_stop(t->stop_fd, &t->stop);
     // Abort makes a reader blocked in napi_call_threadsafe_function return napi_closing.
     napi_release_threadsafe_function(t->tsfn, napi_tsfn_abort);
     pthread_join(t->thread, NULL);
@@ -255,14 +225,7 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
 static const napi_type_tag TUN_TAG = {0x6564676d65736830ULL, 0x74756e6465766963ULL};
 
 static tun_t *get_tun(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &TUN_TAG, &ok) != napi_ok || !ok) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_tun: not a TUN handle");
-    return NULL;
-  }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
-  return p;
+  return handle_arg(env, obj, &TUN_TAG, "edgemesh_tun: not a TUN handle");
 }
 
 // ---- helpers on the JS thread ---------------------------------------------------------
@@ -273,9 +236,7 @@ static int get_string(napi_env env, napi_value v, char *out, size_t cap, size_t 
 
 static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool dflt) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return dflt;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_boolean) return dflt;
+  if (get_prop(env, obj, key, napi_boolean, &v) != 0) return dflt;
   bool b = dflt;
   napi_get_value_bool(env, v, &b);
   return b;
@@ -283,9 +244,7 @@ static bool get_bool_prop(napi_env env, napi_value obj, const char *key, bool df
 
 static int32_t get_int_prop(napi_env env, napi_value obj, const char *key, int32_t dflt) {
   napi_value v;
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return dflt;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return dflt;
+  if (get_prop(env, obj, key, napi_number, &v) != 0) return dflt;
   int32_t n = dflt;
   napi_get_value_int32(env, v, &n);
   return n;
@@ -459,9 +418,7 @@ done:
   t->name[IFNAMSIZ - 1] = 0;
 
   napi_value handle;
-  CHECK(env, napi_create_object(env, &handle));
-  CHECK(env, napi_type_tag_object(env, handle, &TUN_TAG));
-  CHECK(env, napi_wrap(env, handle, t, finalize_tun, NULL, NULL));
+  CHECK(env, handle_new(env, &TUN_TAG, t, finalize_tun, &handle));
 
   napi_value v;
   CHECK(env, napi_create_string_utf8(env, t->name, NAPI_AUTO_LENGTH, &v));
@@ -489,10 +446,9 @@ done:
 
 // start(handle, callback(arrayBuffer|null, count, errnoName?)) — starts the reader thread.
 static napi_value tun_start(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: start(handle, callback)");
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: start(handle, callback)")) return NULL;
   tun_t *t = get_tun(env, argv[0]);
   if (!t) return NULL;
   if (t->closed) return throw_plain(env, "EBADF", "EBADF: the TUN device is closed");
@@ -520,21 +476,12 @@ static napi_value tun_start(napi_env env, napi_callback_info info) {
 // accepted. With offloads each packet is two parts (vnet header, IP packet) sent with one
 // writev(). status[k] is set to 1 when packet k was accepted, 0 when it was refused.
 static napi_value tun_write(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: write(handle, parts, partsPerPacket)");
+  if (get_args(env, info, argv, 4, &argc, 3, "EINVAL: write(handle, parts, partsPerPacket)")) return NULL;
   uint8_t *status = NULL;
   size_t status_len = 0;
-  if (argc >= 4) {
-    bool is_ta = false;
-    napi_typedarray_type type;
-    void *data = NULL;
-    if (napi_is_typedarray(env, argv[3], &is_ta) == napi_ok && is_ta &&
-        napi_get_typedarray_info(env, argv[3], &type, &status_len, &data, NULL, NULL) == napi_ok &&
-        type == napi_uint8_array)
-      status = data;
-  }
+  if (argc >= 4 && get_bytes(env, argv[3], &status, &status_len) != 0) status = NULL;
   tun_t *t = get_tun(env, argv[0]);
   if (!t) return NULL;
   if (t->closed) return throw_plain(env, "EBADF", "EBADF: the TUN device is closed");
@@ -548,13 +495,9 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
     int bad = 0;
     for (uint32_t j = 0; j < per; j++) {
       napi_value el;
-      bool is_ta = false;
-      napi_typedarray_type type;
       size_t len;
-      void *data;
-      if (napi_get_element(env, argv[1], i + j, &el) != napi_ok || napi_is_typedarray(env, el, &is_ta) != napi_ok ||
-          !is_ta || napi_get_typedarray_info(env, el, &type, &len, &data, NULL, NULL) != napi_ok ||
-          type != napi_uint8_array) {
+      uint8_t *data;
+      if (napi_get_element(env, argv[1], i + j, &el) != napi_ok || get_bytes(env, el, &data, &len) != 0) {
         bad = 1;
         break;
       }
@@ -587,10 +530,9 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
 
 // stats(handle) → { rxBatches, rxReadErrors, txErrors, lastTxError }
 static napi_value tun_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: stats(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: stats(handle)")) return NULL;
   tun_t *t = get_tun(env, argv[0]);
   if (!t) return NULL;
   napi_value o, v;
@@ -613,10 +555,9 @@ static napi_value tun_stats(napi_env env, napi_callback_info info) {
 
 // close(handle): stops the reader thread and closes the fd; a second call does nothing.
 static napi_value tun_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: close(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: close(handle)")) return NULL;
   tun_t *t = get_tun(env, argv[0]);
   if (!t) return NULL;
   tun_shutdown(t);

@@ -30,7 +30,6 @@
 // and the buffer goes back to the pool: no allocation per batch.
 // Errors thrown to JS carry the errno name first, as tun.c's.
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -42,27 +41,21 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
+#define EM_MODULE "edgemesh_udp"
+#include "native_util.h"
+#include "sockaddr_util.h"
 #include "udp_gso.h"
+#include "udp_socket.h"
 #include "udp_wire.h"
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
 
-#define MSG_DATA 4
-#define MSG_CONTROL 5
 #define MAX_DATAGRAM 65507
 #define MAX_CONTROL 1200
 // WireGuard's REJECT_AFTER_MESSAGES: far beyond any rekey-by-count, far below nonce reuse.
@@ -72,10 +65,8 @@
 // Send side: datagrams of one send() call, flushed early when full.
 #define TX_BUF_BYTES (2 * 1024 * 1024)
 #define TX_MAX_DGRAMS 2048
-#define TX_MAX_SEGS 64  // per UDP_SEGMENT message (the kernel's limit is 64 or 128)
-// Receive side.
-#define RX_MSGS 32
-#define RX_BUF_BYTES 65536
+#define TX_MAX_SEGS UDP_GSO_MAX_SEGS
+// Receive side (RX_MSGS messages of RX_BUF_BYTES per recvmmsg(): udp_socket.h).
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
 #define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
@@ -190,7 +181,7 @@ typedef struct udp {
   struct mmsghdr tx_msgs[TX_MAX_DGRAMS];
   struct iovec tx_iov[TX_MAX_DGRAMS];
   uint32_t tx_counts[TX_MAX_DGRAMS];  // datagrams per message
-  uint8_t tx_cmsg[TX_MAX_DGRAMS][CMSG_SPACE(sizeof(uint16_t))];
+  udp_gso_cmsg_t tx_cmsg[TX_MAX_DGRAMS];
   session_t *tx_sess;
   const struct sockaddr *tx_to;
   socklen_t tx_to_len;
@@ -201,37 +192,6 @@ typedef struct udp {
   atomic_uint last_overflow;
   atomic_int last_tx_errno;
 } udp_t;
-
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_udp: N-API call failed: " #call);                \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static const char *errno_name(int err) {
-  const char *n = strerrorname_np(err);
-  return n ? n : "EUNKNOWN";
-}
-
-static napi_value throw_errno(napi_env env, int err, const char *what) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s failed (%s)", errno_name(err), what, strerror(err));
-  napi_throw_error(env, errno_name(err), msg);
-  return NULL;
-}
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 
 // ---- sessions ----------------------------------------------------------------------------
@@ -343,13 +303,7 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
 }
 
 // Receive scratch space: recvmmsg() lands here before opening (one per receive mode).
-typedef struct {
-  uint8_t *buf;  // RX_MSGS * RX_BUF_BYTES
-  struct mmsghdr msgs[RX_MSGS];
-  struct iovec iov[RX_MSGS];
-  struct sockaddr_storage from[RX_MSGS];
-  uint8_t ctrl[RX_MSGS][CMSG_SPACE(sizeof(int)) + CMSG_SPACE(sizeof(uint32_t))];
-} rx_ctx_t;
+typedef udp_rx_batch_t rx_ctx_t;
 
 static rx_ctx_t *rx_ctx_new(void) {
   rx_ctx_t *rx = calloc(1, sizeof *rx);
@@ -382,17 +336,7 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
     int want = (int)(room / RX_MSG_WORST);
     if (want > RX_MSGS) want = RX_MSGS;
     if (want < RX_MSGS / 4) return 1;
-    for (int i = 0; i < want; i++) {
-      rx->iov[i].iov_base = rx->buf + (size_t)i * RX_BUF_BYTES;
-      rx->iov[i].iov_len = RX_BUF_BYTES;
-      memset(&rx->msgs[i].msg_hdr, 0, sizeof rx->msgs[i].msg_hdr);
-      rx->msgs[i].msg_hdr.msg_name = &rx->from[i];
-      rx->msgs[i].msg_hdr.msg_namelen = sizeof rx->from[i];
-      rx->msgs[i].msg_hdr.msg_iov = &rx->iov[i];
-      rx->msgs[i].msg_hdr.msg_iovlen = 1;
-      rx->msgs[i].msg_hdr.msg_control = rx->ctrl[i];
-      rx->msgs[i].msg_hdr.msg_controllen = sizeof rx->ctrl[i];
-    }
+    udp_rx_prepare(rx, want);
     int got = recvmmsg(u->fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
     if (got <= 0) return 0;
     uint64_t now = now_ns();
@@ -400,24 +344,14 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
     for (int i = 0; i < got; i++) {
       struct msghdr *m = &rx->msgs[i].msg_hdr;
       size_t len = rx->msgs[i].msg_len;
-      size_t seg = len;
-      for (struct cmsghdr *c = CMSG_FIRSTHDR(m); c; c = CMSG_NXTHDR(m, c)) {
-        if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO) {
-          int g;
-          memcpy(&g, CMSG_DATA(c), sizeof g);
-          if (g > 0) seg = (size_t)g;
-        } else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
-          uint32_t o;
-          memcpy(&o, CMSG_DATA(c), sizeof o);
-          uint32_t prev = atomic_exchange(&u->last_overflow, o);
-          if (o > prev) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], o - prev);
-        }
-      }
+      uint32_t overflowed;
+      size_t seg = udp_rx_cmsgs(m, len, &u->last_overflow, &overflowed);
+      if (overflowed) atomic_fetch_add(&u->drops[D_SOCKET_OVERFLOW], overflowed);
       if (m->msg_flags & MSG_TRUNC) {
         count_drop(u, D_OVERSIZE);
         continue;
       }
-      const uint8_t *base = rx->buf + (size_t)i * RX_BUF_BYTES;
+      const uint8_t *base = udp_rx_data(rx, i);
       for (size_t off = 0; off < len; off += seg) {
         size_t dl = len - off < seg ? len - off : seg;
         atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
@@ -433,15 +367,8 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
 static void *reader_main(void *arg) {
   udp_t *u = arg;
   rx_ctx_t *rx = rx_ctx_new();
-  struct pollfd fds[2] = {{.fd = u->fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
   if (!rx) return NULL;
-  while (!atomic_load(&u->stop)) {
-    int n = poll(fds, 2, -1);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    if (atomic_load(&u->stop) || (fds[1].revents & POLLIN)) break;
+  while (reader_wait(u->fd, u->stop_fd, &u->stop) >= 0) {
     int slot = pool_take(u);
     if (slot < 0) break;
     delivery_t *out = &u->deliveries[slot];
@@ -543,10 +470,7 @@ static void on_poll_closed(void *handle) {
 static void udp_shutdown(udp_t *u) {
   if (u->closed) return;
   u->closed = 1;
-  atomic_store(&u->stop, 1);
-  uint64_t one = 1;
-  ssize_t w = write(u->stop_fd, &one, sizeof one);
-  (void)w;
+  reader_stop(u->stop_fd, &u->stop);
   pthread_mutex_lock(&u->pool_lock);
   pthread_cond_broadcast(&u->pool_cond);
   pthread_mutex_unlock(&u->pool_lock);
@@ -616,14 +540,7 @@ static void finalize_handle(napi_env env, void *data, void *hint) {
 static const napi_type_tag UDP_TAG = {0x6564676d65736855ULL, 0x4450736573736e31ULL};
 
 static udp_t *get_udp(napi_env env, napi_value obj) {
-  bool ok = false;
-  if (napi_check_object_type_tag(env, obj, &UDP_TAG, &ok) != napi_ok || !ok) {
-    napi_throw_type_error(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
-    return NULL;
-  }
-  void *p = NULL;
-  napi_unwrap(env, obj, &p);
-  udp_t *u = p;
+  udp_t *u = handle_arg(env, obj, &UDP_TAG, "edgemesh_udp: not a UDP socket handle");
   if (u && u->closed) {
     throw_plain(env, "EBADF", "EBADF: the UDP socket is closed");
     return NULL;
@@ -633,74 +550,37 @@ static udp_t *get_udp(napi_env env, napi_value obj) {
 
 // ---- argument helpers --------------------------------------------------------------------
 
-static int prop(napi_env env, napi_value obj, const char *key, napi_valuetype want, napi_value *out) {
-  napi_valuetype t;
-  if (napi_get_named_property(env, obj, key, out) != napi_ok) return -1;
-  if (napi_typeof(env, *out, &t) != napi_ok) return -1;
-  if (t == napi_undefined) return 1;
-  return t == want ? 0 : -1;
-}
-
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
-  if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
-  return type == napi_uint8_array ? 0 : -1;
-}
-
-static int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
-  napi_get_value_double(env, v, &d);
-  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
-  *out = (uint32_t)d;
-  return 0;
-}
-
-// ip text + port → sockaddr fitting the socket's family (IPv4 as v4-mapped on a v6 socket).
-static int make_addr(udp_t *u, const char *ip, uint32_t port, struct sockaddr_storage *ss, socklen_t *len) {
-  struct in_addr a4;
-  struct in6_addr a6;
-  if (port == 0 || port > 65535) return -1;
-  memset(ss, 0, sizeof *ss);
-  if (inet_pton(AF_INET, ip, &a4) == 1) {
-    if (u->family == AF_INET) {
-      struct sockaddr_in *s = (void *)ss;
-      s->sin_family = AF_INET;
-      s->sin_port = htons((uint16_t)port);
-      s->sin_addr = a4;
-      *len = sizeof *s;
-    } else {
-      struct sockaddr_in6 *s = (void *)ss;
-      s->sin6_family = AF_INET6;
-      s->sin6_port = htons((uint16_t)port);
-      s->sin6_addr.s6_addr[10] = s->sin6_addr.s6_addr[11] = 0xff;
-      memcpy(s->sin6_addr.s6_addr + 12, &a4, 4);
-      *len = sizeof *s;
-    }
-    return 0;
-  }
-  if (inet_pton(AF_INET6, ip, &a6) == 1 && u->family == AF_INET6) {
-    struct sockaddr_in6 *s = (void *)ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    *len = sizeof *s;
-    return 0;
-  }
-  return -1;
-}
-
-static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, struct sockaddr_storage *ss,
-                        socklen_t *len) {
+// An endpoint given as (ip text, port) arguments: 0 with *len set, or -1 after throwing
+// EINVAL. With `optional`, an undefined ip means none (*len = 0).
+static int get_endpoint(napi_env env, udp_t *u, napi_value ip_v, napi_value port_v, bool optional,
+                        struct sockaddr_storage *ss, socklen_t *len) {
   char ip[64];
   size_t n = 0;
   uint32_t port;
-  if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1) return -1;
-  if (get_u32_arg(env, port_v, &port) != 0) return -1;
-  return make_addr(u, ip, port, ss, len);
+  napi_valuetype t;
+  *len = 0;
+  if (optional && napi_typeof(env, ip_v, &t) == napi_ok && t == napi_undefined) return 0;
+  // IPv4 text becomes v4-mapped on a dual-stack socket.
+  if (napi_get_value_string_utf8(env, ip_v, ip, sizeof ip, &n) != napi_ok || n == 0 || n >= sizeof ip - 1 ||
+      get_u32_arg(env, port_v, &port) != 0 || sockaddr_for_family(u->family, ip, port, ss, len) != 0) {
+    throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+    return -1;
+  }
+  return 0;
+}
+
+// The head every per-session call shares — (handle, localIndex, ...): the arguments, the
+// open socket and the u32 localIndex. Returns the socket, or NULL after throwing.
+static udp_t *session_call(napi_env env, napi_callback_info info, napi_value *argv, size_t cap, size_t *argc,
+                           size_t min, const char *usage, uint32_t *li) {
+  if (get_args(env, info, argv, cap, argc, min, usage)) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (get_u32_arg(env, argv[1], li)) {
+    throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+    return NULL;
+  }
+  return u;
 }
 
 // ---- open --------------------------------------------------------------------------------
@@ -715,30 +595,30 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: udpOpen(options, callback)");
   char bind_ip[64] = {0}, cipher_name[32] = {0};
   size_t n = 0;
-  if (prop(env, argv[0], "bind", napi_string, &v) != 0 ||
+  if (get_prop(env, argv[0], "bind", napi_string, &v) != 0 ||
       napi_get_value_string_utf8(env, v, bind_ip, sizeof bind_ip, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: bind must be an IP address string");
   uint32_t port = 0, mtu = 0;
-  if (prop(env, argv[0], "port", napi_number, &v) != 0 || get_u32_arg(env, v, &port) != 0 || port > 65535)
+  if (get_prop(env, argv[0], "port", napi_number, &v) != 0 || get_u32_arg(env, v, &port) != 0 || port > 65535)
     return throw_plain(env, "EINVAL", "EINVAL: port must be an integer 0-65535");
-  if (prop(env, argv[0], "mtu", napi_number, &v) != 0 || get_u32_arg(env, v, &mtu) != 0 || mtu < 576 ||
+  if (get_prop(env, argv[0], "mtu", napi_number, &v) != 0 || get_u32_arg(env, v, &mtu) != 0 || mtu < 576 ||
       mtu > MAX_DATAGRAM - OVERHEAD)
     return throw_plain(env, "EINVAL", "EINVAL: mtu must be an integer 576-65475");
-  if (prop(env, argv[0], "cipher", napi_string, &v) != 0 ||
+  if (get_prop(env, argv[0], "cipher", napi_string, &v) != 0 ||
       napi_get_value_string_utf8(env, v, cipher_name, sizeof cipher_name, &n) != napi_ok)
     return throw_plain(env, "EINVAL", "EINVAL: cipher must be a string");
   const EVP_CIPHER *cipher = cipher_by_name(cipher_name);
   if (!cipher) return throw_plain(env, "EINVAL", "EINVAL: cipher must be aes-256-gcm or chacha20-poly1305");
   bool coalesce = true;
-  if (prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
+  if (get_prop(env, argv[0], "coalesce", napi_boolean, &v) == 0) napi_get_value_bool(env, v, &coalesce);
   char receiver[16] = "thread";
-  if (prop(env, argv[0], "receiver", napi_string, &v) == 0)
+  if (get_prop(env, argv[0], "receiver", napi_string, &v) == 0)
     napi_get_value_string_utf8(env, v, receiver, sizeof receiver, &n);
   int loop_mode = strcmp(receiver, "loop") == 0;
   if (!loop_mode && strcmp(receiver, "thread") != 0)
     return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread' or 'loop'");
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
-  int has = prop(env, argv[0], "counterLimit", napi_number, &v);
+  int has = get_prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
   if (has == 0) {
     double d;
@@ -747,56 +627,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     limit = (uint64_t)d;
   }
 
-  struct in_addr a4;
-  struct in6_addr a6;
-  int family;
-  struct sockaddr_storage ss;
-  socklen_t sl;
-  memset(&ss, 0, sizeof ss);
-  if (inet_pton(AF_INET, bind_ip, &a4) == 1) {
-    family = AF_INET;
-    struct sockaddr_in *s = (void *)&ss;
-    s->sin_family = AF_INET;
-    s->sin_port = htons((uint16_t)port);
-    s->sin_addr = a4;
-    sl = sizeof *s;
-  } else if (inet_pton(AF_INET6, bind_ip, &a6) == 1) {
-    family = AF_INET6;
-    struct sockaddr_in6 *s = (void *)&ss;
-    s->sin6_family = AF_INET6;
-    s->sin6_port = htons((uint16_t)port);
-    s->sin6_addr = a6;
-    sl = sizeof *s;
-  } else {
-    return throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
-  }
-  int fd = socket(family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return throw_errno(env, errno, "socket");
-  int zero = 0, one = 1, big = 8 * 1024 * 1024;
-  if (family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);  // '::' takes IPv4 too
-  // Big buffers absorb bursts between batches; FORCE passes rmem_max when we may (root).
-  if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
-  if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof big) < 0)
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
-  setsockopt(fd, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
-  setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);  // optional: without it, one datagram per message
-  // The tunnel relies on path MTU for inner packets; the outer packets never fragment.
-  int pmtu = family == AF_INET ? IP_PMTUDISC_PROBE : IPV6_PMTUDISC_PROBE;
-  if (family == AF_INET)
-    setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  else
-    setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu, sizeof pmtu);
-  if (bind(fd, (struct sockaddr *)&ss, sl) < 0) {
-    int e = errno;
-    close(fd);
-    return throw_errno(env, e, "bind");
-  }
-  struct sockaddr_storage bound;
-  socklen_t bl = sizeof bound;
-  getsockname(fd, (struct sockaddr *)&bound, &bl);
-  uint16_t bound_port =
-      ntohs(family == AF_INET ? ((struct sockaddr_in *)&bound)->sin_port : ((struct sockaddr_in6 *)&bound)->sin6_port);
+  udp_socket_t sock;
+  const char *what;
+  if (udp_socket_open(bind_ip, (uint16_t)port, &sock, &what) != 0)
+    return what ? throw_errno(env, errno, what) : throw_plain(env, "EINVAL", "EINVAL: bind must be an IPv4 or IPv6 address");
+  int fd = sock.fd, family = sock.family;
+  uint16_t bound_port = sock.port;
 
   udp_t *u = calloc(1, sizeof *u);
   if (!u) {
@@ -870,9 +706,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     u->refs = 2;
     napi_unref_threadsafe_function(env, u->tsfn);  // an open socket alone does not keep Node alive
   }
-  CHECK(env, napi_create_object(env, &handle));
-  CHECK(env, napi_type_tag_object(env, handle, &UDP_TAG));
-  CHECK(env, napi_wrap(env, handle, u, finalize_handle, NULL, NULL));
+  CHECK(env, handle_new(env, &UDP_TAG, u, finalize_handle, &handle));
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
   if (!loop_mode) {
@@ -892,10 +726,9 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
 
 // addSession(h, localIndex, remoteIndex, txKey, rxKey, ip?, port?)
 static napi_value udp_add_session(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
+  size_t argc;
   napi_value argv[7];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 5) return throw_plain(env, "EINVAL", "EINVAL: addSession(handle, localIndex, remoteIndex, txKey, rxKey)");
+  if (get_args(env, info, argv, 7, &argc, 5, "EINVAL: addSession(handle, localIndex, remoteIndex, txKey, rxKey)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint32_t li, ri;
@@ -907,12 +740,7 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: keys must be 32-byte Uint8Arrays");
   struct sockaddr_storage ep;
   socklen_t ep_len = 0;
-  if (argc >= 7) {
-    napi_valuetype t;
-    napi_typeof(env, argv[5], &t);
-    if (t != napi_undefined && get_endpoint(env, u, argv[5], argv[6], &ep, &ep_len) != 0)
-      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
-  }
+  if (argc >= 7 && get_endpoint(env, u, argv[5], argv[6], true, &ep, &ep_len) != 0) return NULL;
   if (find_session(u, li)) return throw_plain(env, "EEXIST", "EEXIST: a session with this localIndex exists");
   if (u->sessions >= MAX_SESSIONS) return throw_plain(env, "ENOSPC", "ENOSPC: too many sessions on this socket");
   session_t *s = calloc(1, sizeof *s);
@@ -941,18 +769,14 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
 
 // setEndpoint(h, localIndex, ip, port)
 static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: setEndpoint(handle, localIndex, ip, port)");
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 4, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port)", &li);
+  if (!u) return NULL;
   struct sockaddr_storage ep;
   socklen_t len;
-  if (get_endpoint(env, u, argv[2], argv[3], &ep, &len) != 0)
-    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  if (get_endpoint(env, u, argv[2], argv[3], false, &ep, &len) != 0) return NULL;
   session_t *s = find_session(u, li);
   if (!s) return throw_plain(env, "ENOENT", "ENOENT: no session with this localIndex");
   // Only the JS thread reads the endpoint: no lock needed.
@@ -963,14 +787,11 @@ static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
 
 // removeSession(h, localIndex) → bool
 static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: removeSession(handle, localIndex)");
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 2, &argc, 2, "EINVAL: removeSession(handle, localIndex)", &li);
+  if (!u) return NULL;
   session_t *found = NULL;
   pthread_mutex_lock(&u->lock);
   for (session_t **p = bucket_of(u, li); *p; p = &(*p)->next)
@@ -988,14 +809,11 @@ static napi_value udp_remove_session(napi_env env, napi_callback_info info) {
 
 // session(h, localIndex) → { txCounter, rxPackets, lastRxAgeMs, createdAgeMs } | undefined
 static napi_value udp_session_info(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
+  size_t argc;
   napi_value argv[2], o, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 2) return throw_plain(env, "EINVAL", "EINVAL: session(handle, localIndex)");
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 2, &argc, 2, "EINVAL: session(handle, localIndex)", &li);
+  if (!u) return NULL;
   session_t *s = find_session(u, li);
   if (!s) {
     CHECK(env, napi_get_undefined(env, &o));
@@ -1041,16 +859,7 @@ static uint32_t tx_build(udp_t *u, int gso) {
     m->msg_namelen = u->tx_to_len;
     m->msg_iov = &u->tx_iov[nmsg];
     m->msg_iovlen = 1;
-    if (j - i > 1) {
-      m->msg_control = u->tx_cmsg[nmsg];
-      m->msg_controllen = CMSG_SPACE(sizeof(uint16_t));
-      struct cmsghdr *c = CMSG_FIRSTHDR(m);
-      c->cmsg_level = SOL_UDP;
-      c->cmsg_type = UDP_SEGMENT;
-      c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-      uint16_t gs = (uint16_t)len;
-      memcpy(CMSG_DATA(c), &gs, sizeof gs);
-    }
+    if (j - i > 1) udp_tx_set_gso(m, u->tx_cmsg[nmsg], (uint16_t)len);
     u->tx_counts[nmsg] = j - i;
     off += total;
     nmsg++;
@@ -1148,14 +957,11 @@ static void tx_commit(void *ctx, size_t len) {
 
 // send(h, localIndex, parts: Uint8Array[] (vnet, data pairs)) → packets accepted
 static napi_value udp_send(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
+  size_t argc;
   napi_value argv[3], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: send(handle, localIndex, parts)");
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li, n = 0, accepted = 0;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 3, &argc, 3, "EINVAL: send(handle, localIndex, parts)", &li);
+  if (!u) return NULL;
   bool is_array = false;
   if (napi_is_array(env, argv[2], &is_array) != napi_ok || !is_array)
     return throw_plain(env, "EINVAL", "EINVAL: parts must be an array");
@@ -1216,26 +1022,18 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
 
 // sendControl(h, localIndex, message, ip?, port?) → bool
 static napi_value udp_send_control(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
+  size_t argc;
   napi_value argv[5], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 3) return throw_plain(env, "EINVAL", "EINVAL: sendControl(handle, localIndex, message, ip?, port?)");
-  udp_t *u = get_udp(env, argv[0]);
-  if (!u) return NULL;
   uint32_t li;
   uint8_t *msg;
   size_t ml;
-  if (get_u32_arg(env, argv[1], &li)) return throw_plain(env, "EINVAL", "EINVAL: localIndex must be a u32");
+  udp_t *u = session_call(env, info, argv, 5, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?)", &li);
+  if (!u) return NULL;
   if (get_bytes(env, argv[2], &msg, &ml) || ml > MAX_CONTROL)
     return throw_plain(env, "EINVAL", "EINVAL: a control message is a Uint8Array of at most 1200 bytes");
   struct sockaddr_storage to;
   socklen_t to_len = 0;
-  if (argc >= 5) {
-    napi_valuetype t;
-    napi_typeof(env, argv[3], &t);
-    if (t != napi_undefined && get_endpoint(env, u, argv[3], argv[4], &to, &to_len) != 0)
-      return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
-  }
+  if (argc >= 5 && get_endpoint(env, u, argv[3], argv[4], true, &to, &to_len) != 0) return NULL;
   session_t *s = find_session(u, li);
   bool ok = false;
   if (!s) {
@@ -1266,20 +1064,18 @@ static napi_value udp_send_control(napi_env env, napi_callback_info info) {
 // by relay.c's relayAllocateDatagram) from this socket, so the relay learns the endpoint this
 // socket's sessions use. Nothing else leaves raw: the type and length are checked.
 static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
+  size_t argc;
   napi_value argv[4], r;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 4) return throw_plain(env, "EINVAL", "EINVAL: sendRelayAllocate(handle, datagram, ip, port)");
+  if (get_args(env, info, argv, 4, &argc, 4, "EINVAL: sendRelayAllocate(handle, datagram, ip, port)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   uint8_t *d;
   size_t dl;
-  if (get_bytes(env, argv[1], &d, &dl) || dl != 64 || d[0] != 6)
+  if (get_bytes(env, argv[1], &d, &dl) || dl != ALLOC_LEN || d[0] != MSG_ALLOCATE)
     return throw_plain(env, "EINVAL", "EINVAL: not a relay allocate datagram (64 bytes, type 6)");
   struct sockaddr_storage to;
   socklen_t to_len = 0;
-  if (get_endpoint(env, u, argv[2], argv[3], &to, &to_len) != 0)
-    return throw_plain(env, "EINVAL", "EINVAL: bad endpoint (IP text of the socket's family, port 1-65535)");
+  if (get_endpoint(env, u, argv[2], argv[3], false, &to, &to_len) != 0) return NULL;
   ssize_t w = sendto(u->fd, d, dl, MSG_DONTWAIT, (struct sockaddr *)&to, to_len);
   if (w < 0) {
     int e = errno;
@@ -1292,10 +1088,9 @@ static napi_value udp_send_relay_allocate(napi_env env, napi_callback_info info)
 
 // stats(h) → { rxDatagrams, txDatagrams, rxBatches, sessions, gso, drops: { reason: n } }
 static napi_value udp_stats(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1], o, d, v;
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: stats(handle)");
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: stats(handle)")) return NULL;
   udp_t *u = get_udp(env, argv[0]);
   if (!u) return NULL;
   CHECK(env, napi_create_object(env, &o));
@@ -1330,15 +1125,12 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
 }
 
 static napi_value udp_close(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
+  size_t argc;
   napi_value argv[1];
-  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc < 1) return throw_plain(env, "EINVAL", "EINVAL: close(handle)");
-  bool ok = false;
-  if (napi_check_object_type_tag(env, argv[0], &UDP_TAG, &ok) != napi_ok || !ok)
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: close(handle)")) return NULL;
+  void *p;
+  if (!handle_unwrap(env, argv[0], &UDP_TAG, &p))
     return throw_plain(env, "EM_BAD_HANDLE", "edgemesh_udp: not a UDP socket handle");
-  void *p = NULL;
-  napi_unwrap(env, argv[0], &p);
   if (p) udp_shutdown(p);
   return NULL;
 }

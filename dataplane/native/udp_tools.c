@@ -3,50 +3,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <node_api.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#define EM_MODULE "edgemesh_udp"
+#include "native_util.h"
 #include "udp_gso.h"
 #include "udp_wire.h"
-
-#define CHECK(env, call)                                                                           \
-  do {                                                                                             \
-    if ((call) != napi_ok) {                                                                       \
-      napi_throw_error((env), "EM_NAPI", "edgemesh_udp: N-API call failed: " #call);                \
-      return NULL;                                                                                 \
-    }                                                                                              \
-  } while (0)
-
-static napi_value throw_plain(napi_env env, const char *code, const char *msg) {
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static int get_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len) {
-  bool is_ta = false;
-  napi_typedarray_type type;
-  if (napi_is_typedarray(env, v, &is_ta) != napi_ok || !is_ta) return -1;
-  if (napi_get_typedarray_info(env, v, &type, len, (void **)data, NULL, NULL) != napi_ok) return -1;
-  return type == napi_uint8_array ? 0 : -1;
-}
-
-static int get_u32_arg(napi_env env, napi_value v, uint32_t *out) {
-  napi_valuetype t;
-  double d;
-  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
-  napi_get_value_double(env, v, &d);
-  if (!(d >= 0 && d <= 4294967295.0) || d != (double)(uint32_t)d) return -1;
-  *out = (uint32_t)d;
-  return 0;
-}
 
 typedef struct {
   uint8_t *buf;

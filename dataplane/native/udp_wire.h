@@ -1,6 +1,6 @@
-// The session wire format's cryptography and replay window, shared by the UDP engine
-// (udp.c) and its test/bench helpers (udp_tools.c). The format itself is described at the
-// top of udp.c.
+// The session wire format's constants, cryptography and replay window, shared by the UDP
+// engine (udp.c), its test/bench helpers (udp_tools.c) and the relay (relay.c). The format
+// itself is described at the top of udp.c (sessions) and relay.c (allocate).
 #ifndef EDGEMESH_UDP_WIRE_H
 #define EDGEMESH_UDP_WIRE_H
 #include <openssl/evp.h>
@@ -12,6 +12,16 @@
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "the UDP session wire helpers assume a little-endian host (x86-64, arm64)"
 #endif
+
+// Datagram types (byte 0). 4 and 5 are sealed session datagrams (udp.c); 6 is the relay's
+// allocate datagram (relay.c builds and checks it; udp.c only checks the type before sending
+// one). The relay forwards 4 and 5 without opening them, so both sides must agree on these.
+#define MSG_DATA 4
+#define MSG_CONTROL 5
+#define MSG_ALLOCATE 6
+// The relay allocate datagram: 32 signed bytes, then their HMAC-SHA256 (layout in relay.c).
+#define ALLOC_LEN 64
+#define ALLOC_SIGNED 32
 
 #define HDR_LEN 16
 #define TAG_LEN 16
