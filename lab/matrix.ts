@@ -59,7 +59,7 @@ async function limit<T, R>(items: T[], concurrency: number, fn: (item: T) => Pro
  */
 export async function runMatrix(
   lab: Lab,
-  opts: { timeoutMs?: number; concurrency?: number; families?: Array<4 | 6> } = {},
+  opts: { timeoutMs?: number; concurrency?: number; families?: Array<4 | 6>; settleMs?: number } = {},
 ): Promise<MatrixResult> {
   const started = Date.now();
   const timeoutMs = opts.timeoutMs ?? 20_000;
@@ -78,9 +78,10 @@ export async function runMatrix(
     if (rtt !== null && target) rtt = (await pingFrom(a.netns, target, 2)) ?? rtt;
     return { a, b, target: target ?? '', rtt, seconds };
   });
-  // Paths after the traffic: on-demand connections exist now.
-  const statuses = new Map<string, Awaited<ReturnType<Lab['agentStatus']>> | undefined>();
-  for (const node of lab.nodes) statuses.set(node.name, await lab.agentStatus(node.name).catch(() => undefined));
+  // Paths after the traffic: on-demand connections exist now, and a pair that started
+  // relayed may be moving to a punched path. Wait until no path changed for 1.5 s (at most
+  // settleMs), so the matrix shows where traffic settles, not a moment of the handover.
+  const statuses = await settledStatuses(lab, opts.settleMs ?? 8000);
   const entries = measured.map(({ a, b, target, rtt, seconds }) => {
     const path =
       a.node === b.node
@@ -108,6 +109,28 @@ function pad(s: string, n: number): string {
 }
 
 /** The matrix as a table a human reads, plus one summary line per site pair. */
+type StatusMap = Map<string, Awaited<ReturnType<Lab['agentStatus']>> | undefined>;
+
+async function settledStatuses(lab: Lab, settleMs: number): Promise<StatusMap> {
+  const read = async (): Promise<StatusMap> => {
+    const m: StatusMap = new Map();
+    for (const node of lab.nodes) m.set(node.name, await lab.agentStatus(node.name).catch(() => undefined));
+    return m;
+  };
+  const key = (m: StatusMap) =>
+    [...m].map(([n, s]) => `${n}:${(s?.peers ?? []).map((p) => `${p.node}=${p.path}`).join(',')}`).join(';');
+  const deadline = Date.now() + settleMs;
+  let last = await read();
+  let stableSince = Date.now();
+  while (Date.now() < deadline && Date.now() - stableSince < 1500) {
+    await new Promise((r) => setTimeout(r, 300));
+    const next = await read();
+    if (key(next) !== key(last)) stableSince = Date.now();
+    last = next;
+  }
+  return last;
+}
+
 export function formatMatrix(result: MatrixResult): string {
   const rows = [['FROM', 'TO', 'SITES', 'DST IP', 'RESULT', 'FIRST REPLY', 'RTT', 'PATH']];
   for (const e of result.entries) {
