@@ -22,6 +22,12 @@ import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
 import { punchRetryDelayMs } from './punch-schedule.ts';
+import {
+  RELAY_BINDING_PROTOCOL,
+  type RelayBindingCounters,
+  RelayBindingService,
+  type RelayLike,
+} from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
 import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
@@ -38,10 +44,19 @@ export interface ForwarderLike {
 
 /**
  * How traffic reaches a peer, best first: kernel route (same site), UDP session straight to
- * the peer, UDP session through punched NAT mappings, then the libp2p stream tunnel over a
- * direct, hole-punched or relayed connection.
+ * the peer, UDP session through punched NAT mappings, UDP session through a relay node's UDP
+ * relay (sealed datagrams forwarded unopened), then the libp2p stream tunnel over a direct,
+ * hole-punched or relayed connection.
  */
-export type PathKind = 'host-gw' | 'udp-direct' | 'udp-punched' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+export type PathKind =
+  | 'host-gw'
+  | 'udp-direct'
+  | 'udp-punched'
+  | 'udp-relayed'
+  | 'direct'
+  | 'hole-punched'
+  | 'relayed'
+  | 'none';
 
 export interface PeerStatus {
   node: string;
@@ -69,6 +84,8 @@ export interface OverlayCounters {
   observed: { answered: number; refused: number };
   /** UDP sessions, probing and the path ladder (absent without a UDP socket). */
   udp?: UdpCarrierCounters;
+  /** Binding requests this relay node served (absent unless it runs a UDP relay). */
+  relayBindings?: RelayBindingCounters;
 }
 
 export interface OverlayOptions {
@@ -102,6 +119,11 @@ export interface OverlayOptions {
   udpRekeyAfterMs?: number;
   udpKeepaliveMs?: number;
   ladderTuning?: LadderTuning;
+  /**
+   * A relay node's UDP relay (dataplane/udp-relay.ts, opened by the agent): bindings for
+   * cluster members are granted over /edgemesh/udp-relay/1.0.0. The caller closes it after stop().
+   */
+  udpRelay?: RelayLike;
 }
 
 export interface OverlayEvents {
@@ -235,6 +257,7 @@ class OverlayImpl implements Overlay {
   readonly #probes = new Map<string, ConnectionProbe>();
   readonly #observed: { answered: number; refused: number };
   readonly #udp: UdpCarrier | undefined;
+  readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
   #badFrames = 0;
   #tunnelsOpened = 0;
@@ -266,6 +289,7 @@ class OverlayImpl implements Overlay {
     this.#punch.start();
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
+    this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
@@ -426,6 +450,23 @@ class OverlayImpl implements Overlay {
 
   udpPort(): number | undefined {
     return this.#udp?.port;
+  }
+
+  #serveRelayBindings(relay: RelayLike): RelayBindingService {
+    const service = new RelayBindingService({
+      relay,
+      // Membership is the directory's (a node that left is refused even on an open connection).
+      isMember: (peerId) => this.#dir.has(peerId),
+      log: this.#log.child({ component: 'udp-relay' }),
+    });
+    void this.host.handle(RELAY_BINDING_PROTOCOL, (stream, conn) => service.serve(stream, conn.remotePeer.toString()), {
+      maxInboundStreams: 16,
+    });
+    this.#dir.on('peer:removed', (peer) => {
+      if (!relay.closed) service.forgetMember(peer.peerId);
+    });
+    service.start();
+    return service;
   }
 
   /**
@@ -773,6 +814,11 @@ class OverlayImpl implements Overlay {
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
+      ...(this.#relayBindings === undefined
+        ? {}
+        : {
+            relayBindings: { ...this.#relayBindings.counters, refused: { ...this.#relayBindings.counters.refused } },
+          }),
     };
   }
 
@@ -782,6 +828,7 @@ class OverlayImpl implements Overlay {
     for (const t of this.#timers) clearInterval(t);
     this.#reservations.stop();
     this.#punch.stop();
+    this.#relayBindings?.stop();
     for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
     await this.#udp?.stop();
     await this.host.stop();

@@ -8,7 +8,7 @@
 import type { PathKind } from './overlay.ts';
 
 export type TransportMode = 'auto' | 'udp' | 'stream';
-export type UdpPathKind = 'udp-direct' | 'udp-punched';
+export type UdpPathKind = 'udp-direct' | 'udp-punched' | 'udp-relayed';
 export type StreamPathKind = 'direct' | 'hole-punched' | 'relayed' | 'none';
 
 export interface UdpFacts {

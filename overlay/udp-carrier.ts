@@ -13,6 +13,7 @@ import type { PathKind } from './overlay.ts';
 import { type LadderTuning, type StreamPathKind, type TransportMode, visiblePath } from './path-ladder.ts';
 import { isUsableCandidateIp } from './session-protocol.ts';
 import { type UdpPathCounters, UdpPaths } from './udp-paths.ts';
+import { type RelayAllocateArgs, UdpRelayPath, type UdpRelayPathCounters } from './udp-relay-path.ts';
 import { type UdpSessionCounters, UdpSessions } from './udp-sessions.ts';
 import { type DataSocketLike, endpointKey, type UdpEndpoint } from './udp-types.ts';
 
@@ -26,6 +27,8 @@ export interface UdpSocketFactory {
   open(handlers: UdpSocketHandlers): DataSocketLike & { readonly mtu?: number; close(): void };
   /** The AEAD the socket runs (both ends must match). Default 'aes-256-gcm'. */
   cipher?: string;
+  /** Builds UDP relay allocate datagrams (dataplane/udp-relay.ts); absent: no udp-relayed rung. */
+  allocateDatagram?: (a: RelayAllocateArgs) => Uint8Array;
 }
 
 export interface UdpCarrierOptions {
@@ -63,12 +66,15 @@ export interface UdpCarrierCounters {
   receiveErrors: number;
   /** Datagrams the native socket refused (forged, replayed, truncated, unknown index...), by reason. */
   socketDrops: Record<string, number>;
+  /** The udp-relayed rung (absent when the socket cannot use UDP relays). */
+  relay?: UdpRelayPathCounters;
 }
 
 export class UdpCarrier {
   readonly socket: DataSocketLike & { readonly mtu?: number; close(): void };
   readonly sessions: UdpSessions;
   readonly paths: UdpPaths;
+  readonly relay: UdpRelayPath | undefined;
   readonly #o: UdpCarrierOptions;
   #observedIp: string | undefined;
   readonly #timer: NodeJS.Timeout;
@@ -97,6 +103,24 @@ export class UdpCarrier {
       ...(opts.rekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.rekeyAfterMs }),
       ...(opts.graceMs === undefined ? {} : { graceMs: opts.graceMs }),
     });
+    const socket = this.socket;
+    const allocateDatagram = opts.factory.allocateDatagram;
+    this.relay =
+      allocateDatagram !== undefined && socket.sendRelayAllocate !== undefined
+        ? new UdpRelayPath({
+            directory: opts.directory,
+            selfPeerId: opts.host.peerId.toString(),
+            sendAllocate: (relay, datagram) => socket.sendRelayAllocate!(relay, datagram),
+            allocateDatagram,
+            connectionTo: opts.connectionTo,
+            ackAgeMs: (node) => {
+              const f = this.paths.facts(node);
+              const at = f?.lastRxAt ?? f?.confirmedAt;
+              return at === undefined ? undefined : Date.now() - at;
+            },
+            log: opts.log,
+          })
+        : undefined;
     this.paths = new UdpPaths({
       socket: this.socket,
       nodeOf: (i) => this.sessions.nodeOf(i),
@@ -113,6 +137,7 @@ export class UdpCarrier {
       },
       ...(opts.tuning === undefined ? {} : { tuning: opts.tuning }),
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
+      ...(this.relay === undefined ? {} : { relay: this.relay }),
     });
     void this.#refreshObservedIp();
     this.#timer = setInterval(() => void this.#refreshObservedIp(), 30_000);
@@ -173,12 +198,16 @@ export class UdpCarrier {
       unknownIndex: this.#unknownIndex,
       receiveErrors: this.#receiveErrors,
       socketDrops: { ...(this.socket.stats?.().drops ?? {}) },
+      ...(this.relay === undefined
+        ? {}
+        : { relay: { ...this.relay.counters, grantFailures: { ...this.relay.counters.grantFailures } } }),
     };
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.paths.stop();
+    this.relay?.stop();
     await this.sessions.stop();
     this.socket.close();
   }
