@@ -118,6 +118,7 @@ export class UdpCarrier {
               const at = f?.lastRxAt ?? f?.confirmedAt;
               return at === undefined ? undefined : Date.now() - at;
             },
+            probeSoon: (node) => this.paths.probeSoon(node),
             log: opts.log,
           })
         : undefined;

@@ -235,6 +235,12 @@ export class UdpPaths {
     return this.#peers.get(node)?.endpoint;
   }
 
+  /** Probe the node's candidates at the next tick (a relay just registered us). */
+  probeSoon(node: string): void {
+    const p = this.#peers.get(node);
+    if (p !== undefined) p.lastProbeAt = 0;
+  }
+
   /** Authentic data arrived on `localIndex` (the socket opened it): the peer uses that session. */
   onData(localIndex: number): void {
     const node = this.#o.nodeOf(localIndex);

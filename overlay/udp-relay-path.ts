@@ -83,6 +83,8 @@ export interface UdpRelayPathOptions {
   connectionTo: (node: string) => Promise<Connection>;
   /** Milliseconds since the peer's UDP path last answered us (undefined: never confirmed). */
   ackAgeMs: (node: string) => number | undefined;
+  /** A relay just registered us: probe now rather than at the next slow round. */
+  probeSoon?: (node: string) => void;
   log: Logger;
   request?: typeof requestRelayBinding;
   maxRelays?: number;
@@ -230,7 +232,9 @@ export class UdpRelayPath {
       // Silent path: a relay may have restarted and forgotten us; asking again is idempotent.
       const quiet = age === undefined || age >= REBIND_AFTER_SILENCE_MS;
       for (const side of p.sides.values()) {
-        const retryMs = side.grant === undefined ? 2000 : quiet ? REBIND_AFTER_SILENCE_MS : Number.POSITIVE_INFINITY;
+        // A quiet relay is asked again every second: a restarted relay is back on the path
+        // before the path's liveness (5 s) gives up on it.
+        const retryMs = side.grant === undefined ? 2000 : quiet ? 1000 : Number.POSITIVE_INFINITY;
         if (!side.requesting && now - side.lastRequestAt >= retryMs) this.#request(p, side, now);
         else if (side.grant !== undefined && now - side.lastAllocateAt >= (this.#o.reallocateMs ?? REALLOCATE_MS))
           this.#allocate(p, side, now);
@@ -262,6 +266,7 @@ export class UdpRelayPath {
         if (changed)
           this.#o.log.info({ peer: p.node, relay: side.relay.node, binding: reply.bindingId }, 'UDP relay binding');
         this.#allocate(p, side, Date.now());
+        this.#o.probeSoon?.(p.node);
       })
       .catch((err: Error & { reason?: string }) => {
         const reason = err.reason ?? 'error';
