@@ -1,0 +1,247 @@
+// The member side of the udp-relayed rung (overlay/udp-relay-path.ts): which relays a pair
+// uses (the same on both sides), the relay port annotation, when bindings are asked for, what
+// the allocate datagrams list, and the hysteresis that moves a session back to direct.
+import { generateKeyPair } from '@libp2p/crypto/keys';
+import type { Connection } from '@libp2p/interface';
+import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { pino } from 'pino';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { Labels } from '../../../overlay/annotations.ts';
+import { type NodeLike, PeerDirectory, parsePeerInfo, peerAnnotations } from '../../../overlay/directory.ts';
+import { parseRelayPort, RELAY_PORT_ANNOTATION } from '../../../overlay/relay-annotations.ts';
+import type { RelayGrant } from '../../../overlay/relay-binding.ts';
+import {
+  chooseRelays,
+  DIRECT_ANSWERS_TO_LEAVE_RELAY,
+  pushIndex,
+  type RelayAllocateArgs,
+  UdpRelayPath,
+} from '../../../overlay/udp-relay-path.ts';
+import type { ActiveSession } from '../../../overlay/udp-sessions.ts';
+import type { UdpEndpoint } from '../../../overlay/udp-types.ts';
+
+let ids: string[] = [];
+beforeAll(async () => {
+  ids = await Promise.all(
+    [1, 2, 3, 4, 5].map(async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()),
+  );
+});
+
+function node(
+  name: string,
+  peerId: string,
+  opts: { relay?: boolean; relayPort?: number | string; ip?: string } = {},
+): NodeLike {
+  const ip = opts.ip ?? '203.0.113.7';
+  return {
+    name,
+    labels: opts.relay ? { [Labels.relay]: 'true' } : {},
+    annotations: {
+      ...peerAnnotations({
+        peerId,
+        multiaddrs: [`/ip4/${ip}/tcp/4001`],
+        podCidrs: [],
+        site: name,
+        nodeIp: '10.1.0.2',
+      }),
+      ...(opts.relayPort === undefined ? {} : { [RELAY_PORT_ANNOTATION]: String(opts.relayPort) }),
+    },
+  };
+}
+
+function directory(nodes: NodeLike[]): PeerDirectory {
+  const dir = new PeerDirectory();
+  for (const n of nodes) {
+    const r = dir.upsertFromNode(n);
+    if (!r.ok) throw new Error(r.reason);
+  }
+  return dir;
+}
+
+describe('the relay port annotation', () => {
+  it.each(['0', '65536', '-1', 'abc', '4003x', ' 4003', '1e3', '99999999'])(
+    'refuses %j (the node is refused)',
+    (text) => {
+      expect('error' in parseRelayPort(text)).toBe(true);
+      const r = parsePeerInfo(node('r', ids[0]!, { relay: true, relayPort: text }));
+      expect(r.ok).toBe(false);
+      expect((r as { reason: string }).reason).toMatch(/udp-relay-port/);
+    },
+  );
+
+  it('keeps a relay node port and ignores one published without the relay label', () => {
+    const relay = parsePeerInfo(node('r', ids[0]!, { relay: true, relayPort: 4003 }));
+    expect(relay.ok && relay.peer.relayPort).toBe(4003);
+    const claim = parsePeerInfo(node('e', ids[1]!, { relayPort: 4003 }));
+    expect(claim.ok).toBe(true);
+    expect(claim.ok && claim.peer.relayPort).toBeUndefined();
+    expect(parseRelayPort(undefined)).toEqual({ port: undefined });
+    expect(parseRelayPort('65535')).toEqual({ port: 65535 });
+  });
+});
+
+describe('chooseRelays', () => {
+  it('gives both members the same relays: relay nodes with a UDP port and a public IPv4, by peer ID', () => {
+    const [a, b, r1, r2, r3] = ids as [string, string, string, string, string];
+    const dir = directory([
+      node('a', a),
+      node('b', b),
+      node('r1', r1, { relay: true, relayPort: 4003, ip: '198.51.100.1' }),
+      node('r2', r2, { relay: true, relayPort: 5003, ip: '198.51.100.2' }),
+      // A relay without a UDP relay (stream only) is no candidate.
+      node('r3', r3, { relay: true, ip: '198.51.100.3' }),
+    ]);
+    const fromA = chooseRelays(dir.relays(), a, b, 5);
+    const fromB = chooseRelays(dir.relays(), b, a, 5);
+    expect(fromA).toEqual(fromB);
+    expect(fromA.map((r) => r.node).sort()).toEqual(['r1', 'r2']);
+    expect([...fromA.map((r) => r.peerId)]).toEqual([r1, r2].sort());
+    expect(fromA.find((r) => r.node === 'r2')?.endpoint).toEqual({ ip: '198.51.100.2', port: 5003 });
+    expect(chooseRelays(dir.relays(), a, b, 1)).toEqual(fromA.slice(0, 1));
+  });
+
+  it('never uses a member of the pair as its relay', () => {
+    const [a, r1] = ids as [string, string];
+    const dir = directory([node('a', a), node('r1', r1, { relay: true, relayPort: 4003 })]);
+    expect(chooseRelays(dir.relays(), a, r1)).toEqual([]);
+    expect(chooseRelays(dir.relays(), r1, a)).toEqual([]);
+  });
+});
+
+describe('pushIndex', () => {
+  it('lists the newest index first, each once, at most three', () => {
+    expect(pushIndex([], 7)).toEqual([7]);
+    expect(pushIndex([7], 9)).toEqual([9, 7]);
+    expect(pushIndex([9, 7], 9)).toEqual([9, 7]);
+    expect(pushIndex([3, 2, 1], 4)).toEqual([4, 3, 2]);
+  });
+});
+
+describe('UdpRelayPath', () => {
+  function setup() {
+    const [a, b, r1] = ids as [string, string, string];
+    const dir = directory([node('b', b), node('r1', r1, { relay: true, relayPort: 4003, ip: '198.51.100.1' })]);
+    const requests: Array<{ relay: string; peer: string }> = [];
+    const allocates: Array<{ to: UdpEndpoint; args: RelayAllocateArgs }> = [];
+    const probes: string[] = [];
+    let ackAge: number | undefined;
+    let bindingId = 11;
+    const path = new UdpRelayPath({
+      directory: dir,
+      selfPeerId: a,
+      connectionTo: async (n) => ({ remotePeer: n }) as unknown as Connection,
+      request: async (conn, peer) => {
+        requests.push({ relay: String((conn as unknown as { remotePeer: string }).remotePeer), peer });
+        const grant: RelayGrant = { bindingId, member: 1, token: new Uint8Array(32).fill(5), port: 4003, peer };
+        return grant;
+      },
+      allocateDatagram: (args) => {
+        allocates.push({ to: { ip: '', port: 0 }, args: { ...args, indexes: [...args.indexes] } });
+        return new Uint8Array(64);
+      },
+      sendAllocate: (to) => {
+        allocates[allocates.length - 1]!.to = to;
+        return true;
+      },
+      ackAgeMs: () => ackAge,
+      probeSoon: (n) => probes.push(n),
+      log: pino({ level: 'silent' }),
+      reallocateMs: 1000,
+    });
+    const session = (localIndex: number, remoteIndex: number): ActiveSession => ({
+      node: 'b',
+      peerId: b,
+      localIndex,
+      remoteIndex,
+      candidates: [],
+      createdAt: Date.now(),
+      initiator: true,
+    });
+    return {
+      path,
+      requests,
+      allocates,
+      probes,
+      session,
+      setAck: (v: number | undefined) => {
+        ackAge = v;
+      },
+      setBinding: (v: number) => {
+        bindingId = v;
+      },
+    };
+  }
+  const settle = () => new Promise((r) => setTimeout(r, 10));
+
+  it('does nothing until the peer candidates go unanswered; then binds and registers our send index', async () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.tick(Date.now());
+    expect(t.requests).toEqual([]);
+    expect(t.path.targets('b')).toEqual([]);
+    t.path.unanswered('b');
+    await settle();
+    expect(t.requests).toEqual([{ relay: 'r1', peer: ids[1] }]);
+    // The allocate lists the peer's receiver index we send to (our session's remoteIndex).
+    expect(t.allocates.map((x) => x.args.indexes)).toEqual([[200]]);
+    expect(t.allocates[0]!.to).toEqual({ ip: '198.51.100.1', port: 4003 });
+    expect(t.allocates[0]!.args.bindingId).toBe(11);
+    expect(t.path.targets('b')).toEqual([{ ip: '198.51.100.1', port: 4003 }]);
+    expect(t.probes).toEqual(['b']);
+    expect(t.path.isRelay({ ip: '198.51.100.1', port: 4003 })).toBe(true);
+    expect(t.path.isRelay({ ip: '198.51.100.1', port: 4002 })).toBe(false);
+    t.path.stop();
+  });
+
+  it('registers a rekey index at once, beside the old one, and re-sends allocates on time', async () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.unanswered('b');
+    await settle();
+    t.setAck(0);
+    t.path.sessionEstablished(t.session(101, 201));
+    expect(t.allocates.at(-1)!.args.indexes).toEqual([201, 200]);
+    const n = t.allocates.length;
+    t.path.tick(Date.now());
+    expect(t.allocates.length).toBe(n);
+    t.path.tick(Date.now() + 1500);
+    expect(t.allocates.length).toBe(n + 1);
+    t.path.stop();
+  });
+
+  it('asks a quiet relay again (a restarted relay hands out a new binding)', async () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.unanswered('b');
+    await settle();
+    t.setAck(0);
+    t.path.tick(Date.now() + 5000);
+    await settle();
+    expect(t.requests).toHaveLength(1);
+    t.setAck(3000);
+    t.setBinding(12);
+    t.path.tick(Date.now() + 5000);
+    await settle();
+    expect(t.requests).toHaveLength(2);
+    expect(t.allocates.at(-1)!.args.bindingId).toBe(12);
+    t.path.stop();
+  });
+
+  it('leaves the relay only after direct answers in a row', async () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.unanswered('b');
+    const now = Date.now();
+    for (let i = 1; i < DIRECT_ANSWERS_TO_LEAVE_RELAY; i++)
+      expect(t.path.preferDirect('b', now + i * 2000)).toBe(false);
+    // A long gap starts the count over.
+    expect(t.path.preferDirect('b', now + 60_000)).toBe(false);
+    for (let i = 2; i < DIRECT_ANSWERS_TO_LEAVE_RELAY; i++)
+      expect(t.path.preferDirect('b', now + 60_000 + i * 100)).toBe(false);
+    expect(t.path.preferDirect('b', now + 61_000)).toBe(true);
+    expect(t.path.counters.leftRelay).toBe(1);
+    t.path.lost('b');
+    expect(t.path.active('b')).toBe(false);
+    t.path.stop();
+  });
+});
