@@ -6,10 +6,12 @@ import type { Connection } from '@libp2p/interface';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { pino } from 'pino';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { Packet } from '../../../dataplane/types.ts';
 import { Labels } from '../../../overlay/annotations.ts';
 import { type NodeLike, PeerDirectory, parsePeerInfo, peerAnnotations } from '../../../overlay/directory.ts';
 import { parseRelayPort, RELAY_PORT_ANNOTATION } from '../../../overlay/relay-annotations.ts';
 import type { RelayGrant } from '../../../overlay/relay-binding.ts';
+import { UdpPaths } from '../../../overlay/udp-paths.ts';
 import {
   chooseRelays,
   DIRECT_ANSWERS_TO_LEAVE_RELAY,
@@ -18,7 +20,7 @@ import {
   UdpRelayPath,
 } from '../../../overlay/udp-relay-path.ts';
 import type { ActiveSession } from '../../../overlay/udp-sessions.ts';
-import type { UdpEndpoint } from '../../../overlay/udp-types.ts';
+import type { DataSocketLike, SessionKeys, UdpEndpoint } from '../../../overlay/udp-types.ts';
 
 let ids: string[] = [];
 beforeAll(async () => {
@@ -243,5 +245,160 @@ describe('UdpRelayPath', () => {
     t.path.lost('b');
     expect(t.path.active('b')).toBe(false);
     t.path.stop();
+  });
+});
+
+// The prober (overlay/udp-paths.ts) with the relay rung, over an in-memory network in which A
+// and B cannot reach each other directly until the test allows it, and a relay endpoint that
+// forwards every datagram to the other member (as the native relay does once both registered).
+describe('UdpPaths with the udp-relayed rung', () => {
+  const RELAY: UdpEndpoint = { ip: '198.51.100.1', port: 4003 };
+  const epKey = (e: UdpEndpoint) => `${e.ip}:${e.port}`;
+
+  class Net {
+    readonly sockets = new Map<string, Sock>();
+    direct = false;
+  }
+  class Sock implements DataSocketLike {
+    readonly port = 4002;
+    readonly sessions = new Map<number, { remoteIndex: number; endpoint?: UdpEndpoint }>();
+    paths!: UdpPaths;
+    allocates = 0;
+    readonly net: Net;
+    readonly seenAs: UdpEndpoint;
+    readonly other: () => Sock;
+    constructor(net: Net, seenAs: UdpEndpoint, other: () => Sock) {
+      this.net = net;
+      this.seenAs = seenAs;
+      this.other = other;
+      net.sockets.set(epKey(seenAs), this);
+    }
+    addSession(k: SessionKeys): void {
+      this.sessions.set(k.localIndex, { remoteIndex: k.remoteIndex });
+    }
+    setEndpoint(i: number, endpoint: UdpEndpoint): void {
+      const s = this.sessions.get(i);
+      if (s) s.endpoint = endpoint;
+    }
+    removeSession(i: number): void {
+      this.sessions.delete(i);
+    }
+    send(_i: number, packets: Packet[]): number {
+      return packets.length;
+    }
+    sendControl(i: number, message: Uint8Array, to?: UdpEndpoint): boolean {
+      const s = this.sessions.get(i);
+      const dest = to ?? s?.endpoint;
+      if (!s || !dest) return false;
+      const copy = message.slice();
+      if (epKey(dest) === epKey(RELAY)) {
+        // The relay forwards to the other member, from its own address.
+        setTimeout(() => this.other().paths.onControl(s.remoteIndex, copy, RELAY), 1);
+      } else if (this.net.direct) {
+        const peer = this.net.sockets.get(epKey(dest));
+        if (peer) setTimeout(() => peer.paths.onControl(s.remoteIndex, copy, this.seenAs), 1);
+      }
+      return true;
+    }
+    sendRelayAllocate(): boolean {
+      this.allocates++;
+      return true;
+    }
+    session() {
+      return { txCounter: 0, rxPackets: 0, lastRxAgeMs: -1, createdAgeMs: 0 };
+    }
+  }
+
+  it('moves to the relay when direct candidates stay silent, and back to direct once they answer in a row', async () => {
+    const [a, b, r1] = ids as [string, string, string];
+    const net = new Net();
+    let sa!: Sock;
+    let sb!: Sock;
+    sa = new Sock(net, { ip: '192.0.2.1', port: 4002 }, () => sb);
+    sb = new Sock(net, { ip: '192.0.2.2', port: 4002 }, () => sa);
+    const relayNode = node('r1', r1, { relay: true, relayPort: RELAY.port, ip: RELAY.ip });
+    const build = (sock: Sock, self: string, peer: string, peerNode: string, peerIp: string) => {
+      const dir = directory([node(peerNode, peer, { ip: peerIp }), relayNode]);
+      let paths!: UdpPaths;
+      const relay = new UdpRelayPath({
+        directory: dir,
+        selfPeerId: self,
+        connectionTo: async () => ({}) as Connection,
+        request: async (_c, p) => ({
+          bindingId: 3,
+          member: self < p ? 0 : 1,
+          token: new Uint8Array(32),
+          port: 4003,
+          peer: p,
+        }),
+        allocateDatagram: () => new Uint8Array(64),
+        sendAllocate: () => sock.sendRelayAllocate(),
+        ackAgeMs: (n) => {
+          const f = paths.facts(n);
+          const at = f?.lastRxAt ?? f?.confirmedAt;
+          return at === undefined ? undefined : Date.now() - at;
+        },
+        probeSoon: (n) => paths.probeSoon(n),
+        log: pino({ level: 'silent' }),
+      });
+      paths = new UdpPaths({
+        socket: sock,
+        nodeOf: (i) => (sock.sessions.has(i) ? peerNode : undefined),
+        mode: () => 'auto',
+        publicness: () => ({ self: false, peer: false }),
+        log: pino({ level: 'silent' }),
+        onChange: () => {},
+        probeIntervalMs: 10,
+        probeBurstMs: 150,
+        slowProbeMs: 40,
+        keepaliveMs: 40,
+        tuning: { deadAfterMs: 400, holdDownMs: 100, holdDownMaxMs: 1000, stableAfterMs: 60_000, freshMs: 300 },
+        relay,
+      });
+      sock.paths = paths;
+      return { paths, relay };
+    };
+    const A = build(sa, a, b, 'b', '192.0.2.2');
+    const B = build(sb, b, a, 'a', '192.0.2.1');
+    const session = (nodeName: string, peerId: string, local: number, remote: number, cand: string): ActiveSession => ({
+      node: nodeName,
+      peerId,
+      localIndex: local,
+      remoteIndex: remote,
+      candidates: [{ ip: cand, port: 4002 }],
+      createdAt: Date.now(),
+      initiator: local < remote,
+    });
+    sa.addSession({ localIndex: 1, remoteIndex: 2, txKey: new Uint8Array(), rxKey: new Uint8Array() });
+    sb.addSession({ localIndex: 2, remoteIndex: 1, txKey: new Uint8Array(), rxKey: new Uint8Array() });
+    A.paths.sessionEstablished(session('b', b, 1, 2, '192.0.2.2'));
+    B.paths.sessionEstablished(session('a', a, 2, 1, '192.0.2.1'));
+    try {
+      const until = async (what: string, fn: () => boolean, ms = 3000) => {
+        const end = Date.now() + ms;
+        while (!fn()) {
+          if (Date.now() > end) throw new Error(`timed out: ${what}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      await until('A on the relay', () => A.paths.facts('b')?.kind === 'udp-relayed');
+      await until('B on the relay', () => B.paths.facts('a')?.kind === 'udp-relayed');
+      expect(A.paths.endpointOf('b')).toEqual(RELAY);
+      expect(sa.allocates).toBeGreaterThan(0);
+      await until('A carries on UDP', () => A.paths.carries('b'));
+      // Direct opens: the slow probes of the direct candidates get answers, and after a few
+      // in a row the session leaves the relay; UDP keeps carrying throughout.
+      net.direct = true;
+      await until('A direct again', () => A.paths.facts('b')?.kind === 'udp-punched');
+      expect(A.paths.endpointOf('b')).toEqual({ ip: '192.0.2.2', port: 4002 });
+      expect(A.relay.counters.leftRelay).toBe(1);
+      expect(A.paths.carries('b')).toBe(true);
+      expect(A.paths.counters.switches).toBe(1);
+    } finally {
+      A.paths.stop();
+      B.paths.stop();
+      A.relay.stop();
+      B.relay.stop();
+    }
   });
 });
