@@ -400,6 +400,7 @@ class OverlayImpl implements Overlay {
       ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
       onPackets: (node, packets) => this.#onUdpPackets(node, packets),
       onChange: (node) => this.#onUdpChange(node),
+      streamUp: (node) => this.#sessions.get(node)?.preferred() !== undefined,
       ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
       ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
       ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),

@@ -51,6 +51,8 @@ export interface UdpCarrierOptions {
   onPackets: (node: string, packets: Packet[]) => void;
   /** UDP started or stopped carrying a node's traffic, or its UDP path changed. */
   onChange: (node: string) => void;
+  /** Whether the node's stream tunnel is up (the ladder's hold-down needs a carrier to hold to). */
+  streamUp?: (node: string) => boolean;
   rekeyAfterMs?: number;
   graceMs?: number;
   tuning?: LadderTuning;
@@ -139,6 +141,7 @@ export class UdpCarrier {
       ...(opts.tuning === undefined ? {} : { tuning: opts.tuning }),
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
       ...(this.relay === undefined ? {} : { relay: this.relay }),
+      ...(opts.streamUp === undefined ? {} : { streamUp: opts.streamUp }),
     });
     void this.#refreshObservedIp();
     this.#timer = setInterval(() => void this.#refreshObservedIp(), 30_000);

@@ -88,6 +88,8 @@ export interface UdpPathsOptions {
   /** A responder's new session takes over sending once the peer used it, or after this long. */
   txSwitchMs?: number;
   tuning?: LadderTuning;
+  /** Whether the node's stream tunnel is up (the ladder skips its hold-down when it is not). */
+  streamUp?: (node: string) => boolean;
   /** The udp-relayed rung (overlay/udp-relay-path.ts); absent: no UDP relays. */
   relay?: Pick<
     UdpRelayPath,
@@ -312,7 +314,12 @@ export class UdpPaths {
         }
       }
       const before = p.ladder;
-      p.ladder = stepLadder(before, { mode, udp: this.facts(p.node), now }, this.#tuning);
+      const streamUp = this.#o.streamUp?.(p.node);
+      p.ladder = stepLadder(
+        before,
+        { mode, udp: this.facts(p.node), now, ...(streamUp === undefined ? {} : { streamUp }) },
+        this.#tuning,
+      );
       if (p.ladder.carrier !== before.carrier) {
         this.counters.switches++;
         this.#o.log.info(

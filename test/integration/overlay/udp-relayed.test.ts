@@ -37,6 +37,7 @@ describe('UDP through a relay between two symmetric NATs', () => {
   it('ends udp-relayed on both sides and carries packets through the relay unopened', async () => {
     expect(await c.a.request('connect', { node: 'b' })).toBe('relayed');
     await c.a.request('flow-start', { node: 'b', intervalMs: 10, size: 1000 });
+    let delivered = 0;
     try {
       await waitFor('udp-relayed at A', async () => (await path(c.a, 'b')) === 'udp-relayed', 60_000);
       await waitFor('udp-relayed at B', async () => (await path(c.b, 'a')) === 'udp-relayed', 20_000);
@@ -44,7 +45,8 @@ describe('UDP through a relay between two symmetric NATs', () => {
       await new Promise((r) => setTimeout(r, 3000));
       const after = await c.b.request<Stats>('stats');
       // Packets (not stream frames) arrived, every checksum intact.
-      expect((after.rx.a?.packets ?? 0) - (before.rx.a?.packets ?? 0)).toBeGreaterThan(100);
+      delivered = (after.rx.a?.packets ?? 0) - (before.rx.a?.packets ?? 0);
+      expect(delivered).toBeGreaterThan(100);
       expect(after.rx.a?.bad ?? 0).toBe(0);
       expect(await path(c.a, 'b')).toBe('udp-relayed');
     } finally {
@@ -55,7 +57,8 @@ describe('UDP through a relay between two symmetric NATs', () => {
     expect(sa.counters.udp?.relay?.allocatesSent).toBeGreaterThan(0);
     expect(sr.counters.relayBindings?.granted).toBeGreaterThanOrEqual(2);
     expect(sr.udpRelay?.bindings).toBe(1);
-    expect(sr.udpRelay?.txDatagrams).toBeGreaterThan(300);
+    // Every packet B got on the session came through the relay (there is no other UDP path).
+    expect(sr.udpRelay?.txDatagrams).toBeGreaterThanOrEqual(delivered);
     // The status shows the relay's UDP endpoint as the peer's endpoint.
     const status = (await c.a.request<{ status: Array<{ node: string; remoteAddr?: string }> }>('stats')).status;
     expect(status.find((p) => p.node === 'b')?.remoteAddr).toBe(`udp://${c.topo.relay.ip}:4003`);
