@@ -304,6 +304,18 @@ export class Agent {
         };
       },
       cniPlumbing: () => plugin.plumbingCounters(),
+      udpRelay: () => {
+        if (udpRelay === undefined || udpRelay.closed) return undefined;
+        const s = udpRelay.stats();
+        const b = overlay.counters().relayBindings;
+        return {
+          forwardedDatagrams: s.txDatagrams,
+          forwardedBytes: s.txBytes,
+          bindings: s.bindings,
+          drops: s.drops,
+          requests: { granted: b?.granted ?? 0, ...(b?.refused ?? {}) },
+        };
+      },
     });
     this.ready = true;
     this.metrics.setReady(true);

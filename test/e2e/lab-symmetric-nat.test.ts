@@ -64,6 +64,11 @@ describe('lab up --symmetric-nat', () => {
     // The session's endpoint is the relay node's UDP relay (its public IP), not edge-b's NAT.
     const relay = lab!.nodes.find((n) => n.relay && n.publicIp)!;
     expect(peer?.endpoint).toMatch(new RegExp(`^udp://${relay.publicIp!.replaceAll('.', '\\.')}:\\d+$`));
+    // The relay node forwarded the pair's datagrams, and says so in its metrics.
+    const relayMetrics = await lab!.exec(relay.name, ['curl', '-sf', 'http://127.0.0.1:9273/metrics']);
+    const forwarded = /^edgemesh_udp_relay_forwarded_datagrams_total (\d+)/m.exec(relayMetrics)?.[1];
+    expect(Number(forwarded ?? 0), 'datagrams the relay forwarded').toBeGreaterThan(10);
+    expect(relayMetrics).toMatch(/^edgemesh_udp_relay_bindings 1$/m);
     for (const node of ['edge-a-1', 'edge-b-1']) {
       const metrics = await lab!.exec(node, ['curl', '-sf', 'http://127.0.0.1:9273/metrics']);
       const success = /^edgemesh_holepunch_results_total\{result="success"\} (\d+)/m.exec(metrics)?.[1];
