@@ -249,14 +249,18 @@ describe('UdpRelayPath', () => {
 });
 
 // The prober (overlay/udp-paths.ts) with the relay rung, over an in-memory network in which A
-// and B cannot reach each other directly until the test allows it, and a relay endpoint that
-// forwards every datagram to the other member (as the native relay does once both registered).
+// and B cannot reach each other directly until the test allows it, and relay endpoints that
+// forward every datagram to the other member (as the native relay does once both registered)
+// while they are up.
 describe('UdpPaths with the udp-relayed rung', () => {
-  const RELAY: UdpEndpoint = { ip: '198.51.100.1', port: 4003 };
+  const R1: UdpEndpoint = { ip: '198.51.100.1', port: 4003 };
+  const R2: UdpEndpoint = { ip: '198.51.100.2', port: 4003 };
   const epKey = (e: UdpEndpoint) => `${e.ip}:${e.port}`;
 
   class Net {
     readonly sockets = new Map<string, Sock>();
+    /** Relay endpoints that forward now. */
+    readonly relaysUp = new Set<string>();
     direct = false;
   }
   class Sock implements DataSocketLike {
@@ -291,9 +295,9 @@ describe('UdpPaths with the udp-relayed rung', () => {
       const dest = to ?? s?.endpoint;
       if (!s || !dest) return false;
       const copy = message.slice();
-      if (epKey(dest) === epKey(RELAY)) {
+      if (this.net.relaysUp.has(epKey(dest))) {
         // The relay forwards to the other member, from its own address.
-        setTimeout(() => this.other().paths.onControl(s.remoteIndex, copy, RELAY), 1);
+        setTimeout(() => this.other().paths.onControl(s.remoteIndex, copy, dest), 1);
       } else if (this.net.direct) {
         const peer = this.net.sockets.get(epKey(dest));
         if (peer) setTimeout(() => peer.paths.onControl(s.remoteIndex, copy, this.seenAs), 1);
@@ -309,16 +313,20 @@ describe('UdpPaths with the udp-relayed rung', () => {
     }
   }
 
-  it('moves to the relay when direct candidates stay silent, and back to direct once they answer in a row', async () => {
-    const [a, b, r1] = ids as [string, string, string];
+  /** A and B, each with its prober and relay rung; relays r1 (and r2) in both directories. */
+  function pair(relayCount: 1 | 2) {
+    const [a, b, r1, r2] = ids as [string, string, string, string];
     const net = new Net();
     let sa!: Sock;
     let sb!: Sock;
     sa = new Sock(net, { ip: '192.0.2.1', port: 4002 }, () => sb);
     sb = new Sock(net, { ip: '192.0.2.2', port: 4002 }, () => sa);
-    const relayNode = node('r1', r1, { relay: true, relayPort: RELAY.port, ip: RELAY.ip });
+    const relayNodes = [
+      node('r1', r1, { relay: true, relayPort: R1.port, ip: R1.ip }),
+      node('r2', r2, { relay: true, relayPort: R2.port, ip: R2.ip }),
+    ].slice(0, relayCount);
     const build = (sock: Sock, self: string, peer: string, peerNode: string, peerIp: string) => {
-      const dir = directory([node(peerNode, peer, { ip: peerIp }), relayNode]);
+      const dir = directory([node(peerNode, peer, { ip: peerIp }), ...relayNodes]);
       let paths!: UdpPaths;
       const relay = new UdpRelayPath({
         directory: dir,
@@ -369,21 +377,37 @@ describe('UdpPaths with the udp-relayed rung', () => {
       createdAt: Date.now(),
       initiator: local < remote,
     });
-    sa.addSession({ localIndex: 1, remoteIndex: 2, txKey: new Uint8Array(), rxKey: new Uint8Array() });
-    sb.addSession({ localIndex: 2, remoteIndex: 1, txKey: new Uint8Array(), rxKey: new Uint8Array() });
-    A.paths.sessionEstablished(session('b', b, 1, 2, '192.0.2.2'));
-    B.paths.sessionEstablished(session('a', a, 2, 1, '192.0.2.1'));
+    const start = () => {
+      sa.addSession({ localIndex: 1, remoteIndex: 2, txKey: new Uint8Array(), rxKey: new Uint8Array() });
+      sb.addSession({ localIndex: 2, remoteIndex: 1, txKey: new Uint8Array(), rxKey: new Uint8Array() });
+      A.paths.sessionEstablished(session('b', b, 1, 2, '192.0.2.2'));
+      B.paths.sessionEstablished(session('a', a, 2, 1, '192.0.2.1'));
+    };
+    const stop = () => {
+      A.paths.stop();
+      B.paths.stop();
+      A.relay.stop();
+      B.relay.stop();
+    };
+    return { net, sa, sb, A, B, start, stop };
+  }
+
+  const until = async (what: string, fn: () => boolean, ms = 3000) => {
+    const end = Date.now() + ms;
+    while (!fn()) {
+      if (Date.now() > end) throw new Error(`timed out: ${what}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  it('moves to the relay when direct candidates stay silent, and back to direct once they answer in a row', async () => {
+    const { net, sa, A, B, start, stop } = pair(1);
+    net.relaysUp.add(epKey(R1));
+    start();
     try {
-      const until = async (what: string, fn: () => boolean, ms = 3000) => {
-        const end = Date.now() + ms;
-        while (!fn()) {
-          if (Date.now() > end) throw new Error(`timed out: ${what}`);
-          await new Promise((r) => setTimeout(r, 10));
-        }
-      };
       await until('A on the relay', () => A.paths.facts('b')?.kind === 'udp-relayed');
       await until('B on the relay', () => B.paths.facts('a')?.kind === 'udp-relayed');
-      expect(A.paths.endpointOf('b')).toEqual(RELAY);
+      expect(A.paths.endpointOf('b')).toEqual(R1);
       expect(sa.allocates).toBeGreaterThan(0);
       await until('A carries on UDP', () => A.paths.carries('b'));
       // Direct opens: the slow probes of the direct candidates get answers, and after a few
@@ -395,10 +419,29 @@ describe('UdpPaths with the udp-relayed rung', () => {
       expect(A.paths.carries('b')).toBe(true);
       expect(A.paths.counters.switches).toBe(1);
     } finally {
-      A.paths.stop();
-      B.paths.stop();
-      A.relay.stop();
-      B.relay.stop();
+      stop();
+    }
+  });
+
+  it('uses the relay that answers when one is down, and fails over to the other when it dies', async () => {
+    const { net, A, B, start, stop } = pair(2);
+    // r1 is down from the start: the pair settles on r2.
+    net.relaysUp.add(epKey(R2));
+    start();
+    try {
+      await until('A on r2', () => A.paths.endpointOf('b')?.ip === R2.ip && A.paths.carries('b'));
+      await until('B on r2', () => B.paths.endpointOf('a')?.ip === R2.ip);
+      expect(A.relay.targets('b')).toHaveLength(2);
+      // r1 comes up, r2 dies: liveness gives up on r2 and the probing finds r1.
+      net.relaysUp.add(epKey(R1));
+      await new Promise((r) => setTimeout(r, 200));
+      // A relay answering while another relay carries does not move the path.
+      expect(A.paths.endpointOf('b')).toEqual(R2);
+      net.relaysUp.delete(epKey(R2));
+      await until('A on r1', () => A.paths.endpointOf('b')?.ip === R1.ip && A.paths.carries('b'), 5000);
+      expect(A.paths.facts('b')?.kind).toBe('udp-relayed');
+    } finally {
+      stop();
     }
   });
 });
