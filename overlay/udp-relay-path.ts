@@ -101,6 +101,8 @@ export interface UdpRelayPathCounters {
   allocateErrors: number;
   /** Sessions that moved from a relay back to a direct endpoint. */
   leftRelay: number;
+  /** Bindings released when a peer's sessions ended. */
+  released: number;
 }
 
 interface RelaySide {
@@ -129,6 +131,7 @@ export class UdpRelayPath {
     allocatesSent: 0,
     allocateErrors: 0,
     leftRelay: 0,
+    released: 0,
   };
   readonly #o: UdpRelayPathOptions;
   readonly #peers = new Map<string, PeerRelays>();
@@ -218,10 +221,29 @@ export class UdpRelayPath {
     return true;
   }
 
-  /** The peer's sessions are gone. Its bindings expire on the relays when idle. */
+  /**
+   * The peer's sessions are gone (idle, the peer left): its bindings are released on the
+   * relays at once (best effort; the relay also expires idle bindings), so a member's share
+   * of a relay (64 bindings) is not held by pairs that stopped talking.
+   */
   lost(node: string): void {
+    const p = this.#peers.get(node);
     this.#peers.delete(node);
     this.#indexes.delete(node);
+    if (p === undefined || this.#stopped) return;
+    const request = this.#o.request ?? requestRelayBinding;
+    for (const side of p.sides.values()) {
+      if (side.grant === undefined) continue;
+      this.#o
+        .connectionTo(side.relay.node)
+        .then((conn) => request(conn, p.peerId, { op: 'release' }))
+        .then(() => {
+          this.counters.released++;
+        })
+        .catch((err: Error) =>
+          this.#o.log.debug({ peer: node, relay: side.relay.node, err: err.message }, 'UDP relay release failed'),
+        );
+    }
   }
 
   /** Keeps grants and allocations fresh; called by the prober's timer. */

@@ -123,7 +123,7 @@ describe('UdpRelayPath', () => {
   function setup() {
     const [a, b, r1] = ids as [string, string, string];
     const dir = directory([node('b', b), node('r1', r1, { relay: true, relayPort: 4003, ip: '198.51.100.1' })]);
-    const requests: Array<{ relay: string; peer: string }> = [];
+    const requests: Array<{ relay: string; peer: string; op?: string }> = [];
     const allocates: Array<{ to: UdpEndpoint; args: RelayAllocateArgs }> = [];
     const probes: string[] = [];
     let ackAge: number | undefined;
@@ -132,8 +132,13 @@ describe('UdpRelayPath', () => {
       directory: dir,
       selfPeerId: a,
       connectionTo: async (n) => ({ remotePeer: n }) as unknown as Connection,
-      request: async (conn, peer) => {
-        requests.push({ relay: String((conn as unknown as { remotePeer: string }).remotePeer), peer });
+      request: async (conn, peer, opts) => {
+        const relay = String((conn as unknown as { remotePeer: string }).remotePeer);
+        if (opts?.op === 'release') {
+          requests.push({ relay, peer, op: 'release' });
+          return { released: true };
+        }
+        requests.push({ relay, peer });
         const grant: RelayGrant = { bindingId, member: 1, token: new Uint8Array(32).fill(5), port: 4003, peer };
         return grant;
       },
@@ -226,6 +231,19 @@ describe('UdpRelayPath', () => {
     await settle();
     expect(t.requests).toHaveLength(2);
     expect(t.allocates.at(-1)!.args.bindingId).toBe(12);
+    t.path.stop();
+  });
+
+  it('releases its bindings when the peer sessions end', async () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.unanswered('b');
+    await settle();
+    t.path.lost('b');
+    await settle();
+    expect(t.requests.at(-1)).toEqual({ relay: 'r1', peer: ids[1], op: 'release' });
+    expect(t.path.counters.released).toBe(1);
+    expect(t.path.targets('b')).toEqual([]);
     t.path.stop();
   });
 
