@@ -13,13 +13,14 @@ import { Forwarder } from '../dataplane/forwarder.ts';
 import { configureInterface, mtuOfInterfaceWith, type RouteSpec } from '../dataplane/host-net.ts';
 import { PacketCapture } from '../dataplane/pcap.ts';
 import { TunDevice } from '../dataplane/tun-device.ts';
+import { UdpRelay } from '../dataplane/udp-relay.ts';
 import { tunnelMtu } from '../dataplane/udp-session.ts';
 import { claimNodeBlocks } from '../ipam/index.ts';
 import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
-import { loadOrCreatePunchPort } from '../overlay/punch-port.ts';
+import { loadOrCreatePunchPort, portIsFree } from '../overlay/punch-port.ts';
 import { BlockWatch } from './block-watch.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
@@ -62,6 +63,7 @@ export class Agent {
   private republishing: Promise<void> | undefined;
   /** The port this node punches (and carries UDP data) from: its own, never a cluster-wide one. */
   private punchPort: number | undefined;
+  private relayPort: number | undefined;
 
   constructor(config: AgentConfig, opts: { logger: Logger; metrics?: AgentMetrics }) {
     this.config = config;
@@ -128,6 +130,7 @@ export class Agent {
     const punch = await loadOrCreatePunchPort(files.punchPort, { configured: cfg.overlay.punchPort });
     this.punchPort = punch.port;
     this.log.info({ port: punch.port, source: punch.source }, 'punch port');
+    const udpRelay = self.relay && cfg.overlay.transport !== 'stream' ? await this.openUdpRelay() : undefined;
     overlay = await createOverlay({
       nodeName: cfg.nodeName,
       site: self.site,
@@ -141,6 +144,7 @@ export class Agent {
       offload: tun.offload,
       logger: this.log.child({ component: 'overlay' }),
       transport: cfg.overlay.transport,
+      ...(udpRelay === undefined ? {} : { udpRelay }),
       // UDP sessions carry traffic where they answer; the stream tunnel stays the fallback.
       ...(cfg.overlay.transport === 'stream'
         ? {}
@@ -309,6 +313,18 @@ export class Agent {
         };
       },
       cniPlumbing: () => plugin.plumbingCounters(),
+      udpRelay: () => {
+        if (udpRelay === undefined || udpRelay.closed) return undefined;
+        const s = udpRelay.stats();
+        const b = overlay.counters().relayBindings;
+        return {
+          forwardedDatagrams: s.txDatagrams,
+          forwardedBytes: s.txBytes,
+          bindings: s.bindings,
+          drops: s.drops,
+          requests: { granted: b?.granted ?? 0, ...(b?.refused ?? {}) },
+        };
+      },
     });
     this.ready = true;
     this.metrics.setReady(true);
@@ -347,7 +363,34 @@ export class Agent {
       site: self.site,
       nodeIp: self.nodeIp,
       ...(this.punchPort === undefined ? {} : { punchPort: this.punchPort }),
+      ...(this.relayPort === undefined ? {} : { relayPort: this.relayPort }),
     });
+  }
+
+  /**
+   * A relay node's UDP relay: members' sealed session datagrams forwarded unopened (see
+   * docs/udp-relay.md). Its own port, kept across restarts like the punch port so members'
+   * NAT mappings and cached annotations stay valid. Closed after the overlay (closers run in
+   * reverse), so no binding request is served by a closed relay.
+   */
+  private async openUdpRelay(): Promise<UdpRelay> {
+    const cfg = this.config;
+    const choice = await loadOrCreatePunchPort(agentFiles(cfg).relayPort, {
+      configured: cfg.overlay.relayPort,
+      // Never the punch port: the UDP data socket takes that one.
+      isFree: async (port) => port !== this.punchPort && (await portIsFree(port)),
+    });
+    let relay: UdpRelay;
+    try {
+      relay = UdpRelay.open({ bind: '::', port: choice.port });
+    } catch (err) {
+      this.log.info({ err: (err as Error).message }, 'UDP relay on :: failed, using IPv4 only');
+      relay = UdpRelay.open({ bind: '0.0.0.0', port: choice.port });
+    }
+    this.relayPort = relay.port;
+    this.onClose('UDP relay', () => relay.close());
+    this.log.info({ port: relay.port, source: choice.source }, 'UDP relay open');
+    return relay;
   }
 
   /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP (per family). */

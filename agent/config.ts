@@ -81,6 +81,11 @@ export const agentConfigSchema = z
         transport: z.enum(['auto', 'udp', 'stream']).default('auto'),
         /** The UDP data socket's port; absent: the punch port (one port per node for both). */
         udpPort: z.number().int().min(1).max(65535).optional(),
+        /**
+         * Relay nodes only: the UDP relay's port (forwards members' sealed datagrams). Absent:
+         * a random port drawn at first start and kept in the state directory, like the punch port.
+         */
+        relayPort: z.number().int().min(1).max(65535).optional(),
       })
       .prefault({}),
     paths: z
@@ -212,6 +217,8 @@ function applyEnv(raw: Raw, env: NodeJS.ProcessEnv): void {
   if (announce) overlay().announce = list(announce);
   const punch = e('EDGEMESH_PUNCH_PORT');
   if (punch) overlay().punchPort = int('EDGEMESH_PUNCH_PORT', punch);
+  const relayPort = e('EDGEMESH_RELAY_PORT');
+  if (relayPort) overlay().relayPort = int('EDGEMESH_RELAY_PORT', relayPort);
   const transport = e('EDGEMESH_TRANSPORT');
   if (transport) overlay().transport = transport;
   const paths = () => section(raw, 'paths');
@@ -277,6 +284,7 @@ export function agentFiles(cfg: AgentConfig) {
   return {
     nodeKey: `${stateDir}/node.key`,
     punchPort: `${stateDir}/punch-port`,
+    relayPort: `${stateDir}/relay-port`,
     leaseDir: `${stateDir}/leases`,
     cniSocket: `${runDir}/cni.sock`,
     controlSocket: `${runDir}/agent.sock`,

@@ -38,6 +38,18 @@ export interface MetricsSources {
   paths?(): PathCounts;
   /** The CNI plugin's netlink helper: processes started, failed, operations redone with iproute2. */
   cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
+  /** A relay node's UDP relay (absent elsewhere). */
+  udpRelay?(): UdpRelayCounts | undefined;
+}
+
+export interface UdpRelayCounts {
+  forwardedDatagrams: number;
+  forwardedBytes: number;
+  bindings: number;
+  /** Datagrams the relay dropped, by reason (unknown-source, half-open, rate-limited, ...). */
+  drops: Record<string, number>;
+  /** Binding requests: granted, or refused by reason. */
+  requests: Record<string, number>;
 }
 
 export interface PathCounts {
@@ -177,6 +189,51 @@ export class AgentMetrics {
       [],
       () => [[{}, this.sources?.paths?.().udpBadControl ?? 0]],
     );
+    const relay = () => this.sources?.udpRelay?.();
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_relay_forwarded_datagrams_total',
+      'Sealed datagrams this relay node forwarded between members (never opened)',
+      [],
+      () => [[{}, relay()?.forwardedDatagrams ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_relay_forwarded_bytes_total',
+      'Bytes this relay node forwarded between members',
+      [],
+      () => [[{}, relay()?.forwardedBytes ?? 0]],
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_relay_drops_total',
+      'Datagrams the UDP relay dropped, by reason',
+      ['reason'],
+      () =>
+        Object.entries(relay()?.drops ?? {}).map(([reason, n]): [Partial<Record<'reason', string>>, number] => [
+          { reason },
+          n,
+        ]),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_relay_binding_requests_total',
+      'UDP relay binding requests from members, by result (granted or the refusal reason)',
+      ['result'],
+      () =>
+        Object.entries(relay()?.requests ?? {}).map(([result, n]): [Partial<Record<'result', string>>, number] => [
+          { result },
+          n,
+        ]),
+    );
+    new Gauge({
+      name: 'edgemesh_udp_relay_bindings',
+      help: 'Bindings the UDP relay holds now',
+      registers: [this.registry],
+      collect() {
+        this.set(relay()?.bindings ?? 0);
+      },
+    });
     const plumbing = () => this.sources?.cniPlumbing?.();
     mirroredCounter(
       this.registry,

@@ -2,11 +2,14 @@
 // where the host has IPv6, else IPv4 only. One port per node, by default the punch port
 // (a different protocol, so the same number is free), so NATs see one mapping per node.
 import type { Logger } from 'pino';
+import { relayAllocateDatagram } from '../dataplane/udp-relay.ts';
 import { UdpDataSocket } from '../dataplane/udp-session.ts';
 import type { UdpSocketFactory, UdpSocketHandlers } from '../overlay/udp-carrier.ts';
 
 export function udpSocketFactory(opts: { port: number; mtu: number; log: Logger }): UdpSocketFactory {
   return {
+    // The member side of UDP relays: allocate datagrams are built (HMAC) in the addon.
+    allocateDatagram: relayAllocateDatagram,
     open(handlers: UdpSocketHandlers) {
       const common = {
         port: opts.port,

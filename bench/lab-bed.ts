@@ -5,7 +5,9 @@
 //   udp-punched   edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
 //   direct        edge-t-1 → cloud-2  (edge-t pins the libp2p stream transport: the fallback)
 //   hole-punched  edge-t-1 → edge-b-1 (the stream fallback, TCP hole-punched)
-//   relayed       edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work)
+//   udp-relayed   edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work; the
+//                 UDP session runs through cloud-1's UDP relay, sealed datagrams forwarded unopened)
+//   relayed       edge-t-1 → edge-s-1 (the stream fallback through circuit relay v2)
 // The agents are the product as deployed (the lab's agents, their default transport `auto`);
 // only edge-t's are configured `overlay.transport: stream`.
 // While bringing each pair up it times the first packet → path figures (hole-punch time).
@@ -40,7 +42,7 @@ async function pathBetween(lab: Lab, from: string, to: string): Promise<Path> {
 type PathTimes = Partial<Record<Path, number>>;
 
 /** Sends traffic until the agent reports the wanted path (a hole punch needs a moment). */
-async function awaitPath(lab: Lab, from: string, to: string, want: Path, timeoutMs = 30_000): Promise<PathTimes> {
+async function awaitPath(lab: Lab, from: string, to: string, want: Path, timeoutMs = 45_000): Promise<PathTimes> {
   const client = lab.pods.find((p) => p.node === from)!;
   const server = lab.pods.find((p) => p.node === to)!;
   let seen = await pathBetween(lab, from, to);
@@ -67,7 +69,8 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       { name: 'edgemesh-cni UDP hole-punched', from: 'edge-a-1', to: 'edge-b-1', path: 'udp-punched' },
       { name: 'edgemesh-cni stream direct (fallback)', from: 'edge-t-1', to: 'cloud-2', path: 'direct' },
       { name: 'edgemesh-cni stream hole-punched (fallback)', from: 'edge-t-1', to: 'edge-b-1', path: 'hole-punched' },
-      { name: 'edgemesh-cni relayed (stream via relay)', from: 'edge-a-1', to: 'edge-s-1', path: 'relayed' },
+      { name: 'edgemesh-cni UDP relayed (via the UDP relay)', from: 'edge-a-1', to: 'edge-s-1', path: 'udp-relayed' },
+      { name: 'edgemesh-cni relayed (stream via relay)', from: 'edge-t-1', to: 'edge-s-1', path: 'relayed' },
     ];
     const facts: BedFact[] = [];
     for (const p of pairs) {
@@ -75,7 +78,9 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       log(`lab: ${p.from} → ${p.to} uses ${p.path} (${JSON.stringify(times)} ms after the first packet)`);
       if (p.path === 'host-gw') continue;
       // Through two NATs the relay carries the first packets while the punch runs.
-      const shown: Path[] = p.path === 'hole-punched' || p.path === 'udp-punched' ? ['relayed', p.path] : [p.path];
+      const shown: Path[] = ['hole-punched', 'udp-punched', 'udp-relayed'].includes(p.path)
+        ? ['relayed', p.path]
+        : [p.path];
       for (const path of shown) {
         facts.push({
           name: `${p.from} → ${p.to}: first packet → ${path} path${times[path] === 0 ? ' (already up)' : ''}`,
@@ -91,8 +96,10 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       scenarios: pairs.map((p) => {
         const client = lab.pods.find((x) => x.node === p.from)!;
         const server = lab.pods.find((x) => x.node === p.to)!;
-        // The relay's agent forwards relayed bytes too: count its CPU on that path.
-        const forwarders = p.path === 'relayed' ? [p.from, p.to, 'cloud-1'] : [p.from, p.to];
+        // The relay's agent forwards relayed bytes too (the UDP relay runs on a thread of its
+        // process): count its CPU on both relayed paths.
+        const forwarders =
+          p.path === 'relayed' || p.path === 'udp-relayed' ? [p.from, p.to, 'cloud-1'] : [p.from, p.to];
         return {
           name: p.name,
           clientNetns: client.netns,

@@ -9,6 +9,7 @@ import ipaddr from 'ipaddr.js';
 import { CidrError, parseCidr } from '../dataplane/route-table.ts';
 import { ipOf, isCircuit, isPublicIp } from './addresses.ts';
 import { Annotations, Labels } from './annotations.ts';
+import { parseRelayPort, RELAY_PORT_ANNOTATION, relayPortAnnotation } from './relay-annotations.ts';
 
 export interface PeerInfo {
   node: string;
@@ -19,6 +20,8 @@ export interface PeerInfo {
   nodeIp: string;
   punchPort?: number;
   relay: boolean;
+  /** A relay node's UDP relay port (overlay/relay-annotations.ts); only kept for relays. */
+  relayPort?: number;
   /** The multiaddrs whose IP is public (routable across sites): a direct dial target. */
   publicAddrs: Multiaddr[];
 }
@@ -241,6 +244,8 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
     return ip !== undefined && isPublicIp(ip) && !isCircuit(ma);
   });
   if (relay && publicAddrs.length === 0) return fail('labelled as relay but publishes no public multiaddr');
+  const relayPort = parseRelayPort(ann[RELAY_PORT_ANNOTATION]);
+  if ('error' in relayPort) return fail(relayPort.error);
 
   return {
     ok: true,
@@ -253,6 +258,8 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
       nodeIp,
       ...(punchPort === undefined ? {} : { punchPort }),
       relay,
+      // The relay role is the operator's label: a port published without it means nothing.
+      ...(relay && relayPort.port !== undefined ? { relayPort: relayPort.port } : {}),
       publicAddrs,
     },
   };
@@ -272,6 +279,7 @@ export function peerAnnotations(p: {
   site: string;
   nodeIp: string;
   punchPort?: number;
+  relayPort?: number;
 }): Record<string, string> {
   return {
     [Annotations.peerId]: p.peerId,
@@ -280,5 +288,6 @@ export function peerAnnotations(p: {
     [Annotations.site]: p.site,
     [Annotations.nodeIp]: p.nodeIp,
     ...(p.punchPort === undefined ? {} : { [Annotations.punchPort]: String(p.punchPort) }),
+    ...relayPortAnnotation(p.relayPort),
   };
 }

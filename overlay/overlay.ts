@@ -23,6 +23,12 @@ import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
 import { punchRetryDelayMs } from './punch-schedule.ts';
+import {
+  RELAY_BINDING_PROTOCOL,
+  type RelayBindingCounters,
+  RelayBindingService,
+  type RelayLike,
+} from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
 import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
@@ -42,10 +48,19 @@ const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
 /**
  * How traffic reaches a peer, best first: kernel route (same site), UDP session straight to
- * the peer, UDP session through punched NAT mappings, then the libp2p stream tunnel over a
- * direct, hole-punched or relayed connection.
+ * the peer, UDP session through punched NAT mappings, UDP session through a relay node's UDP
+ * relay (sealed datagrams forwarded unopened), then the libp2p stream tunnel over a direct,
+ * hole-punched or relayed connection.
  */
-export type PathKind = 'host-gw' | 'udp-direct' | 'udp-punched' | 'direct' | 'hole-punched' | 'relayed' | 'none';
+export type PathKind =
+  | 'host-gw'
+  | 'udp-direct'
+  | 'udp-punched'
+  | 'udp-relayed'
+  | 'direct'
+  | 'hole-punched'
+  | 'relayed'
+  | 'none';
 
 export interface PeerStatus {
   node: string;
@@ -75,6 +90,8 @@ export interface OverlayCounters {
   observed: { answered: number; refused: number };
   /** UDP sessions, probing and the path ladder (absent without a UDP socket). */
   udp?: UdpCarrierCounters;
+  /** Binding requests this relay node served (absent unless it runs a UDP relay). */
+  relayBindings?: RelayBindingCounters;
 }
 
 export interface OverlayOptions {
@@ -108,6 +125,11 @@ export interface OverlayOptions {
   udpRekeyAfterMs?: number;
   udpKeepaliveMs?: number;
   ladderTuning?: LadderTuning;
+  /**
+   * A relay node's UDP relay (dataplane/udp-relay.ts, opened by the agent): bindings for
+   * cluster members are granted over /edgemesh/udp-relay/1.0.0. The caller closes it after stop().
+   */
+  udpRelay?: RelayLike;
 }
 
 export interface OverlayEvents {
@@ -243,6 +265,7 @@ class OverlayImpl implements Overlay {
   readonly #probes = new Map<string, ConnectionProbe>();
   readonly #observed: { answered: number; refused: number };
   readonly #udp: UdpCarrier | undefined;
+  readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
   #badFrames = 0;
   #tunnelsOpened = 0;
@@ -274,6 +297,7 @@ class OverlayImpl implements Overlay {
     this.#punch.start();
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
+    this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
@@ -386,6 +410,7 @@ class OverlayImpl implements Overlay {
       ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
       onPackets: (node, packets) => this.#onUdpPackets(node, packets),
       onChange: (node) => this.#onUdpChange(node),
+      streamUp: (node) => this.#sessions.get(node)?.preferred() !== undefined,
       ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
       ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
       ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
@@ -441,6 +466,23 @@ class OverlayImpl implements Overlay {
   /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
   natKind(): NatKind | undefined {
     return this.#udp?.natKind;
+  }
+
+  #serveRelayBindings(relay: RelayLike): RelayBindingService {
+    const service = new RelayBindingService({
+      relay,
+      // Membership is the directory's (a node that left is refused even on an open connection).
+      isMember: (peerId) => this.#dir.has(peerId),
+      log: this.#log.child({ component: 'udp-relay' }),
+    });
+    void this.host.handle(RELAY_BINDING_PROTOCOL, (stream, conn) => service.serve(stream, conn.remotePeer.toString()), {
+      maxInboundStreams: 16,
+    });
+    this.#dir.on('peer:removed', (peer) => {
+      if (!relay.closed) service.forgetMember(peer.peerId);
+    });
+    service.start();
+    return service;
   }
 
   /**
@@ -810,6 +852,11 @@ class OverlayImpl implements Overlay {
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
+      ...(this.#relayBindings === undefined
+        ? {}
+        : {
+            relayBindings: { ...this.#relayBindings.counters, refused: { ...this.#relayBindings.counters.refused } },
+          }),
     };
   }
 
@@ -819,6 +866,7 @@ class OverlayImpl implements Overlay {
     for (const t of this.#timers) clearInterval(t);
     this.#reservations.stop();
     this.#punch.stop();
+    this.#relayBindings?.stop();
     for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
     await this.#udp?.stop();
     await this.host.stop();

@@ -8,7 +8,7 @@
 import type { PathKind } from './overlay.ts';
 
 export type TransportMode = 'auto' | 'udp' | 'stream';
-export type UdpPathKind = 'udp-direct' | 'udp-punched';
+export type UdpPathKind = 'udp-direct' | 'udp-punched' | 'udp-relayed';
 export type StreamPathKind = 'direct' | 'hole-punched' | 'relayed' | 'none';
 
 export interface UdpFacts {
@@ -66,7 +66,13 @@ export function holdDownMs(demotions: number, tuning: LadderTuning = DEFAULT_TUN
 /** The next ladder state for one peer. */
 export function stepLadder(
   state: LadderState,
-  input: { mode: TransportMode; udp: UdpFacts | undefined; now: number },
+  input: {
+    mode: TransportMode;
+    udp: UdpFacts | undefined;
+    now: number;
+    /** false: no stream tunnel is up either (e.g. its relay restarted). Absent: unknown (assume up). */
+    streamUp?: boolean;
+  },
   tuning: LadderTuning = DEFAULT_TUNING,
 ): LadderState {
   const { mode, udp, now } = input;
@@ -85,6 +91,9 @@ export function stepLadder(
   // confirmation must be newer than the loss.
   if (state.demotedAt !== undefined) {
     if (udp.confirmedAt < state.demotedAt) return state;
+    // Hysteresis keeps traffic from bouncing between two carriers; with no stream tunnel
+    // up, holding a freshly confirmed UDP path back only keeps the peer unreachable.
+    if (input.streamUp === false) return { ...state, carrier: 'udp', since: now };
     if (now - (udp.lastRxAt ?? udp.confirmedAt) >= tuning.freshMs) return state;
     if (now - Math.max(udp.confirmedAt, state.demotedAt) < holdDownMs(state.demotions, tuning)) return state;
   }

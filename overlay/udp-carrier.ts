@@ -15,6 +15,7 @@ import { type LadderTuning, type StreamPathKind, type TransportMode, visiblePath
 import { isBindingMessage, NatReflection, type ReflectionCounters } from './reflection.ts';
 import { isUsableCandidateIp } from './session-protocol.ts';
 import { type UdpPathCounters, UdpPaths } from './udp-paths.ts';
+import { type RelayAllocateArgs, UdpRelayPath, type UdpRelayPathCounters } from './udp-relay-path.ts';
 import { type UdpSessionCounters, UdpSessions } from './udp-sessions.ts';
 import { type DataSocketLike, endpointKey, type UdpEndpoint } from './udp-types.ts';
 
@@ -28,6 +29,8 @@ export interface UdpSocketFactory {
   open(handlers: UdpSocketHandlers): DataSocketLike & { readonly mtu?: number; close(): void };
   /** The AEAD the socket runs (both ends must match). Default 'aes-256-gcm'. */
   cipher?: string;
+  /** Builds UDP relay allocate datagrams (dataplane/udp-relay.ts); absent: no udp-relayed rung. */
+  allocateDatagram?: (a: RelayAllocateArgs) => Uint8Array;
 }
 
 export interface UdpCarrierOptions {
@@ -50,6 +53,8 @@ export interface UdpCarrierOptions {
   onPackets: (node: string, packets: Packet[]) => void;
   /** UDP started or stopped carrying a node's traffic, or its UDP path changed. */
   onChange: (node: string) => void;
+  /** Whether the node's stream tunnel is up (the ladder's hold-down needs a carrier to hold to). */
+  streamUp?: (node: string) => boolean;
   rekeyAfterMs?: number;
   graceMs?: number;
   tuning?: LadderTuning;
@@ -73,6 +78,8 @@ export interface UdpCarrierCounters {
   natKind: NatKind;
   /** New handshakes with peers that were not direct, started because our mapping changed. */
   mappingRetries: number;
+  /** The udp-relayed rung (absent when the socket cannot use UDP relays). */
+  relay?: UdpRelayPathCounters;
 }
 
 /** How long a relay's word on a peer's public IP is reused for that peer's handshakes. */
@@ -83,6 +90,7 @@ export class UdpCarrier {
   readonly sessions: UdpSessions;
   readonly paths: UdpPaths;
   readonly reflection: NatReflection;
+  readonly relay: UdpRelayPath | undefined;
   readonly #o: UdpCarrierOptions;
   #mappingRetries = 0;
   #observedIp: string | undefined;
@@ -117,6 +125,25 @@ export class UdpCarrier {
       ...(opts.rekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.rekeyAfterMs }),
       ...(opts.graceMs === undefined ? {} : { graceMs: opts.graceMs }),
     });
+    const socket = this.socket;
+    const allocateDatagram = opts.factory.allocateDatagram;
+    this.relay =
+      allocateDatagram !== undefined && socket.sendRelayAllocate !== undefined
+        ? new UdpRelayPath({
+            directory: opts.directory,
+            selfPeerId: opts.host.peerId.toString(),
+            sendAllocate: (relay, datagram) => socket.sendRelayAllocate!(relay, datagram),
+            allocateDatagram,
+            connectionTo: opts.connectionTo,
+            ackAgeMs: (node) => {
+              const f = this.paths.facts(node);
+              const at = f?.lastRxAt ?? f?.confirmedAt;
+              return at === undefined ? undefined : Date.now() - at;
+            },
+            probeSoon: (node) => this.paths.probeSoon(node),
+            log: opts.log,
+          })
+        : undefined;
     this.paths = new UdpPaths({
       socket: this.socket,
       nodeOf: (i) => this.sessions.nodeOf(i),
@@ -133,6 +160,8 @@ export class UdpCarrier {
       },
       ...(opts.tuning === undefined ? {} : { tuning: opts.tuning }),
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
+      ...(this.relay === undefined ? {} : { relay: this.relay }),
+      ...(opts.streamUp === undefined ? {} : { streamUp: opts.streamUp }),
     });
     this.reflection = new NatReflection({
       socket: this.socket,
@@ -227,6 +256,9 @@ export class UdpCarrier {
       reflection: { ...this.reflection.counters },
       natKind: this.reflection.kind,
       mappingRetries: this.#mappingRetries,
+      ...(this.relay === undefined
+        ? {}
+        : { relay: { ...this.relay.counters, grantFailures: { ...this.relay.counters.grantFailures } } }),
     };
   }
 
@@ -234,6 +266,7 @@ export class UdpCarrier {
     clearInterval(this.#timer);
     this.reflection.stop();
     this.paths.stop();
+    this.relay?.stop();
     await this.sessions.stop();
     this.socket.close();
   }

@@ -19,6 +19,7 @@ import {
   type UdpPathKind,
   udpAlive,
 } from './path-ladder.ts';
+import type { UdpRelayPath } from './udp-relay-path.ts';
 import type { ActiveSession } from './udp-sessions.ts';
 import { type DataSocketLike, endpointKey, type UdpEndpoint } from './udp-types.ts';
 
@@ -93,6 +94,13 @@ export interface UdpPathsOptions {
   /** A responder's new session takes over sending once the peer used it, or after this long. */
   txSwitchMs?: number;
   tuning?: LadderTuning;
+  /** Whether the node's stream tunnel is up (the ladder skips its hold-down when it is not). */
+  streamUp?: (node: string) => boolean;
+  /** The udp-relayed rung (overlay/udp-relay-path.ts); absent: no UDP relays. */
+  relay?: Pick<
+    UdpRelayPath,
+    'isRelay' | 'targets' | 'unanswered' | 'sessionEstablished' | 'preferDirect' | 'lost' | 'tick'
+  >;
 }
 
 const MAX_NONCES = 256;
@@ -158,6 +166,8 @@ export class UdpPaths {
 
   /** A new session (first one or a rekey) for `s.node`. */
   sessionEstablished(s: ActiveSession): void {
+    // The relay must know the new index before anything is sent on it.
+    this.#o.relay?.sessionEstablished(s);
     const now = Date.now();
     const pub = this.#o.publicness(s.node);
     const existing = this.#peers.get(s.node);
@@ -214,12 +224,15 @@ export class UdpPaths {
 
   /** The peer's sessions are gone: UDP cannot carry its traffic. */
   sessionLost(node: string): void {
+    this.#o.relay?.lost(node);
     if (this.#peers.delete(node)) this.#o.onChange(node);
   }
 
   facts(node: string): UdpFacts | undefined {
     const p = this.#peers.get(node);
-    return p === undefined ? undefined : { confirmedAt: p.confirmedAt, lastRxAt: p.lastAckAt, kind: p.kind };
+    if (p === undefined) return undefined;
+    const relayed = p.endpoint !== undefined && this.#o.relay?.isRelay(p.endpoint) === true;
+    return { confirmedAt: p.confirmedAt, lastRxAt: p.lastAckAt, kind: relayed ? 'udp-relayed' : p.kind };
   }
 
   /** Whether the node's UDP path answers now (a recent round trip). */
@@ -255,6 +268,12 @@ export class UdpPaths {
 
   endpointOf(node: string): UdpEndpoint | undefined {
     return this.#peers.get(node)?.endpoint;
+  }
+
+  /** Probe the node's candidates at the next tick (a relay just registered us). */
+  probeSoon(node: string): void {
+    const p = this.#peers.get(node);
+    if (p !== undefined) p.lastProbeAt = 0;
   }
 
   /** Authentic data arrived on `localIndex` (the socket opened it): the peer uses that session. */
@@ -319,7 +338,8 @@ export class UdpPaths {
       }
       const alive = udpAlive(this.facts(p.node), now, this.#tuning);
       if (mode !== 'stream') {
-        if (!alive) this.#probe(p, now);
+        // Through a relay, the direct candidates keep being probed (slowly): direct is better.
+        if (!alive || this.#onRelay(p)) this.#probe(p, now);
         else if (p.endpoint !== undefined && now - p.lastKeepaliveAt >= (this.#o.keepaliveMs ?? 1000)) {
           p.lastKeepaliveAt = now;
           this.counters.keepalivesSent++;
@@ -327,7 +347,12 @@ export class UdpPaths {
         }
       }
       const before = p.ladder;
-      p.ladder = stepLadder(before, { mode, udp: this.facts(p.node), now }, this.#tuning);
+      const streamUp = this.#o.streamUp?.(p.node);
+      p.ladder = stepLadder(
+        before,
+        { mode, udp: this.facts(p.node), now, ...(streamUp === undefined ? {} : { streamUp }) },
+        this.#tuning,
+      );
       if (p.ladder.carrier !== before.carrier) {
         this.counters.switches++;
         this.#o.log.info(
@@ -337,6 +362,11 @@ export class UdpPaths {
         this.#o.onChange(p.node);
       }
     }
+    this.#o.relay?.tick(now);
+  }
+
+  #onRelay(p: PeerUdp): boolean {
+    return p.endpoint !== undefined && this.#o.relay?.isRelay(p.endpoint) === true;
   }
 
   // The socket counts what it opened: the peer already sends on our pending session.
@@ -358,10 +388,11 @@ export class UdpPaths {
       p.lastRenewAt = now;
       this.#o.onUnanswered?.(p.node);
     }
+    if (!fast && !udpAlive(this.facts(p.node), now, this.#tuning)) this.#o.relay?.unanswered(p.node);
     const interval = fast ? (this.#o.probeIntervalMs ?? 100) : (this.#o.slowProbeMs ?? 2000);
     if (now - p.lastProbeAt < interval) return;
     p.lastProbeAt = now;
-    const targets = [...p.session.candidates, ...p.learned];
+    const targets = [...p.session.candidates, ...p.learned, ...(this.#o.relay?.targets(p.node) ?? [])];
     if (p.endpoint !== undefined && !targets.some((t) => sameEndpoint(t, p.endpoint!))) targets.push(p.endpoint);
     for (const to of targets) {
       this.counters.probesSent++;
@@ -372,8 +403,12 @@ export class UdpPaths {
   #adopt(p: PeerUdp, from: UdpEndpoint, now: number): void {
     const wasAlive = udpAlive(this.facts(p.node), now, this.#tuning);
     const same = p.endpoint !== undefined && sameEndpoint(p.endpoint, from);
-    // First authenticated reply wins; a live path is not moved by a late reply on another.
-    if (!same && wasAlive && p.confirmedAt !== undefined) return;
+    // First authenticated reply wins; a live path is not moved by a late reply on another,
+    // except off a relay by a direct endpoint that keeps answering.
+    const relay = this.#o.relay;
+    if (relay !== undefined && !same && wasAlive && this.#onRelay(p)) {
+      if (relay.isRelay(from) || !relay.preferDirect(p.node)) return;
+    } else if (!same && wasAlive && p.confirmedAt !== undefined) return;
     if (!same) {
       p.endpoint = { ...from };
       this.#setEndpoint(p.session.localIndex, p.endpoint);

@@ -31,6 +31,8 @@ export interface DataSocketLike {
   send(localIndex: number, packets: Packet[]): number;
   sendControl(localIndex: number, message: Uint8Array, to?: UdpEndpoint): boolean;
   session(localIndex: number): UdpSessionInfoLike | undefined;
+  /** Sends a UDP relay allocate datagram from this socket (overlay/udp-relay-path.ts). */
+  sendRelayAllocate?(relay: UdpEndpoint, datagram: Uint8Array): boolean;
   /** Datagrams the socket dropped, by reason (refused before JS sees them). */
   stats?(): { drops: Record<string, number> };
 }

@@ -178,7 +178,7 @@ describe('containerd (CRI plugin) on a lab node calls the edgemesh plugin', () =
       expect(rtt, `sandbox → ${t.name} (${t.ips[0]})`).not.toBeNull();
     }
     const peers = (await lab!.agentStatus(NODE)).peers.filter((p) => p.site === 'edge-b');
-    for (const p of peers) expect(['udp-punched', 'hole-punched', 'relayed'], p.node).toContain(p.path);
+    for (const p of peers) expect(['udp-punched', 'udp-relayed', 'hole-punched', 'relayed'], p.node).toContain(p.path);
     const back = lab!.pods.find((p) => p.node === 'edge-b-2')!;
     let rtt: number | null = null;
     for (let i = 0; i < 20 && rtt === null; i++) rtt = await pingFrom(back.netns, ip, 1);

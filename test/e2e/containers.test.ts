@@ -107,7 +107,7 @@ describe('lab up --containers (agents from the image under podman, DaemonSet con
       // carries what goes before it.
       else if (e.fromSite === 'cloud' || e.toSite === 'cloud')
         expect(['udp-direct', 'direct'], where).toContain(e.path);
-      else expect(['udp-punched', 'hole-punched', 'relayed'], where).toContain(e.path);
+      else expect(['udp-punched', 'udp-relayed', 'hole-punched', 'relayed'], where).toContain(e.path);
     }
   });
 

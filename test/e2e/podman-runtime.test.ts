@@ -169,7 +169,7 @@ describe('podman (CNI backend) on a lab node calls the edgemesh plugin', () => {
     // edge-a → edge-b crosses both NAT routers: never host-gw or direct.
     const peers = (await lab!.agentStatus(NODE)).peers.filter((p) => p.site === 'edge-b');
     expect(peers.length).toBeGreaterThan(0);
-    for (const p of peers) expect(['udp-punched', 'hole-punched', 'relayed'], p.node).toContain(p.path);
+    for (const p of peers) expect(['udp-punched', 'udp-relayed', 'hole-punched', 'relayed'], p.node).toContain(p.path);
     const back = lab!.pods.find((p) => p.node === 'edge-b-1')!;
     let rtt: number | null = null;
     for (let i = 0; i < 20 && rtt === null; i++) rtt = await pingFrom(back.netns, ip, 1);

@@ -14,6 +14,8 @@ import { createNatTopology, type NatTopology } from './overlay-topology.ts';
 export const LISTEN_PORT = 4001;
 /** A fixed port for processes outside the cluster (the stranger); members draw their own. */
 export const PUNCH_PORT = 4002;
+/** The relay's UDP relay port when `udpRelay` is on. */
+export const RELAY_UDP_PORT = 4003;
 
 export interface OverlayCluster {
   topo: NatTopology;
@@ -50,6 +52,7 @@ export function compactLog(stderr: string, lines: number): string {
 
 export interface ClusterOptions {
   randomFullyB?: boolean;
+  randomFullyA?: boolean;
   idleTimeoutMs?: number;
   autoPunch?: boolean;
   verify?: boolean;
@@ -61,11 +64,14 @@ export interface ClusterOptions {
   udp?: boolean;
   transport?: 'auto' | 'udp' | 'stream';
   udpRekeyAfterMs?: number;
+  /** The relay runs a UDP relay (on RELAY_UDP_PORT) and members may use it (the udp-relayed rung). */
+  udpRelay?: boolean;
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
   const topo = await createNatTopology({
     ...(opts.randomFullyB === undefined ? {} : { randomFullyB: opts.randomFullyB }),
+    ...(opts.randomFullyA === undefined ? {} : { randomFullyA: opts.randomFullyA }),
     ...(opts.secondNodeA === undefined ? {} : { secondNodeA: opts.secondNodeA }),
   });
   const dir = await mkdtemp(join(tmpdir(), `${topo.prefix}keys-`));
@@ -84,6 +90,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...(opts.udp === undefined ? {} : { udp: opts.udp }),
       ...(opts.transport === undefined ? {} : { transport: opts.transport }),
       ...(opts.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: opts.udpRekeyAfterMs }),
+      ...(opts.udpRelay ? { udpRelayPort: RELAY_UDP_PORT } : {}),
     };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',
@@ -150,6 +157,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
         site: p.config.site,
         nodeIp,
         punchPort: p.punchPort,
+        ...(isRelay && opts.udpRelay ? { relayPort: RELAY_UDP_PORT } : {}),
       }),
     });
     const nodes = [

@@ -24,6 +24,8 @@ export interface PeerProcessConfig {
   transport?: 'auto' | 'udp' | 'stream';
   /** Rekey UDP sessions this often (tests of rekeying under traffic). */
   udpRekeyAfterMs?: number;
+  /** UDP relays: members build allocate datagrams; a relay node opens a UdpRelay on this port. */
+  udpRelayPort?: number;
 }
 
 export class OverlayPeerProcess {

@@ -4,6 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import type { Packet, PeerLink } from '../../dataplane/types.ts';
+import { relayAllocateDatagram, UdpRelay } from '../../dataplane/udp-relay.ts';
 import { UdpDataSocket } from '../../dataplane/udp-session.ts';
 import { type NodeLike, PeerDirectory } from '../../overlay/directory.ts';
 import { PUNCH_PROTOCOL } from '../../overlay/hole-punch.ts';
@@ -77,6 +78,11 @@ const directory = new PeerDirectory();
 const punch = await loadOrCreatePunchPort(config.punchPortFile ?? `${config.keyPath}.punch-port`, {
   configured: config.punchPort,
 });
+// As the agent does on relay nodes: a UDP relay on its own port, bindings served by the overlay.
+const udpRelay =
+  config.relay && config.udpRelayPort !== undefined
+    ? UdpRelay.open({ bind: '0.0.0.0', port: config.udpRelayPort })
+    : undefined;
 const overlay = await createOverlay({
   nodeName: config.name,
   site: config.site,
@@ -92,10 +98,12 @@ const overlay = await createOverlay({
   ...(config.autoPunch === undefined ? {} : { autoPunch: config.autoPunch }),
   ...(config.transport === undefined ? {} : { transport: config.transport }),
   ...(config.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: config.udpRekeyAfterMs }),
+  ...(udpRelay === undefined ? {} : { udpRelay }),
   ...(config.udp
     ? {
         udp: {
           open: (handlers: UdpSocketHandlers) => UdpDataSocket.open({ bind: '0.0.0.0', port: punch.port, ...handlers }),
+          ...(config.udpRelayPort === undefined ? {} : { allocateDatagram: relayAllocateDatagram }),
         },
       }
     : {}),
@@ -264,6 +272,7 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
         natKind: overlay.natKind(),
         reservations: overlay.reservations(),
         counters: overlay.counters(),
+        ...(udpRelay === undefined || udpRelay.closed ? {} : { udpRelay: udpRelay.stats() }),
         connections: overlay.host.getConnections().map((c) => ({
           peer: c.remotePeer.toString(),
           remoteAddr: c.remoteAddr.toString(),
@@ -278,6 +287,7 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return overlay.capsOf(msg.node as string) ?? null;
     case 'stop':
       await overlay.stop();
+      udpRelay?.close();
       setTimeout(() => process.exit(0), 50);
       return true;
     default:

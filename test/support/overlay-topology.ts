@@ -17,6 +17,8 @@ export interface Site {
 
 export interface TopologyOptions {
   randomFullyB?: boolean;
+  /** Site A's NAT symmetric too (both sites endpoint-dependent: only a relay joins them). */
+  randomFullyA?: boolean;
   /** A second node on site A's LAN (10.1.0.3), behind the same NAT as node A. */
   secondNodeA?: boolean;
 }
@@ -83,7 +85,7 @@ export async function createNatTopology(opts: TopologyOptions = {}): Promise<Nat
     await attach(names.stranger, 'strgr', topo.stranger.ip);
     await attach(names.pub, 'pub', topo.pub.ip);
     for (const [site, random] of [
-      [topo.siteA, false],
+      [topo.siteA, opts.randomFullyA === true],
       [topo.siteB, opts.randomFullyB === true],
     ] as const) {
       await attach(site.router, site.router === names.ra ? 'ra' : 'rb', site.wanIp);

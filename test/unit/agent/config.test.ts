@@ -98,6 +98,16 @@ describe('agent config', () => {
     );
   });
 
+  it('takes the UDP relay port from the file or the environment (1-65535), absent by default', () => {
+    const base = { NODE_NAME: 'n1', EDGEMESH_CLUSTER_CIDRS: '10.244.0.0/16' };
+    expect(loadAgentConfig({}, base).overlay.relayPort).toBeUndefined();
+    expect(loadAgentConfig({}, { ...base, EDGEMESH_RELAY_PORT: '25311' }).overlay.relayPort).toBe(25311);
+    expect(loadAgentConfig({ config: configFile('overlay:\n  relayPort: 4003\n') }, base).overlay.relayPort).toBe(4003);
+    expect(
+      issuesOf(() => loadAgentConfig({ config: configFile('overlay:\n  relayPort: 70000\n') }, base)).join('\n'),
+    ).toMatch(/overlay\.relayPort/);
+  });
+
   it('lets the environment override the file and flags override both', () => {
     const path = configFile(full);
     const env = { NODE_NAME: 'from-env', EDGEMESH_SITE: 'env-site', EDGEMESH_RELAY: 'true', EDGEMESH_TUN_MTU: '1300' };

@@ -90,4 +90,15 @@ describe('path ladder', () => {
     expect(classifyUdpPath(true, false)).toBe('udp-direct');
     expect(classifyUdpPath(false, false)).toBe('udp-punched');
   });
+
+  it('skips the hold-down when no stream tunnel is up (nothing to hold traffic on), not the fresh confirmation', () => {
+    let s: LadderState = { carrier: 'stream', demotedAt: 10_000, demotions: 1, since: 10_000 };
+    s = stepLadder(s, { mode: 'auto', udp: udp(9000, 10_500), now: 10_500, streamUp: false });
+    expect(s.carrier).toBe('stream');
+    s = stepLadder(s, { mode: 'auto', udp: udp(11_000, 11_000), now: 11_000, streamUp: true });
+    expect(s.carrier).toBe('stream');
+    s = stepLadder(s, { mode: 'auto', udp: udp(11_000, 11_100), now: 11_100, streamUp: false });
+    expect(s.carrier).toBe('udp');
+    expect(visiblePath(s, { ...udp(11_000, 11_100), kind: 'udp-relayed' }, 'none', 11_200)).toBe('udp-relayed');
+  });
 });
