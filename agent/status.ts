@@ -1,7 +1,7 @@
 // The agent's status as the control API serves it (`GET /status`) and as
 // `edgemesh-cni status` prints it: one row per peer node, in the spirit of `wg show`.
 
-import type { PathKind } from '../overlay/overlay.ts';
+import type { PathKind } from '../overlay/path-kind.ts';
 
 /** The overlay's path kinds (one vocabulary for agent, overlay, CLI): udp-direct, udp-punched, ... */
 export type PathType = PathKind;

@@ -12,7 +12,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
-import type { PathKind } from '../overlay/overlay.ts';
+import type { PathKind } from '../overlay/path-kind.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,

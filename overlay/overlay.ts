@@ -46,21 +46,9 @@ export interface ForwarderLike {
 /** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
 const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
-/**
- * How traffic reaches a peer, best first: kernel route (same site), UDP session straight to
- * the peer, UDP session through punched NAT mappings, UDP session through a relay node's UDP
- * relay (sealed datagrams forwarded unopened), then the libp2p stream tunnel over a direct,
- * hole-punched or relayed connection.
- */
-export type PathKind =
-  | 'host-gw'
-  | 'udp-direct'
-  | 'udp-punched'
-  | 'udp-relayed'
-  | 'direct'
-  | 'hole-punched'
-  | 'relayed'
-  | 'none';
+import type { PathKind } from './path-kind.ts';
+
+export type { PathKind };
 
 export interface PeerStatus {
   node: string;

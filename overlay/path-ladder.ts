@@ -5,7 +5,7 @@
 // relayed) carries traffic where UDP gets no reply. A UDP path that died must prove itself
 // for a hold-down period before it gets traffic again, longer after each failure, so a
 // flapping path does not bounce traffic back and forth.
-import type { PathKind } from './overlay.ts';
+import type { PathKind } from './path-kind.ts';
 
 export type TransportMode = 'auto' | 'udp' | 'stream';
 export type UdpPathKind = 'udp-direct' | 'udp-punched' | 'udp-relayed';

@@ -10,7 +10,7 @@ import { ipOf, isPublicIp } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import type { Host } from './host.ts';
 import type { NatKind } from './nat-kind.ts';
-import type { PathKind } from './overlay.ts';
+import type { PathKind } from './path-kind.ts';
 import { type LadderTuning, type StreamPathKind, type TransportMode, visiblePath } from './path-ladder.ts';
 import { isBindingMessage, NatReflection, type ReflectionCounters } from './reflection.ts';
 import { isUsableCandidateIp } from './session-protocol.ts';
