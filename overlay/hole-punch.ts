@@ -37,7 +37,7 @@ export class PunchError extends Error {
   }
 }
 
-interface PunchOffer {
+export interface PunchOffer {
   v: 1;
   ip: string;
   port: number;
@@ -325,7 +325,8 @@ function punchFailure(reason: string, message: string): PunchError {
   return new PunchError(reason, message);
 }
 
-function validateOffer(o: unknown): asserts o is PunchOffer {
+/** Checks a punch offer or answer from a peer; throws PunchError("bad-message") for anything else. */
+export function validateOffer(o: unknown): asserts o is PunchOffer {
   const offer = o as Partial<PunchOffer> | null;
   if (
     offer === null ||

@@ -18,7 +18,9 @@ import { encodeFrame, FrameError } from '../../../dataplane/frame-codec.ts';
 import { parseCidr } from '../../../dataplane/route-table.ts';
 import type { Packet, PacketIO } from '../../../dataplane/types.ts';
 import { blockObjectName } from '../../../ipam/node-blocks.ts';
+import { isPublicIp } from '../../../overlay/addresses.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
+import { PunchError, type PunchOffer, validateOffer } from '../../../overlay/hole-punch.ts';
 import { udp4, udp6 } from '../dataplane/packets.ts';
 
 const RUNS = Number(process.env.EDGEMESH_FUZZ_RUNS ?? 300);
@@ -418,4 +420,32 @@ describe('fuzz: CNI inputs', () => {
       { numRuns: RUNS * 10 },
     );
   }, 60_000);
+});
+
+describe('fuzz: punch offers from a peer', () => {
+  // What a member may send on /edgemesh/punch/1.0.0: any JSON value, and near-valid offers
+  // with one field wrong.
+  const nearValid = fc.record({
+    v: fc.oneof(fc.constant(1), fc.integer(), fc.string()),
+    ip: fc.oneof(fc.ipV4(), fc.ipV6(), fc.constantFrom('127.0.0.1', '10.0.0.1', '0.0.0.0', '::1', 'x'), fc.string()),
+    port: fc.oneof(fc.integer({ min: -10, max: 70_000 }), fc.double(), fc.string()),
+  });
+
+  it('a punch offer is either a public address with a port or a PunchError: nothing else', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.jsonValue(), nearValid), (o) => {
+        try {
+          validateOffer(o);
+        } catch (err) {
+          expect(err).toBeInstanceOf(PunchError);
+          expect((err as PunchError).reason).toBe('bad-message');
+          return;
+        }
+        const offer = o as PunchOffer;
+        expect(isPublicIp(offer.ip)).toBe(true);
+        expect(Number.isInteger(offer.port) && offer.port >= 1 && offer.port <= 65_535).toBe(true);
+      }),
+      { numRuns: 5000 },
+    );
+  });
 });
