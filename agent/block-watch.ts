@@ -4,6 +4,7 @@
 import type { Informer, ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from '../common/log.ts';
 import type { IpamBlockObject } from '../ipam/node-blocks.ts';
+import { InformerKeeper } from './informer-keeper.ts';
 import type { PodCidrAuthority } from './pod-cidr-authority.ts';
 
 export interface BlockWatchOptions {
@@ -15,10 +16,11 @@ export interface BlockWatchOptions {
 export class BlockWatch {
   private readonly opts: BlockWatchOptions;
   private informer: (Informer<IpamBlockObject> & ObjectCache<IpamBlockObject>) | undefined;
-  private stopped = false;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private keeper: InformerKeeper | undefined;
   /** Informer errors seen (each is followed by a restart). */
-  errors = 0;
+  get errors(): number {
+    return this.keeper?.errors ?? 0;
+  }
   /** Exceptions caught in event handlers. */
   handlerErrors = 0;
 
@@ -46,21 +48,13 @@ export class BlockWatch {
     informer.on('add', (b) => this.guarded('add', b, () => authority.setBlock(b)));
     informer.on('update', (b) => this.guarded('update', b, () => authority.setBlock(b)));
     informer.on('delete', (b) => this.guarded('delete', b, () => authority.removeBlock(b.metadata?.name ?? '')));
-    informer.on('error', (err: unknown) => {
-      this.errors++;
-      if (this.stopped) return;
-      logger.warn({ err: (err as Error)?.message ?? String(err) }, 'IPAMBlock watch failed; restarting in 2 s');
-      this.restartTimer = setTimeout(() => {
-        if (!this.stopped) informer.start().catch(() => undefined);
-      }, 2000);
-    });
+    this.keeper = new InformerKeeper(informer, { log: logger, what: 'IPAMBlock' });
     await informer.start();
     for (const [name, why] of authority.badBlocks) logger.warn({ block: name, why }, 'IPAMBlock ignored');
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.keeper?.stop();
     await this.informer?.stop();
   }
 }

@@ -8,6 +8,7 @@
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import type { Logger } from '../common/log.ts';
 import type { PeerDirectory, PeerInfo } from '../overlay/directory.ts';
+import { InformerKeeper } from './informer-keeper.ts';
 import type { NodeApi } from './kube.ts';
 import type { PodCidrAuthority, RefusedCidr } from './pod-cidr-authority.ts';
 
@@ -45,9 +46,11 @@ export class NodeWatch {
   private readonly log: Logger;
   private informer: (Informer<V1Node> & ObjectCache<V1Node>) | undefined;
   private stopped = false;
-  private restartTimer: NodeJS.Timeout | undefined;
+  private keeper: InformerKeeper | undefined;
   /** Informer errors seen (each is followed by a restart). */
-  errors = 0;
+  get errors(): number {
+    return this.keeper?.errors ?? 0;
+  }
   /** Exceptions caught in event handlers (a bug or input nobody foresaw; the event is skipped). */
   handlerErrors = 0;
   /** Each peer's InternalIPs (one per family on dual-stack nodes), from its Node status. */
@@ -230,15 +233,8 @@ export class NodeWatch {
     informer.on('add', (n) => this.guarded('add', n.metadata?.name, () => this.upsert(n)));
     informer.on('update', (n) => this.guarded('update', n.metadata?.name, () => this.upsert(n)));
     informer.on('delete', (n) => this.guarded('delete', undefined, () => this.remove(n)));
-    informer.on('error', (err: unknown) => {
-      this.errors++;
-      if (this.stopped) return;
-      this.log.warn({ err: (err as Error)?.message ?? String(err) }, 'Node watch failed; restarting in 2 s');
-      // client-node's informer stops on error; restarting it relists and resyncs the cache.
-      this.restartTimer = setTimeout(() => {
-        if (!this.stopped) informer.start().catch(() => undefined);
-      }, 2000);
-    });
+    // client-node's informer stops on error; restarting it relists and resyncs the cache.
+    this.keeper = new InformerKeeper(informer, { log: this.log, what: 'Node' });
     await informer.start();
     // The initial list also drops peers that vanished while the agent was down.
     const present = new Set(informer.list().map((n) => n.metadata?.name));
@@ -248,7 +244,7 @@ export class NodeWatch {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.keeper?.stop();
     if (this.reverifyPending) clearImmediate(this.reverifyPending);
     for (const timer of this.reportTimers.values()) clearTimeout(timer);
     this.reportTimers.clear();

@@ -5,6 +5,8 @@
 import { connect } from 'node:net';
 import { makeInformer, PatchStrategy, setHeaderOptions, type V1Node, Watch } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
+import { InformerKeeper } from '../../../agent/informer-keeper.ts';
+import { silentLogger } from '../../../common/log.ts';
 import { startApiServer } from '../../../lab/kube-apiserver/server.ts';
 import { type Harness, node, raw, startHarness } from './helpers.ts';
 
@@ -327,11 +329,9 @@ describe('client-node informer', { timeout: 60_000 }, () => {
     const port = h.server.port;
     await h.core.createNode({ body: node('old') });
     const informer = makeInformer(h.kc, '/api/v1/nodes', () => h!.core.listNode());
-    let restarting = true;
-    // As the agent does: client-node's informer stops on a connection error; start it again.
-    informer.on('error', () => {
-      if (restarting) setTimeout(() => informer.start().catch(() => undefined), 100);
-    });
+    // As the agent does: client-node's informer stops on a connection error; the agent's
+    // keeper starts it again, one restart at a time, also when a restart itself fails.
+    const keeper = new InformerKeeper(informer, { log: silentLogger(), what: 'Node', firstDelayMs: 100 });
     await informer.start();
     try {
       await until(() => informer.get('old') !== undefined, 'the first list');
@@ -342,7 +342,7 @@ describe('client-node informer', { timeout: 60_000 }, () => {
       await h.core.createNode({ body: node('new') });
       await until(() => informer.get('new') !== undefined && informer.get('old') === undefined, 'the relist');
     } finally {
-      restarting = false;
+      keeper.stop();
       await informer.stop();
     }
   });
