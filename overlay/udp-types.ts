@@ -1,19 +1,10 @@
 // What the overlay needs from the native UDP data socket (dataplane/udp-session.ts). Kept
 // structural so the overlay's session and probing logic does not depend on the native addon
-// being built; the agent hands it the real UdpDataSocket.
+// being built (type imports are erased); the agent hands it the real UdpDataSocket.
 import type { Packet } from '../dataplane/types.ts';
+import type { SessionKeys, UdpEndpoint } from '../dataplane/udp-session.ts';
 
-export interface UdpEndpoint {
-  ip: string;
-  port: number;
-}
-
-export interface SessionKeys {
-  localIndex: number;
-  remoteIndex: number;
-  txKey: Uint8Array;
-  rxKey: Uint8Array;
-}
+export type { SessionKeys, UdpEndpoint };
 
 export interface UdpSessionInfoLike {
   txCounter: bigint | number;
