@@ -95,6 +95,42 @@ function parseRequest(bytes: Uint8Array): RelayBindingRequest {
   return { v: 1, op: m.op, peer: m.peer };
 }
 
+/**
+ * The relay's answer, checked like any input from another node: whatever it sends, the
+ * result is a grant, a release, or a RelayBindingError with a reason (never a TypeError
+ * from a `null` or a string where an object was expected).
+ */
+export function parseReply(bytes: Uint8Array, peer: string): RelayGrant | { released: boolean } {
+  let reply: unknown;
+  try {
+    reply = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    throw new RelayBindingError('bad-message', 'the relay sent no JSON');
+  }
+  if (typeof reply !== 'object' || reply === null || Array.isArray(reply)) {
+    throw new RelayBindingError('bad-message', 'the relay sent no object');
+  }
+  const r = reply as Partial<Record<'error' | 'released' | 'bindingId' | 'member' | 'token' | 'port', unknown>>;
+  if ('error' in r) throw new RelayBindingError(String(r.error).slice(0, 64), 'the relay refused the binding');
+  if ('released' in r) return { released: r.released === true };
+  const token = typeof r.token === 'string' ? Buffer.from(r.token, 'base64') : Buffer.alloc(0);
+  const { bindingId, member, port } = r;
+  if (
+    typeof bindingId !== 'number' ||
+    !Number.isInteger(bindingId) ||
+    bindingId < 1 ||
+    bindingId > 0xffffffff ||
+    (member !== 0 && member !== 1) ||
+    token.length !== 32 ||
+    typeof port !== 'number' ||
+    !Number.isInteger(port) ||
+    port < 1 ||
+    port > 65535
+  )
+    throw new RelayBindingError('bad-message', 'the relay sent a malformed grant');
+  return { bindingId, member, token: new Uint8Array(token), port, peer };
+}
+
 export interface RelayBindingServiceOptions {
   relay: RelayLike;
   /** Whether a peer ID belongs to a cluster member (the directory). */
@@ -238,24 +274,9 @@ export async function requestRelayBinding(
     try {
       const req: RelayBindingRequest = { v: 1, op: opts.op ?? 'bind', peer };
       await lp.write(new TextEncoder().encode(JSON.stringify(req)), { signal });
-      const reply = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as RelayBindingReply;
+      const reply = parseReply((await lp.read({ signal })).subarray(), peer);
       void stream.close().catch(() => {});
-      if ('error' in reply)
-        throw new RelayBindingError(String(reply.error).slice(0, 64), 'the relay refused the binding');
-      if ('released' in reply) return { released: reply.released === true };
-      const token = Buffer.from(String(reply.token), 'base64');
-      if (
-        !Number.isInteger(reply.bindingId) ||
-        reply.bindingId < 1 ||
-        reply.bindingId > 0xffffffff ||
-        (reply.member !== 0 && reply.member !== 1) ||
-        token.length !== 32 ||
-        !Number.isInteger(reply.port) ||
-        reply.port < 1 ||
-        reply.port > 65535
-      )
-        throw new RelayBindingError('bad-message', 'the relay sent a malformed grant');
-      return { bindingId: reply.bindingId, member: reply.member, token: new Uint8Array(token), port: reply.port, peer };
+      return reply;
     } catch (err) {
       stream.abort(err as Error);
       throw err;

@@ -21,6 +21,7 @@ import { blockObjectName } from '../../../ipam/node-blocks.ts';
 import { isPublicIp } from '../../../overlay/addresses.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
 import { PunchError, type PunchOffer, validateOffer } from '../../../overlay/hole-punch.ts';
+import { parseReply, RelayBindingError } from '../../../overlay/relay-binding.ts';
 import { udp4, udp6 } from '../dataplane/packets.ts';
 
 const RUNS = Number(process.env.EDGEMESH_FUZZ_RUNS ?? 300);
@@ -444,6 +445,40 @@ describe('fuzz: punch offers from a peer', () => {
         const offer = o as PunchOffer;
         expect(isPublicIp(offer.ip)).toBe(true);
         expect(Number.isInteger(offer.port) && offer.port >= 1 && offer.port <= 65_535).toBe(true);
+      }),
+      { numRuns: 5000 },
+    );
+  });
+});
+
+describe('fuzz: a relay answering a binding request', () => {
+  it('any reply is a well-formed grant, a release, or a RelayBindingError: never a TypeError', () => {
+    const grantish = fc.record({
+      v: fc.constant(1),
+      bindingId: fc.oneof(fc.integer(), fc.double(), fc.string()),
+      member: fc.oneof(fc.constantFrom(0, 1, 2), fc.string()),
+      token: fc.oneof(fc.base64String(), fc.constant(Buffer.alloc(32).toString('base64')), fc.integer()),
+      port: fc.oneof(fc.integer({ min: -5, max: 70_000 }), fc.string()),
+    });
+    const bytes = fc.oneof(
+      fc.jsonValue().map((v) => new TextEncoder().encode(JSON.stringify(v))),
+      grantish.map((v) => new TextEncoder().encode(JSON.stringify(v))),
+      fc.uint8Array({ maxLength: 64 }),
+    );
+    fc.assert(
+      fc.property(bytes, (b) => {
+        let out: ReturnType<typeof parseReply>;
+        try {
+          out = parseReply(b, 'peer');
+        } catch (err) {
+          expect(err).toBeInstanceOf(RelayBindingError);
+          return;
+        }
+        if ('released' in out) return;
+        expect(Number.isInteger(out.bindingId) && out.bindingId >= 1).toBe(true);
+        expect([0, 1]).toContain(out.member);
+        expect(out.token.length).toBe(32);
+        expect(out.port >= 1 && out.port <= 65_535).toBe(true);
       }),
       { numRuns: 5000 },
     );
