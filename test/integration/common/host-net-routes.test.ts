@@ -1,7 +1,6 @@
 // Host-side helpers against real iproute2, inside a namespace this file creates.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
-import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
 import {
   applyRoutes,
   configureInterface,
@@ -10,7 +9,8 @@ import {
   type RouteSpec,
   removeAddress,
   removeRoute,
-} from '../../../dataplane/host-net.ts';
+} from '../../../common/host-net/index.ts';
+import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
 
 const prefix = runPrefix('emhn');
 const ns = `${prefix}n`;
