@@ -3,7 +3,7 @@
 // product starts `ip`.
 export * from './addresses.ts';
 export * from './host-net.ts';
-export { ipBatch, type NetnsOption } from './iproute2.ts';
+export { ip, ipBatch, type NetnsOption } from './iproute2.ts';
 export { LinkVanishWatch, listedLinks } from './link-vanish.ts';
 export * from './links.ts';
 export * from './namespaces.ts';
