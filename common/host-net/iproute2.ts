@@ -17,6 +17,11 @@ export function ip(args: readonly string[], opts: NetnsOption = {}): Promise<str
   return run('ip', [...nsArgs(opts), ...args]);
 }
 
+/** The command line that runs `file args` inside a named namespace (`ip netns exec`). */
+export function inNetns(netns: string, file: string, args: readonly string[] = []): [string, string[]] {
+  return ['ip', ['netns', 'exec', netns, file, ...args]];
+}
+
 /** Runs `ip -batch -` with the given lines (one netlink round per line, one process). */
 export function ipBatch(
   lines: readonly string[],

@@ -1,6 +1,8 @@
 // Named network namespaces (`ip netns`), for the lab, the benchmarks and the privileged tests.
 import { run } from '../exec.ts';
-import { ip } from './iproute2.ts';
+import { inNetns, ip } from './iproute2.ts';
+
+export { inNetns };
 
 export async function createNetns(name: string): Promise<void> {
   await ip(['netns', 'add', name]);
@@ -26,11 +28,6 @@ export async function listNetns(): Promise<string[]> {
     .split('\n')
     .map((l) => l.split(' ')[0] ?? '')
     .filter(Boolean);
-}
-
-/** The command line that runs `file args` inside a named namespace (`ip netns exec`). */
-export function inNetns(netns: string, file: string, args: readonly string[] = []): [string, string[]] {
-  return ['ip', ['netns', 'exec', netns, file, ...args]];
 }
 
 /** Runs a command inside a named namespace and returns its stdout. */

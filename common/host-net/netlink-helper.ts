@@ -7,7 +7,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.ts';
-import { inNetns } from './namespaces.ts';
+import { inNetns } from './iproute2.ts';
 
 export class NetlinkError extends Error {
   readonly errno: number;
