@@ -62,8 +62,8 @@ const hostNet: HostNet = iproute2HostNet();
 export async function listPodRoutes(clusterCidrs: string[], net: HostNet = hostNet): Promise<RouteSpec[]> {
   const found: RouteSpec[] = [];
   for (const r of await net.listTableRoutes({ table: 'main' })) {
-    // No device: an unreachable (fallback) route, not a pod route.
-    if (!r.dev || r.dst === 'default') continue;
+    // Unreachable (fallback) routes are not pod routes: IPv4 lists them without a device, IPv6 on `lo`.
+    if (!r.dev || r.type !== undefined || r.dst === 'default') continue;
     const dst = r.dst.includes('/') ? r.dst : `${r.dst}/${r.family === 4 ? 32 : 128}`;
     // Kernel routes of the local bridge (proto kernel) belong to the interface, not to us.
     if (r.protocol === 'kernel') continue;
