@@ -3,12 +3,12 @@
 // spec's error JSON on stdout with a non-zero exit code.
 import { CommandError } from '../common/exec.ts';
 import {
-  EEXIST,
   type HostNet,
   type HostNetCounters,
   type IfAddress,
   iproute2HostNet,
-  NetlinkError,
+  isAlreadyExists,
+  isHostNetRefusal,
   netlinkHostNet,
   type PodSpec,
   type VethSpec,
@@ -68,13 +68,6 @@ export const DEFAULT_MTU = 1500;
 
 /** Netlink helper starts and failures, and per-pod operations redone with iproute2. */
 export type PlumbingCounters = HostNetCounters;
-
-function alreadyExists(err: unknown): boolean {
-  return (
-    (err instanceof CommandError && /File exists/.test(err.stderr)) ||
-    (err instanceof NetlinkError && err.errno === EEXIST)
-  );
-}
 
 export class CniPlugin {
   readonly bridgeName: string;
@@ -273,13 +266,13 @@ export class CniPlugin {
     try {
       await this.net.attachPod(veth, pod);
     } catch (err) {
-      if (!(err instanceof CommandError) && !(err instanceof NetlinkError)) throw err;
+      if (!isHostNetRefusal(err)) throw err;
       // A repeated ADD finds its own veth (remove it: its peer in the pod goes with it), or the
       // bridge was deleted behind our back (recreate it). Anything else is a real failure.
       const hostExisted = await this.net.deleteLink(view.host.name);
       const bridgeExists = await this.net.linkExists(view.bridge.name);
       if (!hostExisted && bridgeExists) {
-        if (alreadyExists(err)) {
+        if (isAlreadyExists(err)) {
           throw new CniError(
             ErrorCode.Internal,
             `interface ${view.pod.name} already exists in ${view.pod.netns}`,

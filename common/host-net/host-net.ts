@@ -2,8 +2,9 @@
 // one shape whatever carries the requests. Two backends: iproute2 (every operation, batched
 // where it matters) and netlink (common/host-net/netlink.ts: the long-lived C helper for the
 // per-pod operations it covers, iproute2 for the rest and whenever the helper fails).
+import { CommandError } from '../exec.ts';
 import { configureInterface, mtuOfInterfaceWith, removeAddress } from './addresses.ts';
-import type { NetnsOption } from './iproute2.ts';
+import { isExisting, type NetnsOption } from './iproute2.ts';
 import {
   type BridgeSpec,
   configurePod,
@@ -19,6 +20,7 @@ import {
   type VethSpec,
   vethPorts,
 } from './links.ts';
+import { EEXIST, NetlinkError } from './netlink-helper.ts';
 import {
   applyRoutes,
   ensureRoute,
@@ -82,6 +84,16 @@ export interface HostNet {
   counters(): HostNetCounters;
   /** Stops what the backend keeps running (the netlink helper). Interfaces stay as they are. */
   close(): void;
+}
+
+/** A refusal by the kernel (or by iproute2), from either backend: not a bug in the caller. */
+export function isHostNetRefusal(err: unknown): boolean {
+  return err instanceof CommandError || err instanceof NetlinkError;
+}
+
+/** The kernel refused because the object exists already (EEXIST), from either backend. */
+export function isAlreadyExists(err: unknown): boolean {
+  return isExisting(err) || (err instanceof NetlinkError && err.errno === EEXIST);
 }
 
 /** Every operation through iproute2 processes, in `netns` (named) or the caller's namespace. */

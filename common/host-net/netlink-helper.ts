@@ -1,9 +1,10 @@
 // The driver of `edgemesh netlink-helper` (cni/client/netlink-helper.c, in the CNI client's
 // static binary): one long-lived C process that does the per-pod veth/address/route work over
-// rtnetlink, so that a pod's ADD and DEL start no process at all. Requests are pipelined in order; the queue is bounded; a
-// helper that dies fails its pending requests (HelperFailedError, so the caller can redo the
-// work with iproute2) and is restarted on the next one. A helper that keeps dying is left
-// alone for a while (available() is false) instead of being respawned for every pod.
+// rtnetlink, so that a pod's ADD and DEL start no process at all. Requests are pipelined in
+// order; the queue is bounded; a helper that dies fails its pending requests
+// (HelperFailedError, so the caller can redo the work with iproute2) and is restarted on the
+// next one. A helper that keeps dying is left alone for a while (available() is false)
+// instead of being respawned for every pod.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.ts';
