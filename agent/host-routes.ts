@@ -3,9 +3,7 @@
 // packets carry a pod-network source the peer accepts); each same-site peer's pod CIDRs →
 // host-gw via its node IP. Reconciling (replace desired, delete stale) makes a restart or
 // a Node deletion converge with no duplicate and no leftover.
-import { writeFile } from 'node:fs/promises';
-import { run } from '../common/exec.ts';
-import { applyRoutes, type RouteSpec } from '../dataplane/host-net.ts';
+import { type HostNet, iproute2HostNet, type RouteSpec } from '../common/host-net/index.ts';
 import { canonicalCidr, cidrFamily, containsCidr } from '../ipam/cidr.ts';
 import type { NodeBlock } from '../ipam/types.ts';
 
@@ -57,33 +55,20 @@ export function hostGwRoutes(
   return routes;
 }
 
-interface IpRoute {
-  dst: string;
-  dev?: string;
-  gateway?: string;
-  prefsrc?: string;
-  protocol?: string;
-}
+/** The host's routes in the agent's own namespace. */
+const hostNet: HostNet = iproute2HostNet();
 
 /** Every main-table route whose destination lies inside a cluster CIDR: the ones the agent manages. */
-export async function listPodRoutes(clusterCidrs: string[]): Promise<RouteSpec[]> {
+export async function listPodRoutes(clusterCidrs: string[], net: HostNet = hostNet): Promise<RouteSpec[]> {
   const found: RouteSpec[] = [];
-  for (const family of ['-4', '-6'] as const) {
-    const out = await run('ip', ['-j', family, 'route', 'show', 'table', 'main']);
-    const routes = (out.trim() ? JSON.parse(out) : []) as IpRoute[];
-    for (const r of routes) {
-      if (!r.dev || r.dst === 'default') continue;
-      const dst = r.dst.includes('/') ? r.dst : `${r.dst}/${family === '-4' ? 32 : 128}`;
-      // Kernel routes of the local bridge (proto kernel) belong to the interface, not to us.
-      if (r.protocol === 'kernel') continue;
-      if (!clusterCidrs.some((c) => cidrFamily(c) === cidrFamily(dst) && containsCidr(c, dst))) continue;
-      found.push({
-        dst: r.dst,
-        dev: r.dev,
-        ...(r.gateway ? { via: r.gateway } : {}),
-        ...(r.prefsrc ? { src: r.prefsrc } : {}),
-      });
-    }
+  for (const r of await net.listTableRoutes({ table: 'main' })) {
+    // Unreachable (fallback) routes are not pod routes: IPv4 lists them without a device, IPv6 on `lo`.
+    if (!r.dev || r.type !== undefined || r.dst === 'default') continue;
+    const dst = r.dst.includes('/') ? r.dst : `${r.dst}/${r.family === 4 ? 32 : 128}`;
+    // Kernel routes of the local bridge (proto kernel) belong to the interface, not to us.
+    if (r.protocol === 'kernel') continue;
+    if (!clusterCidrs.some((c) => cidrFamily(c) === cidrFamily(dst) && containsCidr(c, dst))) continue;
+    found.push({ dst: r.dst, dev: r.dev, ...(r.via ? { via: r.via } : {}), ...(r.src ? { src: r.src } : {}) });
   }
   return found;
 }
@@ -97,8 +82,9 @@ export function canonicalDst(dst: string): string {
 export async function reconcileRoutes(
   desired: RouteSpec[],
   clusterCidrs: string[],
+  net: HostNet = hostNet,
 ): Promise<{ replaced: number; removed: RouteSpec[] }> {
-  const current = await listPodRoutes(clusterCidrs);
+  const current = await listPodRoutes(clusterCidrs, net);
   const want = new Set(desired.map((r) => routeKey({ ...r, dst: canonicalDst(r.dst) })));
   // The kernel reports `dst` of a /32 without the length and no `src` for host-gw routes.
   const stale = current.filter((r) => !want.has(routeKey({ ...r, dst: canonicalDst(r.dst) })));
@@ -110,27 +96,16 @@ export async function reconcileRoutes(
   const missing = desired.filter((r) => !have.has(routeKey({ ...r, dst: canonicalDst(r.dst) })));
   // Nothing to do is the common case of the periodic pass: no `ip -batch` at all.
   if (missing.length === 0 && remove.length === 0) return { replaced: 0, removed: [] };
-  await applyRoutes({ replace: missing, remove });
+  await net.applyRoutes({ replace: missing, remove });
   return { replaced: missing.length, removed: remove };
 }
 
 /** The interface through which the kernel reaches `ip` (for host-gw next hops). */
-export async function deviceTowards(ip: string): Promise<string | undefined> {
-  try {
-    const out = await run('ip', ['-j', 'route', 'get', ip]);
-    const [route] = JSON.parse(out) as Array<{ dev?: string; gateway?: string }>;
-    // A next hop behind a router is not on our LAN: host-gw needs a direct neighbour.
-    if (!route?.dev || route.gateway) return undefined;
-    return route.dev;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Turns on IP forwarding for the families in use (the node routes between bridge and TUN/LAN). */
-export async function enableForwarding(families: Array<4 | 6>): Promise<void> {
-  if (families.includes(4)) await writeFile('/proc/sys/net/ipv4/ip_forward', '1\n');
-  if (families.includes(6)) await writeFile('/proc/sys/net/ipv6/conf/all/forwarding', '1\n');
+export async function deviceTowards(ip: string, net: HostNet = hostNet): Promise<string | undefined> {
+  const route = await net.routeTowards(ip);
+  // A next hop behind a router is not on our LAN: host-gw needs a direct neighbour.
+  if (!route?.dev || route.via) return undefined;
+  return route.dev;
 }
 
 /** Metric of the fallback routes: below every real route to the same destination. */
@@ -141,22 +116,16 @@ export const FALLBACK_METRIC = 4000;
  * (the TUN and its routes vanish with the process), pod traffic to other nodes fails fast
  * here instead of leaking out of the default route unencrypted.
  */
-export async function ensureFallbackRoutes(clusterCidrs: string[]): Promise<void> {
-  for (const cidr of clusterCidrs) {
-    const family = cidr.includes(':') ? '-6' : '-4';
-    await run('ip', [family, 'route', 'replace', 'unreachable', cidr, 'metric', String(FALLBACK_METRIC)]);
-  }
+export async function ensureFallbackRoutes(clusterCidrs: string[], net: HostNet = hostNet): Promise<void> {
+  for (const cidr of clusterCidrs) await net.ensureUnreachableRoute(cidr, FALLBACK_METRIC);
 }
 
-export async function removeFallbackRoutes(clusterCidrs: string[]): Promise<string[]> {
+export async function removeFallbackRoutes(clusterCidrs: string[], net: HostNet = hostNet): Promise<string[]> {
   const removed: string[] = [];
   for (const cidr of clusterCidrs) {
-    const family = cidr.includes(':') ? '-6' : '-4';
-    const ok = await run('ip', [family, 'route', 'del', 'unreachable', cidr, 'metric', String(FALLBACK_METRIC)]).then(
-      () => true,
-      () => false,
-    );
-    if (ok) removed.push(`unreachable ${cidr} metric ${FALLBACK_METRIC}`);
+    if (await net.removeUnreachableRoute(cidr, FALLBACK_METRIC)) {
+      removed.push(`unreachable ${cidr} metric ${FALLBACK_METRIC}`);
+    }
   }
   return removed;
 }

@@ -1,8 +1,9 @@
 // Keeps the kernel's pod routes equal to a desired set that changes as peers come and go.
 // Changes are coalesced (a burst of Node events → one `ip -batch`) and applied one run at
 // a time; a failure is logged and retried, never thrown into the informer.
+
+import type { RouteSpec } from '../common/host-net/index.ts';
 import type { Logger } from '../common/log.ts';
-import type { RouteSpec } from '../dataplane/host-net.ts';
 import { reconcileRoutes } from './host-routes.ts';
 
 export class RouteReconciler {

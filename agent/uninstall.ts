@@ -6,8 +6,9 @@
 
 import { readdir, rm, rmdir } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { deleteLink, linkExists, ownedHostVeths } from '../cni/links.ts';
+import { ownedHostVeths } from '../cni/links.ts';
 import { removeMasquerade } from '../cni/masquerade.ts';
+import { iproute2HostNet } from '../common/host-net/index.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import { reconcileRoutes, removeFallbackRoutes } from './host-routes.ts';
 
@@ -32,14 +33,17 @@ export async function uninstall(cfg: AgentConfig, opts: { purge?: boolean } = {}
     throw new Error(`the agent is still running (${cfg.paths.runDir}); stop it (delete the DaemonSet) first`);
   }
   const removed: string[] = [];
-  const { removed: routes } = await reconcileRoutes([], cfg.clusterCidrs);
+  const net = iproute2HostNet();
+  const { removed: routes } = await reconcileRoutes([], cfg.clusterCidrs, net);
   for (const r of routes) removed.push(`route ${r.dst}${r.via ? ` via ${r.via}` : ''} dev ${r.dev}`);
-  for (const r of await removeFallbackRoutes(cfg.clusterCidrs)) removed.push(`route ${r}`);
-  if (await deleteLink(cfg.tun.name)) removed.push(`interface ${cfg.tun.name}`);
-  if (await linkExists(cfg.bridge.name)) {
+  for (const r of await removeFallbackRoutes(cfg.clusterCidrs, net)) removed.push(`route ${r}`);
+  if (await net.deleteLink(cfg.tun.name)) removed.push(`interface ${cfg.tun.name}`);
+  if (await net.linkExists(cfg.bridge.name)) {
     // Only the pod veths the plugin made; another port someone enslaved is just released with the bridge.
-    for (const port of await ownedHostVeths(cfg.bridge.name)) if (await deleteLink(port)) removed.push(`veth ${port}`);
-    if (await deleteLink(cfg.bridge.name)) removed.push(`interface ${cfg.bridge.name}`);
+    for (const port of await ownedHostVeths(net, cfg.bridge.name)) {
+      if (await net.deleteLink(port)) removed.push(`veth ${port}`);
+    }
+    if (await net.deleteLink(cfg.bridge.name)) removed.push(`interface ${cfg.bridge.name}`);
   }
   await removeMasquerade();
   removed.push('masquerade chain EDGEMESH-MASQ');

@@ -7,8 +7,8 @@
 // Run (root): node bench/dataplane-tun.ts [--seconds 5] [--rounds 2]
 import { parseArgs } from 'node:util';
 import { run } from '../common/exec.ts';
+import { applyRoutes, configureInterface, ensureRoute, type RouteSpec } from '../common/host-net/index.ts';
 import { createNetns, deleteNetns, runPrefix } from '../common/netns.ts';
-import { applyRoutes, configureInterface, ensureRoute, type RouteSpec } from '../dataplane/host-net.ts';
 import { TunDevice } from '../dataplane/tun-device.ts';
 import { iperfClient, startIperfServer, stopProcess } from './lib/iperf.ts';
 

@@ -2,6 +2,7 @@
 // with the CNI_* environment and the network config on stdin, collect its stdout, stderr
 // and exit code. Used by the lab's runtime emulation, the CNI benchmark and the tests.
 import { spawn } from 'node:child_process';
+import { inNetns } from '../common/host-net/index.ts';
 
 export interface PluginRun {
   code: number;
@@ -16,7 +17,7 @@ export function execPlugin(
   opts: { netns?: string; timeoutMs?: number } = {},
 ): Promise<PluginRun> {
   // A runtime runs the plugin in the host's namespace; `netns` names the lab node's.
-  const [cmd, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, file]] : [file, []];
+  const [cmd, args] = opts.netns ? inNetns(opts.netns, file) : [file, []];
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, {
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', ...env },

@@ -2,27 +2,24 @@
 // client forwards each runtime call here. handle() never throws: every failure becomes the
 // spec's error JSON on stdout with a non-zero exit code.
 import { CommandError } from '../common/exec.ts';
+import {
+  type HostNet,
+  type HostNetCounters,
+  type IfAddress,
+  iproute2HostNet,
+  isAlreadyExists,
+  isHostNetRefusal,
+  netlinkHostNet,
+  type PodSpec,
+  type VethSpec,
+} from '../common/host-net/index.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import { IpamError } from '../ipam/errors.ts';
 import type { Lease, NodeBlock } from '../ipam/types.ts';
 import { type CniEnv, type CniRequest, type NetConf, parseEnv, parseNetConf, peekVersion } from './config.ts';
-import { LinkVanishWatch, listedLinks } from './link-vanish.ts';
-import {
-  assertNetworkNamespace,
-  configurePod,
-  createVethPair,
-  deleteLink,
-  ensureBridge,
-  type IfAddress,
-  linkExists,
-  linkIsUp,
-  listLinks,
-  ownedHostVeths,
-  readPodLink,
-} from './links.ts';
+import { assertNetworkNamespace, ownedHostVeths } from './links.ts';
 import { ensureMasquerade } from './masquerade.ts';
 import { derivedMac, hostVethName, podMac } from './names.ts';
-import { EEXIST, HelperFailedError, NetlinkError, NetlinkHelper } from './netlink-helper.ts';
 import { type AttachmentView, buildResult, readPrevResult } from './result.ts';
 import { CniError, ErrorCode, errorResult, isSupportedVersion, LATEST_VERSION, versionResult } from './spec.ts';
 
@@ -69,35 +66,8 @@ export interface CniPluginOptions {
 export const DEFAULT_BRIDGE = 'edgemesh-br0';
 export const DEFAULT_MTU = 1500;
 
-/** The per-pod interface operations: rtnetlink through the helper, or iproute2 processes. */
-interface Plumbing {
-  /** The veth pair (far end born in the pod's namespace), then the pod side's addresses and routes. */
-  attachPod(veth: Parameters<typeof createVethPair>[0], pod: Parameters<typeof configurePod>[0]): Promise<void>;
-  deleteLink: typeof deleteLink;
-}
-const iproute2: Plumbing = {
-  attachPod: async (veth, pod) => {
-    await createVethPair(veth);
-    await configurePod(pod);
-  },
-  deleteLink,
-};
-
-export interface PlumbingCounters {
-  /** Netlink helper processes started. */
-  helperStarts: number;
-  /** Netlink helper processes that died or hung. */
-  helperFailures: number;
-  /** Per-pod operations done with iproute2 because the helper had failed. */
-  iproute2Fallbacks: number;
-}
-
-function alreadyExists(err: unknown): boolean {
-  return (
-    (err instanceof CommandError && /File exists/.test(err.stderr)) ||
-    (err instanceof NetlinkError && err.errno === EEXIST)
-  );
-}
+/** Netlink helper starts and failures, and per-pod operations redone with iproute2. */
+export type PlumbingCounters = HostNetCounters;
 
 export class CniPlugin {
   readonly bridgeName: string;
@@ -105,12 +75,8 @@ export class CniPlugin {
   private readonly opts: CniPluginOptions;
   private readonly log: Logger;
   private blocks: NodeBlock[];
-  private readonly helper: NetlinkHelper | undefined;
-  private readonly vanish = new LinkVanishWatch();
-  private readonly queuedDeletes: Array<{ name: string; done: PromiseWithResolvers<boolean> }> = [];
-  private deleting = false;
-  private readonly plumbing: Plumbing;
-  private iproute2Fallbacks = 0;
+  /** The host's links: the per-pod work through the netlink helper when configured. */
+  private readonly net: HostNet;
   private bridgeReady: Promise<void> | undefined;
   // Operations on one attachment run one after another (e.g. a DEL racing a slow ADD).
   private readonly attachmentLocks = new Map<string, Promise<unknown>>();
@@ -121,20 +87,9 @@ export class CniPlugin {
     this.bridgeName = opts.bridgeName ?? DEFAULT_BRIDGE;
     this.mtu = opts.mtu ?? DEFAULT_MTU;
     this.log = opts.logger ?? silentLogger();
-    const helperLog = (role: string) => this.log.child({ netlinkHelper: role });
-    this.helper = opts.netlinkHelper ? new NetlinkHelper(opts.netlinkHelper, { logger: helperLog('main') }) : undefined;
-    const helper = this.helper;
-    this.plumbing = helper
-      ? {
-          attachPod: (veth, pod) =>
-            this.viaHelper(
-              helper,
-              (h) => h.addPod({ ...veth, ...pod, podIfname: pod.ifname }),
-              () => iproute2.attachPod(veth, pod),
-            ),
-          deleteLink: (name) => this.deleteUntilUnlisted(helper, name),
-        }
-      : iproute2;
+    this.net = opts.netlinkHelper
+      ? netlinkHostNet({ binary: opts.netlinkHelper, logger: this.log.child({ netlinkHelper: 'main' }) })
+      : iproute2HostNet();
     if (this.bridgeName.length > 15) throw new Error(`bridge name "${this.bridgeName}" is longer than 15 characters`);
   }
 
@@ -145,79 +100,13 @@ export class CniPlugin {
     if (masquerade && this.opts.clusterCidrs.length > 0) await ensureMasquerade(this.opts.clusterCidrs);
   }
 
-  /** Stops the netlink helpers, if any. Interfaces and leases stay as they are. */
+  /** Stops the netlink helper, if any. Interfaces and leases stay as they are. */
   close(): void {
-    this.helper?.close();
+    this.net.close();
   }
 
   plumbingCounters(): PlumbingCounters {
-    const helper = this.helper?.counters() ?? { starts: 0, failures: 0 };
-    return { helperStarts: helper.starts, helperFailures: helper.failures, iproute2Fallbacks: this.iproute2Fallbacks };
-  }
-
-  /** The helper when it works; iproute2 when the helper process (not the kernel) failed. */
-  private async viaHelper<T>(
-    helper: NetlinkHelper,
-    op: (helper: NetlinkHelper) => Promise<T>,
-    fallback: () => Promise<T>,
-  ): Promise<T> {
-    if (helper.available()) {
-      try {
-        return await op(helper);
-      } catch (err) {
-        if (!(err instanceof HelperFailedError)) throw err;
-      }
-    }
-    this.iproute2Fallbacks++;
-    return fallback();
-  }
-
-  /**
-   * Deletes a link through the helper and returns as soon as the kernel has unlisted it (both
-   * veth ends go at once), not when the netlink call returns: that waits for an RCU barrier
-   * (20 ms and more on a busy node) after the device is already gone. The helper runs
-   * deletions on worker threads, so nothing else queues behind that barrier.
-   *
-   * Deletions are group-committed: while one batch is being unlisted, new DELs wait and then
-   * go to the helper together, as one group delete. Measured with 20 deletions: one group is
-   * unlisted in about 2 ms, 20 separate ones 0.7 ms apart take 17–43 ms (each holds the
-   * kernel's rtnl lock through its own RCU synchronisation). A lone DEL waits for nothing.
-   */
-  private deleteUntilUnlisted(helper: NetlinkHelper, name: string): Promise<boolean> {
-    if (!listedLinks().has(name)) return Promise.resolve(false);
-    const done = Promise.withResolvers<boolean>();
-    this.queuedDeletes.push({ name, done });
-    if (!this.deleting) void this.deleteQueued(helper);
-    return done.promise;
-  }
-
-  private async deleteQueued(helper: NetlinkHelper): Promise<void> {
-    this.deleting = true;
-    try {
-      while (this.queuedDeletes.length > 0) {
-        const batch = this.queuedDeletes.splice(0);
-        // One write, so the helper reads the batch at once and deletes it as one group.
-        const unlisted = helper.corked(() => batch.map((entry) => this.deleteOne(helper, entry.name)));
-        await Promise.all(unlisted.map((p, i) => p.then(batch[i]!.done.resolve, batch[i]!.done.reject)));
-      }
-    } finally {
-      this.deleting = false;
-    }
-  }
-
-  /** Resolves when `name` is unlisted (true) or the helper answered; rejects on a kernel error. */
-  private deleteOne(helper: NetlinkHelper, name: string): Promise<boolean> {
-    const deleted = this.viaHelper(
-      helper,
-      (h) => h.deleteLink(name),
-      () => deleteLink(name),
-    );
-    const watch = this.vanish.wait(name);
-    deleted.then(watch.cancel, (err: Error) => {
-      watch.cancel();
-      this.log.warn({ link: name, err: err.message }, 'link deletion failed');
-    });
-    return Promise.race([deleted, watch.gone.then(() => true)]);
+    return this.net.counters();
   }
 
   /** The agent calls this when it gains (or changes) its node blocks. */
@@ -289,15 +178,17 @@ export class CniPlugin {
   }
 
   private ensureBridge(): Promise<void> {
-    this.bridgeReady ??= ensureBridge({
-      name: this.bridgeName,
-      mac: derivedMac('bridge', this.bridgeName, ...this.blocks.map((b) => b.cidr)),
-      mtu: this.mtu,
-      addresses: this.bridgeAddresses(),
-    }).catch((err) => {
-      this.bridgeReady = undefined;
-      throw err;
-    });
+    this.bridgeReady ??= this.net
+      .ensureBridge({
+        name: this.bridgeName,
+        mac: derivedMac('bridge', this.bridgeName, ...this.blocks.map((b) => b.cidr)),
+        mtu: this.mtu,
+        addresses: this.bridgeAddresses(),
+      })
+      .catch((err) => {
+        this.bridgeReady = undefined;
+        throw err;
+      });
     return this.bridgeReady;
   }
 
@@ -336,7 +227,7 @@ export class CniPlugin {
     const [stored, plumbed] = await Promise.allSettled([durable, this.plumb(view)]);
     if (stored.status === 'rejected' || plumbed.status === 'rejected') {
       // A half-built attachment is useless: give back the address and the interfaces.
-      await this.plumbing.deleteLink(view.host.name).catch(() => false);
+      await this.net.deleteLink(view.host.name).catch(() => false);
       await this.opts.leases.release(env.containerId, env.ifname).catch(() => undefined);
       throw stored.status === 'rejected' ? stored.reason : (plumbed as PromiseRejectedResult).reason;
     }
@@ -353,7 +244,7 @@ export class CniPlugin {
   }
 
   private async plumb(view: AttachmentView): Promise<void> {
-    const veth = {
+    const veth: VethSpec = {
       host: view.host.name,
       hostMac: view.host.mac,
       bridge: view.bridge.name,
@@ -362,7 +253,7 @@ export class CniPlugin {
       netns: view.pod.netns,
       mtu: view.mtu,
     };
-    const pod = {
+    const pod: PodSpec = {
       netns: view.pod.netns,
       ifname: view.pod.name,
       addresses: view.lease.ips.map((ip) => ({
@@ -373,15 +264,15 @@ export class CniPlugin {
       gateways: view.lease.ips.map((ip) => ip.gateway),
     };
     try {
-      await this.plumbing.attachPod(veth, pod);
+      await this.net.attachPod(veth, pod);
     } catch (err) {
-      if (!(err instanceof CommandError) && !(err instanceof NetlinkError)) throw err;
+      if (!isHostNetRefusal(err)) throw err;
       // A repeated ADD finds its own veth (remove it: its peer in the pod goes with it), or the
       // bridge was deleted behind our back (recreate it). Anything else is a real failure.
-      const hostExisted = await this.plumbing.deleteLink(view.host.name);
-      const bridgeExists = await linkExists(view.bridge.name);
+      const hostExisted = await this.net.deleteLink(view.host.name);
+      const bridgeExists = await this.net.linkExists(view.bridge.name);
       if (!hostExisted && bridgeExists) {
-        if (alreadyExists(err)) {
+        if (isAlreadyExists(err)) {
           throw new CniError(
             ErrorCode.Internal,
             `interface ${view.pod.name} already exists in ${view.pod.netns}`,
@@ -394,13 +285,13 @@ export class CniPlugin {
         this.bridgeReady = undefined;
         await this.ensureBridge();
       }
-      await this.plumbing.attachPod(veth, pod);
+      await this.net.attachPod(veth, pod);
     }
   }
 
   private async del(env: CniEnv): Promise<string> {
     // Deleting the host end removes the pod end too, so DEL never needs the (maybe gone) netns.
-    await this.plumbing.deleteLink(hostVethName(env.containerId, env.ifname));
+    await this.net.deleteLink(hostVethName(env.containerId, env.ifname));
     const released = await this.opts.leases.release(env.containerId, env.ifname);
     if (released) {
       this.log.info(
@@ -433,13 +324,13 @@ export class CniPlugin {
         `lease: ${leased.join(', ')}; prevResult: ${inPrev.join(', ')}`,
       );
     }
-    if (!(await linkExists(hostVethName(env.containerId, env.ifname)))) {
+    if (!(await this.net.linkExists(hostVethName(env.containerId, env.ifname)))) {
       throw mismatch(`host interface ${hostVethName(env.containerId, env.ifname)} is missing`);
     }
     await assertNetworkNamespace(env.netns);
-    let state: Awaited<ReturnType<typeof readPodLink>>;
+    let state: Awaited<ReturnType<HostNet['readPodLink']>>;
     try {
-      state = await readPodLink(env.netns, env.ifname);
+      state = await this.net.readPodLink(env.netns, env.ifname);
     } catch (err) {
       throw new CniError(ErrorCode.IoFailure, `cannot inspect network namespace ${env.netns}`, errorText(err));
     }
@@ -468,7 +359,7 @@ export class CniPlugin {
   private async status(): Promise<string> {
     const notReady = this.notReadyReason();
     if (notReady) throw new CniError(ErrorCode.PluginNotAvailable, `edgemesh is not ready: ${notReady}`);
-    if (!(await linkIsUp(this.bridgeName))) {
+    if (!(await this.net.linkIsUp(this.bridgeName))) {
       throw new CniError(ErrorCode.PluginNotAvailable, `edgemesh is not ready: bridge ${this.bridgeName} is not up`);
     }
     return '';
@@ -487,13 +378,13 @@ export class CniPlugin {
     // lease is long gone (e.g. an ADD that crashed half-way) — only veths this plugin made on
     // its bridge. Valid ones, and anything someone else made, are left untouched.
     const keep = new Set(valid.map((a) => hostVethName(a.containerId, a.ifname)));
-    const present = new Set(await listLinks());
+    const present = new Set(await this.net.listLinks());
     const candidates = new Set([
-      ...(await ownedHostVeths(this.bridgeName)),
+      ...(await ownedHostVeths(this.net, this.bridgeName)),
       ...released.map((l) => hostVethName(l.containerId, l.ifname)).filter((n) => present.has(n)),
     ]);
     const doomed = [...candidates].filter((n) => !keep.has(n));
-    await Promise.all(doomed.map((name) => this.plumbing.deleteLink(name).catch(() => false)));
+    await Promise.all(doomed.map((name) => this.net.deleteLink(name).catch(() => false)));
     this.log.info({ released: released.length, interfaces: doomed.length }, 'CNI GC');
     return '';
   }

@@ -1,4 +1,5 @@
-// Running system tools (ip, iptables, nsenter, tc) with errors that say what failed.
+// Running system tools (ip, iptables, nsenter, tc) with errors that say what failed. Host
+// networking's own `ip` commands are built in common/host-net/iproute2.ts.
 import { execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -77,10 +78,4 @@ export async function tryRun(file: string, args: readonly string[]): Promise<boo
   } catch {
     return false;
   }
-}
-
-/** Runs `ip -batch -` with the given lines (one netlink round per line, one process). */
-export function ipBatch(lines: readonly string[], opts: { netns?: string; force?: boolean } = {}): Promise<string> {
-  const args = [...(opts.netns ? ['-n', opts.netns] : []), ...(opts.force ? ['-force'] : []), '-batch', '-'];
-  return run('ip', args, { input: `${lines.join('\n')}\n` });
 }

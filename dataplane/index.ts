@@ -2,7 +2,6 @@
 export * from './checksum.ts';
 export * from './forwarder.ts';
 export * from './frame-codec.ts';
-export * from './host-net.ts';
 export * from './packet.ts';
 export * from './pcap.ts';
 export * from './route-table.ts';

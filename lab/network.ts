@@ -12,7 +12,8 @@
 //               kind (masquerade, remap, symmetric, udp-blocked: see NAT_KINDS in topology.ts),
 //               FORWARD drops unsolicited inbound (ct state new from wan0)
 //   P n-a1 ...  NAT-site nodes: eth0 on the router's LAN, default route via the router
-import { CommandError, ipBatch, run, tryRun } from '../common/exec.ts';
+import { CommandError, run, tryRun } from '../common/exec.ts';
+import { ipBatch } from '../common/host-net/index.ts';
 import { deleteNetns, listNetns, runIn } from '../common/netns.ts';
 import {
   type NatKind,

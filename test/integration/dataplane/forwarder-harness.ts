@@ -4,7 +4,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ipBatch, run } from '../../../common/exec.ts';
+import { run } from '../../../common/exec.ts';
+import { ipBatch } from '../../../common/host-net/index.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 
 const nodeScript = fileURLToPath(new URL('../../support/forwarder-node.ts', import.meta.url));

@@ -7,7 +7,8 @@
 // be pointed at the peer directly for comparison.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { ipBatch, run } from '../../../common/exec.ts';
+import { run } from '../../../common/exec.ts';
+import { ipBatch } from '../../../common/host-net/index.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 import type { RelayBindingInfo, RelayStats } from '../../../dataplane/udp-relay.ts';
 import { POD_A, POD_B, sessionKeys, sleep, UdpNode } from './udp-harness.ts';

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
+import { configureInterface, ensureRoute } from '../../../common/host-net/index.ts';
 import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
-import { configureInterface, ensureRoute } from '../../../dataplane/host-net.ts';
 import { TunDevice } from '../../../dataplane/tun-device.ts';
 import type { Packet } from '../../../dataplane/types.ts';
 

@@ -7,7 +7,8 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { ipBatch, run } from '../../../common/exec.ts';
+import { run } from '../../../common/exec.ts';
+import { ipBatch } from '../../../common/host-net/index.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 import type { UdpSocketStats } from '../../../dataplane/udp-session.ts';
 

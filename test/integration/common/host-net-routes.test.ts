@@ -1,16 +1,17 @@
 // Host-side helpers against real iproute2, inside a namespace this file creates.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
-import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
 import {
   applyRoutes,
   configureInterface,
   ensureRoute,
+  iproute2HostNet,
   listRoutes,
   type RouteSpec,
   removeAddress,
   removeRoute,
-} from '../../../dataplane/host-net.ts';
+} from '../../../common/host-net/index.ts';
+import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
 
 const prefix = runPrefix('emhn');
 const ns = `${prefix}n`;
@@ -122,5 +123,32 @@ describe('host-net', () => {
     expect(dsts).toEqual(expect.arrayContaining(['10.77.1.0/24', '10.77.3.0/24']));
     expect(dsts).not.toContain('10.77.2.0/24');
     await applyRoutes({ remove: [before, after] }, { netns: ns });
+  });
+
+  it('keeps unreachable routes apart from device routes; route get names the device towards an address', async () => {
+    const net = iproute2HostNet({ netns: ns });
+    await net.configureInterface({ dev, address: '10.99.0.1/32' });
+    await net.ensureRoute({ dst: '10.76.0.0/16', dev, src: '10.99.0.1' });
+    for (const cidr of ['10.76.0.0/16', 'fd76::/48']) {
+      for (let i = 0; i < 2; i++) await net.ensureUnreachableRoute(cidr, 4000);
+    }
+    const listed = await net.listTableRoutes();
+    expect(listed).toContainEqual({ dst: '10.76.0.0/16', family: 4, type: 'unreachable', metric: 4000 });
+    // IPv6 lists its unreachable routes on `lo`: the type, not the device, tells them apart.
+    expect(listed).toContainEqual(
+      expect.objectContaining({ dst: 'fd76::/48', family: 6, type: 'unreachable', dev: 'lo' }),
+    );
+    // The device route wins over the unreachable one (lower metric): traffic still leaves by the device.
+    expect(listed).toContainEqual(expect.objectContaining({ dst: '10.76.0.0/16', dev, src: '10.99.0.1' }));
+    expect(await net.routeTowards('10.76.1.2')).toEqual({ dev });
+    expect(await net.removeUnreachableRoute('10.76.0.0/16', 4000)).toBe(true);
+    expect(await net.removeUnreachableRoute('10.76.0.0/16', 4000)).toBe(false);
+    expect(await net.removeUnreachableRoute('fd76::/48', 4000)).toBe(true);
+    await net.removeRoute({ dst: '10.76.0.0/16', dev, src: '10.99.0.1' });
+    expect(
+      (await net.listTableRoutes()).filter((r) => r.dst.startsWith('10.76.') || r.dst.startsWith('fd76:')),
+    ).toEqual([]);
+    // No route at all: no device.
+    expect(await net.routeTowards('203.0.113.9')).toBeUndefined();
   });
 });

@@ -1,12 +1,14 @@
-// The agent's side of `edgemesh netlink-helper` (cni/client/netlink-helper.c): one long-lived
-// C process that does the per-pod veth/address/route work over rtnetlink, so that ADD and
-// DEL start no process at all. Requests are pipelined in order; the queue is bounded; a
-// helper that dies fails its pending requests (HelperFailedError, so the caller can redo the
-// work with iproute2) and is restarted on the next one. A helper that keeps dying is left
-// alone for a while (available() is false) instead of being respawned for every pod.
+// The driver of `edgemesh netlink-helper` (cni/client/netlink-helper.c, in the CNI client's
+// static binary): one long-lived C process that does the per-pod veth/address/route work over
+// rtnetlink, so that a pod's ADD and DEL start no process at all. Requests are pipelined in
+// order; the queue is bounded; a helper that dies fails its pending requests
+// (HelperFailedError, so the caller can redo the work with iproute2) and is restarted on the
+// next one. A helper that keeps dying is left alone for a while (available() is false)
+// instead of being respawned for every pod.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import type { Logger } from '../common/log.ts';
+import type { Logger } from '../log.ts';
+import { inNetns } from './iproute2.ts';
 
 export class NetlinkError extends Error {
   readonly errno: number;
@@ -56,6 +58,7 @@ export class NetlinkHelper {
   private readonly log: Logger | undefined;
   private readonly maxPending: number;
   private readonly timeoutMs: number;
+  private readonly netns: string | undefined;
   private child: ChildProcess | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -64,8 +67,10 @@ export class NetlinkHelper {
   private closed = false;
   private readonly counts: NetlinkHelperCounters = { starts: 0, failures: 0 };
 
-  constructor(binary: string, opts: { logger?: Logger; maxPending?: number; timeoutMs?: number } = {}) {
+  /** `netns`: run the helper inside that named namespace (its links are made there). */
+  constructor(binary: string, opts: { logger?: Logger; maxPending?: number; timeoutMs?: number; netns?: string } = {}) {
     this.binary = binary;
+    this.netns = opts.netns;
     this.log = opts.logger;
     this.maxPending = opts.maxPending ?? 1024;
     this.timeoutMs = opts.timeoutMs ?? 30_000;
@@ -82,7 +87,10 @@ export class NetlinkHelper {
 
   private ensureChild(): ChildProcess {
     if (this.child && this.child.exitCode === null && !this.child.killed) return this.child;
-    const child = spawn(this.binary, ['netlink-helper'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const [file, args] = this.netns
+      ? inNetns(this.netns, this.binary, ['netlink-helper'])
+      : [this.binary, ['netlink-helper']];
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     this.child = child;
     this.counts.starts++;
     child.stdin!.on('error', () => undefined); // reported through 'exit'
