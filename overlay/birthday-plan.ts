@@ -40,6 +40,8 @@ export interface BirthdayTuning {
   burst: number;
   /** A socket that heard the peer stays open this long for the path to be adopted. */
   heardKeepMs: number;
+  /** Hard-side attempts running at once over all peers (each holds hardSockets sockets); more wait. */
+  maxConcurrentHard: number;
 }
 
 export const BIRTHDAY_TUNING: BirthdayTuning = {
@@ -56,6 +58,7 @@ export const BIRTHDAY_TUNING: BirthdayTuning = {
   ratePerSecond: 1000,
   burst: 300,
   heardKeepMs: 30_000,
+  maxConcurrentHard: 3,
 };
 
 /** Lowest port a NAT hands out for an unprivileged source port (Linux: 1024-65535). */

@@ -233,6 +233,12 @@ export class BirthdayPunch {
   }
 
   #begin(p: PeerBirthday, now: number): Attempt | undefined {
+    if (p.role === 'hard') {
+      // The engine's socket bound is shared by all peers: a few attempts at a time, the rest wait.
+      let running = 0;
+      for (const q of this.#peers.values()) if (q.attempt?.role === 'hard') running++;
+      if (running >= this.#t.maxConcurrentHard) return undefined;
+    }
     const k = p.next++;
     const a: Attempt = {
       k,

@@ -205,3 +205,30 @@ describe('BirthdayPunch between an endpoint-dependent and a port-preserving NAT'
     expect(b.hardSockets.open.size).toBe(0);
   });
 });
+
+describe('BirthdayPunch with many hard-role peers', () => {
+  it('runs at most maxConcurrentHard attempts (and their sockets) at once; the others wait their turn', () => {
+    const sockets = new Sockets();
+    let maxOpen = 0;
+    const punch = new BirthdayPunch(
+      {
+        sockets,
+        log,
+        probe: () => {
+          maxOpen = Math.max(maxOpen, sockets.open.size);
+          return true;
+        },
+      },
+      0,
+    );
+    for (let i = 0; i < 6; i++) punch.start(`e${i}`, 'hard', hardCandidates, 0);
+    for (let now = 0; now <= 120_000; now += 100) {
+      punch.tick(now);
+      maxOpen = Math.max(maxOpen, sockets.open.size);
+    }
+    expect(maxOpen).toBe(BIRTHDAY_TUNING.maxConcurrentHard * BIRTHDAY_TUNING.hardSockets);
+    // Every peer still got its first attempt.
+    expect(punch.counters.attemptsHard).toBeGreaterThanOrEqual(6);
+    expect(sockets.open.size).toBe(0);
+  });
+});
