@@ -164,7 +164,8 @@ typedef struct udp {
   int extra_fd[MAX_EXTRA_SOCKETS + 1];  // by id; -1 = free (index 0 unused)
   atomic_uint extras;
   uint32_t next_sock;
-  int tx_fd;  // the socket the batch being sent leaves from (JS thread)
+  int tx_fd;    // the socket the batch being sent leaves from (JS thread)
+  int rx_turn;  // which of main / extra sockets the receiver drains first (receiver only)
   int refs;  // the JS handle and the receiver (thread-safe function, or the uv_poll handle) each hold one
   // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop (loop).
   int loop_mode;
@@ -389,11 +390,10 @@ static int rx_drain_fd(udp_t *u, rx_ctx_t *rx, delivery_t *out, int fd, uint16_t
   return 1;
 }
 
-// The main socket, then (when there are any) the extra sockets epoll says are readable.
-static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
-  int more = rx_drain_fd(u, rx, out, u->fd, 0);
-  if (more || atomic_load_explicit(&u->extras, memory_order_relaxed) == 0) return more;
+// The extra sockets epoll says are readable.
+static int rx_drain_extras(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
   struct epoll_event ev[64];
+  int more = 0;
   // Held while reading, so closeSocket() cannot close (and the kernel reuse) an fd under us.
   pthread_mutex_lock(&u->socks_lock);
   int n = epoll_wait(u->epfd, ev, 64, 0);
@@ -404,6 +404,15 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
   }
   pthread_mutex_unlock(&u->socks_lock);
   return more;
+}
+
+// The main socket and, when there are any, the extra sockets: in turns which goes first, so a
+// busy main socket cannot starve a session carried by an extra one, nor the other way round.
+static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+  if (atomic_load_explicit(&u->extras, memory_order_relaxed) == 0) return rx_drain_fd(u, rx, out, u->fd, 0);
+  u->rx_turn ^= 1;
+  int more = u->rx_turn ? rx_drain_extras(u, rx, out) : rx_drain_fd(u, rx, out, u->fd, 0);
+  return (u->rx_turn ? rx_drain_fd(u, rx, out, u->fd, 0) : rx_drain_extras(u, rx, out)) | more;
 }
 
 static void *reader_main(void *arg) {
