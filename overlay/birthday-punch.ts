@@ -26,7 +26,7 @@ export interface BirthdayCounters {
   attemptsHard: number;
   attemptsEasy: number;
   probesSent: number;
-  /** Probes the node-wide rate bound held back (sent later, or not within the attempt). */
+  /** Probes the node-wide rate bound held back at least once (sent later, or not within the attempt). */
   rateLimited: number;
   socketsOpened: number;
   /** Sockets the engine refused (its bound, or an errno). */
@@ -35,6 +35,8 @@ export interface BirthdayCounters {
   hits: number;
   /** Attempts that ended without a hit. */
   unanswered: number;
+  /** Attempts cut short by a new session (which starts a new series). */
+  superseded: number;
   /** Sessions with both sides endpoint-dependent: no birthday (relay), counted once per session. */
   bothHard: number;
 }
@@ -66,6 +68,8 @@ interface Attempt {
   /** Easy: the ports to spray, per target IP, and how many went out. */
   ports: number[];
   sprayed: number;
+  /** Probes due but held back by the rate bound at the last tick (each counted once). */
+  held: number;
   hit: boolean;
 }
 
@@ -91,6 +95,7 @@ export class BirthdayPunch {
     socketErrors: 0,
     hits: 0,
     unanswered: 0,
+    superseded: 0,
     bothHard: 0,
   };
   readonly #o: BirthdayPunchOptions;
@@ -111,7 +116,10 @@ export class BirthdayPunch {
    */
   start(node: string, role: BirthdayRole | undefined, candidates: readonly UdpEndpoint[], now: number): void {
     const old = this.#peers.get(node);
-    if (old?.attempt !== undefined) this.#end(old, old.attempt, false);
+    if (old?.attempt !== undefined) {
+      if (!old.attempt.hit) this.counters.superseded++;
+      this.#end(old, old.attempt, true);
+    }
     if (role === undefined) {
       if (old !== undefined) this.lost(node);
       return;
@@ -178,7 +186,16 @@ export class BirthdayPunch {
     const p = this.#peers.get(node);
     if (p === undefined) return;
     const keep = ep.socket ?? 0;
-    if (p.attempt !== undefined) this.#end(p, p.attempt, p.attempt.hit, keep);
+    const a = p.attempt;
+    if (a !== undefined) {
+      // The pair is direct while an attempt runs: that attempt did it (e.g. the peer's probe
+      // through the opening our spray made arrived before any answer to the spray).
+      if (!a.hit) {
+        a.hit = true;
+        this.counters.hits++;
+      }
+      this.#end(p, a, true, keep);
+    }
     for (const id of p.heard.keys()) {
       if (id === keep) continue;
       this.#o.sockets.closeSocket(id);
@@ -250,6 +267,7 @@ export class BirthdayPunch {
       rounds: 0,
       ports: [],
       sprayed: 0,
+      held: 0,
       hit: false,
     };
     if (p.role === 'hard') {
@@ -289,7 +307,7 @@ export class BirthdayPunch {
     }
     if (a.queue.length === 0) return;
     const got = this.#bucket.take(a.queue.length, now);
-    if (got < a.queue.length) this.counters.rateLimited += a.queue.length - got;
+    this.#held(a, a.queue.length - got);
     for (const { socket, to } of a.queue.splice(0, got)) {
       if (!a.sockets.has(socket)) continue;
       if (this.#o.probe(p.node, to, a.nonce)) this.counters.probesSent++;
@@ -301,7 +319,7 @@ export class BirthdayPunch {
     const due = Math.min(sprayDue(now - a.startedAt, this.#t), a.ports.length) - a.sprayed;
     if (due <= 0 || a.hit) return;
     const got = this.#bucket.take(due, now);
-    if (got < due) this.counters.rateLimited += due - got;
+    this.#held(a, due - got);
     for (let i = 0; i < got; i++) {
       const port = a.ports[a.sprayed]!;
       // Several public IPs (rare): the ports are shared out among them.
@@ -309,6 +327,12 @@ export class BirthdayPunch {
       a.sprayed++;
       if (this.#o.probe(p.node, { ip, port }, a.nonce)) this.counters.probesSent++;
     }
+  }
+
+  // Probes still held after this tick; the ones held already at the last tick are not new.
+  #held(a: Attempt, held: number): void {
+    if (held > a.held) this.counters.rateLimited += held - a.held;
+    a.held = held;
   }
 
   /** The easy side's mapping(s): its public candidates (at most two). */
@@ -347,6 +371,7 @@ export function birthdayEvents(c: BirthdayCounters | undefined): Record<string, 
     'socket-errors': c.socketErrors,
     hits: c.hits,
     unanswered: c.unanswered,
+    superseded: c.superseded,
     'both-hard': c.bothHard,
   };
 }

@@ -150,6 +150,14 @@ describe('BirthdayPunch between an endpoint-dependent and a port-preserving NAT'
     b.run(120_000);
     expect(b.hard.counters.attemptsHard).toBe(1);
     expect([...b.hardSockets.open]).toEqual([kept]);
+    // A new session while the path is down starts a new series; the running attempt is
+    // superseded, not unanswered (the easy NAT's openings have expired meanwhile).
+    b.opened.clear();
+    b.hard.start('e', 'hard', hardCandidates, b.now);
+    b.run(b.now + 100);
+    b.hard.start('e', 'hard', hardCandidates, b.now);
+    expect(b.hard.counters.superseded).toBe(1);
+    expect(b.hard.counters.unanswered).toBe(0);
     // The peer's sessions are gone: the winner too.
     b.hard.lost('e');
     expect(b.hardSockets.open.size).toBe(0);
@@ -227,6 +235,9 @@ describe('BirthdayPunch with many hard-role peers', () => {
       maxOpen = Math.max(maxOpen, sockets.open.size);
     }
     expect(maxOpen).toBe(BIRTHDAY_TUNING.maxConcurrentHard * BIRTHDAY_TUNING.hardSockets);
+    // Three rounds of 256 at once exceed the bucket's burst: some waited, each counted once.
+    expect(punch.counters.rateLimited).toBeGreaterThan(0);
+    expect(punch.counters.rateLimited).toBeLessThanOrEqual(punch.counters.probesSent);
     // Every peer still got its first attempt.
     expect(punch.counters.attemptsHard).toBeGreaterThanOrEqual(6);
     expect(sockets.open.size).toBe(0);
