@@ -116,6 +116,13 @@ export class BirthdayPunch {
    */
   start(node: string, role: BirthdayRole | undefined, candidates: readonly UdpEndpoint[], now: number): void {
     const old = this.#peers.get(node);
+    // A second session right after the first (two handshakes that crossed, a rekey) while a
+    // series in the same role still runs: the series goes on (both sides keep to it; the
+    // probes use whichever session is current), rather than starting its sockets over.
+    if (old !== undefined && role === old.role && attemptStart(old.next, this.#t) !== undefined && old.next > 0) {
+      old.candidates = candidates.map((c) => ({ ip: c.ip, port: c.port }));
+      return;
+    }
     if (old?.attempt !== undefined) {
       if (!old.attempt.hit) this.counters.superseded++;
       this.#end(old, old.attempt, true);

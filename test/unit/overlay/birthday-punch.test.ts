@@ -150,12 +150,18 @@ describe('BirthdayPunch between an endpoint-dependent and a port-preserving NAT'
     b.run(120_000);
     expect(b.hard.counters.attemptsHard).toBe(1);
     expect([...b.hardSockets.open]).toEqual([kept]);
-    // A new session while the path is down starts a new series; the running attempt is
-    // superseded, not unanswered (the easy NAT's openings have expired meanwhile).
+    // A new session while the path is down starts a new series (the easy NAT's openings
+    // have expired meanwhile); another one right after it lets the series go on; one that
+    // takes the role away cuts the running attempt short: superseded, not unanswered.
     b.opened.clear();
     b.hard.start('e', 'hard', hardCandidates, b.now);
     b.run(b.now + 100);
+    expect(b.hard.counters.attemptsHard).toBe(2);
     b.hard.start('e', 'hard', hardCandidates, b.now);
+    b.run(b.now + 100);
+    expect(b.hard.counters.attemptsHard).toBe(2);
+    expect(b.hard.counters.superseded).toBe(0);
+    b.hard.start('e', undefined, hardCandidates, b.now);
     expect(b.hard.counters.superseded).toBe(1);
     expect(b.hard.counters.unanswered).toBe(0);
     // The peer's sessions are gone: the winner too.
