@@ -18,6 +18,7 @@ import { tunnelMtu } from '../dataplane/udp-session.ts';
 import { claimNodeBlocks } from '../ipam/index.ts';
 import { LeaseStore } from '../ipam/lease-store.ts';
 import type { NodeBlock } from '../ipam/types.ts';
+import { birthdayEvents } from '../overlay/birthday-punch.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
 import { loadOrCreatePunchPort, portIsFree } from '../overlay/punch-port.ts';
@@ -306,6 +307,7 @@ export class Agent {
           udpAttempts: c.udp?.paths.attempts ?? 0,
           udpResults: { success: c.udp?.paths.successes ?? 0, ...(c.udp?.paths.failures ?? {}) },
           reflection: c.udp?.reflection,
+          birthday: birthdayEvents(c.udp?.paths.birthday),
           natKind: c.udp?.natKind,
           msToDirect: Object.fromEntries(
             overlay.status().flatMap((p) => (p.msToDirect === undefined ? [] : [[p.node, p.msToDirect]])),

@@ -66,6 +66,8 @@ export interface PathCounts {
   udpResults?: Record<string, number>;
   /** Binding requests and answers, both roles (overlay/reflection.ts). */
   reflection?: ReflectionCounters | undefined;
+  /** Birthday punching through an endpoint-dependent NAT (overlay/birthday-punch.ts). */
+  birthday?: Record<string, number> | undefined;
   /** This node's NAT kind (undefined without a UDP socket). */
   natKind?: NatKind | undefined;
   /** Per peer: ms from the first UDP session to the first working UDP path. */
@@ -292,6 +294,16 @@ export class AgentMetrics {
         };
         return Object.entries(events).map(([event, n]): [Partial<Record<'event', string>>, number] => [{ event }, n]);
       },
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_udp_birthday_total',
+      'Birthday punching through an endpoint-dependent NAT, by event: attempts-hard, attempts-easy, probes-sent, rate-limited (held back at least once), sockets-opened, socket-errors, hits, unanswered, superseded (by a new session), both-hard (sessions left to the relay, no probes)',
+      ['event'],
+      () =>
+        Object.entries(this.sources?.paths?.().birthday ?? {}).map(
+          ([event, n]): [Partial<Record<'event', string>>, number] => [{ event }, n],
+        ),
     );
     const paths = () => this.sources?.paths?.();
     new Gauge({

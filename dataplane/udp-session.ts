@@ -15,6 +15,11 @@ export interface UdpEndpoint {
   /** IPv4 or IPv6 address text. */
   ip: string;
   port: number;
+  /**
+   * Which of the engine's sockets reaches it: absent or 0 the main one, else an extra socket
+   * (addSocket). On a received control message: the socket it arrived on.
+   */
+  socket?: number;
 }
 
 export interface SessionKeys {
@@ -78,6 +83,8 @@ export interface UdpSocketStats {
   /** Received TCP segments merged into a previous packet of their flow. */
   rxCoalesced: number;
   sessions: number;
+  /** Extra sockets open (addSocket). */
+  extraSockets: number;
   /** Whether sends still use UDP_SEGMENT (cleared when the path refuses it). */
   gso: boolean;
   /** errno name of the last failed send (e.g. EMSGSIZE when the underlay MTU is below the tunnel's), or null. */
@@ -123,11 +130,20 @@ interface NativeUdp {
     ip?: string,
     port?: number,
   ): void;
-  udpSetEndpoint(h: NativeHandle, localIndex: number, ip: string, port: number): void;
+  udpSetEndpoint(h: NativeHandle, localIndex: number, ip: string, port: number, socket?: number): void;
   udpRemoveSession(h: NativeHandle, localIndex: number): boolean;
   udpSession(h: NativeHandle, localIndex: number): UdpSessionInfo | undefined;
   udpSend(h: NativeHandle, localIndex: number, parts: Uint8Array[]): number;
-  udpSendControl(h: NativeHandle, localIndex: number, message: Uint8Array, ip?: string, port?: number): boolean;
+  udpSendControl(
+    h: NativeHandle,
+    localIndex: number,
+    message: Uint8Array,
+    ip?: string,
+    port?: number,
+    socket?: number,
+  ): boolean;
+  udpAddSocket(h: NativeHandle): { id: number; port: number };
+  udpCloseSocket(h: NativeHandle, id: number): boolean;
   udpSendRelayAllocate(h: NativeHandle, datagram: Uint8Array, ip: string, port: number): boolean;
   udpStats(h: NativeHandle): UdpSocketStats;
   udpClose(h: NativeHandle): void;
@@ -163,6 +179,8 @@ function checkEndpoint(e: UdpEndpoint): void {
   if (isIP(e.ip) === 0) throw new TypeError(`endpoint ip must be an IPv4 or IPv6 address, got ${JSON.stringify(e.ip)}`);
   if (!Number.isInteger(e.port) || e.port < 1 || e.port > 65535)
     throw new RangeError(`endpoint port must be 1-65535, got ${e.port}`);
+  if (e.socket !== undefined && (!Number.isInteger(e.socket) || e.socket < 0 || e.socket > 0xffff))
+    throw new RangeError(`endpoint socket must be a socket id, got ${e.socket}`);
 }
 
 function addressText(rec: Uint8Array, family: number): string {
@@ -255,7 +273,22 @@ export class UdpDataSocket {
   setEndpoint(localIndex: number, endpoint: UdpEndpoint): void {
     checkIndex('localIndex', localIndex);
     checkEndpoint(endpoint);
-    this.#native.udpSetEndpoint(this.#handle, localIndex, endpoint.ip, endpoint.port);
+    this.#native.udpSetEndpoint(this.#handle, localIndex, endpoint.ip, endpoint.port, endpoint.socket);
+  }
+
+  /**
+   * Opens one more UDP socket (same address, a port the kernel picks) whose datagrams the
+   * receiver opens like the main socket's. For punching through an endpoint-dependent NAT:
+   * every socket gets its own mapping there. Throws ENOSPC past the engine's bound (1024).
+   */
+  addSocket(): { id: number; port: number } {
+    return this.#native.udpAddSocket(this.#handle);
+  }
+
+  /** Closes an extra socket; sessions whose endpoint used it have no endpoint afterwards. */
+  closeSocket(id: number): boolean {
+    if (this.#closed) return false;
+    return this.#native.udpCloseSocket(this.#handle, id);
   }
 
   /** Forgets a session and wipes its keys; datagrams for it count as unknown-index from now on. */
@@ -277,10 +310,13 @@ export class UdpDataSocket {
     return n;
   }
 
-  /** Sends one sealed control message (≤ 1200 bytes) to the session's endpoint or to `to`. */
+  /**
+   * Sends one sealed control message (≤ 1200 bytes) to the session's endpoint or to `to`
+   * (from `to.socket`, default the main socket). False when it did not leave (counted).
+   */
   sendControl(localIndex: number, message: Uint8Array, to?: UdpEndpoint): boolean {
     if (to) checkEndpoint(to);
-    return this.#native.udpSendControl(this.#handle, localIndex, message, to?.ip, to?.port);
+    return this.#native.udpSendControl(this.#handle, localIndex, message, to?.ip, to?.port, to?.socket);
   }
 
   /**
@@ -373,7 +409,10 @@ export class UdpDataSocket {
       } else {
         flush();
         runIndex = -1;
-        const from = { ip: addressText(rec, family), port };
+        // Control records carry the socket they arrived on where data records have a vnet header.
+        const socket = rec[28]! | (rec[29]! << 8);
+        const from: UdpEndpoint =
+          socket === 0 ? { ip: addressText(rec, family), port } : { ip: addressText(rec, family), port, socket };
         this.#call(() => this.#onControl(localIndex, payload, from));
       }
     }

@@ -8,6 +8,7 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { withDeadline } from './deadline.ts';
 import { JsonLineReader, sendJsonLine } from './json-lines.ts';
+import { NAT_KINDS, type NatKind } from './nat-kind.ts';
 import { isIndex, X25519_KEY_BYTES } from './session-keys.ts';
 import type { UdpEndpoint } from './udp-types.ts';
 
@@ -52,6 +53,9 @@ const offer = {
   idx: z.number().refine(isIndex, { message: 'receiver index must be a non-zero u32' }),
   cipher: z.string().min(1).max(32),
   eps: z.array(endpoint).max(MAX_CANDIDATES),
+  // The sender's NAT kind (overlay/nat-kind.ts): both sides pick their birthday punching role
+  // from the pair. Optional: older peers do not send it.
+  nat: z.enum(NAT_KINDS).optional(),
 };
 
 const helloSchema = z.object({ ...offer, t: z.literal('hello') }).strict();
@@ -65,6 +69,8 @@ export interface SessionOffer {
   index: number;
   cipher: string;
   endpoints: UdpEndpoint[];
+  /** What the sender's reflection says of its NAT. */
+  nat?: NatKind;
 }
 
 export type SessionAnswer = ({ accepted: true } & SessionOffer) | { accepted: false; reason: string };
@@ -90,12 +96,25 @@ function toWire(t: 'hello' | 'accept', o: SessionOffer): object {
     eph: Buffer.from(o.ephemeral).toString('base64'),
     idx: o.index,
     cipher: o.cipher,
-    eps: o.endpoints.slice(0, MAX_CANDIDATES),
+    eps: o.endpoints.slice(0, MAX_CANDIDATES).map((e) => ({ ip: e.ip, port: e.port })),
+    ...(o.nat === undefined ? {} : { nat: o.nat }),
   };
 }
 
-function fromWire(o: { eph: Uint8Array; idx: number; cipher: string; eps: UdpEndpoint[] }): SessionOffer {
-  return { ephemeral: o.eph, index: o.idx, cipher: o.cipher, endpoints: dedupe(o.eps) };
+function fromWire(o: {
+  eph: Uint8Array;
+  idx: number;
+  cipher: string;
+  eps: UdpEndpoint[];
+  nat?: NatKind | undefined;
+}): SessionOffer {
+  return {
+    ephemeral: o.eph,
+    index: o.idx,
+    cipher: o.cipher,
+    endpoints: dedupe(o.eps),
+    ...(o.nat === undefined ? {} : { nat: o.nat }),
+  };
 }
 
 function dedupe(eps: UdpEndpoint[]): UdpEndpoint[] {

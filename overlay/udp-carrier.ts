@@ -121,6 +121,7 @@ export class UdpCarrier {
       onEstablished: (s) => this.paths.sessionEstablished(s),
       onLost: (node) => this.paths.sessionLost(node),
       enabled: () => opts.mode !== 'stream',
+      natKind: () => this.reflection.kind,
       filterCandidates: (node, candidates) => this.#filterCandidates(node, candidates),
       ...(opts.rekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.rekeyAfterMs }),
       ...(opts.graceMs === undefined ? {} : { graceMs: opts.graceMs }),
@@ -249,7 +250,10 @@ export class UdpCarrier {
   counters(): UdpCarrierCounters {
     return {
       sessions: { ...this.sessions.counters, handshakeFailures: { ...this.sessions.counters.handshakeFailures } },
-      paths: { ...this.paths.counters },
+      paths: {
+        ...this.paths.counters,
+        ...(this.paths.counters.birthday === undefined ? {} : { birthday: { ...this.paths.counters.birthday } }),
+      },
       unknownIndex: this.#unknownIndex,
       receiveErrors: this.#receiveErrors,
       socketDrops: { ...(this.socket.stats?.().drops ?? {}) },

@@ -7,6 +7,8 @@
 // nodes punch with nothing but their observed public IPs.
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { BIRTHDAY_TUNING, type BirthdayTuning, birthdayRole, bothHard } from './birthday-plan.ts';
+import { type BirthdayCounters, BirthdayPunch, type BirthdaySockets } from './birthday-punch.ts';
 import {
   classifyUdpPath,
   DEFAULT_TUNING,
@@ -67,6 +69,8 @@ export interface UdpPathCounters {
   successes: number;
   /** Attempts that did not, by reason (unanswered: a whole burst without a reply). */
   failures: Record<string, number>;
+  /** Birthday punching through an endpoint-dependent NAT (absent: the socket has no extra sockets). */
+  birthday?: BirthdayCounters;
 }
 
 export interface UdpPathsOptions {
@@ -101,6 +105,11 @@ export interface UdpPathsOptions {
     UdpRelayPath,
     'isRelay' | 'targets' | 'unanswered' | 'sessionEstablished' | 'preferDirect' | 'lost' | 'tick'
   >;
+  /**
+   * Birthday punching (overlay/birthday-punch.ts) when one side's NAT is endpoint-dependent:
+   * runs when the socket can open extra sockets, unless false. A tuning: for tests.
+   */
+  birthday?: boolean | BirthdayTuning;
 }
 
 const MAX_NONCES = 256;
@@ -151,16 +160,34 @@ export class UdpPaths {
   readonly #peers = new Map<string, PeerUdp>();
   readonly #tuning: LadderTuning;
   readonly #timer: NodeJS.Timeout;
+  readonly birthday: BirthdayPunch | undefined;
 
   constructor(opts: UdpPathsOptions) {
     this.#o = opts;
     this.#tuning = opts.tuning ?? DEFAULT_TUNING;
+    const sockets = opts.socket as DataSocketLike & Partial<BirthdaySockets>;
+    this.birthday =
+      opts.birthday === false || sockets.addSocket === undefined || sockets.closeSocket === undefined
+        ? undefined
+        : new BirthdayPunch({
+            sockets: { addSocket: () => sockets.addSocket!(), closeSocket: (id) => sockets.closeSocket!(id) },
+            probe: (node, to, nonce) => {
+              const p = this.#peers.get(node);
+              if (p === undefined) return false;
+              this.counters.probesSent++;
+              return this.#sendRaw(p.txIndex, encodeControl(ControlType.Probe, nonce), to);
+            },
+            log: opts.log,
+            tuning: typeof opts.birthday === 'object' ? opts.birthday : BIRTHDAY_TUNING,
+          });
+    if (this.birthday !== undefined) this.counters.birthday = this.birthday.counters;
     this.#timer = setInterval(() => this.tick(Date.now()), opts.probeIntervalMs ?? 100);
     this.#timer.unref();
   }
 
   stop(): void {
     clearInterval(this.#timer);
+    this.birthday?.stop();
     this.#peers.clear();
   }
 
@@ -193,11 +220,16 @@ export class UdpPaths {
         attempting: true,
       });
       this.counters.attempts++;
+      this.#startBirthday(s, now);
       this.tick(now);
       return;
     }
     existing.session = s;
     existing.kind = classifyUdpPath(pub.self, pub.peer);
+    // A new session while the pair is not direct (none yet, relayed, or dead): both sides
+    // see it at about the same moment, so it (re)starts birthday attempts in step.
+    if (existing.endpoint === undefined || this.#onRelay(existing) || !udpAlive(this.facts(s.node), now, this.#tuning))
+      this.#startBirthday(s, now);
     if (existing.endpoint !== undefined) {
       // A rekey on a proven path: same endpoint, new keys.
       this.#setEndpoint(s.localIndex, existing.endpoint);
@@ -225,6 +257,7 @@ export class UdpPaths {
   /** The peer's sessions are gone: UDP cannot carry its traffic. */
   sessionLost(node: string): void {
     this.#o.relay?.lost(node);
+    this.birthday?.lost(node);
     if (this.#peers.delete(node)) this.#o.onChange(node);
   }
 
@@ -293,6 +326,8 @@ export class UdpPaths {
       return;
     }
     this.#maybeSwitchTx(p, localIndex);
+    // Authentic and on one of the birthday sockets: that socket's mapping works.
+    if (from.socket !== undefined && from.socket !== 0) this.birthday?.heard(p.node, from.socket, now);
     switch (msg.type) {
       case ControlType.Probe:
         this.#sendRaw(localIndex, encodeControl(ControlType.ProbeReply, msg.nonce), from);
@@ -314,8 +349,12 @@ export class UdpPaths {
       case ControlType.KeepaliveReply: {
         const key = Buffer.from(msg.nonce).toString('hex');
         if (!p.nonces.delete(key)) {
-          this.counters.badControl++;
-          return;
+          // Birthday probes of an attempt share one nonce (thousands of them, one answer).
+          if (msg.type !== ControlType.ProbeReply || this.birthday?.isNonce(p.node, msg.nonce) !== true) {
+            this.counters.badControl++;
+            return;
+          }
+          this.birthday.answered(p.node);
         }
         if (msg.type === ControlType.ProbeReply) this.counters.probeReplies++;
         this.#adopt(p, from, now);
@@ -363,6 +402,14 @@ export class UdpPaths {
       }
     }
     this.#o.relay?.tick(now);
+    this.birthday?.tick(now);
+  }
+
+  #startBirthday(s: ActiveSession, now: number): void {
+    const b = this.birthday;
+    if (b === undefined) return;
+    if (bothHard(s.selfNat, s.peerNat)) b.noteBothHard();
+    b.start(s.node, birthdayRole(s.selfNat, s.peerNat), s.candidates, now);
   }
 
   #onRelay(p: PeerUdp): boolean {
@@ -416,7 +463,11 @@ export class UdpPaths {
         this.#setEndpoint(p.pendingTx.index, p.endpoint);
       }
       if (p.txIndex !== p.session.localIndex) this.#setEndpoint(p.txIndex, p.endpoint);
-      this.#o.log.info({ peer: p.node, endpoint: endpointKey(from) }, 'UDP path confirmed');
+      this.#o.log.info(
+        { peer: p.node, endpoint: endpointKey(from), ...(from.socket ? { socket: from.socket } : {}) },
+        'UDP path confirmed',
+      );
+      if (this.#o.relay?.isRelay(from) !== true) this.birthday?.adopted(p.node, from);
     }
     if (!wasAlive || p.confirmedAt === undefined) {
       if (p.msToDirect === undefined) p.msToDirect = now - p.startedAt;
@@ -454,16 +505,19 @@ export class UdpPaths {
     this.#sendRaw(localIndex, encodeControl(type, nonce), to);
   }
 
-  #sendRaw(localIndex: number, message: Uint8Array, to: UdpEndpoint): void {
+  #sendRaw(localIndex: number, message: Uint8Array, to: UdpEndpoint): boolean {
     try {
-      if (!this.#o.socket.sendControl(localIndex, message, to)) this.counters.sendErrors++;
+      if (this.#o.socket.sendControl(localIndex, message, to)) return true;
+      this.counters.sendErrors++;
     } catch {
       // e.g. an IPv6 candidate on an IPv4-only socket: that candidate just cannot be used.
       this.counters.sendErrors++;
     }
+    return false;
   }
 }
 
+/** Same address, port and local socket (a birthday socket's path is not the main socket's). */
 function sameEndpoint(a: UdpEndpoint, b: UdpEndpoint): boolean {
-  return a.port === b.port && a.ip === b.ip;
+  return a.port === b.port && a.ip === b.ip && (a.socket ?? 0) === (b.socket ?? 0);
 }

@@ -8,6 +8,7 @@ import type { Connection, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import type { PeerDirectory } from './directory.ts';
 import type { Host } from './host.ts';
+import type { NatKind } from './nat-kind.ts';
 import { deriveSessionKeys, generateEphemeral, type HandshakeSide } from './session-keys.ts';
 import {
   initiateSession,
@@ -28,6 +29,9 @@ export interface ActiveSession {
   createdAt: number;
   /** Whether we started the handshake (the initiator rekeys on time first). */
   initiator: boolean;
+  /** The NAT kinds both sides offered in this handshake (undefined: not offered). */
+  selfNat?: NatKind;
+  peerNat?: NatKind;
 }
 
 export interface UdpSessionCounters {
@@ -60,6 +64,8 @@ export interface UdpSessionsOptions {
   graceMs?: number;
   /** Refuse handshakes (transport pinned to the stream path). */
   enabled?: () => boolean;
+  /** Our NAT kind now, offered in handshakes (overlay/birthday-plan.ts decides from the pair). */
+  natKind?: () => NatKind;
   /**
    * Keeps the peer's candidates we may probe: a member must not be able to aim our probes
    * at third parties. Absent: all (validated) candidates.
@@ -206,11 +212,13 @@ export class UdpSessions {
     const index = this.#allocateIndex();
     try {
       const conn = await this.#o.connectionTo(peer.node);
+      const nat = this.#o.natKind?.();
       const own: SessionOffer = {
         ephemeral: eph.publicKey,
         index,
         cipher: this.#o.cipher,
         endpoints: await this.#o.localEndpoints(),
+        ...(nat === undefined ? {} : { nat }),
       };
       const answer = await initiateSession(conn, own);
       if (!answer.accepted)
@@ -226,7 +234,10 @@ export class UdpSessions {
         responder: remote,
         selfIsInitiator: true,
       });
-      return this.#install(peer, keys, await this.#filter(peer.node, answer.endpoints), true);
+      return this.#install(peer, keys, await this.#filter(peer.node, answer.endpoints), true, {
+        self: nat,
+        peer: answer.nat,
+      });
     } catch (err) {
       this.#byIndex.delete(index);
       const reason = err instanceof SessionProtocolError ? err.reason : 'error';
@@ -253,6 +264,7 @@ export class UdpSessions {
       if (peer.inbound.length >= INBOUND_PER_MINUTE) return { reject: 'too many handshakes' };
       peer.inbound.push(now);
       const candidates = await this.#filter(peer.node, offer.endpoints);
+      const nat = this.#o.natKind?.();
       const eph = generateEphemeral();
       const index = this.#allocateIndex();
       const remote: HandshakeSide = { peerId: peer.peerId, ephemeral: offer.ephemeral, index: offer.index };
@@ -264,12 +276,18 @@ export class UdpSessions {
           responder: self,
           selfIsInitiator: false,
         });
-        this.#install(peer, keys, candidates, false);
+        this.#install(peer, keys, candidates, false, { self: nat, peer: offer.nat });
       } catch (err) {
         this.#byIndex.delete(index);
         return { reject: (err as Error).message };
       }
-      return { ephemeral: eph.publicKey, index, cipher: this.#o.cipher, endpoints: await this.#o.localEndpoints() };
+      return {
+        ephemeral: eph.publicKey,
+        index,
+        cipher: this.#o.cipher,
+        endpoints: await this.#o.localEndpoints(),
+        ...(nat === undefined ? {} : { nat }),
+      };
     });
     if (result.ok) this.counters.handshakesAccepted++;
     else
@@ -282,6 +300,7 @@ export class UdpSessions {
     keys: { localIndex: number; remoteIndex: number; txKey: Uint8Array; rxKey: Uint8Array },
     candidates: UdpEndpoint[],
     initiator: boolean,
+    nat: { self: NatKind | undefined; peer: NatKind | undefined } = { self: undefined, peer: undefined },
   ): ActiveSession {
     if (this.#peers.get(peer.node) !== peer || this.#stopped)
       throw new SessionProtocolError('peer-gone', 'peer left during the handshake');
@@ -296,6 +315,8 @@ export class UdpSessions {
       candidates,
       createdAt: Date.now(),
       initiator,
+      ...(nat.self === undefined ? {} : { selfNat: nat.self }),
+      ...(nat.peer === undefined ? {} : { peerNat: nat.peer }),
     };
     peer.current = session;
     this.#byIndex.set(keys.localIndex, { node: peer.node, session });

@@ -24,6 +24,9 @@ export interface DataSocketLike {
   session(localIndex: number): UdpSessionInfoLike | undefined;
   /** Sends a UDP relay allocate datagram from this socket (overlay/udp-relay-path.ts). */
   sendRelayAllocate?(relay: UdpEndpoint, datagram: Uint8Array): boolean;
+  /** Opens / closes an extra socket (birthday punching, overlay/birthday-punch.ts). */
+  addSocket?(): { id: number; port: number };
+  closeSocket?(id: number): boolean;
   /** Datagrams the socket dropped, by reason (refused before JS sees them). */
   stats?(): { drops: Record<string, number> };
 }

@@ -28,6 +28,12 @@
 // fills and the kernel drops, counted as socket-overflow). JS sees the buffer as an external
 // ArrayBuffer that is detached when the callback returns, so views cannot outlive the call
 // and the buffer goes back to the pool: no allocation per batch.
+// Extra sockets (addSocket): besides its main socket the engine can own more UDP sockets,
+// each on its own ephemeral port, for hole punching through an endpoint-dependent NAT
+// (overlay/birthday-punch.ts): each socket gets its own mapping at that NAT, and the session
+// whose probe got through keeps sending from the socket that won. All sockets sit in one
+// epoll set that the receiver waits on; a session's endpoint names the socket it uses (0 =
+// main). Control records say which socket they arrived on (u16 in the unused vnet bytes).
 // Errors thrown to JS carry the errno name first, as tun.c's.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -43,6 +49,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -80,6 +87,8 @@
 
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
+// Extra sockets one engine may own at once (ids 1..MAX_EXTRA_SOCKETS; 0 is the main socket).
+#define MAX_EXTRA_SOCKETS 1024
 
 // The few libuv calls loop mode needs, bound like the EVP ones to the Node binary's own
 // exports (there are no libuv headers to build against). The handle is opaque: a box far
@@ -115,12 +124,13 @@ enum {
   D_GSO_UNSUPPORTED,
   D_SOCKET_OVERFLOW,
   D_QUEUE_FULL,
+  D_NO_SOCKET,
   D_COUNT
 };
 static const char *const DROP_NAMES[D_COUNT] = {
     "short",           "bad-type", "unknown-index", "auth-failed",    "replay",          "oversize",
     "counter-limit",   "no-endpoint", "no-session", "tx-full",        "tx-error",        "gso-malformed",
-    "gso-unsupported", "socket-overflow", "queue-full"};
+    "gso-unsupported", "socket-overflow", "queue-full", "no-socket"};
 
 
 typedef struct session {
@@ -133,6 +143,7 @@ typedef struct session {
   uint64_t last_rx_ns, created_ns;
   struct sockaddr_storage ep;
   socklen_t ep_len;  // 0 = no endpoint yet
+  uint16_t ep_sock;  // the socket the endpoint is reached from (0 = main, else an extra socket)
 } session_t;
 
 typedef struct {
@@ -145,6 +156,16 @@ typedef struct {
 
 typedef struct udp {
   int fd, stop_fd, family;
+  // Every socket (main included, data.u32 = socket id) in one epoll set: what the receiver waits on.
+  int epfd;
+  char bind_ip[64];  // extra sockets bind the same address
+  // Extra sockets: written on the JS thread under socks_lock, read by the receiver under it.
+  pthread_mutex_t socks_lock;
+  int extra_fd[MAX_EXTRA_SOCKETS + 1];  // by id; -1 = free (index 0 unused)
+  atomic_uint extras;
+  uint32_t next_sock;
+  int tx_fd;    // the socket the batch being sent leaves from (JS thread)
+  int rx_turn;  // which of main / extra sockets the receiver drains first (receiver only)
   int refs;  // the JS handle and the receiver (thread-safe function, or the uv_poll handle) each hold one
   // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop (loop).
   int loop_mode;
@@ -241,9 +262,10 @@ static void pool_give(udp_t *u, int i) {
 
 static void count_drop(udp_t *u, int reason) { atomic_fetch_add_explicit(&u->drops[reason], 1, memory_order_relaxed); }
 
-// Opens one datagram into the delivery buffer; the caller holds u->lock.
+// Opens one datagram into the delivery buffer; the caller holds u->lock. `sock` is the
+// socket it arrived on (0 = main).
 static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct sockaddr_storage *from,
-                          delivery_t *out, uint64_t now) {
+                          delivery_t *out, uint64_t now, uint16_t sock) {
   if (len < OVERHEAD) { count_drop(u, D_SHORT); return; }
   uint8_t type = d[0];
   if ((type != MSG_DATA && type != MSG_CONTROL) || d[1] || d[2] || d[3]) { count_drop(u, D_BAD_TYPE); return; }
@@ -284,6 +306,10 @@ static void open_datagram(udp_t *u, const uint8_t *d, size_t len, const struct s
     }
   }
   memset(rec + 28, 0, 10);  // vnet: a plain packet unless coalesced below
+  if (type == MSG_CONTROL) {  // control records have no vnet: it carries the socket id instead
+    rec[28] = (uint8_t)(sock & 0xff);
+    rec[29] = (uint8_t)(sock >> 8);
+  }
   size_t at;
   if (type == MSG_DATA && u->coalesce && out->last != NO_RECORD && memcmp(out->buf + out->last + 4, rec + 4, 24) == 0) {
     uint8_t *prev = out->buf + out->last;
@@ -328,16 +354,16 @@ static void delivery_reset(delivery_t *out, uint8_t *buf) {
   out->last = NO_RECORD;
 }
 
-// Reads and opens datagrams into `out` until the socket is empty or `out` might not hold
-// another round. Returns 1 when it stopped because `out` filled up (more may be waiting).
-static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+// Reads and opens datagrams of one socket into `out` until it is empty or `out` might not
+// hold another round. Returns 1 when it stopped because `out` filled up (more may be waiting).
+static int rx_drain_fd(udp_t *u, rx_ctx_t *rx, delivery_t *out, int fd, uint16_t sock) {
   for (int round = 0; round < 4; round++) {
     size_t room = DELIVERY_BYTES - out->used;
     int want = (int)(room / RX_MSG_WORST);
     if (want > RX_MSGS) want = RX_MSGS;
     if (want < RX_MSGS / 4) return 1;
     udp_rx_prepare(rx, want);
-    int got = recvmmsg(u->fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
+    int got = recvmmsg(fd, rx->msgs, (unsigned)want, MSG_DONTWAIT, NULL);
     if (got <= 0) return 0;
     uint64_t now = now_ns();
     pthread_mutex_lock(&u->lock);
@@ -355,7 +381,7 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
       for (size_t off = 0; off < len; off += seg) {
         size_t dl = len - off < seg ? len - off : seg;
         atomic_fetch_add_explicit(&u->rx_datagrams, 1, memory_order_relaxed);
-        open_datagram(u, base + off, dl, &rx->from[i], out, now);
+        open_datagram(u, base + off, dl, &rx->from[i], out, now, sock);
       }
     }
     pthread_mutex_unlock(&u->lock);
@@ -364,11 +390,36 @@ static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
   return 1;
 }
 
+// The extra sockets epoll says are readable.
+static int rx_drain_extras(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+  struct epoll_event ev[64];
+  int more = 0;
+  // Held while reading, so closeSocket() cannot close (and the kernel reuse) an fd under us.
+  pthread_mutex_lock(&u->socks_lock);
+  int n = epoll_wait(u->epfd, ev, 64, 0);
+  for (int i = 0; i < n && !more; i++) {
+    uint32_t id = ev[i].data.u32;
+    if (id == 0 || id > MAX_EXTRA_SOCKETS || u->extra_fd[id] < 0) continue;
+    more = rx_drain_fd(u, rx, out, u->extra_fd[id], (uint16_t)id);
+  }
+  pthread_mutex_unlock(&u->socks_lock);
+  return more;
+}
+
+// The main socket and, when there are any, the extra sockets: in turns which goes first, so a
+// busy main socket cannot starve a session carried by an extra one, nor the other way round.
+static int rx_drain(udp_t *u, rx_ctx_t *rx, delivery_t *out) {
+  if (atomic_load_explicit(&u->extras, memory_order_relaxed) == 0) return rx_drain_fd(u, rx, out, u->fd, 0);
+  u->rx_turn ^= 1;
+  int more = u->rx_turn ? rx_drain_extras(u, rx, out) : rx_drain_fd(u, rx, out, u->fd, 0);
+  return (u->rx_turn ? rx_drain_fd(u, rx, out, u->fd, 0) : rx_drain_extras(u, rx, out)) | more;
+}
+
 static void *reader_main(void *arg) {
   udp_t *u = arg;
   rx_ctx_t *rx = rx_ctx_new();
   if (!rx) return NULL;
-  while (reader_wait(u->fd, u->stop_fd, &u->stop) >= 0) {
+  while (reader_wait(u->epfd, u->stop_fd, &u->stop) >= 0) {
     int slot = pool_take(u);
     if (slot < 0) break;
     delivery_t *out = &u->deliveries[slot];
@@ -497,6 +548,16 @@ static void udp_shutdown(udp_t *u) {
   close(u->fd);
   close(u->stop_fd);
   u->fd = u->stop_fd = -1;
+  pthread_mutex_lock(&u->socks_lock);
+  for (int i = 1; i <= MAX_EXTRA_SOCKETS; i++)
+    if (u->extra_fd[i] >= 0) {
+      close(u->extra_fd[i]);
+      u->extra_fd[i] = -1;
+    }
+  atomic_store(&u->extras, 0);
+  if (u->epfd >= 0) close(u->epfd);
+  u->epfd = -1;
+  pthread_mutex_unlock(&u->socks_lock);
   pthread_mutex_lock(&u->lock);
   for (int b = 0; b < SESSION_BUCKETS; b++) {
     session_t *s = u->buckets[b];
@@ -517,6 +578,7 @@ static void udp_unref(udp_t *u) {
   free(u->txbuf);
   pthread_mutex_destroy(&u->lock);
   pthread_mutex_destroy(&u->pool_lock);
+  pthread_mutex_destroy(&u->socks_lock);
   pthread_cond_destroy(&u->pool_cond);
   free(u);
 }
@@ -641,6 +703,18 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   }
   u->fd = fd;
   u->family = family;
+  snprintf(u->bind_ip, sizeof u->bind_ip, "%s", bind_ip);
+  pthread_mutex_init(&u->socks_lock, NULL);
+  for (int i = 0; i <= MAX_EXTRA_SOCKETS; i++) u->extra_fd[i] = -1;
+  u->next_sock = 1;
+  u->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (u->epfd >= 0) {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = 0};
+    if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      close(u->epfd);
+      u->epfd = -1;
+    }
+  }
   u->cipher = cipher;
   u->counter_limit = limit;
   u->max_inner = mtu;
@@ -651,7 +725,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   pthread_cond_init(&u->pool_cond, NULL);
   u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   u->txbuf = malloc(TX_BUF_BYTES);
-  int ok = u->stop_fd >= 0 && u->txbuf;
+  int ok = u->stop_fd >= 0 && u->txbuf && u->epfd >= 0;
   for (int i = 0; i < POOL_BUFFERS && ok; i++) {
     u->pool[i] = malloc(DELIVERY_BYTES);
     u->pool_free[i] = 1;
@@ -660,6 +734,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   if (!ok) {
     close(fd);
     if (u->stop_fd >= 0) close(u->stop_fd);
+    if (u->epfd >= 0) close(u->epfd);
     u->refs = 1;
     udp_unref(u);
     return throw_errno(env, ENOMEM, "allocating the UDP buffers");
@@ -678,7 +753,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
                  !(u->poll = calloc(1, sizeof *u->poll));
     if (!failed) {
       u->poll->u = u;
-      failed = uv_poll_init(loop, u->poll, fd) != 0;
+      failed = uv_poll_init(loop, u->poll, u->epfd) != 0;
       if (failed) {
         free(u->poll);  // never initialised: nothing for libuv to close
         u->poll = NULL;
@@ -699,6 +774,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
                                         &u->tsfn) != napi_ok) {
       close(fd);
       close(u->stop_fd);
+      close(u->epfd);
       u->refs = 1;
       udp_unref(u);
       return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
@@ -720,6 +796,90 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   napi_add_env_cleanup_hook(env, cleanup_hook, u);
   u->hook_added = 1;
   return handle;
+}
+
+// ---- extra sockets (JS thread) -----------------------------------------------------------
+
+// The fd of socket `id` (0 = main), or -1 when no such socket is open. JS thread only: it is
+// the only writer of the table.
+static int sock_fd(udp_t *u, uint32_t id) {
+  if (id == 0) return u->fd;
+  return id <= MAX_EXTRA_SOCKETS ? u->extra_fd[id] : -1;
+}
+
+// An optional socket id argument: 0 when undefined; -1 after throwing.
+static int get_sock_arg(napi_env env, udp_t *u, napi_value v, uint32_t *id) {
+  napi_valuetype t;
+  *id = 0;
+  if (napi_typeof(env, v, &t) == napi_ok && t == napi_undefined) return 0;
+  if (get_u32_arg(env, v, id) != 0 || sock_fd(u, *id) < 0) {
+    throw_plain(env, "ENOENT", "ENOENT: no open socket with this id");
+    return -1;
+  }
+  return 0;
+}
+
+// addSocket(h) → { id, port }: one more UDP socket on the main one's address, kernel-chosen port.
+static napi_value udp_add_socket(napi_env env, napi_callback_info info) {
+  size_t argc;
+  napi_value argv[1], o, v;
+  if (get_args(env, info, argv, 1, &argc, 1, "EINVAL: addSocket(handle)")) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (u->extras >= MAX_EXTRA_SOCKETS) return throw_plain(env, "ENOSPC", "ENOSPC: too many extra sockets");
+  uint32_t id = u->next_sock;
+  while (u->extra_fd[id] >= 0) id = id % MAX_EXTRA_SOCKETS + 1;
+  udp_socket_t sock;
+  const char *what;
+  if (udp_socket_open(u->bind_ip, 0, &sock, &what) != 0) return throw_errno(env, errno, what ? what : "socket");
+  struct epoll_event ev = {.events = EPOLLIN, .data.u32 = id};
+  if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, sock.fd, &ev) != 0) {
+    int e = errno;
+    close(sock.fd);
+    return throw_errno(env, e, "epoll_ctl");
+  }
+  pthread_mutex_lock(&u->socks_lock);
+  u->extra_fd[id] = sock.fd;
+  atomic_fetch_add(&u->extras, 1);
+  pthread_mutex_unlock(&u->socks_lock);
+  // Ids go round before one is used again: a late call with a closed socket's id fails.
+  u->next_sock = id % MAX_EXTRA_SOCKETS + 1;
+  CHECK(env, napi_create_object(env, &o));
+  CHECK(env, napi_create_uint32(env, id, &v));
+  CHECK(env, napi_set_named_property(env, o, "id", v));
+  CHECK(env, napi_create_uint32(env, sock.port, &v));
+  CHECK(env, napi_set_named_property(env, o, "port", v));
+  return o;
+}
+
+// closeSocket(h, id) → bool. Sessions whose endpoint used it are left without an endpoint.
+static napi_value udp_close_socket(napi_env env, napi_callback_info info) {
+  size_t argc;
+  napi_value argv[2], r;
+  uint32_t id;
+  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: closeSocket(handle, id)")) return NULL;
+  udp_t *u = get_udp(env, argv[0]);
+  if (!u) return NULL;
+  if (get_u32_arg(env, argv[1], &id) != 0) return throw_plain(env, "EINVAL", "EINVAL: id must be a u32");
+  bool found = id >= 1 && id <= MAX_EXTRA_SOCKETS && u->extra_fd[id] >= 0;
+  if (found) {
+    pthread_mutex_lock(&u->socks_lock);
+    epoll_ctl(u->epfd, EPOLL_CTL_DEL, u->extra_fd[id], NULL);
+    close(u->extra_fd[id]);
+    u->extra_fd[id] = -1;
+    atomic_fetch_sub(&u->extras, 1);
+    pthread_mutex_unlock(&u->socks_lock);
+    pthread_mutex_lock(&u->lock);
+    for (int b = 0; b < SESSION_BUCKETS; b++)
+      for (session_t *s = u->buckets[b]; s; s = s->next)
+        if (s->ep_sock == id) {
+          s->ep_sock = 0;
+          s->ep_len = 0;
+        }
+    pthread_mutex_unlock(&u->lock);
+  }
+  CHECK(env, napi_get_boolean(env, found, &r));
+  return r;
 }
 
 // ---- sessions (JS thread) ----------------------------------------------------------------
@@ -767,21 +927,23 @@ static napi_value udp_add_session(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// setEndpoint(h, localIndex, ip, port)
+// setEndpoint(h, localIndex, ip, port, socket?)
 static napi_value udp_set_endpoint(napi_env env, napi_callback_info info) {
   size_t argc;
-  napi_value argv[4];
-  uint32_t li;
-  udp_t *u = session_call(env, info, argv, 4, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port)", &li);
+  napi_value argv[5];
+  uint32_t li, sock = 0;
+  udp_t *u = session_call(env, info, argv, 5, &argc, 4, "EINVAL: setEndpoint(handle, localIndex, ip, port, socket?)", &li);
   if (!u) return NULL;
   struct sockaddr_storage ep;
   socklen_t len;
   if (get_endpoint(env, u, argv[2], argv[3], false, &ep, &len) != 0) return NULL;
+  if (argc >= 5 && get_sock_arg(env, u, argv[4], &sock) != 0) return NULL;
   session_t *s = find_session(u, li);
   if (!s) return throw_plain(env, "ENOENT", "ENOENT: no session with this localIndex");
   // Only the JS thread reads the endpoint: no lock needed.
   s->ep = ep;
   s->ep_len = len;
+  s->ep_sock = (uint16_t)sock;
   return NULL;
 }
 
@@ -873,7 +1035,7 @@ static int tx_send(udp_t *u, uint32_t nmsg, uint32_t *sent_out) {
   uint32_t sent = 0;
   int waited = 0, err = 0;
   while (sent < nmsg) {
-    int r = sendmmsg(u->fd, &u->tx_msgs[sent], nmsg - sent, MSG_DONTWAIT);
+    int r = sendmmsg(u->tx_fd, &u->tx_msgs[sent], nmsg - sent, MSG_DONTWAIT);
     if (r > 0) {
       for (int k = 0; k < r; k++) atomic_fetch_add(&u->tx_datagrams, u->tx_counts[sent + k]);
       sent += (uint32_t)r;
@@ -882,7 +1044,7 @@ static int tx_send(udp_t *u, uint32_t nmsg, uint32_t *sent_out) {
     if (errno == EINTR) continue;
     if ((errno == EAGAIN || errno == ENOBUFS) && waited < 4) {
       // The socket's send queue is full: wait a moment for it, like a NIC queue, then drop.
-      struct pollfd p = {.fd = u->fd, .events = POLLOUT};
+      struct pollfd p = {.fd = u->tx_fd, .events = POLLOUT};
       poll(&p, 1, 2);
       waited++;
       continue;
@@ -973,6 +1135,7 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
     CHECK(env, napi_create_uint32(env, 0, &r));
     return r;
   }
+  u->tx_fd = sock_fd(u, s->ep_sock);
   u->tx_sess = s;
   u->tx_to = (const struct sockaddr *)&s->ep;
   u->tx_to_len = s->ep_len;
@@ -1020,14 +1183,15 @@ static napi_value udp_send(napi_env env, napi_callback_info info) {
   return r;
 }
 
-// sendControl(h, localIndex, message, ip?, port?) → bool
+// sendControl(h, localIndex, message, ip?, port?, socket?) → bool. With ip and port, from
+// `socket` (default main); without, to the session's endpoint from its socket.
 static napi_value udp_send_control(napi_env env, napi_callback_info info) {
   size_t argc;
-  napi_value argv[5], r;
-  uint32_t li;
+  napi_value argv[6], r;
+  uint32_t li, sock = 0;
   uint8_t *msg;
   size_t ml;
-  udp_t *u = session_call(env, info, argv, 5, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?)", &li);
+  udp_t *u = session_call(env, info, argv, 6, &argc, 3, "EINVAL: sendControl(handle, localIndex, message, ip?, port?, socket?)", &li);
   if (!u) return NULL;
   if (get_bytes(env, argv[2], &msg, &ml) || ml > MAX_CONTROL)
     return throw_plain(env, "EINVAL", "EINVAL: a control message is a Uint8Array of at most 1200 bytes");
@@ -1036,11 +1200,20 @@ static napi_value udp_send_control(napi_env env, napi_callback_info info) {
   if (argc >= 5 && get_endpoint(env, u, argv[3], argv[4], true, &to, &to_len) != 0) return NULL;
   session_t *s = find_session(u, li);
   bool ok = false;
-  if (!s) {
+  if (argc >= 6) {
+    napi_valuetype t;
+    if (napi_typeof(env, argv[5], &t) == napi_ok && t != napi_undefined && get_u32_arg(env, argv[5], &sock) != 0)
+      return throw_plain(env, "EINVAL", "EINVAL: socket must be a u32");
+  }
+  int fd = to_len ? sock_fd(u, sock) : (s ? sock_fd(u, s->ep_sock) : u->fd);
+  if (fd < 0) {
+    count_drop(u, D_NO_SOCKET);  // a socket closed since the caller learned its id
+  } else if (!s) {
     count_drop(u, D_NO_SESSION);
   } else if (!to_len && !s->ep_len) {
     count_drop(u, D_NO_ENDPOINT);
   } else {
+    u->tx_fd = fd;
     u->tx_sess = s;
     u->tx_to = (const struct sockaddr *)(to_len ? &to : &s->ep);
     u->tx_to_len = to_len ? to_len : s->ep_len;
@@ -1104,6 +1277,8 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "rxCoalesced", v));
   CHECK(env, napi_create_uint32(env, u->sessions, &v));
   CHECK(env, napi_set_named_property(env, o, "sessions", v));
+  CHECK(env, napi_create_uint32(env, atomic_load(&u->extras), &v));
+  CHECK(env, napi_set_named_property(env, o, "extraSockets", v));
   CHECK(env, napi_get_boolean(env, u->gso_ok, &v));
   CHECK(env, napi_set_named_property(env, o, "gso", v));
   int last = atomic_load(&u->last_tx_errno);
@@ -1150,6 +1325,8 @@ napi_status edgemesh_udp_init(napi_env env, napi_value exports) {
       {"udpSendRelayAllocate", NULL, udp_send_relay_allocate, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpStats", NULL, udp_stats, NULL, NULL, NULL, napi_enumerable, NULL},
       {"udpClose", NULL, udp_close, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpAddSocket", NULL, udp_add_socket, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"udpCloseSocket", NULL, udp_close_socket, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_status st = napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return st == napi_ok ? edgemesh_udp_tools_init(env, exports) : st;

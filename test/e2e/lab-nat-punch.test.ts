@@ -2,7 +2,8 @@
 // must be direct (hole-punched) within 3 s of its first packet, from a cold start. Each node
 // punches from its own port; with one cluster-wide port only one node per NAT could.
 // The issue asks for 20 cold starts with no miss; CI runs EDGEMESH_PUNCH_TRIALS (default 3)
-// and the test prints the rate over all of them.
+// and the test prints the rate over all of them (the 20-start series: `node bench/nat-trials.ts
+// --checks punch`).
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Lab, labUp } from '../../lab/lab.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../../lab/time-to-direct.ts';

@@ -2,9 +2,12 @@
 // nodes reflect different ports to each edge node, so every edge node classifies its NAT as
 // endpoint-dependent and offers no reflected mapping; the edge-a ↔ edge-b pair stays
 // relayed, and its UDP attempt ends counted as unanswered (that the probing is bounded is
-// shown in test/integration/overlay/udp-symmetric-nat.test.ts).
+// shown in test/integration/overlay/udp-symmetric-nat.test.ts). Birthday punching needs one
+// side with a known mapping: with both sides endpoint-dependent it does not start (no probe
+// storm, no extra sockets), and the sessions it skipped are counted.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Lab, labUp } from '../../lab/lab.ts';
+import { birthdayMetrics } from '../../lab/nat-kinds.ts';
 import { pingFrom } from '../../lab/network.ts';
 import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
@@ -68,6 +71,21 @@ describe('lab up --nat symmetric (both edges endpoint-dependent)', () => {
     expect(metric(metrics, 'edgemesh_udp_punch_results_total', 'result="unanswered"')).toBeGreaterThanOrEqual(1);
     expect(metric(metrics, 'edgemesh_udp_reflection_total', 'event="answers"')).toBeGreaterThanOrEqual(2);
     expect(metrics).toMatch(/^edgemesh_nat_kind\{kind="endpoint-dependent"\} 1$/m);
+  });
+
+  it('both sides endpoint-dependent: no birthday punching on any edge node, the skipped sessions counted', async () => {
+    let bothHard = 0;
+    for (const n of lab!.nodes.filter((x) => x.site !== 'cloud')) {
+      const m = await birthdayMetrics(lab!, n.name);
+      console.log(`${n.name}: ${JSON.stringify(m)}`);
+      expect(m['attempts-hard'] ?? 0).toBe(0);
+      expect(m['attempts-easy'] ?? 0).toBe(0);
+      expect(m['probes-sent'] ?? 0).toBe(0);
+      expect(m['sockets-opened'] ?? 0).toBe(0);
+      bothHard += m['both-hard'] ?? 0;
+    }
+    // edge-a-1 ↔ edge-b-1 talked above: at least its two ends counted the pair.
+    expect(bothHard).toBeGreaterThanOrEqual(2);
   });
 
   it('takes everything down', async () => {

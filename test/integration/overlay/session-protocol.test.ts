@@ -81,6 +81,29 @@ describe('UDP session protocol over libp2p', () => {
     expect(b.counters.handshakesAccepted).toBe(1);
   });
 
+  it("carries both NAT kinds (birthday punching roles): each side records its own and the peer's", async () => {
+    const [a, b] = [
+      make(0, { natKind: () => 'endpoint-dependent' }),
+      make(1, { natKind: () => 'endpoint-independent' }),
+    ];
+    sessions.push(a, b);
+    const s = await a.ensure('n1');
+    await waitFor('session at B', async () => established[1]!.length === 1);
+    expect([s!.selfNat, s!.peerNat]).toEqual(['endpoint-dependent', 'endpoint-independent']);
+    expect([established[1]![0]!.selfNat, established[1]![0]!.peerNat]).toEqual([
+      'endpoint-independent',
+      'endpoint-dependent',
+    ]);
+    // A peer that offers no kind (an older version): none recorded, no role.
+    await a.stop();
+    const c = make(0);
+    sessions.push(c);
+    const s2 = await c.rekey('n1');
+    expect(s2?.peerNat).toBe('endpoint-independent');
+    await waitFor('second session at B', async () => established[1]!.length === 2);
+    expect(established[1]![1]!.peerNat).toBeUndefined();
+  });
+
   it('rekeys into new keys and indexes, keeps the old session for the grace period, then removes it', async () => {
     const [a, b] = [make(0, { graceMs: 400 }), make(1, { graceMs: 400 })];
     sessions.push(a, b);
@@ -155,6 +178,17 @@ describe('UDP session protocol over libp2p', () => {
         })}\n`,
       ),
       new Uint8Array(5000).fill(0x41), // no newline, past the bound
+      new TextEncoder().encode(
+        `${JSON.stringify({
+          v: 1,
+          t: 'hello',
+          eph: Buffer.alloc(32, 9).toString('base64'),
+          idx: 8,
+          cipher: 'aes-256-gcm',
+          eps: [],
+          nat: 'wide-open',
+        })}\n`,
+      ),
     ];
     for (const msg of hostile) {
       const stream = await conn.newStream(SESSION_PROTOCOL);
@@ -162,10 +196,7 @@ describe('UDP session protocol over libp2p', () => {
       stream.send(msg);
       await closed;
     }
-    await waitFor(
-      'five refusals counted',
-      async () => (b.counters.handshakeFailures['inbound-bad-message'] ?? 0) === 5,
-    );
+    await waitFor('six refusals counted', async () => (b.counters.handshakeFailures['inbound-bad-message'] ?? 0) === 6);
     expect(sockets[1].sessions.size).toBe(0);
     // The responder still works for an honest peer.
     const a = make(0);
