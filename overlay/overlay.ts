@@ -403,7 +403,7 @@ class OverlayImpl implements Overlay {
     const peer = this.#dir.get(node);
     if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
     const open = this.host.getConnections(peerIdFromString(peer.peerId)).filter((c) => c.status === 'open');
-    const best = open.find((c) => !isCircuit(c.remoteAddr)) ?? open[0];
+    const best = open.find((c) => this.#isDirect(c)) ?? open[0];
     if (best !== undefined) return best;
     const plan = this.planFor(node);
     if (plan.kind === 'host-gw' || plan.kind === 'none') throw new Error(`no libp2p path to ${node}`);
@@ -434,11 +434,16 @@ class OverlayImpl implements Overlay {
     });
   }
 
+  /** A connection straight to the peer: neither circuit-relayed nor spliced (its remote address is the peer's). */
+  #isDirect(c: Connection): boolean {
+    return !isCircuit(c.remoteAddr) && !this.#spliced.has(c.id);
+  }
+
   /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
   async #observedIpOf(peerId: string): Promise<string> {
     const direct = this.host
       .getConnections(peerIdFromString(peerId))
-      .find((c) => c.status === 'open' && !isCircuit(c.remoteAddr));
+      .find((c) => c.status === 'open' && this.#isDirect(c));
     const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
     if (ip !== undefined) return ip;
     return this.#punch.relayObservedIpOf(peerId);
@@ -511,7 +516,7 @@ class OverlayImpl implements Overlay {
   async #reachNatPeer(peer: PeerInfo): Promise<Connection> {
     const held = this.host
       .getConnections(peerIdFromString(peer.peerId))
-      .find((c) => c.status === 'open' && c.limits === undefined && !isCircuit(c.remoteAddr));
+      .find((c) => c.status === 'open' && c.limits === undefined && this.#isDirect(c));
     if (held !== undefined) return held;
     try {
       return await this.#dialViaRelay(peer);
@@ -724,9 +729,17 @@ class OverlayImpl implements Overlay {
     if (!explicit && !leadsPunch(this.peerId, session.peerId)) return;
     const peer = this.#dir.get(session.node);
     if (peer === undefined) return;
+    // Signal over the circuit: over a spliced connection the peer would see the relay's
+    // address as ours and refuse the offer.
+    const signalling =
+      [...session.tunnels].find((t) => !t.closed && !t.spliced && !t.direct)?.connection ??
+      this.host
+        .getConnections(peerIdFromString(session.peerId))
+        .find((c) => c.status === 'open' && isCircuit(c.remoteAddr));
+    if (signalling === undefined) return;
     session.punching = true;
     return this.#punch
-      .punch(current.connection, peer)
+      .punch(signalling, peer)
       .then(async (conn) => {
         session.punchFailures = 0;
         await this.#openTunnel(session, conn);

@@ -7,6 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { run } from '../../../common/exec.ts';
 import {
   createOverlayCluster,
   LISTEN_PORT,
@@ -48,6 +49,21 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
     });
     c = await pending;
     await setUdpBlockedAtA(c.topo, true);
+    // Counts the bytes reaching the relay's libp2p port (the circuit relay's hop traffic);
+    // the rule goes with the namespace.
+    await run('ip', [
+      'netns',
+      'exec',
+      c.topo.relay.ns,
+      'iptables',
+      '-w',
+      '-I',
+      'INPUT',
+      '-p',
+      'tcp',
+      '--dport',
+      String(LISTEN_PORT),
+    ]);
   }, 180_000);
   afterEach((ctx) => {
     if (ctx.task.result?.state === 'fail') console.error(c?.logs(60));
@@ -57,6 +73,11 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
   }, 60_000);
 
   const stats = (p: OverlayPeerProcess) => p.request<Stats>('stats');
+  const libp2pBytesAtRelay = async () => {
+    const out = await run('ip', ['netns', 'exec', c.topo.relay.ns, 'iptables', '-w', '-L', 'INPUT', '-v', '-n', '-x']);
+    const line = out.split('\n').find((l) => l.includes(`dpt:${LISTEN_PORT}`));
+    return Number(line?.trim().split(/\s+/)[1] ?? Number.NaN);
+  };
   const spliceAddr = () => `/ip4/${c.topo.relay.ip}/tcp/${RELAY_SPLICE_PORT}/p2p/`;
 
   it('moves the relayed tunnel off the circuit relay onto the splice and carries checksummed frames', async () => {
@@ -69,7 +90,7 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
     expect(await remoteOf(c.a, 'b')).not.toContain('p2p-circuit');
     expect(await c.a.request('path', { node: 'b' })).toBe('relayed');
 
-    const [rBefore, bBefore] = await Promise.all([stats(c.relay), stats(c.b)]);
+    const [rBefore, bBefore, hopBefore] = await Promise.all([stats(c.relay), stats(c.b), libp2pBytesAtRelay()]);
     const count = 400;
     const size = 16_384;
     await c.a.request('send', { node: 'b', count, size });
@@ -78,17 +99,27 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
       async () => (await stats(c.b)).rx.a!.frames - (bBefore.rx.a?.frames ?? 0) >= count,
       30_000,
     );
-    const [rAfter, bAfter, aAfter] = await Promise.all([stats(c.relay), stats(c.b), stats(c.a)]);
+    const [rAfter, bAfter, aAfter, hopAfter] = await Promise.all([
+      stats(c.relay),
+      stats(c.b),
+      stats(c.a),
+      libp2pBytesAtRelay(),
+    ]);
     expect(bAfter.rx.a?.bad ?? 0).toBe(0);
     expect(bAfter.rx.a!.frames - (bBefore.rx.a?.frames ?? 0)).toBe(count);
     // Every frame crossed the relay's splice (plus noise/yamux overhead): the circuit relay
     // carried none of it.
     const piped = rAfter.counters.splice!.relay!.bytes - rBefore.counters.splice!.relay!.bytes;
-    console.log(`splice: ${count} frames of ${size} B, relay piped ${piped} bytes`);
+    const hop = hopAfter - hopBefore;
+    console.log(`splice: ${count} frames of ${size} B, relay piped ${piped} bytes; its libp2p port received ${hop} (${hopAfter} since the cluster was up)`);
     expect(piped).toBeGreaterThanOrEqual(count * size);
+    // The relay's libp2p port (where the circuit hop runs) saw keepalives only, not the data.
+    expect(hop).toBeLessThan((count * size) / 20);
     expect(rAfter.counters.splice!.relay!.active).toBe(1);
-    expect(aAfter.counters.splice!.established).toBeGreaterThanOrEqual(1);
-    expect(bAfter.counters.splice!.accepted).toBeGreaterThanOrEqual(1);
+    // One side asked (the punch leader, by peer ID order), the other was offered the splice.
+    const roles = [aAfter, bAfter].map((s) => [s.counters.splice!.established, s.counters.splice!.accepted]);
+    expect(roles.flat().reduce((x, y) => x + y)).toBe(2);
+    expect(roles.map(([asked, offered]) => asked! + offered!)).toEqual([1, 1]);
   }, 120_000);
 
   it('refuses a stranger, a token used from another member, a reused token and a bad one (counted)', async () => {
@@ -153,5 +184,36 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
     expect(after.granted - before.granted).toBe(1);
     // The pair A↔B keeps its own splice throughout.
     expect(after.active).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+});
+
+describe('a spliced pair behind port-preserving NATs', () => {
+  let c: OverlayCluster;
+  let pending: Promise<OverlayCluster> | undefined;
+  beforeAll(async () => {
+    pending = createOverlayCluster({ transport: 'stream', splice: true, autoPunch: false });
+    c = await pending;
+  }, 180_000);
+  afterEach((ctx) => {
+    if (ctx.task.result?.state === 'fail') console.error(c?.logs(60));
+  });
+  afterAll(async () => {
+    await (await pending?.catch(() => undefined))?.destroy();
+  }, 60_000);
+
+  it('still punches a direct TCP path (signalled over the circuit), which then carries the tunnel', async () => {
+    expect(await c.a.request('connect', { node: 'b' })).toBe('relayed');
+    const remoteOf = async (node: string) =>
+      (await c.a.request<Stats>('stats')).status.find((s) => s.node === node)?.remoteAddr;
+    await waitFor(
+      'A tunnel on the splice',
+      async () => (await remoteOf('b'))?.includes(`/tcp/${RELAY_SPLICE_PORT}/`),
+      30_000,
+    );
+    expect(await c.a.request('punch', { node: 'b' })).toBe('hole-punched');
+    const before = (await c.b.request<Stats>('stats')).rx.a?.frames ?? 0;
+    await c.a.request('send', { node: 'b', count: 50, size: 4096 });
+    await waitFor('frames at B', async () => ((await c.b.request<Stats>('stats')).rx.a?.frames ?? 0) - before >= 50);
+    expect(await remoteOf('b')).toContain(`/ip4/${c.topo.siteB.wanIp}/`);
   }, 120_000);
 });
