@@ -111,7 +111,9 @@ describe('relayed stream tunnel over the relay TCP splice', () => {
     // carried none of it.
     const piped = rAfter.counters.splice!.relay!.bytes - rBefore.counters.splice!.relay!.bytes;
     const hop = hopAfter - hopBefore;
-    console.log(`splice: ${count} frames of ${size} B, relay piped ${piped} bytes; its libp2p port received ${hop} (${hopAfter} since the cluster was up)`);
+    console.log(
+      `splice: ${count} frames of ${size} B, relay piped ${piped} bytes; its libp2p port received ${hop} (${hopAfter} since the cluster was up)`,
+    );
     expect(piped).toBeGreaterThanOrEqual(count * size);
     // The relay's libp2p port (where the circuit hop runs) saw keepalives only, not the data.
     expect(hop).toBeLessThan((count * size) / 20);
