@@ -186,6 +186,14 @@ export class SpliceRelay {
     return tokens;
   }
 
+  /** Ends the pair a token belongs to (its offer failed): its slots are free at once. */
+  revoke(token: Uint8Array): boolean {
+    const entry = this.#byToken.get(Buffer.from(token).toString('hex'));
+    if (entry === undefined) return false;
+    this.#end(entry.splice);
+    return true;
+  }
+
   /** A member left the cluster: its splices end now. */
   dropMember(peer: string): number {
     let n = 0;

@@ -63,7 +63,12 @@ export class SpliceService {
         { peer: req.peer, ip: ipOf(toPeer.remoteAddr) },
       );
       const port = this.#o.relay.port;
-      await this.#offer(toPeer, { v: 1, op: 'offer', peer: requester, token: tokenText(tokenB), port });
+      await this.#offer(toPeer, { v: 1, op: 'offer', peer: requester, token: tokenText(tokenB), port }).catch(
+        (err: Error) => {
+          this.#o.relay.revoke(tokenA);
+          throw err;
+        },
+      );
       await channel.write({ v: 1, token: tokenText(tokenA), port });
       await channel.close();
       this.counters.granted++;

@@ -124,6 +124,11 @@ describe('SpliceRelay', () => {
     expect(r.counters.limited).toEqual({ 'member-full': 2, 'pending-full': 1 });
     expect(r.dropMember('A')).toBe(2);
     expect(r.pending).toBe(1);
+    const [revoked] = r.issue({ peer: 'G' }, { peer: 'H' });
+    expect(r.revoke(revoked)).toBe(true);
+    expect(r.revoke(revoked)).toBe(false);
+    expect(r.splicesOf('G')).toBe(0);
+    expect(r.pending).toBe(1);
     const small = await relay({ total: 1 });
     small.issue({ peer: 'A' }, { peer: 'B' });
     expect(reason(() => small.issue({ peer: 'C' }, { peer: 'D' }))).toBe('relay-full');
