@@ -22,6 +22,7 @@ import { birthdayEvents } from '../overlay/birthday-punch.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createOverlay, type Overlay } from '../overlay/overlay.ts';
 import { loadOrCreatePunchPort, portIsFree } from '../overlay/punch-port.ts';
+import { SpliceRelay } from '../overlay/splice-relay.ts';
 import { BlockWatch } from './block-watch.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
@@ -132,6 +133,7 @@ export class Agent {
     this.punchPort = punch.port;
     this.log.info({ port: punch.port, source: punch.source }, 'punch port');
     const udpRelay = self.relay && cfg.overlay.transport !== 'stream' ? await this.openUdpRelay() : undefined;
+    const spliceRelay = self.relay ? await this.openSpliceRelay() : undefined;
     overlay = await createOverlay({
       nodeName: cfg.nodeName,
       site: self.site,
@@ -146,6 +148,7 @@ export class Agent {
       logger: this.log.child({ component: 'overlay' }),
       transport: cfg.overlay.transport,
       ...(udpRelay === undefined ? {} : { udpRelay }),
+      ...(spliceRelay === undefined ? {} : { spliceRelay }),
       // UDP sessions carry traffic where they answer; the stream tunnel stays the fallback.
       ...(cfg.overlay.transport === 'stream'
         ? {}
@@ -315,6 +318,22 @@ export class Agent {
         };
       },
       cniPlumbing: () => plugin.plumbingCounters(),
+      splice: () => {
+        const s = overlay.counters().splice;
+        if (s === undefined) return undefined;
+        return {
+          member: { established: s.established, accepted: s.accepted, ...s.failed },
+          ...(s.relay === undefined
+            ? {}
+            : {
+                requests: { granted: s.relay.granted, ...s.relay.refused },
+                refusedSockets: { ...s.relay.sockets, ...(s.relay.expired > 0 ? { expired: s.relay.expired } : {}) },
+                pipedBytes: s.relay.bytes,
+                active: s.relay.active,
+                pending: s.relay.pending,
+              }),
+        };
+      },
       udpRelay: () => {
         if (udpRelay === undefined || udpRelay.closed) return undefined;
         const s = udpRelay.stats();
@@ -393,6 +412,42 @@ export class Agent {
     this.onClose('UDP relay', () => relay.close());
     this.log.info({ port: relay.port, source: choice.source }, 'UDP relay open');
     return relay;
+  }
+
+  /**
+   * A relay node's TCP splice: the relayed stream fallback's data path (docs/stream-relay.md).
+   * TCP on the relay port's number (the UDP relay holds the UDP side of it), so one port
+   * number opens both relays in a firewall; members learn it from the splice protocol's
+   * answer, so another port works too when that one is taken. Closed after the overlay.
+   */
+  private async openSpliceRelay(): Promise<SpliceRelay> {
+    const cfg = this.config;
+    const port =
+      this.relayPort ??
+      (
+        await loadOrCreatePunchPort(agentFiles(cfg).relayPort, {
+          configured: cfg.overlay.relayPort,
+          isFree: async (p) => p !== this.punchPort && (await portIsFree(p)),
+        })
+      ).port;
+    let relay: SpliceRelay | undefined;
+    for (const [host, p] of [
+      ['::', port],
+      ['0.0.0.0', port],
+      ['::', 0],
+    ] as const) {
+      try {
+        relay = await SpliceRelay.listen({ host, port: p });
+        break;
+      } catch (err) {
+        this.log.info({ host, port: p, err: (err as Error).message }, 'splice relay listen failed, trying the next');
+      }
+    }
+    if (relay === undefined) throw new Error('the splice relay cannot listen on any address');
+    const opened = relay;
+    this.onClose('splice relay', () => opened.close());
+    this.log.info({ port: opened.port }, 'TCP splice relay open');
+    return opened;
   }
 
   /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP (per family). */

@@ -40,6 +40,21 @@ export interface MetricsSources {
   cniPlumbing?(): { helperStarts: number; helperFailures: number; iproute2Fallbacks: number };
   /** A relay node's UDP relay (absent elsewhere). */
   udpRelay?(): UdpRelayCounts | undefined;
+  /** The relayed stream's TCP splice: this node as a member, and as a relay when it runs one. */
+  splice?(): SpliceCounts | undefined;
+}
+
+export interface SpliceCounts {
+  /** Splices this member set up (as requester or as the offered peer), and failures by reason. */
+  member: Record<string, number>;
+  /** Relay nodes only: splice requests by result (granted or the refusal reason). */
+  requests?: Record<string, number>;
+  /** Relay nodes only: sockets closed without a splice, by reason (bad-token, address-mismatch, ...). */
+  refusedSockets?: Record<string, number>;
+  /** Relay nodes only: bytes piped in both directions, splices active now, pairs waiting for their sockets. */
+  pipedBytes?: number;
+  active?: number;
+  pending?: number;
 }
 
 export interface UdpRelayCounts {
@@ -234,6 +249,53 @@ export class AgentMetrics {
       registers: [this.registry],
       collect() {
         this.set(relay()?.bindings ?? 0);
+      },
+    });
+    const splice = () => this.sources?.splice?.();
+    const byLabel =
+      <L extends string>(label: L, counts: () => Record<string, number> | undefined) =>
+      () =>
+        Object.entries(counts() ?? {}).map(([k, n]): [Partial<Record<L, string>>, number] => [
+          { [label]: k } as Partial<Record<L, string>>,
+          n,
+        ]);
+    mirroredCounter(
+      this.registry,
+      'edgemesh_splice_member_total',
+      'Relayed stream splices this node set up (established, accepted) or failed to, by result',
+      ['result'],
+      byLabel('result', () => splice()?.member),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_splice_relay_requests_total',
+      'Splice requests this relay node answered, by result (granted or the refusal reason)',
+      ['result'],
+      byLabel('result', () => splice()?.requests),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_splice_relay_refused_sockets_total',
+      'TCP sockets the splice relay closed without a splice, by reason (bad-token, address-mismatch, ...)',
+      ['reason'],
+      byLabel('reason', () => splice()?.refusedSockets),
+    );
+    mirroredCounter(
+      this.registry,
+      'edgemesh_splice_relay_piped_bytes_total',
+      'Bytes this relay node piped between spliced members (ciphertext, both directions)',
+      [],
+      () => [[{}, splice()?.pipedBytes ?? 0]],
+    );
+    new Gauge({
+      name: 'edgemesh_splice_relay_splices',
+      help: 'Splices this relay node holds now, by state (active: piping; pending: waiting for sockets)',
+      labelNames: ['state'],
+      registers: [this.registry],
+      collect() {
+        const s = splice();
+        this.set({ state: 'active' }, s?.active ?? 0);
+        this.set({ state: 'pending' }, s?.pending ?? 0);
       },
     });
     const plumbing = () => this.sources?.cniPlumbing?.();

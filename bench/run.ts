@@ -35,6 +35,7 @@ const componentScripts = [
   'dataplane-tun.ts',
   'udp-session.ts',
   'udp-relay.ts',
+  'splice-relay.ts',
   'ipam.ts',
   'cni.ts',
   'control-plane.ts',

@@ -30,6 +30,9 @@ import {
   type RelayLike,
 } from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
+import { SpliceClient, type SpliceClientCounters } from './splice-client.ts';
+import type { SpliceCounters, SpliceRelay } from './splice-relay.ts';
+import { SpliceService, type SpliceServiceCounters } from './splice-service.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
 import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
 
@@ -80,6 +83,17 @@ export interface OverlayCounters {
   udp?: UdpCarrierCounters;
   /** Binding requests this relay node served (absent unless it runs a UDP relay). */
   relayBindings?: RelayBindingCounters;
+  /** The stream fallback's TCP splice: ours as a member, and the relay's when we run one. */
+  splice?: SpliceClientCounters & {
+    relay?: SpliceServiceCounters &
+      Omit<SpliceCounters, 'refused'> & {
+        /** Sockets closed without a splice (bad-token, address-mismatch, hello-timeout, ...). */
+        sockets: Record<string, number>;
+        active: number;
+        pending: number;
+        bytes: number;
+      };
+  };
 }
 
 export interface OverlayOptions {
@@ -118,6 +132,11 @@ export interface OverlayOptions {
    * cluster members are granted over /edgemesh/udp-relay/1.0.0. The caller closes it after stop().
    */
   udpRelay?: RelayLike;
+  /**
+   * A relay node's TCP splice (overlay/splice-relay.ts, opened by the caller, closed after
+   * stop()): the relayed stream fallback's data path, granted over /edgemesh/splice/1.0.0.
+   */
+  spliceRelay?: SpliceRelay;
 }
 
 export interface OverlayEvents {
@@ -167,6 +186,11 @@ class PeerSession {
   punching = false;
   nextPunchAt = 0;
   punchFailures = 0;
+  splicing = false;
+  nextSpliceAt = 0;
+  spliceFailures = 0;
+  /** Since when only a circuit-relay tunnel carries the peer (0: not the case). */
+  circuitOnlySince = 0;
   rttMs: number | undefined;
   txBytes = 0;
   rxBytes = 0;
@@ -211,12 +235,13 @@ class PeerSession {
     };
   }
 
-  /** The tunnel to send on: a ready one, direct before relayed, the newest first. */
+  /** The tunnel to send on: a ready one, direct before spliced before circuit-relayed, the newest first. */
   preferred(): TunnelStream | undefined {
     let best: TunnelStream | undefined;
+    const rank = (t: TunnelStream) => (t.direct ? 2 : t.spliced ? 1 : 0);
     for (const t of this.tunnels) {
       if (t.closed || t.caps === undefined) continue;
-      if (best === undefined || (t.direct && !best.direct) || t.direct === best.direct) best = t;
+      if (best === undefined || rank(t) >= rank(best)) best = t;
     }
     return best;
   }
@@ -246,6 +271,8 @@ class OverlayImpl implements Overlay {
   readonly #gate: GateCounters;
   readonly #sessions = new Map<string, PeerSession>();
   readonly #punched = new Set<string>(); // ids of connections made by our hole punch
+  readonly #spliced = new Set<string>(); // ids of connections over a relay's TCP splice
+  readonly #splice: SpliceClient;
   readonly #reservations: ReservationKeeper;
   readonly #punch: HolePunch;
   readonly #caps: TunnelCaps;
@@ -283,6 +310,7 @@ class OverlayImpl implements Overlay {
       maxOutboundStreams: 8,
     });
     this.#punch.start();
+    this.#splice = this.#openSplice(opts.spliceRelay);
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
     this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
@@ -354,6 +382,7 @@ class OverlayImpl implements Overlay {
     this.#udp?.ensure(peer.node);
     await this.#openTunnel(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+    if (plan.kind === 'relayed') this.#maybeSplice(session);
   }
 
   async #dialFor(peer: PeerInfo, plan: PathPlan): Promise<Connection> {
@@ -374,7 +403,7 @@ class OverlayImpl implements Overlay {
     const peer = this.#dir.get(node);
     if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
     const open = this.host.getConnections(peerIdFromString(peer.peerId)).filter((c) => c.status === 'open');
-    const best = open.find((c) => !isCircuit(c.remoteAddr)) ?? open[0];
+    const best = open.find((c) => this.#isDirect(c)) ?? open[0];
     if (best !== undefined) return best;
     const plan = this.planFor(node);
     if (plan.kind === 'host-gw' || plan.kind === 'none') throw new Error(`no libp2p path to ${node}`);
@@ -405,11 +434,16 @@ class OverlayImpl implements Overlay {
     });
   }
 
+  /** A connection straight to the peer: neither circuit-relayed nor spliced (its remote address is the peer's). */
+  #isDirect(c: Connection): boolean {
+    return !isCircuit(c.remoteAddr) && !this.#spliced.has(c.id);
+  }
+
   /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
   async #observedIpOf(peerId: string): Promise<string> {
     const direct = this.host
       .getConnections(peerIdFromString(peerId))
-      .find((c) => c.status === 'open' && !isCircuit(c.remoteAddr));
+      .find((c) => c.status === 'open' && this.#isDirect(c));
     const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
     if (ip !== undefined) return ip;
     return this.#punch.relayObservedIpOf(peerId);
@@ -482,7 +516,7 @@ class OverlayImpl implements Overlay {
   async #reachNatPeer(peer: PeerInfo): Promise<Connection> {
     const held = this.host
       .getConnections(peerIdFromString(peer.peerId))
-      .find((c) => c.status === 'open' && c.limits === undefined && !isCircuit(c.remoteAddr));
+      .find((c) => c.status === 'open' && c.limits === undefined && this.#isDirect(c));
     if (held !== undefined) return held;
     try {
       return await this.#dialViaRelay(peer);
@@ -580,6 +614,7 @@ class OverlayImpl implements Overlay {
       connection: conn,
       localCaps: this.#caps,
       ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
+      spliced: this.#spliced.has(conn.id),
       onFrame: (frame) => {
         session.rxBytes += frame.length;
         session.lastSeen = Date.now();
@@ -669,6 +704,7 @@ class OverlayImpl implements Overlay {
   #maybePunchAll(): void {
     for (const session of this.#sessions.values()) {
       this.#maybePunch(session);
+      this.#maybeSplice(session);
       // A tunnel without a UDP session (the handshake failed, the session expired): retry.
       if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
     }
@@ -693,9 +729,17 @@ class OverlayImpl implements Overlay {
     if (!explicit && !leadsPunch(this.peerId, session.peerId)) return;
     const peer = this.#dir.get(session.node);
     if (peer === undefined) return;
+    // Signal over the circuit: over a spliced connection the peer would see the relay's
+    // address as ours and refuse the offer.
+    const signalling =
+      [...session.tunnels].find((t) => !t.closed && !t.spliced && !t.direct)?.connection ??
+      this.host
+        .getConnections(peerIdFromString(session.peerId))
+        .find((c) => c.status === 'open' && isCircuit(c.remoteAddr));
+    if (signalling === undefined) return;
     session.punching = true;
     return this.#punch
-      .punch(current.connection, peer)
+      .punch(signalling, peer)
       .then(async (conn) => {
         session.punchFailures = 0;
         await this.#openTunnel(session, conn);
@@ -711,6 +755,93 @@ class OverlayImpl implements Overlay {
       .finally(() => {
         session.punching = false;
       });
+  }
+
+  // --- the relayed stream's TCP splice (docs/stream-relay.md) ------------------------------
+
+  #openSplice(relay: SpliceRelay | undefined): SpliceClient {
+    const service =
+      relay === undefined
+        ? undefined
+        : new SpliceService({
+            host: this.host,
+            relay,
+            isMember: (peerId) => this.#dir.has(peerId),
+            log: this.#log.child({ component: 'splice-relay' }),
+          });
+    if (relay !== undefined) this.#dir.on('peer:removed', (peer) => relay.dropMember(peer.peerId));
+    const client = new SpliceClient({
+      host: this.host,
+      internals: internalsOf(this.host),
+      directory: this.#dir,
+      log: this.#log,
+      service,
+      onConnection: (conn) => {
+        this.#spliced.add(conn.id);
+        conn.addEventListener('close', () => this.#spliced.delete(conn.id), { once: true });
+      },
+    });
+    client.start();
+    return client;
+  }
+
+  /**
+   * Moves a peer's stream tunnel off the circuit relay onto a relay's TCP splice: the circuit
+   * (libp2p's hop pipe: decrypt/re-encrypt, no backpressure) then carries signalling only.
+   * The punch leader asks; with a UDP socket we first give UDP a few seconds to take over.
+   */
+  #maybeSplice(session: PeerSession): void {
+    const current = session.preferred();
+    const circuitOnly =
+      current !== undefined && !current.direct && !current.spliced && !this.#udp?.carries(session.node);
+    if (!circuitOnly) {
+      session.circuitOnlySince = 0;
+      return;
+    }
+    const now = Date.now();
+    if (session.circuitOnlySince === 0) session.circuitOnlySince = now;
+    if (session.splicing || this.#stopped || now < session.nextSpliceAt) return;
+    if (this.#udp !== undefined && now - session.circuitOnlySince < 3000) return;
+    if (!leadsPunch(this.peerId, session.peerId) || this.planFor(session.node).kind !== 'relayed') return;
+    session.splicing = true;
+    this.#splice
+      .splice(session.peerId)
+      .then(async (conn) => {
+        session.spliceFailures = 0;
+        await this.#openTunnel(session, conn);
+        this.#log.info({ peer: session.node, remote: conn.remoteAddr.toString() }, 'relayed tunnel moved to a splice');
+      })
+      .catch((err: Error) => {
+        session.spliceFailures++;
+        session.nextSpliceAt = Date.now() + Math.min(60_000, 1000 * 2 ** session.spliceFailures);
+        this.#log.info({ peer: session.node, err: err.message }, 'splice failed, staying on the circuit relay');
+      })
+      .finally(() => {
+        session.splicing = false;
+      });
+  }
+
+  #spliceCounters(): NonNullable<OverlayCounters['splice']> {
+    const c = this.#splice.counters;
+    const svc = this.#splice.service;
+    const own = { established: c.established, accepted: c.accepted, failed: { ...c.failed } };
+    if (svc === undefined) return own;
+    const r = svc.relay;
+    return {
+      ...own,
+      relay: {
+        granted: svc.counters.granted,
+        refused: { ...svc.counters.refused },
+        issued: r.counters.issued,
+        spliced: r.counters.spliced,
+        expired: r.counters.expired,
+        sockets: { ...r.counters.refused },
+        limited: { ...r.counters.limited },
+        active: r.active,
+        pending: r.pending,
+        bytes: r.bytes,
+      },
+    };
   }
 
   // --- liveness and idle ---------------------------------------------------------------
@@ -840,6 +971,7 @@ class OverlayImpl implements Overlay {
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
+      splice: this.#spliceCounters(),
       ...(this.#relayBindings === undefined
         ? {}
         : {
@@ -854,6 +986,7 @@ class OverlayImpl implements Overlay {
     for (const t of this.#timers) clearInterval(t);
     this.#reservations.stop();
     this.#punch.stop();
+    this.#splice.stop();
     this.#relayBindings?.stop();
     for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
     await this.#udp?.stop();

@@ -70,6 +70,8 @@ export interface TunnelStreamOptions {
   onProgress?: () => void;
   /** Bound of frames queued while the stream waits for 'drain'. */
   maxQueueBytes?: number;
+  /** The connection runs over a relay's TCP splice (overlay/splice-client.ts): relayed, not direct. */
+  spliced?: boolean;
   /** Largest record accepted from the peer; larger = garbage, the stream is reset. */
   maxRecordBytes?: number;
 }
@@ -79,6 +81,7 @@ export class TunnelStream {
   readonly stream: Stream;
   readonly connection: Connection;
   readonly direct: boolean;
+  readonly spliced: boolean;
   readonly ready: Promise<TunnelCaps>;
   caps: TunnelCaps | undefined;
   txBytes = 0;
@@ -104,7 +107,8 @@ export class TunnelStream {
     this.#opts = opts;
     this.stream = opts.stream;
     this.connection = opts.connection;
-    this.direct = !isCircuit(opts.connection.remoteAddr);
+    this.spliced = opts.spliced === true;
+    this.direct = !this.spliced && !isCircuit(opts.connection.remoteAddr);
     this.#maxQueueBytes = opts.maxQueueBytes ?? 8 * 1024 * 1024;
     // The forwarder's frames are at most 4 MiB (dataplane DEFAULT_MAX_FRAME_BYTES).
     this.#maxRecordBytes = opts.maxRecordBytes ?? 4 * 1024 * 1024 + 64 * 1024;

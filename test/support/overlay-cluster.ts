@@ -16,6 +16,8 @@ export const LISTEN_PORT = 4001;
 export const PUNCH_PORT = 4002;
 /** The relay's UDP relay port when `udpRelay` is on. */
 export const RELAY_UDP_PORT = 4003;
+/** The relay's TCP splice port when `splice` is on. */
+export const RELAY_SPLICE_PORT = 4004;
 
 export interface OverlayCluster {
   topo: NatTopology;
@@ -66,6 +68,8 @@ export interface ClusterOptions {
   udpRekeyAfterMs?: number;
   /** The relay runs a UDP relay (on RELAY_UDP_PORT) and members may use it (the udp-relayed rung). */
   udpRelay?: boolean;
+  /** The relay runs a TCP splice (on RELAY_SPLICE_PORT): relayed stream tunnels move onto it. */
+  splice?: boolean;
 }
 
 export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<OverlayCluster> {
@@ -91,6 +95,7 @@ export async function createOverlayCluster(opts: ClusterOptions = {}): Promise<O
       ...(opts.transport === undefined ? {} : { transport: opts.transport }),
       ...(opts.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: opts.udpRekeyAfterMs }),
       ...(opts.udpRelay ? { udpRelayPort: RELAY_UDP_PORT } : {}),
+      ...(opts.splice ? { splicePort: RELAY_SPLICE_PORT } : {}),
     };
     const relay = new OverlayPeerProcess(topo.relay.ns, {
       name: 'relay',

@@ -26,6 +26,8 @@ export interface PeerProcessConfig {
   udpRekeyAfterMs?: number;
   /** UDP relays: members build allocate datagrams; a relay node opens a UdpRelay on this port. */
   udpRelayPort?: number;
+  /** A relay node opens its TCP splice (the relayed stream fallback) on this port. */
+  splicePort?: number;
 }
 
 export class OverlayPeerProcess {

@@ -1,6 +1,7 @@
 // One overlay node as its own process (run inside a node namespace by the overlay tests):
 // the real overlay with a forwarder double that checks every frame's SHA-256 trailer. Commands arrive as JSON lines on stdin; replies and events leave on stdout.
 import { createHash, randomBytes } from 'node:crypto';
+import { connect as connectTcp } from 'node:net';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import type { Packet, PeerLink } from '../../dataplane/types.ts';
@@ -13,6 +14,8 @@ import { createOverlay, type ForwarderLike } from '../../overlay/overlay.ts';
 import { loadOrCreatePunchPort } from '../../overlay/punch-port.ts';
 import { generateEphemeral } from '../../overlay/session-keys.ts';
 import { initiateSession } from '../../overlay/session-protocol.ts';
+import { SPLICE_PROTOCOL, SpliceChannel, SpliceGrant, tokenBytes } from '../../overlay/splice-messages.ts';
+import { SpliceRelay } from '../../overlay/splice-relay.ts';
 import type { UdpSocketHandlers } from '../../overlay/udp-carrier.ts';
 import type { PeerProcessConfig } from './overlay-peer-client.ts';
 
@@ -83,6 +86,11 @@ const udpRelay =
   config.relay && config.udpRelayPort !== undefined
     ? UdpRelay.open({ bind: '0.0.0.0', port: config.udpRelayPort })
     : undefined;
+// As the agent does on relay nodes: the TCP splice of the relayed stream fallback.
+const spliceRelay =
+  config.relay && config.splicePort !== undefined
+    ? await SpliceRelay.listen({ host: '0.0.0.0', port: config.splicePort })
+    : undefined;
 const overlay = await createOverlay({
   nodeName: config.name,
   site: config.site,
@@ -99,6 +107,7 @@ const overlay = await createOverlay({
   ...(config.transport === undefined ? {} : { transport: config.transport }),
   ...(config.udpRekeyAfterMs === undefined ? {} : { udpRekeyAfterMs: config.udpRekeyAfterMs }),
   ...(udpRelay === undefined ? {} : { udpRelay }),
+  ...(spliceRelay === undefined ? {} : { spliceRelay }),
   ...(config.udp
     ? {
         udp: {
@@ -236,6 +245,39 @@ async function rawSessionHello(node: string, endpoints: Array<{ ip: string; port
   });
 }
 
+/** Plays a hostile member: asks the relay for a splice token and keeps it instead of joining. */
+async function rawSpliceToken(relayNode: string, node: string): Promise<{ token: string; port: number }> {
+  const relay = directory.get(relayNode);
+  const peer = directory.get(node);
+  const find = () =>
+    overlay.host.getConnections().find((c) => c.remotePeer.toString() === relay?.peerId && c.status === 'open');
+  if (find() === undefined) await overlay.connect(relayNode);
+  const conn = find();
+  if (conn === undefined) throw new Error(`no connection to ${relayNode}`);
+  const channel = new SpliceChannel(await conn.newStream(SPLICE_PROTOCOL));
+  await channel.write({ v: 1, op: 'splice', peer: peer?.peerId ?? node });
+  const grant = await channel.read(SpliceGrant);
+  void channel.close();
+  return grant;
+}
+
+/** Opens TCP to a splice port and presents a token; resolves how the relay treated it. */
+function presentSpliceToken(ip: string, port: number, token: string): Promise<{ closedMs: number | undefined }> {
+  return new Promise((resolve) => {
+    const started = Date.now();
+    const socket = connectTcp({ host: ip, port }, () => socket.write(tokenBytes(token)));
+    const timer = setTimeout(() => {
+      socket.destroy();
+      resolve({ closedMs: undefined });
+    }, 3000);
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      clearTimeout(timer);
+      resolve({ closedMs: Date.now() - started });
+    });
+  });
+}
+
 async function handle(msg: Record<string, unknown>): Promise<unknown> {
   switch (msg.cmd) {
     case 'directory':
@@ -255,6 +297,10 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
       return overlay.punchNow(msg.node as string);
     case 'session-hello':
       return rawSessionHello(msg.node as string, msg.endpoints as Array<{ ip: string; port: number }>);
+    case 'splice-token':
+      return rawSpliceToken(msg.relay as string, msg.node as string);
+    case 'splice-present':
+      return presentSpliceToken(msg.ip as string, msg.port as number, msg.token as string);
     case 'punch-offer':
       return rawPunchOffer(msg.node as string, msg.ip as string, msg.port as number);
     case 'flow-start':
@@ -288,6 +334,7 @@ async function handle(msg: Record<string, unknown>): Promise<unknown> {
     case 'stop':
       await overlay.stop();
       udpRelay?.close();
+      await spliceRelay?.close();
       setTimeout(() => process.exit(0), 50);
       return true;
     default:

@@ -88,6 +88,34 @@ describe('agent metrics', () => {
     expect(text).toContain('edgemesh_peer_tx_bytes_total{peer="edge-b-1"} 5000');
   });
 
+  it("mirrors the relay TCP splice's counters (member and relay side)", async () => {
+    const metrics = new AgentMetrics();
+    metrics.attach({
+      status: () => statusWith(0),
+      drops: () => ({}),
+      holePunch: () => ({ attempts: 0, results: {} }),
+      ipam: () => [],
+      refusedNodes: () => 0,
+      nodeEventErrors: () => 0,
+      splice: () => ({
+        member: { established: 2, accepted: 1, 'connect-failed': 1 },
+        requests: { granted: 3, 'unknown-peer': 1 },
+        refusedSockets: { 'bad-token': 4 },
+        pipedBytes: 123_456,
+        active: 2,
+        pending: 1,
+      }),
+    });
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('edgemesh_splice_member_total{result="established"} 2');
+    expect(text).toContain('edgemesh_splice_member_total{result="connect-failed"} 1');
+    expect(text).toContain('edgemesh_splice_relay_requests_total{result="unknown-peer"} 1');
+    expect(text).toContain('edgemesh_splice_relay_refused_sockets_total{reason="bad-token"} 4');
+    expect(text).toContain('edgemesh_splice_relay_piped_bytes_total 123456');
+    expect(text).toContain('edgemesh_splice_relay_splices{state="active"} 2');
+    expect(text).toContain('edgemesh_splice_relay_splices{state="pending"} 1');
+  });
+
   it('serves /metrics, /healthz and /readyz over HTTP', async () => {
     const metrics = new AgentMetrics();
     let ready = false;
