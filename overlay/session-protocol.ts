@@ -58,10 +58,13 @@ const offer = {
   nat: z.enum(NAT_KINDS).optional(),
 };
 
-const helloSchema = z.object({ ...offer, t: z.literal('hello') }).strict();
+// Fields this version does not know are dropped, not refused: a newer agent may add optional
+// fields (as `nat` was added) and must still set up sessions with older ones during a rolling
+// upgrade. The message is size-bounded before parsing, so extra fields cost nothing.
+const helloSchema = z.object({ ...offer, t: z.literal('hello') });
 const answerSchema = z.discriminatedUnion('t', [
-  z.object({ ...offer, t: z.literal('accept') }).strict(),
-  z.object({ v: z.literal(1), t: z.literal('reject'), reason: z.string().max(200) }).strict(),
+  z.object({ ...offer, t: z.literal('accept') }),
+  z.object({ v: z.literal(1), t: z.literal('reject'), reason: z.string().max(200) }),
 ]);
 
 export interface SessionOffer {
@@ -127,6 +130,22 @@ function dedupe(eps: UdpEndpoint[]): UdpEndpoint[] {
   });
 }
 
+/** A peer's hello, checked; a malformed one is a SessionProtocolError('bad-message'). */
+export function parseSessionHello(raw: unknown): SessionOffer {
+  const parsed = helloSchema.safeParse(raw);
+  if (!parsed.success) throw new SessionProtocolError('bad-message', 'malformed session hello');
+  return fromWire(parsed.data);
+}
+
+/** A peer's answer to our hello, checked the same way. */
+export function parseSessionAnswer(raw: unknown): SessionAnswer {
+  const parsed = answerSchema.safeParse(raw);
+  if (!parsed.success) throw new SessionProtocolError('bad-message', 'malformed session answer');
+  const answer = parsed.data;
+  if (answer.t === 'reject') return { accepted: false, reason: answer.reason };
+  return { accepted: true, ...fromWire(answer) };
+}
+
 const protocolFailure = (reason: string, message: string) => new SessionProtocolError(reason, message);
 
 /** Initiator: sends our offer on a new stream and waits for the answer. */
@@ -138,11 +157,7 @@ export async function initiateSession(conn: Connection, own: SessionOffer): Prom
     const reader = new JsonLineReader(stream, MAX_SESSION_MESSAGE, protocolFailure);
     sendJsonLine(stream, toWire('hello', own));
     const raw = await reader.next(HANDSHAKE_TIMEOUT_MS);
-    const parsed = answerSchema.safeParse(raw);
-    if (!parsed.success) throw new SessionProtocolError('bad-message', 'malformed session answer');
-    const answer = parsed.data;
-    if (answer.t === 'reject') return { accepted: false, reason: answer.reason };
-    return { accepted: true, ...fromWire(answer) };
+    return parseSessionAnswer(raw);
   } catch (err) {
     stream.abort(err as Error);
     throw err;
@@ -163,9 +178,7 @@ export async function respondSession(
   try {
     const reader = new JsonLineReader(stream, MAX_SESSION_MESSAGE, protocolFailure);
     const raw = await reader.next(HANDSHAKE_TIMEOUT_MS);
-    const parsed = helloSchema.safeParse(raw);
-    if (!parsed.success) throw new SessionProtocolError('bad-message', 'malformed session hello');
-    const result = await decide(fromWire(parsed.data));
+    const result = await decide(parseSessionHello(raw));
     if ('reject' in result) {
       sendJsonLine(stream, { v: 1, t: 'reject', reason: result.reject.slice(0, 200) });
       await stream.close();
