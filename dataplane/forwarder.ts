@@ -2,8 +2,8 @@
 //
 // Outbound: a TUN batch → parse → LPM(dst) → group per peer → one frame, one link.send()
 // per peer per batch. Inbound: a peer's stream bytes → frame decoder → policy (src inside
-// that peer's pod CIDRs, dst inside ours) → segmentation only if our TUN has no offloads →
-// one tun.write(). A UDP session link (PeerLink.sendPackets) takes the packets of a batch as
+// that peer's pod CIDRs, dst inside ours) → one tun.write() (the TUN segments what it
+// cannot offload). A UDP session link (PeerLink.sendPackets) takes the packets of a batch as
 // they are instead of a frame, after a path MTU check that answers too-big DF packets with
 // ICMP into the TUN; its opened batches come back through receivePackets() to the same
 // policy. Nothing waits without bound: a peer whose link is not up yet gets a few
@@ -20,18 +20,10 @@ import {
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
 import { parseCidr, RouteTable } from './route-table.ts';
-import {
-  GSO_NONE,
-  GSO_TCPV4,
-  GSO_TCPV6,
-  GSO_UDP_L4,
-  isGso,
-  MAX_SUPER_PACKET_BYTES,
-  needsChecksum,
-  toPlainPackets,
-} from './segmentation.ts';
+import { MAX_SUPER_PACKET_BYTES, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 import { fragmentIpv4, mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
+import { isGso, needsChecksum } from './vnet-header.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
 export type CaptureDirection = 'tx' | 'rx';
@@ -94,9 +86,6 @@ interface PeerState {
 }
 
 const PEER_NEEDED_INTERVAL_MS = 1000;
-
-/** virtio_net_hdr gso_type without the ECN bit (no object per packet: this runs per packet). */
-const gsoTypeOf = (vnet: Uint8Array) => (vnet[1] ?? 0) & 0x7f;
 
 export class Forwarder {
   private readonly tun: PacketIO;
@@ -465,16 +454,7 @@ export class Forwarder {
       peer.counters.rxPackets++;
       peer.counters.rxBytes += p.data.length;
       if (this.captures.size > 0) this.capture(p, peer, 'rx');
-      if (!this.tun.offload ? isGso(p.vnet) || needsChecksum(p.vnet) : !this.tunAccepts(p)) {
-        const plain = toPlainPackets(p);
-        if (!plain.ok) {
-          this.countPeer(peer, plain.reason, 1);
-          continue;
-        }
-        for (const s of plain.packets) out.push(s);
-      } else {
-        out.push(p);
-      }
+      out.push(p);
     }
     if (out.length === 0) return;
     let written = 0;
@@ -496,22 +476,6 @@ export class Forwarder {
         this.log.error({ err: String(err) }, 'capture failed and was removed');
       }
     }
-  }
-
-  /**
-   * Whether our (offloading) TUN takes this packet as it is. A peer's kernel may produce a
-   * GSO kind ours lacks (UDP segmentation offload arrived in Linux 6.2): those are cut here.
-   */
-  private tunAccepts(p: Packet): boolean {
-    const flags = this.tun.offloadFlags;
-    if (!flags) return true;
-    const type = gsoTypeOf(p.vnet);
-    if (type === GSO_NONE) return true;
-    const v6 = p.data[0]! >> 4 === 6;
-    if (type === GSO_TCPV4) return flags.includes('tso4');
-    if (type === GSO_TCPV6) return flags.includes('tso6');
-    if (type === GSO_UDP_L4) return flags.includes(v6 ? 'uso6' : 'uso4');
-    return false;
   }
 
   private resetReceiver(peer: PeerState): void {

@@ -6,10 +6,10 @@ export * from './host-net.ts';
 export * from './packet.ts';
 export * from './pcap.ts';
 export * from './route-table.ts';
-// segmentation.ts owns the virtio_net_hdr constants (GSO_*) for the package surface.
 export * from './segmentation.ts';
-export { gsoType, TunDevice, type TunOpenOptions, type TunStats } from './tun-device.ts';
+export * from './tun-device.ts';
 export * from './types.ts';
 export * from './udp-link.ts';
 export * from './udp-mtu.ts';
 export * from './udp-session.ts';
+export * from './vnet-header.ts';
