@@ -9,6 +9,8 @@
 // policy. Nothing waits without bound: a peer whose link is not up yet gets a few
 // frames held (maxQueuedFramesPerPeer, maxHeldBytes in all, maxHoldMs), everything else that cannot go is dropped and
 // counted by reason, like a NIC queue.
+
+import { parseCidr } from '../common/cidr.ts';
 import { type Logger, logger } from '../common/log.ts';
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -19,7 +21,7 @@ import {
   PACKET_HEADER_LEN,
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
-import { parseCidr, RouteTable } from './route-table.ts';
+import { RouteTable } from './route-table.ts';
 import { MAX_SUPER_PACKET_BYTES, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 import { fragmentIpv4, mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
