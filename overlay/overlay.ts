@@ -70,7 +70,7 @@ export interface PeerStatus {
 export interface OverlayCounters {
   punch: PunchCounters;
   gateDenied: Record<string, number>;
-  /** Frames the peer sent that the forwarder rejected (stream reset). */
+  /** Frames the peer sent that the tunnel reader or the forwarder rejected (stream reset). */
   badFrames: number;
   tunnelsOpened: number;
   pathChanges: number;
@@ -590,7 +590,10 @@ class OverlayImpl implements Overlay {
           throw err; // TunnelStream resets the stream
         }
       },
-      onClose: (t, err) => this.#onTunnelClosed(session, t, err),
+      onClose: (t, err) => {
+        this.#badFrames += t.badFrames; // garbage its reader refused before the forwarder saw it
+        this.#onTunnelClosed(session, t, err);
+      },
       onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
     });
     this.#tunnelsOpened++;
