@@ -48,9 +48,8 @@ const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
 import type { PathKind } from './path-kind.ts';
 
-export type { PathKind };
-
-export interface PeerStatus {
+/** What the overlay knows of one peer; the agent merges it into its PeerStatus (agent/status.ts). */
+export interface OverlayPeerStatus {
   node: string;
   site: string;
   podCidrs: string[];
@@ -130,7 +129,7 @@ export interface Overlay {
   multiaddrs(): string[];
   connect(node: string): Promise<void>;
   pathOf(node: string): PathKind;
-  status(): PeerStatus[];
+  status(): OverlayPeerStatus[];
   counters(): OverlayCounters;
   /** Runs a hole punch to a peer now (we lead it) and resolves with the resulting path. */
   punchNow(node: string): Promise<PathKind>;
@@ -810,7 +809,7 @@ class OverlayImpl implements Overlay {
     return this.#sessions.get(node)?.preferred()?.caps;
   }
 
-  status(): PeerStatus[] {
+  status(): OverlayPeerStatus[] {
     return this.#dir
       .list()
       .filter((p) => p.peerId !== this.peerId)
