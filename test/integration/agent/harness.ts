@@ -365,4 +365,3 @@ export class AgentCluster {
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
 }
-
