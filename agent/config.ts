@@ -7,7 +7,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseCidr, parseIp } from '../common/cidr.ts';
 import { ConfigError, parseConfig } from '../common/config.ts';
-import { DEFAULT_CONFLIST_VERSION } from './cni-files.ts';
+import { CONFLIST_NAME, DEFAULT_CONFLIST_VERSION } from './cni-files.ts';
 
 const cidr = z.string().refine(
   (s) => {
@@ -286,7 +286,7 @@ export function agentFiles(cfg: AgentConfig) {
     leaseDir: `${stateDir}/leases`,
     cniSocket: `${runDir}/cni.sock`,
     controlSocket: `${runDir}/agent.sock`,
-    conflist: `${cniConfDir}/10-edgemesh.conflist`,
+    conflist: `${cniConfDir}/${CONFLIST_NAME}`,
     cniClient: `${cniBinDir}/edgemesh`,
     subnetInfo: `${runDir}/subnet.json`,
   };

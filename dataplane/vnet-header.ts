@@ -3,7 +3,6 @@
 // Little-endian: the TUN uses the host's byte order (x86, arm64).
 
 export const VNET_F_NEEDS_CSUM = 1;
-export const VNET_F_DATA_VALID = 2;
 /** gso_type values (the low 7 bits; GSO_ECN is a flag on top). */
 export const GSO_NONE = 0;
 export const GSO_TCPV4 = 1;
