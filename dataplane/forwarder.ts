@@ -47,7 +47,10 @@ export interface ForwarderOptions {
   maxHoldMs?: number;
   /** Largest frame sent or accepted (default 4 MiB); a batch is split to stay below it. */
   maxFrameBytes?: number;
-  /** Asks the overlay to connect to a peer that has traffic but no link (at most once a second per peer). */
+  /**
+   * Asks the overlay to connect to a peer that has traffic but no link (at most once a
+   * second per peer). The overlay may also subscribe later with Forwarder.onPeerNeeded().
+   */
   onPeerNeeded?: (node: string) => void;
   /** Tunnel MTU of packet links (PeerLink.sendPackets) that do not state their own mtu. */
   tunnelMtu?: number;
@@ -97,7 +100,7 @@ export class Forwarder {
   /** Frame bytes currently held across all peers. */
   private heldBytes = 0;
   private readonly maxFrameBytes: number;
-  private readonly onPeerNeeded: ((node: string) => void) | undefined;
+  private peerNeeded: ((node: string) => void) | undefined;
   private readonly log: Logger;
   private readonly peers = new Map<string, PeerState>();
   /** Pod CIDR → peer: outbound next hop, and inbound source check. */
@@ -118,7 +121,7 @@ export class Forwarder {
     this.maxHeldBytes = opts.maxHeldBytes ?? 16 * 1024 * 1024;
     this.maxHoldMs = opts.maxHoldMs ?? 3000;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    this.onPeerNeeded = opts.onPeerNeeded;
+    this.peerNeeded = opts.onPeerNeeded;
     this.tunnelMtu = opts.tunnelMtu;
     this.icmpLimit = new RateLimit(opts.icmpPerSecond ?? 100);
     this.log = opts.logger ?? logger('forwarder');
@@ -143,19 +146,7 @@ export class Forwarder {
    */
   setPeer(node: string, podCidrs: string[]): string[] {
     const canonical = [...new Set(podCidrs.map((c) => parseCidr(c).text))];
-    let peer = this.peers.get(node);
-    if (!peer) {
-      peer = {
-        node,
-        cidrs: [],
-        link: undefined,
-        decoder: new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }),
-        pending: [],
-        lastNeededAt: Number.NEGATIVE_INFINITY,
-        counters: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: 0 },
-      };
-      this.peers.set(node, peer);
-    }
+    const peer = this.peerState(node);
     this.unrouteCidrs(peer);
     const refused: string[] = [];
     for (const cidr of canonical) {
@@ -185,10 +176,17 @@ export class Forwarder {
     this.refused.delete(node);
   }
 
-  /** The peer's tunnel stream is up: frames held for it go now, in order. */
+  /** Who hears of a peer that has traffic but no link (replaces the constructor's onPeerNeeded). */
+  onPeerNeeded(handler: (node: string) => void): void {
+    this.peerNeeded = handler;
+  }
+
+  /**
+   * The peer's link is up: frames held for it go now, in order. A link may come before the
+   * peer's pod CIDRs (setPeer) do: it is kept, and carries nothing until they are routed.
+   */
   attachLink(node: string, link: PeerLink): void {
-    const peer = this.peers.get(node);
-    if (!peer) throw new Error(`attachLink: unknown peer ${node} (call setPeer first)`);
+    const peer = this.peerState(node);
     peer.link = link;
     const held = peer.pending;
     peer.pending = [];
@@ -324,10 +322,10 @@ export class Forwarder {
       return;
     }
     const now = performance.now();
-    if (this.onPeerNeeded && now - peer.lastNeededAt >= PEER_NEEDED_INTERVAL_MS) {
+    if (this.peerNeeded && now - peer.lastNeededAt >= PEER_NEEDED_INTERVAL_MS) {
       peer.lastNeededAt = now;
       try {
-        this.onPeerNeeded(peer.node);
+        this.peerNeeded(peer.node);
       } catch (err) {
         this.log.error({ node: peer.node, err: String(err) }, 'onPeerNeeded failed');
       }
@@ -478,6 +476,23 @@ export class Forwarder {
         this.log.error({ err: String(err) }, 'capture failed and was removed');
       }
     }
+  }
+
+  private peerState(node: string): PeerState {
+    let peer = this.peers.get(node);
+    if (!peer) {
+      peer = {
+        node,
+        cidrs: [],
+        link: undefined,
+        decoder: new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }),
+        pending: [],
+        lastNeededAt: Number.NEGATIVE_INFINITY,
+        counters: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: 0 },
+      };
+      this.peers.set(node, peer);
+    }
+    return peer;
   }
 
   private resetReceiver(peer: PeerState): void {

@@ -24,12 +24,19 @@ export interface PeerInfo {
   relayPort?: number;
   /** The multiaddrs whose IP is public (routable across sites): a direct dial target. */
   publicAddrs: Multiaddr[];
+  /**
+   * The InternalIPs its Node status reports (one per family on dual-stack nodes): host-gw
+   * next hops besides nodeIp. Kept here so that a change is a peer:updated like any other.
+   */
+  internalIps: string[];
 }
 
 export interface NodeLike {
   name: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  /** status.addresses of type InternalIP; anything that is not an IP address is left out. */
+  internalIps?: string[];
 }
 
 export type UpsertResult =
@@ -261,6 +268,7 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
       // The relay role is the operator's label: a port published without it means nothing.
       ...(relay && relayPort.port !== undefined ? { relayPort: relayPort.port } : {}),
       publicAddrs,
+      internalIps: (node.internalIps ?? []).filter((ip) => isIpAddress(ip)),
     },
   };
 }

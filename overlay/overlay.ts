@@ -41,6 +41,8 @@ export interface ForwarderLike {
   receive(node: string, chunk: Uint8Array): void;
   /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
   receivePackets?(node: string, packets: Packet[]): void;
+  /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
+  onPeerNeeded?(handler: (node: string) => void): void;
 }
 
 /** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
@@ -295,6 +297,9 @@ class OverlayImpl implements Overlay {
     this.#every(keepalive, () => this.#keepalive());
     this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#closeIdle());
     this.#every(1000, () => this.#maybePunchAll());
+    opts.forwarder.onPeerNeeded?.((node) => {
+      this.connect(node).catch((err: Error) => this.#log.debug({ peer: node, err: err.message }, 'connect failed'));
+    });
   }
 
   multiaddrs(): string[] {
@@ -608,15 +613,11 @@ class OverlayImpl implements Overlay {
   }
 
   #attach(session: PeerSession): void {
-    if (session.attached) return;
-    try {
-      this.#opts.forwarder.attachLink(session.node, session.link);
-      session.attached = true;
-    } catch (err) {
-      // The forwarder does not know the peer yet (its pod CIDRs not set): the next tunnel
-      // event or packet retries; traffic cannot be routed to it before that anyway.
-      this.#log.warn({ peer: session.node, err: (err as Error).message }, 'forwarder refused the link');
-    }
+    // A session dropped meanwhile (the peer left) must not leave a link behind.
+    if (session.attached || this.#sessions.get(session.node) !== session) return;
+    // The forwarder keeps a link that comes before the peer's pod CIDRs are routed.
+    this.#opts.forwarder.attachLink(session.node, session.link);
+    session.attached = true;
   }
 
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {

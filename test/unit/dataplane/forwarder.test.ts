@@ -112,6 +112,29 @@ describe('Forwarder outbound', () => {
     expect(late.frames.length).toBe(1);
   });
 
+  it('keeps a link that comes before the peer is set: it carries nothing until its CIDRs are routed', () => {
+    const tun = new FakeTun();
+    const needed: string[] = [];
+    const fwd = new Forwarder({ tun, localCidrs: ['10.1.0.0/24'], logger: silentLogger() });
+    fwd.onPeerNeeded((n) => needed.push(n)); // the overlay subscribes after the forwarder exists
+    const link = new FakeLink();
+    fwd.attachLink('early', link);
+    fwd.receive('early', encodeFrame([plain(udp4('10.7.0.5', '10.1.0.5'))]));
+    expect(tun.writes).toEqual([]);
+    expect(fwd.stats().drops).toEqual({ 'spoofed-source': 1 }); // no CIDRs of its own yet
+    tun.read([plain(udp4('10.1.0.5', '10.7.0.9'))]);
+    expect(fwd.stats().drops['no-route']).toBe(1);
+    fwd.setPeer('early', ['10.7.0.0/24']);
+    tun.read([plain(udp4('10.1.0.5', '10.7.0.9'))]);
+    expect(link.packets().length).toBe(1); // the same link, no new connect asked for
+    expect(needed).toEqual([]);
+    fwd.receive('early', encodeFrame([plain(udp4('10.7.0.5', '10.1.0.5'))]));
+    expect(tun.writes.length).toBe(1);
+    fwd.setPeer('other', ['10.8.0.0/24']);
+    tun.read([plain(udp4('10.1.0.5', '10.8.0.9'))]);
+    expect(needed).toEqual(['other']);
+  });
+
   it('counts frames refused by a full link', () => {
     const { tun, fwd } = setup();
     const link = new FakeLink();
