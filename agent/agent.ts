@@ -275,8 +275,11 @@ export class Agent {
     this.metrics.attach({
       status: () => this.status(),
       drops: () => {
-        const udp = Object.entries(overlay.counters().udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
-        return { ...forwarder.stats().drops, ...Object.fromEntries(udp) };
+        const counters = overlay.counters();
+        const udp = Object.entries(counters.udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
+        // Stream garbage refused by the tunnel reader never reaches the forwarder's counts.
+        const headers = counters.badFrameHeaders > 0 ? { 'bad-frame-header': counters.badFrameHeaders } : {};
+        return { ...forwarder.stats().drops, ...headers, ...Object.fromEntries(udp) };
       },
       holePunch: () => {
         const punch = overlay.counters().punch;

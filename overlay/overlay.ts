@@ -71,8 +71,10 @@ export interface OverlayPeerStatus {
 export interface OverlayCounters {
   punch: PunchCounters;
   gateDenied: Record<string, number>;
-  /** Frames the peer sent that the tunnel reader or the forwarder rejected (stream reset). */
+  /** Frames the peer sent that the forwarder rejected (stream reset). */
   badFrames: number;
+  /** Frame headers the tunnel reader refused before buffering a body (garbage, oversized; stream reset). */
+  badFrameHeaders: number;
   tunnelsOpened: number;
   pathChanges: number;
   /** Observed-address queries this node answered / refused (relays answer them). */
@@ -257,6 +259,7 @@ class OverlayImpl implements Overlay {
   readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
   #badFrames = 0;
+  #badFrameHeaders = 0;
   #tunnelsOpened = 0;
   #pathChanges = 0;
   #stopped = false;
@@ -595,7 +598,7 @@ class OverlayImpl implements Overlay {
         }
       },
       onClose: (t, err) => {
-        this.#badFrames += t.badFrames; // garbage its reader refused before the forwarder saw it
+        this.#badFrameHeaders += t.badFrames; // garbage its reader refused before the forwarder saw it
         this.#onTunnelClosed(session, t, err);
       },
       onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
@@ -839,6 +842,7 @@ class OverlayImpl implements Overlay {
       punch: this.#punch.counters,
       gateDenied: { ...this.#gate.denied },
       badFrames: this.#badFrames,
+      badFrameHeaders: this.#badFrameHeaders,
       tunnelsOpened: this.#tunnelsOpened,
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
