@@ -117,24 +117,15 @@ export class Agent {
     this.onClose('TUN', () => tun.close());
     const directory = new PeerDirectory();
     this.parts.directory = directory;
-    let overlay: Overlay | undefined;
-    const forwarder = new Forwarder({
-      tun,
-      localCidrs: [],
-      logger: this.log.child({ component: 'forwarder' }),
-      onPeerNeeded: (node: string) => {
-        overlay
-          ?.connect(node)
-          .catch((err: Error) => this.log.debug({ peer: node, err: err.message }, 'connect failed'));
-      },
-    });
+    // The overlay subscribes to the forwarder's "peer needed" (connect on demand) itself.
+    const forwarder = new Forwarder({ tun, localCidrs: [], logger: this.log.child({ component: 'forwarder' }) });
     this.parts.forwarder = forwarder;
     const punch = await loadOrCreatePunchPort(files.punchPort, { configured: cfg.overlay.punchPort });
     this.punchPort = punch.port;
     this.log.info({ port: punch.port, source: punch.source }, 'punch port');
     const udpRelay = self.relay && cfg.overlay.transport !== 'stream' ? await this.openUdpRelay() : undefined;
     const spliceRelay = self.relay ? await this.openSpliceRelay() : undefined;
-    overlay = await createOverlay({
+    const overlay = await createOverlay({
       nodeName: cfg.nodeName,
       site: self.site,
       keyPath: files.nodeKey,
@@ -288,8 +279,11 @@ export class Agent {
     this.metrics.attach({
       status: () => this.status(),
       drops: () => {
-        const udp = Object.entries(overlay.counters().udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
-        return { ...forwarder.stats().drops, ...Object.fromEntries(udp) };
+        const counters = overlay.counters();
+        const udp = Object.entries(counters.udp?.socketDrops ?? {}).map(([r, n]) => [`udp-${r}`, n]);
+        // Stream garbage refused by the tunnel reader never reaches the forwarder's counts.
+        const headers = counters.badFrameHeaders > 0 ? { 'bad-frame-header': counters.badFrameHeaders } : {};
+        return { ...forwarder.stats().drops, ...headers, ...Object.fromEntries(udp) };
       },
       holePunch: () => {
         const punch = overlay.counters().punch;
@@ -459,7 +453,7 @@ export class Agent {
       .filter((p) => p.site === self.site && p.node !== this.config.nodeName)
       .map((p) => ({
         node: p.node,
-        nextHops: [...new Set([p.nodeIp, ...(watch?.internalIps(p.node) ?? [])])],
+        nextHops: [...new Set([p.nodeIp, ...p.internalIps])],
         // Only what the cluster backs: a peer's own word never becomes a kernel route.
         podCidrs: watch?.verifiedCidrs(p.node) ?? [],
       }));

@@ -2,7 +2,7 @@
 // from the CNI conf dir, the thin client it executes from the CNI bin dir, and a subnet
 // file (like flannel's subnet.env) for operators and tools. All written atomically and
 // only when changed, so a restarting agent does not make the runtime reload for nothing.
-import { access, constants, readFile, rm } from 'node:fs/promises';
+import { access, constants, readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { type CniVersion, compareVersions, SUPPORTED_VERSIONS } from '../cni/spec.ts';
 import { writeFileAtomicIfChanged } from '../common/atomic-file.ts';
@@ -78,9 +78,4 @@ export interface SubnetInfo {
 
 export async function writeSubnetInfo(path: string, info: SubnetInfo): Promise<boolean> {
   return writeFileAtomicIfChanged(path, `${JSON.stringify(info, null, 2)}\n`, 0o644);
-}
-
-/** Removes a file the agent created; absent is fine. */
-export async function removeFile(path: string): Promise<void> {
-  await rm(path, { force: true });
 }

@@ -3,20 +3,18 @@
 // overriding the one before. Validated with zod so an operator reads one line per mistake.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import ipaddr from 'ipaddr.js';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { parseCidr, parseIp } from '../common/cidr.ts';
 import { ConfigError, parseConfig } from '../common/config.ts';
-import { DEFAULT_CONFLIST_VERSION } from './cni-files.ts';
+import { CONFLIST_NAME, DEFAULT_CONFLIST_VERSION } from './cni-files.ts';
 
 const cidr = z.string().refine(
   (s) => {
     try {
-      const [addr, len] = ipaddr.parseCIDR(s);
-      // Only canonical network addresses: "10.244.0.5/16" is almost always a typo.
-      const network =
-        addr.kind() === 'ipv4' ? ipaddr.IPv4.networkAddressFromCIDR(s) : ipaddr.IPv6.networkAddressFromCIDR(s);
-      return len > 0 && network.toNormalizedString() === addr.toNormalizedString();
+      const c = parseCidr(s);
+      // Only network addresses: "10.244.0.5/16" is almost always a typo.
+      return c.prefixLength > 0 && Buffer.from(c.bytes).equals(parseIp(s.slice(0, s.indexOf('/'))));
     } catch {
       return false;
     }
@@ -288,7 +286,7 @@ export function agentFiles(cfg: AgentConfig) {
     leaseDir: `${stateDir}/leases`,
     cniSocket: `${runDir}/cni.sock`,
     controlSocket: `${runDir}/agent.sock`,
-    conflist: `${cniConfDir}/10-edgemesh.conflist`,
+    conflist: `${cniConfDir}/${CONFLIST_NAME}`,
     cniClient: `${cniBinDir}/edgemesh`,
     subnetInfo: `${runDir}/subnet.json`,
   };

@@ -53,8 +53,6 @@ export class NodeWatch {
   }
   /** Exceptions caught in event handlers (a bug or input nobody foresaw; the event is skipped). */
   handlerErrors = 0;
-  /** Each peer's InternalIPs (one per family on dual-stack nodes), from its Node status. */
-  private readonly internal = new Map<string, string[]>();
   /** Each peer's pod CIDRs that passed verification and are routed. */
   private readonly verified = new Map<string, string[]>();
   /** Each peer's pod CIDRs that were refused, with why. */
@@ -178,12 +176,17 @@ export class NodeWatch {
       fn();
     } catch (err) {
       this.handlerErrors++;
-      // A peer whose update could not be applied must not keep routes from before it.
+      // A peer whose update could not be applied must not keep routes from before it; its
+      // link stays (the overlay still holds it, and the next good update routes it again).
       if (node !== undefined && event !== 'peer:removed') {
         try {
-          this.opts.forwarder.removePeer(node);
+          this.opts.forwarder.setPeer(node, []);
         } catch {
-          // already logged below; nothing more to undo
+          try {
+            this.opts.forwarder.removePeer(node); // the link goes too, routes first
+          } catch {
+            // already logged below; nothing more to undo
+          }
         }
       }
       this.log.error(
@@ -201,28 +204,19 @@ export class NodeWatch {
       this.opts.authority.setNodePodCidrs(name, node.spec?.podCIDRs ?? (node.spec?.podCIDR ? [node.spec.podCIDR] : []));
     if (name === this.opts.selfName) this.opts.onSelf?.(node);
     if (!name || name === this.opts.selfName) return;
-    const internal = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
-    const changed = (this.internal.get(name) ?? []).join() !== internal.join();
-    this.internal.set(name, internal);
-    const result = this.opts.directory.upsertFromNode({
+    this.opts.directory.upsertFromNode({
       name,
       labels: node.metadata?.labels ?? {},
       annotations: node.metadata?.annotations ?? {},
+      // A new InternalIP changes host-gw next hops: the directory reports it as peer:updated.
+      internalIps: (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address),
     });
-    // A new InternalIP changes host-gw next hops even when the directory saw no change.
-    if (changed && result.ok && result.change === 'unchanged') this.opts.onChange();
-  }
-
-  /** The InternalIPs a peer's Node reports. */
-  internalIps(node: string): string[] {
-    return this.internal.get(node) ?? [];
   }
 
   remove(node: V1Node): void {
     const name = node.metadata?.name;
     if (name) this.opts.authority.setNodePodCidrs(name, []);
     if (!name || name === this.opts.selfName) return;
-    this.internal.delete(name);
     this.opts.directory.remove(name);
   }
 

@@ -10,7 +10,8 @@
 // and where a block overlaps a node's spec.podCIDRs (the control plane's word), the
 // spec.podCIDRs win and only the block is refused.
 import { EventEmitter } from 'node:events';
-import { parseCidr, RouteTable } from '../dataplane/route-table.ts';
+import { isCanonicalCidr, parseCidr } from '../common/cidr.ts';
+import { RouteTable } from '../dataplane/route-table.ts';
 import { cidrFamily, containsCidr } from '../ipam/cidr.ts';
 import { blockObjectName } from '../ipam/node-blocks.ts';
 
@@ -30,15 +31,9 @@ export interface BlockLike {
   spec?: { cidr?: unknown; node?: unknown };
 }
 
-/** The canonical text of a CIDR, or undefined when it is not a canonical CIDR at all. */
+/** The CIDR when it is one in canonical form, else undefined. */
 function canonicalOrUndefined(text: unknown): string | undefined {
-  if (typeof text !== 'string') return undefined;
-  try {
-    const c = parseCidr(text);
-    return c.text === text ? c.text : undefined;
-  } catch {
-    return undefined;
-  }
+  return isCanonicalCidr(text) ? text : undefined;
 }
 
 export class PodCidrAuthority extends EventEmitter<{ change: [] }> {

@@ -1,10 +1,11 @@
 // The agent's status as the control API serves it (`GET /status`) and as
 // `edgemesh-cni status` prints it: one row per peer node, in the spirit of `wg show`.
+// The one contract for everything that reads an agent's status: the CLI, the metrics, the
+// lab (lab/lab.ts, lab/matrix.ts, lab/time-to-direct.ts), the benchmarks and the tests.
 
 import type { PathKind } from '../overlay/path-kind.ts';
 
-/** The overlay's path kinds (one vocabulary for agent, overlay, CLI): udp-direct, udp-punched, ... */
-export type PathType = PathKind;
+export type { PathKind };
 
 export interface PeerStatus {
   node: string;
@@ -13,7 +14,7 @@ export interface PeerStatus {
   podCidrs: string[];
   /** Pod CIDRs the peer announces but that are not routed, with why. */
   refusedCidrs?: Array<{ cidr: string; reason: string }>;
-  path: PathType;
+  path: PathKind;
   rttMs: number | null;
   txBytes: number;
   rxBytes: number;

@@ -13,13 +13,14 @@
 // only edge-t's are configured `overlay.transport: stream`.
 // While bringing each pair up it times the first packet → path figures (hole-punch time).
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type AgentStatus, type Lab, labUp } from '../lab/lab.ts';
+import type { PathKind } from '../agent/status.ts';
+import { type Lab, labUp } from '../lab/lab.ts';
 import { resolveTopology } from '../lab/topology.ts';
 import { cpuSeconds } from './lib/cpu.ts';
 import { pingRtt } from './lib/iperf.ts';
 import type { Bed, BedFact } from './network.ts';
 
-type Path = AgentStatus['peers'][number]['path'];
+type Path = PathKind;
 
 const topology = () =>
   resolveTopology({

@@ -1,4 +1,4 @@
-// One tunnel stream (TCP + noise + yamux + our record layer) between two libp2p hosts on
+// One tunnel stream (TCP + noise + yamux + the frame reader) between two libp2p hosts on
 // loopback, frames of a given size offered as the forwarder offers them: a few frames per
 // event-loop turn (one per TUN batch), as fast as the bounded queue accepts them.
 // The receiver counts whole frames. Both hosts share this process (one core), so the
@@ -7,6 +7,7 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { generateKeyPair } from '@libp2p/crypto/keys';
+import { encodeFrame, FRAME_HEADER_LEN, PACKET_HEADER_LEN } from '../dataplane/frame-codec.ts';
 import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { createHost, type Host } from '../overlay/host.ts';
 
@@ -74,7 +75,10 @@ const sender = new tunnel.TunnelStream({
   maxQueueBytes: 4 * 1024 * 1024,
 });
 await sender.ready;
-const frame = new Uint8Array(size).fill(0x45);
+// A real frame (one packet) of `size` bytes: the reader cuts the stream at its header.
+const frame = encodeFrame([
+  { vnet: new Uint8Array(0), data: new Uint8Array(size - FRAME_HEADER_LEN - PACKET_HEADER_LEN) },
+]);
 const t0 = performance.now();
 const end = t0 + seconds * 1000;
 let accepted = 0;

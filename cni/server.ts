@@ -8,8 +8,6 @@ import type { CniPlugin, CniResponse } from './plugin.ts';
 import { CniError, ErrorCode, errorResult, LATEST_VERSION } from './spec.ts';
 import { encodeFrame, FrameReader, MAX_REQUEST_BYTES } from './wire.ts';
 
-export const DEFAULT_SOCKET_PATH = '/run/edgemesh/cni.sock';
-
 export interface CniServerOptions {
   socketPath: string;
   plugin: Pick<CniPlugin, 'handle'>;

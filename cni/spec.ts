@@ -25,7 +25,6 @@ export const ErrorCode = {
   /** What libcni's skel uses for unexpected internal failures. */
   Internal: 999,
 } as const;
-export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 
 /** An error the plugin reports to the runtime as the spec's error JSON (never a stack trace). */
 export class CniError extends Error {

@@ -2,13 +2,15 @@
 //
 // Outbound: a TUN batch → parse → LPM(dst) → group per peer → one frame, one link.send()
 // per peer per batch. Inbound: a peer's stream bytes → frame decoder → policy (src inside
-// that peer's pod CIDRs, dst inside ours) → segmentation only if our TUN has no offloads →
-// one tun.write(). A UDP session link (PeerLink.sendPackets) takes the packets of a batch as
+// that peer's pod CIDRs, dst inside ours) → one tun.write() (the TUN segments what it
+// cannot offload). A UDP session link (PeerLink.sendPackets) takes the packets of a batch as
 // they are instead of a frame, after a path MTU check that answers too-big DF packets with
 // ICMP into the TUN; its opened batches come back through receivePackets() to the same
 // policy. Nothing waits without bound: a peer whose link is not up yet gets a few
 // frames held (maxQueuedFramesPerPeer, maxHeldBytes in all, maxHoldMs), everything else that cannot go is dropped and
 // counted by reason, like a NIC queue.
+
+import { parseCidr } from '../common/cidr.ts';
 import { type Logger, logger } from '../common/log.ts';
 import {
   DEFAULT_MAX_FRAME_BYTES,
@@ -19,19 +21,11 @@ import {
   PACKET_HEADER_LEN,
 } from './frame-codec.ts';
 import { parsePacket } from './packet.ts';
-import { parseCidr, RouteTable } from './route-table.ts';
-import {
-  GSO_NONE,
-  GSO_TCPV4,
-  GSO_TCPV6,
-  GSO_UDP_L4,
-  isGso,
-  MAX_SUPER_PACKET_BYTES,
-  needsChecksum,
-  toPlainPackets,
-} from './segmentation.ts';
+import { RouteTable } from './route-table.ts';
+import { MAX_SUPER_PACKET_BYTES, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, type PeerLink, VNET_HDR_LEN } from './types.ts';
 import { fragmentIpv4, mustNotFragment, packetTooBig, RateLimit, wireSize } from './udp-mtu.ts';
+import { isGso, needsChecksum } from './vnet-header.ts';
 
 /** Where a forwarded packet went: to a peer (tx) or from a peer into the TUN (rx). */
 export type CaptureDirection = 'tx' | 'rx';
@@ -53,7 +47,10 @@ export interface ForwarderOptions {
   maxHoldMs?: number;
   /** Largest frame sent or accepted (default 4 MiB); a batch is split to stay below it. */
   maxFrameBytes?: number;
-  /** Asks the overlay to connect to a peer that has traffic but no link (at most once a second per peer). */
+  /**
+   * Asks the overlay to connect to a peer that has traffic but no link (at most once a
+   * second per peer). The overlay may also subscribe later with Forwarder.onPeerNeeded().
+   */
   onPeerNeeded?: (node: string) => void;
   /** Tunnel MTU of packet links (PeerLink.sendPackets) that do not state their own mtu. */
   tunnelMtu?: number;
@@ -95,9 +92,6 @@ interface PeerState {
 
 const PEER_NEEDED_INTERVAL_MS = 1000;
 
-/** virtio_net_hdr gso_type without the ECN bit (no object per packet: this runs per packet). */
-const gsoTypeOf = (vnet: Uint8Array) => (vnet[1] ?? 0) & 0x7f;
-
 export class Forwarder {
   private readonly tun: PacketIO;
   private readonly maxQueuedFrames: number;
@@ -106,7 +100,7 @@ export class Forwarder {
   /** Frame bytes currently held across all peers. */
   private heldBytes = 0;
   private readonly maxFrameBytes: number;
-  private readonly onPeerNeeded: ((node: string) => void) | undefined;
+  private peerNeeded: ((node: string) => void) | undefined;
   private readonly log: Logger;
   private readonly peers = new Map<string, PeerState>();
   /** Pod CIDR → peer: outbound next hop, and inbound source check. */
@@ -127,7 +121,7 @@ export class Forwarder {
     this.maxHeldBytes = opts.maxHeldBytes ?? 16 * 1024 * 1024;
     this.maxHoldMs = opts.maxHoldMs ?? 3000;
     this.maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-    this.onPeerNeeded = opts.onPeerNeeded;
+    this.peerNeeded = opts.onPeerNeeded;
     this.tunnelMtu = opts.tunnelMtu;
     this.icmpLimit = new RateLimit(opts.icmpPerSecond ?? 100);
     this.log = opts.logger ?? logger('forwarder');
@@ -152,19 +146,7 @@ export class Forwarder {
    */
   setPeer(node: string, podCidrs: string[]): string[] {
     const canonical = [...new Set(podCidrs.map((c) => parseCidr(c).text))];
-    let peer = this.peers.get(node);
-    if (!peer) {
-      peer = {
-        node,
-        cidrs: [],
-        link: undefined,
-        decoder: new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }),
-        pending: [],
-        lastNeededAt: Number.NEGATIVE_INFINITY,
-        counters: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: 0 },
-      };
-      this.peers.set(node, peer);
-    }
+    const peer = this.peerState(node);
     this.unrouteCidrs(peer);
     const refused: string[] = [];
     for (const cidr of canonical) {
@@ -194,10 +176,17 @@ export class Forwarder {
     this.refused.delete(node);
   }
 
-  /** The peer's tunnel stream is up: frames held for it go now, in order. */
+  /** Who hears of a peer that has traffic but no link (replaces the constructor's onPeerNeeded). */
+  onPeerNeeded(handler: (node: string) => void): void {
+    this.peerNeeded = handler;
+  }
+
+  /**
+   * The peer's link is up: frames held for it go now, in order. A link may come before the
+   * peer's pod CIDRs (setPeer) do: it is kept, and carries nothing until they are routed.
+   */
   attachLink(node: string, link: PeerLink): void {
-    const peer = this.peers.get(node);
-    if (!peer) throw new Error(`attachLink: unknown peer ${node} (call setPeer first)`);
+    const peer = this.peerState(node);
     peer.link = link;
     const held = peer.pending;
     peer.pending = [];
@@ -333,10 +322,10 @@ export class Forwarder {
       return;
     }
     const now = performance.now();
-    if (this.onPeerNeeded && now - peer.lastNeededAt >= PEER_NEEDED_INTERVAL_MS) {
+    if (this.peerNeeded && now - peer.lastNeededAt >= PEER_NEEDED_INTERVAL_MS) {
       peer.lastNeededAt = now;
       try {
-        this.onPeerNeeded(peer.node);
+        this.peerNeeded(peer.node);
       } catch (err) {
         this.log.error({ node: peer.node, err: String(err) }, 'onPeerNeeded failed');
       }
@@ -465,16 +454,7 @@ export class Forwarder {
       peer.counters.rxPackets++;
       peer.counters.rxBytes += p.data.length;
       if (this.captures.size > 0) this.capture(p, peer, 'rx');
-      if (!this.tun.offload ? isGso(p.vnet) || needsChecksum(p.vnet) : !this.tunAccepts(p)) {
-        const plain = toPlainPackets(p);
-        if (!plain.ok) {
-          this.countPeer(peer, plain.reason, 1);
-          continue;
-        }
-        for (const s of plain.packets) out.push(s);
-      } else {
-        out.push(p);
-      }
+      out.push(p);
     }
     if (out.length === 0) return;
     let written = 0;
@@ -498,20 +478,21 @@ export class Forwarder {
     }
   }
 
-  /**
-   * Whether our (offloading) TUN takes this packet as it is. A peer's kernel may produce a
-   * GSO kind ours lacks (UDP segmentation offload arrived in Linux 6.2): those are cut here.
-   */
-  private tunAccepts(p: Packet): boolean {
-    const flags = this.tun.offloadFlags;
-    if (!flags) return true;
-    const type = gsoTypeOf(p.vnet);
-    if (type === GSO_NONE) return true;
-    const v6 = p.data[0]! >> 4 === 6;
-    if (type === GSO_TCPV4) return flags.includes('tso4');
-    if (type === GSO_TCPV6) return flags.includes('tso6');
-    if (type === GSO_UDP_L4) return flags.includes(v6 ? 'uso6' : 'uso4');
-    return false;
+  private peerState(node: string): PeerState {
+    let peer = this.peers.get(node);
+    if (!peer) {
+      peer = {
+        node,
+        cidrs: [],
+        link: undefined,
+        decoder: new FrameDecoder({ maxFrameBytes: this.maxFrameBytes }),
+        pending: [],
+        lastNeededAt: Number.NEGATIVE_INFINITY,
+        counters: { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, drops: 0 },
+      };
+      this.peers.set(node, peer);
+    }
+    return peer;
   }
 
   private resetReceiver(peer: PeerState): void {

@@ -165,8 +165,12 @@ function concat(parts: Uint8Array[], length: number): Uint8Array {
   return out;
 }
 
-/** Validates the frame header at `offset`; returns the frame length. */
-function readFrameHeader(buf: Uint8Array, offset: number, maxFrameBytes: number): number {
+/**
+ * Validates the frame header at `offset` (FRAME_HEADER_LEN bytes must be there); returns
+ * the frame's whole length. Throws FrameError on garbage or a frame over `maxFrameBytes`,
+ * so a stream reader can refuse before buffering the body.
+ */
+export function readFrameHeader(buf: Uint8Array, offset: number, maxFrameBytes: number): number {
   const magic = (buf[offset]! << 8) | buf[offset + 1]!;
   if (magic !== FRAME_MAGIC) throw new FrameError(`bad frame magic 0x${magic.toString(16).padStart(4, '0')}`);
   if (buf[offset + 2] !== FRAME_VERSION) throw new FrameError(`unsupported frame version ${buf[offset + 2]}`);

@@ -2,45 +2,13 @@
 // arrays (one slot per node: two child indexes and a value slot), so a lookup is a short
 // walk over integers without allocating: the forwarder does one per packet. Updates take
 // effect at once (JS is single-threaded: a lookup never sees half an update).
-import ipaddr from 'ipaddr.js';
-
-export class CidrError extends Error {
-  constructor(cidr: string, why: string) {
-    super(`invalid CIDR "${cidr}": ${why}`);
-    this.name = 'CidrError';
-  }
-}
-
-/** A CIDR parsed to its canonical form: network bytes with host bits cleared. */
-export interface ParsedCidr {
-  version: 4 | 6;
-  bytes: Uint8Array;
-  prefixLength: number;
-  /** Canonical text, e.g. "10.1.0.0/16", "fd00::/64". */
-  text: string;
-}
-
-export function parseCidr(cidr: string): ParsedCidr {
-  if (typeof cidr !== 'string' || !ipaddr.isValidCIDR(cidr)) throw new CidrError(String(cidr), 'not address/prefix');
-  const [addr, prefixLength] = ipaddr.parseCIDR(cidr);
-  const version = addr.kind() === 'ipv4' ? 4 : 6;
-  if (version === 4 && !ipaddr.IPv4.isValidFourPartDecimal(cidr.split('/')[0]!)) {
-    throw new CidrError(cidr, 'IPv4 address must be four decimal parts');
-  }
-  const bytes = Uint8Array.from(addr.toByteArray());
-  for (let bit = prefixLength; bit < bytes.length * 8; bit++) bytes[bit >> 3]! &= ~(0x80 >> (bit & 7));
-  const text = `${ipaddr.fromByteArray(Array.from(bytes)).toString()}/${prefixLength}`;
-  return { version, bytes, prefixLength, text };
-}
+import { CidrError, parseCidr, parseIp } from '../common/cidr.ts';
 
 /** Address text or bytes → bytes (4 or 16); throws CidrError for anything else. */
-export function addressBytes(address: string | Uint8Array): Uint8Array {
-  if (typeof address !== 'string') {
-    if (address.length !== 4 && address.length !== 16) throw new CidrError(String(address), 'need 4 or 16 bytes');
-    return address;
-  }
-  if (!ipaddr.isValid(address)) throw new CidrError(address, 'not an IP address');
-  return Uint8Array.from(ipaddr.parse(address).toByteArray());
+function addressBytes(address: string | Uint8Array): Uint8Array {
+  if (typeof address === 'string') return parseIp(address);
+  if (address.length !== 4 && address.length !== 16) throw new CidrError(String(address), 'need 4 or 16 bytes');
+  return address;
 }
 
 /**

@@ -6,57 +6,13 @@
 // first, every length and checksum recomputed.
 import { checksumOf, pseudoHeaderSum, setIpv4HeaderChecksum, sumWords } from './checksum.ts';
 import { type Packet, VNET_HDR_LEN } from './types.ts';
-
-export const VNET_F_NEEDS_CSUM = 1;
-export const VNET_F_DATA_VALID = 2;
-export const GSO_NONE = 0;
-export const GSO_TCPV4 = 1;
-export const GSO_UDP = 3;
-export const GSO_TCPV6 = 4;
-export const GSO_UDP_L4 = 5;
-export const GSO_ECN = 0x80;
+import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, isGso, needsChecksum, readVnetHeader } from './vnet-header.ts';
 
 const PROTO_TCP = 6;
 const PROTO_UDP = 17;
 const TCP_FIN = 0x01;
 const TCP_PSH = 0x08;
 const TCP_CWR = 0x80;
-
-/** struct virtio_net_hdr (little-endian: the TUN uses the host's byte order, x86/arm64). */
-export interface VnetHeader {
-  flags: number;
-  /** gso_type without the ECN bit. */
-  gsoType: number;
-  ecn: boolean;
-  hdrLen: number;
-  gsoSize: number;
-  csumStart: number;
-  csumOffset: number;
-}
-
-export function readVnetHeader(vnet: Uint8Array): VnetHeader {
-  const u16 = (at: number) => (vnet.length >= at + 2 ? vnet[at]! | (vnet[at + 1]! << 8) : 0);
-  const gso = vnet[1] ?? 0;
-  return {
-    flags: vnet[0] ?? 0,
-    gsoType: gso & 0x7f,
-    ecn: (gso & GSO_ECN) !== 0,
-    hdrLen: u16(2),
-    gsoSize: u16(4),
-    csumStart: u16(6),
-    csumOffset: u16(8),
-  };
-}
-
-/** Whether the packet is a GSO super-packet (must be segmented for a TUN without offloads). */
-export function isGso(vnet: Uint8Array): boolean {
-  return ((vnet[1] ?? 0) & 0x7f) !== GSO_NONE;
-}
-
-/** Whether the packet's transport checksum is still partial (the receiver must complete it). */
-export function needsChecksum(vnet: Uint8Array): boolean {
-  return ((vnet[0] ?? 0) & VNET_F_NEEDS_CSUM) !== 0;
-}
 
 /**
  * Bounds on what a peer's super-packet may ask of us. A peer chooses gso_size: 1 on a

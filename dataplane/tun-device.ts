@@ -3,7 +3,9 @@
 // turns its batch buffers into Packet views (no copies) and keeps the statistics.
 import { createRequire } from 'node:module';
 import { logger } from '../common/log.ts';
+import { type SegmentRejectReason, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, VNET_HDR_LEN } from './types.ts';
+import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, gsoType, isGso, needsChecksum } from './vnet-header.ts';
 
 interface NativeHandle {
   readonly name: string;
@@ -64,21 +66,42 @@ export interface TunStats {
   txSuperPackets: number;
   /** Read errors, refused writes and malformed records. */
   errors: number;
+  /**
+   * Packets write() refused before the kernel saw them, by reason: a super-packet it had to
+   * cut but could not (segmentation's reasons), or a missing vnet header. Also in errors.
+   */
+  refused: Partial<Record<WriteRefusal, number>>;
   /** Exceptions thrown by the onBatch handler (also reported to onError). */
   handlerErrors: number;
   lastTxError: string | null;
 }
 
-/** virtio_net_hdr gso_type values (the low 7 bits; 0x80 is the ECN flag). */
-export const GSO_NONE = 0;
-export const GSO_TCPV4 = 1;
-export const GSO_UDP = 3;
-export const GSO_TCPV6 = 4;
-export const GSO_UDP_L4 = 5;
+export type WriteRefusal = SegmentRejectReason | 'bad-vnet-header';
 
-/** Reads the gso_type of a virtio_net_hdr without its ECN bit. */
-export function gsoType(vnet: Uint8Array): number {
-  return (vnet[1] ?? 0) & 0x7f;
+/**
+ * What a TUN takes from a write: the packet as it is when the device can offload it, else
+ * its software segments (or the packet with its partial checksum completed, in place).
+ * `offloadFlags` are the device's accepted offloads: a peer's kernel may produce a GSO kind
+ * ours lacks (UDP segmentation offload arrived in Linux 6.2).
+ */
+export function packetsForTun(
+  packet: Packet,
+  offload: boolean,
+  offloadFlags: readonly string[],
+): ReturnType<typeof toPlainPackets> {
+  if (offload ? takesAsIs(packet, offloadFlags) : !isGso(packet.vnet) && !needsChecksum(packet.vnet)) {
+    return { ok: true, packets: [packet] };
+  }
+  return toPlainPackets(packet);
+}
+
+function takesAsIs(p: Packet, flags: readonly string[]): boolean {
+  const type = gsoType(p.vnet);
+  if (type === GSO_NONE) return true;
+  if (type === GSO_TCPV4) return flags.includes('tso4');
+  if (type === GSO_TCPV6) return flags.includes('tso6');
+  if (type === GSO_UDP_L4) return flags.includes(p.data[0]! >> 4 === 6 ? 'uso6' : 'uso4');
+  return false;
 }
 
 // Shared header for packets of a TUN without offloads. Consumers must not write into it.
@@ -107,6 +130,7 @@ export class TunDevice implements PacketIO {
   #txSuper = 0;
   #localErrors = 0;
   #handlerErrors = 0;
+  readonly #refused: Partial<Record<WriteRefusal, number>> = {};
 
   private constructor(nativeTun: NativeTun, handle: NativeHandle) {
     this.#native = nativeTun;
@@ -168,7 +192,7 @@ export class TunDevice implements PacketIO {
       const vnet = hdr ? new Uint8Array(buf, start, hdr) : ZERO_VNET;
       const data = new Uint8Array(buf, start + hdr, len - hdr);
       this.#rxBytes += data.length;
-      if (data.length > this.mtu || (hdr && gsoType(vnet) !== GSO_NONE)) this.#rxSuper++;
+      if (data.length > this.mtu || (hdr && isGso(vnet))) this.#rxSuper++;
       batch.push({ vnet, data });
     }
     this.#rxPackets += batch.length;
@@ -185,38 +209,63 @@ export class TunDevice implements PacketIO {
   }
 
   /**
-   * Writes a batch; returns how many packets the kernel accepted. Refused packets (bad
-   * header, too big for a TUN without offloads, …) are counted in stats().errors.
+   * Writes a batch; returns how many of its packets the kernel accepted. Any packet may be
+   * handed over: what this device cannot offload is segmented here first (a partial
+   * checksum is completed in place in `packet.data`), and a packet counts as accepted when
+   * all its segments were. Refused packets (a super-packet that cannot be cut, a bad
+   * header, too big for a TUN without offloads, …) are counted in stats().
    */
   write(batch: Packet[]): number {
     if (this.#closed) throw new Error(`EBADF: TUN ${this.name} is closed`);
     if (batch.length === 0) return 0;
-    if (this.#status.length < batch.length)
-      this.#status = new Uint8Array(Math.max(batch.length, 2 * this.#status.length));
     const parts: Uint8Array[] = [];
     const sent: Packet[] = [];
-    for (const p of batch) {
-      if (this.offload) {
-        if (p.vnet.length !== VNET_HDR_LEN) {
-          this.#localErrors++;
-          continue;
-        }
-        parts.push(p.vnet, p.data);
-      } else {
-        parts.push(p.data);
+    /** For each entry of `sent`, the index in `batch` it came from (segments share one). */
+    const from: number[] = [];
+    for (let i = 0; i < batch.length; i++) {
+      const p = batch[i]!;
+      if (this.offload && p.vnet.length !== VNET_HDR_LEN) {
+        this.#refuse('bad-vnet-header');
+        continue;
       }
-      sent.push(p);
+      const ready = packetsForTun(p, this.offload, this.offloadFlags);
+      if (!ready.ok) {
+        this.#refuse(ready.reason);
+        continue;
+      }
+      for (const q of ready.packets) {
+        if (this.offload) parts.push(q.vnet, q.data);
+        else parts.push(q.data);
+        sent.push(q);
+        from.push(i);
+      }
     }
     if (sent.length === 0) return 0;
-    const accepted = this.#native.write(this.#handle, parts, this.offload ? 2 : 1, this.#status);
+    if (this.#status.length < sent.length)
+      this.#status = new Uint8Array(Math.max(sent.length, 2 * this.#status.length));
+    this.#native.write(this.#handle, parts, this.offload ? 2 : 1, this.#status);
+    let accepted = 0;
+    let whole = true;
     for (let i = 0; i < sent.length; i++) {
-      if (this.#status[i] !== 1) continue;
-      const p = sent[i] as Packet;
-      this.#txPackets++;
-      this.#txBytes += p.data.length;
-      if (p.data.length > this.mtu || (this.offload && gsoType(p.vnet) !== GSO_NONE)) this.#txSuper++;
+      if (this.#status[i] === 1) {
+        const p = sent[i]!;
+        this.#txPackets++;
+        this.#txBytes += p.data.length;
+        if (p.data.length > this.mtu || (this.offload && isGso(p.vnet))) this.#txSuper++;
+      } else {
+        whole = false;
+      }
+      if (from[i + 1] !== from[i]) {
+        if (whole) accepted++;
+        whole = true;
+      }
     }
     return accepted;
+  }
+
+  #refuse(reason: WriteRefusal): void {
+    this.#localErrors++;
+    this.#refused[reason] = (this.#refused[reason] ?? 0) + 1;
   }
 
   stats(): TunStats {
@@ -231,6 +280,7 @@ export class TunDevice implements PacketIO {
       txSuperPackets: this.#txSuper,
       errors: this.#localErrors + s.rxReadErrors + s.txErrors,
       handlerErrors: this.#handlerErrors,
+      refused: { ...this.#refused },
       lastTxError: s.lastTxError,
     };
   }

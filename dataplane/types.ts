@@ -44,13 +44,11 @@ export interface PeerLink {
 export interface PacketIO {
   /** Whether packets carry vnet headers with GSO super-packets (TUN offloads on). */
   readonly offload: boolean;
-  /**
-   * Which offloads the kernel accepted ('csum', 'tso4', 'tso6', 'uso4', 'uso6'), when the
-   * device knows. A super-packet of a kind not listed is segmented in software before a write.
-   */
-  readonly offloadFlags?: readonly string[];
   /** Starts delivering batches read from the device to `handler`. */
   onBatch(handler: (batch: Packet[]) => void): void;
-  /** Writes a batch; returns how many packets the device accepted. */
+  /**
+   * Writes a batch of any packets, super-packets included (the device segments what it
+   * cannot offload); returns how many of them the device accepted.
+   */
   write(batch: Packet[]): number;
 }

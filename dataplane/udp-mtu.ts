@@ -5,8 +5,8 @@
 // TUN as if a router on the way had sent it, so its kernel lowers the path MTU (RFC 1191,
 // RFC 8201) and TCP shrinks its segments.
 import { checksumOf, pseudoHeaderSum, setIpv4HeaderChecksum, sumWords } from './checksum.ts';
-import { GSO_NONE, GSO_UDP_L4 } from './segmentation.ts';
 import type { Packet } from './types.ts';
+import { GSO_NONE, GSO_UDP_L4, gsoType } from './vnet-header.ts';
 
 const PROTO_ICMP = 1;
 const PROTO_ICMPV6 = 58;
@@ -21,7 +21,7 @@ const IPV6_MIN_MTU = 1280;
  * full segment (headers + gso_size).
  */
 export function wireSize(p: Packet): number {
-  const gso = (p.vnet[1] ?? 0) & 0x7f;
+  const gso = gsoType(p.vnet);
   if (gso === GSO_NONE) return p.data.length;
   const d = p.data;
   const gsoSize = (p.vnet[4] ?? 0) | ((p.vnet[5] ?? 0) << 8);

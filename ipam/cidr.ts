@@ -1,4 +1,4 @@
-// CIDR arithmetic for both families. Parsing/formatting is ipaddr.js; the arithmetic is done
+// CIDR arithmetic for both families. Parsing/formatting is common/cidr.ts; the arithmetic is done
 // on bigint so IPv4 and IPv6 share one code path (an IPv6 block can hold 2^48 addresses).
 //
 // Default node block sizes (used when the operator configures none):
@@ -7,7 +7,7 @@
 // - IPv6 /80: 2^48 addresses per node (far beyond any pod count) while a /64 cluster CIDR —
 //   the smallest an operator normally hands out — still serves 65,536 nodes. A /64 per node
 //   (kube-controller-manager's default) would need a /48 cluster CIDR for 65,536 nodes.
-import ipaddr from 'ipaddr.js';
+import { CidrError, formatIp, isIpAddress, parseCidr as parseCommonCidr, parseIp } from '../common/cidr.ts';
 import { IpamError } from './errors.ts';
 import type { IpFamily } from './types.ts';
 
@@ -29,9 +29,9 @@ function hostMask(family: IpFamily, prefix: number): bigint {
   return (1n << BigInt(familyBits(family) - prefix)) - 1n;
 }
 
-function bytesToBigint(bytes: number[]): bigint {
+function bytesToBigint(bytes: ArrayLike<number>): bigint {
   let n = 0n;
-  for (const b of bytes) n = (n << 8n) | BigInt(b);
+  for (let i = 0; i < bytes.length; i++) n = (n << 8n) | BigInt(bytes[i]!);
   return n;
 }
 
@@ -44,45 +44,31 @@ function bigintToBytes(n: bigint, length: number): number[] {
   return bytes;
 }
 
-/** Parses a plain address ("10.0.0.1", "fd00::1") into family + integer. Rejects ipaddr's lax IPv4 forms. */
+/** Parses a plain address ("10.0.0.1", "fd00::1") into family + integer, as common/cidr.ts does (after trimming). */
 export function parseAddress(text: string): { family: IpFamily; value: bigint } {
   const s = text.trim();
-  if (ipaddr.IPv4.isValidFourPartDecimal(s)) {
-    return { family: 4, value: bytesToBigint(ipaddr.IPv4.parse(s).toByteArray()) };
-  }
-  if (ipaddr.IPv6.isValid(s)) {
-    return { family: 6, value: bytesToBigint(ipaddr.IPv6.parse(s).toByteArray()) };
-  }
-  throw new IpamError('InvalidAddress', `invalid IP address "${text}"`);
+  if (!isIpAddress(s)) throw new IpamError('InvalidAddress', `invalid IP address "${text}"`);
+  const bytes = parseIp(s);
+  return { family: bytes.length === 4 ? 4 : 6, value: bytesToBigint(bytes) };
 }
 
 /** Formats an integer address: dotted quad, or RFC 5952 compressed IPv6 ("fd00::1"). */
 export function formatAddress(family: IpFamily, value: bigint): string {
-  const bytes = bigintToBytes(value, family === 4 ? 4 : 16);
-  return family === 4 ? bytes.join('.') : ipaddr.fromByteArray(bytes).toString();
+  return formatIp(bigintToBytes(value, family === 4 ? 4 : 16));
 }
 
 /**
- * Parses "addr/prefix". Host bits set ("10.244.3.7/24") are cleared, as Go's net.ParseCIDR
- * does, so the result is canonical; anything else malformed is an IpamError.
+ * Parses "addr/prefix" (surrounding whitespace ignored) with common/cidr.ts's rules (host
+ * bits cleared, as Go's net.ParseCIDR does) into the integer form the block arithmetic uses; IpamError if malformed.
  */
 export function parseCidr(text: string): Cidr {
-  const s = text.trim();
-  const slash = s.indexOf('/');
-  if (slash < 0) throw new IpamError('InvalidCidr', `invalid CIDR "${text}": missing "/prefix"`);
-  const prefixText = s.slice(slash + 1);
-  if (!/^\d{1,3}$/.test(prefixText)) throw new IpamError('InvalidCidr', `invalid CIDR "${text}": bad prefix length`);
-  let addr: { family: IpFamily; value: bigint };
   try {
-    addr = parseAddress(s.slice(0, slash));
-  } catch {
-    throw new IpamError('InvalidCidr', `invalid CIDR "${text}": bad address`);
+    const c = parseCommonCidr(text.trim());
+    return { family: c.version, network: bytesToBigint(c.bytes), prefix: c.prefixLength };
+  } catch (err) {
+    if (err instanceof CidrError) throw new IpamError('InvalidCidr', err.message);
+    throw err;
   }
-  const prefix = Number(prefixText);
-  if (prefix > familyBits(addr.family)) {
-    throw new IpamError('InvalidCidr', `invalid CIDR "${text}": prefix /${prefix} longer than the address`);
-  }
-  return { family: addr.family, network: addr.value & ~hostMask(addr.family, prefix), prefix };
 }
 
 function asCidr(c: Cidr | string): Cidr {

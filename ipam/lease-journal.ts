@@ -21,7 +21,7 @@
 // acknowledged leases. Records carry a sequence number, so a crash between writing a
 // snapshot and emptying the journal replays nothing twice.
 import { constants } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { IpamError } from './errors.ts';
@@ -283,9 +283,4 @@ export class JournalWriter {
   async close(): Promise<void> {
     await this.fh.close();
   }
-}
-
-/** Deletes a store directory's files (uninstall / tests). */
-export async function removeStoreFiles(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true });
 }

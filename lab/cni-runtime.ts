@@ -155,18 +155,6 @@ export async function cniAdd(target: CniTarget, opts: { timeoutMs?: number } = {
   return result;
 }
 
-/** The cached ADD result of an attachment, if any. */
-export async function cachedResult(
-  target: Pick<CniTarget, 'cacheDir' | 'containerId'>,
-): Promise<CniResult | undefined> {
-  try {
-    const entry = JSON.parse(await readFile(join(target.cacheDir, `${target.containerId}.json`), 'utf8')) as CacheEntry;
-    return entry.result;
-  } catch {
-    return undefined;
-  }
-}
-
 /** DEL through the chain in reverse with the cached result (the config used at ADD time), then drop the cache. */
 export async function cniDel(target: CniTarget, opts: { timeoutMs?: number } = {}): Promise<void> {
   let conflist: Conflist;
@@ -182,14 +170,6 @@ export async function cniDel(target: CniTarget, opts: { timeoutMs?: number } = {
     await invoke(target, 'DEL', conflist, plugin, prev, opts.timeoutMs ?? 30_000);
   }
   await rm(cachePath(target), { force: true });
-}
-
-/** CHECK through the chain against the cached result. */
-export async function cniCheck(target: CniTarget, opts: { timeoutMs?: number } = {}): Promise<void> {
-  const entry = JSON.parse(await readFile(cachePath(target), 'utf8')) as CacheEntry;
-  for (const plugin of entry.config.plugins) {
-    await invoke(target, 'CHECK', entry.config, plugin, entry.result, opts.timeoutMs ?? 30_000);
-  }
 }
 
 /** The pod's addresses (without prefix length) from a result. */

@@ -9,10 +9,10 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { release } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
+import type { AgentStatus } from '../agent/status.ts';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
-import type { PathKind } from '../overlay/path-kind.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,
@@ -45,31 +45,6 @@ export const DEFAULT_AGENT_IMAGE = `localhost/edgemesh-cni:${
 const CLI = join(REPO_ROOT, 'bin/edgemesh-cni.js');
 const API_SERVER = join(REPO_ROOT, 'lab/kube-apiserver/main.ts');
 const OVERLAY_PORT = 4001;
-
-/** What `GET /status` on an agent's control socket returns (the agent's contract). */
-export interface AgentStatus {
-  node: string;
-  site: string;
-  peerId: string;
-  podCidrs: string[];
-  ready?: boolean;
-  /** The node's NAT as its reflection found it: none, endpoint-independent, endpoint-dependent, unknown. */
-  natKind?: string;
-  peers: Array<{
-    node: string;
-    site: string;
-    podCidrs: string[];
-    path: PathKind;
-    rttMs: number | null;
-    txBytes: number;
-    rxBytes: number;
-    txPackets?: number;
-    rxPackets?: number;
-    drops?: number;
-    lastSeen: string | null;
-    endpoint?: string;
-  }>;
-}
 
 export interface LabNode extends NodeNetwork {
   dir: string;

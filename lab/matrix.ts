@@ -1,6 +1,7 @@
 // The connectivity matrix: ping by Pod IP from the first pod of every node to the first pod
 // of every other node (every site pair, both directions, and within each site), plus pod to
 // pod on the same node, and the path each pair took as the source node's agent reports it.
+import type { AgentStatus, PathKind } from '../agent/status.ts';
 import type { Lab, LabPod } from './lab.ts';
 import { pingFrom } from './network.ts';
 
@@ -14,8 +15,8 @@ export interface MatrixEntry {
   target: string;
   ok: boolean;
   rttMs: number | null;
-  /** 'local' on one node; else the source agent's path to the destination node. */
-  path: string;
+  /** 'local' on one node; else the source agent's path to the destination node ('unknown': no agent status). */
+  path: PathKind | 'local' | 'unknown';
   /** Seconds until the first reply (includes connection set-up on demand). */
   secondsToFirstReply: number | null;
 }
@@ -83,10 +84,8 @@ export async function runMatrix(
   // settleMs), so the matrix shows where traffic settles, not a moment of the handover.
   const statuses = await settledStatuses(lab, opts.settleMs ?? 8000);
   const entries = measured.map(({ a, b, target, rtt, seconds }) => {
-    const path =
-      a.node === b.node
-        ? 'local'
-        : (statuses.get(a.node)?.peers.find((p) => p.node === b.node)?.path ?? 'unknown (no agent status)');
+    const path: MatrixEntry['path'] =
+      a.node === b.node ? 'local' : (statuses.get(a.node)?.peers.find((p) => p.node === b.node)?.path ?? 'unknown');
     return {
       from: a.name,
       to: b.name,
@@ -108,8 +107,7 @@ function pad(s: string, n: number): string {
   return s.length >= n ? s : s + ' '.repeat(n - s.length);
 }
 
-/** The matrix as a table a human reads, plus one summary line per site pair. */
-type StatusMap = Map<string, Awaited<ReturnType<Lab['agentStatus']>> | undefined>;
+type StatusMap = Map<string, AgentStatus | undefined>;
 
 async function settledStatuses(lab: Lab, settleMs: number): Promise<StatusMap> {
   const read = async (): Promise<StatusMap> => {
@@ -131,6 +129,7 @@ async function settledStatuses(lab: Lab, settleMs: number): Promise<StatusMap> {
   return last;
 }
 
+/** The matrix as a table a human reads, plus one summary line per site pair. */
 export function formatMatrix(result: MatrixResult): string {
   const rows = [['FROM', 'TO', 'SITES', 'DST IP', 'RESULT', 'FIRST REPLY', 'RTT', 'PATH']];
   for (const e of result.entries) {

@@ -22,14 +22,6 @@ export const REQUIRED_TOOLS: Record<string, string> = {
   kubectl: 'kubernetes-client',
 };
 
-/** Useful inside the lab (`lab exec`), not needed to bring it up. */
-export const OPTIONAL_TOOLS: Record<string, string> = {
-  iperf3: 'iperf3',
-  tcpdump: 'tcpdump',
-  curl: 'curl',
-  tc: 'iproute2',
-};
-
 const BUILT = {
   addon: fileURLToPath(new URL('../build/edgemesh_tun.node', import.meta.url)),
   client: fileURLToPath(new URL('../build/edgemesh', import.meta.url)),

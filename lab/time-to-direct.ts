@@ -3,10 +3,11 @@
 // source agent's path to the destination node is polled until no relay carries it or the
 // timeout passes. Used by the NAT matrix benchmark and the hole-punching e2e tests.
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AgentStatus, Lab } from './lab.ts';
+import type { PathKind } from '../agent/status.ts';
+import type { Lab } from './lab.ts';
 import { pingFrom } from './network.ts';
 
-export type Path = AgentStatus['peers'][number]['path'] | 'unknown';
+export type Path = PathKind | 'unknown';
 
 export interface PairResult {
   from: string;

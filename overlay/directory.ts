@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
 import ipaddr from 'ipaddr.js';
-import { CidrError, parseCidr } from '../dataplane/route-table.ts';
+import { CidrError, isIpAddress, parseCidr } from '../common/cidr.ts';
 import { ipOf, isCircuit, isPublicIp } from './addresses.ts';
 import { Annotations, Labels } from './annotations.ts';
 import { parseRelayPort, RELAY_PORT_ANNOTATION, relayPortAnnotation } from './relay-annotations.ts';
@@ -24,12 +24,19 @@ export interface PeerInfo {
   relayPort?: number;
   /** The multiaddrs whose IP is public (routable across sites): a direct dial target. */
   publicAddrs: Multiaddr[];
+  /**
+   * The InternalIPs its Node status reports (one per family on dual-stack nodes): host-gw
+   * next hops besides nodeIp. Kept here so that a change is a peer:updated like any other.
+   */
+  internalIps: string[];
 }
 
 export interface NodeLike {
   name: string;
   labels?: Record<string, string>;
   annotations?: Record<string, string>;
+  /** status.addresses of type InternalIP; anything that is not an IP address is left out. */
+  internalIps?: string[];
 }
 
 export type UpsertResult =
@@ -222,7 +229,7 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
   if (!site) return fail(`no site (${Annotations.site} annotation or label)`);
 
   const nodeIp = ann[Annotations.nodeIp] ?? '';
-  if (!isPlainIp(nodeIp)) return fail(`${Annotations.nodeIp} "${nodeIp}" is not an IP address`);
+  if (!isIpAddress(nodeIp)) return fail(`${Annotations.nodeIp} "${nodeIp}" is not an IP address`);
   // A next hop for host-gw routes: never the node's own loopback, a link-local or a multicast address.
   const nodeIpRange = ipaddr.parse(nodeIp).range();
   if (['loopback', 'linkLocal', 'multicast', 'unspecified', 'broadcast'].includes(nodeIpRange)) {
@@ -261,14 +268,9 @@ export function parsePeerInfo(node: NodeLike): { ok: true; peer: PeerInfo } | { 
       // The relay role is the operator's label: a port published without it means nothing.
       ...(relay && relayPort.port !== undefined ? { relayPort: relayPort.port } : {}),
       publicAddrs,
+      internalIps: (node.internalIps ?? []).filter((ip) => isIpAddress(ip)),
     },
   };
-}
-
-/** A dotted-quad IPv4 or an IPv6 address (not ipaddr.js's looser forms such as "10.1" or "0xa.0.0.1"). */
-function isPlainIp(text: string): boolean {
-  if (ipaddr.IPv4.isValidFourPartDecimal(text)) return true;
-  return text.includes(':') && !text.includes('%') && ipaddr.IPv6.isValid(text);
 }
 
 /** The annotations/labels a node publishes for itself (the inverse of parsePeerInfo). */

@@ -44,6 +44,8 @@ export interface ForwarderLike {
   receive(node: string, chunk: Uint8Array): void;
   /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
   receivePackets?(node: string, packets: Packet[]): void;
+  /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
+  onPeerNeeded?(handler: (node: string) => void): void;
 }
 
 /** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
@@ -51,9 +53,8 @@ const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
 import type { PathKind } from './path-kind.ts';
 
-export type { PathKind };
-
-export interface PeerStatus {
+/** What the overlay knows of one peer; the agent merges it into its PeerStatus (agent/status.ts). */
+export interface OverlayPeerStatus {
   node: string;
   site: string;
   podCidrs: string[];
@@ -75,6 +76,8 @@ export interface OverlayCounters {
   gateDenied: Record<string, number>;
   /** Frames the peer sent that the forwarder rejected (stream reset). */
   badFrames: number;
+  /** Frame headers the tunnel reader refused before buffering a body (garbage, oversized; stream reset). */
+  badFrameHeaders: number;
   tunnelsOpened: number;
   pathChanges: number;
   /** Observed-address queries this node answered / refused (relays answer them). */
@@ -149,7 +152,7 @@ export interface Overlay {
   multiaddrs(): string[];
   connect(node: string): Promise<void>;
   pathOf(node: string): PathKind;
-  status(): PeerStatus[];
+  status(): OverlayPeerStatus[];
   counters(): OverlayCounters;
   /** Runs a hole punch to a peer now (we lead it) and resolves with the resulting path. */
   punchNow(node: string): Promise<PathKind>;
@@ -283,6 +286,7 @@ class OverlayImpl implements Overlay {
   readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
   #badFrames = 0;
+  #badFrameHeaders = 0;
   #tunnelsOpened = 0;
   #pathChanges = 0;
   #stopped = false;
@@ -324,6 +328,9 @@ class OverlayImpl implements Overlay {
     this.#every(keepalive, () => this.#keepalive());
     this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#closeIdle());
     this.#every(1000, () => this.#maybePunchAll());
+    opts.forwarder.onPeerNeeded?.((node) => {
+      this.connect(node).catch((err: Error) => this.#log.debug({ peer: node, err: err.message }, 'connect failed'));
+    });
   }
 
   multiaddrs(): string[] {
@@ -625,7 +632,10 @@ class OverlayImpl implements Overlay {
           throw err; // TunnelStream resets the stream
         }
       },
-      onClose: (t, err) => this.#onTunnelClosed(session, t, err),
+      onClose: (t, err) => {
+        this.#badFrameHeaders += t.badFrames; // garbage its reader refused before the forwarder saw it
+        this.#onTunnelClosed(session, t, err);
+      },
       onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
     });
     this.#tunnelsOpened++;
@@ -641,15 +651,11 @@ class OverlayImpl implements Overlay {
   }
 
   #attach(session: PeerSession): void {
-    if (session.attached) return;
-    try {
-      this.#opts.forwarder.attachLink(session.node, session.link);
-      session.attached = true;
-    } catch (err) {
-      // The forwarder does not know the peer yet (its pod CIDRs not set): the next tunnel
-      // event or packet retries; traffic cannot be routed to it before that anyway.
-      this.#log.warn({ peer: session.node, err: (err as Error).message }, 'forwarder refused the link');
-    }
+    // A session dropped meanwhile (the peer left) must not leave a link behind.
+    if (session.attached || this.#sessions.get(session.node) !== session) return;
+    // The forwarder keeps a link that comes before the peer's pod CIDRs are routed.
+    this.#opts.forwarder.attachLink(session.node, session.link);
+    session.attached = true;
   }
 
   #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
@@ -938,7 +944,7 @@ class OverlayImpl implements Overlay {
     return this.#sessions.get(node)?.preferred()?.caps;
   }
 
-  status(): PeerStatus[] {
+  status(): OverlayPeerStatus[] {
     return this.#dir
       .list()
       .filter((p) => p.peerId !== this.peerId)
@@ -967,6 +973,7 @@ class OverlayImpl implements Overlay {
       punch: this.#punch.counters,
       gateDenied: { ...this.#gate.denied },
       badFrames: this.#badFrames,
+      badFrameHeaders: this.#badFrameHeaders,
       tunnelsOpened: this.#tunnelsOpened,
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },

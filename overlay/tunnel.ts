@@ -1,27 +1,28 @@
-// The tunnel protocol /edgemesh/tunnel/1.0.0: one long-lived libp2p stream per peer and
+// The tunnel protocol /edgemesh/tunnel/2.0.0: one long-lived libp2p stream per peer and
 // path carrying the forwarder's frames.
 //
 // Wire format: each side first sends a 6-byte hello ("EMT", version, capability flags,
-// reserved), then records: u32 big-endian length + one frame exactly as PeerLink.send got
-// it. The record layer lets the receiver hand the forwarder whole frames only, so frames
-// from two streams of one peer (relayed and direct during a path switch) never interleave
-// mid-frame in the forwarder's per-peer decoder.
+// reserved), then frames exactly as PeerLink.send got them (dataplane/frame-codec.ts). The
+// reader cuts the stream at the frame header's own length (checked, and bounded, before
+// the body is buffered), so it hands the forwarder whole frames only: frames from two
+// streams of one peer (relayed and direct during a path switch) never interleave mid-frame
+// in the forwarder's per-peer decoder. Version 1 wrapped each frame in a second u32 length.
 //
-// Records are coalesced: frames accepted during one event-loop turn go out as one stream
+// Frames are coalesced: frames accepted during one event-loop turn go out as one stream
 // write (flushed from setImmediate, right after the poll phase that read the TUN). Every
 // stream write costs a yamux frame, a noise message and several socket writes whatever its
 // size: one write per small frame capped a tunnel of MTU-sized packets at ~0.1 Gbit/s.
 import type { Connection, Stream } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
+import { DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_LEN, readFrameHeader } from '../dataplane/frame-codec.ts';
 import { isCircuit } from './addresses.ts';
 
-export const TUNNEL_PROTOCOL = '/edgemesh/tunnel/1.0.0';
-export const TUNNEL_VERSION = 1;
+export const TUNNEL_PROTOCOL = '/edgemesh/tunnel/2.0.0';
+export const TUNNEL_VERSION = 2;
 const HELLO_LEN = 6;
 const MAGIC = [0x45, 0x4d, 0x54]; // "EMT"
 const FLAG_OFFLOAD = 0x01;
-const RECORD_HEADER_LEN = 4;
-/** Records copied into one stream write at most (a bigger single frame goes alone, uncopied). */
+/** Frames copied into one stream write at most (a bigger single frame goes alone, uncopied). */
 const WRITE_BATCH_BYTES = 256 * 1024;
 
 export interface TunnelCaps {
@@ -59,7 +60,7 @@ export interface TunnelStreamOptions {
   stream: Stream;
   connection: Connection;
   localCaps: TunnelCaps;
-  /** One whole frame from the peer. Throwing (FrameError) resets the stream. */
+  /** One whole frame from the peer (header checked, body not). Throwing (FrameError) resets the stream. */
   onFrame: (frame: Uint8Array) => void;
   onClose: (tunnel: TunnelStream, err?: Error) => void;
   /**
@@ -72,11 +73,11 @@ export interface TunnelStreamOptions {
   maxQueueBytes?: number;
   /** The connection runs over a relay's TCP splice (overlay/splice-client.ts): relayed, not direct. */
   spliced?: boolean;
-  /** Largest record accepted from the peer; larger = garbage, the stream is reset. */
-  maxRecordBytes?: number;
+  /** Largest frame accepted from the peer (default: the forwarder's); larger = garbage, the stream is reset. */
+  maxFrameBytes?: number;
 }
 
-/** One tunnel stream: handshake, bounded send queue with 'drain' backpressure, record reader. */
+/** One tunnel stream: handshake, bounded send queue with 'drain' backpressure, frame reader. */
 export class TunnelStream {
   readonly stream: Stream;
   readonly connection: Connection;
@@ -89,12 +90,14 @@ export class TunnelStream {
   txFrames = 0;
   rxFrames = 0;
   drops = 0;
+  /** Frame headers the reader refused (garbage, oversized): each resets the stream. */
+  badFrames = 0;
   lastActivity = Date.now();
   closed = false;
 
   readonly #opts: TunnelStreamOptions;
   readonly #maxQueueBytes: number;
-  readonly #maxRecordBytes: number;
+  readonly #maxFrameBytes: number;
   readonly #queue: Uint8Array[] = [];
   #queuedBytes = 0;
   #waitingForDrain = false;
@@ -110,8 +113,7 @@ export class TunnelStream {
     this.spliced = opts.spliced === true;
     this.direct = !this.spliced && !isCircuit(opts.connection.remoteAddr);
     this.#maxQueueBytes = opts.maxQueueBytes ?? 8 * 1024 * 1024;
-    // The forwarder's frames are at most 4 MiB (dataplane DEFAULT_MAX_FRAME_BYTES).
-    this.#maxRecordBytes = opts.maxRecordBytes ?? 4 * 1024 * 1024 + 64 * 1024;
+    this.#maxFrameBytes = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
     this.ready = this.#readyResolvers.promise;
     // Nobody may be waiting on `ready` when a stream dies early: avoid an unhandled rejection.
     this.ready.catch(() => {});
@@ -167,26 +169,21 @@ export class TunnelStream {
     this.#closed();
   }
 
-  /** Writes `frames` as records in one stream write: one copy, then one yamux/noise message per 64 KiB. */
-  #writeRecords(frames: Uint8Array[], bytes: number): boolean {
-    let data: Uint8Array | Uint8ArrayList;
+  /** Writes `frames` in one stream write: one copy, then one yamux/noise message per 64 KiB. */
+  #writeFrames(frames: Uint8Array[], bytes: number): boolean {
+    let data: Uint8Array;
     if (frames.length === 1) {
-      const header = new Uint8Array(RECORD_HEADER_LEN);
-      new DataView(header.buffer).setUint32(0, frames[0]!.length);
-      data = new Uint8ArrayList(header, frames[0]!);
+      data = frames[0]!;
     } else {
-      const buf = new Uint8Array(bytes);
-      const view = new DataView(buf.buffer);
+      data = new Uint8Array(bytes);
       let offset = 0;
       for (const f of frames) {
-        view.setUint32(offset, f.length);
-        buf.set(f, offset + RECORD_HEADER_LEN);
-        offset += RECORD_HEADER_LEN + f.length;
+        data.set(f, offset);
+        offset += f.length;
       }
-      data = buf;
     }
     if (!this.#write(data)) return false;
-    this.txBytes += bytes - frames.length * RECORD_HEADER_LEN;
+    this.txBytes += bytes;
     this.txFrames += frames.length;
     return true;
   }
@@ -210,14 +207,14 @@ export class TunnelStream {
       let n = 0;
       let bytes = 0;
       while (n < this.#queue.length) {
-        const add = RECORD_HEADER_LEN + this.#queue[n]!.length;
+        const add = this.#queue[n]!.length;
         if (n > 0 && bytes + add > WRITE_BATCH_BYTES) break;
         bytes += add;
         n++;
       }
       const frames = this.#queue.splice(0, n);
-      this.#queuedBytes -= bytes - n * RECORD_HEADER_LEN;
-      this.#writeRecords(frames, bytes);
+      this.#queuedBytes -= bytes;
+      this.#writeFrames(frames, bytes);
     }
   }
 
@@ -235,12 +232,17 @@ export class TunnelStream {
         this.#helloSeen = true;
         this.#readyResolvers.resolve(this.caps);
       }
-      while (this.#rx.byteLength >= RECORD_HEADER_LEN) {
-        const len = this.#rx.getUint32(0);
-        if (len > this.#maxRecordBytes) throw new TunnelProtocolError(`record of ${len} bytes exceeds the limit`);
-        if (this.#rx.byteLength < RECORD_HEADER_LEN + len) return;
-        const frame = this.#rx.subarray(RECORD_HEADER_LEN, RECORD_HEADER_LEN + len);
-        this.#rx.consume(RECORD_HEADER_LEN + len);
+      while (this.#rx.byteLength >= FRAME_HEADER_LEN) {
+        let len: number;
+        try {
+          len = readFrameHeader(this.#rx.subarray(0, FRAME_HEADER_LEN), 0, this.#maxFrameBytes);
+        } catch (err) {
+          this.badFrames++;
+          throw err;
+        }
+        if (this.#rx.byteLength < len) return;
+        const frame = this.#rx.subarray(0, len);
+        this.#rx.consume(len);
         this.rxBytes += len;
         this.rxFrames++;
         this.#opts.onFrame(frame);

@@ -1,9 +1,11 @@
 // One overlay node as its own process (run inside a node namespace by the overlay tests):
-// the real overlay with a forwarder double that checks every frame's SHA-256 trailer. Commands arrive as JSON lines on stdin; replies and events leave on stdout.
+// the real overlay with a forwarder double that checks every frame's SHA-256 trailer (one
+// packet per frame, real frame codec: the tunnel reader cuts the stream at frame headers). Commands arrive as JSON lines on stdin; replies and events leave on stdout.
 import { createHash, randomBytes } from 'node:crypto';
 import { connect as connectTcp } from 'node:net';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
+import { encodeFrame, FRAME_HEADER_LEN, PACKET_HEADER_LEN } from '../../dataplane/frame-codec.ts';
 import type { Packet, PeerLink } from '../../dataplane/types.ts';
 import { relayAllocateDatagram, UdpRelay } from '../../dataplane/udp-relay.ts';
 import { UdpDataSocket } from '../../dataplane/udp-session.ts';
@@ -59,9 +61,10 @@ class CheckingForwarder implements ForwarderLike {
       stats.bytes += chunk.length;
       return;
     }
-    const body = chunk.subarray(0, chunk.length - 32);
+    // The frame's one packet (no vnet header) carries the body and its SHA-256.
+    const body = chunk.subarray(FRAME_HEADER_LEN + PACKET_HEADER_LEN, chunk.length - 32);
     const sum = createHash('sha256').update(body).digest();
-    if (chunk.length < 33 || !sum.equals(chunk.subarray(chunk.length - 32))) {
+    if (chunk.length < FRAME_HEADER_LEN + PACKET_HEADER_LEN + 33 || !sum.equals(chunk.subarray(chunk.length - 32))) {
       stats.bad++;
       throw new Error('FrameError: checksum mismatch');
     }
@@ -70,9 +73,15 @@ class CheckingForwarder implements ForwarderLike {
   }
 }
 
-function makeFrame(size: number): Uint8Array {
+/** `size` bytes (at least 33): random bytes followed by their SHA-256. */
+function checksummed(size: number): Uint8Array {
   const body = randomBytes(Math.max(1, size - 32));
   return Buffer.concat([body, createHash('sha256').update(body).digest()]);
+}
+
+/** A frame of `size` bytes (at least 51): one checksummed packet without a vnet header. */
+function makeFrame(size: number): Uint8Array {
+  return encodeFrame([{ vnet: new Uint8Array(0), data: checksummed(size - FRAME_HEADER_LEN - PACKET_HEADER_LEN) }]);
 }
 
 const forwarder = new CheckingForwarder();
@@ -170,7 +179,7 @@ async function blast(
 }
 
 function makePacket(size: number): Packet {
-  return { vnet: new Uint8Array(10), data: makeFrame(size) };
+  return { vnet: new Uint8Array(10), data: checksummed(size) };
 }
 
 /** Sends `count` checksummed packets on the UDP session (the link must carry packets now). */

@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
 import { fetchStatus } from '../../../agent/control-api.ts';
+import type { AgentStatus } from '../../../agent/status.ts';
 import { run, tryRun } from '../../../common/exec.ts';
 import { createNetns, deleteNetns, runPrefix } from '../../../common/netns.ts';
 
@@ -279,8 +280,8 @@ export class AgentCluster {
   }
 
   /** The agent's `GET /status` (the unix socket is reachable from any namespace). */
-  async status(n: TestNode): Promise<AgentStatusJson> {
-    return (await fetchStatus(join(n.runDir, 'agent.sock'))) as AgentStatusJson;
+  async status(n: TestNode): Promise<AgentStatus> {
+    return await fetchStatus(join(n.runDir, 'agent.sock'));
   }
 
   /** The plugin config a runtime would hand to the first plugin of the node's conflist. */
@@ -363,25 +364,4 @@ export class AgentCluster {
     for (const ns of this.netnses.reverse()) await deleteNetns(ns);
     if (this.dir) await rm(this.dir, { recursive: true, force: true });
   }
-}
-
-export interface AgentStatusJson {
-  node: string;
-  site: string;
-  peerId: string;
-  podCidrs: string[];
-  ready: boolean;
-  peers: Array<{
-    node: string;
-    site: string;
-    podCidrs: string[];
-    refusedCidrs?: Array<{ cidr: string; reason: string }>;
-    path: string;
-    rttMs: number | null;
-    txBytes: number;
-    rxBytes: number;
-    txPackets: number;
-    rxPackets: number;
-    lastSeen: string | null;
-  }>;
 }

@@ -6,9 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../../common/exec.ts';
 import { configureInterface, ensureRoute } from '../../../common/host-net/index.ts';
 import { createNetns, deleteNetns, runIn, runPrefix } from '../../../common/netns.ts';
-import { GSO_TCPV4, GSO_TCPV6, gsoType, TunDevice } from '../../../dataplane/tun-device.ts';
+import { TunDevice } from '../../../dataplane/tun-device.ts';
 import type { Packet } from '../../../dataplane/types.ts';
 import { VNET_HDR_LEN } from '../../../dataplane/types.ts';
+import { GSO_TCPV4, GSO_TCPV6, gsoType } from '../../../dataplane/vnet-header.ts';
 import { withoutPrivileges } from '../../support/without-privileges.ts';
 
 const prefix = runPrefix('emtun');

@@ -2,11 +2,12 @@
 // The relay reaches the NAT'd node over the connection that node holds for its reservation;
 // a public non-relay node goes through the relay, then the NAT'd node dials it back directly.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; bytes: number; bad: number }>;
-  status: Array<{ node: string; path: string; remoteAddr?: string }>;
+  status: OverlayPeerStatus[];
 }
 
 describe('public node → NAT’d node, the public side first', () => {

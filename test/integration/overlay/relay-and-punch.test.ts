@@ -5,6 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import {
   createOverlayCluster,
   LISTEN_PORT,
@@ -17,7 +18,7 @@ import { setDirectPathCut } from '../../support/overlay-topology.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; bytes: number; bad: number }>;
-  status: Array<{ node: string; path: string; remoteAddr?: string }>;
+  status: OverlayPeerStatus[];
   counters: {
     punch: { attempts: number; successes: number; failures: Record<string, number> };
     gateDenied: Record<string, number>;

@@ -3,11 +3,12 @@
 // with a port per node, both get their own direct connection. The punch responder also
 // refuses offers whose address is not where the relay sees the leader, and rate-limits.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; bad: number }>;
-  status: Array<{ node: string; path: string; remoteAddr?: string }>;
+  status: OverlayPeerStatus[];
   counters: {
     punch: { attempts: number; successes: number; failures: Record<string, number> };
     observed: { answered: number; refused: number };

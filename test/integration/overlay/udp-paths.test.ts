@@ -3,12 +3,13 @@
 // over UDP directly, and when site A's router drops UDP the pair falls back to the stream
 // tunnel and keeps carrying traffic, then returns to UDP once it answers again.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 import { setUdpBlockedAtA } from '../../support/overlay-topology.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; packets: number; bad: number }>;
-  status: Array<{ node: string; path: string; remoteAddr?: string }>;
+  status: OverlayPeerStatus[];
   counters: {
     pathChanges: number;
     udp?: {

@@ -3,6 +3,7 @@
 // (the responder keeps sending on the old session until the peer uses the new one) and the
 // path stays on UDP. (Removal of retired sessions: test/integration/overlay/session-protocol.test.ts.)
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
 interface Stats {
@@ -13,7 +14,7 @@ interface Stats {
       paths: { switches: number };
     };
   };
-  status: Array<{ node: string; path: string }>;
+  status: OverlayPeerStatus[];
 }
 
 describe('UDP rekey under traffic', () => {

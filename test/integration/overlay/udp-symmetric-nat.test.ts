@@ -3,11 +3,12 @@
 // so the pair stays on the stream tunnel, keeps carrying traffic, and the probing it spends
 // is bounded and counted (birthday-style probing for this case is future work).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OverlayPeerStatus } from '../../../overlay/overlay.ts';
 import { createOverlayCluster, type OverlayCluster, waitFor } from '../../support/overlay-cluster.ts';
 
 interface Stats {
   rx: Record<string, { frames: number; packets: number; bad: number }>;
-  status: Array<{ node: string; path: string }>;
+  status: OverlayPeerStatus[];
   natKind?: string;
   counters: {
     udp?: {

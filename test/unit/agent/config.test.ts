@@ -122,7 +122,7 @@ describe('agent config', () => {
 
   it('names every bad field on its own line', () => {
     const path = configFile(`
-clusterCidrs: [10.244.0.5/16]
+clusterCidrs: [10.244.0.5/16, 10.0/16]
 nodeIp: not-an-ip
 tun: { name: a-very-long-interface-name, mtu: 100 }
 overlay: { listen: [tcp://0.0.0.0:4001] }
@@ -132,6 +132,7 @@ bogus: 1
     const text = issues.join('\n');
     expect(text).toMatch(/^nodeName: required/m);
     expect(text).toMatch(/^clusterCidrs\[0\]: expected a CIDR/m);
+    expect(text).toMatch(/^clusterCidrs\[1\]: expected a CIDR/m); // ipaddr.js alone reads "10.0" as 10.0.0.0
     expect(text).toMatch(/^nodeIp: expected an IP address/m);
     expect(text).toMatch(/^tun\.name: interface names have at most 15/m);
     expect(text).toMatch(/^tun\.mtu: /m);

@@ -101,14 +101,46 @@ describe('NodeWatch', () => {
     t.watch.upsert(node('peer', { cidr: '10.244.9.0/24' }));
     expect(t.calls.at(-1)).toBe('set peer 10.244.9.0/24');
     expect(t.changes()).toBe(2);
-    // A new InternalIP (dual-stack next hop) is a routing change although the directory is unchanged.
-    t.watch.upsert(node('peer', { cidr: '10.244.9.0/24', ips: ['192.168.1.2', 'fd00::2'] }));
+    // A new InternalIP (dual-stack next hop) is part of the peer: a change like any other.
+    t.watch.upsert(node('peer', { cidr: '10.244.9.0/24', ips: ['192.168.1.2', 'fd00::2', 'not-an-ip'] }));
     expect(t.changes()).toBe(3);
-    expect(t.watch.internalIps('peer')).toEqual(['192.168.1.2', 'fd00::2']);
+    expect(t.directory.get('peer')?.internalIps).toEqual(['192.168.1.2', 'fd00::2']);
     t.watch.remove(node('peer'));
     expect(t.calls.at(-1)).toBe('remove peer');
     expect(t.directory.list()).toEqual([]);
-    expect(t.watch.internalIps('peer')).toEqual([]);
+  });
+
+  it('takes the routes of a peer whose update failed, but keeps the peer (and the link the overlay gave it)', () => {
+    const calls: string[] = [];
+    const authority = authorityWith([['10.244.2.0/24', 'peer']]);
+    let fail = false;
+    const verify = authority.verify.bind(authority);
+    authority.verify = (n, cidrs) => {
+      if (fail) throw new Error('a bug nobody foresaw');
+      return verify(n, cidrs);
+    };
+    const watch = new NodeWatch({
+      api: {} as NodeApi,
+      selfName: 'me',
+      directory: new PeerDirectory(),
+      forwarder: {
+        setPeer: (n, cidrs) => {
+          calls.push(`set ${n} ${cidrs.join(',')}`);
+          return [];
+        },
+        removePeer: (n) => {
+          calls.push(`remove ${n}`);
+        },
+      },
+      authority,
+      onChange: () => undefined,
+      logger: silentLogger(),
+    });
+    watch.upsert(node('peer'));
+    fail = true;
+    watch.upsert(node('peer', { cidr: '10.244.9.0/24' }));
+    expect(watch.handlerErrors).toBe(1);
+    expect(calls).toEqual(['set peer 10.244.2.0/24', 'set peer ']);
   });
 
   it('keeps its own Node out of the peers but reports it', () => {

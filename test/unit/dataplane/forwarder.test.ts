@@ -8,7 +8,6 @@ import { plain, udp4, udp6 } from './packets.ts';
 /** A PacketIO double: the test injects read batches and sees every write. */
 class FakeTun implements PacketIO {
   readonly offload: boolean;
-  offloadFlags: string[] | undefined;
   handler: ((batch: Packet[]) => void) | undefined;
   writes: Packet[][] = [];
   accept = Number.POSITIVE_INFINITY;
@@ -113,6 +112,29 @@ describe('Forwarder outbound', () => {
     expect(late.frames.length).toBe(1);
   });
 
+  it('keeps a link that comes before the peer is set: it carries nothing until its CIDRs are routed', () => {
+    const tun = new FakeTun();
+    const needed: string[] = [];
+    const fwd = new Forwarder({ tun, localCidrs: ['10.1.0.0/24'], logger: silentLogger() });
+    fwd.onPeerNeeded((n) => needed.push(n)); // the overlay subscribes after the forwarder exists
+    const link = new FakeLink();
+    fwd.attachLink('early', link);
+    fwd.receive('early', encodeFrame([plain(udp4('10.7.0.5', '10.1.0.5'))]));
+    expect(tun.writes).toEqual([]);
+    expect(fwd.stats().drops).toEqual({ 'spoofed-source': 1 }); // no CIDRs of its own yet
+    tun.read([plain(udp4('10.1.0.5', '10.7.0.9'))]);
+    expect(fwd.stats().drops['no-route']).toBe(1);
+    fwd.setPeer('early', ['10.7.0.0/24']);
+    tun.read([plain(udp4('10.1.0.5', '10.7.0.9'))]);
+    expect(link.packets().length).toBe(1); // the same link, no new connect asked for
+    expect(needed).toEqual([]);
+    fwd.receive('early', encodeFrame([plain(udp4('10.7.0.5', '10.1.0.5'))]));
+    expect(tun.writes.length).toBe(1);
+    fwd.setPeer('other', ['10.8.0.0/24']);
+    tun.read([plain(udp4('10.1.0.5', '10.8.0.9'))]);
+    expect(needed).toEqual(['other']);
+  });
+
   it('counts frames refused by a full link', () => {
     const { tun, fwd } = setup();
     const link = new FakeLink();
@@ -152,18 +174,18 @@ describe('Forwarder outbound', () => {
 });
 
 describe('Forwarder: bounded work per received frame', () => {
-  it('drops and counts a super-packet with a hostile gso_size or size instead of segmenting it', () => {
+  it('drops and counts a packet larger than any IP datagram; hands a super-packet to the TUN whole', () => {
     const { tun, fwd } = setup({ offload: false });
     const packet = udp4('10.2.0.7', '10.1.0.5', 60_000);
     const vnet = new Uint8Array(10);
     vnet[1] = 5; // GSO_UDP_L4
     vnet[2] = 28; // hdr_len
-    vnet[4] = 1; // gso_size 1: 60,000 segments
+    vnet[4] = 1; // gso_size 1: the TUN refuses it (test/unit/dataplane/tun-offloads.test.ts)
     fwd.receive('node2', encodeFrame([{ vnet, data: packet }]));
     const oversize = udp4('10.2.0.7', '10.1.0.5', 200_000);
     fwd.receive('node2', encodeFrame([{ vnet: new Uint8Array(10), data: oversize }]));
-    expect(tun.writes).toEqual([]);
-    expect(fwd.stats().drops).toEqual({ 'gso-size-too-small': 1, 'too-large': 1 });
+    expect(tun.writes.map((w) => w.map((p) => p.data.length))).toEqual([[60_028]]);
+    expect(fwd.stats().drops).toEqual({ 'too-large': 1 });
   });
 });
 
@@ -243,63 +265,17 @@ describe('Forwarder inbound', () => {
     expect(fwd.stats().drops).toEqual({ 'tun-write': 1 });
   });
 
-  it('segments a super-packet for a TUN without offloads', () => {
+  it('hands a super-packet to the TUN as it is, whatever the TUN offloads', () => {
     const { tun, fwd } = setup({ offload: false });
-    // a TCPv4 super-packet: 20 IP + 20 TCP + 3000 payload, gso_size 1000
-    const data = new Uint8Array(3040);
-    const dv = new DataView(data.buffer);
-    data[0] = 0x45;
-    dv.setUint16(2, 3040);
-    data[8] = 64;
-    data[9] = 6;
-    data.set([10, 2, 0, 7], 12);
-    data.set([10, 1, 0, 5], 16);
-    let sum = 0;
-    for (let i = 0; i < 20; i += 2) sum += dv.getUint16(i);
-    sum = (sum & 0xffff) + (sum >>> 16);
-    dv.setUint16(10, ~sum & 0xffff);
-    data[32] = 5 << 4;
-    data[33] = 0x18;
+    const data = udp4('10.2.0.7', '10.1.0.5', 3000);
     const vnet = new Uint8Array(10);
-    const vv = new DataView(vnet.buffer);
-    vnet[0] = 1;
-    vnet[1] = 1;
-    vv.setUint16(2, 40, true);
-    vv.setUint16(4, 1000, true);
-    vv.setUint16(6, 20, true);
-    vv.setUint16(8, 16, true);
-    fwd.receive('node2', encodeFrame([{ vnet, data }]));
-    expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([1040, 1040, 1040]);
-    expect(fwd.stats().peers['node2']).toMatchObject({ rxPackets: 1, rxBytes: 3040 });
-  });
-});
-
-describe('Forwarder and the TUN offload kinds', () => {
-  function udpSuperPacket(): Packet {
-    const data = udp4('10.2.0.7', '10.1.0.5', 3000); // one UDP header, 3000 bytes to cut in 3
-    const vnet = new Uint8Array(10);
-    const v = new DataView(vnet.buffer);
     vnet[0] = 1; // NEEDS_CSUM
     vnet[1] = 5; // GSO_UDP_L4
-    v.setUint16(2, 28, true);
-    v.setUint16(4, 1000, true);
-    v.setUint16(6, 20, true);
-    v.setUint16(8, 6, true);
-    return { vnet, data };
-  }
-
-  it('cuts a UDP super-packet in software when our offloading TUN lacks USO', () => {
-    const { tun, fwd } = setup();
-    tun.offloadFlags = ['csum', 'tso4', 'tso6'];
-    fwd.receive('node2', encodeFrame([udpSuperPacket()]));
-    expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([1028, 1028, 1028]);
-  });
-
-  it('passes it whole when the TUN has USO', () => {
-    const { tun, fwd } = setup();
-    tun.offloadFlags = ['csum', 'tso4', 'tso6', 'uso4', 'uso6'];
-    fwd.receive('node2', encodeFrame([udpSuperPacket()]));
-    expect(tun.writes[0]!.map((p) => p.data.length)).toEqual([3028]);
+    vnet[4] = 0xe8; // gso_size 1000
+    vnet[5] = 0x03;
+    fwd.receive('node2', encodeFrame([{ vnet, data }]));
+    expect(tun.writes[0]!.map((p) => [p.vnet[1], p.data.length])).toEqual([[5, 3028]]);
+    expect(fwd.stats().peers['node2']).toMatchObject({ rxPackets: 1, rxBytes: 3028 });
   });
 });
 

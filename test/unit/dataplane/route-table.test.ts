@@ -1,6 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { CidrError, parseCidr, RouteTable } from '../../../dataplane/route-table.ts';
+import { CidrError, parseCidr } from '../../../common/cidr.ts';
+import { RouteTable } from '../../../dataplane/route-table.ts';
 
 /** Reference LPM: scan every prefix, compare bit by bit, keep the longest that matches. */
 function bruteForce(routes: Map<string, string>, address: Uint8Array): string | undefined {

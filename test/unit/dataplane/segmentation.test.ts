@@ -7,17 +7,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import {
-  completeChecksum,
-  GSO_TCPV4,
-  GSO_TCPV6,
-  GSO_UDP,
-  GSO_UDP_L4,
-  readVnetHeader,
-  segmentSuperPacket,
-  toPlainPackets,
-} from '../../../dataplane/segmentation.ts';
+import { completeChecksum, segmentSuperPacket, toPlainPackets } from '../../../dataplane/segmentation.ts';
 import type { Packet } from '../../../dataplane/types.ts';
+import { GSO_TCPV4, GSO_TCPV6, GSO_UDP, GSO_UDP_L4, readVnetHeader } from '../../../dataplane/vnet-header.ts';
 
 const SRC4 = [10, 1, 0, 5];
 const DST4 = [10, 2, 0, 7];

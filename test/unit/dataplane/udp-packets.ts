@@ -1,8 +1,8 @@
 // Packet builders for the UDP session engine's unit tests: TCP/UDP over IPv4/IPv6 super-
 // packets with the virtio_net_hdr a TUN with offloads hands the forwarder.
 import { foldSum, pseudoHeaderSum, setIpv4HeaderChecksum } from '../../../dataplane/checksum.ts';
-import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 } from '../../../dataplane/segmentation.ts';
 import type { Packet } from '../../../dataplane/types.ts';
+import { GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4 } from '../../../dataplane/vnet-header.ts';
 
 export interface SuperSpec {
   v6: boolean;

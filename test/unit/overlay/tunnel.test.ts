@@ -3,6 +3,7 @@
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection, Stream } from '@libp2p/interface';
 import { afterEach, describe, expect, it } from 'vitest';
+import { encodeFrame, FRAME_HEADER_LEN, PACKET_HEADER_LEN } from '../../../dataplane/frame-codec.ts';
 import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
 import { createHost, type Host } from '../../../overlay/host.ts';
 import {
@@ -14,6 +15,14 @@ import {
   type TunnelCaps,
   TunnelStream,
 } from '../../../overlay/tunnel.ts';
+
+/** A frame of exactly `size` bytes whose one packet is filled with `fill`. */
+function frameOf(size: number, fill: number): Uint8Array {
+  const data = new Uint8Array(size - FRAME_HEADER_LEN - PACKET_HEADER_LEN).fill(fill);
+  return encodeFrame([{ vnet: new Uint8Array(0), data }]);
+}
+
+const sameBytes = (a: Uint8Array, b: Uint8Array) => Buffer.compare(a, b) === 0;
 
 describe('tunnel hello', () => {
   it('round-trips and negotiates the common capabilities', () => {
@@ -121,11 +130,13 @@ describe('tunnel stream over libp2p', () => {
     expect(await t.a.ready).toEqual({ offload: true });
     expect(await t.b.ready).toEqual({ offload: true });
     expect(t.a.direct).toBe(true);
-    const frames = Array.from({ length: 50 }, (_, i) => new Uint8Array(1000 + i * 997).fill(i));
+    const frames = Array.from({ length: 50 }, (_, i) => frameOf(1000 + i * 997, i));
     for (const f of frames) expect(t.a.send(f)).toBe(true);
     await expect.poll(() => t.rxB.length, { timeout: 5000 }).toBe(50);
-    expect(t.rxB.map((f) => [f.length, f[0]])).toEqual(frames.map((f, i) => [f.length, i]));
+    expect(t.rxB.every((f, i) => sameBytes(f, frames[i]!))).toBe(true);
+    // One length on the wire: the frame header's. The stream carries the frames and nothing else.
     expect(t.b.rxBytes).toBe(frames.reduce((n, f) => n + f.length, 0));
+    expect(t.a.txBytes).toBe(t.b.rxBytes);
   });
 
   it('coalesces the frames of one event-loop turn into few stream writes, in order', async () => {
@@ -139,11 +150,11 @@ describe('tunnel stream over libp2p', () => {
       return send(data);
     };
     // 1000 MTU-sized frames in one turn, as a burst of TUN batches would give.
-    const frames = Array.from({ length: 1000 }, (_, i) => new Uint8Array(1400).fill(i & 0xff));
+    const frames = Array.from({ length: 1000 }, (_, i) => frameOf(1400, i & 0xff));
     for (const f of frames) expect(t.a.send(f)).toBe(true);
     expect(writes).toBe(0); // nothing written before the turn ends
     await expect.poll(() => t.rxB.length, { timeout: 5000 }).toBe(1000);
-    expect(t.rxB.every((f, i) => f.length === 1400 && f[0] === (i & 0xff) && f[1399] === (i & 0xff))).toBe(true);
+    expect(t.rxB.every((f, i) => sameBytes(f, frames[i]!))).toBe(true);
     // 1.4 MB in 256 KiB writes: 6 writes, not 1000.
     expect(writes).toBeLessThanOrEqual(8);
     expect(t.a.txFrames).toBe(1000);
@@ -174,7 +185,7 @@ describe('tunnel stream over libp2p', () => {
     expect((await closedB.promise)?.message).toMatch(/version/);
   });
 
-  it('resets the stream on an oversized record and when the forwarder rejects a frame', async () => {
+  it('resets the stream on a garbage or oversized frame header, and when the forwarder rejects a frame', async () => {
     pair = await hostPair();
     const t = await tunnelPair(
       pair,
@@ -187,16 +198,26 @@ describe('tunnel stream over libp2p', () => {
       },
     );
     await t.a.ready;
-    t.a.send(new Uint8Array(100));
+    t.a.send(frameOf(100, 1));
     expect((await t.closedB)?.message).toMatch(/FrameError/);
+    expect(t.b.badFrames).toBe(0); // the forwarder's refusal, counted by the overlay
     await expect.poll(() => t.a.closed, { timeout: 5000 }).toBe(true);
 
     const t2 = await tunnelPair(pair, { offload: false }, { offload: false });
     await t2.a.ready;
-    const header = new Uint8Array(4);
-    new DataView(header.buffer).setUint32(0, 64 * 1024 * 1024);
+    // A valid header announcing 64 MiB: refused from the header alone, nothing buffered.
+    const header = frameOf(100, 0).subarray(0, FRAME_HEADER_LEN);
+    new DataView(header.buffer, header.byteOffset).setUint32(8, 64 * 1024 * 1024);
     t2.stream.send(header);
     expect((await t2.closedB)?.message).toMatch(/exceeds the limit/);
+    expect(t2.b.badFrames).toBe(1);
+
+    const t3 = await tunnelPair(pair, { offload: false }, { offload: false });
+    await t3.a.ready;
+    t3.stream.send(new Uint8Array(100).fill(7)); // a v1 record or any garbage: no frame magic
+    expect((await t3.closedB)?.message).toMatch(/bad frame magic/);
+    expect(t3.b.badFrames).toBe(1);
+    expect(t3.rxB).toEqual([]);
   });
 
   it('bounds the send queue: frames beyond it are refused, accepted ones all arrive', async () => {
@@ -207,7 +228,7 @@ describe('tunnel stream over libp2p', () => {
     let accepted = 0;
     let refused = 0;
     for (let i = 0; i < 400; i++) {
-      if (t.a.send(new Uint8Array(64 * 1024).fill(i & 0xff))) accepted++;
+      if (t.a.send(frameOf(64 * 1024, i & 0xff))) accepted++;
       else refused++;
       expect(t.a.queuedBytes).toBeLessThanOrEqual(max);
     }
