@@ -71,7 +71,8 @@ const VARIANTS: Record<string, string[]> = {
   'udp-tunloop': ['--receiver', 'thread', '--tun-reader', 'loop'],
   'udp-allloop': ['--receiver', 'loop', '--tun-reader', 'loop'],
   'udp-y32': ['--receiver', 'thread', '--tun-reader', 'thread', '--tun-write-burst', '32'],
-  'udp-auto': ['--receiver', 'loop', '--tun-reader', 'auto'],
+  'udp-auto': ['--receiver', 'auto', '--tun-reader', 'auto'],
+  'udp-tunauto': ['--receiver', 'loop', '--tun-reader', 'auto'],
   'udp-auto-y32': ['--receiver', 'loop', '--tun-reader', 'auto', '--tun-write-burst', '32'],
   'udp-allloop-y32': ['--receiver', 'loop', '--tun-reader', 'loop', '--tun-write-burst', '32'],
 };

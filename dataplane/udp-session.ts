@@ -55,9 +55,11 @@ export interface UdpDataSocketOptions {
   /**
    * Where datagrams are received: 'thread' (default) — a reader thread reads, opens and queues
    * batches for the JS thread; 'loop' — uv_poll on Node's event loop, read and opened on the
-   * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS).
+   * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS);
+   * 'auto' — the loop while traffic is light, handed to the thread when one wake-up opens 8
+   * datagrams, and back to the loop after 2 ms without one.
    */
-  receiver?: 'thread' | 'loop';
+  receiver?: 'thread' | 'loop' | 'auto';
   /** Called when onPackets/onControl throws (the error is counted, the socket keeps running). */
   onError?(err: Error): void;
 }
@@ -77,6 +79,9 @@ export interface UdpSocketStats {
   rxBatches: number;
   /** Received TCP segments merged into a previous packet of their flow. */
   rxCoalesced: number;
+  /** Receiver 'auto': times receiving moved from the event loop to the thread (load came) and back (idle). */
+  receiverHandoffs: number;
+  receiverHandbacks: number;
   sessions: number;
   /** Whether sends still use UDP_SEGMENT (cleared when the path refuses it). */
   gso: boolean;

@@ -4,7 +4,7 @@
 //
 //   ip netns exec NS node test/integration/dataplane/udp-node.ts --tun NAME --address 10.201.0.1/32 \
 //     --local 10.201.0.0/24 --peer nodeB --peer-cidr 10.202.0.0/24 --bind :: --port 7000 [--mtu 1400]
-//     [--receiver thread|loop] [--tun-reader thread|loop|auto] [--tun-write-burst N] [--coalesce 0|1]
+//     [--receiver thread|loop|auto] [--tun-reader thread|loop|auto] [--tun-write-burst N] [--coalesce 0|1]
 //
 // Control: one command per stdin line, "<id> <command> [json]"; replies are JSON lines on
 // stdout ({"id":..,"result":..} or {"id":..,"error":..}); events are {"event":..}.
@@ -81,7 +81,7 @@ const socket = UdpDataSocket.open({
     controls++;
   },
   onError: (err) => log.error({ err: String(err) }, 'handler failed'),
-  receiver: args.receiver === 'loop' ? 'loop' : 'thread',
+  receiver: args.receiver as 'thread' | 'loop' | 'auto',
   coalesce: args.coalesce !== '0',
 });
 let link: UdpSessionLink | undefined;
