@@ -47,7 +47,8 @@ function loadNative(): NativeTun {
  * thread (reading overlaps JS: the most throughput). 'loop': the fd is polled on Node's event
  * loop and read on the JS thread itself (one thread hop less per packet: lower RTT, but no
  * overlap). 'auto': on the loop while traffic is light, handed to the thread when one wake-up
- * finds 8 packets or 64 KiB, and back to the loop after 2 ms without a packet.
+ * finds 8 packets or 64 KiB, and back to the loop after 2 ms without a packet (the default:
+ * the loop's RTT when idle, the thread's throughput under load; docs/decisions.md).
  */
 export type TunReader = 'thread' | 'loop' | 'auto';
 
@@ -63,7 +64,7 @@ export interface TunOpenOptions {
    * Default: the process's current namespace. Only the open happens there; the fd works anywhere.
    */
   netns?: string;
-  /** Where the device is read (default 'thread'), see TunReader. */
+  /** Where the device is read (default 'auto'), see TunReader. */
   reader?: TunReader;
   /**
    * Packets one write() puts into the device before it yields the CPU (sched_yield), 0 for
@@ -152,7 +153,7 @@ export class TunDevice implements PacketIO {
       ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
       ...(opts.writeBurst !== undefined ? { writeBurst: opts.writeBurst } : {}),
     });
-    return new TunDevice(n, handle, opts.reader ?? 'thread');
+    return new TunDevice(n, handle, opts.reader ?? 'auto');
   }
 
   /** Sets the batch handler; the first call starts reading (the reader thread, or polling on the loop). */

@@ -53,11 +53,12 @@ export interface UdpDataSocketOptions {
    */
   coalesce?: boolean;
   /**
-   * Where datagrams are received: 'thread' (default) — a reader thread reads, opens and queues
+   * Where datagrams are received: 'thread' — a reader thread reads, opens and queues
    * batches for the JS thread; 'loop' — uv_poll on Node's event loop, read and opened on the
    * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS);
-   * 'auto' — the loop while traffic is light, handed to the thread when one wake-up opens 8
-   * datagrams, and back to the loop after 2 ms without one.
+   * 'auto' (default) — the loop while traffic is light, handed to the thread when one wake-up
+   * opens 8 datagrams, and back to the loop after 2 ms without one (the loop's RTT when idle,
+   * the thread's throughput and smaller bursts under load; docs/decisions.md).
    */
   receiver?: 'thread' | 'loop' | 'auto';
   /** Called when onPackets/onControl throws (the error is counted, the socket keeps running). */
@@ -223,14 +224,14 @@ export class UdpDataSocket {
         cipher: opts.cipher ?? 'aes-256-gcm',
         ...(opts.counterLimit !== undefined ? { counterLimit: opts.counterLimit } : {}),
         ...(opts.coalesce !== undefined ? { coalesce: opts.coalesce } : {}),
-        ...(opts.receiver !== undefined ? { receiver: opts.receiver } : {}),
+        receiver: opts.receiver ?? 'auto',
       },
       (buf, count) => this.#deliver(buf, count),
     );
     this.port = this.#handle.port;
   }
 
-  /** Binds the socket and starts its reader thread. Throws an Error whose message starts with the errno name. */
+  /** Binds the socket and starts receiving. Throws an Error whose message starts with the errno name. */
   static open(opts: UdpDataSocketOptions): UdpDataSocket {
     if (isIP(opts.bind) === 0) throw new TypeError(`bind must be an IP address, got ${JSON.stringify(opts.bind)}`);
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535)
