@@ -47,7 +47,7 @@ function loadNative(): NativeTun {
  * thread (reading overlaps JS: the most throughput). 'loop': the fd is polled on Node's event
  * loop and read on the JS thread itself (one thread hop less per packet: lower RTT, but no
  * overlap). 'auto': on the loop while traffic is light, handed to the thread when one wake-up
- * finds 8 packets or 64 KiB, and back to the loop after 2 ms without a packet (the default:
+ * finds 8 packets or 64 KiB, and back to the loop after 20 ms without a packet (the default:
  * the loop's RTT when idle, the thread's throughput under load; docs/decisions.md).
  */
 export type TunReader = 'thread' | 'loop' | 'auto';

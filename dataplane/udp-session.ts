@@ -57,7 +57,7 @@ export interface UdpDataSocketOptions {
    * batches for the JS thread; 'loop' — uv_poll on Node's event loop, read and opened on the
    * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS);
    * 'auto' (default) — the loop while traffic is light, handed to the thread when one wake-up
-   * opens 8 datagrams, and back to the loop after 2 ms without one (the loop's RTT when idle,
+   * opens 8 datagrams, and back to the loop after 20 ms without one (the loop's RTT when idle,
    * the thread's throughput and smaller bursts under load; docs/decisions.md).
    */
   receiver?: 'thread' | 'loop' | 'auto';

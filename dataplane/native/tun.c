@@ -16,7 +16,7 @@
 //  - The thread costs a hop per packet (reader wakes, then the JS thread wakes): reader 'loop'
 //    polls the fd on Node's event loop instead (uv_poll) and reads on the JS thread, 'auto'
 //    does that while traffic is light and hands reading to the thread when a wake-up finds a
-//    batch (the thread overlaps reading with JS: the throughput), back after 2 ms of idle.
+//    batch (the thread overlaps reading with JS: the throughput), back after 20 ms of idle.
 // Errors thrown to JS carry the errno name first, e.g. "EPERM: TUNSETIFF failed (...)", and
 // the error's .code is that errno name.
 #define _GNU_SOURCE
@@ -63,7 +63,7 @@
 // the thread hands it back after this long without a packet.
 #define AUTO_BUSY_PACKETS 8
 #define AUTO_BUSY_BYTES (64 * 1024)
-#define AUTO_IDLE_MS 2
+#define AUTO_IDLE_MS 20
 // A batch_t.err that is no errno: the thread went idle, the loop polls again.
 #define EM_HANDBACK (-1)
 

@@ -81,7 +81,7 @@
 // Receiver 'auto': the loop hands receiving to the thread when one wake-up opens this many
 // datagrams, and the thread hands it back after this long without one.
 #define AUTO_BUSY_DATAGRAMS 8
-#define AUTO_IDLE_MS 2
+#define AUTO_IDLE_MS 20
 
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
