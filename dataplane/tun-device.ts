@@ -18,12 +18,14 @@ interface NativeStats {
   rxBatches: number;
   rxReadErrors: number;
   txErrors: number;
+  readerHandoffs: number;
+  readerHandbacks: number;
   lastTxError: string | null;
 }
 
 interface NativeTun {
-  open(opts: { name: string; offload: boolean; mtu?: number; netns?: string }): NativeHandle;
-  start(h: NativeHandle, cb: (buf: ArrayBuffer | null, count: number, err?: string) => void): void;
+  open(opts: { name: string; offload: boolean; mtu?: number; netns?: string; writeBurst?: number }): NativeHandle;
+  start(h: NativeHandle, cb: (buf: ArrayBuffer | null, count: number, err?: string) => void, reader: TunReader): void;
   write(h: NativeHandle, parts: Uint8Array[], partsPerPacket: 1 | 2, status: Uint8Array): number;
   stats(h: NativeHandle): NativeStats;
   close(h: NativeHandle): void;
@@ -42,6 +44,16 @@ function loadNative(): NativeTun {
   return native;
 }
 
+/**
+ * Where a TUN is read. 'thread': a reader thread drains it and queues batches for the JS
+ * thread (reading overlaps JS: the most throughput). 'loop': the fd is polled on Node's event
+ * loop and read on the JS thread itself (one thread hop less per packet: lower RTT, but no
+ * overlap). 'auto': on the loop while traffic is light, handed to the thread when one wake-up
+ * finds 8 packets or 64 KiB, and back to the loop after 20 ms without a packet (the default:
+ * the loop's RTT when idle, the thread's throughput under load; docs/decisions.md).
+ */
+export type TunReader = 'thread' | 'loop' | 'auto';
+
 export interface TunOpenOptions {
   /** Interface name (≤ 15 characters); an existing TUN is attached, otherwise one is created. */
   name: string;
@@ -54,6 +66,15 @@ export interface TunOpenOptions {
    * Default: the process's current namespace. Only the open happens there; the fd works anywhere.
    */
   netns?: string;
+  /** Where the device is read (default 'auto'), see TunReader. */
+  reader?: TunReader;
+  /**
+   * Packets one write() puts into the device before it yields the CPU (sched_yield), 0 for
+   * never (default). Every TUN write hands its packet to the receiving socket at once, so a
+   * long run of small packets overflows a receiver's default socket buffer (~90 datagrams)
+   * unless the receiver gets to read in between.
+   */
+  writeBurst?: number;
 }
 
 export interface TunStats {
@@ -73,6 +94,9 @@ export interface TunStats {
   refused: Partial<Record<WriteRefusal, number>>;
   /** Exceptions thrown by the onBatch handler (also reported to onError). */
   handlerErrors: number;
+  /** Reader 'auto': times reading moved from the event loop to the thread (load came) and back (idle). */
+  readerHandoffs: number;
+  readerHandbacks: number;
   lastTxError: string | null;
 }
 
@@ -119,6 +143,7 @@ export class TunDevice implements PacketIO {
   readonly #handle: NativeHandle;
   #handler: ((batch: Packet[]) => void) | undefined;
   #errorHandler: ((err: Error) => void) | undefined;
+  readonly #reader: TunReader;
   #started = false;
   #closed = false;
   #status = new Uint8Array(256);
@@ -132,8 +157,9 @@ export class TunDevice implements PacketIO {
   #handlerErrors = 0;
   readonly #refused: Partial<Record<WriteRefusal, number>> = {};
 
-  private constructor(nativeTun: NativeTun, handle: NativeHandle) {
+  private constructor(nativeTun: NativeTun, handle: NativeHandle, reader: TunReader) {
     this.#native = nativeTun;
+    this.#reader = reader;
     this.#handle = handle;
     this.name = handle.name;
     this.offload = handle.offload;
@@ -149,17 +175,18 @@ export class TunDevice implements PacketIO {
       offload: opts.offload ?? true,
       ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
       ...(opts.netns !== undefined ? { netns: opts.netns } : {}),
+      ...(opts.writeBurst !== undefined ? { writeBurst: opts.writeBurst } : {}),
     });
-    return new TunDevice(n, handle);
+    return new TunDevice(n, handle, opts.reader ?? 'auto');
   }
 
-  /** Sets the batch handler; the first call starts the reader thread. */
+  /** Sets the batch handler; the first call starts reading (the reader thread, or polling on the loop). */
   onBatch(handler: (batch: Packet[]) => void): void {
     if (this.#closed) throw new Error(`EBADF: TUN ${this.name} is closed`);
     this.#handler = handler;
     if (this.#started) return;
     this.#started = true;
-    this.#native.start(this.#handle, (buf, count, err) => this.#deliver(buf, count, err));
+    this.#native.start(this.#handle, (buf, count, err) => this.#deliver(buf, count, err), this.#reader);
   }
 
   /** Called when the reader stops on an error (e.g. the interface was deleted) or the batch handler throws. */
@@ -281,6 +308,8 @@ export class TunDevice implements PacketIO {
       errors: this.#localErrors + s.rxReadErrors + s.txErrors,
       handlerErrors: this.#handlerErrors,
       refused: { ...this.#refused },
+      readerHandoffs: s.readerHandoffs,
+      readerHandbacks: s.readerHandbacks,
       lastTxError: s.lastTxError,
     };
   }

@@ -58,11 +58,14 @@ export interface UdpDataSocketOptions {
    */
   coalesce?: boolean;
   /**
-   * Where datagrams are received: 'thread' (default) — a reader thread reads, opens and queues
+   * Where datagrams are received: 'thread' — a reader thread reads, opens and queues
    * batches for the JS thread; 'loop' — uv_poll on Node's event loop, read and opened on the
-   * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS).
+   * JS thread itself (one thread hop less per packet: lower RTT, no overlap of opening and JS);
+   * 'auto' (default) — the loop while traffic is light, handed to the thread when one wake-up
+   * opens 8 datagrams, and back to the loop after 20 ms without one (the loop's RTT when idle,
+   * the thread's throughput and smaller bursts under load; docs/decisions.md).
    */
-  receiver?: 'thread' | 'loop';
+  receiver?: 'thread' | 'loop' | 'auto';
   /** Called when onPackets/onControl throws (the error is counted, the socket keeps running). */
   onError?(err: Error): void;
 }
@@ -82,6 +85,9 @@ export interface UdpSocketStats {
   rxBatches: number;
   /** Received TCP segments merged into a previous packet of their flow. */
   rxCoalesced: number;
+  /** Receiver 'auto': times receiving moved from the event loop to the thread (load came) and back (idle). */
+  receiverHandoffs: number;
+  receiverHandbacks: number;
   sessions: number;
   /** Extra sockets open (addSocket). */
   extraSockets: number;
@@ -236,14 +242,14 @@ export class UdpDataSocket {
         cipher: opts.cipher ?? 'aes-256-gcm',
         ...(opts.counterLimit !== undefined ? { counterLimit: opts.counterLimit } : {}),
         ...(opts.coalesce !== undefined ? { coalesce: opts.coalesce } : {}),
-        ...(opts.receiver !== undefined ? { receiver: opts.receiver } : {}),
+        receiver: opts.receiver ?? 'auto',
       },
       (buf, count) => this.#deliver(buf, count),
     );
     this.port = this.#handle.port;
   }
 
-  /** Binds the socket and starts its reader thread. Throws an Error whose message starts with the errno name. */
+  /** Binds the socket and starts receiving. Throws an Error whose message starts with the errno name. */
   static open(opts: UdpDataSocketOptions): UdpDataSocket {
     if (isIP(opts.bind) === 0) throw new TypeError(`bind must be an IP address, got ${JSON.stringify(opts.bind)}`);
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535)

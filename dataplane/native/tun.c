@@ -13,6 +13,10 @@
 //  - Hand-off goes through a napi_threadsafe_function with a bounded queue in blocking mode:
 //    when JS is slow the reader blocks, so the kernel's own TUN queue (txqueuelen) fills and
 //    the kernel drops and counts, exactly like a NIC. Nothing grows without bound.
+//  - The thread costs a hop per packet (reader wakes, then the JS thread wakes): reader 'loop'
+//    polls the fd on Node's event loop instead (uv_poll) and reads on the JS thread, 'auto'
+//    does that while traffic is light and hands reading to the thread when a wake-up finds a
+//    batch (the thread overlaps reading with JS: the throughput), back after 20 ms of idle.
 // Errors thrown to JS carry the errno name first, e.g. "EPERM: TUNSETIFF failed (...)", and
 // the error's .code is that errno name.
 #define _GNU_SOURCE
@@ -37,6 +41,7 @@
 
 #define EM_MODULE "edgemesh_tun"
 #include "native_util.h"
+#include "uv_poll_shim.h"
 
 // Older kernel headers lack the UDP segmentation offload flags (Linux 6.2+).
 #ifndef TUN_F_USO4
@@ -54,22 +59,44 @@
 #define BATCH_MAX_PACKETS 1024
 // At most this many batches wait for the JS thread; then the reader blocks.
 #define QUEUE_DEPTH 8
+// Reader 'auto': the loop hands reading to the thread when one wake-up finds this much, and
+// the thread hands it back after this long without a packet.
+#define AUTO_BUSY_PACKETS 8
+#define AUTO_BUSY_BYTES (64 * 1024)
+#define AUTO_IDLE_MS 20
+// A batch_t.err that is no errno: the thread went idle, the loop polls again.
+#define EM_HANDBACK (-1)
 
+struct tun;
 typedef struct {
+  _Alignas(16) unsigned char uv[EM_UV_HANDLE_BYTES];
+  struct tun *t;
+} tun_poll_box_t;
+
+typedef struct tun {
   int fd;
   int stop_fd;  // eventfd: wakes the reader's poll() on close
   int vnet;     // 1 when records carry a virtio_net_hdr
   int running;  // reader thread started and not yet joined
+  int started;  // start() succeeded (either mode)
+  uint32_t write_burst;  // packets one write() call writes before it yields the CPU (0: never)
   int closed;
   int hook_added;  // env cleanup hook registered (after the tsfn, so it runs before the tsfn's)
   atomic_int stop;
   pthread_t thread;
   napi_threadsafe_function tsfn;
   napi_env env;
+  // Loop mode: the fd is polled on Node's event loop and read on the JS thread.
+  tun_poll_box_t *poll;
+  int auto_mode;  // 'auto': the loop polls while idle, the thread reads under load
+  int go_fd;      // eventfd: the loop hands reading to the thread ('auto')
+  napi_ref cb_ref;
+  napi_async_context async_ctx;
   char name[IFNAMSIZ];
   unsigned offload_flags;
   // Counters, written by the reader thread (rx) or the JS thread (tx), read by JS.
   atomic_ullong rx_batches, rx_read_errors, tx_errors;
+  uint64_t handoffs, handbacks;  // 'auto': reading moved loop → thread, thread → loop (JS thread only)
   atomic_int last_tx_errno;
 } tun_t;
 
@@ -80,76 +107,140 @@ typedef struct {
   int err;  // non-zero: the reader stopped on this errno (buf is NULL)
 } batch_t;
 
+// ---- reading ---------------------------------------------------------------------------
+
+// Drains the non-blocking fd into one new batch until EAGAIN, the buffer is full or
+// BATCH_MAX_PACKETS. Returns the batch (NULL when nothing was read); *fatal gets the errno
+// that ends reading for good (the device is gone), else 0; *nomem is set when memory ran out.
+static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
+  const size_t cap = t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN;
+  const size_t room = 4 + (t->vnet ? VNET_HDR_LEN : 0) + MAX_PACKET;
+  *fatal = 0;
+  *nomem = 0;
+  uint8_t *buf = malloc(cap);
+  if (!buf) {
+    atomic_fetch_add(&t->rx_read_errors, 1);
+    *nomem = 1;
+    return NULL;
+  }
+  size_t used = 0;
+  uint32_t count = 0;
+  while (count < BATCH_MAX_PACKETS && cap - used >= room) {
+    ssize_t r = read(t->fd, buf + used + 4, cap - used - 4);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) {
+        atomic_fetch_add(&t->rx_read_errors, 1);
+        if (errno == EBADF || errno == EBADFD || errno == EIO) *fatal = errno;
+      }
+      break;
+    }
+    if ((size_t)r <= (t->vnet ? VNET_HDR_LEN : 0)) continue;  // nothing behind the header
+    uint32_t len = (uint32_t)r;
+    memcpy(buf + used, &len, 4);
+    used += 4 + (size_t)r;
+    count++;
+  }
+  if (count == 0) {
+    free(buf);
+    return NULL;
+  }
+  // Give back the unused tail (mremap for large chunks: cheap) before JS owns it.
+  uint8_t *shrunk = realloc(buf, used);
+  batch_t *b = malloc(sizeof *b);
+  if (!b) {
+    free(shrunk ? shrunk : buf);
+    *nomem = 1;
+    return NULL;
+  }
+  b->buf = shrunk ? shrunk : buf;
+  b->used = used;
+  b->count = count;
+  b->err = 0;
+  atomic_fetch_add(&t->rx_batches, 1);
+  return b;
+}
+
+static batch_t *error_batch(int err) {
+  batch_t *b = calloc(1, sizeof *b);
+  if (b) b->err = err;
+  return b;
+}
+
 // ---- reader thread -------------------------------------------------------------------
 
 static void *reader_main(void *arg) {
   tun_t *t = arg;
-  const size_t cap = t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN;
-  const size_t room = 4 + (t->vnet ? VNET_HDR_LEN : 0) + MAX_PACKET;
   int ev;
   while ((ev = reader_wait(t->fd, t->stop_fd, &t->stop)) >= 0) {
     if (ev & (POLLERR | POLLHUP | POLLNVAL)) {
-      batch_t *b = calloc(1, sizeof *b);
-      if (b) {
-        b->err = EIO;
-        napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking);
-      }
+      batch_t *b = error_batch(EIO);
+      if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) free(b);
       break;
     }
-    uint8_t *buf = malloc(cap);
-    if (!buf) {
-      atomic_fetch_add(&t->rx_read_errors, 1);
-      usleep(1000);
-      continue;
+    int fatal, nomem;
+    batch_t *b = read_batch(t, &fatal, &nomem);
+    if (nomem) usleep(1000);
+    // Blocks while QUEUE_DEPTH batches wait for JS: the bound on memory in flight.
+    if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
+      free(b->buf);
+      free(b);
+      break;  // closing
     }
-    size_t used = 0;
-    uint32_t count = 0;
-    int fatal = 0;
-    while (count < BATCH_MAX_PACKETS && cap - used >= room) {
-      ssize_t r = read(t->fd, buf + used + 4, cap - used - 4);
+    if (fatal) {
+      batch_t *e = error_batch(fatal);
+      if (e && napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
+      break;
+    }
+  }
+  return NULL;
+}
+
+// Reader 'auto': parked until the loop hands reading over (go_fd), then reads like
+// reader_main until AUTO_IDLE_MS pass without a packet, and hands reading back to the loop
+// through the same queue as the batches (so the loop polls again only after it has
+// delivered them). Only one side reads at a time.
+static void *auto_reader_main(void *arg) {
+  tun_t *t = arg;
+  struct pollfd park[2] = {{.fd = t->go_fd, .events = POLLIN}, {.fd = t->stop_fd, .events = POLLIN}};
+  struct pollfd fds[2] = {{.fd = t->fd, .events = POLLIN}, {.fd = t->stop_fd, .events = POLLIN}};
+  while (!atomic_load(&t->stop)) {
+    if (poll(park, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      return NULL;
+    }
+    if (atomic_load(&t->stop) || (park[1].revents & POLLIN)) return NULL;
+    uint64_t v;
+    if (read(t->go_fd, &v, sizeof v) < 0 && errno != EAGAIN) return NULL;
+    for (;;) {
+      int r = poll(fds, 2, AUTO_IDLE_MS);
       if (r < 0) {
         if (errno == EINTR) continue;
-        if (errno != EAGAIN) {
-          atomic_fetch_add(&t->rx_read_errors, 1);
-          if (errno == EBADF || errno == EBADFD || errno == EIO) fatal = errno;
+        return NULL;
+      }
+      if (atomic_load(&t->stop) || (fds[1].revents & POLLIN)) return NULL;
+      if (r == 0) {
+        batch_t *h = error_batch(EM_HANDBACK);
+        if (!h) continue;  // keep reading on this thread rather than leave nobody reading
+        if (napi_call_threadsafe_function(t->tsfn, h, napi_tsfn_blocking) != napi_ok) {
+          free(h);
+          return NULL;
         }
         break;
       }
-      if ((size_t)r <= (t->vnet ? VNET_HDR_LEN : 0)) continue;  // nothing behind the header
-      uint32_t len = (uint32_t)r;
-      memcpy(buf + used, &len, 4);
-      used += 4 + (size_t)r;
-      count++;
-    }
-    if (count == 0) {
-      free(buf);
-    } else {
-      // Give back the unused tail (mremap for large chunks: cheap) before JS owns it.
-      uint8_t *shrunk = realloc(buf, used);
-      batch_t *b = malloc(sizeof *b);
-      if (!b) {
-        free(shrunk ? shrunk : buf);
-      } else {
-        b->buf = shrunk ? shrunk : buf;
-        b->used = used;
-        b->count = count;
-        b->err = 0;
-        atomic_fetch_add(&t->rx_batches, 1);
-        // Blocks while QUEUE_DEPTH batches wait for JS: the bound on memory in flight.
-        if (napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
-          free(b->buf);
-          free(b);
-          break;  // closing
-        }
+      int fatal = (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) ? EIO : 0, nomem = 0;
+      batch_t *b = fatal ? NULL : read_batch(t, &fatal, &nomem);
+      if (nomem) usleep(1000);
+      if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
+        free(b->buf);
+        free(b);
+        return NULL;
       }
-    }
-    if (fatal) {
-      batch_t *e = calloc(1, sizeof *e);
-      if (e) {
-        e->err = fatal;
-        if (napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
+      if (fatal) {
+        batch_t *e = error_batch(fatal);
+        if (e && napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
+        return NULL;
       }
-      break;
     }
   }
   return NULL;
@@ -161,17 +252,12 @@ static void free_batch_buffer(napi_env env, void *data, void *hint) {
   free(data);
 }
 
-// Runs on the JS thread: batch → callback(arrayBuffer, count) or callback(null, 0, errnoName).
-static void call_js(napi_env env, napi_value cb, void *context, void *data) {
-  (void)context;
-  batch_t *b = data;
-  if (env == NULL || cb == NULL) {  // torn down with batches still queued
-    if (b) free(b->buf);
-    free(b);
-    return;
-  }
-  napi_value undefined, argv[3];
-  napi_get_undefined(env, &undefined);
+// JS thread: batch → callback(arrayBuffer, count) or callback(null, 0, errnoName); frees b.
+// From a libuv callback (loop mode) it goes through make_callback, which runs the microtasks
+// and reports exceptions.
+static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_loop) {
+  napi_value recv, argv[3];
+  napi_get_undefined(env, &recv);
   if (b->err) {
     napi_get_null(env, &argv[0]);
     napi_create_uint32(env, 0, &argv[1]);
@@ -188,8 +274,104 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
     free(b);
   }
   napi_value result;
-  // An exception thrown by the handler surfaces as an uncaught exception, as for any event.
-  napi_call_function(env, undefined, cb, 3, argv, &result);
+  if (from_loop) {
+    napi_value err;
+    napi_get_global(env, &recv);  // make_callback's receiver must be an object
+    if (napi_make_callback(env, t->async_ctx, recv, cb, 3, argv, &result) == napi_pending_exception &&
+        napi_get_and_clear_last_exception(env, &err) == napi_ok)
+      napi_fatal_exception(env, err);
+  } else {
+    // An exception thrown by the handler surfaces as an uncaught exception, as for any event.
+    napi_call_function(env, recv, cb, 3, argv, &result);
+  }
+}
+
+static void on_readable(void *handle, int status, int events);
+
+// Thread mode, JS thread: the reader's batch → callback ('auto': or the loop polls again).
+static void call_js(napi_env env, napi_value cb, void *context, void *data) {
+  batch_t *b = data;
+  if (env == NULL || cb == NULL) {  // torn down with batches still queued
+    if (b && b->err == 0) free(b->buf);
+    free(b);
+    return;
+  }
+  tun_t *t = context;
+  if (b->err == EM_HANDBACK) {
+    free(b);
+    t->handbacks++;
+    if (!t->closed && t->poll) uv_poll_start(t->poll, EM_UV_READABLE, on_readable);
+    return;
+  }
+  deliver(env, t, cb, b, 0);
+}
+
+static void loop_stop(tun_t *t);
+
+// Loop mode: libuv says the TUN is readable; read and deliver on this thread, a bounded
+// number of batches per wake-up so a busy device cannot starve the loop. No thread hop: the
+// packet reaches JS in the same wake-up that saw it (lower idle RTT).
+static void on_readable(void *handle, int status, int events) {
+  tun_t *t = ((tun_poll_box_t *)handle)->t;
+  if (!t || t->closed) return;
+  napi_env env = t->env;
+  napi_handle_scope scope;
+  napi_value cb;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) return;
+  if (napi_get_reference_value(env, t->cb_ref, &cb) != napi_ok || !cb) {
+    napi_close_handle_scope(env, scope);
+    return;
+  }
+  int fatal = 0;
+  if (status < 0 || (events & ~EM_UV_READABLE)) {
+    fatal = EIO;  // the device went away (POLLERR/POLLHUP)
+  } else {
+    for (int n = 0; n < 4 && !t->closed; n++) {
+      int nomem;
+      batch_t *b = read_batch(t, &fatal, &nomem);
+      if (!b) break;
+      uint32_t count = b->count;
+      size_t used = b->used;
+      deliver(env, t, cb, b, 1);
+      if (!fatal && t->auto_mode && !t->closed && (count >= AUTO_BUSY_PACKETS || used >= AUTO_BUSY_BYTES)) {
+        // Under load: the thread reads (overlapping JS) until the device goes idle again.
+        uint64_t one = 1;
+        uv_poll_stop(t->poll);
+        if (write(t->go_fd, &one, sizeof one) < 0)
+          uv_poll_start(t->poll, EM_UV_READABLE, on_readable);
+        else
+          t->handoffs++;
+        break;
+      }
+      if (fatal || count < BATCH_MAX_PACKETS / 2) break;  // drained (a full batch may have more behind it)
+    }
+  }
+  if (fatal && !t->closed) {
+    batch_t *e = error_batch(fatal);
+    loop_stop(t);  // stop polling a dead fd (it would report readable forever)
+    if (e) deliver(env, t, cb, e, 1);
+  }
+  napi_close_handle_scope(env, scope);
+}
+
+static void on_poll_closed(void *handle) { free(handle); }
+
+// Stops and releases the loop-mode poll handle and the callback; safe to call twice.
+static void loop_stop(tun_t *t) {
+  if (t->poll) {
+    t->poll->t = NULL;
+    uv_poll_stop(t->poll);
+    uv_close(t->poll, on_poll_closed);
+    t->poll = NULL;
+  }
+  if (t->cb_ref) {
+    napi_delete_reference(t->env, t->cb_ref);
+    t->cb_ref = NULL;
+  }
+  if (t->async_ctx) {
+    napi_async_destroy(t->env, t->async_ctx);
+    t->async_ctx = NULL;
+  }
 }
 
 // ---- lifecycle -----------------------------------------------------------------------
@@ -199,6 +381,7 @@ static void tun_shutdown(tun_t *t) {
   if (t->closed) return;
   t->closed = 1;
   atomic_store(&t->stop, 1);
+  loop_stop(t);
   if (t->running) {
     reader_stop(t->stop_fd, &t->stop);
     // Abort makes a reader blocked in napi_call_threadsafe_function return napi_closing.
@@ -208,8 +391,10 @@ static void tun_shutdown(tun_t *t) {
   }
   close(t->fd);
   close(t->stop_fd);
+  if (t->go_fd >= 0) close(t->go_fd);
   t->fd = -1;
   t->stop_fd = -1;
+  t->go_fd = -1;
 }
 
 static void cleanup_hook(void *arg) { tun_shutdown(arg); }
@@ -311,6 +496,8 @@ static napi_value tun_open(napi_env env, napi_callback_info info) {
   }
   bool offload = get_bool_prop(env, opts, "offload", true);
   int32_t mtu = get_int_prop(env, opts, "mtu", 0);
+  int32_t write_burst = get_int_prop(env, opts, "writeBurst", 0);
+  if (write_burst < 0) return throw_plain(env, "EINVAL", "EINVAL: writeBurst must be 0 or more");
 
   char netns[400] = {0};
   size_t netns_len = 0;
@@ -411,7 +598,9 @@ done:
     free(t);
     return throw_errno(env, e, "eventfd");
   }
+  t->go_fd = -1;
   t->vnet = offload ? 1 : 0;
+  t->write_burst = (uint32_t)write_burst;
   t->offload_flags = flags_set;
   t->env = env;
   memcpy(t->name, ifr.ifr_name, IFNAMSIZ);
@@ -444,27 +633,69 @@ done:
   return handle;
 }
 
-// start(handle, callback(arrayBuffer|null, count, errnoName?)) — starts the reader thread.
+// start(handle, callback(arrayBuffer|null, count, errnoName?), reader?: 'thread' | 'loop' | 'auto')
+// — starts reading: on a reader thread (default), polled on Node's event loop, or 'auto': on
+// the loop while traffic is light, handed to the thread when a wake-up finds a batch.
 static napi_value tun_start(napi_env env, napi_callback_info info) {
   size_t argc;
-  napi_value argv[2];
-  if (get_args(env, info, argv, 2, &argc, 2, "EINVAL: start(handle, callback)")) return NULL;
+  napi_value argv[3];
+  if (get_args(env, info, argv, 3, &argc, 2, "EINVAL: start(handle, callback, reader?)")) return NULL;
   tun_t *t = get_tun(env, argv[0]);
   if (!t) return NULL;
   if (t->closed) return throw_plain(env, "EBADF", "EBADF: the TUN device is closed");
-  if (t->running) return throw_plain(env, "EBUSY", "EBUSY: the TUN reader is already running");
+  if (t->started) return throw_plain(env, "EBUSY", "EBUSY: the TUN reader is already running");
+  char reader[16] = "thread";
+  size_t n = 0;
+  napi_valuetype rt = napi_undefined;
+  if (argc >= 3) napi_typeof(env, argv[2], &rt);
+  if (rt == napi_string) napi_get_value_string_utf8(env, argv[2], reader, sizeof reader, &n);
+  int auto_mode = strcmp(reader, "auto") == 0;
+  int loop_mode = auto_mode || strcmp(reader, "loop") == 0;
+  if ((rt != napi_string && rt != napi_undefined) || (!loop_mode && strcmp(reader, "thread") != 0))
+    return throw_plain(env, "EINVAL", "EINVAL: reader must be 'thread', 'loop' or 'auto'");
+  napi_valuetype cbt;
+  if (napi_typeof(env, argv[1], &cbt) != napi_ok || cbt != napi_function)
+    return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
   napi_value resource_name;
   CHECK(env, napi_create_string_utf8(env, "edgemesh_tun_reader", NAPI_AUTO_LENGTH, &resource_name));
-  CHECK(env, napi_create_threadsafe_function(env, argv[1], NULL, resource_name, QUEUE_DEPTH, 1, NULL, NULL, NULL,
-                                             call_js, &t->tsfn));
-  // The open device should not by itself keep the process alive; the owner closes it.
-  napi_unref_threadsafe_function(env, t->tsfn);
-  int rc = pthread_create(&t->thread, NULL, reader_main, t);
-  if (rc != 0) {
-    napi_release_threadsafe_function(t->tsfn, napi_tsfn_abort);
-    return throw_errno(env, rc, "pthread_create");
+  if (loop_mode) {
+    uv_loop_t *loop = NULL;
+    if (napi_get_uv_event_loop(env, (struct uv_loop_s **)&loop) != napi_ok ||
+        napi_create_reference(env, argv[1], 1, &t->cb_ref) != napi_ok ||
+        napi_async_init(env, NULL, resource_name, &t->async_ctx) != napi_ok || !(t->poll = calloc(1, sizeof *t->poll))) {
+      loop_stop(t);
+      return throw_plain(env, "EINVAL", "EINVAL: cannot poll the TUN on the event loop");
+    }
+    t->poll->t = t;
+    if (uv_poll_init(loop, t->poll, t->fd) != 0) {
+      free(t->poll);  // never initialised: nothing for libuv to close
+      t->poll = NULL;
+      loop_stop(t);
+      return throw_plain(env, "EINVAL", "EINVAL: cannot poll the TUN on the event loop");
+    }
+    uv_poll_start(t->poll, EM_UV_READABLE, on_readable);
+    uv_unref(t->poll);  // the open device should not by itself keep the process alive
   }
-  t->running = 1;
+  if (!loop_mode || auto_mode) {
+    CHECK(env, napi_create_threadsafe_function(env, argv[1], NULL, resource_name, QUEUE_DEPTH, 1, NULL, NULL, t,
+                                               call_js, &t->tsfn));
+    // The open device should not by itself keep the process alive; the owner closes it.
+    napi_unref_threadsafe_function(env, t->tsfn);
+    int rc = 0;
+    if (auto_mode && (t->go_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) rc = errno;
+    if (rc == 0) rc = pthread_create(&t->thread, NULL, auto_mode ? auto_reader_main : reader_main, t);
+    if (rc != 0) {
+      if (t->go_fd >= 0) close(t->go_fd);
+      t->go_fd = -1;
+      napi_release_threadsafe_function(t->tsfn, napi_tsfn_abort);
+      t->tsfn = NULL;
+      loop_stop(t);
+      return throw_errno(env, rc, "pthread_create");
+    }
+    t->running = 1;
+  }
+  t->auto_mode = auto_mode;
+  t->started = 1;
   // Hooks run in reverse order of registration: this one, added after the tsfn's own, stops
   // the reader before Node tears the tsfn down at exit.
   napi_add_env_cleanup_hook(env, cleanup_hook, t);
@@ -521,6 +752,10 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
     } else {
       ok++;
       if (status && k < status_len) status[k] = 1;
+      // Each write delivers its packet to the receiving socket right away (in this thread):
+      // a long run overflows a pod's default receive buffer (~90 datagrams) unless the pod's
+      // reader gets the CPU in between.
+      if (t->write_burst && ok % t->write_burst == 0 && i + 2 * per <= n) sched_yield();
     }
   }
   napi_value result;
@@ -528,7 +763,7 @@ static napi_value tun_write(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// stats(handle) → { rxBatches, rxReadErrors, txErrors, lastTxError }
+// stats(handle) → { rxBatches, rxReadErrors, txErrors, readerHandoffs, readerHandbacks, lastTxError }
 static napi_value tun_stats(napi_env env, napi_callback_info info) {
   size_t argc;
   napi_value argv[1];
@@ -543,6 +778,10 @@ static napi_value tun_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "rxReadErrors", v));
   CHECK(env, napi_create_double(env, (double)atomic_load(&t->tx_errors), &v));
   CHECK(env, napi_set_named_property(env, o, "txErrors", v));
+  CHECK(env, napi_create_double(env, (double)t->handoffs, &v));
+  CHECK(env, napi_set_named_property(env, o, "readerHandoffs", v));
+  CHECK(env, napi_create_double(env, (double)t->handbacks, &v));
+  CHECK(env, napi_set_named_property(env, o, "readerHandbacks", v));
   int last = atomic_load(&t->last_tx_errno);
   if (last) {
     CHECK(env, napi_create_string_utf8(env, errno_name(last), NAPI_AUTO_LENGTH, &v));

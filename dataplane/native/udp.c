@@ -85,6 +85,11 @@
 #define DELIVERY_BYTES ((size_t)RX_MSGS * RX_MSG_WORST)
 #define NO_RECORD SIZE_MAX
 
+// Receiver 'auto': the loop hands receiving to the thread when one wake-up opens this many
+// datagrams, and the thread hands it back after this long without one.
+#define AUTO_BUSY_DATAGRAMS 8
+#define AUTO_IDLE_MS 20
+
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
 // Extra sockets one engine may own at once (ids 1..MAX_EXTRA_SOCKETS; 0 is the main socket).
@@ -167,8 +172,13 @@ typedef struct udp {
   int tx_fd;    // the socket the batch being sent leaves from (JS thread)
   int rx_turn;  // which of main / extra sockets the receiver drains first (receiver only)
   int refs;  // the JS handle and the receiver (thread-safe function, or the uv_poll handle) each hold one
-  // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop (loop).
-  int loop_mode;
+  // Receive mode: a reader thread handing batches over (thread), or uv_poll on the main loop
+  // (loop), or both taking turns (auto: the loop while idle, the thread under load).
+  int loop_mode, auto_mode;
+  int go_fd;                // auto: eventfd, the loop hands receiving to the thread
+  atomic_int auto_ready;    // auto: the thread is there to hand over to
+  uint64_t handoffs, handbacks;  // auto: receiving moved loop → thread, thread → loop (JS thread)
+  delivery_t handback;      // auto: the thread's "idle, poll again" message (no data)
   napi_env env;
   napi_ref cb_ref;
   napi_async_context async_ctx;
@@ -440,6 +450,55 @@ static void *reader_main(void *arg) {
   return NULL;
 }
 
+// Receiver 'auto': parked until the loop hands receiving over (go_fd), then reads like
+// reader_main until AUTO_IDLE_MS pass without a datagram, and hands receiving back through
+// the same queue as the batches (the loop polls again only after delivering them). Only one
+// side reads the socket at a time.
+static void *auto_reader_main(void *arg) {
+  udp_t *u = arg;
+  rx_ctx_t *rx = rx_ctx_new();
+  if (!rx) return NULL;  // the loop keeps receiving (auto_ready stays 0)
+  atomic_store(&u->auto_ready, 1);
+  struct pollfd park[2] = {{.fd = u->go_fd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
+  // The epoll set holds the main socket and any extra ones (birthday probing): one wait for all.
+  struct pollfd fds[2] = {{.fd = u->epfd, .events = POLLIN}, {.fd = u->stop_fd, .events = POLLIN}};
+  while (!atomic_load(&u->stop)) {
+    if (poll(park, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (atomic_load(&u->stop) || (park[1].revents & POLLIN)) break;
+    uint64_t v;
+    if (read(u->go_fd, &v, sizeof v) < 0 && errno != EAGAIN) break;
+    for (;;) {
+      int r = poll(fds, 2, AUTO_IDLE_MS);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0 || atomic_load(&u->stop) || (fds[1].revents & POLLIN)) goto out;
+      if (r == 0) {
+        if (napi_call_threadsafe_function(u->tsfn, &u->handback, napi_tsfn_blocking) != napi_ok) goto out;
+        break;
+      }
+      int slot = pool_take(u);
+      if (slot < 0) goto out;
+      delivery_t *d = &u->deliveries[slot];
+      delivery_reset(d, u->pool[slot]);
+      rx_drain(u, rx, d);
+      if (d->count == 0) {
+        pool_give(u, slot);
+        continue;
+      }
+      atomic_fetch_add(&u->rx_batches, 1);
+      if (napi_call_threadsafe_function(u->tsfn, d, napi_tsfn_blocking) != napi_ok) {
+        pool_give(u, slot);
+        goto out;
+      }
+    }
+  }
+out:
+  rx_ctx_free(rx);
+  return NULL;
+}
+
 static void noop_finalize(napi_env env, void *data, void *hint) {
   (void)env;
   (void)data;
@@ -450,7 +509,7 @@ static void udp_unref(udp_t *u);
 
 // JS thread: hands one delivery to the callback as an ArrayBuffer that is detached after
 // the call (views kept past it see an empty buffer, never reused memory).
-static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d) {
+static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d, int from_loop) {
   napi_value argv[2], result, ab, recv;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;
@@ -458,7 +517,7 @@ static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d) {
   if (napi_create_external_arraybuffer(env, d->buf, d->used, noop_finalize, NULL, &ab) == napi_ok) {
     argv[0] = ab;
     napi_create_uint32(env, d->count, &argv[1]);
-    if (u->loop_mode) {
+    if (from_loop) {
       // From a libuv callback: make_callback runs the microtasks and reports exceptions
       // (its receiver must be an object).
       napi_value err;
@@ -474,12 +533,20 @@ static void deliver_js(napi_env env, udp_t *u, napi_value cb, delivery_t *d) {
   napi_close_handle_scope(env, scope);
 }
 
-// Thread mode, JS thread: the reader's delivery → callback, then the buffer back to the pool.
+static void on_readable(void *handle, int status, int events);
+
+// Thread mode, JS thread: the reader's delivery → callback, then the buffer back to the pool
+// (auto: or the thread went idle and the loop polls again).
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   udp_t *u = context;
   delivery_t *d = data;
+  if (d == &u->handback) {
+    u->handbacks++;
+    if (env != NULL && !u->closed && u->poll) uv_poll_start(u->poll, EM_UV_READABLE, on_readable);
+    return;
+  }
   int slot = (int)(d - u->deliveries);
-  if (env != NULL && cb != NULL) deliver_js(env, u, cb, d);
+  if (env != NULL && cb != NULL) deliver_js(env, u, cb, d, 0);
   pool_give(u, slot);
 }
 
@@ -499,9 +566,20 @@ static void on_readable(void *handle, int status, int events) {
       delivery_t *out = &u->deliveries[0];
       delivery_reset(out, u->pool[0]);
       int more = rx_drain(u, u->loop_rx, out);
-      if (out->count > 0) {
+      uint32_t count = out->count;
+      if (count > 0) {
         atomic_fetch_add(&u->rx_batches, 1);
-        deliver_js(env, u, cb, out);
+        deliver_js(env, u, cb, out, 1);
+      }
+      if (u->auto_mode && count >= AUTO_BUSY_DATAGRAMS && !u->closed && atomic_load(&u->auto_ready)) {
+        // Under load: the thread receives (overlapping JS) until the socket goes idle again.
+        uint64_t one = 1;
+        uv_poll_stop(u->poll);
+        if (write(u->go_fd, &one, sizeof one) < 0)
+          uv_poll_start(u->poll, EM_UV_READABLE, on_readable);
+        else
+          u->handoffs++;
+        break;
       }
       if (!more) break;
     }
@@ -547,7 +625,8 @@ static void udp_shutdown(udp_t *u) {
   }
   close(u->fd);
   close(u->stop_fd);
-  u->fd = u->stop_fd = -1;
+  if (u->go_fd >= 0) close(u->go_fd);
+  u->fd = u->stop_fd = u->go_fd = -1;
   pthread_mutex_lock(&u->socks_lock);
   for (int i = 1; i <= MAX_EXTRA_SOCKETS; i++)
     if (u->extra_fd[i] >= 0) {
@@ -676,9 +755,10 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   char receiver[16] = "thread";
   if (get_prop(env, argv[0], "receiver", napi_string, &v) == 0)
     napi_get_value_string_utf8(env, v, receiver, sizeof receiver, &n);
-  int loop_mode = strcmp(receiver, "loop") == 0;
+  int auto_mode = strcmp(receiver, "auto") == 0;
+  int loop_mode = auto_mode || strcmp(receiver, "loop") == 0;
   if (!loop_mode && strcmp(receiver, "thread") != 0)
-    return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread' or 'loop'");
+    return throw_plain(env, "EINVAL", "EINVAL: receiver must be 'thread', 'loop' or 'auto'");
   uint64_t limit = DEFAULT_COUNTER_LIMIT;
   int has = get_prop(env, argv[0], "counterLimit", napi_number, &v);
   if (has < 0) return throw_plain(env, "EINVAL", "EINVAL: counterLimit must be a number");
@@ -702,6 +782,7 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, ENOMEM, "allocating the UDP socket");
   }
   u->fd = fd;
+  u->go_fd = -1;
   u->family = family;
   snprintf(u->bind_ip, sizeof u->bind_ip, "%s", bind_ip);
   pthread_mutex_init(&u->socks_lock, NULL);
@@ -769,7 +850,20 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
     u->refs = 2;
     uv_poll_start(u->poll, EM_UV_READABLE, on_readable);
     uv_unref(u->poll);  // an open socket alone does not keep Node alive
-  } else {
+  }
+  if (auto_mode) {
+    u->auto_mode = 1;
+    if ((u->go_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
+        napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
+                                        &u->tsfn) != napi_ok) {
+      u->tsfn = NULL;
+      udp_shutdown(u);  // closing the poll handle drops its reference
+      udp_unref(u);
+      return throw_plain(env, "EINVAL", "EINVAL: cannot start the auto receiver");
+    }
+    u->refs = 3;
+    napi_unref_threadsafe_function(env, u->tsfn);
+  } else if (!loop_mode) {
     if (napi_create_threadsafe_function(env, argv[1], NULL, name, QUEUE_DEPTH, 1, u, tsfn_finalize, u, call_js,
                                         &u->tsfn) != napi_ok) {
       close(fd);
@@ -785,8 +879,8 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   CHECK(env, handle_new(env, &UDP_TAG, u, finalize_handle, &handle));
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
-  if (!loop_mode) {
-    int rc = pthread_create(&u->thread, NULL, reader_main, u);
+  if (!loop_mode || auto_mode) {
+    int rc = pthread_create(&u->thread, NULL, auto_mode ? auto_reader_main : reader_main, u);
     if (rc != 0) {
       udp_shutdown(u);
       return throw_errno(env, rc, "pthread_create");
@@ -1275,6 +1369,10 @@ static napi_value udp_stats(napi_env env, napi_callback_info info) {
   CHECK(env, napi_set_named_property(env, o, "rxBatches", v));
   CHECK(env, napi_create_double(env, (double)atomic_load(&u->rx_coalesced), &v));
   CHECK(env, napi_set_named_property(env, o, "rxCoalesced", v));
+  CHECK(env, napi_create_double(env, (double)u->handoffs, &v));
+  CHECK(env, napi_set_named_property(env, o, "receiverHandoffs", v));
+  CHECK(env, napi_create_double(env, (double)u->handbacks, &v));
+  CHECK(env, napi_set_named_property(env, o, "receiverHandbacks", v));
   CHECK(env, napi_create_uint32(env, u->sessions, &v));
   CHECK(env, napi_set_named_property(env, o, "sessions", v));
   CHECK(env, napi_create_uint32(env, atomic_load(&u->extras), &v));

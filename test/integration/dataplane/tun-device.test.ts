@@ -67,36 +67,39 @@ function echoReply(p: Packet): Packet | undefined {
 }
 
 describe('TUN device', () => {
-  it('delivers a ping to JS and carries the reply written back', async () => {
-    const tun = track(TunDevice.open({ name: `${prefix}p`, netns: nsA, mtu: 1400 }));
-    expect(tun.offload).toBe(true);
-    expect(tun.offloadFlags).toEqual(expect.arrayContaining(['csum', 'tso4', 'tso6']));
-    expect(tun.mtu).toBe(1400);
-    await configureInterface({ dev: tun.name, address: '10.77.0.1/32', netns: nsA });
-    await ensureRoute({ dst: '10.77.1.0/24', dev: tun.name, src: '10.77.0.1' }, { netns: nsA });
-    const seen: Packet[] = [];
-    tun.onBatch((batch) => {
-      const replies: Packet[] = [];
-      for (const p of batch) {
-        const reply = echoReply(p);
-        if (!reply) continue;
-        seen.push({ vnet: Uint8Array.from(p.vnet), data: Uint8Array.from(p.data) });
-        replies.push(reply);
-      }
-      if (replies.length) expect(tun.write(replies)).toBe(replies.length);
-    });
-    const out = await runIn(nsA, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.77.1.5']);
-    expect(out).toMatch(/3 packets transmitted, 3 received/);
-    expect(seen.length).toBe(3);
-    const first = seen[0] as Packet;
-    expect(Array.from(first.data.subarray(12, 16))).toEqual([10, 77, 0, 1]);
-    expect(Array.from(first.data.subarray(16, 20))).toEqual([10, 77, 1, 5]);
-    const s = tun.stats();
-    expect(s.rxPackets).toBeGreaterThanOrEqual(3);
-    expect(s.txPackets).toBe(3);
-    expect(s.errors).toBe(0);
-    tun.close();
-  });
+  it.each(['thread', 'loop', 'auto'] as const)(
+    'delivers a ping to JS and carries the reply written back (reader %s)',
+    async (reader) => {
+      const tun = track(TunDevice.open({ name: `${prefix}p${reader[0]}`, netns: nsA, mtu: 1400, reader }));
+      expect(tun.offload).toBe(true);
+      expect(tun.offloadFlags).toEqual(expect.arrayContaining(['csum', 'tso4', 'tso6']));
+      expect(tun.mtu).toBe(1400);
+      await configureInterface({ dev: tun.name, address: '10.77.0.1/32', netns: nsA });
+      await ensureRoute({ dst: '10.77.1.0/24', dev: tun.name, src: '10.77.0.1' }, { netns: nsA });
+      const seen: Packet[] = [];
+      tun.onBatch((batch) => {
+        const replies: Packet[] = [];
+        for (const p of batch) {
+          const reply = echoReply(p);
+          if (!reply) continue;
+          seen.push({ vnet: Uint8Array.from(p.vnet), data: Uint8Array.from(p.data) });
+          replies.push(reply);
+        }
+        if (replies.length) expect(tun.write(replies)).toBe(replies.length);
+      });
+      const out = await runIn(nsA, 'ping', ['-c', '3', '-i', '0.2', '-W', '2', '10.77.1.5']);
+      expect(out).toMatch(/3 packets transmitted, 3 received/);
+      expect(seen.length).toBe(3);
+      const first = seen[0] as Packet;
+      expect(Array.from(first.data.subarray(12, 16))).toEqual([10, 77, 0, 1]);
+      expect(Array.from(first.data.subarray(16, 20))).toEqual([10, 77, 1, 5]);
+      const s = tun.stats();
+      expect(s.rxPackets).toBeGreaterThanOrEqual(3);
+      expect(s.txPackets).toBe(3);
+      expect(s.errors).toBe(0);
+      tun.close();
+    },
+  );
 
   it('reads and writes GSO super-packets larger than the MTU for a TCP flow (iperf3 through a JS relay)', async () => {
     const mtu = 1400;
@@ -139,6 +142,43 @@ describe('TUN device', () => {
     const gsoSize = (big.vnet[4] ?? 0) | ((big.vnet[5] ?? 0) << 8);
     expect(gsoSize).toBeGreaterThan(0);
     expect(gsoSize).toBeLessThan(mtu);
+    a.close();
+    b.close();
+  });
+
+  it("reader 'auto' hands reading to the thread under load and back to the loop when idle; writeBurst writes every packet", async () => {
+    const a = track(TunDevice.open({ name: `${prefix}aa`, netns: nsA, mtu: 1400, reader: 'auto', writeBurst: 4 }));
+    const b = track(TunDevice.open({ name: `${prefix}ab`, netns: nsB, mtu: 1400, reader: 'auto', writeBurst: 4 }));
+    expect(() => TunDevice.open({ name: `${prefix}ac`, netns: nsA, writeBurst: -1 })).toThrow(/^EINVAL/);
+    await configureInterface({ dev: a.name, address: '10.79.0.1/32', netns: nsA });
+    await configureInterface({ dev: b.name, address: '10.79.0.2/32', netns: nsB });
+    await ensureRoute({ dst: '10.79.0.2', dev: a.name }, { netns: nsA });
+    await ensureRoute({ dst: '10.79.0.1', dev: b.name }, { netns: nsB });
+    a.onBatch((batch) => expect(b.write(batch)).toBe(batch.length));
+    b.onBatch((batch) => expect(a.write(batch)).toBe(batch.length));
+    // Idle: pings are read on the loop, nothing moves to the thread.
+    expect(await runIn(nsA, 'ping', ['-c', '3', '-i', '0.05', '-W', '2', '10.79.0.2'])).toMatch(/3 received/);
+    expect(a.stats().readerHandoffs).toBe(0);
+    const server = spawn('ip', ['netns', 'exec', nsB, 'iperf3', '-s', '-1', '-B', '10.79.0.2', '-p', '5203'], {
+      stdio: 'ignore',
+    });
+    children.push(server);
+    await new Promise((r) => setTimeout(r, 300));
+    // UDP at a rate that puts several datagrams in every wake-up: the thread takes over.
+    const out = await runIn(nsA, 'iperf3', ['-c', '10.79.0.2', '-p', '5203', '-t', '2', '-u', '-b', '300M', '-J']);
+    const report = JSON.parse(out) as { end: { sum: { packets: number; lost_packets: number } } };
+    expect(report.end.sum.packets).toBeGreaterThan(10_000);
+    // Idle again (AUTO_IDLE_MS is 20 ms): every handoff has been handed back.
+    await new Promise((r) => setTimeout(r, 100));
+    const sa = a.stats();
+    expect(sa.readerHandoffs).toBeGreaterThan(0);
+    expect(sa.readerHandbacks).toBe(sa.readerHandoffs);
+    const sb = b.stats();
+    // B wrote every packet A read, each write accepted (the handlers' checks count as handler errors).
+    expect(sb.txPackets).toBe(sa.rxPackets);
+    expect(sa.errors + sb.errors + sa.handlerErrors + sb.handlerErrors).toBe(0);
+    // And the loop reads again: a ping still goes through.
+    expect(await runIn(nsA, 'ping', ['-c', '2', '-i', '0.05', '-W', '2', '10.79.0.2'])).toMatch(/2 received/);
     a.close();
     b.close();
   });
@@ -225,38 +265,41 @@ describe('TUN device', () => {
     expect(out.trim()).toMatch(/^(EPERM: TUNSETIFF|EACCES: open \/dev\/net\/tun) failed/);
   });
 
-  it('attaches to an existing persistent TUN, survives a throwing handler, and reports the device being deleted', async () => {
-    const name = `${prefix}x`;
-    await run('ip', ['-n', nsB, 'tuntap', 'add', 'dev', name, 'mode', 'tun', 'vnet_hdr']);
-    const tun = track(TunDevice.open({ name, netns: nsB }));
-    expect(tun.name).toBe(name);
-    await configureInterface({ dev: name, address: '10.81.0.1/32', netns: nsB });
-    await ensureRoute({ dst: '10.81.1.0/24', dev: name }, { netns: nsB });
-    const errors: Error[] = [];
-    tun.onError((e) => errors.push(e));
-    let thrown = false;
-    tun.onBatch((batch) => {
-      const replies = batch.map(echoReply).filter((p): p is Packet => p !== undefined);
-      if (replies.length && !thrown) {
-        thrown = true;
-        throw new Error('handler bug');
-      }
-      if (replies.length) tun.write(replies);
-    });
-    const out = await runIn(nsB, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '10.81.1.1']).catch(
-      (e: Error) => e.message,
-    );
-    expect(out).toMatch(/3 packets transmitted, 2 received/);
-    expect(tun.stats().handlerErrors).toBe(1);
-    expect(errors.map((e) => e.message)).toEqual(['handler bug']);
-    // A persistent TUN outlives our fd; deleting it under us ends the reader with an error.
-    await run('ip', ['-n', nsB, 'link', 'del', name]);
-    for (let i = 0; i < 30 && errors.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
-    expect(errors[1]?.message).toMatch(/reading TUN .* stopped/);
-    tun.close();
-  });
+  it.each(['thread', 'loop', 'auto'] as const)(
+    'attaches to an existing persistent TUN, survives a throwing handler, and reports the device being deleted (reader %s)',
+    async (reader) => {
+      const name = `${prefix}x${reader[0]}`;
+      await run('ip', ['-n', nsB, 'tuntap', 'add', 'dev', name, 'mode', 'tun', 'vnet_hdr']);
+      const tun = track(TunDevice.open({ name, netns: nsB, reader }));
+      expect(tun.name).toBe(name);
+      await configureInterface({ dev: name, address: '10.81.0.1/32', netns: nsB });
+      await ensureRoute({ dst: '10.81.1.0/24', dev: name }, { netns: nsB });
+      const errors: Error[] = [];
+      tun.onError((e) => errors.push(e));
+      let thrown = false;
+      tun.onBatch((batch) => {
+        const replies = batch.map(echoReply).filter((p): p is Packet => p !== undefined);
+        if (replies.length && !thrown) {
+          thrown = true;
+          throw new Error('handler bug');
+        }
+        if (replies.length) tun.write(replies);
+      });
+      const out = await runIn(nsB, 'ping', ['-c', '3', '-i', '0.2', '-W', '1', '10.81.1.1']).catch(
+        (e: Error) => e.message,
+      );
+      expect(out).toMatch(/3 packets transmitted, 2 received/);
+      expect(tun.stats().handlerErrors).toBe(1);
+      expect(errors.map((e) => e.message)).toEqual(['handler bug']);
+      // A persistent TUN outlives our fd; deleting it under us ends the reader with an error.
+      await run('ip', ['-n', nsB, 'link', 'del', name]);
+      for (let i = 0; i < 30 && errors.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(errors[1]?.message).toMatch(/reading TUN .* stopped/);
+      tun.close();
+    },
+  );
 
-  it('closes twice safely and leaks no fd or thread over 100 open/close cycles', () => {
+  it('closes twice safely and leaks no fd or thread over 100 open/close cycles (every reader)', () => {
     const fds = () => readdirSync('/proc/self/fd').length;
     const threads = () => readdirSync('/proc/self/task').length;
     const warm = TunDevice.open({ name: `${prefix}w`, netns: nsA });
@@ -266,8 +309,9 @@ describe('TUN device', () => {
     expect(() => warm.write([{ vnet: new Uint8Array(10), data: new Uint8Array(20) }])).toThrow(/^EBADF/);
     const fd0 = fds();
     const th0 = threads();
+    const readers = ['thread', 'loop', 'auto'] as const;
     for (let i = 0; i < 100; i++) {
-      const t = TunDevice.open({ name: `${prefix}l`, netns: nsA, offload: i % 2 === 0 });
+      const t = TunDevice.open({ name: `${prefix}l`, netns: nsA, offload: i % 2 === 0, reader: readers[i % 3] });
       t.onBatch(() => {});
       t.close();
       t.close();

@@ -30,7 +30,15 @@ export interface UdpNodeStats {
     drops: Record<string, number>;
     icmpTooBig: number;
   };
-  tun: { rxPackets: number; rxSuperPackets: number; txPackets: number; txSuperPackets: number; errors: number };
+  tun: {
+    rxPackets: number;
+    rxSuperPackets: number;
+    txPackets: number;
+    txSuperPackets: number;
+    errors: number;
+    readerHandoffs: number;
+    readerHandbacks: number;
+  };
   udp: UdpSocketStats;
   controls: number;
   cpuSeconds: number;
@@ -192,7 +200,9 @@ export class UdpPair {
   private readonly servers: ChildProcess[] = [];
 
   /** Builds both nodes with one session over the IPv4 underlay. Call close() even if this throws. */
-  async start(opts: { tunMtu?: number; receiver?: 'thread' | 'loop' } = {}): Promise<void> {
+  async start(
+    opts: { tunMtu?: number; receiver?: 'thread' | 'loop' | 'auto'; tunReader?: 'thread' | 'loop' | 'auto' } = {},
+  ): Promise<void> {
     await createNetns(this.nsA);
     await createNetns(this.nsB);
     await run('ip', [
@@ -231,7 +241,7 @@ export class UdpPair {
       ...['--peer', peer, '--peer-cidr', `${peerPods[4].replace(/\.1$/, '.0')}/24`],
       ...['--peer-cidr', `${peerPods[6].replace(/::1$/, '::')}/64`],
       ...['--bind', '::', '--port', String(UDP_PORT), '--mtu', String(opts.tunMtu ?? 1400)],
-      ...['--receiver', opts.receiver ?? 'thread'],
+      ...['--receiver', opts.receiver ?? 'thread', '--tun-reader', opts.tunReader ?? 'thread'],
     ];
     this.nodeA = new UdpNode(this.nsA, common(POD_A, 'nodeB', POD_B));
     this.nodeB = new UdpNode(this.nsB, common(POD_B, 'nodeA', POD_A));

@@ -4,7 +4,7 @@
 //
 //   ip netns exec NS node test/integration/dataplane/udp-node.ts --tun NAME --address 10.201.0.1/32 \
 //     --local 10.201.0.0/24 --peer nodeB --peer-cidr 10.202.0.0/24 --bind :: --port 7000 [--mtu 1400]
-//     [--receiver thread|loop] [--coalesce 0|1]
+//     [--receiver thread|loop|auto] [--tun-reader thread|loop|auto] [--tun-write-burst N] [--coalesce 0|1]
 //
 // Control: one command per stdin line, "<id> <command> [json]"; replies are JSON lines on
 // stdout ({"id":..,"result":..} or {"id":..,"error":..}); events are {"event":..}.
@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import { configureInterface, ensureRoute } from '../../../common/host-net/index.ts';
 import { Forwarder } from '../../../dataplane/forwarder.ts';
-import { TunDevice } from '../../../dataplane/tun-device.ts';
+import { TunDevice, type TunReader } from '../../../dataplane/tun-device.ts';
 import { UdpSessionLink } from '../../../dataplane/udp-link.ts';
 import { relayAllocateDatagram } from '../../../dataplane/udp-relay.ts';
 import { UdpDataSocket, type UdpEndpoint } from '../../../dataplane/udp-session.ts';
@@ -32,6 +32,8 @@ const { values: args } = parseArgs({
     offload: { type: 'string', default: '1' },
     mtu: { type: 'string', default: '1400' },
     receiver: { type: 'string', default: 'thread' },
+    'tun-reader': { type: 'string', default: 'thread' },
+    'tun-write-burst': { type: 'string', default: '0' },
     coalesce: { type: 'string', default: '1' },
   },
 });
@@ -44,7 +46,13 @@ function list(name: 'address' | 'local' | 'peer-cidr'): string[] {
 
 const log = pino({ level: process.env.LOG_LEVEL ?? 'warn' }, pino.destination(2));
 const peerName = args.peer ?? 'peer';
-const tun = TunDevice.open({ name: args.tun!, offload: args.offload !== '0', mtu: Number(args.mtu) });
+const tun = TunDevice.open({
+  name: args.tun!,
+  offload: args.offload !== '0',
+  mtu: Number(args.mtu),
+  reader: args['tun-reader'] as TunReader,
+  writeBurst: Number(args['tun-write-burst']),
+});
 const addresses = list('address');
 await configureInterface({ dev: tun.name, address: addresses });
 const isV6 = (s: string) => s.includes(':');
@@ -73,7 +81,7 @@ const socket = UdpDataSocket.open({
     controls++;
   },
   onError: (err) => log.error({ err: String(err) }, 'handler failed'),
-  receiver: args.receiver === 'loop' ? 'loop' : 'thread',
+  receiver: args.receiver as 'thread' | 'loop' | 'auto',
   coalesce: args.coalesce !== '0',
 });
 let link: UdpSessionLink | undefined;

@@ -3,6 +3,7 @@
 // segmentation checked against dataplane/segmentation.ts for the same super-packets.
 import { createCipheriv, randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { readdirSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { toPlainPackets } from '../../../dataplane/segmentation.ts';
@@ -40,7 +41,7 @@ afterEach(() => {
 });
 
 /** The receive mode the sockets of the current describe block use. */
-let receiver: 'thread' | 'loop' = 'thread';
+let receiver: 'thread' | 'loop' | 'auto' = 'thread';
 
 function openSocket(bind: string, extra: Partial<UdpDataSocketOptions> = {}) {
   const packets: Received[] = [];
@@ -86,7 +87,7 @@ function sendRaw(raw: dgram.Socket, msg: Uint8Array, port: number, host = '127.0
   return new Promise((resolve, reject) => raw.send(msg, port, host, (err) => (err ? reject(err) : resolve())));
 }
 
-describe.each(['thread', 'loop'] as const)('UdpDataSocket sealing round trip (%s receiver)', (mode) => {
+describe.each(['thread', 'loop', 'auto'] as const)('UdpDataSocket sealing round trip (%s receiver)', (mode) => {
   beforeAll(() => {
     receiver = mode;
   });
@@ -238,6 +239,38 @@ function sealDatagram(key: Uint8Array, receiver: number, counter: bigint, body: 
   return Buffer.concat([header, c.update(body), c.final(), c.getAuthTag()]);
 }
 
+describe('lifecycle', () => {
+  it('leaks no fd or thread over open/close cycles with every receiver, also after traffic', async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const threads = () => readdirSync('/proc/self/task').length;
+    const warm = UdpDataSocket.open({ bind: '127.0.0.1', port: 0, onPackets() {}, onControl() {}, receiver: 'auto' });
+    warm.close();
+    const fd0 = fds();
+    const th0 = threads();
+    let handoffs = 0;
+    for (const mode of ['thread', 'loop', 'auto'] as const) {
+      receiver = mode;
+      for (let i = 0; i < 10; i++) {
+        const { a, b } = pair();
+        // Enough in one go that 'auto' hands receiving to its thread before the close.
+        expect(
+          a.sock.send(
+            11,
+            Array.from({ length: 64 }, (_, k) => plain(payload(200, k))),
+          ),
+        ).toBe(64);
+        await until('B receives 64', () => b.count() === 64);
+        handoffs += b.sock.stats().receiverHandoffs;
+        for (const s of opened.splice(0)) s.close();
+      }
+    }
+    expect(handoffs).toBeGreaterThan(0);
+    await new Promise((r) => setTimeout(r, 50)); // uv_close of the poll handles completes on the loop
+    expect(fds()).toBe(fd0);
+    expect(threads()).toBe(th0);
+  });
+});
+
 describe('wire format', () => {
   beforeAll(() => {
     receiver = 'thread';
@@ -265,7 +298,7 @@ describe('wire format', () => {
   });
 });
 
-describe.each(['thread', 'loop'] as const)(
+describe.each(['thread', 'loop', 'auto'] as const)(
   'UdpDataSocket receive checks, %s receiver (hostile datagrams never reach JS)',
   (mode) => {
     beforeAll(() => {
