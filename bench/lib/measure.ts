@@ -1,7 +1,7 @@
 // Measures one scenario once: TCP 1 and 4 streams, UDP at a fixed offered rate, ping RTT,
 // and the CPU seconds the forwarding processes spent per GB moved.
 import type { Scenario } from '../baselines/pair.ts';
-import { totalCpuSeconds } from './cpu.ts';
+import { cpuSeconds, threadCpuSeconds, totalCpuSeconds } from './cpu.ts';
 import { iperfClient, pingRtt, startIperfServer, stopProcess } from './iperf.ts';
 
 export interface Measurement {
@@ -13,6 +13,12 @@ export interface Measurement {
   rttP50Ms: number;
   rttP99Ms: number;
   cpuSecondsPerGB: number;
+  /** The relay node's whole process (its agent), CPU s per GB of the TCP 1-stream run; NaN without a relay. */
+  relayCpuSecondsPerGB: number;
+  /** The relay's forwarding thread alone. */
+  relayThreadCpuSecondsPerGB: number;
+  /** Path changes on the pair's nodes during the TCP 1-stream run (NaN: not known). */
+  pathChanges: number;
 }
 
 export interface MeasureOptions {
@@ -24,11 +30,21 @@ export interface MeasureOptions {
 export async function measure(s: Scenario, opts: MeasureOptions): Promise<Measurement> {
   const server = await startIperfServer(s.serverNetns);
   try {
+    await s.prepare?.();
     const pids = s.forwarderPids();
+    const relayPid = s.relay?.pid() ?? 0;
+    const relayCpu = () =>
+      s.relay === undefined ? [0, 0] : [cpuSeconds(relayPid), threadCpuSeconds(relayPid, s.relay.thread)];
+    const changesBefore = (await s.pathChanges?.()) ?? Number.NaN;
     const cpuBefore = totalCpuSeconds(pids);
+    const [relayBefore, threadBefore] = relayCpu();
     const tcp1 = await iperfClient({ netns: s.clientNetns, server: s.target, seconds: opts.seconds });
     const cpuAfter = totalCpuSeconds(pids);
+    const [relayAfter, threadAfter] = relayCpu();
+    const changesAfter = (await s.pathChanges?.()) ?? Number.NaN;
     const gigabytes = (tcp1.gbps * opts.seconds) / 8;
+    const perGB = (cpu: number) =>
+      s.relay !== undefined && relayPid > 0 && gigabytes > 0 ? cpu / gigabytes : Number.NaN;
     const tcp4 = await iperfClient({ netns: s.clientNetns, server: s.target, seconds: opts.seconds, streams: 4 });
     const udp = await iperfClient({
       netns: s.clientNetns,
@@ -46,6 +62,9 @@ export async function measure(s: Scenario, opts: MeasureOptions): Promise<Measur
       rttP50Ms: rtt.p50Ms,
       rttP99Ms: rtt.p99Ms,
       cpuSecondsPerGB: pids.length > 0 && gigabytes > 0 ? (cpuAfter - cpuBefore) / gigabytes : Number.NaN,
+      relayCpuSecondsPerGB: perGB(relayAfter! - relayBefore!),
+      relayThreadCpuSecondsPerGB: perGB(threadAfter! - threadBefore!),
+      pathChanges: changesAfter - changesBefore,
     };
   } finally {
     await stopProcess(server);
