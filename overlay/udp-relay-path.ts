@@ -111,8 +111,11 @@ export function smoothRtt(previous: number | undefined, sample: number): number 
 
 /**
  * The relays a pair uses, the same on both sides: relay nodes that publish a UDP relay port
- * and a public IPv4 address (the data sockets of both members speak IPv4), neither member
- * itself, ordered by peer ID. Pure; exported for tests.
+ * and a public address, neither member itself, ordered by peer ID. A relay's endpoint is its
+ * public IPv4 address, else its public IPv6 one (a relay reachable over IPv6 only: the data
+ * socket is dual-stack, and a member without IPv6 just counts a send error), written the way
+ * the socket reports a sender (RFC 5952) so replies through it are recognised. Pure;
+ * exported for tests.
  */
 export function chooseRelays(
   relays: readonly PeerInfo[],
@@ -123,12 +126,23 @@ export function chooseRelays(
   const out: RelayCandidate[] = [];
   for (const r of relays) {
     if (!r.relay || r.relayPort === undefined || r.peerId === selfPeerId || r.peerId === peerPeerId) continue;
-    const ip = r.publicAddrs.map((ma) => ipOf(ma)).find((a) => a !== undefined && !a.includes(':'));
+    const ips = r.publicAddrs.map((ma) => ipOf(ma)).filter((a) => a !== undefined);
+    const v6 = ips.find((a) => a.includes(':'));
+    const ip = ips.find((a) => !a.includes(':')) ?? (v6 === undefined ? undefined : canonicalIpv6(v6));
     if (ip === undefined) continue;
     out.push({ node: r.node, peerId: r.peerId, endpoint: { ip, port: r.relayPort } });
   }
   out.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
   return out.slice(0, Math.max(0, max));
+}
+
+/** IPv6 text in its canonical form (lower case, longest zero run compressed), as URLs write it. */
+export function canonicalIpv6(ip: string): string | undefined {
+  try {
+    return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The receiver indexes to register: the newest first, deduplicated, at most `max` (allocate holds 4). */

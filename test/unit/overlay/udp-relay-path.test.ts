@@ -13,6 +13,7 @@ import { parseRelayPort, RELAY_PORT_ANNOTATION } from '../../../overlay/relay-an
 import type { RelayGrant } from '../../../overlay/relay-binding.ts';
 import { UdpPaths } from '../../../overlay/udp-paths.ts';
 import {
+  canonicalIpv6,
   chooseRelays,
   DEFAULT_RELAY_CHOICE,
   DIRECT_ANSWERS_TO_LEAVE_RELAY,
@@ -38,14 +39,14 @@ function node(
   peerId: string,
   opts: { relay?: boolean; relayPort?: number | string; ip?: string } = {},
 ): NodeLike {
-  const ip = opts.ip ?? '203.0.113.7';
+  const ips = (opts.ip ?? '203.0.113.7').split(',');
   return {
     name,
     labels: opts.relay ? { [Labels.relay]: 'true' } : {},
     annotations: {
       ...peerAnnotations({
         peerId,
-        multiaddrs: [`/ip4/${ip}/tcp/4001`],
+        multiaddrs: ips.map((ip) => `/${ip.includes(':') ? 'ip6' : 'ip4'}/${ip}/tcp/4001`),
         podCidrs: [],
         site: name,
         nodeIp: '10.1.0.2',
@@ -104,6 +105,20 @@ describe('chooseRelays', () => {
     expect([...fromA.map((r) => r.peerId)]).toEqual([r1, r2].sort());
     expect(fromA.find((r) => r.node === 'r2')?.endpoint).toEqual({ ip: '198.51.100.2', port: 5003 });
     expect(chooseRelays(dir.relays(), a, b, 1)).toEqual(fromA.slice(0, 1));
+  });
+
+  it('reaches a relay over IPv6 when it publishes no public IPv4, in the form the socket reports senders', () => {
+    const [a, b, r1, r2] = ids as [string, string, string, string];
+    const dir = directory([
+      node('r1', r1, { relay: true, relayPort: 4003, ip: '2001:DB8:0:0:0:0:0:10' }),
+      node('r2', r2, { relay: true, relayPort: 4003, ip: '2001:db8::20,198.51.100.2' }),
+    ]);
+    const relays = chooseRelays(dir.relays(), a, b, 5);
+    expect(relays.find((r) => r.node === 'r1')?.endpoint).toEqual({ ip: '2001:db8::10', port: 4003 });
+    // Both families: IPv4 first.
+    expect(relays.find((r) => r.node === 'r2')?.endpoint).toEqual({ ip: '198.51.100.2', port: 4003 });
+    expect(canonicalIpv6('2001:0DB8:0:0:1:0:0:1')).toBe('2001:db8::1:0:0:1');
+    expect(canonicalIpv6('not an address')).toBeUndefined();
   });
 
   it('never uses a member of the pair as its relay', () => {
