@@ -137,9 +137,12 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
     'Gbit/s',
     network.summary.map((s) => ({ label: s.scenario, value: s.tcp1Gbps })),
   );
-  await writeResults(dir, { date: new Date().toISOString(), options: opts, network, figures, facts, components }, tables, [
-    { file: 'tcp-single-stream.svg', svg: chart },
-  ]);
+  await writeResults(
+    dir,
+    { date: new Date().toISOString(), options: opts, network, figures, facts, components },
+    tables,
+    [{ file: 'tcp-single-stream.svg', svg: chart }],
+  );
   // The same figures in knb's JSON shape, to compare with knb runs on real clusters.
   await mkdir(join(dir, 'knb'), { recursive: true });
   for (const s of network.summary) {

@@ -21,8 +21,8 @@ export interface Scenario {
   relay?: { pid(): number; thread: string };
   /** Brings the pair onto the path the scenario is named for, before each measurement. */
   prepare?(): Promise<void>;
-  /** A counter of path changes on the pair's nodes (read before and after the TCP 1-stream run). */
-  pathChanges?(): Promise<number>;
+  /** Starts watching the pair's path; stop() gives the number of changes seen meanwhile. */
+  watchPath?(): { stop(): Promise<number> };
 }
 
 export interface Pair {

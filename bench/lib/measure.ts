@@ -17,7 +17,7 @@ export interface Measurement {
   relayCpuSecondsPerGB: number;
   /** The relay's forwarding thread alone. */
   relayThreadCpuSecondsPerGB: number;
-  /** Path changes on the pair's nodes during the TCP 1-stream run (NaN: not known). */
+  /** Changes of the pair's path seen during the TCP 1-stream run (NaN: not watched). */
   pathChanges: number;
 }
 
@@ -35,13 +35,13 @@ export async function measure(s: Scenario, opts: MeasureOptions): Promise<Measur
     const relayPid = s.relay?.pid() ?? 0;
     const relayCpu = () =>
       s.relay === undefined ? [0, 0] : [cpuSeconds(relayPid), threadCpuSeconds(relayPid, s.relay.thread)];
-    const changesBefore = (await s.pathChanges?.()) ?? Number.NaN;
+    const watch = s.watchPath?.();
     const cpuBefore = totalCpuSeconds(pids);
     const [relayBefore, threadBefore] = relayCpu();
     const tcp1 = await iperfClient({ netns: s.clientNetns, server: s.target, seconds: opts.seconds });
     const cpuAfter = totalCpuSeconds(pids);
     const [relayAfter, threadAfter] = relayCpu();
-    const changesAfter = (await s.pathChanges?.()) ?? Number.NaN;
+    const changes = (await watch?.stop()) ?? Number.NaN;
     const gigabytes = (tcp1.gbps * opts.seconds) / 8;
     const perGB = (cpu: number) =>
       s.relay !== undefined && relayPid > 0 && gigabytes > 0 ? cpu / gigabytes : Number.NaN;
@@ -64,7 +64,7 @@ export async function measure(s: Scenario, opts: MeasureOptions): Promise<Measur
       cpuSecondsPerGB: pids.length > 0 && gigabytes > 0 ? (cpuAfter - cpuBefore) / gigabytes : Number.NaN,
       relayCpuSecondsPerGB: perGB(relayAfter! - relayBefore!),
       relayThreadCpuSecondsPerGB: perGB(threadAfter! - threadBefore!),
-      pathChanges: changesAfter - changesBefore,
+      pathChanges: changes,
     };
   } finally {
     await stopProcess(server);
