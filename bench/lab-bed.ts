@@ -15,7 +15,8 @@
 // so the agents have closed the idle sessions meanwhile) and that time is recorded too; the
 // pair's path is watched during the TCP run (changes logged and counted). For the UDP
 // relay it reports, from the same run: relayed / direct TCP single stream, and the relay
-// node's CPU per GB forwarded (its whole agent process, and the relay thread alone).
+// node's CPU per GB forwarded (its whole agent process, that less its idle CPU, and the
+// relay thread alone).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type AgentStatus, type Lab, labUp } from '../lab/lab.ts';
 import { resolveTopology } from '../lab/topology.ts';
@@ -121,6 +122,11 @@ function relayFigures(summary: readonly Summary[]): BedFact[] {
     {
       name: `relay node cloud-1, relay thread alone, CPU per GB relayed (${src})`,
       value: relayed.relayThreadCpuSecondsPerGB,
+      unit: 's/GB',
+    },
+    {
+      name: `relay node cloud-1, whole agent process less its idle CPU, CPU per GB relayed (${src})`,
+      value: relayed.relayNetCpuSecondsPerGB,
       unit: 's/GB',
     },
     {

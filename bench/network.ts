@@ -70,6 +70,7 @@ export async function runNetworkBench(
       cpuSecondsPerGB: med('cpuSecondsPerGB'),
       relayCpuSecondsPerGB: med('relayCpuSecondsPerGB'),
       relayThreadCpuSecondsPerGB: med('relayThreadCpuSecondsPerGB'),
+      relayNetCpuSecondsPerGB: med('relayNetCpuSecondsPerGB'),
       pathChanges: med('pathChanges'),
     };
   });
