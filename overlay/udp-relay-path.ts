@@ -304,7 +304,8 @@ export class UdpRelayPath {
       lastReplyAt: now,
     });
     this.#using(p, current, now);
-    this.#remember(node, now);
+    // A late reply through a relay while the session is back on a direct endpoint is no need.
+    if (current === undefined || p.rtts.has(endpointKey(current))) this.#remember(node, now);
   }
 
   /**

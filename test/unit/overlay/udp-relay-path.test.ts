@@ -355,6 +355,13 @@ describe('UdpRelayPath', () => {
     t.path.sessionEstablished(t.session(500, 600));
     expect(t.path.active('b')).toBe(false);
     expect(t.path.counters.remembered).toBe(1);
+    // A late reply through the relay while the session is on a direct endpoint is no need.
+    t.path.unanswered('b');
+    await settle();
+    t.path.observe('b', relay, 2, Date.now(), { ip: '192.0.2.9', port: 4002 });
+    t.path.lost('b');
+    t.path.sessionEstablished(t.session(700, 800));
+    expect(t.path.active('b')).toBe(false);
     t.path.stop();
   });
 
