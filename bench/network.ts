@@ -17,6 +17,8 @@ export interface Bed {
   name: string;
   scenarios: Scenario[];
   facts?: BedFact[];
+  /** Figures the bed derives from the run's medians (e.g. one path against another). */
+  figures?(summary: readonly Summary[]): BedFact[];
   destroy(): Promise<void>;
 }
 
@@ -66,6 +68,10 @@ export async function runNetworkBench(
       rttP50Ms: med('rttP50Ms'),
       rttP99Ms: med('rttP99Ms'),
       cpuSecondsPerGB: med('cpuSecondsPerGB'),
+      relayCpuSecondsPerGB: med('relayCpuSecondsPerGB'),
+      relayThreadCpuSecondsPerGB: med('relayThreadCpuSecondsPerGB'),
+      relayNetCpuSecondsPerGB: med('relayNetCpuSecondsPerGB'),
+      pathChanges: med('pathChanges'),
     };
   });
   return { raw, summary };

@@ -73,6 +73,14 @@ function networkTable(summary: readonly Summary[]): Table {
   };
 }
 
+function figuresTable(figures: readonly BedFact[]): Table {
+  return {
+    title: 'UDP relay: relayed against direct and the relay CPU, from the medians above (the agents as deployed)',
+    columns: ['figure', 'value', 'unit'],
+    rows: figures.map((f) => [f.name, f.value, f.unit]),
+  };
+}
+
 function factsTable(facts: readonly BedFact[]): Table {
   return {
     title: 'Lab: time from the first packet to each tunnel path (hole-punch time)',
@@ -115,6 +123,8 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
   const date = new Date().toISOString().slice(0, 10);
   const dir = opts.outDir ?? join(root, 'bench', 'results', date);
   const tables = [networkTable(network.summary)];
+  const figures = beds.flatMap((b) => b.figures?.(network.summary) ?? []);
+  if (figures.length > 0) tables.push(figuresTable(figures));
   if (facts.length > 0) tables.push(factsTable(facts));
   for (const [script, out] of Object.entries(components)) {
     tables.push({
@@ -128,9 +138,12 @@ export async function runBench(opts: BenchOptions, log: (line: string) => void =
     'Gbit/s',
     network.summary.map((s) => ({ label: s.scenario, value: s.tcp1Gbps })),
   );
-  await writeResults(dir, { date: new Date().toISOString(), options: opts, network, facts, components }, tables, [
-    { file: 'tcp-single-stream.svg', svg: chart },
-  ]);
+  await writeResults(
+    dir,
+    { date: new Date().toISOString(), options: opts, network, figures, facts, components },
+    tables,
+    [{ file: 'tcp-single-stream.svg', svg: chart }],
+  );
   // The same figures in knb's JSON shape, to compare with knb runs on real clusters.
   await mkdir(join(dir, 'knb'), { recursive: true });
   for (const s of network.summary) {

@@ -103,7 +103,15 @@ export interface UdpPathsOptions {
   /** The udp-relayed rung (overlay/udp-relay-path.ts); absent: no UDP relays. */
   relay?: Pick<
     UdpRelayPath,
-    'isRelay' | 'targets' | 'unanswered' | 'sessionEstablished' | 'preferDirect' | 'lost' | 'tick'
+    | 'isRelay'
+    | 'targets'
+    | 'unanswered'
+    | 'sessionEstablished'
+    | 'preferDirect'
+    | 'lost'
+    | 'tick'
+    | 'observe'
+    | 'shouldMove'
   >;
   /**
    * Birthday punching (overlay/birthday-punch.ts) when one side's NAT is endpoint-dependent:
@@ -348,6 +356,7 @@ export class UdpPaths {
       case ControlType.ProbeReply:
       case ControlType.KeepaliveReply: {
         const key = Buffer.from(msg.nonce).toString('hex');
+        const sentAt = p.nonces.get(key);
         if (!p.nonces.delete(key)) {
           // Birthday probes of an attempt share one nonce (thousands of them, one answer).
           if (msg.type !== ControlType.ProbeReply || this.birthday?.isNonce(p.node, msg.nonce) !== true) {
@@ -357,7 +366,7 @@ export class UdpPaths {
           this.birthday.answered(p.node);
         }
         if (msg.type === ControlType.ProbeReply) this.counters.probeReplies++;
-        this.#adopt(p, from, now);
+        this.#adopt(p, from, now, sentAt === undefined ? undefined : now - sentAt);
         return;
       }
       case ControlType.Keepalive:
@@ -447,14 +456,17 @@ export class UdpPaths {
     }
   }
 
-  #adopt(p: PeerUdp, from: UdpEndpoint, now: number): void {
+  #adopt(p: PeerUdp, from: UdpEndpoint, now: number, rttMs?: number): void {
     const wasAlive = udpAlive(this.facts(p.node), now, this.#tuning);
     const same = p.endpoint !== undefined && sameEndpoint(p.endpoint, from);
     // First authenticated reply wins; a live path is not moved by a late reply on another,
-    // except off a relay by a direct endpoint that keeps answering.
+    // except off a relay by a direct endpoint that keeps answering, or to another relay
+    // that is clearly faster or still answers when ours went silent (the relay rung decides).
     const relay = this.#o.relay;
+    const viaRelay = relay?.isRelay(from) === true;
+    if (viaRelay) relay!.observe(p.node, from, rttMs, now, p.endpoint);
     if (relay !== undefined && !same && wasAlive && this.#onRelay(p)) {
-      if (relay.isRelay(from) || !relay.preferDirect(p.node)) return;
+      if (viaRelay ? !relay.shouldMove(p.node, p.endpoint!, from, now) : !relay.preferDirect(p.node)) return;
     } else if (!same && wasAlive && p.confirmedAt !== undefined) return;
     if (!same) {
       p.endpoint = { ...from };

@@ -5,14 +5,21 @@
 // bindings over libp2p (overlay/relay-binding.ts), registers our receiver indexes with
 // allocate datagrams from our data socket, and offers each relay's endpoint to the prober
 // (overlay/udp-paths.ts) as one more candidate. The prober's sealed probes decide: the first
-// relay whose probe is answered becomes the endpoint (so among several relays the quickest
-// wins), and a relay that stops answering loses the path to the next one by the ordinary
-// liveness rule. Direct candidates keep being probed at the slow rate; once they answer
-// steadily the session moves off the relay (preferDirect).
+// relay whose probe is answered becomes the endpoint; every reply through a relay is a round
+// trip to the peer, so each relay's RTT is kept (smoothed), and a relay clearly faster than
+// the one in use takes the path over (hysteresis: a margin and a minimum dwell), while a
+// relay that went silent loses it to one that still answers before the path's liveness gives
+// up (pickRelayEndpoint). Direct candidates keep being probed at the slow rate; once they
+// answer steadily the session moves off the relay (preferDirect). A peer that needed a relay
+// is remembered for a while, so its next session (after an idle close) asks the relays at
+// once instead of after a whole unanswered probe burst.
 //
 // Both members ask the same relays (the ones with the smallest peer IDs), so every relay in
-// the set holds both halves of the binding; bindings are idempotent on the relay, so asking
-// again (after a relay restart, or when it stops answering) is harmless.
+// the set holds both halves of the binding and each member registers with all of them; the
+// two members may then send through different relays (each picks by its own RTTs), which
+// works because a relay forwards to whichever endpoint the other member registered with it.
+// Bindings are idempotent on the relay, so asking again (after a relay restart, or when it
+// stops answering) is harmless.
 import type { Connection } from '@libp2p/interface';
 import type { Logger } from 'pino';
 import { ipOf } from './addresses.ts';
@@ -44,11 +51,71 @@ export const REBIND_AFTER_SILENCE_MS = 2000;
 /** Direct replies in a row (while on a relay) before the session moves back to direct. */
 export const DIRECT_ANSWERS_TO_LEAVE_RELAY = 3;
 const DIRECT_ANSWER_GAP_MS = 5000;
+/** A peer that needed a relay gets relays at once on its next session within this time. */
+export const RELAY_MEMORY_MS = 30 * 60_000;
+const MAX_REMEMBERED = 4096;
+
+/** What a relay's replies told us: smoothed round trip through it, and when it last answered. */
+export interface RelayRtt {
+  rttMs: number;
+  lastReplyAt: number;
+}
+
+export interface RelayChoiceTuning {
+  /** A relay whose last reply is older than this is silent (keepalives go every second). */
+  silentMs: number;
+  /** Another relay takes the path only if faster by this fraction of the current RTT ... */
+  switchFraction: number;
+  /** ... and by at least this many ms (sub-ms differences are noise). */
+  switchMinGainMs: number;
+  /** No move for speed alone within this long of the last change (failover is not held). */
+  minDwellMs: number;
+}
+
+export const DEFAULT_RELAY_CHOICE: RelayChoiceTuning = {
+  silentMs: 2500,
+  switchFraction: 0.25,
+  switchMinGainMs: 1,
+  minDwellMs: 10_000,
+};
+
+/**
+ * Which relay endpoint (key) a session should send through: the current one unless it went
+ * silent (then the fastest relay still answering) or another answering relay is faster by the
+ * margin after the dwell time. Pure; exported for tests.
+ */
+export function pickRelayEndpoint(
+  current: string | undefined,
+  currentSince: number,
+  seen: ReadonlyMap<string, RelayRtt>,
+  now: number,
+  t: RelayChoiceTuning = DEFAULT_RELAY_CHOICE,
+): string | undefined {
+  let best: string | undefined;
+  for (const [key, r] of seen) {
+    if (now - r.lastReplyAt > t.silentMs) continue;
+    if (best === undefined || r.rttMs < seen.get(best)!.rttMs) best = key;
+  }
+  const cur = current === undefined ? undefined : seen.get(current);
+  if (current === undefined || cur === undefined) return best ?? current;
+  if (now - cur.lastReplyAt > t.silentMs) return best ?? current;
+  if (best === undefined || best === current || now - currentSince < t.minDwellMs) return current;
+  const gain = cur.rttMs - seen.get(best)!.rttMs;
+  return gain >= Math.max(t.switchMinGainMs, cur.rttMs * t.switchFraction) ? best : current;
+}
+
+/** Smoothed RTT (EWMA, 1/4 weight to the new sample; the first sample sets it). */
+export function smoothRtt(previous: number | undefined, sample: number): number {
+  return previous === undefined ? sample : previous + (sample - previous) / 4;
+}
 
 /**
  * The relays a pair uses, the same on both sides: relay nodes that publish a UDP relay port
- * and a public IPv4 address (the data sockets of both members speak IPv4), neither member
- * itself, ordered by peer ID. Pure; exported for tests.
+ * and a public address, neither member itself, ordered by peer ID. A relay's endpoint is its
+ * public IPv4 address, else its public IPv6 one (a relay reachable over IPv6 only: the data
+ * socket is dual-stack, and a member without IPv6 just counts a send error), written the way
+ * the socket reports a sender (RFC 5952) so replies through it are recognised. Pure;
+ * exported for tests.
  */
 export function chooseRelays(
   relays: readonly PeerInfo[],
@@ -59,12 +126,23 @@ export function chooseRelays(
   const out: RelayCandidate[] = [];
   for (const r of relays) {
     if (!r.relay || r.relayPort === undefined || r.peerId === selfPeerId || r.peerId === peerPeerId) continue;
-    const ip = r.publicAddrs.map((ma) => ipOf(ma)).find((a) => a !== undefined && !a.includes(':'));
+    const ips = r.publicAddrs.map((ma) => ipOf(ma)).filter((a) => a !== undefined);
+    const v6 = ips.find((a) => a.includes(':'));
+    const ip = ips.find((a) => !a.includes(':')) ?? (v6 === undefined ? undefined : canonicalIpv6(v6));
     if (ip === undefined) continue;
     out.push({ node: r.node, peerId: r.peerId, endpoint: { ip, port: r.relayPort } });
   }
   out.sort((a, b) => (a.peerId < b.peerId ? -1 : a.peerId > b.peerId ? 1 : 0));
   return out.slice(0, Math.max(0, max));
+}
+
+/** IPv6 text in its canonical form (lower case, longest zero run compressed), as URLs write it. */
+export function canonicalIpv6(ip: string): string | undefined {
+  try {
+    return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The receiver indexes to register: the newest first, deduplicated, at most `max` (allocate holds 4). */
@@ -89,6 +167,7 @@ export interface UdpRelayPathOptions {
   request?: typeof requestRelayBinding;
   maxRelays?: number;
   reallocateMs?: number;
+  relayChoice?: Partial<RelayChoiceTuning>;
 }
 
 export interface UdpRelayPathCounters {
@@ -101,6 +180,10 @@ export interface UdpRelayPathCounters {
   allocateErrors: number;
   /** Sessions that moved from a relay back to a direct endpoint. */
   leftRelay: number;
+  /** Sessions that moved from one relay to another: `faster` (RTT) or `failover` (silent). */
+  relayMoves: { faster: number; failover: number };
+  /** Peers given relays at once on a new session because they needed one recently. */
+  remembered: number;
   /** Bindings released when a peer's sessions ended. */
   released: number;
 }
@@ -121,6 +204,10 @@ interface PeerRelays {
   sides: Map<string, RelaySide>;
   directAnswers: number;
   lastDirectAt: number;
+  /** Per relay endpoint (endpointKey) we hold a grant on: its RTT and last reply. */
+  rtts: Map<string, RelayRtt>;
+  /** The relay endpoint the session sends through, and since when. */
+  using: { key: string; since: number } | undefined;
 }
 
 export class UdpRelayPath {
@@ -131,12 +218,16 @@ export class UdpRelayPath {
     allocatesSent: 0,
     allocateErrors: 0,
     leftRelay: 0,
+    relayMoves: { faster: 0, failover: 0 },
+    remembered: 0,
     released: 0,
   };
   readonly #o: UdpRelayPathOptions;
   readonly #peers = new Map<string, PeerRelays>();
   /** Remote indexes of every session, so a peer activated later registers the current ones. */
   readonly #indexes = new Map<string, number[]>();
+  /** Nodes whose sessions ran through a relay lately (node → last reply through a relay). */
+  readonly #needed = new Map<string, number>();
   #relayEndpoints: Set<string> | undefined;
   readonly #invalidate = (): void => {
     this.#relayEndpoints = undefined;
@@ -171,11 +262,15 @@ export class UdpRelayPath {
 
   /** The peer's own candidates did not answer within the probe burst: bring the relays in. */
   unanswered(node: string): void {
-    if (this.#stopped || this.#peers.has(node)) return;
+    this.#activate(node, 'UDP candidates unanswered: trying UDP relays');
+  }
+
+  #activate(node: string, why: string): boolean {
+    if (this.#stopped || this.#peers.has(node)) return false;
     const info = this.#o.directory.get(node);
-    if (info === undefined) return;
+    if (info === undefined) return false;
     const relays = chooseRelays(this.#o.directory.relays(), this.#o.selfPeerId, info.peerId, this.#o.maxRelays);
-    if (relays.length === 0) return;
+    if (relays.length === 0) return false;
     this.counters.activated++;
     const p: PeerRelays = {
       node,
@@ -184,10 +279,73 @@ export class UdpRelayPath {
       sides: new Map(relays.map((r) => [r.peerId, newSide(r)])),
       directAnswers: 0,
       lastDirectAt: 0,
+      rtts: new Map(),
+      using: undefined,
     };
     this.#peers.set(node, p);
-    this.#o.log.info({ peer: node, relays: relays.map((r) => r.node) }, 'UDP candidates unanswered: trying UDP relays');
+    this.#o.log.info({ peer: node, relays: relays.map((r) => r.node) }, why);
     this.tick(Date.now());
+    return true;
+  }
+
+  /**
+   * A reply to one of our probes or keepalives came through a relay endpoint (`rttMs`: since
+   * the probe left, when known); `current` is where the session sends now.
+   */
+  observe(node: string, from: UdpEndpoint, rttMs: number | undefined, now: number, current?: UdpEndpoint): void {
+    const p = this.#peers.get(node);
+    if (p === undefined) return;
+    const key = endpointKey(from);
+    if (![...p.sides.values()].some((s) => s.grant !== undefined && endpointKey(s.relay.endpoint) === key)) return;
+    const prev = p.rtts.get(key);
+    const sample = rttMs !== undefined && Number.isFinite(rttMs) && rttMs >= 0 ? rttMs : undefined;
+    p.rtts.set(key, {
+      rttMs: sample === undefined ? (prev?.rttMs ?? Number.POSITIVE_INFINITY) : smoothRtt(prev?.rttMs, sample),
+      lastReplyAt: now,
+    });
+    this.#using(p, current, now);
+    // A late reply through a relay while the session is back on a direct endpoint is no need.
+    if (current === undefined || p.rtts.has(endpointKey(current))) this.#remember(node, now);
+  }
+
+  /**
+   * A relay answered while the session sends through another relay: true if the session
+   * should move to it (the one in use went silent, or this one is clearly faster).
+   */
+  shouldMove(node: string, current: UdpEndpoint, candidate: UdpEndpoint, now = Date.now()): boolean {
+    const p = this.#peers.get(node);
+    if (p === undefined) return false;
+    this.#using(p, current, now);
+    const cur = endpointKey(current);
+    const tuning = { ...DEFAULT_RELAY_CHOICE, ...this.#o.relayChoice };
+    const pick = pickRelayEndpoint(cur, p.using!.since, p.rtts, now, tuning);
+    if (pick !== endpointKey(candidate)) return false;
+    const silent = now - (p.rtts.get(cur)?.lastReplyAt ?? 0) > tuning.silentMs;
+    this.counters.relayMoves[silent ? 'failover' : 'faster']++;
+    this.#o.log.info(
+      { peer: node, from: cur, to: pick, rtts: Object.fromEntries([...p.rtts].map(([k, r]) => [k, r.rttMs])) },
+      silent ? 'UDP relay silent: moving to another relay' : 'faster UDP relay: moving to it',
+    );
+    p.using = { key: pick, since: now };
+    return true;
+  }
+
+  /** Smoothed RTT through each relay endpoint we hold a grant on for `node` (for status). */
+  relayRtts(node: string): Record<string, number> {
+    const p = this.#peers.get(node);
+    return p === undefined ? {} : Object.fromEntries([...p.rtts].map(([k, r]) => [k, r.rttMs]));
+  }
+
+  #using(p: PeerRelays, current: UdpEndpoint | undefined, now: number): void {
+    const key = current === undefined ? undefined : endpointKey(current);
+    if (key === undefined || !p.rtts.has(key)) return;
+    if (p.using?.key !== key) p.using = { key, since: now };
+  }
+
+  #remember(node: string, now: number): void {
+    this.#needed.delete(node);
+    this.#needed.set(node, now);
+    if (this.#needed.size > MAX_REMEMBERED) this.#needed.delete(this.#needed.keys().next().value!);
   }
 
   /**
@@ -197,7 +355,14 @@ export class UdpRelayPath {
   sessionEstablished(s: ActiveSession): void {
     const indexes = pushIndex(this.#indexes.get(s.node) ?? [], s.remoteIndex);
     this.#indexes.set(s.node, indexes);
-    const p = this.#peers.get(s.node);
+    let p = this.#peers.get(s.node);
+    // Its last sessions needed a relay (e.g. before an idle close): no unanswered burst first.
+    const needed = this.#needed.get(s.node);
+    if (p === undefined && needed !== undefined && Date.now() - needed < RELAY_MEMORY_MS) {
+      if (this.#activate(s.node, 'peer needed a UDP relay lately: trying UDP relays at once'))
+        this.counters.remembered++;
+      p = this.#peers.get(s.node);
+    }
     if (p === undefined) return;
     p.indexes = indexes;
     for (const side of p.sides.values()) this.#allocate(p, side, Date.now());
@@ -216,6 +381,7 @@ export class UdpRelayPath {
     p.directAnswers++;
     if (p.directAnswers < DIRECT_ANSWERS_TO_LEAVE_RELAY) return false;
     p.directAnswers = 0;
+    this.#needed.delete(node);
     this.counters.leftRelay++;
     this.#o.log.info({ peer: node }, 'direct UDP answers again: leaving the relay');
     return true;
@@ -270,6 +436,7 @@ export class UdpRelayPath {
       this.#o.directory.off(ev, this.#invalidate);
     this.#peers.clear();
     this.#indexes.clear();
+    this.#needed.clear();
   }
 
   #request(p: PeerRelays, side: RelaySide, now: number): void {

@@ -259,11 +259,18 @@ export class UdpSessions {
       // Both sides started a handshake at once: exactly one may win, or each would end up
       // sending on a session the other retires. The smaller peer ID's handshake wins.
       if (peer.handshake !== undefined && this.#selfId() < peer.peerId) return { reject: 'handshake crossing' };
+      const before = peer.current;
       const now = Date.now();
       peer.inbound = peer.inbound.filter((t) => now - t < 60_000);
       if (peer.inbound.length >= INBOUND_PER_MINUTE) return { reject: 'too many handshakes' };
       peer.inbound.push(now);
       const candidates = await this.#filter(peer.node, offer.endpoints);
+      // Checked again after the wait (the check may take a relay round trip): our own
+      // handshake may have started meanwhile, for traffic to the peer, and the other side
+      // accepts it since its ID is larger. Accepting this one too would install two sessions
+      // on each end, and each end may keep sending on the one the other retires.
+      const ownSince = peer.handshake !== undefined || (peer.current !== before && peer.current?.initiator === true);
+      if (ownSince && this.#selfId() < peer.peerId) return { reject: 'handshake crossing' };
       const nat = this.#o.natKind?.();
       const eph = generateEphemeral();
       const index = this.#allocateIndex();

@@ -14,6 +14,15 @@ export interface Scenario {
   target: string;
   /** Processes doing the forwarding (for CPU seconds per GB); empty for the kernel. */
   forwarderPids(): number[];
+  /**
+   * A relay node's process on the path (its CPU also counted on its own), and the name of the
+   * thread in it that forwards (its CPU alone: the rest of the process is the node's agent).
+   */
+  relay?: { pid(): number; thread: string };
+  /** Brings the pair onto the path the scenario is named for, before each measurement. */
+  prepare?(): Promise<void>;
+  /** Starts watching the pair's path; stop() gives the number of changes seen meanwhile. */
+  watchPath?(): { stop(): Promise<number> };
 }
 
 export interface Pair {

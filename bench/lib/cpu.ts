@@ -1,5 +1,5 @@
 // CPU time of processes from /proc, for "CPU seconds per GB moved".
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 const CLOCK_TICKS = 100; // USER_HZ on Linux
 
@@ -15,6 +15,26 @@ export function cpuSeconds(pid: number): number {
   } catch {
     return 0;
   }
+}
+
+/** utime + stime of the threads of `pid` named `thread` (comm), in seconds (0 if none). */
+export function threadCpuSeconds(pid: number, thread: string): number {
+  let sum = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== thread) continue;
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        sum += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return sum;
 }
 
 export function totalCpuSeconds(pids: readonly number[]): number {

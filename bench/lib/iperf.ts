@@ -57,7 +57,14 @@ export async function iperfClient(opts: IperfClientOptions): Promise<IperfResult
   const args = ['netns', 'exec', opts.netns, 'iperf3', '-J', '-c', opts.server, '-p', String(opts.port ?? 5201)];
   args.push('-t', String(opts.seconds ?? 5), '-P', String(opts.streams ?? 1));
   if (opts.udpRate) args.push('-u', '-b', opts.udpRate, '-l', '1200');
-  const out = JSON.parse(await run('ip', args, { timeoutMs: ((opts.seconds ?? 5) + 20) * 1000 }));
+  let out = JSON.parse(await run('ip', args, { timeoutMs: ((opts.seconds ?? 5) + 20) * 1000 }));
+  // Back to back over a slow path, the server may not have finished the previous test when
+  // the next client connects: it refuses at once ("busy", or a reset of the control
+  // connection). One retry after a pause; any other error, or a second one, stands.
+  if (typeof out.error === 'string' && /reset by peer|busy/i.test(out.error)) {
+    await new Promise((r) => setTimeout(r, 1000));
+    out = JSON.parse(await run('ip', args, { timeoutMs: ((opts.seconds ?? 5) + 20) * 1000 }));
+  }
   if (out.error) throw new Error(`iperf3: ${out.error}`);
   if (opts.udpRate) {
     const sum = out.end.sum;

@@ -610,6 +610,8 @@ static napi_value relay_open(napi_env env, napi_callback_info info) {
     return throw_errno(env, EAGAIN, "starting the relay thread");
   }
   r->running = 1;
+  // Named so its CPU time can be told apart from the rest of the agent (/proc/<pid>/task/*/comm).
+  pthread_setname_np(r->thread, "edgemesh-relay");
   CHECK(env, napi_create_uint32(env, bound_port, &v));
   CHECK(env, napi_set_named_property(env, handle, "port", v));
   return handle;

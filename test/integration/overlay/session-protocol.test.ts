@@ -254,3 +254,79 @@ describe('UDP session handshakes that cross', () => {
     }
   });
 });
+
+describe('UDP session handshakes that cross while the responder checks candidates', () => {
+  // The responder's candidate check can take a round trip (a relay vouches for the peer's
+  // public IP); traffic for the peer may start our own handshake meanwhile. The smaller peer
+  // ID must still refuse the other's offer, or both ends install both sessions and each may
+  // send on the one the other retires (the UDP path dies when the grace period ends).
+  for (const ownDone of [false, true]) {
+    it(`install exactly one session on each end (own handshake ${ownDone ? 'done' : 'pending'} by then)`, async () => {
+      const pair = await loopbackHostPair();
+      const sockets = [new RecordingSocket(21_021), new RecordingSocket(21_022)] as const;
+      const small: 0 | 1 = pair.hosts[0].peerId.toString() < pair.hosts[1].peerId.toString() ? 0 : 1;
+      const large: 0 | 1 = small === 0 ? 1 : 0;
+      // Each end's first candidate check (the other's offer) waits until the test lets it go.
+      const gates = [0, 1].map(() => ({
+        entered: Promise.withResolvers<void>(),
+        release: Promise.withResolvers<void>(),
+        calls: 0,
+      }));
+      if (ownDone) gates[large]!.release.resolve();
+      const established: ActiveSession[][] = [[], []];
+      const make = (i: 0 | 1) =>
+        new UdpSessions({
+          host: pair.hosts[i],
+          directory: pair.dirs[i],
+          socket: sockets[i],
+          cipher: 'aes-256-gcm',
+          localEndpoints: () => [{ ip: '192.0.2.1', port: sockets[i].port }],
+          connectionTo: async () => {
+            const to = pair.hosts[i === 0 ? 1 : 0];
+            return (
+              pair.hosts[i].getConnections(to.peerId).find((c) => c.status === 'open') ??
+              pair.hosts[i].dial(to.getMultiaddrs()[0]!)
+            );
+          },
+          filterCandidates: async (_node, c) => {
+            const g = gates[i]!;
+            if (g.calls++ === 0) {
+              g.entered.resolve();
+              await g.release.promise;
+            }
+            return c;
+          },
+          log: quietLogger(),
+          onEstablished: (s) => established[i]!.push(s),
+          onLost: () => {},
+        });
+      const s = [make(0), make(1)] as const;
+      const node = (i: 0 | 1) => `n${i}`;
+      try {
+        await pair.hosts[0].dial(pair.hosts[1].getMultiaddrs()[0]!);
+        const fromLarge = s[large].ensure(node(small));
+        await gates[small]!.entered.promise;
+        // Our own handshake starts while the other's offer is being checked.
+        const fromSmall = s[small].ensure(node(large));
+        if (ownDone) expect(await fromSmall).toBeDefined();
+        else await gates[large]!.entered.promise;
+        gates[small]!.release.resolve();
+        expect(await fromLarge).toBeUndefined();
+        gates[large]!.release.resolve();
+        expect(await fromSmall).toBeDefined();
+        const ca = s[small].current(node(large))!;
+        const cb = s[large].current(node(small))!;
+        expect(ca.localIndex).toBe(cb.remoteIndex);
+        expect(cb.localIndex).toBe(ca.remoteIndex);
+        expect(established[small]).toHaveLength(1);
+        expect(established[large]).toHaveLength(1);
+        expect(s[large].counters.handshakeFailures['peer-refused']).toBe(1);
+      } finally {
+        for (const g of gates) g.release.resolve();
+        await s[0].stop();
+        await s[1].stop();
+        await pair.stop();
+      }
+    });
+  }
+});

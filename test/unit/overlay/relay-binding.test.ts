@@ -15,6 +15,7 @@ import { UdpDataSocket } from '../../../dataplane/udp-session.ts';
 import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
 import { createHost, type Host } from '../../../overlay/host.ts';
 import { RELAY_BINDING_PROTOCOL, RelayBindingService, requestRelayBinding } from '../../../overlay/relay-binding.ts';
+import { canonicalIpv6 } from '../../../overlay/udp-relay-path.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
@@ -123,6 +124,52 @@ describe('/edgemesh/udp-relay/1.0.0', () => {
       sb.close();
     }
     expect(service.counters.granted).toBe(3);
+  });
+
+  it('works over a relay reachable over IPv6 only: grants, registration and the session, replies seen from the relay endpoint', async () => {
+    // A second relay node (host 3), its UDP relay on ::1 only.
+    const relay6 = UdpRelay.open({ bind: '::1', port: 0 });
+    const service6 = new RelayBindingService({
+      relay: relay6,
+      isMember: (p) => dirs[3]!.has(p),
+      log: pino({ level: 'silent' }),
+    });
+    await hosts[3]!.handle(RELAY_BINDING_PROTOCOL, (st, c) => service6.serve(st, c.remotePeer.toString()), {
+      runOnLimitedConnection: true,
+    });
+    const conn6 = (from: number) => hosts[from]!.dial(hosts[3]!.getMultiaddrs()[0]!);
+    const controls: Array<{ from: { ip: string; port: number } }> = [];
+    const sa = UdpDataSocket.open({ bind: '::', port: 0, onPackets: () => {}, onControl: () => {} });
+    const sb = UdpDataSocket.open({
+      bind: '::',
+      port: 0,
+      onPackets: () => {},
+      onControl: (_i, _m, from) => controls.push({ from }),
+    });
+    try {
+      const ga = (await requestRelayBinding(await conn6(1), peerOf(2))) as RelayGrant;
+      const gb = (await requestRelayBinding(await conn6(2), peerOf(1))) as RelayGrant;
+      expect(ga.bindingId).toBe(gb.bindingId);
+      // The endpoint as the member side derives it from a published /ip6 address.
+      const at = { ip: canonicalIpv6('0:0:0:0:0:0:0:1')!, port: ga.port };
+      const k = randomBytes(32);
+      sa.addSession({ localIndex: 1, remoteIndex: 2, txKey: k, rxKey: k }, at);
+      sb.addSession({ localIndex: 2, remoteIndex: 1, txKey: k, rxKey: k }, at);
+      expect(sa.sendRelayAllocate(at, relayAllocateDatagram({ ...ga, indexes: [2] }))).toBe(true);
+      expect(sb.sendRelayAllocate(at, relayAllocateDatagram({ ...gb, indexes: [1] }))).toBe(true);
+      await until('registered', () => relay6.binding(ga.bindingId)!.members.every((m) => m.endpoint !== null));
+      expect(sa.sendControl(1, new Uint8Array(12).fill(1), at)).toBe(true);
+      await until('B hears A through the relay', () => controls.length === 1);
+      // What the socket reports as the sender is the relay endpoint, written the same way:
+      // the member recognises replies through it as the relay's.
+      expect(controls[0]!.from).toEqual(at);
+      expect(relay6.stats().txDatagrams).toBeGreaterThanOrEqual(1);
+    } finally {
+      sa.close();
+      sb.close();
+      await hosts[3]!.unhandle(RELAY_BINDING_PROTOCOL);
+      relay6.close();
+    }
   });
 
   it('release drops the binding for both', async () => {

@@ -13,10 +13,15 @@ import { parseRelayPort, RELAY_PORT_ANNOTATION } from '../../../overlay/relay-an
 import type { RelayGrant } from '../../../overlay/relay-binding.ts';
 import { UdpPaths } from '../../../overlay/udp-paths.ts';
 import {
+  canonicalIpv6,
   chooseRelays,
+  DEFAULT_RELAY_CHOICE,
   DIRECT_ANSWERS_TO_LEAVE_RELAY,
+  pickRelayEndpoint,
   pushIndex,
   type RelayAllocateArgs,
+  type RelayRtt,
+  smoothRtt,
   UdpRelayPath,
 } from '../../../overlay/udp-relay-path.ts';
 import type { ActiveSession } from '../../../overlay/udp-sessions.ts';
@@ -34,14 +39,14 @@ function node(
   peerId: string,
   opts: { relay?: boolean; relayPort?: number | string; ip?: string } = {},
 ): NodeLike {
-  const ip = opts.ip ?? '203.0.113.7';
+  const ips = (opts.ip ?? '203.0.113.7').split(',');
   return {
     name,
     labels: opts.relay ? { [Labels.relay]: 'true' } : {},
     annotations: {
       ...peerAnnotations({
         peerId,
-        multiaddrs: [`/ip4/${ip}/tcp/4001`],
+        multiaddrs: ips.map((ip) => `/${ip.includes(':') ? 'ip6' : 'ip4'}/${ip}/tcp/4001`),
         podCidrs: [],
         site: name,
         nodeIp: '10.1.0.2',
@@ -102,6 +107,20 @@ describe('chooseRelays', () => {
     expect(chooseRelays(dir.relays(), a, b, 1)).toEqual(fromA.slice(0, 1));
   });
 
+  it('reaches a relay over IPv6 when it publishes no public IPv4, in the form the socket reports senders', () => {
+    const [a, b, r1, r2] = ids as [string, string, string, string];
+    const dir = directory([
+      node('r1', r1, { relay: true, relayPort: 4003, ip: '2001:DB8:0:0:0:0:0:10' }),
+      node('r2', r2, { relay: true, relayPort: 4003, ip: '2001:db8::20,198.51.100.2' }),
+    ]);
+    const relays = chooseRelays(dir.relays(), a, b, 5);
+    expect(relays.find((r) => r.node === 'r1')?.endpoint).toEqual({ ip: '2001:db8::10', port: 4003 });
+    // Both families: IPv4 first.
+    expect(relays.find((r) => r.node === 'r2')?.endpoint).toEqual({ ip: '198.51.100.2', port: 4003 });
+    expect(canonicalIpv6('2001:0DB8:0:0:1:0:0:1')).toBe('2001:db8::1:0:0:1');
+    expect(canonicalIpv6('not an address')).toBeUndefined();
+  });
+
   it('never uses a member of the pair as its relay', () => {
     const [a, r1] = ids as [string, string];
     const dir = directory([node('a', a), node('r1', r1, { relay: true, relayPort: 4003 })]);
@@ -116,6 +135,51 @@ describe('pushIndex', () => {
     expect(pushIndex([7], 9)).toEqual([9, 7]);
     expect(pushIndex([9, 7], 9)).toEqual([9, 7]);
     expect(pushIndex([3, 2, 1], 4)).toEqual([4, 3, 2]);
+  });
+});
+
+describe('pickRelayEndpoint (which relay a session sends through)', () => {
+  const t = DEFAULT_RELAY_CHOICE;
+  const now = 1_000_000;
+  const seen = (entries: Record<string, [rttMs: number, ageMs: number]>) =>
+    new Map<string, RelayRtt>(
+      Object.entries(entries).map(([k, [rttMs, age]]) => [k, { rttMs, lastReplyAt: now - age }]),
+    );
+  const longAgo = now - t.minDwellMs - 1;
+
+  it('starts on the fastest relay that answers', () => {
+    expect(pickRelayEndpoint(undefined, 0, seen({ r1: [9, 100], r2: [3, 100], r3: [1, t.silentMs + 1] }), now)).toBe(
+      'r2',
+    );
+    expect(pickRelayEndpoint(undefined, 0, seen({}), now)).toBeUndefined();
+  });
+
+  it('stays unless another is faster by the margin (a fraction of the RTT and at least a ms)', () => {
+    // 20 % faster: within the hysteresis.
+    expect(pickRelayEndpoint('r1', longAgo, seen({ r1: [10, 100], r2: [8, 100] }), now)).toBe('r1');
+    // 30 % faster: moves.
+    expect(pickRelayEndpoint('r1', longAgo, seen({ r1: [10, 100], r2: [7, 100] }), now)).toBe('r2');
+    // Half as fast but only 0.4 ms apart: noise on a LAN.
+    expect(pickRelayEndpoint('r1', longAgo, seen({ r1: [0.8, 100], r2: [0.4, 100] }), now)).toBe('r1');
+  });
+
+  it('does not move for speed within the dwell time, but fails over at once from a silent relay', () => {
+    const recent = now - t.minDwellMs + 1000;
+    expect(pickRelayEndpoint('r1', recent, seen({ r1: [10, 100], r2: [2, 100] }), now)).toBe('r1');
+    expect(pickRelayEndpoint('r1', recent, seen({ r1: [1, t.silentMs + 1], r2: [20, 100] }), now)).toBe('r2');
+  });
+
+  it('keeps a silent relay when no other answers (liveness decides then)', () => {
+    expect(pickRelayEndpoint('r1', longAgo, seen({ r1: [1, 60_000], r2: [1, 60_000] }), now)).toBe('r1');
+  });
+
+  it('smooths RTT samples (a single slow reply does not move the path)', () => {
+    let rtt = smoothRtt(undefined, 4);
+    expect(rtt).toBe(4);
+    rtt = smoothRtt(rtt, 40);
+    expect(rtt).toBe(13);
+    for (let i = 0; i < 20; i++) rtt = smoothRtt(rtt, 4);
+    expect(rtt).toBeCloseTo(4, 1);
   });
 });
 
@@ -264,6 +328,53 @@ describe('UdpRelayPath', () => {
     expect(t.path.active('b')).toBe(false);
     t.path.stop();
   });
+
+  it('gives a peer that needed a relay its relays at once on the next session, until direct works again', async () => {
+    const t = setup();
+    const relay = { ip: '198.51.100.1', port: 4003 };
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.unanswered('b');
+    await settle();
+    // A reply through the relay: the session runs there.
+    t.path.observe('b', relay, 2, Date.now(), relay);
+    expect(t.path.relayRtts('b')).toEqual({ '198.51.100.1:4003': 2 });
+    // Idle close, then a new session: no unanswered burst needed.
+    t.path.lost('b');
+    await settle();
+    const before = t.requests.filter((r) => r.op === undefined).length;
+    t.path.sessionEstablished(t.session(300, 400));
+    await settle();
+    expect(t.path.active('b')).toBe(true);
+    expect(t.path.counters.remembered).toBe(1);
+    expect(t.requests.filter((r) => r.op === undefined)).toHaveLength(before + 1);
+    expect(t.allocates.at(-1)!.args.indexes).toEqual([400]);
+    // Direct works again: the next session starts without relays.
+    const now = Date.now();
+    for (let i = 0; i < DIRECT_ANSWERS_TO_LEAVE_RELAY; i++) t.path.preferDirect('b', now + i * 100);
+    t.path.lost('b');
+    t.path.sessionEstablished(t.session(500, 600));
+    expect(t.path.active('b')).toBe(false);
+    expect(t.path.counters.remembered).toBe(1);
+    // A late reply through the relay while the session is on a direct endpoint is no need.
+    t.path.unanswered('b');
+    await settle();
+    t.path.observe('b', relay, 2, Date.now(), { ip: '192.0.2.9', port: 4002 });
+    t.path.lost('b');
+    t.path.sessionEstablished(t.session(700, 800));
+    expect(t.path.active('b')).toBe(false);
+    t.path.stop();
+  });
+
+  it('ignores replies from endpoints it holds no grant on', () => {
+    const t = setup();
+    t.path.sessionEstablished(t.session(100, 200));
+    t.path.observe('b', { ip: '198.51.100.1', port: 4003 }, 2, Date.now());
+    expect(t.path.relayRtts('b')).toEqual({});
+    t.path.lost('b');
+    t.path.sessionEstablished(t.session(300, 400));
+    expect(t.path.active('b')).toBe(false);
+    t.path.stop();
+  });
 });
 
 // The prober (overlay/udp-paths.ts) with the relay rung, over an in-memory network in which A
@@ -279,6 +390,8 @@ describe('UdpPaths with the udp-relayed rung', () => {
     readonly sockets = new Map<string, Sock>();
     /** Relay endpoints that forward now. */
     readonly relaysUp = new Set<string>();
+    /** One-way delay through a relay (ms), both directions; default 1. */
+    readonly relayDelay = new Map<string, number>();
     direct = false;
   }
   class Sock implements DataSocketLike {
@@ -315,7 +428,10 @@ describe('UdpPaths with the udp-relayed rung', () => {
       const copy = message.slice();
       if (this.net.relaysUp.has(epKey(dest))) {
         // The relay forwards to the other member, from its own address.
-        setTimeout(() => this.other().paths.onControl(s.remoteIndex, copy, dest), 1);
+        setTimeout(
+          () => this.other().paths.onControl(s.remoteIndex, copy, dest),
+          this.net.relayDelay.get(epKey(dest)) ?? 1,
+        );
       } else if (this.net.direct) {
         const peer = this.net.sockets.get(epKey(dest));
         if (peer) setTimeout(() => peer.paths.onControl(s.remoteIndex, copy, this.seenAs), 1);
@@ -366,6 +482,7 @@ describe('UdpPaths with the udp-relayed rung', () => {
         },
         probeSoon: (n) => paths.probeSoon(n),
         log: pino({ level: 'silent' }),
+        relayChoice: { silentMs: 200, minDwellMs: 300 },
       });
       paths = new UdpPaths({
         socket: sock,
@@ -458,6 +575,51 @@ describe('UdpPaths with the udp-relayed rung', () => {
       net.relaysUp.delete(epKey(R2));
       await until('A on r1', () => A.paths.endpointOf('b')?.ip === R1.ip && A.paths.carries('b'), 5000);
       expect(A.paths.facts('b')?.kind).toBe('udp-relayed');
+    } finally {
+      stop();
+    }
+  });
+  it('moves to a clearly faster relay after the dwell time, each side by its own RTTs', async () => {
+    const { net, A, B, start, stop } = pair(2);
+    // Only r2 answers at first; then r1 comes up much faster while r2 slows down.
+    net.relaysUp.add(epKey(R2));
+    start();
+    try {
+      await until('A on r2', () => A.paths.endpointOf('b')?.ip === R2.ip && A.paths.carries('b'));
+      net.relayDelay.set(epKey(R2), 15);
+      net.relaysUp.add(epKey(R1));
+      await until('A on r1', () => A.paths.endpointOf('b')?.ip === R1.ip, 5000);
+      await until('B on r1', () => B.paths.endpointOf('a')?.ip === R1.ip, 5000);
+      expect(A.relay.counters.relayMoves.faster).toBeGreaterThanOrEqual(1);
+      expect(A.relay.counters.relayMoves.failover).toBe(0);
+      const rtts = A.relay.relayRtts('b');
+      expect(rtts[epKey(R1)]!).toBeLessThan(rtts[epKey(R2)]!);
+      expect(A.paths.facts('b')?.kind).toBe('udp-relayed');
+      expect(A.paths.counters.switches).toBe(1);
+      // Equal again: hysteresis keeps the path where it is.
+      net.relayDelay.set(epKey(R2), 1);
+      await new Promise((r) => setTimeout(r, 800));
+      expect(A.paths.endpointOf('b')).toEqual(R1);
+    } finally {
+      stop();
+    }
+  });
+
+  it('fails over from a silent relay before the path is declared dead', async () => {
+    const { net, A, start, stop } = pair(2);
+    net.relaysUp.add(epKey(R1));
+    net.relaysUp.add(epKey(R2));
+    start();
+    try {
+      await until('A on a relay', () => A.paths.carries('b') && A.paths.facts('b')?.kind === 'udp-relayed');
+      const first = A.paths.endpointOf('b')!;
+      const other = first.ip === R1.ip ? R2 : R1;
+      net.relaysUp.delete(epKey(first));
+      await until('A on the other relay', () => A.paths.endpointOf('b')?.ip === other.ip, 5000);
+      expect(A.relay.counters.relayMoves.failover).toBe(1);
+      // Moved while the path still counted as alive: UDP never stopped carrying.
+      expect(A.paths.counters.switches).toBe(1);
+      expect(A.paths.carries('b')).toBe(true);
     } finally {
       stop();
     }
