@@ -3,6 +3,7 @@
 // assigns to whom), and Warning Events about peers. Claiming blocks goes through ipam/.
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import { IPAM_GROUP, IPAM_PLURAL, IPAM_VERSION, type IpamBlockObject } from '../ipam/node-blocks.ts';
+import { ANNOTATION_PREFIX } from '../overlay/annotations.ts';
 import { KubeClient, KubeConfig, ListWatch, MergePatch, Watch } from './kube-client.ts';
 
 /** A kubeconfig file, or the pod's service account when none is given (DaemonSet). */
@@ -124,24 +125,48 @@ interface NodeListJson {
 type WatchCallback = (phase: string, obj: V1Node, raw: unknown) => void;
 
 /**
- * The part of a Node an agent reads: name, uid, resourceVersion, labels, annotations,
- * deletion time, spec (pod CIDRs) and addresses. The rest — image lists, conditions,
- * nodeInfo, capacity, managedFields — is most of a kubelet's Node (often 10 KB and more)
- * and is dropped before it is cached, so a 5,000-node cluster costs each agent less.
+ * The part of a Node an agent reads: name, uid, resourceVersion, deletion time, its
+ * edgemesh.io/ labels and annotations (overlay/annotations.ts), its pod CIDRs and its
+ * Internal/External IPs. The rest — image lists, conditions, nodeInfo, capacity,
+ * managedFields, other controllers' labels and annotations — is most of a kubelet's Node
+ * (often 10 KB and more) and is dropped before it is cached, so a 5,000-node cluster costs
+ * each agent less.
  */
 export function trimNode(node: V1Node): V1Node {
   const m = node.metadata ?? {};
+  const labels = ours(m.labels);
+  const annotations = ours(m.annotations);
   const trimmed: V1Node = {
     metadata: {
       ...(m.name !== undefined ? { name: m.name } : {}),
       ...(m.uid !== undefined ? { uid: m.uid } : {}),
       ...(m.resourceVersion !== undefined ? { resourceVersion: m.resourceVersion } : {}),
-      ...(m.labels ? { labels: m.labels } : {}),
-      ...(m.annotations ? { annotations: m.annotations } : {}),
+      ...(labels ? { labels } : {}),
+      ...(annotations ? { annotations } : {}),
       ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
     },
   };
-  if (node.spec) trimmed.spec = node.spec;
-  if (node.status?.addresses) trimmed.status = { addresses: node.status.addresses };
+  const spec = node.spec;
+  if (spec && (spec.podCIDR !== undefined || spec.podCIDRs !== undefined)) {
+    trimmed.spec = {
+      ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}),
+      ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}),
+    };
+  }
+  const addresses = node.status?.addresses;
+  if (Array.isArray(addresses))
+    trimmed.status = { addresses: addresses.filter((a) => a?.type === 'InternalIP' || a?.type === 'ExternalIP') };
   return trimmed;
+}
+
+/** The edgemesh.io/ entries of a label or annotation map; undefined when it has none. */
+function ours(map: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (!map || typeof map !== 'object') return undefined;
+  let kept: Record<string, string> | undefined;
+  for (const key of Object.keys(map)) {
+    if (!key.startsWith(ANNOTATION_PREFIX)) continue;
+    kept ??= {};
+    kept[key] = map[key] as string;
+  }
+  return kept;
 }

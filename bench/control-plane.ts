@@ -12,9 +12,10 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { CoreV1Api, KubeConfig, type V1Node } from '@kubernetes/client-node';
+import type { V1Node } from '@kubernetes/client-node';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
+import { KubeClient, KubeConfig } from '../agent/kube-client.ts';
 import { NodeApi } from '../agent/kube.ts';
 import { releaseStartupMemory } from '../agent/startup-memory.ts';
 import { Forwarder } from '../dataplane/forwarder.ts';
@@ -133,11 +134,11 @@ async function peerNode(i: number): Promise<V1Node> {
   };
 }
 
-async function createNodes(api: CoreV1Api, from: number, to: number): Promise<void> {
+async function createNodes(api: KubeClient, from: number, to: number): Promise<void> {
   const queue = Array.from({ length: to - from }, (_, k) => from + k);
   const worker = async () => {
     for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
-      await api.createNode({ body: await peerNode(i) });
+      await api.request('POST', '/api/v1/nodes', { body: await peerNode(i) });
     }
   };
   await Promise.all(Array.from({ length: 16 }, worker));
@@ -166,7 +167,7 @@ function kubeConfigFor(url: string): KubeConfig {
 /** The measured side, in a fresh process so its RSS is its own: informer → directory → LPM. */
 async function watchSide(url: string, size: number): Promise<ControlPlaneResult> {
   const kc = kubeConfigFor(url);
-  const api = kc.makeApiClient(CoreV1Api);
+  const api = new KubeClient(kc);
   const directory = new PeerDirectory();
   const forwarder = new Forwarder({ tun: idleDevice, localCidrs: ['10.255.255.0/24'] });
   const programmed = new Map<string, number>();
@@ -194,7 +195,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
     const node = await peerNode(size + k);
     const name = node.metadata!.name!;
     const t0 = performance.now();
-    await api.createNode({ body: node });
+    await api.request('POST', '/api/v1/nodes', { body: node });
     while (!programmed.has(name)) await new Promise((r) => setImmediate(r));
     latencies.push(programmed.get(name)! - t0);
   }
@@ -216,7 +217,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
 async function measureSize(size: number): Promise<ControlPlaneResult> {
   const server = await startApiServerProcess();
   try {
-    await createNodes(kubeConfigFor(server.url).makeApiClient(CoreV1Api), 0, size);
+    await createNodes(new KubeClient(kubeConfigFor(server.url)), 0, size);
     const child = spawn(
       process.execPath,
       [new URL(import.meta.url).pathname, '--watch-side', server.url, String(size)],
