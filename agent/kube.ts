@@ -4,7 +4,7 @@
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import { IPAM_GROUP, IPAM_PLURAL, IPAM_VERSION, type IpamBlockObject } from '../ipam/node-blocks.ts';
 import { ANNOTATION_PREFIX } from '../overlay/annotations.ts';
-import { KubeClient, KubeConfig, ListWatch, MergePatch, Watch } from './kube-client.ts';
+import { KubeClient, KubeConfig, LIST_PAGE, ListWatch, MergePatch, Watch } from './kube-client.ts';
 
 /** A kubeconfig file, or the pod's service account when none is given (DaemonSet). */
 export function loadKubeConfig(path?: string): KubeConfig {
@@ -110,9 +110,6 @@ export class NodeApi {
     });
   }
 }
-
-/** Nodes per list request (the API server's pagination: limit + continue). */
-const LIST_PAGE = 500;
 
 /** A NodeList as the API server sends it (client-node's V1NodeList names `continue` `_continue`). */
 interface NodeListJson {

@@ -10,7 +10,7 @@
 // overlap found afterwards is reported (log + Event + condition message).
 import { createHash } from 'node:crypto';
 import type { KubeConfig, V1Node } from '@kubernetes/client-node';
-import { KubeClient, MergePatch, StrategicMergePatch } from '../agent/kube-client.ts';
+import { KubeClient, LIST_PAGE, MergePatch, StrategicMergePatch } from '../agent/kube-client.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import {
   blockCount,
@@ -144,9 +144,6 @@ function blocksPath(name?: string): string {
   const base = `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAM_PLURAL}`;
   return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
 }
-
-/** Nodes per list request (the API server's pagination: limit + continue). */
-const LIST_PAGE = 500;
 
 class NodeBlockClaimer {
   private readonly client: KubeClient;
