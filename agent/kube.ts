@@ -1,20 +1,10 @@
 // The agent's view of the Kubernetes API: credentials, its own Node (read + annotate), and
 // a Node informer for every peer, an IPAMBlock informer (which pod CIDRs the cluster
 // assigns to whom), and Warning Events about peers. Claiming blocks goes through ipam/.
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  type Informer,
-  KubeConfig,
-  ListWatch,
-  makeInformer,
-  type ObjectCache,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Node,
-  Watch,
-} from '@kubernetes/client-node';
+import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
 import { IPAM_GROUP, IPAM_PLURAL, IPAM_VERSION, type IpamBlockObject } from '../ipam/node-blocks.ts';
+import { ANNOTATION_PREFIX } from '../overlay/annotations.ts';
+import { KubeClient, KubeConfig, LIST_PAGE, ListWatch, MergePatch, Watch } from './kube-client.ts';
 
 /** A kubeconfig file, or the pod's service account when none is given (DaemonSet). */
 export function loadKubeConfig(path?: string): KubeConfig {
@@ -26,17 +16,15 @@ export function loadKubeConfig(path?: string): KubeConfig {
 
 export class NodeApi {
   readonly kubeconfig: KubeConfig;
-  readonly core: CoreV1Api;
-  readonly custom: CustomObjectsApi;
+  readonly client: KubeClient;
 
   constructor(kubeconfig: KubeConfig) {
     this.kubeconfig = kubeconfig;
-    this.core = kubeconfig.makeApiClient(CoreV1Api);
-    this.custom = kubeconfig.makeApiClient(CustomObjectsApi);
+    this.client = new KubeClient(kubeconfig);
   }
 
   readNode(name: string): Promise<V1Node> {
-    return this.core.readNode({ name });
+    return this.client.request<V1Node>('GET', `/api/v1/nodes/${encodeURIComponent(name)}`);
   }
 
   /**
@@ -45,10 +33,10 @@ export class NodeApi {
    * kubelet updating the same object.
    */
   patchAnnotations(name: string, annotations: Record<string, string | null>): Promise<V1Node> {
-    return this.core.patchNode(
-      { name, body: { metadata: { annotations } } },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
+    return this.client.request<V1Node>('PATCH', `/api/v1/nodes/${encodeURIComponent(name)}`, {
+      body: { metadata: { annotations } },
+      contentType: MergePatch,
+    });
   }
 
   /**
@@ -77,12 +65,14 @@ export class NodeApi {
       trimming,
       async () => {
         // In pages: a 5,000-node list in one response is tens of MB of JSON and objects at once.
-        const first = await this.core.listNode({ limit: LIST_PAGE });
+        const list = (query: Record<string, string | number | undefined>) =>
+          this.client.request<NodeListJson>('GET', '/api/v1/nodes', { query });
+        const first = await list({ limit: LIST_PAGE });
         const items = first.items.map(trimNode);
-        for (let next = first.metadata?._continue; next; ) {
-          const page = await this.core.listNode({ limit: LIST_PAGE, _continue: next });
+        for (let next = first.metadata?.continue; next; ) {
+          const page = await list({ limit: LIST_PAGE, continue: next });
           for (const node of page.items) items.push(trimNode(node));
-          next = page.metadata?._continue;
+          next = page.metadata?.continue;
         }
         first.items = items; // every page is the snapshot at the first page's resourceVersion
         return first;
@@ -93,16 +83,19 @@ export class NodeApi {
 
   /** An informer over all IPAMBlocks (cluster-scoped custom resources, deploy/crds/ipamblock.yaml). */
   blockInformer(): Informer<IpamBlockObject> & ObjectCache<IpamBlockObject> {
-    return makeInformer<IpamBlockObject>(this.kubeconfig, `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAM_PLURAL}`, () =>
-      this.custom.listClusterCustomObject({ group: IPAM_GROUP, version: IPAM_VERSION, plural: IPAM_PLURAL }),
+    const path = `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAM_PLURAL}`;
+    return new ListWatch<IpamBlockObject>(
+      path,
+      new Watch(this.kubeconfig),
+      () => this.client.request<{ metadata?: { resourceVersion?: string }; items: IpamBlockObject[] }>('GET', path),
+      false,
     );
   }
 
   /** A Warning Event about a Node (shown by `kubectl describe node`), from this agent. */
   async warnAboutNode(node: string, reporter: string, reason: string, message: string): Promise<void> {
-    const now = new Date();
-    await this.core.createNamespacedEvent({
-      namespace: 'default',
+    const now = new Date().toISOString();
+    await this.client.request('POST', '/api/v1/namespaces/default/events', {
       body: {
         metadata: { generateName: `${node}.edgemesh.` },
         involvedObject: { kind: 'Node', apiVersion: 'v1', name: node },
@@ -118,30 +111,59 @@ export class NodeApi {
   }
 }
 
-/** Nodes per list request (the API server's pagination: limit + continue). */
-const LIST_PAGE = 500;
+/** A NodeList as the API server sends it (client-node's V1NodeList names `continue` `_continue`). */
+interface NodeListJson {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { resourceVersion?: string; continue?: string };
+  items: V1Node[];
+}
 
 type WatchCallback = (phase: string, obj: V1Node, raw: unknown) => void;
 
 /**
- * The part of a Node an agent reads: name, uid, resourceVersion, labels, annotations,
- * deletion time, spec (pod CIDRs) and addresses. The rest — image lists, conditions,
- * nodeInfo, capacity, managedFields — is most of a kubelet's Node (often 10 KB and more)
- * and is dropped before it is cached, so a 5,000-node cluster costs each agent less.
+ * The part of a Node an agent reads: name, uid, resourceVersion, deletion time, its
+ * edgemesh.io/ labels and annotations (overlay/annotations.ts), its pod CIDRs and its
+ * Internal/External IPs. The rest — image lists, conditions, nodeInfo, capacity,
+ * managedFields, other controllers' labels and annotations — is most of a kubelet's Node
+ * (often 10 KB and more) and is dropped before it is cached, so a 5,000-node cluster costs
+ * each agent less.
  */
 export function trimNode(node: V1Node): V1Node {
   const m = node.metadata ?? {};
+  const labels = ours(m.labels);
+  const annotations = ours(m.annotations);
   const trimmed: V1Node = {
     metadata: {
       ...(m.name !== undefined ? { name: m.name } : {}),
       ...(m.uid !== undefined ? { uid: m.uid } : {}),
       ...(m.resourceVersion !== undefined ? { resourceVersion: m.resourceVersion } : {}),
-      ...(m.labels ? { labels: m.labels } : {}),
-      ...(m.annotations ? { annotations: m.annotations } : {}),
+      ...(labels ? { labels } : {}),
+      ...(annotations ? { annotations } : {}),
       ...(m.deletionTimestamp ? { deletionTimestamp: m.deletionTimestamp } : {}),
     },
   };
-  if (node.spec) trimmed.spec = node.spec;
-  if (node.status?.addresses) trimmed.status = { addresses: node.status.addresses };
+  const spec = node.spec;
+  if (spec && (spec.podCIDR !== undefined || spec.podCIDRs !== undefined)) {
+    trimmed.spec = {
+      ...(spec.podCIDR !== undefined ? { podCIDR: spec.podCIDR } : {}),
+      ...(spec.podCIDRs !== undefined ? { podCIDRs: spec.podCIDRs } : {}),
+    };
+  }
+  const addresses = node.status?.addresses;
+  if (Array.isArray(addresses))
+    trimmed.status = { addresses: addresses.filter((a) => a?.type === 'InternalIP' || a?.type === 'ExternalIP') };
   return trimmed;
+}
+
+/** The edgemesh.io/ entries of a label or annotation map; undefined when it has none. */
+function ours(map: Record<string, string> | undefined): Record<string, string> | undefined {
+  if (!map || typeof map !== 'object') return undefined;
+  let kept: Record<string, string> | undefined;
+  for (const key of Object.keys(map)) {
+    if (!key.startsWith(ANNOTATION_PREFIX)) continue;
+    kept ??= {};
+    kept[key] = map[key] as string;
+  }
+  return kept;
 }

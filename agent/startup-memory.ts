@@ -4,7 +4,10 @@
 // heap when it collects, and an idle agent hardly allocates. One memory-reducing full
 // collection once the agent is ready gives it back: idle RSS 213 → 152 MiB
 // (`node bench/agent-memory.ts`). The young generation grows again under traffic, up to the
-// same cap, so forwarding is not affected.
+// same cap, so forwarding is not affected. The same moment saves the compile cache the entry
+// shim enabled (bin/edgemesh-cni.js): the next start — a restart, an upgrade's second pod
+// start — finds every module stripped and compiled, also after an exit that never flushes.
+import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
@@ -20,8 +23,10 @@ function gcFunction(): GcFunction | undefined {
   return gc;
 }
 
-/** Runs one memory-reducing full collection; false when this V8 offers none. */
+/** Saves the compile cache, then runs one memory-reducing full collection; false when this V8 offers none. */
 export function releaseStartupMemory(): boolean {
+  // A no-op when no compile cache is enabled (tests, benches, a directory it could not use).
+  flushCompileCache?.();
   const gc = gcFunction();
   if (!gc) return false;
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });

@@ -9,14 +9,8 @@
 // for block 0. Blocks overlapping another node's podCIDRs or block are skipped, and any
 // overlap found afterwards is reported (log + Event + condition message).
 import { createHash } from 'node:crypto';
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Node,
-} from '@kubernetes/client-node';
+import type { KubeConfig, V1Node } from '@kubernetes/client-node';
+import { KubeClient, LIST_PAGE, MergePatch, StrategicMergePatch } from '../agent/kube-client.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import {
   blockCount,
@@ -145,16 +139,20 @@ export function findOverlaps(cidr: string, taken: Taken): string[] {
   return taken.all.filter((t) => overlaps(t.cidr, c)).map((t) => `${formatCidr(t.cidr)} (${t.holder})`);
 }
 
+/** The IPAMBlock collection's API path, or one block's. */
+function blocksPath(name?: string): string {
+  const base = `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAM_PLURAL}`;
+  return name === undefined ? base : `${base}/${encodeURIComponent(name)}`;
+}
+
 class NodeBlockClaimer {
-  private readonly core: CoreV1Api;
-  private readonly custom: CustomObjectsApi;
+  private readonly client: KubeClient;
   private readonly log: Logger;
   private readonly opts: ClaimNodeBlocksOptions;
 
   constructor(opts: ClaimNodeBlocksOptions) {
     this.opts = opts;
-    this.core = opts.kubeconfig.makeApiClient(CoreV1Api);
-    this.custom = opts.kubeconfig.makeApiClient(CustomObjectsApi);
+    this.client = new KubeClient(opts.kubeconfig);
     this.log = opts.logger ?? silentLogger();
   }
 
@@ -226,7 +224,7 @@ class NodeBlockClaimer {
 
   private async readNode(): Promise<V1Node> {
     try {
-      return await this.core.readNode({ name: this.opts.nodeName });
+      return await this.client.request<V1Node>('GET', `/api/v1/nodes/${encodeURIComponent(this.opts.nodeName)}`);
     } catch (e) {
       if (apiCode(e) === 404) {
         throw new IpamError(
@@ -238,17 +236,25 @@ class NodeBlockClaimer {
     }
   }
 
+  /** Every Node's name and pod CIDRs (all collectTaken reads), listed in pages. */
   private async listNodes(): Promise<V1Node[]> {
-    return (await this.core.listNode()).items;
+    const nodes: V1Node[] = [];
+    let next: string | undefined;
+    do {
+      const page = await this.client.request<{ metadata?: { continue?: string }; items: V1Node[] }>(
+        'GET',
+        '/api/v1/nodes',
+        { query: { limit: LIST_PAGE, continue: next } },
+      );
+      for (const n of page.items) nodes.push({ metadata: { name: n.metadata?.name }, spec: n.spec });
+      next = page.metadata?.continue || undefined;
+    } while (next);
+    return nodes;
   }
 
   private async listBlocks(): Promise<IpamBlockObject[]> {
     try {
-      const list = (await this.custom.listClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAM_PLURAL,
-      })) as { items?: IpamBlockObject[] };
+      const list = await this.client.request<{ items?: IpamBlockObject[] }>('GET', blocksPath());
       return list.items ?? [];
     } catch (e) {
       if (apiCode(e) === 404) {
@@ -286,17 +292,11 @@ class NodeBlockClaimer {
     // the garbage collector does not take the block from the living node.
     const uid = node.metadata?.uid;
     if (uid && !chosen.obj.metadata.ownerReferences?.some((r) => r.uid === uid)) {
-      await this.custom
-        .patchClusterCustomObject(
-          {
-            group: IPAM_GROUP,
-            version: IPAM_VERSION,
-            plural: IPAM_PLURAL,
-            name: chosen.obj.metadata.name,
-            body: { metadata: { ownerReferences: [this.ownerReference(node)] } },
-          },
-          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-        )
+      await this.client
+        .request('PATCH', blocksPath(chosen.obj.metadata.name), {
+          body: { metadata: { ownerReferences: [this.ownerReference(node)] } },
+          contentType: MergePatch,
+        })
         .catch((e: unknown) => this.log.warn({ err: describeApiError(e) }, 'could not update IPAMBlock owner'));
     }
     return chosen.cidr;
@@ -330,12 +330,7 @@ class NodeBlockClaimer {
         spec: { cidr, node: this.opts.nodeName, family: candidate.family },
       };
       try {
-        await this.custom.createClusterCustomObject({
-          group: IPAM_GROUP,
-          version: IPAM_VERSION,
-          plural: IPAM_PLURAL,
-          body,
-        });
+        await this.client.request('POST', blocksPath(), { body });
         this.log.info({ cidr, name, conflicts }, 'claimed node block');
         return candidate;
       } catch (e) {
@@ -356,12 +351,7 @@ class NodeBlockClaimer {
 
   private async getBlock(name: string): Promise<IpamBlockObject | undefined> {
     try {
-      return (await this.custom.getClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAM_PLURAL,
-        name,
-      })) as IpamBlockObject;
+      return await this.client.request<IpamBlockObject>('GET', blocksPath(name));
     } catch {
       return undefined;
     }
@@ -386,10 +376,10 @@ class NodeBlockClaimer {
       lastTransitionTime: now,
     };
     try {
-      await this.core.patchNodeStatus(
-        { name: this.opts.nodeName, body: { status: { conditions: [condition] } } },
-        setHeaderOptions('Content-Type', PatchStrategy.StrategicMergePatch),
-      );
+      await this.client.request('PATCH', `/api/v1/nodes/${encodeURIComponent(this.opts.nodeName)}/status`, {
+        body: { status: { conditions: [condition] } },
+        contentType: StrategicMergePatch,
+      });
     } catch (e) {
       // Reporting must not mask the real outcome (e.g. RBAC without nodes/status).
       this.log.warn({ err: describeApiError(e) }, `could not set node condition ${IPAM_CONDITION}`);
@@ -397,10 +387,9 @@ class NodeBlockClaimer {
   }
 
   private async event(type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
-    const now = new Date();
+    const now = new Date().toISOString();
     try {
-      await this.core.createNamespacedEvent({
-        namespace: 'default',
+      await this.client.request('POST', '/api/v1/namespaces/default/events', {
         body: {
           metadata: { generateName: `${this.opts.nodeName}.edgemesh-ipam.` },
           involvedObject: { kind: 'Node', apiVersion: 'v1', name: this.opts.nodeName },
@@ -434,25 +423,14 @@ export async function releaseNodeBlocks(opts: {
   nodeName: string;
   logger?: Logger;
 }): Promise<string[]> {
-  const custom = opts.kubeconfig.makeApiClient(CustomObjectsApi);
+  const client = new KubeClient(opts.kubeconfig);
   const log = opts.logger ?? silentLogger();
-  const list = (await custom.listClusterCustomObject({
-    group: IPAM_GROUP,
-    version: IPAM_VERSION,
-    plural: IPAM_PLURAL,
-  })) as {
-    items?: IpamBlockObject[];
-  };
+  const list = await client.request<{ items?: IpamBlockObject[] }>('GET', blocksPath());
   const freed: string[] = [];
   for (const b of list.items ?? []) {
     if (b.spec?.node !== opts.nodeName) continue;
     try {
-      await custom.deleteClusterCustomObject({
-        group: IPAM_GROUP,
-        version: IPAM_VERSION,
-        plural: IPAM_PLURAL,
-        name: b.metadata.name,
-      });
+      await client.request('DELETE', blocksPath(b.metadata.name));
     } catch (e) {
       if (apiCode(e) !== 404)
         throw new IpamError('ApiError', `deleting IPAMBlock ${b.metadata.name}: ${describeApiError(e)}`);

@@ -296,7 +296,11 @@ describe("the lab's container mode follows the DaemonSet", () => {
     expect(values('--restart')).toEqual(['always']);
     expect(values('--stop-timeout')).toEqual(['30']);
     expect(values('--memory')).toEqual([`${512 * 1024 * 1024}b`]);
-    expect(values('--env')).toEqual(['NODE_NAME=n1', 'EDGEMESH_LOG_LEVEL=info']);
+    expect(values('--env')).toEqual([
+      'NODE_NAME=n1',
+      'EDGEMESH_LOG_LEVEL=info',
+      'NODE_COMPILE_CACHE=/var/lib/edgemesh/compile-cache',
+    ]);
     expect(JSON.parse(values('--entrypoint')[0]!)).toEqual(contract.command);
     expect(args.at(-1)).toBe('localhost/edgemesh-cni:test');
   });

@@ -5,11 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeApi } from '../../../agent/kube.ts';
 import { type Harness, startHarness } from '../kube-apiserver/helpers.ts';
 
-const NODES = 1_050; // more than two pages of 500
+const NODES = 1_050; // more pages than one (LIST_PAGE in agent/kube-client.ts)
 
 function node(i: number): V1Node {
   return {
-    metadata: { name: `n${i}`, labels: { site: 's' }, annotations: { 'edgemesh.io/site': 's' } },
+    metadata: {
+      name: `n${i}`,
+      labels: { site: 's', 'edgemesh.io/relay': 'true' },
+      annotations: { 'edgemesh.io/site': 's', other: 'x' },
+    },
     status: {
       addresses: [{ type: 'InternalIP', address: `192.168.${Math.floor(i / 250)}.${(i % 250) + 1}` }],
       images: [{ names: [`registry.example.com/app@sha256:${String(i).padStart(64, '0')}`], sizeBytes: 1 }],
@@ -51,7 +55,8 @@ describe('NodeApi.nodeInformer', () => {
       }
       const watched = added.find((n) => n.metadata?.name === `n${NODES}`);
       expect(watched?.status).toEqual({ addresses: node(NODES).status!.addresses });
-      expect(watched?.metadata?.labels).toEqual({ site: 's' });
+      expect(watched?.metadata?.labels).toEqual({ 'edgemesh.io/relay': 'true' });
+      expect(watched?.metadata?.annotations).toEqual({ 'edgemesh.io/site': 's' });
     } finally {
       await informer.stop();
     }

@@ -44,20 +44,34 @@ function kubeletNode(): V1Node {
 }
 
 describe('trimNode', () => {
-  it('keeps identity, labels, annotations, spec and addresses; drops the rest', () => {
+  it('keeps identity, edgemesh labels and annotations, pod CIDRs and node IPs; drops the rest', () => {
     const node = kubeletNode();
+    node.status!.addresses!.push({ type: 'ExternalIP', address: '203.0.113.7' });
     expect(trimNode(node)).toEqual({
       metadata: {
         name: 'edge-a-1',
         uid: node.metadata!.uid,
         resourceVersion: '4711',
-        labels: node.metadata!.labels,
-        annotations: node.metadata!.annotations,
+        labels: { 'edgemesh.io/site': 'edge-a' },
+        annotations: { 'edgemesh.io/peer-id': '12D3KooW' },
       },
-      spec: node.spec,
-      status: { addresses: node.status!.addresses },
+      spec: { podCIDR: '10.244.1.0/24', podCIDRs: ['10.244.1.0/24'] },
+      status: {
+        addresses: [
+          { type: 'InternalIP', address: '192.168.10.11' },
+          { type: 'ExternalIP', address: '203.0.113.7' },
+        ],
+      },
     });
     expect(JSON.stringify(trimNode(node)).length).toBeLessThan(JSON.stringify(node).length / 2);
+  });
+
+  it('leaves out label and annotation maps without an edgemesh.io/ key, and a spec without pod CIDRs', () => {
+    const trimmed = trimNode({
+      metadata: { name: 'plain', labels: { 'kubernetes.io/os': 'linux' }, annotations: { a: 'b' } },
+      spec: { providerID: 'kind://plain' },
+    });
+    expect(trimmed).toEqual({ metadata: { name: 'plain' } });
   });
 
   it('copes with a Node that has no spec, no status and no labels', () => {

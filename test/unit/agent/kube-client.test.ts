@@ -1,0 +1,54 @@
+// agent/kube-client.ts loads client-node's KubeConfig, Watch and ListWatch without the
+// generated API classes and models (most of the package's memory). A client-node upgrade
+// that moves those imports would silently bring them back: this test notices.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const KUBE_CLIENT = join(import.meta.dirname, '../../../agent/kube-client.ts');
+
+/** The module URLs a fresh process loads for `source` (an ES module body). */
+function loadedModules(source: string): string[] {
+  const script = `
+    import { registerHooks } from 'node:module';
+    const urls = [];
+    registerHooks({ load(url, context, next) { urls.push(url); return next(url, context); } });
+    ${source}
+    console.log(JSON.stringify(urls));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 60_000 });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as string[];
+}
+
+const GENERATED = /@kubernetes\/client-node\/dist\/gen\/(index\.js|models\/|apis\/|types\/)/;
+
+describe('kube-client', () => {
+  it('loads KubeConfig, Watch and ListWatch but none of the generated APIs and models', { timeout: 60_000 }, () => {
+    const urls = loadedModules(`
+      const m = await import(${JSON.stringify(KUBE_CLIENT)});
+      const kc = new m.KubeConfig();
+      kc.loadFromOptions({
+        clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }],
+        users: [{ name: 'u', token: 't' }],
+        contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+        currentContext: 'x',
+      });
+      new m.ListWatch('/api/v1/nodes', new m.Watch(kc), async () => ({ items: [] }), false);
+      new m.KubeClient(kc);`);
+    expect(urls.some((u) => u.endsWith('/client-node/dist/config.js'))).toBe(true);
+    expect(urls.some((u) => u.endsWith('/client-node/dist/cache.js'))).toBe(true);
+    expect(urls.filter((u) => GENERATED.test(u))).toEqual([]);
+  });
+
+  it('leaves the whole package intact for a process that imports it', { timeout: 60_000 }, () => {
+    const urls = loadedModules(`
+      const slim = await import(${JSON.stringify(KUBE_CLIENT)});
+      const full = await import('@kubernetes/client-node');
+      const { ObjectSerializer } = await import('@kubernetes/client-node/dist/serializer.js');
+      if (typeof full.CoreV1Api !== 'function' || full.KubeConfig !== slim.KubeConfig) process.exit(3);
+      // The real serializer, not the selector stub ListWatch was given: it knows the models.
+      const date = ObjectSerializer.deserialize('2026-11-30T12:00:00Z', 'Date');
+      if (!(date instanceof Date)) process.exit(4);`);
+    expect(urls.some((u) => /client-node\/dist\/gen\/models\/all\.js$/.test(u))).toBe(true);
+  });
+});
