@@ -27,7 +27,8 @@ import { pingRtt } from './lib/iperf.ts';
 import { ratio } from './lib/stats.ts';
 import type { Bed, BedFact, Summary } from './network.ts';
 
-type Path = PathKind;
+// What the bench tells apart: the agent's path, and a relayed stream still on the circuit (not yet spliced).
+type Path = PathKind | 'circuit';
 
 const topology = () =>
   resolveTopology({
@@ -42,7 +43,7 @@ const topology = () =>
     ],
   });
 
-async function pathBetween(lab: Lab, from: string, to: string, spliced = false): Promise<Path | 'circuit'> {
+async function pathBetween(lab: Lab, from: string, to: string, spliced = false): Promise<Path> {
   const status = await lab.agentStatus(from);
   const peer = status.peers.find((p) => p.node === to);
   // A relayed stream tunnel first rides libp2p's circuit relay, then moves onto the splice.
@@ -51,7 +52,7 @@ async function pathBetween(lab: Lab, from: string, to: string, spliced = false):
 }
 
 /** Ms from the first packet until each path was first seen (a path in place before: 0). */
-type PathTimes = Partial<Record<Path | 'circuit', number>>;
+type PathTimes = Partial<Record<Path, number>>;
 
 /** Sends traffic until the agent reports the wanted path (a hole punch needs a moment). */
 async function awaitPath(

@@ -1,6 +1,8 @@
 // How an agent publishes itself on its own Node object, and how every agent reads its
 // peers. Written by agent/, parsed by overlay/'s peer directory.
 
+/** Every label and annotation edgemesh-cni reads or writes starts with this (the Node cache keeps only these). */
+export const ANNOTATION_PREFIX = 'edgemesh.io/';
 export const Annotations = {
   /** libp2p peer ID (base58 string). */
   peerId: 'edgemesh.io/peer-id',
