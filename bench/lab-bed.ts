@@ -5,8 +5,9 @@
 //   udp-punched   edge-a-1 → edge-b-1 (two port-preserving NATs: relay first, then punched)
 //   direct        edge-t-1 → cloud-2  (edge-t pins the libp2p stream transport: the fallback)
 //   hole-punched  edge-t-1 → edge-b-1 (the stream fallback, TCP hole-punched)
-//   udp-relayed   edge-a-1 → edge-s-1 (edge-s is a symmetric NAT: punching cannot work; the
-//                 UDP session runs through cloud-1's UDP relay, sealed datagrams forwarded unopened)
+//   udp-relayed   edge-r-1 → edge-s-1 (both symmetric NATs: no punching can work, not even birthday
+//                 probing; the UDP session runs through cloud-1's UDP relay, sealed datagrams
+//                 forwarded unopened)
 //   relayed       edge-t-1 → edge-s-1 (the stream fallback through cloud-1: measured once the
 //                 tunnel has moved off circuit relay v2 onto the relay's TCP splice)
 // The agents are the product as deployed (the lab's agents, their default transport `auto`);
@@ -40,6 +41,9 @@ const topology = () =>
       { name: 'edge-b', tag: 'b', kind: 'nat', lan: '192.168.20.0/24', wanIp: '203.0.113.102' },
       { name: 'edge-s', tag: 's', kind: 'nat', lan: '192.168.30.0/24', wanIp: '203.0.113.103', symmetricNat: true },
       { name: 'edge-t', tag: 't', kind: 'nat', lan: '192.168.40.0/24', wanIp: '203.0.113.104', transport: 'stream' },
+      // A second endpoint-dependent site: with one hard side birthday probing punches through
+      // (edge-a ↔ edge-s goes udp-punched), so only two hard sides stay on the UDP relay.
+      { name: 'edge-r', tag: 'r', kind: 'nat', lan: '192.168.50.0/24', wanIp: '203.0.113.105', symmetricNat: true },
     ],
   });
 
@@ -159,7 +163,7 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
       { name: 'edgemesh-cni UDP hole-punched', from: 'edge-a-1', to: 'edge-b-1', path: 'udp-punched' },
       { name: 'edgemesh-cni stream direct (fallback)', from: 'edge-t-1', to: 'cloud-2', path: 'direct' },
       { name: 'edgemesh-cni stream hole-punched (fallback)', from: 'edge-t-1', to: 'edge-b-1', path: 'hole-punched' },
-      { name: RELAYED, from: 'edge-a-1', to: 'edge-s-1', path: 'udp-relayed' },
+      { name: RELAYED, from: 'edge-r-1', to: 'edge-s-1', path: 'udp-relayed' },
       {
         name: 'edgemesh-cni relayed (stream via the relay TCP splice)',
         from: 'edge-t-1',
