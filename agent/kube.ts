@@ -2,9 +2,9 @@
 // a Node informer for every peer, an IPAMBlock informer (which pod CIDRs the cluster
 // assigns to whom), and Warning Events about peers. Claiming blocks goes through ipam/.
 import type { Informer, ObjectCache, V1Node } from '@kubernetes/client-node';
+import { KubeClient, KubeConfig, LIST_PAGE, ListWatch, MergePatch, Watch } from '../common/kube/client.ts';
 import { IPAM_GROUP, IPAM_PLURAL, IPAM_VERSION, type IpamBlockObject } from '../ipam/node-blocks.ts';
 import { ANNOTATION_PREFIX } from '../overlay/annotations.ts';
-import { KubeClient, KubeConfig, LIST_PAGE, ListWatch, MergePatch, Watch } from './kube-client.ts';
 
 /** A kubeconfig file, or the pod's service account when none is given (DaemonSet). */
 export function loadKubeConfig(path?: string): KubeConfig {

@@ -10,7 +10,7 @@
 // overlap found afterwards is reported (log + Event + condition message).
 import { createHash } from 'node:crypto';
 import type { KubeConfig, V1Node } from '@kubernetes/client-node';
-import { KubeClient, LIST_PAGE, MergePatch, StrategicMergePatch } from '../agent/kube-client.ts';
+import { KubeClient, LIST_PAGE, MergePatch, StrategicMergePatch } from '../common/kube/client.ts';
 import { type Logger, silentLogger } from '../common/log.ts';
 import {
   blockCount,

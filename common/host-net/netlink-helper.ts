@@ -9,6 +9,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import type { Logger } from '../log.ts';
 import { inNetns } from './iproute2.ts';
+import type { PodSpec, VethSpec } from './links.ts';
 
 export class NetlinkError extends Error {
   readonly errno: number;
@@ -166,17 +167,7 @@ export class NetlinkHelper {
    * A whole ADD in one request: host veth `host` (on `bridge`, up) whose peer is born inside
    * `netns` as `podIfname`, then inside the pod addresses (no DAD), link up, default routes.
    */
-  async addPod(o: {
-    host: string;
-    hostMac: string;
-    bridge: string;
-    podIfname: string;
-    podMac: string;
-    netns: string;
-    mtu: number;
-    addresses: { address: string; prefixLength: number }[];
-    gateways: string[];
-  }): Promise<void> {
+  async addPod(o: VethSpec & Pick<PodSpec, 'addresses' | 'gateways'>): Promise<void> {
     const addrs = o.addresses.map((a) => `${a.address}/${a.prefixLength}`).join(',');
     await this.request('add', [
       ...[o.host, o.hostMac, String(o.mtu), o.bridge, o.podIfname, o.podMac, o.netns],

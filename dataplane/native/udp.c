@@ -61,6 +61,7 @@
 #include "udp_gso.h"
 #include "udp_socket.h"
 #include "udp_wire.h"
+#include "uv_poll_shim.h"
 
 
 #define MAX_DATAGRAM 65507
@@ -95,23 +96,12 @@
 // Extra sockets one engine may own at once (ids 1..MAX_EXTRA_SOCKETS; 0 is the main socket).
 #define MAX_EXTRA_SOCKETS 1024
 
-// The few libuv calls loop mode needs, bound like the EVP ones to the Node binary's own
-// exports (there are no libuv headers to build against). The handle is opaque: a box far
-// larger than libuv 1.x's uv_poll_t (about 160 bytes on 64-bit Linux), whose first bytes
-// libuv owns; our pointer back to the socket sits after them.
-typedef struct uv_loop_s uv_loop_t;
+// The event-loop receiver's libuv calls: see uv_poll_shim.h. The box holds libuv's handle
+// first, our pointer back to the socket after it.
 typedef struct {
-  _Alignas(16) unsigned char uv[512];
+  _Alignas(16) unsigned char uv[EM_UV_HANDLE_BYTES];
   struct udp *u;
 } uv_poll_box_t;
-typedef void (*em_uv_poll_cb)(void *handle, int status, int events);
-typedef void (*em_uv_close_cb)(void *handle);
-extern int uv_poll_init(uv_loop_t *loop, void *handle, int fd);
-extern int uv_poll_start(void *handle, int events, em_uv_poll_cb cb);
-extern int uv_poll_stop(void *handle);
-extern void uv_close(void *handle, em_uv_close_cb cb);
-extern void uv_unref(void *handle);
-#define EM_UV_READABLE 1
 
 enum {
   D_SHORT,

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NodeApi } from '../../../agent/kube.ts';
 import { type Harness, startHarness } from '../kube-apiserver/helpers.ts';
 
-const NODES = 1_050; // more pages than one (LIST_PAGE in agent/kube-client.ts)
+const NODES = 1_050; // more pages than one (LIST_PAGE in common/kube/client.ts)
 
 function node(i: number): V1Node {
   return {

@@ -1,11 +1,11 @@
-// agent/kube-client.ts loads client-node's KubeConfig, Watch and ListWatch without the
+// common/kube/client.ts loads client-node's KubeConfig, Watch and ListWatch without the
 // generated API classes and models (most of the package's memory). A client-node upgrade
 // that moves those imports would silently bring them back: this test notices.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-const KUBE_CLIENT = join(import.meta.dirname, '../../../agent/kube-client.ts');
+const KUBE_CLIENT = join(import.meta.dirname, '../../../common/kube/client.ts');
 
 /** The module URLs a fresh process loads for `source` (an ES module body). */
 function loadedModules(source: string): string[] {

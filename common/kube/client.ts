@@ -6,7 +6,7 @@
 // own (KubeConfig.applySecurityAuthentication, undici, as client-node's Watch does).
 //
 // Two imports inside client-node are redirected, each only for the one module that makes
-// it, to a module that exports exactly what that importer uses (./kube-slim/): KubeConfig
+// it, to a module that exports exactly what that importer uses (./slim/): KubeConfig
 // takes createConfiguration and ServerConfiguration from the generated index, ListWatch
 // serializes selector strings. Every other importer — a test or tool that loads the whole
 // package in the same process — still gets the real modules. A client-node upgrade that
@@ -21,8 +21,8 @@ import type { Dispatcher } from 'undici';
 
 const dist = new URL('./', import.meta.resolve('@kubernetes/client-node/dist/config.js'));
 const redirects = new Map<string, string>([
-  [`${new URL('config.js', dist)}\0./gen/index.js`, new URL('./kube-slim/gen.ts', import.meta.url).href],
-  [`${new URL('cache.js', dist)}\0./serializer.js`, new URL('./kube-slim/serializer.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0./gen/index.js`, new URL('./slim/gen.ts', import.meta.url).href],
+  [`${new URL('cache.js', dist)}\0./serializer.js`, new URL('./slim/serializer.ts', import.meta.url).href],
 ]);
 registerHooks({
   resolve(specifier, context, nextResolve) {
