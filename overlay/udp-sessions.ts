@@ -81,7 +81,15 @@ interface PeerSessions {
   handshake: Promise<ActiveSession | undefined> | undefined;
   /** Times of accepted inbound handshakes (rate limit). */
   inbound: number[];
+  /**
+   * When a hello carrying our NAT kind was answered by a closed stream: an agent from before
+   * the `nat` field refuses unknown fields. Hellos to that peer leave it out for a while.
+   */
+  natRefusedAt?: number;
 }
+
+/** How long hellos to a peer that refused the `nat` field leave it out before trying again. */
+export const NAT_FIELD_RETRY_MS = 10 * 60_000;
 
 export const REKEY_AFTER_MS = 120_000;
 /** Well below any AEAD nonce limit; mostly a guard against a session living forever under load. */
@@ -210,9 +218,12 @@ export class UdpSessions {
     this.counters.handshakesInitiated++;
     const eph = generateEphemeral();
     const index = this.#allocateIndex();
+    let sentNat: NatKind | undefined;
     try {
       const conn = await this.#o.connectionTo(peer.node);
-      const nat = this.#o.natKind?.();
+      const refused = peer.natRefusedAt !== undefined && Date.now() - peer.natRefusedAt < NAT_FIELD_RETRY_MS;
+      sentNat = refused ? undefined : this.#o.natKind?.();
+      const nat = sentNat;
       const own: SessionOffer = {
         ephemeral: eph.publicKey,
         index,
@@ -241,6 +252,7 @@ export class UdpSessions {
     } catch (err) {
       this.#byIndex.delete(index);
       const reason = err instanceof SessionProtocolError ? err.reason : 'error';
+      if (sentNat !== undefined && reason === 'signal-closed') peer.natRefusedAt = Date.now();
       this.counters.handshakeFailures[reason] = (this.counters.handshakeFailures[reason] ?? 0) + 1;
       this.#o.log.info({ peer: peer.node, err: (err as Error).message }, 'UDP session handshake failed');
       return undefined;
@@ -293,7 +305,8 @@ export class UdpSessions {
         index,
         cipher: this.#o.cipher,
         endpoints: await this.#o.localEndpoints(),
-        ...(nat === undefined ? {} : { nat }),
+        // Only to a peer that sent its own: an agent from before the field refuses it.
+        ...(nat === undefined || offer.nat === undefined ? {} : { nat }),
       };
     });
     if (result.ok) this.counters.handshakesAccepted++;

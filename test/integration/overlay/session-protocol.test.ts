@@ -3,6 +3,7 @@
 // old one after the grace period, hostile messages close the stream and are counted.
 import type { Connection } from '@libp2p/interface';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { JsonLineReader } from '../../../overlay/json-lines.ts';
 import { SESSION_PROTOCOL } from '../../../overlay/session-protocol.ts';
 import { type ActiveSession, UdpSessions, type UdpSessionsOptions } from '../../../overlay/udp-sessions.ts';
 import { waitFor } from '../../support/overlay-cluster.ts';
@@ -99,9 +100,27 @@ describe('UDP session protocol over libp2p', () => {
     const c = make(0);
     sessions.push(c);
     const s2 = await c.rekey('n1');
-    expect(s2?.peerNat).toBe('endpoint-independent');
+    // B answers a hello without a kind without its own: an older initiator refuses the field.
+    expect(s2?.peerNat).toBeUndefined();
     await waitFor('second session at B', async () => established[1]!.length === 2);
     expect(established[1]![1]!.peerNat).toBeUndefined();
+  });
+
+  it('leaves its NAT kind out of later hellos to a peer that closed the stream on it (an agent from before the field)', async () => {
+    // Host 1 plays an older agent: its strict parser refused any field it did not know.
+    const hellos: Array<Record<string, unknown>> = [];
+    await pair.hosts[1].handle(SESSION_PROTOCOL, async (stream) => {
+      const reader = new JsonLineReader(stream, 2048, (reason, message) => new Error(`${reason}: ${message}`));
+      const hello = (await reader.next(5000)) as Record<string, unknown>;
+      hellos.push(hello);
+      stream.abort(new Error('malformed session hello'));
+    });
+    const a = make(0, { natKind: () => 'endpoint-dependent' });
+    sessions.push(a);
+    expect(await a.ensure('n1')).toBeUndefined();
+    expect(a.counters.handshakeFailures['signal-closed']).toBe(1);
+    expect(await a.ensure('n1')).toBeUndefined();
+    expect(hellos.map((h) => h.nat)).toEqual(['endpoint-dependent', undefined]);
   });
 
   it('rekeys into new keys and indexes, keeps the old session for the grace period, then removes it', async () => {
