@@ -33,6 +33,24 @@ export const SpliceGrant = z.strictObject({ v: z.literal(1), token, port });
 export const OfferAnswer = z.strictObject({ v: z.literal(1), ok: z.literal(true) });
 const Refusal = z.strictObject({ v: z.literal(1), error: z.string().max(64) });
 
+/** The reasons a relay or a member sends in a refusal (SpliceError reasons of this protocol). */
+const KNOWN_REFUSALS = new Set([
+  'bad-message',
+  'busy',
+  'closed',
+  'member-full',
+  'not-direct',
+  'not-member',
+  'offer-failed',
+  'offer-not-from-relay',
+  'peer-unreachable',
+  'pending-full',
+  'relay-full',
+  'stream-error',
+  'timeout',
+  'unknown-peer',
+]);
+
 export type SpliceRequest = z.infer<typeof SpliceRequest>;
 export type SpliceOffer = z.infer<typeof SpliceOffer>;
 export type SpliceGrant = z.infer<typeof SpliceGrant>;
@@ -72,11 +90,12 @@ export class SpliceChannel {
       throw new SpliceError('bad-message', 'splice message is not JSON');
     }
     const refusal = Refusal.safeParse(msg);
-    if (refusal.success)
-      throw new SpliceError(
-        `refused:${refusal.data.error}`.slice(0, 64),
-        `the other side refused: ${refusal.data.error}`,
-      );
+    if (refusal.success) {
+      // The reason becomes a counter (and metric) label: only our own vocabulary passes, so
+      // a peer cannot mint a new label per message.
+      const known = KNOWN_REFUSALS.has(refusal.data.error) ? refusal.data.error : 'other';
+      throw new SpliceError(`refused:${known}`, `the other side refused: ${refusal.data.error}`);
+    }
     const parsed = schema.safeParse(msg);
     if (!parsed.success) throw new SpliceError('bad-message', 'splice message has the wrong shape');
     return parsed.data;

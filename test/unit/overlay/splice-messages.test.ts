@@ -1,6 +1,13 @@
 // The splice protocol's messages come from other nodes: only the exact shapes pass.
+import { streamPair } from '@libp2p/utils';
 import { describe, expect, it } from 'vitest';
-import { FirstMessage, OfferAnswer, SpliceGrant, SpliceOffer } from '../../../overlay/splice-messages.ts';
+import {
+  FirstMessage,
+  OfferAnswer,
+  SpliceChannel,
+  SpliceGrant,
+  SpliceOffer,
+} from '../../../overlay/splice-messages.ts';
 
 const token = Buffer.alloc(32, 9).toString('base64');
 const peer = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo';
@@ -37,5 +44,17 @@ describe('splice messages', () => {
     expect(SpliceOffer.safeParse({ v: 1, op: 'offer', peer, token, port: 4004, extra: 1 }).success).toBe(false);
     expect(OfferAnswer.safeParse({ v: 1, ok: false }).success).toBe(false);
     expect(OfferAnswer.safeParse({ v: 1, ok: 'true' }).success).toBe(false);
+  });
+
+  it("turns the other side's refusal into a reason of our own vocabulary, never a label the peer makes up", async () => {
+    const reasons: string[] = [];
+    for (const error of ['member-full', 'made-up reason #1', 'made-up reason #2']) {
+      const [a, b] = await streamPair();
+      const reader = new SpliceChannel(a);
+      const read = reader.read(SpliceGrant).catch((err: Error & { reason?: string }) => err.reason ?? 'none');
+      await new SpliceChannel(b).refuse(error);
+      reasons.push(String(await read));
+    }
+    expect(reasons).toEqual(['refused:member-full', 'refused:other', 'refused:other']);
   });
 });
