@@ -360,7 +360,7 @@ export class AgentMetrics {
     mirroredCounter(
       this.registry,
       'edgemesh_udp_birthday_total',
-      'Birthday punching through an endpoint-dependent NAT, by event: attempts-hard, attempts-easy, probes-sent, rate-limited (held back at least once), sockets-opened, socket-errors, hits, unanswered, superseded (by a new session), both-hard (sessions left to the relay, no probes)',
+      "Birthday punching through an endpoint-dependent NAT, by event: attempts-hard, attempts-easy, probes-sent, rate-limited (held back at least once), sockets-opened, socket-errors, hits, unanswered, superseded (by a new session), both-hard (sessions left to the relay, no probes), unvouched (no relay vouched for the peer's public IP: no spray)",
       ['event'],
       () =>
         Object.entries(this.sources?.paths?.().birthday ?? {}).map(

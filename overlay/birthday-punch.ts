@@ -39,6 +39,8 @@ export interface BirthdayCounters {
   superseded: number;
   /** Sessions with both sides endpoint-dependent: no birthday (relay), counted once per session. */
   bothHard: number;
+  /** Easy-side series not started: no relay vouched for the peer's public IP (nothing to spray at). */
+  unvouched: number;
 }
 
 /** The engine's side of it (UdpDataSocket). */
@@ -97,6 +99,7 @@ export class BirthdayPunch {
     unanswered: 0,
     superseded: 0,
     bothHard: 0,
+    unvouched: 0,
   };
   readonly #o: BirthdayPunchOptions;
   readonly #t: BirthdayTuning;
@@ -145,6 +148,10 @@ export class BirthdayPunch {
   /** A session whose two sides are both endpoint-dependent (counted: the relay's case). */
   noteBothHard(): void {
     this.counters.bothHard++;
+  }
+
+  noteUnvouched(): void {
+    this.counters.unvouched++;
   }
 
   /** The role of the series running for the node, if any. */
@@ -380,5 +387,6 @@ export function birthdayEvents(c: BirthdayCounters | undefined): Record<string, 
     unanswered: c.unanswered,
     superseded: c.superseded,
     'both-hard': c.bothHard,
+    unvouched: c.unvouched,
   };
 }

@@ -163,6 +163,10 @@ export class UdpCarrier {
       ...(opts.keepaliveMs === undefined ? {} : { keepaliveMs: opts.keepaliveMs }),
       ...(this.relay === undefined ? {} : { relay: this.relay }),
       ...(opts.streamUp === undefined ? {} : { streamUp: opts.streamUp }),
+      vouchedIp: (node) => {
+        const peer = opts.directory.get(node);
+        return peer === undefined ? Promise.resolve(undefined) : this.#vouch(peer.peerId);
+      },
     });
     this.reflection = new NatReflection({
       socket: this.socket,

@@ -100,6 +100,11 @@ export interface UdpPathsOptions {
   tuning?: LadderTuning;
   /** Whether the node's stream tunnel is up (the ladder skips its hold-down when it is not). */
   streamUp?: (node: string) => boolean;
+  /**
+   * The public IP a relay sees the peer's libp2p connection come from (undefined: none
+   * vouches). Birthday spraying aims only there.
+   */
+  vouchedIp?: (node: string) => Promise<string | undefined>;
   /** The udp-relayed rung (overlay/udp-relay-path.ts); absent: no UDP relays. */
   relay?: Pick<
     UdpRelayPath,
@@ -418,7 +423,23 @@ export class UdpPaths {
     const b = this.birthday;
     if (b === undefined) return;
     if (bothHard(s.selfNat, s.peerNat)) b.noteBothHard();
-    b.start(s.node, birthdayRole(s.selfNat, s.peerNat), s.candidates, now);
+    const role = birthdayRole(s.selfNat, s.peerNat);
+    const vouch = this.#o.vouchedIp;
+    if (role !== 'easy' || vouch === undefined) {
+      b.start(s.node, role, s.candidates, now);
+      return;
+    }
+    // The easy side sprays thousands of probes at one IP: only at the address a relay sees
+    // the peer connect from, which the peer cannot choose (its announced addresses it can).
+    // The series keeps `now` as its start, so it stays in step with the peer's.
+    void vouch(s.node)
+      .catch(() => undefined)
+      .then((ip) => {
+        if (this.#peers.get(s.node)?.session !== s) return; // a newer session started its own series
+        const candidates = s.candidates.filter((c) => c.ip === ip);
+        if (candidates.length === 0) b.noteUnvouched();
+        b.start(s.node, candidates.length === 0 ? undefined : role, candidates, now);
+      });
   }
 
   #onRelay(p: PeerUdp): boolean {

@@ -237,3 +237,62 @@ describe('UDP path probing', () => {
     expect(a.paths.ladder('b')?.carrier).toBe('udp');
   });
 });
+
+describe('birthday spraying (the easy side)', () => {
+  const stops: UdpPaths[] = [];
+  afterEach(() => {
+    for (const p of stops.splice(0)) p.stop();
+  });
+
+  /** An easy side whose peer (hard, endpoint-dependent) announces a third party's address too. */
+  async function spray(vouched: string | undefined) {
+    const net = new FakeNet();
+    const socket = Object.assign(new FakeSocket(net, { ip: '198.51.100.1', port: 21_001 }, 21_001), {
+      addSocket: () => ({ id: 1, port: 30_000 }),
+      closeSocket: () => true,
+    });
+    const paths = new UdpPaths({
+      socket,
+      nodeOf: (i) => (socket.sessions.has(i) ? 'hard' : undefined),
+      mode: () => 'auto',
+      publicness: () => ({ self: false, peer: false }),
+      log: pino({ level: 'silent' }),
+      onChange: () => undefined,
+      vouchedIp: async () => vouched,
+    });
+    socket.paths = paths;
+    stops.push(paths);
+    socket.addSession({ localIndex: 11, remoteIndex: 22, txKey: new Uint8Array(32), rxKey: new Uint8Array(32) });
+    paths.sessionEstablished({
+      ...session(
+        'hard',
+        11,
+        22,
+        [
+          { ip: '203.0.113.9', port: 40_000 },
+          { ip: '192.0.2.77', port: 40_000 },
+        ],
+        true,
+      ),
+      selfNat: 'endpoint-independent',
+      peerNat: 'endpoint-dependent',
+    });
+    await new Promise((r) => setTimeout(r, 1200));
+    const sprayed = (ip: string) => socket.sentTo.filter((t) => t.startsWith(`${ip}:`) && t !== `${ip}:40000`).length;
+    return { sprayed, counters: paths.counters.birthday! };
+  }
+
+  it('sprays only the IP a relay vouches for, never another address the peer announces', async () => {
+    const { sprayed, counters } = await spray('203.0.113.9');
+    expect(sprayed('203.0.113.9')).toBeGreaterThan(50);
+    expect(sprayed('192.0.2.77')).toBe(0);
+    expect(counters.attemptsEasy).toBe(1);
+  });
+
+  it('sprays nothing, and counts it, when no relay vouches for the peer', async () => {
+    const { sprayed, counters } = await spray(undefined);
+    expect(sprayed('203.0.113.9') + sprayed('192.0.2.77')).toBe(0);
+    expect(counters.unvouched).toBe(1);
+    expect(counters.attemptsEasy).toBe(0);
+  });
+});
