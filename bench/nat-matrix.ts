@@ -11,9 +11,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Lab } from '../lab/lab.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import { NAT_KINDS, type NatKind, NatKindSchema } from '../lab/topology.ts';
+import { runLabSeries } from './lib/lab-series.ts';
 import { machineDescription, markdownTable, type Table } from './lib/report.ts';
 import { percentile } from './lib/stats.ts';
 
@@ -80,64 +80,48 @@ export interface NatMatrixOptions {
 }
 
 export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) => void = console.log) {
-  const { labUp } = await import('../lab/lab.ts');
   const { defaultTopology } = await import('../lab/topology.ts');
   const combos = kindPairs(opts.kinds).flatMap(([a, b]) =>
     Array.from({ length: opts.trials }, (_, t) => ({ a, b, trial: t + 1 })),
   );
   const results: ComboResult[] = [];
   const started = Date.now();
-  let current: Lab | undefined;
-  const onInterrupt = () => {
-    log('interrupted: taking the current lab down');
-    void (current?.down() ?? Promise.resolve()).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onInterrupt);
-  try {
-    for (const [i, { a, b, trial }] of combos.entries()) {
-      const label = `${a} ↔ ${b}${opts.trials > 1 ? ` (trial ${trial})` : ''}`;
-      const elapsed = (Date.now() - started) / 1000;
-      const eta = i === 0 ? 'unknown' : `~${Math.round((elapsed / i) * (combos.length - i))} s`;
-      log(`[${i + 1}/${combos.length}] ${label}: lab up with ${opts.nodesPerSite} nodes per site (time left ${eta})`);
-      const t0 = Date.now();
-      const result: ComboResult = { natA: a, natB: b, trial, labUpSeconds: 0, pairs: [] };
-      try {
-        current = await labUp({
-          topology: defaultTopology({
-            nodesPerSite: opts.nodesPerSite,
-            podsPerNode: 1,
-            nat: { 'edge-a': a, 'edge-b': b },
-          }),
-          readyTimeoutMs: 120_000,
-        });
-        result.labUpSeconds = (Date.now() - t0) / 1000;
-        log(
-          `  ${label}: lab ${current.id} up in ${result.labUpSeconds.toFixed(1)} s; first packets for every edge-a/edge-b node pair`,
-        );
-        result.pairs = await measureTimeToDirect(current, crossSitePairs(current, 'edge-a', 'edge-b'), {
-          timeoutMs: opts.timeoutMs,
-          progress: (direct, total, ms, leftMs) =>
-            log(
-              `  ${label}: ${direct}/${total} pairs direct after ${(ms / 1000).toFixed(0)} s (${(leftMs / 1000).toFixed(0)} s left for this lab)`,
-            ),
-        });
-      } catch (err) {
-        result.error = (err as Error).message;
-        log(`  ${label}: FAILED: ${result.error.replaceAll('\n', '\n    ')}`);
-      } finally {
-        await current?.down().catch((err: Error) => log(`  lab down: ${err.message}`));
-        current = undefined;
-      }
-      results.push(result);
-      const [s] = summarise([result]);
-      if (s && !result.error)
-        log(
-          `  ${label}: ${s.direct}/${s.pairs} direct, p50 ${fmtMs(s.p50MsToDirect)}, p99 ${fmtMs(s.p99MsToDirect)}; ended on ${fmtPaths(s.finalPaths)}`,
-        );
+  await runLabSeries(combos, log, async ({ a, b, trial }, { index: i, timeLeft: eta, up }) => {
+    const label = `${a} ↔ ${b}${opts.trials > 1 ? ` (trial ${trial})` : ''}`;
+    log(`[${i + 1}/${combos.length}] ${label}: lab up with ${opts.nodesPerSite} nodes per site (time left ${eta})`);
+    const t0 = Date.now();
+    const result: ComboResult = { natA: a, natB: b, trial, labUpSeconds: 0, pairs: [] };
+    results.push(result);
+    try {
+      const lab = await up({
+        topology: defaultTopology({
+          nodesPerSite: opts.nodesPerSite,
+          podsPerNode: 1,
+          nat: { 'edge-a': a, 'edge-b': b },
+        }),
+        readyTimeoutMs: 120_000,
+      });
+      result.labUpSeconds = (Date.now() - t0) / 1000;
+      log(
+        `  ${label}: lab ${lab.id} up in ${result.labUpSeconds.toFixed(1)} s; first packets for every edge-a/edge-b node pair`,
+      );
+      result.pairs = await measureTimeToDirect(lab, crossSitePairs(lab, 'edge-a', 'edge-b'), {
+        timeoutMs: opts.timeoutMs,
+        progress: (direct, total, ms, leftMs) =>
+          log(
+            `  ${label}: ${direct}/${total} pairs direct after ${(ms / 1000).toFixed(0)} s (${(leftMs / 1000).toFixed(0)} s left for this lab)`,
+          ),
+      });
+    } catch (err) {
+      result.error = (err as Error).message;
+      log(`  ${label}: FAILED: ${result.error.replaceAll('\n', '\n    ')}`);
     }
-  } finally {
-    process.removeListener('SIGINT', onInterrupt);
-  }
+    const [s] = summarise([result]);
+    if (s && !result.error)
+      log(
+        `  ${label}: ${s.direct}/${s.pairs} direct, p50 ${fmtMs(s.p50MsToDirect)}, p99 ${fmtMs(s.p99MsToDirect)}; ended on ${fmtPaths(s.finalPaths)}`,
+      );
+  });
   const summary = summarise(results);
   const table: Table = {
     title: `NAT matrix: first packet → direct path, ${opts.nodesPerSite} nodes per edge site, ${opts.timeoutMs / 1000} s timeout`,

@@ -15,9 +15,9 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Lab } from '../lab/lab.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import type { NatKind } from '../lab/topology.ts';
+import { runLabSeries } from './lib/lab-series.ts';
 import { machineDescription, markdownTable, type Table } from './lib/report.ts';
 import { percentile } from './lib/stats.ts';
 
@@ -144,7 +144,6 @@ export async function runNatTrials(
   opts: { checks: Check[]; trials: number; nodesPerSite: number; outDir: string },
   log: (line: string) => void = console.log,
 ) {
-  const { labUp } = await import('../lab/lab.ts');
   const { defaultTopology } = await import('../lab/topology.ts');
   const { birthdayMetrics, waitForNatKinds } = await import('../lab/nat-kinds.ts');
   const all = plans(opts.nodesPerSite);
@@ -156,56 +155,41 @@ export async function runNatTrials(
   );
   const trials: LabTrial[] = [];
   const started = Date.now();
-  let current: Lab | undefined;
-  const onInterrupt = () => {
-    log('interrupted: taking the current lab down');
-    void (current?.down() ?? Promise.resolve()).finally(() => process.exit(130));
-  };
-  process.once('SIGINT', onInterrupt);
-  try {
-    for (const [i, { plan, lab: n }] of runs.entries()) {
-      const elapsed = (Date.now() - started) / 1000;
-      const left = i === 0 ? 'unknown' : `~${Math.round((elapsed / i) * (runs.length - i))} s`;
-      const label = `${plan.check} lab ${n}/${runs.filter((r) => r.plan === plan).length}`;
-      log(
-        `[${i + 1}/${runs.length}] ${label}: lab up (${plan.nat['edge-a']} ↔ ${plan.nat['edge-b']}), time left ${left}`,
-      );
-      const trial: LabTrial = { check: plan.check, lab: n, pairs: [], birthday: {} };
-      try {
-        current = await labUp({
-          topology: defaultTopology({ nodesPerSite: plan.nodesPerSite, podsPerNode: 1, nat: plan.nat }),
-          readyTimeoutMs: 120_000,
-        });
-        await waitForNatKinds(current, plan.kinds);
-        trial.pairs = await measureTimeToDirect(current, crossSitePairs(current, 'edge-a', 'edge-b'), {
-          timeoutMs: plan.timeoutMs,
-        });
-        for (const node of current.nodes.filter((x) => x.site !== 'cloud'))
-          trial.birthday[node.name] = await birthdayMetrics(current, node.name);
-      } catch (err) {
-        trial.error = (err as Error).message;
-        log(`  ${label}: FAILED: ${trial.error.replaceAll('\n', '\n    ')}`);
-      } finally {
-        await current?.down().catch((err: Error) => log(`  lab down: ${err.message}`));
-        current = undefined;
-      }
-      trials.push(trial);
-      const times = trial.pairs.map((p) => (p.msToDirect === null ? 'never' : `${p.msToDirect}`));
-      log(
-        `  ${label}: first packet → direct (ms): ${times.join(' ')}; ended ${trial.pairs.map((p) => p.finalPath).join(' ')}`,
-      );
-      const sofar = summariseCheck(
-        plan,
-        trials.filter((t) => t.check === plan.check),
-      );
-      if (plan.check !== 'both-hard')
-        log(
-          `  ${plan.check} so far: ${sofar.inTime}/${sofar.pairs} within ${plan.withinMs / 1000} s (${(sofar.rate * 100).toFixed(0)} %)`,
-        );
+  await runLabSeries(runs, log, async ({ plan, lab: n }, { index: i, timeLeft: left, up }) => {
+    const label = `${plan.check} lab ${n}/${runs.filter((r) => r.plan === plan).length}`;
+    log(
+      `[${i + 1}/${runs.length}] ${label}: lab up (${plan.nat['edge-a']} ↔ ${plan.nat['edge-b']}), time left ${left}`,
+    );
+    const trial: LabTrial = { check: plan.check, lab: n, pairs: [], birthday: {} };
+    trials.push(trial);
+    try {
+      const lab = await up({
+        topology: defaultTopology({ nodesPerSite: plan.nodesPerSite, podsPerNode: 1, nat: plan.nat }),
+        readyTimeoutMs: 120_000,
+      });
+      await waitForNatKinds(lab, plan.kinds);
+      trial.pairs = await measureTimeToDirect(lab, crossSitePairs(lab, 'edge-a', 'edge-b'), {
+        timeoutMs: plan.timeoutMs,
+      });
+      for (const node of lab.nodes.filter((x) => x.site !== 'cloud'))
+        trial.birthday[node.name] = await birthdayMetrics(lab, node.name);
+    } catch (err) {
+      trial.error = (err as Error).message;
+      log(`  ${label}: FAILED: ${trial.error.replaceAll('\n', '\n    ')}`);
     }
-  } finally {
-    process.removeListener('SIGINT', onInterrupt);
-  }
+    const times = trial.pairs.map((p) => (p.msToDirect === null ? 'never' : `${p.msToDirect}`));
+    log(
+      `  ${label}: first packet → direct (ms): ${times.join(' ')}; ended ${trial.pairs.map((p) => p.finalPath).join(' ')}`,
+    );
+    const sofar = summariseCheck(
+      plan,
+      trials.filter((t) => t.check === plan.check),
+    );
+    if (plan.check !== 'both-hard')
+      log(
+        `  ${plan.check} so far: ${sofar.inTime}/${sofar.pairs} within ${plan.withinMs / 1000} s (${(sofar.rate * 100).toFixed(0)} %)`,
+      );
+  });
   const summary = opts.checks.map((c) =>
     summariseCheck(
       all[c],
