@@ -113,10 +113,13 @@ export function packetsForTun(
   offload: boolean,
   offloadFlags: readonly string[],
 ): ReturnType<typeof toPlainPackets> {
-  if (offload ? takesAsIs(packet, offloadFlags) : !isGso(packet.vnet) && !needsChecksum(packet.vnet)) {
-    return { ok: true, packets: [packet] };
-  }
+  if (tunTakesAsIs(packet, offload, offloadFlags)) return { ok: true, packets: [packet] };
   return toPlainPackets(packet);
+}
+
+/** Whether the device takes the packet unchanged (the common case: no allocation on the hot path). */
+function tunTakesAsIs(packet: Packet, offload: boolean, offloadFlags: readonly string[]): boolean {
+  return offload ? takesAsIs(packet, offloadFlags) : !isGso(packet.vnet) && !needsChecksum(packet.vnet);
 }
 
 function takesAsIs(p: Packet, flags: readonly string[]): boolean {
@@ -255,7 +258,14 @@ export class TunDevice implements PacketIO {
         this.#refuse('bad-vnet-header');
         continue;
       }
-      const ready = packetsForTun(p, this.offload, this.offloadFlags);
+      if (tunTakesAsIs(p, this.offload, this.offloadFlags)) {
+        if (this.offload) parts.push(p.vnet, p.data);
+        else parts.push(p.data);
+        sent.push(p);
+        from.push(i);
+        continue;
+      }
+      const ready = toPlainPackets(p);
       if (!ready.ok) {
         this.#refuse(ready.reason);
         continue;
