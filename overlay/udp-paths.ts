@@ -94,6 +94,12 @@ export interface UdpPathsOptions {
   /** Fast probing lasts this long after a session starts or UDP dies; then every slowProbeMs. */
   probeBurstMs?: number;
   slowProbeMs?: number;
+  /**
+   * While the session runs through a relay, the relays are probed this often (the direct
+   * candidates only every slowProbeMs): a relay that dies must be noticed, and the other one
+   * seen answering, well before the path's liveness (deadAfterMs) gives up on UDP.
+   */
+  relayProbeMs?: number;
   keepaliveMs?: number;
   /** A responder's new session takes over sending once the peer used it, or after this long. */
   txSwitchMs?: number;
@@ -126,6 +132,8 @@ export interface UdpPathsOptions {
 }
 
 const MAX_NONCES = 256;
+/** Relay probe cadence while on a relay (UdpPathsOptions.relayProbeMs). */
+export const RELAY_PROBE_MS = 500;
 const MAX_LEARNED = 4;
 
 interface PeerUdp {
@@ -144,6 +152,7 @@ interface PeerUdp {
   ladder: LadderState;
   probingSince: number;
   lastProbeAt: number;
+  lastRelayProbeAt: number;
   lastKeepaliveAt: number;
   nonces: Map<string, number>;
   /** Addresses the peer's probes came from (its NAT mappings), newest last. */
@@ -224,6 +233,7 @@ export class UdpPaths {
         ladder: initialLadder(now),
         probingSince: now,
         lastProbeAt: 0,
+        lastRelayProbeAt: 0,
         lastKeepaliveAt: 0,
         nonces: new Map(),
         learned: [],
@@ -467,9 +477,16 @@ export class UdpPaths {
     }
     if (!fast && !udpAlive(this.facts(p.node), now, this.#tuning)) this.#o.relay?.unanswered(p.node);
     const interval = fast ? (this.#o.probeIntervalMs ?? 100) : (this.#o.slowProbeMs ?? 2000);
-    if (now - p.lastProbeAt < interval) return;
-    p.lastProbeAt = now;
-    const targets = [...p.session.candidates, ...p.learned, ...(this.#o.relay?.targets(p.node) ?? [])];
+    const relays = this.#o.relay?.targets(p.node) ?? [];
+    let targets: UdpEndpoint[];
+    if (now - p.lastProbeAt >= interval) {
+      p.lastProbeAt = now;
+      targets = [...p.session.candidates, ...p.learned, ...relays];
+    } else if (this.#onRelay(p) && now - p.lastRelayProbeAt >= (this.#o.relayProbeMs ?? RELAY_PROBE_MS)) {
+      // Between the slow rounds, only the relays: they carry the traffic (and its failover).
+      targets = [...relays];
+    } else return;
+    p.lastRelayProbeAt = now;
     if (p.endpoint !== undefined && !targets.some((t) => sameEndpoint(t, p.endpoint!))) targets.push(p.endpoint);
     for (const to of targets) {
       this.counters.probesSent++;

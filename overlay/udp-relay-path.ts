@@ -62,7 +62,7 @@ export interface RelayRtt {
 }
 
 export interface RelayChoiceTuning {
-  /** A relay whose last reply is older than this is silent (keepalives go every second). */
+  /** A relay whose last reply is older than this is silent (relays are probed every 500 ms). */
   silentMs: number;
   /** Another relay takes the path only if faster by this fraction of the current RTT ... */
   switchFraction: number;
@@ -72,8 +72,11 @@ export interface RelayChoiceTuning {
   minDwellMs: number;
 }
 
+// silentMs: three relay probe rounds (udp-paths.ts RELAY_PROBE_MS, 500 ms) unanswered. The
+// move then lands about 2 s after a relay dies, well inside the path's 5 s liveness: a
+// member that missed it would fall back to the stream tunnel and hold UDP down for 5 s more.
 export const DEFAULT_RELAY_CHOICE: RelayChoiceTuning = {
-  silentMs: 2500,
+  silentMs: 1500,
   switchFraction: 0.25,
   switchMinGainMs: 1,
   minDwellMs: 10_000,

@@ -71,12 +71,19 @@ describe('UDP relay failover between two relays (lab, symmetric NATs)', () => {
     // It was the relay rung's failover (a silent relay), not the path dying and starting over.
     const log = readFileSync(lab!.node('edge-a-1').logPath, 'utf8');
     expect(log).toContain('UDP relay silent: moving to another relay');
+    // The other member moves on its own probes (it only answers the pings): also within 10 s.
+    const onOther = new RegExp(`^udp://${other.publicIp!.replaceAll('.', '\\.')}:\\d+$`);
+    let back = await peerOf('edge-s-1', 'edge-a-1');
+    while (!(back?.path === 'udp-relayed' && onOther.test(back.endpoint ?? '')) && Date.now() - killedAt < 10_000) {
+      await new Promise((r) => setTimeout(r, 200));
+      back = await peerOf('edge-s-1', 'edge-a-1');
+    }
+    console.log(`edge-s-1 → edge-a-1 ${back?.path} ${back?.endpoint} ${Date.now() - killedAt} ms after the kill`);
+    expect(back?.path).toBe('udp-relayed');
+    expect(back?.endpoint).toMatch(onOther);
     let replies = 0;
     for (let i = 0; i < 10; i++) if ((await pingFrom(a.netns, s.ips[0]!, 1)) !== null) replies++;
     expect(replies).toBeGreaterThanOrEqual(9);
-    const back = await peerOf('edge-s-1', 'edge-a-1');
-    expect(back?.path).toBe('udp-relayed');
-    expect(back?.endpoint).toMatch(new RegExp(`^udp://${other.publicIp!.replaceAll('.', '\\.')}:\\d+$`));
     // The surviving relay forwarded the pair's datagrams.
     const metrics = await lab!.exec(other.name, ['curl', '-sf', 'http://127.0.0.1:9273/metrics']);
     const forwarded = /^edgemesh_udp_relay_forwarded_datagrams_total (\d+)/m.exec(metrics)?.[1];
