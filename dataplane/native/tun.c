@@ -64,6 +64,12 @@
 #define AUTO_BUSY_PACKETS 8
 #define AUTO_BUSY_BYTES (64 * 1024)
 #define AUTO_IDLE_MS 20
+// ... and also once traffic has turned sparse: this many wake-ups in a row that each came
+// after a wait of at least AUTO_SPARSE_GAP_MS and found a light batch. Interactive traffic
+// (a ping every 10 ms, say) never leaves the device idle for AUTO_IDLE_MS, and on the thread
+// every packet pays a second wake-up (thread → loop) on top of the device's.
+#define AUTO_SPARSE_GAP_MS 2
+#define AUTO_SPARSE_WAKES 8
 // A batch_t.err that is no errno: the thread went idle, the loop polls again.
 #define EM_HANDBACK (-1)
 
@@ -197,7 +203,8 @@ static void *reader_main(void *arg) {
 }
 
 // Reader 'auto': parked until the loop hands reading over (go_fd), then reads like
-// reader_main until AUTO_IDLE_MS pass without a packet, and hands reading back to the loop
+// reader_main until AUTO_IDLE_MS pass without a packet or the traffic turns sparse
+// (AUTO_SPARSE_WAKES), and hands reading back to the loop
 // through the same queue as the batches (so the loop polls again only after it has
 // delivered them). Only one side reads at a time.
 static void *auto_reader_main(void *arg) {
@@ -212,35 +219,46 @@ static void *auto_reader_main(void *arg) {
     if (atomic_load(&t->stop) || (park[1].revents & POLLIN)) return NULL;
     uint64_t v;
     if (read(t->go_fd, &v, sizeof v) < 0 && errno != EAGAIN) return NULL;
+    int waited_ms = 0, sparse = 0;
     for (;;) {
-      int r = poll(fds, 2, AUTO_IDLE_MS);
+      int r = poll(fds, 2, AUTO_SPARSE_GAP_MS);
       if (r < 0) {
         if (errno == EINTR) continue;
         return NULL;
       }
       if (atomic_load(&t->stop) || (fds[1].revents & POLLIN)) return NULL;
-      if (r == 0) {
-        batch_t *h = error_batch(EM_HANDBACK);
-        if (!h) continue;  // keep reading on this thread rather than leave nobody reading
-        if (napi_call_threadsafe_function(t->tsfn, h, napi_tsfn_blocking) != napi_ok) {
-          free(h);
+      if (r == 0) waited_ms += AUTO_SPARSE_GAP_MS;
+      if (r == 0 && waited_ms < AUTO_IDLE_MS) continue;
+      if (r != 0) {
+        int fatal = (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) ? EIO : 0, nomem = 0;
+        batch_t *b = fatal ? NULL : read_batch(t, &fatal, &nomem);
+        if (nomem) usleep(1000);
+        int light = b == NULL || (b->count < AUTO_BUSY_PACKETS && b->used < AUTO_BUSY_BYTES);
+        sparse = waited_ms > 0 && light ? sparse + 1 : 0;
+        waited_ms = 0;
+        if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
+          free(b->buf);
+          free(b);
           return NULL;
         }
-        break;
+        if (fatal) {
+          batch_t *e = error_batch(fatal);
+          if (e && napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
+          return NULL;
+        }
+        if (sparse < AUTO_SPARSE_WAKES) continue;
       }
-      int fatal = (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) ? EIO : 0, nomem = 0;
-      batch_t *b = fatal ? NULL : read_batch(t, &fatal, &nomem);
-      if (nomem) usleep(1000);
-      if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
-        free(b->buf);
-        free(b);
+      // Idle, or sparse: the loop polls again (after the batches queued before this message).
+      batch_t *h = error_batch(EM_HANDBACK);
+      if (!h) {  // keep reading on this thread rather than leave nobody reading
+        waited_ms = sparse = 0;
+        continue;
+      }
+      if (napi_call_threadsafe_function(t->tsfn, h, napi_tsfn_blocking) != napi_ok) {
+        free(h);
         return NULL;
       }
-      if (fatal) {
-        batch_t *e = error_batch(fatal);
-        if (e && napi_call_threadsafe_function(t->tsfn, e, napi_tsfn_blocking) != napi_ok) free(e);
-        return NULL;
-      }
+      break;
     }
   }
   return NULL;

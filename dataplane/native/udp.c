@@ -90,6 +90,11 @@
 // datagrams, and the thread hands it back after this long without one.
 #define AUTO_BUSY_DATAGRAMS 8
 #define AUTO_IDLE_MS 20
+// ... or once traffic has turned sparse: this many wake-ups in a row, each after a wait of at
+// least AUTO_SPARSE_GAP_MS, that found a light batch (as tun.c: interactive traffic would
+// otherwise pay the thread → loop hop on every datagram).
+#define AUTO_SPARSE_GAP_MS 2
+#define AUTO_SPARSE_WAKES 8
 
 #define SESSION_BUCKETS 1024
 #define MAX_SESSIONS 65536
@@ -441,7 +446,8 @@ static void *reader_main(void *arg) {
 }
 
 // Receiver 'auto': parked until the loop hands receiving over (go_fd), then reads like
-// reader_main until AUTO_IDLE_MS pass without a datagram, and hands receiving back through
+// reader_main until AUTO_IDLE_MS pass without a datagram or the traffic turns sparse
+// (AUTO_SPARSE_WAKES), and hands receiving back through
 // the same queue as the batches (the loop polls again only after delivering them). Only one
 // side reads the socket at a time.
 static void *auto_reader_main(void *arg) {
@@ -460,28 +466,35 @@ static void *auto_reader_main(void *arg) {
     if (atomic_load(&u->stop) || (park[1].revents & POLLIN)) break;
     uint64_t v;
     if (read(u->go_fd, &v, sizeof v) < 0 && errno != EAGAIN) break;
+    int waited_ms = 0, sparse = 0;
     for (;;) {
-      int r = poll(fds, 2, AUTO_IDLE_MS);
+      int r = poll(fds, 2, AUTO_SPARSE_GAP_MS);
       if (r < 0 && errno == EINTR) continue;
       if (r < 0 || atomic_load(&u->stop) || (fds[1].revents & POLLIN)) goto out;
-      if (r == 0) {
-        if (napi_call_threadsafe_function(u->tsfn, &u->handback, napi_tsfn_blocking) != napi_ok) goto out;
-        break;
+      if (r == 0) waited_ms += AUTO_SPARSE_GAP_MS;
+      if (r == 0 && waited_ms < AUTO_IDLE_MS) continue;
+      if (r != 0) {
+        int slot = pool_take(u);
+        if (slot < 0) goto out;
+        delivery_t *d = &u->deliveries[slot];
+        delivery_reset(d, u->pool[slot]);
+        rx_drain(u, rx, d);
+        sparse = waited_ms > 0 && d->count < AUTO_BUSY_DATAGRAMS ? sparse + 1 : 0;
+        waited_ms = 0;
+        if (d->count == 0) {
+          pool_give(u, slot);
+        } else {
+          atomic_fetch_add(&u->rx_batches, 1);
+          if (napi_call_threadsafe_function(u->tsfn, d, napi_tsfn_blocking) != napi_ok) {
+            pool_give(u, slot);
+            goto out;
+          }
+        }
+        if (sparse < AUTO_SPARSE_WAKES) continue;
       }
-      int slot = pool_take(u);
-      if (slot < 0) goto out;
-      delivery_t *d = &u->deliveries[slot];
-      delivery_reset(d, u->pool[slot]);
-      rx_drain(u, rx, d);
-      if (d->count == 0) {
-        pool_give(u, slot);
-        continue;
-      }
-      atomic_fetch_add(&u->rx_batches, 1);
-      if (napi_call_threadsafe_function(u->tsfn, d, napi_tsfn_blocking) != napi_ok) {
-        pool_give(u, slot);
-        goto out;
-      }
+      // Idle, or sparse: the loop polls again (after the deliveries queued before this one).
+      if (napi_call_threadsafe_function(u->tsfn, &u->handback, napi_tsfn_blocking) != napi_ok) goto out;
+      break;
     }
   }
 out:

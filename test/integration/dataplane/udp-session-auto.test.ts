@@ -40,6 +40,23 @@ describe("UDP sessions with the 'auto' readers", () => {
     expect(await ping()).toMatch(/3 received/);
   });
 
+  it('hands the readers back to the loop when traffic turns sparse, though it never stops', async () => {
+    // A ping every 5 ms from before the load until well after it: the devices are never idle
+    // for AUTO_IDLE_MS (20 ms), so only the sparse rule can bring the readers back while it runs.
+    const pinging = runIn(pair.nsA, 'ping', ['-c', '500', '-i', '0.005', '-W', '2', '-I', POD_A[4], POD_B[4]]);
+    await sleep(200);
+    const [a0, b0] = [await pair.nodeA.stats(), await pair.nodeB.stats()];
+    await pair.iperf({ family: 4, seconds: 1 });
+    await sleep(500); // 100 more pings: every one a light batch after a wait of 2 ms or more
+    const [a, b] = [await pair.nodeA.stats(), await pair.nodeB.stats()];
+    const out = await pinging;
+    expect(a.tun.readerHandoffs).toBeGreaterThan(a0.tun.readerHandoffs);
+    expect(b.udp.receiverHandoffs).toBeGreaterThan(b0.udp.receiverHandoffs);
+    expect(a.tun.readerHandbacks).toBe(a.tun.readerHandoffs);
+    expect(b.udp.receiverHandbacks).toBe(b.udp.receiverHandoffs);
+    expect(out).toMatch(/500 received/);
+  });
+
   it('carries iperf3 UDP', async () => {
     const r = await pair.iperf({ family: 4, seconds: 3, udpBitrate: '200M' });
     console.log(`auto readers, UDP at 200 Mbit/s: lost ${r.lostPercent}%`);
