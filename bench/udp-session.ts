@@ -13,7 +13,9 @@
 // measured in the same interleaved rounds. --paths picks the paths (and receive/TUN-reader
 // variants, see VARIANTS).
 // Run (root): node bench/udp-session.ts [--seconds 5] [--rounds 1] [--udp-rate 500M] [--scavenger-mb 8]
-//   [--pods] [--nebula] [--paths stream,udp,udp-auto] [--pings 300]
+//   [--pods] [--nebula] [--paths stream,udp,udp-auto] [--pings 300] [--crossings]
+// --crossings: after each path's pings, 100 more under tcpdump on both nodes' tunnel device
+// and veth, to split the RTT into each node's crossings (bench/lib/crossings.ts).
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
@@ -26,6 +28,7 @@ import { cryptoBench } from '../dataplane/udp-session.ts';
 import { startNebula } from './baselines/nebula.ts';
 import type { Scenario } from './baselines/pair.ts';
 import { totalCpuSeconds } from './lib/cpu.ts';
+import { type CrossingEnd, formatCrossings, traceCrossings } from './lib/crossings.ts';
 import { iperfClient, pingRtt, startIperfServer, stopProcess } from './lib/iperf.ts';
 import { median } from './lib/stats.ts';
 
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     nebula: { type: 'boolean', default: false },
     paths: { type: 'string', default: 'stream,udp,udp-auto' },
     pings: { type: 'string', default: '300' },
+    crossings: { type: 'boolean', default: false },
   },
 });
 const seconds = Number(values.seconds);
@@ -139,8 +143,19 @@ class NodeProcess {
   }
 }
 
+const tunName = (path: Path, round: number) => `${prefix}${PATHS.indexOf(path)}r${round}`;
+
+/** 100 pings under tcpdump on both nodes: each node's share of the RTT. */
+async function crossings(name: string, client: string, target: string, [tunA, tunB]: [string, string]): Promise<void> {
+  const a: CrossingEnd = { netns: nsA, tun: tunA, underlay: `${prefix}va` };
+  const b: CrossingEnd = { netns: nsB, tun: tunB, underlay: `${prefix}vb` };
+  const trace = await traceCrossings(a, b, 'udp');
+  await pingRtt(client, target, 100);
+  console.log(formatCrossings(name, await trace.stop()));
+}
+
 async function startNodes(path: Path, round: number): Promise<[NodeProcess, NodeProcess]> {
-  const tun = `${prefix}${PATHS.indexOf(path)}r${round}`;
+  const tun = tunName(path, round);
   const node = (me: string, peer: string, peerPod: string) => [
     ...['--tun', tun, '--address', `${me}/32`, '--local', `${me.replace(/\.1$/, '.0')}/24`],
     ...['--peer', peer, '--peer-cidr', `${peerPod.replace(/\.1$/, '.0')}/24`, '--mtu', '1400'],
@@ -191,13 +206,14 @@ interface Sample {
 }
 
 /** A baseline (no edgemesh node processes): TCP, RTT and UDP loss between its namespaces. */
-async function measureBaseline(name: string, s: Scenario, round: number): Promise<Sample> {
+async function measureBaseline(name: string, s: Scenario, round: number, tuns?: [string, string]): Promise<Sample> {
   const server = await startIperfServer(s.serverNetns);
   try {
     const cpu0 = totalCpuSeconds(s.forwarderPids());
     const tcp = await iperfClient({ netns: s.clientNetns, server: s.target, seconds });
     const cpu = totalCpuSeconds(s.forwarderPids()) - cpu0;
     const rtt = await pingRtt(s.clientNetns, s.target, Number(values.pings));
+    if (values.crossings && tuns) await crossings(name, s.clientNetns, s.target, tuns);
     const rcvbuf0 = await udpReceiveBufferErrors(s.serverNetns);
     const udp = await iperfClient({
       netns: s.clientNetns,
@@ -226,7 +242,8 @@ async function measureBaseline(name: string, s: Scenario, round: number): Promis
 async function measureNebula(round: number): Promise<Sample> {
   const neb = await startNebula({ a: nsA, b: nsB, underlayA: LINK_A, underlayB: LINK_B, destroy: async () => {} });
   try {
-    return await measureBaseline('nebula', neb.scenario, round);
+    const tag = nsA.slice(0, 6).replace(/[^a-z0-9]/g, ''); // bench/baselines/nebula.ts names its devices so
+    return await measureBaseline('nebula', neb.scenario, round, [`neb${tag}a`, `neb${tag}b`]);
   } finally {
     await neb.stop();
   }
@@ -272,6 +289,7 @@ async function measure(path: Path, round: number): Promise<Sample> {
     const perCrossing = (pingCpu / Number(values.pings) / 4) * 1e6;
     console.log(`[bench] ${path} round ${round + 1}: ping CPU ${perCrossing.toFixed(0)} µs per packet per node`);
     console.log(`[bench] ${path} round ${round + 1}: RTT p50 ${rtt.p50Ms} ms, p99 ${rtt.p99Ms} ms`);
+    if (values.crossings) await crossings(path, client, target, [tunName(path, round), tunName(path, round)]);
     const before = await Promise.all([a.command<NodeStats>('stats'), b.command<NodeStats>('stats')]);
     const rcvbuf0 = await udpReceiveBufferErrors(serverNs);
     const udp = await iperfClient({ netns: client, server: target, seconds, udpRate: String(values['udp-rate']) });
