@@ -44,7 +44,7 @@ export interface PeerLink {
 export interface PacketIO {
   /** Whether packets carry vnet headers with GSO super-packets (TUN offloads on). */
   readonly offload: boolean;
-  /** Starts delivering batches read from the device to `handler`. */
+  /** Starts delivering batches read from the device to `handler`; packets are valid until it returns. */
   onBatch(handler: (batch: Packet[]) => void): void;
   /**
    * Writes a batch of any packets, super-packets included (the device segments what it

@@ -98,6 +98,10 @@ typedef struct tun {
   int go_fd;      // eventfd: the loop hands reading to the thread ('auto')
   napi_ref cb_ref;
   napi_async_context async_ctx;
+  // Loop mode: one batch buffer, reused. A batch read on the loop is handed to JS and
+  // detached when the callback returns, so no read allocates (the thread's batches outlive
+  // the read and are allocated per batch).
+  uint8_t *loop_buf;
   char name[IFNAMSIZ];
   unsigned offload_flags;
   // Counters, written by the reader thread (rx) or the JS thread (tx), read by JS.
@@ -118,17 +122,14 @@ typedef struct {
 // Drains the non-blocking fd into one new batch until EAGAIN, the buffer is full or
 // BATCH_MAX_PACKETS. Returns the batch (NULL when nothing was read); *fatal gets the errno
 // that ends reading for good (the device is gone), else 0; *nomem is set when memory ran out.
-static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
-  const size_t cap = t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN;
+static size_t batch_cap(const tun_t *t) { return t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN; }
+
+// Drains the fd into `buf` (batch_cap bytes) as [u32 len][packet] records; returns the
+// packets read, *used the bytes, *fatal as read_batch.
+static uint32_t read_into(tun_t *t, uint8_t *buf, size_t *used_out, int *fatal) {
+  const size_t cap = batch_cap(t);
   const size_t room = 4 + (t->vnet ? VNET_HDR_LEN : 0) + MAX_PACKET;
   *fatal = 0;
-  *nomem = 0;
-  uint8_t *buf = malloc(cap);
-  if (!buf) {
-    atomic_fetch_add(&t->rx_read_errors, 1);
-    *nomem = 1;
-    return NULL;
-  }
   size_t used = 0;
   uint32_t count = 0;
   while (count < BATCH_MAX_PACKETS && cap - used >= room) {
@@ -147,6 +148,22 @@ static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
     used += 4 + (size_t)r;
     count++;
   }
+  *used_out = used;
+  if (count > 0) atomic_fetch_add(&t->rx_batches, 1);
+  return count;
+}
+
+static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
+  *fatal = 0;
+  *nomem = 0;
+  uint8_t *buf = malloc(batch_cap(t));
+  if (!buf) {
+    atomic_fetch_add(&t->rx_read_errors, 1);
+    *nomem = 1;
+    return NULL;
+  }
+  size_t used = 0;
+  uint32_t count = read_into(t, buf, &used, fatal);
   if (count == 0) {
     free(buf);
     return NULL;
@@ -163,7 +180,6 @@ static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
   b->used = used;
   b->count = count;
   b->err = 0;
-  atomic_fetch_add(&t->rx_batches, 1);
   return b;
 }
 
@@ -270,26 +286,38 @@ static void free_batch_buffer(napi_env env, void *data, void *hint) {
   free(data);
 }
 
+static void keep_batch_buffer(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)data;
+  (void)hint;
+}
+
 // JS thread: batch → callback(arrayBuffer, count) or callback(null, 0, errnoName); frees b.
 // From a libuv callback (loop mode) it goes through make_callback, which runs the microtasks
 // and reports exceptions.
+// A batch in t->loop_buf (loop mode) is not freed: its ArrayBuffer is detached once the
+// callback returns, so nothing in JS can see the buffer after the next read refills it.
 static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_loop) {
   napi_value recv, argv[3];
   napi_get_undefined(env, &recv);
+  int reused = b->err == 0 && b->buf == t->loop_buf;
   if (b->err) {
     napi_get_null(env, &argv[0]);
     napi_create_uint32(env, 0, &argv[1]);
     napi_create_string_utf8(env, errno_name(b->err), NAPI_AUTO_LENGTH, &argv[2]);
     free(b);
   } else {
-    if (napi_create_external_arraybuffer(env, b->buf, b->used, free_batch_buffer, NULL, &argv[0]) != napi_ok) {
-      free(b->buf);
-      free(b);
+    napi_finalize fin = reused ? keep_batch_buffer : free_batch_buffer;
+    if (napi_create_external_arraybuffer(env, b->buf, b->used, fin, NULL, &argv[0]) != napi_ok) {
+      if (!reused) {
+        free(b->buf);
+        free(b);
+      }
       return;
     }
     napi_create_uint32(env, b->count, &argv[1]);
     napi_get_undefined(env, &argv[2]);
-    free(b);
+    if (!reused) free(b);
   }
   napi_value result;
   if (from_loop) {
@@ -302,6 +330,7 @@ static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_
     // An exception thrown by the handler surfaces as an uncaught exception, as for any event.
     napi_call_function(env, recv, cb, 3, argv, &result);
   }
+  if (reused) napi_detach_arraybuffer(env, argv[0]);
 }
 
 static void on_readable(void *handle, int status, int events);
@@ -344,10 +373,17 @@ static void on_readable(void *handle, int status, int events) {
   if (status < 0 || (events & ~EM_UV_READABLE)) {
     fatal = EIO;  // the device went away (POLLERR/POLLHUP)
   } else {
+    if (!t->loop_buf) t->loop_buf = malloc(batch_cap(t));  // NULL: per-batch buffers, as the thread
     for (int n = 0; n < 4 && !t->closed; n++) {
       int nomem;
-      batch_t *b = read_batch(t, &fatal, &nomem);
-      if (!b) break;
+      batch_t loop_batch = {.buf = t->loop_buf, .err = 0};
+      batch_t *b = &loop_batch;
+      if (t->loop_buf) {
+        loop_batch.count = read_into(t, t->loop_buf, &loop_batch.used, &fatal);
+        if (loop_batch.count == 0) break;
+      } else if (!(b = read_batch(t, &fatal, &nomem))) {
+        break;
+      }
       uint32_t count = b->count;
       size_t used = b->used;
       deliver(env, t, cb, b, 1);
@@ -422,6 +458,8 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
   tun_t *t = data;
   tun_shutdown(t);
   if (t->hook_added) napi_remove_env_cleanup_hook(env, cleanup_hook, t);
+  // Here, not at close(): a handler may close the device while its batch is still in use.
+  free(t->loop_buf);
   free(t);
 }
 
