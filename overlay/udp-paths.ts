@@ -117,6 +117,7 @@ export interface UdpPathsOptions {
     | 'isRelay'
     | 'targets'
     | 'unanswered'
+    | 'bothHard'
     | 'sessionEstablished'
     | 'preferDirect'
     | 'lost'
@@ -217,6 +218,9 @@ export class UdpPaths {
   sessionEstablished(s: ActiveSession): void {
     // The relay must know the new index before anything is sent on it.
     this.#o.relay?.sessionEstablished(s);
+    // Two endpoint-dependent NATs: no punch opens a path between them (birthday probing needs
+    // one easy side), so the relays are asked now rather than after a whole unanswered burst.
+    if (bothHard(s.selfNat, s.peerNat)) this.#o.relay?.bothHard(s.node);
     const now = Date.now();
     const pub = this.#o.publicness(s.node);
     const existing = this.#peers.get(s.node);

@@ -187,6 +187,8 @@ export interface UdpRelayPathCounters {
   relayMoves: { faster: number; failover: number };
   /** Peers given relays at once on a new session because they needed one recently. */
   remembered: number;
+  /** Peers given relays at once because both NATs are endpoint-dependent (no punch can work). */
+  bothHard: number;
   /** Bindings released when a peer's sessions ended. */
   released: number;
 }
@@ -223,6 +225,7 @@ export class UdpRelayPath {
     leftRelay: 0,
     relayMoves: { faster: 0, failover: 0 },
     remembered: 0,
+    bothHard: 0,
     released: 0,
   };
   readonly #o: UdpRelayPathOptions;
@@ -266,6 +269,11 @@ export class UdpRelayPath {
   /** The peer's own candidates did not answer within the probe burst: bring the relays in. */
   unanswered(node: string): void {
     this.#activate(node, 'UDP candidates unanswered: trying UDP relays');
+  }
+
+  /** Both NATs are endpoint-dependent: the pair needs a relay, so bring them in at once. */
+  bothHard(node: string): void {
+    if (this.#activate(node, 'both NATs endpoint-dependent: trying UDP relays at once')) this.counters.bothHard++;
   }
 
   #activate(node: string, why: string): boolean {

@@ -9,6 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { Packet } from '../../../dataplane/types.ts';
 import { Labels } from '../../../overlay/annotations.ts';
 import { type NodeLike, PeerDirectory, parsePeerInfo, peerAnnotations } from '../../../overlay/directory.ts';
+import type { NatKind } from '../../../overlay/nat-kind.ts';
 import { parseRelayPort, RELAY_PORT_ANNOTATION } from '../../../overlay/relay-annotations.ts';
 import type { RelayGrant } from '../../../overlay/relay-binding.ts';
 import { UdpPaths } from '../../../overlay/udp-paths.ts';
@@ -503,7 +504,14 @@ describe('UdpPaths with the udp-relayed rung', () => {
     };
     const A = build(sa, a, b, 'b', '192.0.2.2');
     const B = build(sb, b, a, 'a', '192.0.2.1');
-    const session = (nodeName: string, peerId: string, local: number, remote: number, cand: string): ActiveSession => ({
+    const session = (
+      nodeName: string,
+      peerId: string,
+      local: number,
+      remote: number,
+      cand: string,
+      nat?: NatKind,
+    ): ActiveSession => ({
       node: nodeName,
       peerId,
       localIndex: local,
@@ -511,12 +519,14 @@ describe('UdpPaths with the udp-relayed rung', () => {
       candidates: [{ ip: cand, port: 4002 }],
       createdAt: Date.now(),
       initiator: local < remote,
+      ...(nat === undefined ? {} : { selfNat: nat, peerNat: nat }),
     });
-    const start = () => {
+    /** `nat`: both sides' NAT kind, as the session handshake tells it (absent: unknown). */
+    const start = (nat?: NatKind) => {
       sa.addSession({ localIndex: 1, remoteIndex: 2, txKey: new Uint8Array(), rxKey: new Uint8Array() });
       sb.addSession({ localIndex: 2, remoteIndex: 1, txKey: new Uint8Array(), rxKey: new Uint8Array() });
-      A.paths.sessionEstablished(session('b', b, 1, 2, '192.0.2.2'));
-      B.paths.sessionEstablished(session('a', a, 2, 1, '192.0.2.1'));
+      A.paths.sessionEstablished(session('b', b, 1, 2, '192.0.2.2', nat));
+      B.paths.sessionEstablished(session('a', a, 2, 1, '192.0.2.1', nat));
     };
     const stop = () => {
       A.paths.stop();
@@ -553,6 +563,34 @@ describe('UdpPaths with the udp-relayed rung', () => {
       expect(A.relay.counters.leftRelay).toBe(1);
       expect(A.paths.carries('b')).toBe(true);
       expect(A.paths.counters.switches).toBe(1);
+    } finally {
+      stop();
+    }
+  });
+
+  it('asks the relays on the first session when both NATs are endpoint-dependent, without the burst', async () => {
+    const { net, A, B, start, stop } = pair(1);
+    net.relaysUp.add(epKey(R1));
+    start('endpoint-dependent');
+    try {
+      // Asked at once: the relay rung is active before any probe went unanswered.
+      expect(A.relay.active('b')).toBe(true);
+      expect(B.relay.active('a')).toBe(true);
+      expect(A.relay.counters.bothHard).toBe(1);
+      await until('A on the relay', () => A.paths.facts('b')?.kind === 'udp-relayed', 120);
+      expect(A.paths.counters.failures.unanswered ?? 0).toBe(0);
+    } finally {
+      stop();
+    }
+  });
+
+  it('waits out the burst before the relays when one NAT is easy (a punch may still work)', () => {
+    const { net, A, start, stop } = pair(1);
+    net.relaysUp.add(epKey(R1));
+    start('endpoint-independent');
+    try {
+      expect(A.relay.active('b')).toBe(false);
+      expect(A.relay.counters.bothHard).toBe(0);
     } finally {
       stop();
     }
