@@ -330,7 +330,7 @@ export class AgentMetrics {
     mirroredCounter(
       this.registry,
       'edgemesh_udp_punch_results_total',
-      'How UDP probe bursts ended: success, or the failure reason',
+      'How UDP probe bursts ended: success (a direct path), relayed (a path through a UDP relay only), or the failure reason',
       ['result'],
       () =>
         Object.entries(this.sources?.paths?.().udpResults ?? {}).map(

@@ -65,9 +65,12 @@ export interface UdpPathCounters {
   switches: number;
   /** Probe bursts started towards a peer without a working UDP path (new session, path lost). */
   attempts: number;
-  /** Attempts that ended with an authenticated reply (the path is up). */
+  /** Attempts that ended with an authenticated reply from the peer itself (a direct path is up). */
   successes: number;
-  /** Attempts that did not, by reason (unanswered: a whole burst without a reply). */
+  /**
+   * Attempts that did not, by reason (unanswered: a whole burst without a reply; relayed: the
+   * first reply came through a UDP relay, so the path is up but nothing was punched).
+   */
   failures: Record<string, number>;
   /** Birthday punching through an endpoint-dependent NAT (absent: the socket has no extra sockets). */
   birthday?: BirthdayCounters;
@@ -525,7 +528,10 @@ export class UdpPaths {
     }
     if (!wasAlive || p.confirmedAt === undefined) {
       if (p.msToDirect === undefined) p.msToDirect = now - p.startedAt;
-      if (p.attempting) this.counters.successes++;
+      // An attempt that ends on a relay got a path, but no punch: counted as such.
+      if (p.attempting && this.#o.relay?.isRelay(from) === true)
+        this.counters.failures.relayed = (this.counters.failures.relayed ?? 0) + 1;
+      else if (p.attempting) this.counters.successes++;
       p.attempting = false;
       p.confirmedAt = now;
       p.learned = [];

@@ -579,6 +579,9 @@ describe('UdpPaths with the udp-relayed rung', () => {
       expect(A.relay.counters.bothHard).toBe(1);
       await until('A on the relay', () => A.paths.facts('b')?.kind === 'udp-relayed', 120);
       expect(A.paths.counters.failures.unanswered ?? 0).toBe(0);
+      // A path through a relay is no punch: the attempt is counted as relayed.
+      expect(A.paths.counters.failures.relayed).toBe(1);
+      expect(A.paths.counters.successes).toBe(0);
     } finally {
       stop();
     }
