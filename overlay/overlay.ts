@@ -15,8 +15,9 @@ import { withDeadline } from './deadline.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
-import { createHost, type Host, internalsOf } from './host.ts';
+import { createHost, type Host } from './host.ts';
 import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
+import { dialTransport, internalsOf } from './libp2p-internals.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
@@ -559,10 +560,9 @@ class OverlayImpl implements Overlay {
     for (const relay of relays) {
       const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
       try {
-        // Straight to the transport, past libp2p's dial queue: the queue hands the circuit
-        // transport a per-address timeout signal it never clears; we keep our own deadline.
+        // Straight to the transport, past libp2p's dial queue (see dialTransport): we keep our own deadline.
         return await withDeadline(10_000, 'relayed dial', (signal) =>
-          firstSuccess(addrs.map((ma) => () => internalsOf(this.host).transportManager.dial(ma, { signal }))),
+          firstSuccess(addrs.map((ma) => () => dialTransport(this.host, ma, { signal }))),
         );
       } catch (err) {
         errors.push(`${relay.node}: ${(err as Error).message}`);
