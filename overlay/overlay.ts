@@ -23,6 +23,7 @@ import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
 import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
+import { type PeerSession, PeerSessions } from './peer-session.ts';
 import { punchRetryDelayMs } from './punch-schedule.ts';
 import {
   RELAY_BINDING_PROTOCOL,
@@ -174,83 +175,6 @@ export interface Overlay {
   natKind(): NatKind | undefined;
 }
 
-/** What a PeerSession's link needs from the UDP side. */
-interface UdpLinkHooks {
-  carries(node: string): boolean;
-  send(node: string, packets: Packet[]): number;
-  readonly mtu: number | undefined;
-}
-
-/** Per remote node: its tunnel streams (one per path) and the PeerLink the forwarder holds. */
-class PeerSession {
-  readonly node: string;
-  readonly peerId: string;
-  readonly tunnels = new Set<TunnelStream>();
-  connecting: Promise<void> | undefined;
-  punching = false;
-  nextPunchAt = 0;
-  punchFailures = 0;
-  splicing = false;
-  nextSpliceAt = 0;
-  spliceFailures = 0;
-  /** Since when only a circuit-relay tunnel carries the peer (0: not the case). */
-  circuitOnlySince = 0;
-  rttMs: number | undefined;
-  txBytes = 0;
-  rxBytes = 0;
-  drops = 0;
-  lastSeen: number | undefined;
-  lastPath: PathKind = 'none';
-  attached = false;
-  /** Last UDP packet either way (epoch ms), for idle close. */
-  udpActivity = 0;
-  readonly link: PeerLink & { readonly offload: boolean };
-
-  constructor(node: string, peerId: string, udp: UdpLinkHooks | undefined) {
-    this.node = node;
-    this.peerId = peerId;
-    const session = this;
-    const sendPackets = (packets: Packet[]): number => {
-      const n = udp!.send(node, packets);
-      for (let i = 0; i < n; i++) session.txBytes += packets[i]!.data.length;
-      if (n < packets.length) session.drops += packets.length - n;
-      session.udpActivity = Date.now();
-      return n;
-    };
-    this.link = {
-      // Present only while UDP carries this peer: the forwarder asks per batch, and falls
-      // back to frames on the stream tunnel when it is absent.
-      get sendPackets() {
-        return udp?.carries(node) ? sendPackets : undefined;
-      },
-      get mtu() {
-        return udp?.carries(node) ? udp.mtu : undefined;
-      },
-      send: (frame) => {
-        const tunnel = session.preferred();
-        const ok = tunnel?.send(frame) ?? false;
-        if (ok) session.txBytes += frame.length;
-        else session.drops++;
-        return ok;
-      },
-      get offload() {
-        return session.preferred()?.caps?.offload ?? false;
-      },
-    };
-  }
-
-  /** The tunnel to send on: a ready one, direct before spliced before circuit-relayed, the newest first. */
-  preferred(): TunnelStream | undefined {
-    let best: TunnelStream | undefined;
-    const rank = (t: TunnelStream) => (t.direct ? 2 : t.spliced ? 1 : 0);
-    for (const t of this.tunnels) {
-      if (t.closed || t.caps === undefined) continue;
-      if (best === undefined || rank(t) >= rank(best)) best = t;
-    }
-    return best;
-  }
-}
-
 export async function createOverlay(opts: OverlayOptions): Promise<Overlay> {
   const log = opts.logger ?? silentLogger();
   const key = await loadOrCreateNodeKey(opts.keyPath);
@@ -273,7 +197,7 @@ class OverlayImpl implements Overlay {
   readonly #dir: PeerDirectory;
   readonly #log: Logger;
   readonly #gate: GateCounters;
-  readonly #sessions = new Map<string, PeerSession>();
+  readonly #sessions: PeerSessions;
   readonly #punched = new Set<string>(); // ids of connections made by our hole punch
   readonly #spliced = new Set<string>(); // ids of connections over a relay's TCP splice
   readonly #splice: SpliceClient;
@@ -300,6 +224,14 @@ class OverlayImpl implements Overlay {
     this.#log = log;
     this.#gate = gate;
     this.#caps = { offload: opts.offload ?? false };
+    this.#sessions = new PeerSessions({
+      udp: () => this.#udp,
+      detachLink: (node) => this.#opts.forwarder.detachLink(node),
+      onDropped: (session) => {
+        this.#udp?.drop(session.node);
+        void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
+      },
+    });
     this.#reservations = new ReservationKeeper(host, () => this.#dir.relays(), log);
     this.#punch = new HolePunch({
       host,
@@ -321,7 +253,7 @@ class OverlayImpl implements Overlay {
     this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
-    this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
+    this.#dir.on('peer:removed', (peer) => this.#sessions.drop(peer.node));
     this.#dir.on('peer:added', (peer) => {
       if (peer.relay) this.#reservations.check();
     });
@@ -370,7 +302,7 @@ class OverlayImpl implements Overlay {
     const plan = this.planFor(node);
     if (plan.kind === 'host-gw') return;
     if (plan.kind === 'none') throw new Error(`no path to ${node}: ${plan.reason}`);
-    const session = this.#session(peer);
+    const session = this.#sessions.obtain(peer);
     if (this.#udp?.carries(node)) return;
     if (session.preferred() !== undefined) {
       this.#udp?.ensure(node);
@@ -470,7 +402,7 @@ class OverlayImpl implements Overlay {
   #onUdpChange(node: string): void {
     const peer = this.#dir.get(node);
     if (peer === undefined || this.#stopped) return;
-    const session = this.#session(peer);
+    const session = this.#sessions.obtain(peer);
     if (this.#udp?.carries(node)) {
       this.#attach(session);
     } else if (session.preferred() === undefined) {
@@ -587,7 +519,7 @@ class OverlayImpl implements Overlay {
       stream.abort(new Error('peer is not in the directory'));
       return;
     }
-    const session = this.#session(peer);
+    const session = this.#sessions.obtain(peer);
     const tunnel = this.#addTunnel(session, stream, conn);
     tunnel.ready
       .then(() => {
@@ -682,27 +614,6 @@ class OverlayImpl implements Overlay {
     session.lastPath = path;
     this.#pathChanges++;
     this.events.emit('path', session.node, from, path);
-  }
-
-  #session(peer: PeerInfo): PeerSession {
-    let session = this.#sessions.get(peer.node);
-    if (session === undefined || session.peerId !== peer.peerId) {
-      if (session !== undefined) this.#dropPeer(peer.node);
-      session = new PeerSession(peer.node, peer.peerId, this.#udp);
-      this.#sessions.set(peer.node, session);
-    }
-    return session;
-  }
-
-  #dropPeer(node: string, why = 'peer left the directory'): void {
-    const session = this.#sessions.get(node);
-    if (session === undefined) return;
-    this.#sessions.delete(node);
-    for (const t of session.tunnels) t.abort(new Error(why));
-    if (session.attached) this.#opts.forwarder.detachLink(node);
-    session.attached = false;
-    this.#udp?.drop(node);
-    void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
   }
 
   // --- hole punching -------------------------------------------------------------------
@@ -995,7 +906,7 @@ class OverlayImpl implements Overlay {
     this.#punch.stop();
     this.#splice.stop();
     this.#relayBindings?.stop();
-    for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
+    for (const node of this.#sessions.nodes()) this.#sessions.drop(node, 'overlay stopping');
     await this.#udp?.stop();
     await this.host.stop();
   }
