@@ -16,8 +16,9 @@ import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host } from './host.ts';
-import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
+import { handleKeepalive } from './keepalive.ts';
 import { dialTransport, internalsOf } from './libp2p-internals.ts';
+import { Liveness } from './liveness.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
@@ -205,7 +206,7 @@ class OverlayImpl implements Overlay {
   readonly #punch: HolePunch;
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
-  readonly #probes = new Map<string, ConnectionProbe>();
+  readonly #liveness: Liveness;
   readonly #observed: { answered: number; refused: number };
   readonly #udp: UdpCarrier | undefined;
   readonly #relayBindings: RelayBindingService | undefined;
@@ -231,6 +232,22 @@ class OverlayImpl implements Overlay {
         this.#udp?.drop(session.node);
         void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
       },
+    });
+    this.#liveness = new Liveness({
+      host,
+      sessions: this.#sessions,
+      directory: this.#dir,
+      attach: (session) => this.#attach(session),
+      udp: () => {
+        const udp = this.#udp;
+        return (
+          udp && { hasSession: (node) => udp.sessions.current(node) !== undefined, drop: (node) => udp.drop(node) }
+        );
+      },
+      relay: opts.relay,
+      ...(opts.deadAfterMs === undefined ? {} : { deadAfterMs: opts.deadAfterMs }),
+      ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
+      log,
     });
     this.#reservations = new ReservationKeeper(host, () => this.#dir.relays(), log);
     this.#punch = new HolePunch({
@@ -258,8 +275,8 @@ class OverlayImpl implements Overlay {
       if (peer.relay) this.#reservations.check();
     });
     const keepalive = opts.keepaliveIntervalMs ?? 500;
-    this.#every(keepalive, () => this.#keepalive());
-    this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#closeIdle());
+    this.#every(keepalive, () => this.#liveness.keepalive());
+    this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#liveness.closeIdle());
     this.#every(1000, () => this.#maybePunchAll());
     opts.forwarder.onPeerNeeded?.((node) => {
       this.connect(node).catch((err: Error) => this.#log.debug({ peer: node, err: err.message }, 'connect failed'));
@@ -568,7 +585,7 @@ class OverlayImpl implements Overlay {
         this.#badFrameHeaders += t.badFrames; // garbage its reader refused before the forwarder saw it
         this.#onTunnelClosed(session, t, err);
       },
-      onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
+      onProgress: () => this.#liveness.noteTraffic(conn.id),
     });
     this.#tunnelsOpened++;
     session.tunnels.add(tunnel);
@@ -759,67 +776,6 @@ class OverlayImpl implements Overlay {
         bytes: r.bytes,
       },
     };
-  }
-
-  // --- liveness and idle ---------------------------------------------------------------
-
-  #keepalive(): void {
-    const deadAfter = this.#opts.deadAfterMs ?? 1500;
-    const live = new Set<string>();
-    for (const session of this.#sessions.values()) {
-      if (!session.attached && session.preferred() !== undefined) this.#attach(session);
-      for (const t of session.tunnels) {
-        const conn = t.connection;
-        if (conn.status !== 'open' || live.has(conn.id)) continue;
-        live.add(conn.id);
-        let probe = this.#probes.get(conn.id);
-        if (probe === undefined) {
-          probe = new ConnectionProbe(conn);
-          this.#probes.set(conn.id, probe);
-        }
-        // The relay is the fallback: only a long silence condemns it (queues on a busy
-        // relay can delay an echo by seconds; a direct path is held to a tighter bound).
-        if (probe.tick(t.direct ? deadAfter : Math.max(deadAfter, 10_000))) {
-          if (session.preferred()?.connection.id === conn.id && probe.rttMs !== undefined) session.rttMs = probe.rttMs;
-          continue;
-        }
-        this.#log.warn({ peer: session.node, remote: conn.remoteAddr.toString() }, 'path dead: no keepalive echo');
-        conn.abort(new Error(`path silent for more than ${deadAfter} ms`));
-      }
-    }
-    for (const [id, probe] of this.#probes) {
-      if (live.has(id)) continue;
-      probe.close();
-      this.#probes.delete(id);
-    }
-  }
-
-  #closeIdle(): void {
-    const idle = this.#opts.idleTimeoutMs ?? 120_000;
-    const now = Date.now();
-    for (const session of this.#sessions.values()) {
-      if (session.connecting) continue;
-      const udpIdle = now - session.udpActivity >= idle;
-      if (udpIdle && this.#udp?.sessions.current(session.node) !== undefined && session.tunnels.size === 0) {
-        this.#log.info({ peer: session.node }, 'closing idle UDP session');
-        this.#udp.drop(session.node);
-      }
-      if (session.tunnels.size === 0) continue;
-      const last = Math.max(...[...session.tunnels].map((t) => t.lastActivity));
-      if (now - last < idle) continue;
-      // UDP carries the traffic: the stream tunnel may close, the UDP session stays.
-      if (!udpIdle) {
-        for (const t of session.tunnels) void t.close();
-        continue;
-      }
-      this.#udp?.drop(session.node);
-      this.#log.info({ peer: session.node }, 'closing idle tunnel');
-      for (const t of session.tunnels) void t.close();
-      const peer = this.#dir.get(session.node);
-      // Keep connections to relays, and as a relay keep the peers' reservation connections.
-      if (!this.#opts.relay && peer?.relay !== true)
-        void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
-    }
   }
 
   #every(ms: number, fn: () => void): void {
