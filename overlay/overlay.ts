@@ -33,9 +33,8 @@ import {
   type RelayLike,
 } from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
-import { SpliceClient, type SpliceClientCounters } from './splice-client.ts';
-import type { SpliceCounters, SpliceRelay } from './splice-relay.ts';
-import { SpliceService, type SpliceServiceCounters } from './splice-service.ts';
+import { SplicePath, type SplicePathCounters } from './splice-path.ts';
+import type { SpliceRelay } from './splice-relay.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
 import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
 
@@ -90,16 +89,7 @@ export interface OverlayCounters {
   /** Binding requests this relay node served (absent unless it runs a UDP relay). */
   relayBindings?: RelayBindingCounters;
   /** The stream fallback's TCP splice: ours as a member, and the relay's when we run one. */
-  splice?: SpliceClientCounters & {
-    relay?: SpliceServiceCounters &
-      Omit<SpliceCounters, 'refused'> & {
-        /** Sockets closed without a splice (bad-token, address-mismatch, hello-timeout, ...). */
-        sockets: Record<string, number>;
-        active: number;
-        pending: number;
-        bytes: number;
-      };
-  };
+  splice?: SplicePathCounters;
 }
 
 export interface OverlayOptions {
@@ -200,8 +190,7 @@ class OverlayImpl implements Overlay {
   readonly #gate: GateCounters;
   readonly #sessions: PeerSessions;
   readonly #punched = new Set<string>(); // ids of connections made by our hole punch
-  readonly #spliced = new Set<string>(); // ids of connections over a relay's TCP splice
-  readonly #splice: SpliceClient;
+  readonly #splice: SplicePath;
   readonly #reservations: ReservationKeeper;
   readonly #punch: HolePunch;
   readonly #caps: TunnelCaps;
@@ -264,7 +253,19 @@ class OverlayImpl implements Overlay {
       maxOutboundStreams: 8,
     });
     this.#punch.start();
-    this.#splice = this.#openSplice(opts.spliceRelay);
+    this.#splice = new SplicePath({
+      host,
+      internals: internalsOf(host),
+      directory: this.#dir,
+      relay: opts.spliceRelay,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      hasUdp: () => this.#udp !== undefined,
+      udpCarries: (node) => this.#udp?.carries(node) ?? false,
+      openTunnel: (session, conn) => this.#openTunnel(session, conn),
+      stopped: () => this.#stopped,
+      log,
+    });
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
     this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
@@ -339,7 +340,7 @@ class OverlayImpl implements Overlay {
     this.#udp?.ensure(peer.node);
     await this.#openTunnel(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
-    if (plan.kind === 'relayed') this.#maybeSplice(session);
+    if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
   }
 
   async #dialFor(peer: PeerInfo, plan: PathPlan): Promise<Connection> {
@@ -393,7 +394,7 @@ class OverlayImpl implements Overlay {
 
   /** A connection straight to the peer: neither circuit-relayed nor spliced (its remote address is the peer's). */
   #isDirect(c: Connection): boolean {
-    return !isCircuit(c.remoteAddr) && !this.#spliced.has(c.id);
+    return !isCircuit(c.remoteAddr) && !this.#splice.isSpliced(c.id);
   }
 
   /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
@@ -570,7 +571,7 @@ class OverlayImpl implements Overlay {
       connection: conn,
       localCaps: this.#caps,
       ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
-      spliced: this.#spliced.has(conn.id),
+      spliced: this.#splice.isSpliced(conn.id),
       onFrame: (frame) => {
         session.rxBytes += frame.length;
         session.lastSeen = Date.now();
@@ -638,7 +639,7 @@ class OverlayImpl implements Overlay {
   #maybePunchAll(): void {
     for (const session of this.#sessions.values()) {
       this.#maybePunch(session);
-      this.#maybeSplice(session);
+      this.#splice.maybeSplice(session);
       // A tunnel without a UDP session (the handshake failed, the session expired): retry.
       if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
     }
@@ -689,93 +690,6 @@ class OverlayImpl implements Overlay {
       .finally(() => {
         session.punching = false;
       });
-  }
-
-  // --- the relayed stream's TCP splice (docs/stream-relay.md) ------------------------------
-
-  #openSplice(relay: SpliceRelay | undefined): SpliceClient {
-    const service =
-      relay === undefined
-        ? undefined
-        : new SpliceService({
-            host: this.host,
-            relay,
-            isMember: (peerId) => this.#dir.has(peerId),
-            log: this.#log.child({ component: 'splice-relay' }),
-          });
-    if (relay !== undefined) this.#dir.on('peer:removed', (peer) => relay.dropMember(peer.peerId));
-    const client = new SpliceClient({
-      host: this.host,
-      internals: internalsOf(this.host),
-      directory: this.#dir,
-      log: this.#log,
-      service,
-      onConnection: (conn) => {
-        this.#spliced.add(conn.id);
-        conn.addEventListener('close', () => this.#spliced.delete(conn.id), { once: true });
-      },
-    });
-    client.start();
-    return client;
-  }
-
-  /**
-   * Moves a peer's stream tunnel off the circuit relay onto a relay's TCP splice: the circuit
-   * (libp2p's hop pipe: decrypt/re-encrypt, no backpressure) then carries signalling only.
-   * The punch leader asks; with a UDP socket we first give UDP a few seconds to take over.
-   */
-  #maybeSplice(session: PeerSession): void {
-    const current = session.preferred();
-    const circuitOnly =
-      current !== undefined && !current.direct && !current.spliced && !this.#udp?.carries(session.node);
-    if (!circuitOnly) {
-      session.circuitOnlySince = 0;
-      return;
-    }
-    const now = Date.now();
-    if (session.circuitOnlySince === 0) session.circuitOnlySince = now;
-    if (session.splicing || this.#stopped || now < session.nextSpliceAt) return;
-    if (this.#udp !== undefined && now - session.circuitOnlySince < 3000) return;
-    if (!leadsPunch(this.peerId, session.peerId) || this.planFor(session.node).kind !== 'relayed') return;
-    session.splicing = true;
-    this.#splice
-      .splice(session.peerId)
-      .then(async (conn) => {
-        session.spliceFailures = 0;
-        await this.#openTunnel(session, conn);
-        this.#log.info({ peer: session.node, remote: conn.remoteAddr.toString() }, 'relayed tunnel moved to a splice');
-      })
-      .catch((err: Error) => {
-        session.spliceFailures++;
-        session.nextSpliceAt = Date.now() + Math.min(60_000, 1000 * 2 ** session.spliceFailures);
-        this.#log.info({ peer: session.node, err: err.message }, 'splice failed, staying on the circuit relay');
-      })
-      .finally(() => {
-        session.splicing = false;
-      });
-  }
-
-  #spliceCounters(): NonNullable<OverlayCounters['splice']> {
-    const c = this.#splice.counters;
-    const svc = this.#splice.service;
-    const own = { established: c.established, accepted: c.accepted, failed: { ...c.failed } };
-    if (svc === undefined) return own;
-    const r = svc.relay;
-    return {
-      ...own,
-      relay: {
-        granted: svc.counters.granted,
-        refused: { ...svc.counters.refused },
-        issued: r.counters.issued,
-        spliced: r.counters.spliced,
-        expired: r.counters.expired,
-        sockets: { ...r.counters.refused },
-        limited: { ...r.counters.limited },
-        active: r.active,
-        pending: r.pending,
-        bytes: r.bytes,
-      },
-    };
   }
 
   #every(ms: number, fn: () => void): void {
@@ -845,7 +759,7 @@ class OverlayImpl implements Overlay {
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
-      splice: this.#spliceCounters(),
+      splice: this.#splice.counters(),
       ...(this.#relayBindings === undefined
         ? {}
         : {
