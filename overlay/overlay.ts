@@ -6,18 +6,18 @@
 import { EventEmitter } from 'node:events';
 import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { Packet, PeerLink } from '../dataplane/types.ts';
-import { circuitAddr, ipOf, isCircuit, isPublicIp, withPeer } from './addresses.ts';
+import { isCircuit, isPublicIp, withPeer } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
+import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
 import { HolePunch, type PunchCounters } from './hole-punch.ts';
 import { createHost, type Host } from './host.ts';
 import { handleKeepalive } from './keepalive.ts';
-import { dialTransport, internalsOf } from './libp2p-internals.ts';
+import { internalsOf } from './libp2p-internals.ts';
 import { Liveness } from './liveness.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
@@ -49,9 +49,6 @@ export interface ForwarderLike {
   /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
   onPeerNeeded?(handler: (node: string) => void): void;
 }
-
-/** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
-const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
 
 import type { PathKind } from './path-kind.ts';
 
@@ -193,6 +190,7 @@ class OverlayImpl implements Overlay {
   readonly #splice: SplicePath;
   readonly #reservations: ReservationKeeper;
   readonly #punch: HolePunch;
+  readonly #dialer: Dialer;
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #liveness: Liveness;
@@ -266,6 +264,16 @@ class OverlayImpl implements Overlay {
       stopped: () => this.#stopped,
       log,
     });
+    this.#dialer = new Dialer({
+      host,
+      directory: this.#dir,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      isSpliced: (id) => this.#splice.isSpliced(id),
+      relayObservedIpOf: (peerId) => this.#punch.relayObservedIpOf(peerId),
+      stopped: () => this.#stopped,
+      log,
+    });
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
     this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
@@ -333,7 +341,7 @@ class OverlayImpl implements Overlay {
   }
 
   async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
-    const conn = await this.#dialFor(peer, plan);
+    const conn = await this.#dialer.dialFor(peer, plan);
     // The UDP handshake runs on this connection while the tunnel opens (first contact waits
     // for the longer of the two, not their sum). Traffic flows on the stream at once; UDP
     // takes over when its path answers.
@@ -341,31 +349,6 @@ class OverlayImpl implements Overlay {
     await this.#openTunnel(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
     if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
-  }
-
-  async #dialFor(peer: PeerInfo, plan: PathPlan): Promise<Connection> {
-    if (plan.kind === 'direct') {
-      return withDeadline(10_000, 'direct dial', (signal) =>
-        this.host.dial(
-          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-          { signal },
-        ),
-      );
-    }
-    if (plan.kind === 'reverse') return this.#reachNatPeer(peer);
-    return this.#dialViaRelay(peer);
-  }
-
-  /** A libp2p connection to run a UDP handshake on: an open one (direct first), else a new one. */
-  async #connectionTo(node: string): Promise<Connection> {
-    const peer = this.#dir.get(node);
-    if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
-    const open = this.host.getConnections(peerIdFromString(peer.peerId)).filter((c) => c.status === 'open');
-    const best = open.find((c) => this.#isDirect(c)) ?? open[0];
-    if (best !== undefined) return best;
-    const plan = this.planFor(node);
-    if (plan.kind === 'host-gw' || plan.kind === 'none') throw new Error(`no libp2p path to ${node}`);
-    return this.#dialFor(peer, plan);
   }
 
   #openUdp(factory: UdpSocketFactory): UdpCarrier {
@@ -376,9 +359,9 @@ class OverlayImpl implements Overlay {
       directory: this.#dir,
       log: this.#log,
       mode: opts.transport ?? 'auto',
-      connectionTo: (node) => this.#connectionTo(node),
+      connectionTo: (node) => this.#dialer.connectionTo(node),
       publicIp: () => this.#punch.publicIp(),
-      observedIpOf: (peerId) => this.#observedIpOf(peerId),
+      observedIpOf: (peerId) => this.#dialer.observedIpOf(peerId),
       selfPublic: () => this.#self().publicReachable,
       announcedIps: () =>
         (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
@@ -390,21 +373,6 @@ class OverlayImpl implements Overlay {
       ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
       ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
     });
-  }
-
-  /** A connection straight to the peer: neither circuit-relayed nor spliced (its remote address is the peer's). */
-  #isDirect(c: Connection): boolean {
-    return !isCircuit(c.remoteAddr) && !this.#splice.isSpliced(c.id);
-  }
-
-  /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
-  async #observedIpOf(peerId: string): Promise<string> {
-    const direct = this.host
-      .getConnections(peerIdFromString(peerId))
-      .find((c) => c.status === 'open' && this.#isDirect(c));
-    const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
-    if (ip !== undefined) return ip;
-    return this.#punch.relayObservedIpOf(peerId);
   }
 
   #onUdpPackets(node: string, packets: Packet[]): void {
@@ -463,62 +431,6 @@ class OverlayImpl implements Overlay {
     });
     service.start();
     return service;
-  }
-
-  /**
-   * We are public, the peer is behind NAT: we cannot dial it. Reuse a connection it already
-   * holds to us (its reservation connection when we are its relay, or any direct connection
-   * it made); else reach it through another relay, and it dials us back directly once the
-   * tunnel is up (see #onInboundTunnel).
-   */
-  async #reachNatPeer(peer: PeerInfo): Promise<Connection> {
-    const held = this.host
-      .getConnections(peerIdFromString(peer.peerId))
-      .find((c) => c.status === 'open' && c.limits === undefined && this.#isDirect(c));
-    if (held !== undefined) return held;
-    try {
-      return await this.#dialViaRelay(peer);
-    } catch (err) {
-      throw new Error(`${peer.node} holds no connection to us yet and ${(err as Error).message}`);
-    }
-  }
-
-  /**
-   * A relayed dial, tried again a few times within ~1.5 s when every relay refused at once: at a cold
-   * start the peer's reservation is often still being made, and without this the next try
-   * waited for the next packet (a second or more for a ping).
-   */
-  async #dialViaRelay(peer: PeerInfo): Promise<Connection> {
-    for (const waitMs of RELAY_DIAL_RETRIES_MS) {
-      const started = Date.now();
-      try {
-        return await this.#dialViaRelayOnce(peer);
-      } catch (err) {
-        // Only a quick refusal (no reservation yet) is worth another try; a dial that timed
-        // out would only make the caller wait many times as long.
-        if (this.#stopped || Date.now() - started > 2000 || this.#dir.get(peer.node)?.peerId !== peer.peerId) throw err;
-        this.#log.debug({ peer: peer.node, err: (err as Error).message, retryInMs: waitMs }, 'relayed dial failed');
-        await new Promise((r) => setTimeout(r, waitMs));
-      }
-    }
-    return this.#dialViaRelayOnce(peer);
-  }
-
-  async #dialViaRelayOnce(peer: PeerInfo): Promise<Connection> {
-    const relays = this.#dir.relays().filter((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
-    const errors: string[] = [];
-    for (const relay of relays) {
-      const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
-      try {
-        // Straight to the transport, past libp2p's dial queue (see dialTransport): we keep our own deadline.
-        return await withDeadline(10_000, 'relayed dial', (signal) =>
-          firstSuccess(addrs.map((ma) => () => dialTransport(this.host, ma, { signal }))),
-        );
-      } catch (err) {
-        errors.push(`${relay.node}: ${(err as Error).message}`);
-      }
-    }
-    throw new Error(`cannot reach ${peer.node} through any relay (${errors.join('; ') || 'no relay'})`);
   }
 
   async #openTunnel(session: PeerSession, conn: Connection): Promise<TunnelStream> {
@@ -780,18 +692,6 @@ class OverlayImpl implements Overlay {
     await this.#udp?.stop();
     await this.host.stop();
   }
-}
-
-async function firstSuccess<T>(attempts: Array<() => Promise<T>>): Promise<T> {
-  let last: unknown = new Error('no address to dial');
-  for (const attempt of attempts) {
-    try {
-      return await attempt();
-    } catch (err) {
-      last = err;
-    }
-  }
-  throw last;
 }
 
 function raceTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
