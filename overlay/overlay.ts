@@ -9,7 +9,7 @@ import { peerIdFromString } from '@libp2p/peer-id';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { Packet, PeerLink } from '../dataplane/types.ts';
-import { isCircuit, isPublicIp, withPeer } from './addresses.ts';
+import { isPublicIp } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
@@ -23,9 +23,10 @@ import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
-import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
+import { choosePath, type PathPlan } from './path-policy.ts';
 import { type PeerSession, PeerSessions } from './peer-session.ts';
 import { punchRetryDelayMs } from './punch-schedule.ts';
+import { PunchScheduler } from './punch-scheduler.ts';
 import {
   RELAY_BINDING_PROTOCOL,
   type RelayBindingCounters,
@@ -191,6 +192,7 @@ class OverlayImpl implements Overlay {
   readonly #reservations: ReservationKeeper;
   readonly #punch: HolePunch;
   readonly #dialer: Dialer;
+  readonly #punching: PunchScheduler;
   readonly #caps: TunnelCaps;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #liveness: Liveness;
@@ -274,6 +276,24 @@ class OverlayImpl implements Overlay {
       stopped: () => this.#stopped,
       log,
     });
+    this.#punching = new PunchScheduler({
+      host,
+      punch: this.#punch,
+      directory: this.#dir,
+      sessions: this.#sessions,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      pathOf: (node) => this.pathOf(node),
+      openTunnel: (session, conn) => this.#openTunnel(session, conn),
+      autoPunch: opts.autoPunch !== false,
+      stopped: () => this.#stopped,
+      onTick: (session) => {
+        this.#splice.maybeSplice(session);
+        // A tunnel without a UDP session (the handshake failed, the session expired): retry.
+        if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
+      },
+      log,
+    });
     this.#observed = serveObservedAddress(host, this.#dir);
     this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
     this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
@@ -286,7 +306,7 @@ class OverlayImpl implements Overlay {
     const keepalive = opts.keepaliveIntervalMs ?? 500;
     this.#every(keepalive, () => this.#liveness.keepalive());
     this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#liveness.closeIdle());
-    this.#every(1000, () => this.#maybePunchAll());
+    this.#every(1000, () => this.#punching.tick());
     opts.forwarder.onPeerNeeded?.((node) => {
       this.connect(node).catch((err: Error) => this.#log.debug({ peer: node, err: err.message }, 'connect failed'));
     });
@@ -347,7 +367,7 @@ class OverlayImpl implements Overlay {
     // takes over when its path answers.
     this.#udp?.ensure(peer.node);
     await this.#openTunnel(session, conn);
-    if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+    if (plan.kind === 'relayed' && plan.punch) this.#punching.maybePunch(session);
     if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
   }
 
@@ -453,28 +473,9 @@ class OverlayImpl implements Overlay {
     const tunnel = this.#addTunnel(session, stream, conn);
     tunnel.ready
       .then(() => {
-        // The peer reached us over a relay: if it is public we can dial it directly
-        // instead, and if both are behind NAT the punch leader starts the punch.
-        if (tunnel.direct) return;
-        const plan = this.planFor(peer.node);
-        if (plan.kind === 'direct') void this.#upgradeToDirect(session, peer);
-        else if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
+        if (!tunnel.direct) this.#punching.afterRelayedInbound(session, peer);
       })
       .catch(() => {});
-  }
-
-  async #upgradeToDirect(session: PeerSession, peer: PeerInfo): Promise<void> {
-    try {
-      const conn = await withDeadline(10_000, 'direct dial back', (signal) =>
-        this.host.dial(
-          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-          { signal, force: true },
-        ),
-      );
-      await this.#openTunnel(session, conn);
-    } catch (err) {
-      this.#log.info({ peer: peer.node, err: (err as Error).message }, 'direct dial back failed, staying relayed');
-    }
   }
 
   #addTunnel(session: PeerSession, stream: Stream, conn: Connection): TunnelStream {
@@ -546,64 +547,6 @@ class OverlayImpl implements Overlay {
     this.events.emit('path', session.node, from, path);
   }
 
-  // --- hole punching -------------------------------------------------------------------
-
-  #maybePunchAll(): void {
-    for (const session of this.#sessions.values()) {
-      this.#maybePunch(session);
-      this.#splice.maybeSplice(session);
-      // A tunnel without a UDP session (the handshake failed, the session expired): retry.
-      if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
-    }
-  }
-
-  async punchNow(node: string): Promise<PathKind> {
-    const session = this.#sessions.get(node);
-    if (session === undefined) throw new Error(`no tunnel to ${node}: connect first`);
-    const attempt = this.#maybePunch(session, true);
-    if (attempt === undefined) throw new Error(`cannot punch to ${node} now (path ${this.pathOf(node)})`);
-    await attempt;
-    return this.pathOf(node);
-  }
-
-  #maybePunch(session: PeerSession, explicit = false): Promise<void> | undefined {
-    if (session.punching || this.#stopped) return;
-    if (!explicit && (this.#opts.autoPunch === false || Date.now() < session.nextPunchAt)) return;
-    const current = session.preferred();
-    if (current === undefined || current.direct) return;
-    const plan = this.planFor(session.node);
-    if (plan.kind !== 'relayed' || !plan.punch) return;
-    if (!explicit && !leadsPunch(this.peerId, session.peerId)) return;
-    const peer = this.#dir.get(session.node);
-    if (peer === undefined) return;
-    // Signal over the circuit: over a spliced connection the peer would see the relay's
-    // address as ours and refuse the offer.
-    const signalling =
-      [...session.tunnels].find((t) => !t.closed && !t.spliced && !t.direct)?.connection ??
-      this.host
-        .getConnections(peerIdFromString(session.peerId))
-        .find((c) => c.status === 'open' && isCircuit(c.remoteAddr));
-    if (signalling === undefined) return;
-    session.punching = true;
-    return this.#punch
-      .punch(signalling, peer)
-      .then(async (conn) => {
-        session.punchFailures = 0;
-        await this.#openTunnel(session, conn);
-      })
-      .catch((err: Error) => {
-        session.punchFailures++;
-        // Start short (a mapping often settles within seconds, and the peer may simply not
-        // have been ready), then back off: a NAT that keeps defeating us (symmetric) will
-        // likely go on doing it.
-        session.nextPunchAt = Date.now() + punchRetryDelayMs(session.punchFailures);
-        this.#log.info({ peer: session.node, err: err.message }, 'hole punch failed, staying relayed');
-      })
-      .finally(() => {
-        session.punching = false;
-      });
-  }
-
   #every(ms: number, fn: () => void): void {
     const t = setInterval(fn, ms);
     t.unref();
@@ -611,6 +554,10 @@ class OverlayImpl implements Overlay {
   }
 
   // --- status ---------------------------------------------------------------------------
+
+  punchNow(node: string): Promise<PathKind> {
+    return this.#punching.punchNow(node);
+  }
 
   pathOf(node: string): PathKind {
     const peer = this.#dir.get(node);
