@@ -4,13 +4,11 @@
 // With a UDP data socket (overlay/udp-carrier.ts) the link carries packets on the peer's UDP
 // session whenever the path ladder says UDP works, and the stream tunnel is the fallback.
 import { EventEmitter } from 'node:events';
-import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { Packet, PeerLink } from '../dataplane/types.ts';
 import { isPublicIp } from './addresses.ts';
-import { withDeadline } from './deadline.ts';
 import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
@@ -25,7 +23,6 @@ import { serveObservedAddress } from './observed-address.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
 import { choosePath, type PathPlan } from './path-policy.ts';
 import { type PeerSession, PeerSessions } from './peer-session.ts';
-import { punchRetryDelayMs } from './punch-schedule.ts';
 import { PunchScheduler } from './punch-scheduler.ts';
 import {
   RELAY_BINDING_PROTOCOL,
@@ -36,7 +33,8 @@ import {
 import { ReservationKeeper } from './reservations.ts';
 import { SplicePath, type SplicePathCounters } from './splice-path.ts';
 import type { SpliceRelay } from './splice-relay.ts';
-import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
+import { StreamTunnels } from './stream-tunnels.ts';
+import type { TunnelCaps } from './tunnel.ts';
 import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
 
 /** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
@@ -193,16 +191,13 @@ class OverlayImpl implements Overlay {
   readonly #punch: HolePunch;
   readonly #dialer: Dialer;
   readonly #punching: PunchScheduler;
-  readonly #caps: TunnelCaps;
+  readonly #tunnels: StreamTunnels;
   readonly #timers: NodeJS.Timeout[] = [];
   readonly #liveness: Liveness;
   readonly #observed: { answered: number; refused: number };
   readonly #udp: UdpCarrier | undefined;
   readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
-  #badFrames = 0;
-  #badFrameHeaders = 0;
-  #tunnelsOpened = 0;
   #pathChanges = 0;
   #stopped = false;
 
@@ -213,7 +208,6 @@ class OverlayImpl implements Overlay {
     this.#dir = opts.directory;
     this.#log = log;
     this.#gate = gate;
-    this.#caps = { offload: opts.offload ?? false };
     this.#sessions = new PeerSessions({
       udp: () => this.#udp,
       detachLink: (node) => this.#opts.forwarder.detachLink(node),
@@ -226,7 +220,7 @@ class OverlayImpl implements Overlay {
       host,
       sessions: this.#sessions,
       directory: this.#dir,
-      attach: (session) => this.#attach(session),
+      attach: (session) => this.#tunnels.attach(session),
       udp: () => {
         const udp = this.#udp;
         return (
@@ -247,11 +241,21 @@ class OverlayImpl implements Overlay {
       log,
       onConnection: (conn) => this.#punched.add(conn.id),
     });
-    void host.handle(TUNNEL_PROTOCOL, (stream, conn) => this.#onInboundTunnel(stream, conn), {
-      runOnLimitedConnection: true,
-      maxInboundStreams: 8,
-      maxOutboundStreams: 8,
+    this.#tunnels = new StreamTunnels({
+      host,
+      directory: this.#dir,
+      sessions: this.#sessions,
+      caps: { offload: opts.offload ?? false },
+      ...(opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: opts.maxQueueBytes }),
+      forwarder: opts.forwarder,
+      isSpliced: (id) => this.#splice.isSpliced(id),
+      noteTraffic: (id) => this.#liveness.noteTraffic(id),
+      udpCarries: (node) => this.#udp?.carries(node) ?? false,
+      onPathMaybeChanged: (session) => this.#notePath(session),
+      onRelayedInbound: (session, peer) => this.#punching.afterRelayedInbound(session, peer),
+      log,
     });
+    this.#tunnels.listen();
     this.#punch.start();
     this.#splice = new SplicePath({
       host,
@@ -262,7 +266,7 @@ class OverlayImpl implements Overlay {
       planFor: (node) => this.planFor(node),
       hasUdp: () => this.#udp !== undefined,
       udpCarries: (node) => this.#udp?.carries(node) ?? false,
-      openTunnel: (session, conn) => this.#openTunnel(session, conn),
+      openTunnel: (session, conn) => this.#tunnels.open(session, conn),
       stopped: () => this.#stopped,
       log,
     });
@@ -284,7 +288,7 @@ class OverlayImpl implements Overlay {
       peerId: this.peerId,
       planFor: (node) => this.planFor(node),
       pathOf: (node) => this.pathOf(node),
-      openTunnel: (session, conn) => this.#openTunnel(session, conn),
+      openTunnel: (session, conn) => this.#tunnels.open(session, conn),
       autoPunch: opts.autoPunch !== false,
       stopped: () => this.#stopped,
       onTick: (session) => {
@@ -366,7 +370,7 @@ class OverlayImpl implements Overlay {
     // for the longer of the two, not their sum). Traffic flows on the stream at once; UDP
     // takes over when its path answers.
     this.#udp?.ensure(peer.node);
-    await this.#openTunnel(session, conn);
+    await this.#tunnels.open(session, conn);
     if (plan.kind === 'relayed' && plan.punch) this.#punching.maybePunch(session);
     if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
   }
@@ -410,7 +414,7 @@ class OverlayImpl implements Overlay {
     if (peer === undefined || this.#stopped) return;
     const session = this.#sessions.obtain(peer);
     if (this.#udp?.carries(node)) {
-      this.#attach(session);
+      this.#tunnels.attach(session);
     } else if (session.preferred() === undefined) {
       // UDP lost the peer and no stream tunnel is up (idle-closed): detach so packets are
       // held, and bring the fallback up now if the peer was in use.
@@ -451,90 +455,6 @@ class OverlayImpl implements Overlay {
     });
     service.start();
     return service;
-  }
-
-  async #openTunnel(session: PeerSession, conn: Connection): Promise<TunnelStream> {
-    const stream = await withDeadline(10_000, 'tunnel stream', (signal) =>
-      conn.newStream(TUNNEL_PROTOCOL, { runOnLimitedConnection: true, signal }),
-    );
-    const tunnel = this.#addTunnel(session, stream, conn);
-    await raceTimeout(tunnel.ready, 10_000, 'tunnel handshake timed out');
-    return tunnel;
-  }
-
-  #onInboundTunnel(stream: Stream, conn: Connection): void {
-    const peer = this.#dir.byPeerId(conn.remotePeer.toString());
-    if (peer === undefined) {
-      // The gater already refused strangers; a peer removed since then lands here.
-      stream.abort(new Error('peer is not in the directory'));
-      return;
-    }
-    const session = this.#sessions.obtain(peer);
-    const tunnel = this.#addTunnel(session, stream, conn);
-    tunnel.ready
-      .then(() => {
-        if (!tunnel.direct) this.#punching.afterRelayedInbound(session, peer);
-      })
-      .catch(() => {});
-  }
-
-  #addTunnel(session: PeerSession, stream: Stream, conn: Connection): TunnelStream {
-    const tunnel = new TunnelStream({
-      stream,
-      connection: conn,
-      localCaps: this.#caps,
-      ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
-      spliced: this.#splice.isSpliced(conn.id),
-      onFrame: (frame) => {
-        session.rxBytes += frame.length;
-        session.lastSeen = Date.now();
-        try {
-          this.#opts.forwarder.receive(session.node, frame);
-        } catch (err) {
-          this.#badFrames++;
-          throw err; // TunnelStream resets the stream
-        }
-      },
-      onClose: (t, err) => {
-        this.#badFrameHeaders += t.badFrames; // garbage its reader refused before the forwarder saw it
-        this.#onTunnelClosed(session, t, err);
-      },
-      onProgress: () => this.#liveness.noteTraffic(conn.id),
-    });
-    this.#tunnelsOpened++;
-    session.tunnels.add(tunnel);
-    tunnel.ready
-      .then(() => {
-        session.lastSeen = Date.now();
-        this.#attach(session);
-        this.#notePath(session);
-      })
-      .catch(() => {});
-    return tunnel;
-  }
-
-  #attach(session: PeerSession): void {
-    // A session dropped meanwhile (the peer left) must not leave a link behind.
-    if (session.attached || this.#sessions.get(session.node) !== session) return;
-    // The forwarder keeps a link that comes before the peer's pod CIDRs are routed.
-    this.#opts.forwarder.attachLink(session.node, session.link);
-    session.attached = true;
-  }
-
-  #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
-    session.tunnels.delete(tunnel);
-    // A direct path just died: give the NATs a moment before punching again.
-    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + punchRetryDelayMs(1));
-    this.#log.info(
-      { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
-      'tunnel stream closed',
-    );
-    if (session.tunnels.size === 0 && session.attached && !this.#udp?.carries(session.node)) {
-      // Detach so the forwarder's next packet for this peer asks us to connect again.
-      session.attached = false;
-      this.#opts.forwarder.detachLink(session.node);
-    }
-    this.#notePath(session);
   }
 
   #notePath(session: PeerSession): void {
@@ -612,9 +532,9 @@ class OverlayImpl implements Overlay {
     return {
       punch: this.#punch.counters,
       gateDenied: { ...this.#gate.denied },
-      badFrames: this.#badFrames,
-      badFrameHeaders: this.#badFrameHeaders,
-      tunnelsOpened: this.#tunnelsOpened,
+      badFrames: this.#tunnels.counters.badFrames,
+      badFrameHeaders: this.#tunnels.counters.badFrameHeaders,
+      tunnelsOpened: this.#tunnels.counters.opened,
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
@@ -639,12 +559,4 @@ class OverlayImpl implements Overlay {
     await this.#udp?.stop();
     await this.host.stop();
   }
-}
-
-function raceTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
