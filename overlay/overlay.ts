@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
 import type { Packet, PeerLink } from '../dataplane/types.ts';
 import { isPublicIp } from './addresses.ts';
+import { serveRelayBindings } from './binding-grants.ts';
+import { openCarrier } from './carrier-wiring.ts';
 import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
@@ -20,22 +22,19 @@ import { Liveness } from './liveness.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
+import type { PathKind } from './path-kind.ts';
 import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
-import { choosePath, type PathPlan } from './path-policy.ts';
+import { PathPlanner } from './path-planner.ts';
+import type { PathPlan } from './path-policy.ts';
 import { type PeerSession, PeerSessions } from './peer-session.ts';
 import { PunchScheduler } from './punch-scheduler.ts';
-import {
-  RELAY_BINDING_PROTOCOL,
-  type RelayBindingCounters,
-  RelayBindingService,
-  type RelayLike,
-} from './relay-binding.ts';
+import type { RelayBindingCounters, RelayBindingService, RelayLike } from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
 import { SplicePath, type SplicePathCounters } from './splice-path.ts';
 import type { SpliceRelay } from './splice-relay.ts';
 import { StreamTunnels } from './stream-tunnels.ts';
 import type { TunnelCaps } from './tunnel.ts';
-import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
+import type { UdpCarrier, UdpCarrierCounters, UdpSocketFactory } from './udp-carrier.ts';
 
 /** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
 export interface ForwarderLike {
@@ -48,8 +47,6 @@ export interface ForwarderLike {
   /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
   onPeerNeeded?(handler: (node: string) => void): void;
 }
-
-import type { PathKind } from './path-kind.ts';
 
 /** What the overlay knows of one peer; the agent merges it into its PeerStatus (agent/status.ts). */
 export interface OverlayPeerStatus {
@@ -184,6 +181,7 @@ class OverlayImpl implements Overlay {
   readonly #dir: PeerDirectory;
   readonly #log: Logger;
   readonly #gate: GateCounters;
+  readonly #planner: PathPlanner;
   readonly #sessions: PeerSessions;
   readonly #punched = new Set<string>(); // ids of connections made by our hole punch
   readonly #splice: SplicePath;
@@ -208,6 +206,15 @@ class OverlayImpl implements Overlay {
     this.#dir = opts.directory;
     this.#log = log;
     this.#gate = gate;
+    this.#planner = new PathPlanner({
+      directory: this.#dir,
+      peerId: this.peerId,
+      site: opts.site,
+      listen: opts.listen,
+      ...(opts.announce === undefined ? {} : { announce: opts.announce }),
+      punchPort: opts.punchPort,
+      relay: opts.relay,
+    });
     this.#sessions = new PeerSessions({
       udp: () => this.#udp,
       detachLink: (node) => this.#opts.forwarder.detachLink(node),
@@ -299,8 +306,37 @@ class OverlayImpl implements Overlay {
       log,
     });
     this.#observed = serveObservedAddress(host, this.#dir);
-    this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
-    this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
+    this.#udp =
+      opts.udp && opts.transport !== 'stream'
+        ? openCarrier({
+            carrier: {
+              factory: opts.udp,
+              host,
+              directory: this.#dir,
+              log,
+              mode: opts.transport ?? 'auto',
+              connectionTo: (node) => this.#dialer.connectionTo(node),
+              publicIp: () => this.#punch.publicIp(),
+              observedIpOf: (peerId) => this.#dialer.observedIpOf(peerId),
+              selfPublic: () => this.#planner.self().publicReachable,
+              announcedIps: () =>
+                (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
+              ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
+              ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
+              ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
+              ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
+            },
+            sessions: this.#sessions,
+            forwarder: opts.forwarder,
+            attach: (session) => this.#tunnels.attach(session),
+            connect: (node) => this.connect(node),
+            onPathMaybeChanged: (session) => this.#notePath(session),
+            ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
+            stopped: () => this.#stopped,
+          })
+        : undefined;
+    this.#relayBindings =
+      opts.udpRelay === undefined ? undefined : serveRelayBindings(host, this.#dir, opts.udpRelay, log);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
     this.#dir.on('peer:removed', (peer) => this.#sessions.drop(peer.node));
@@ -320,29 +356,8 @@ class OverlayImpl implements Overlay {
     return this.host.getMultiaddrs().map(String);
   }
 
-  #self(): { site: string; publicReachable: boolean; punchPort: number } {
-    const announced = (this.#opts.announce ?? this.#opts.listen).some((a) => {
-      const ip = a.split('/')[2];
-      return ip !== undefined && isPublicIp(ip);
-    });
-    return { site: this.#opts.site, publicReachable: announced, punchPort: this.#opts.punchPort };
-  }
-
   planFor(node: string): PathPlan {
-    const peer = this.#dir.get(node);
-    if (peer === undefined) return { kind: 'none', reason: `node ${node} is not in the peer directory` };
-    // A relay node counts itself: every NAT'd peer holds a reservation connection to it.
-    const relays =
-      this.#opts.relay || this.#dir.relays().some((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
-    return choosePath(
-      this.#self(),
-      {
-        site: peer.site,
-        publicReachable: peer.publicAddrs.length > 0,
-        ...(peer.punchPort === undefined ? {} : { punchPort: peer.punchPort }),
-      },
-      relays,
-    );
+    return this.#planner.planFor(node);
   }
 
   async connect(node: string): Promise<void> {
@@ -375,62 +390,6 @@ class OverlayImpl implements Overlay {
     if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
   }
 
-  #openUdp(factory: UdpSocketFactory): UdpCarrier {
-    const opts = this.#opts;
-    return new UdpCarrier({
-      factory,
-      host: this.host,
-      directory: this.#dir,
-      log: this.#log,
-      mode: opts.transport ?? 'auto',
-      connectionTo: (node) => this.#dialer.connectionTo(node),
-      publicIp: () => this.#punch.publicIp(),
-      observedIpOf: (peerId) => this.#dialer.observedIpOf(peerId),
-      selfPublic: () => this.#self().publicReachable,
-      announcedIps: () =>
-        (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
-      ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
-      onPackets: (node, packets) => this.#onUdpPackets(node, packets),
-      onChange: (node) => this.#onUdpChange(node),
-      streamUp: (node) => this.#sessions.get(node)?.preferred() !== undefined,
-      ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
-      ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
-      ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
-    });
-  }
-
-  #onUdpPackets(node: string, packets: Packet[]): void {
-    const session = this.#sessions.get(node);
-    if (session !== undefined) {
-      for (const p of packets) session.rxBytes += p.data.length;
-      session.lastSeen = session.udpActivity = Date.now();
-    }
-    this.#opts.forwarder.receivePackets?.(node, packets);
-  }
-
-  /** UDP started or stopped carrying `node`, or its UDP path changed. */
-  #onUdpChange(node: string): void {
-    const peer = this.#dir.get(node);
-    if (peer === undefined || this.#stopped) return;
-    const session = this.#sessions.obtain(peer);
-    if (this.#udp?.carries(node)) {
-      this.#tunnels.attach(session);
-    } else if (session.preferred() === undefined) {
-      // UDP lost the peer and no stream tunnel is up (idle-closed): detach so packets are
-      // held, and bring the fallback up now if the peer was in use.
-      if (session.attached) {
-        session.attached = false;
-        this.#opts.forwarder.detachLink(node);
-      }
-      if (Date.now() - session.udpActivity < (this.#opts.idleTimeoutMs ?? 120_000)) {
-        this.connect(node).catch((err: Error) =>
-          this.#log.info({ peer: node, err: err.message }, 'stream fallback after UDP loss failed'),
-        );
-      }
-    }
-    this.#notePath(session);
-  }
-
   udpPort(): number | undefined {
     return this.#udp?.port;
   }
@@ -438,23 +397,6 @@ class OverlayImpl implements Overlay {
   /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
   natKind(): NatKind | undefined {
     return this.#udp?.natKind;
-  }
-
-  #serveRelayBindings(relay: RelayLike): RelayBindingService {
-    const service = new RelayBindingService({
-      relay,
-      // Membership is the directory's (a node that left is refused even on an open connection).
-      isMember: (peerId) => this.#dir.has(peerId),
-      log: this.#log.child({ component: 'udp-relay' }),
-    });
-    void this.host.handle(RELAY_BINDING_PROTOCOL, (stream, conn) => service.serve(stream, conn.remotePeer.toString()), {
-      maxInboundStreams: 16,
-    });
-    this.#dir.on('peer:removed', (peer) => {
-      if (!relay.closed) service.forgetMember(peer.peerId);
-    });
-    service.start();
-    return service;
   }
 
   #notePath(session: PeerSession): void {
