@@ -3,6 +3,7 @@
 // session's link goes to the forwarder, and when UDP loses a peer no stream tunnel carries,
 // the link is taken back and the stream fallback comes up if the peer was in use.
 import type { Packet } from '../dataplane/types.ts';
+import type { ForwarderLike } from './overlay-types.ts';
 import type { PeerSession, PeerSessions } from './peer-session.ts';
 import { UdpCarrier, type UdpCarrierOptions } from './udp-carrier.ts';
 
@@ -10,10 +11,7 @@ export interface CarrierWiringDeps {
   /** The carrier's own options; its packet, change and stream hooks are this module's. */
   carrier: Omit<UdpCarrierOptions, 'onPackets' | 'onChange' | 'streamUp'>;
   sessions: PeerSessions;
-  forwarder: {
-    detachLink(node: string): void;
-    receivePackets?(node: string, packets: Packet[]): void;
-  };
+  forwarder: Pick<ForwarderLike, 'detachLink' | 'receivePackets'>;
   /** Hands a session's link to the forwarder (a no-op when it already has it). */
   attach(session: PeerSession): void;
   /** Brings a stream tunnel to the node up. */

@@ -8,10 +8,9 @@ import type { Host } from './host.ts';
 import { ConnectionProbe } from './keepalive.ts';
 import type { PeerSession, PeerSessions } from './peer-session.ts';
 
-/** What idle close needs of the UDP carrier. */
+/** What idle close needs of the UDP carrier (overlay/udp-carrier.ts). */
 export interface LivenessUdp {
-  /** Whether the node has a UDP session now. */
-  hasSession(node: string): boolean;
+  sessions: { current(node: string): unknown };
   drop(node: string): void;
 }
 
@@ -83,7 +82,7 @@ export class Liveness {
     for (const session of this.#d.sessions.values()) {
       if (session.connecting) continue;
       const udpIdle = now - session.udpActivity >= idle;
-      if (udpIdle && udp?.hasSession(session.node) && session.tunnels.size === 0) {
+      if (udpIdle && udp?.sessions.current(session.node) !== undefined && session.tunnels.size === 0) {
         this.#d.log.info({ peer: session.node }, 'closing idle UDP session');
         udp.drop(session.node);
       }

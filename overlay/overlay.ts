@@ -7,14 +7,13 @@ import { EventEmitter } from 'node:events';
 import { peerIdFromString } from '@libp2p/peer-id';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
-import type { Packet, PeerLink } from '../dataplane/types.ts';
 import { isPublicIp } from './addresses.ts';
 import { serveRelayBindings } from './binding-grants.ts';
 import { openCarrier } from './carrier-wiring.ts';
 import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
-import { HolePunch, type PunchCounters } from './hole-punch.ts';
+import { HolePunch } from './hole-punch.ts';
 import { createHost, type Host } from './host.ts';
 import { handleKeepalive } from './keepalive.ts';
 import { internalsOf } from './libp2p-internals.ts';
@@ -22,116 +21,27 @@ import { Liveness } from './liveness.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
+import type { OverlayCounters, OverlayEvents, OverlayOptions, OverlayPeerStatus } from './overlay-types.ts';
 import type { PathKind } from './path-kind.ts';
-import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
+import type { StreamPathKind } from './path-ladder.ts';
 import { PathPlanner } from './path-planner.ts';
 import type { PathPlan } from './path-policy.ts';
 import { type PeerSession, PeerSessions } from './peer-session.ts';
 import { PunchScheduler } from './punch-scheduler.ts';
-import type { RelayBindingCounters, RelayBindingService, RelayLike } from './relay-binding.ts';
+import type { RelayBindingService } from './relay-binding.ts';
 import { ReservationKeeper } from './reservations.ts';
-import { SplicePath, type SplicePathCounters } from './splice-path.ts';
-import type { SpliceRelay } from './splice-relay.ts';
+import { SplicePath } from './splice-path.ts';
 import { StreamTunnels } from './stream-tunnels.ts';
 import type { TunnelCaps } from './tunnel.ts';
-import type { UdpCarrier, UdpCarrierCounters, UdpSocketFactory } from './udp-carrier.ts';
+import type { UdpCarrier } from './udp-carrier.ts';
 
-/** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
-export interface ForwarderLike {
-  attachLink(node: string, link: PeerLink): void;
-  detachLink(node: string): void;
-  /** One whole frame from the peer; throws (FrameError) on garbage: the stream is reset. */
-  receive(node: string, chunk: Uint8Array): void;
-  /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
-  receivePackets?(node: string, packets: Packet[]): void;
-  /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
-  onPeerNeeded?(handler: (node: string) => void): void;
-}
-
-/** What the overlay knows of one peer; the agent merges it into its PeerStatus (agent/status.ts). */
-export interface OverlayPeerStatus {
-  node: string;
-  site: string;
-  podCidrs: string[];
-  path: PathKind;
-  rttMs: number | undefined;
-  txBytes: number;
-  rxBytes: number;
-  drops: number;
-  /** Epoch ms of the last byte in either direction, undefined when never connected. */
-  lastSeen: number | undefined;
-  /** The remote multiaddr carrying the tunnel now. */
-  remoteAddr: string | undefined;
-  /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
-  msToDirect: number | undefined;
-}
-
-export interface OverlayCounters {
-  punch: PunchCounters;
-  gateDenied: Record<string, number>;
-  /** Frames the peer sent that the forwarder rejected (stream reset). */
-  badFrames: number;
-  /** Frame headers the tunnel reader refused before buffering a body (garbage, oversized; stream reset). */
-  badFrameHeaders: number;
-  tunnelsOpened: number;
-  pathChanges: number;
-  /** Observed-address queries this node answered / refused (relays answer them). */
-  observed: { answered: number; refused: number };
-  /** UDP sessions, probing and the path ladder (absent without a UDP socket). */
-  udp?: UdpCarrierCounters;
-  /** Binding requests this relay node served (absent unless it runs a UDP relay). */
-  relayBindings?: RelayBindingCounters;
-  /** The stream fallback's TCP splice: ours as a member, and the relay's when we run one. */
-  splice?: SplicePathCounters;
-}
-
-export interface OverlayOptions {
-  nodeName: string;
-  site: string;
-  keyPath: string;
-  listen: string[];
-  announce?: string[];
-  punchPort: number;
-  relay: boolean;
-  directory: PeerDirectory;
-  forwarder: ForwarderLike;
-  logger?: Logger;
-  /** Offload capability announced in the tunnel handshake (TUN with vnet_hdr + GSO). */
-  offload?: boolean;
-  /** Tunnels without traffic for this long are closed (connections on demand). */
-  idleTimeoutMs?: number;
-  /** Keepalive on direct connections: ping interval and how long a silent path lives. */
-  keepaliveIntervalMs?: number;
-  deadAfterMs?: number;
-  /** Bound of each tunnel's send queue. */
-  maxQueueBytes?: number;
-  /** Punch holes in the background when policy allows (default true; benches turn it off). */
-  autoPunch?: boolean;
-  /** The node's UDP data socket (absent: the stream tunnel carries everything). */
-  udp?: UdpSocketFactory;
-  /** auto: UDP where it answers, else the stream; udp / stream pin one. Default auto. */
-  transport?: TransportMode;
-  /** Interfaces whose addresses are not offered as UDP candidates (the TUN, the pod bridge). */
-  udpExcludeInterfaces?: string[];
-  udpRekeyAfterMs?: number;
-  udpKeepaliveMs?: number;
-  ladderTuning?: LadderTuning;
-  /**
-   * A relay node's UDP relay (dataplane/udp-relay.ts, opened by the agent): bindings for
-   * cluster members are granted over /edgemesh/udp-relay/1.0.0. The caller closes it after stop().
-   */
-  udpRelay?: RelayLike;
-  /**
-   * A relay node's TCP splice (overlay/splice-relay.ts, opened by the caller, closed after
-   * stop()): the relayed stream fallback's data path, granted over /edgemesh/splice/1.0.0.
-   */
-  spliceRelay?: SpliceRelay;
-}
-
-export interface OverlayEvents {
-  /** A peer's visible path changed (e.g. relayed → udp-punched). */
-  path: [node: string, from: PathKind, to: PathKind];
-}
+export type {
+  ForwarderLike,
+  OverlayCounters,
+  OverlayEvents,
+  OverlayOptions,
+  OverlayPeerStatus,
+} from './overlay-types.ts';
 
 export interface Overlay {
   peerId: string;
@@ -228,12 +138,7 @@ class OverlayImpl implements Overlay {
       sessions: this.#sessions,
       directory: this.#dir,
       attach: (session) => this.#tunnels.attach(session),
-      udp: () => {
-        const udp = this.#udp;
-        return (
-          udp && { hasSession: (node) => udp.sessions.current(node) !== undefined, drop: (node) => udp.drop(node) }
-        );
-      },
+      udp: () => this.#udp,
       relay: opts.relay,
       ...(opts.deadAfterMs === undefined ? {} : { deadAfterMs: opts.deadAfterMs }),
       ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),

@@ -3,10 +3,10 @@
 // it back when the last one closes (UDP not carrying the peer).
 import type { Connection, Stream } from '@libp2p/interface';
 import type { Logger } from 'pino';
-import type { PeerLink } from '../dataplane/types.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerInfo } from './directory.ts';
 import type { Host } from './host.ts';
+import type { ForwarderLike } from './overlay-types.ts';
 import type { PeerSession, PeerSessions } from './peer-session.ts';
 import { punchRetryDelayMs } from './punch-schedule.ts';
 import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
@@ -19,12 +19,7 @@ export interface StreamTunnelsDeps {
   caps: TunnelCaps;
   /** Bound of each tunnel's send queue (TunnelStream's default when absent). */
   maxQueueBytes?: number;
-  forwarder: {
-    attachLink(node: string, link: PeerLink): void;
-    detachLink(node: string): void;
-    /** One whole frame from the peer; throws on garbage: the stream is reset. */
-    receive(node: string, chunk: Uint8Array): void;
-  };
+  forwarder: Pick<ForwarderLike, 'attachLink' | 'detachLink' | 'receive'>;
   /** Whether a connection runs over a relay's TCP splice. */
   isSpliced(connectionId: string): boolean;
   /** The tunnel moved bytes on the connection (keepalive counts it as life). */
