@@ -3,10 +3,11 @@
 // internal it uses is there and does what the overlay relies on: after a libp2p upgrade this
 // file fails first, with what to re-check, instead of the overlay breaking at run time.
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection, Upgrader } from '@libp2p/interface';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { circuitAddr } from '../../../overlay/addresses.ts';
+import { circuitAddr, ipPortToMultiaddr } from '../../../overlay/addresses.ts';
 import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
 import { createHost, type Host } from '../../../overlay/host.ts';
 import {
@@ -17,11 +18,13 @@ import {
   WRITTEN_AGAINST,
   wrapUpgradeInbound,
 } from '../../../overlay/libp2p-internals.ts';
+import { socketToMultiaddrConnection } from '../../../overlay/socket-conn.ts';
 
 const RECHECK =
-  'internalsOf (the components service), dialTransport (transportManager.dial), wrapUpgradeInbound ' +
-  '(upgrader.upgradeInbound), reservationStoreOf (the circuit relay transport reservationStore) and ' +
-  'rawConnectionOf (Connection.maConn)';
+  'internalsOf (the components service: upgrader, events, logger), dialTransport (transportManager.dial), ' +
+  'wrapUpgradeInbound (upgrader.upgradeInbound), reservationStoreOf (the circuit relay transport ' +
+  'reservationStore), rawConnectionOf (Connection.maConn), and the raw-socket upgrade of overlay/hole-punch.ts ' +
+  'and overlay/splice-client.ts';
 
 function installedVersion(pkg: string): string {
   const url = new URL(`../../../node_modules/${pkg}/package.json`, import.meta.url);
@@ -140,5 +143,57 @@ describe('libp2p internals on real hosts', () => {
     raw!.addEventListener('message', () => messages++);
     await b.services.ping.ping(r.peerId, { signal: AbortSignal.timeout(5000) });
     expect(messages).toBeGreaterThan(0);
+  }, 20_000);
+
+  it('upgrades a plain TCP socket on both ends, as the hole punch and the splice do', async () => {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+      const client = net.connect(port, '127.0.0.1');
+      await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject));
+      const inbound = await accepted;
+      const fromB = ipPortToMultiaddr('127.0.0.1', client.localPort!).encapsulate(`/p2p/${b.peerId}`);
+      const toA = ipPortToMultiaddr('127.0.0.1', port).encapsulate(`/p2p/${a.peerId}`);
+      const ia = internalsOf(a);
+      const ib = internalsOf(b);
+      // upgradeInbound hands the connection to the connection manager: it shows as connection:open.
+      const openedOnA = new Promise<Connection>((resolve) => {
+        const onOpen = (evt: CustomEvent<Connection>) => {
+          if (!evt.detail.remoteAddr.equals(fromB)) return;
+          ia.events.removeEventListener('connection:open', onOpen);
+          resolve(evt.detail);
+        };
+        ia.events.addEventListener('connection:open', onOpen);
+      });
+      const signal = AbortSignal.timeout(10_000);
+      const [outConn] = await Promise.all([
+        ib.upgrader.upgradeOutbound(
+          socketToMultiaddrConnection({
+            socket: client,
+            remoteAddr: toA,
+            direction: 'outbound',
+            log: ib.logger.forComponent('edgemesh:test'),
+          }),
+          { signal, initiator: true },
+        ),
+        ia.upgrader.upgradeInbound(
+          socketToMultiaddrConnection({
+            socket: inbound,
+            remoteAddr: fromB,
+            direction: 'inbound',
+            log: ia.logger.forComponent('edgemesh:test'),
+          }),
+          { signal },
+        ),
+      ]);
+      const inConn = await openedOnA;
+      opened.push(outConn, inConn);
+      expect(outConn.remotePeer.toString()).toBe(a.peerId.toString());
+      expect(inConn.remotePeer.toString()).toBe(b.peerId.toString());
+    } finally {
+      server.close();
+    }
   }, 20_000);
 });
