@@ -4,17 +4,7 @@ import { noise } from '@chainsafe/libp2p-noise';
 import { yamux } from '@chainsafe/libp2p-yamux';
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2';
 import { identify } from '@libp2p/identify';
-import type {
-  ComponentLogger,
-  Connection,
-  Libp2p,
-  Libp2pEvents,
-  MultiaddrConnection,
-  PeerId,
-  PrivateKey,
-  TypedEventTarget,
-  Upgrader,
-} from '@libp2p/interface';
+import type { Libp2p, MultiaddrConnection, PeerId, PrivateKey, Upgrader } from '@libp2p/interface';
 import { ping } from '@libp2p/ping';
 import { tcp } from '@libp2p/tcp';
 import type { Multiaddr } from '@multiformats/multiaddr';
@@ -23,19 +13,7 @@ import { createLibp2p } from 'libp2p';
 import { ipOf, isCircuit } from './addresses.ts';
 import type { PeerDirectory } from './directory.ts';
 import { createMembershipGater, type GateCounters } from './gater.ts';
-
-/** The libp2p internals the hole punch and the reservation keeper need. */
-export interface HostInternals {
-  peerId: PeerId;
-  upgrader: Upgrader;
-  events: TypedEventTarget<Libp2pEvents>;
-  logger: ComponentLogger;
-  connectionManager: { openConnection(target: Multiaddr | PeerId, options?: object): Promise<Connection> };
-  transportManager: {
-    getTransports(): Array<{ [Symbol.toStringTag]?: string }>;
-    dial(ma: Multiaddr, options?: { signal?: AbortSignal }): Promise<Connection>;
-  };
-}
+import { INTERNALS_SERVICE, internalsService, wrapUpgradeInbound } from './libp2p-internals.ts';
 
 export interface HostOptions {
   privateKey: PrivateKey;
@@ -125,7 +103,7 @@ export async function createHost(opts: HostOptions) {
     services: {
       identify: identify(),
       ping: ping(),
-      internals: (components: HostInternals): { components: HostInternals } => ({ components }),
+      [INTERNALS_SERVICE]: internalsService,
       ...(opts.relay
         ? {
             relay: circuitRelayServer({
@@ -139,11 +117,7 @@ export async function createHost(opts: HostOptions) {
     },
   });
   connectionsTo = (peer) => node.getConnections(peer).length;
-  limitPendingPerIp(
-    internalsOf(node as unknown as Host).upgrader,
-    PENDING_LIMITS.maxPendingPerIp,
-    opts.inboundCounters,
-  );
+  limitPendingPerIp(node, PENDING_LIMITS.maxPendingPerIp, opts.inboundCounters);
   return node;
 }
 
@@ -154,46 +128,29 @@ export async function createHost(opts: HostOptions) {
  * connections are exempt: their address is the relay's, shared by every peer it relays,
  * and they arrive over an authenticated connection from a member.
  */
-function limitPendingPerIp(upgrader: Upgrader, maxPerIp: number, counters?: InboundCounters): void {
+function limitPendingPerIp(host: Libp2p, maxPerIp: number, counters?: InboundCounters): void {
   const pending = new Map<string, number>();
-  const upgradeInbound = upgrader.upgradeInbound.bind(upgrader);
-  upgrader.upgradeInbound = (async (maConn: MultiaddrConnection, opts: Parameters<Upgrader['upgradeInbound']>[1]) => {
-    const ip = isCircuit(maConn.remoteAddr) ? undefined : ipOf(maConn.remoteAddr);
-    if (ip === undefined) return upgradeInbound(maConn, opts);
-    const n = pending.get(ip) ?? 0;
-    if (n >= maxPerIp) {
-      if (counters) counters.refusedPendingPerIp++;
-      throw new Error(`inbound connection from ${ip} refused: ${n} handshakes from that IP already in progress`);
-    }
-    pending.set(ip, n + 1);
-    try {
-      return await upgradeInbound(maConn, opts);
-    } finally {
-      const left = (pending.get(ip) ?? 1) - 1;
-      if (left > 0) pending.set(ip, left);
-      else pending.delete(ip);
-    }
-  }) as Upgrader['upgradeInbound'];
+  wrapUpgradeInbound(
+    host,
+    (upgradeInbound) =>
+      (async (maConn: MultiaddrConnection, opts: Parameters<Upgrader['upgradeInbound']>[1]) => {
+        const ip = isCircuit(maConn.remoteAddr) ? undefined : ipOf(maConn.remoteAddr);
+        if (ip === undefined) return upgradeInbound(maConn, opts);
+        const n = pending.get(ip) ?? 0;
+        if (n >= maxPerIp) {
+          if (counters) counters.refusedPendingPerIp++;
+          throw new Error(`inbound connection from ${ip} refused: ${n} handshakes from that IP already in progress`);
+        }
+        pending.set(ip, n + 1);
+        try {
+          return await upgradeInbound(maConn, opts);
+        } finally {
+          const left = (pending.get(ip) ?? 1) - 1;
+          if (left > 0) pending.set(ip, left);
+          else pending.delete(ip);
+        }
+      }) as Upgrader['upgradeInbound'],
+  );
 }
 
 export type Host = Awaited<ReturnType<typeof createHost>>;
-
-export function internalsOf(host: Host): HostInternals {
-  return (host as unknown as Libp2p<{ internals: { components: HostInternals } }>).services.internals.components;
-}
-
-/** The circuit relay client's reservation store (not exported by the package's types). */
-export interface ReservationStoreLike {
-  hasReservation(peerId: PeerId): boolean;
-  addRelay(peerId: PeerId, type: 'configured' | 'discovered'): Promise<unknown>;
-}
-
-export function reservationStoreOf(host: Host): ReservationStoreLike {
-  const transport = internalsOf(host)
-    .transportManager.getTransports()
-    .find((t) => t[Symbol.toStringTag] === '@libp2p/circuit-relay-v2-transport') as
-    | { reservationStore?: ReservationStoreLike }
-    | undefined;
-  if (transport?.reservationStore === undefined) throw new Error('circuit relay transport has no reservation store');
-  return transport.reservationStore;
-}

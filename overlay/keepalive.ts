@@ -5,6 +5,7 @@
 import type { Connection, Libp2p, Stream } from '@libp2p/interface';
 import { Uint8ArrayList } from 'uint8arraylist';
 import { withDeadline } from './deadline.ts';
+import { rawConnectionOf } from './libp2p-internals.ts';
 
 export const KEEPALIVE_PROTOCOL = '/edgemesh/keepalive/1.0.0';
 const PROBE_LEN = 8;
@@ -48,9 +49,8 @@ export class ConnectionProbe {
     this.connection = connection;
     // Any byte from the peer, or our socket draining, proves the path works. Under bulk
     // load an echo can queue behind seconds of data (and a CPU-starved event loop), so
-    // echoes alone would condemn busy healthy paths. libp2p's Connection keeps its raw
-    // MultiaddrConnection in the (untyped) `maConn` field.
-    this.#raw = (connection as unknown as { maConn?: EventTarget }).maConn;
+    // echoes alone would condemn busy healthy paths.
+    this.#raw = rawConnectionOf(connection);
     this.#raw?.addEventListener('message', this.#onRawTraffic);
     this.#raw?.addEventListener('drain', this.#onRawTraffic);
   }

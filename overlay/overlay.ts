@@ -4,148 +4,44 @@
 // With a UDP data socket (overlay/udp-carrier.ts) the link carries packets on the peer's UDP
 // session whenever the path ladder says UDP works, and the stream tunnel is the fallback.
 import { EventEmitter } from 'node:events';
-import type { Connection, Stream } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import type { Multiaddr } from '@multiformats/multiaddr';
 import type { Logger } from 'pino';
 import { silentLogger } from '../common/log.ts';
-import type { Packet, PeerLink } from '../dataplane/types.ts';
-import { circuitAddr, ipOf, isCircuit, isPublicIp, withPeer } from './addresses.ts';
-import { withDeadline } from './deadline.ts';
+import { isPublicIp } from './addresses.ts';
+import { serveRelayBindings } from './binding-grants.ts';
+import { openCarrier } from './carrier-wiring.ts';
+import { Dialer } from './dialer.ts';
 import type { PeerDirectory, PeerInfo } from './directory.ts';
 import type { GateCounters } from './gater.ts';
-import { HolePunch, type PunchCounters } from './hole-punch.ts';
-import { createHost, type Host, internalsOf } from './host.ts';
-import { ConnectionProbe, handleKeepalive } from './keepalive.ts';
+import { HolePunch } from './hole-punch.ts';
+import { createHost, type Host } from './host.ts';
+import { handleKeepalive } from './keepalive.ts';
+import { internalsOf } from './libp2p-internals.ts';
+import { Liveness } from './liveness.ts';
 import type { NatKind } from './nat-kind.ts';
 import { loadOrCreateNodeKey } from './node-key.ts';
 import { serveObservedAddress } from './observed-address.ts';
-import type { LadderTuning, StreamPathKind, TransportMode } from './path-ladder.ts';
-import { choosePath, leadsPunch, type PathPlan } from './path-policy.ts';
-import { punchRetryDelayMs } from './punch-schedule.ts';
-import {
-  RELAY_BINDING_PROTOCOL,
-  type RelayBindingCounters,
-  RelayBindingService,
-  type RelayLike,
-} from './relay-binding.ts';
-import { ReservationKeeper } from './reservations.ts';
-import { SpliceClient, type SpliceClientCounters } from './splice-client.ts';
-import type { SpliceCounters, SpliceRelay } from './splice-relay.ts';
-import { SpliceService, type SpliceServiceCounters } from './splice-service.ts';
-import { TUNNEL_PROTOCOL, type TunnelCaps, TunnelStream } from './tunnel.ts';
-import { UdpCarrier, type UdpCarrierCounters, type UdpSocketFactory } from './udp-carrier.ts';
-
-/** What the overlay needs from the dataplane's forwarder (dataplane/forwarder.ts). */
-export interface ForwarderLike {
-  attachLink(node: string, link: PeerLink): void;
-  detachLink(node: string): void;
-  /** One whole frame from the peer; throws (FrameError) on garbage: the stream is reset. */
-  receive(node: string, chunk: Uint8Array): void;
-  /** Packets a peer's UDP session opened (inbound policy, then the TUN). */
-  receivePackets?(node: string, packets: Packet[]): void;
-  /** Subscribes to peers that have traffic but no link: the overlay connects to them. */
-  onPeerNeeded?(handler: (node: string) => void): void;
-}
-
-/** Pauses between relayed dial attempts of one connect (then the error goes to the caller). */
-const RELAY_DIAL_RETRIES_MS = [200, 400, 800];
-
+import type { OverlayCounters, OverlayEvents, OverlayOptions, OverlayPeerStatus } from './overlay-types.ts';
 import type { PathKind } from './path-kind.ts';
+import type { StreamPathKind } from './path-ladder.ts';
+import { PathPlanner } from './path-planner.ts';
+import type { PathPlan } from './path-policy.ts';
+import { type PeerSession, PeerSessions } from './peer-session.ts';
+import { PunchScheduler } from './punch-scheduler.ts';
+import type { RelayBindingService } from './relay-binding.ts';
+import { ReservationKeeper } from './reservations.ts';
+import { SplicePath } from './splice-path.ts';
+import { StreamTunnels } from './stream-tunnels.ts';
+import type { TunnelCaps } from './tunnel.ts';
+import type { UdpCarrier } from './udp-carrier.ts';
 
-/** What the overlay knows of one peer; the agent merges it into its PeerStatus (agent/status.ts). */
-export interface OverlayPeerStatus {
-  node: string;
-  site: string;
-  podCidrs: string[];
-  path: PathKind;
-  rttMs: number | undefined;
-  txBytes: number;
-  rxBytes: number;
-  drops: number;
-  /** Epoch ms of the last byte in either direction, undefined when never connected. */
-  lastSeen: number | undefined;
-  /** The remote multiaddr carrying the tunnel now. */
-  remoteAddr: string | undefined;
-  /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
-  msToDirect: number | undefined;
-}
-
-export interface OverlayCounters {
-  punch: PunchCounters;
-  gateDenied: Record<string, number>;
-  /** Frames the peer sent that the forwarder rejected (stream reset). */
-  badFrames: number;
-  /** Frame headers the tunnel reader refused before buffering a body (garbage, oversized; stream reset). */
-  badFrameHeaders: number;
-  tunnelsOpened: number;
-  pathChanges: number;
-  /** Observed-address queries this node answered / refused (relays answer them). */
-  observed: { answered: number; refused: number };
-  /** UDP sessions, probing and the path ladder (absent without a UDP socket). */
-  udp?: UdpCarrierCounters;
-  /** Binding requests this relay node served (absent unless it runs a UDP relay). */
-  relayBindings?: RelayBindingCounters;
-  /** The stream fallback's TCP splice: ours as a member, and the relay's when we run one. */
-  splice?: SpliceClientCounters & {
-    relay?: SpliceServiceCounters &
-      Omit<SpliceCounters, 'refused'> & {
-        /** Sockets closed without a splice (bad-token, address-mismatch, hello-timeout, ...). */
-        sockets: Record<string, number>;
-        active: number;
-        pending: number;
-        bytes: number;
-      };
-  };
-}
-
-export interface OverlayOptions {
-  nodeName: string;
-  site: string;
-  keyPath: string;
-  listen: string[];
-  announce?: string[];
-  punchPort: number;
-  relay: boolean;
-  directory: PeerDirectory;
-  forwarder: ForwarderLike;
-  logger?: Logger;
-  /** Offload capability announced in the tunnel handshake (TUN with vnet_hdr + GSO). */
-  offload?: boolean;
-  /** Tunnels without traffic for this long are closed (connections on demand). */
-  idleTimeoutMs?: number;
-  /** Keepalive on direct connections: ping interval and how long a silent path lives. */
-  keepaliveIntervalMs?: number;
-  deadAfterMs?: number;
-  /** Bound of each tunnel's send queue. */
-  maxQueueBytes?: number;
-  /** Punch holes in the background when policy allows (default true; benches turn it off). */
-  autoPunch?: boolean;
-  /** The node's UDP data socket (absent: the stream tunnel carries everything). */
-  udp?: UdpSocketFactory;
-  /** auto: UDP where it answers, else the stream; udp / stream pin one. Default auto. */
-  transport?: TransportMode;
-  /** Interfaces whose addresses are not offered as UDP candidates (the TUN, the pod bridge). */
-  udpExcludeInterfaces?: string[];
-  udpRekeyAfterMs?: number;
-  udpKeepaliveMs?: number;
-  ladderTuning?: LadderTuning;
-  /**
-   * A relay node's UDP relay (dataplane/udp-relay.ts, opened by the agent): bindings for
-   * cluster members are granted over /edgemesh/udp-relay/1.0.0. The caller closes it after stop().
-   */
-  udpRelay?: RelayLike;
-  /**
-   * A relay node's TCP splice (overlay/splice-relay.ts, opened by the caller, closed after
-   * stop()): the relayed stream fallback's data path, granted over /edgemesh/splice/1.0.0.
-   */
-  spliceRelay?: SpliceRelay;
-}
-
-export interface OverlayEvents {
-  /** A peer's visible path changed (e.g. relayed → udp-punched). */
-  path: [node: string, from: PathKind, to: PathKind];
-}
+export type {
+  ForwarderLike,
+  OverlayCounters,
+  OverlayEvents,
+  OverlayOptions,
+  OverlayPeerStatus,
+} from './overlay-types.ts';
 
 export interface Overlay {
   peerId: string;
@@ -173,83 +69,6 @@ export interface Overlay {
   natKind(): NatKind | undefined;
 }
 
-/** What a PeerSession's link needs from the UDP side. */
-interface UdpLinkHooks {
-  carries(node: string): boolean;
-  send(node: string, packets: Packet[]): number;
-  readonly mtu: number | undefined;
-}
-
-/** Per remote node: its tunnel streams (one per path) and the PeerLink the forwarder holds. */
-class PeerSession {
-  readonly node: string;
-  readonly peerId: string;
-  readonly tunnels = new Set<TunnelStream>();
-  connecting: Promise<void> | undefined;
-  punching = false;
-  nextPunchAt = 0;
-  punchFailures = 0;
-  splicing = false;
-  nextSpliceAt = 0;
-  spliceFailures = 0;
-  /** Since when only a circuit-relay tunnel carries the peer (0: not the case). */
-  circuitOnlySince = 0;
-  rttMs: number | undefined;
-  txBytes = 0;
-  rxBytes = 0;
-  drops = 0;
-  lastSeen: number | undefined;
-  lastPath: PathKind = 'none';
-  attached = false;
-  /** Last UDP packet either way (epoch ms), for idle close. */
-  udpActivity = 0;
-  readonly link: PeerLink & { readonly offload: boolean };
-
-  constructor(node: string, peerId: string, udp: UdpLinkHooks | undefined) {
-    this.node = node;
-    this.peerId = peerId;
-    const session = this;
-    const sendPackets = (packets: Packet[]): number => {
-      const n = udp!.send(node, packets);
-      for (let i = 0; i < n; i++) session.txBytes += packets[i]!.data.length;
-      if (n < packets.length) session.drops += packets.length - n;
-      session.udpActivity = Date.now();
-      return n;
-    };
-    this.link = {
-      // Present only while UDP carries this peer: the forwarder asks per batch, and falls
-      // back to frames on the stream tunnel when it is absent.
-      get sendPackets() {
-        return udp?.carries(node) ? sendPackets : undefined;
-      },
-      get mtu() {
-        return udp?.carries(node) ? udp.mtu : undefined;
-      },
-      send: (frame) => {
-        const tunnel = session.preferred();
-        const ok = tunnel?.send(frame) ?? false;
-        if (ok) session.txBytes += frame.length;
-        else session.drops++;
-        return ok;
-      },
-      get offload() {
-        return session.preferred()?.caps?.offload ?? false;
-      },
-    };
-  }
-
-  /** The tunnel to send on: a ready one, direct before spliced before circuit-relayed, the newest first. */
-  preferred(): TunnelStream | undefined {
-    let best: TunnelStream | undefined;
-    const rank = (t: TunnelStream) => (t.direct ? 2 : t.spliced ? 1 : 0);
-    for (const t of this.tunnels) {
-      if (t.closed || t.caps === undefined) continue;
-      if (best === undefined || rank(t) >= rank(best)) best = t;
-    }
-    return best;
-  }
-}
-
 export async function createOverlay(opts: OverlayOptions): Promise<Overlay> {
   const log = opts.logger ?? silentLogger();
   const key = await loadOrCreateNodeKey(opts.keyPath);
@@ -272,22 +91,21 @@ class OverlayImpl implements Overlay {
   readonly #dir: PeerDirectory;
   readonly #log: Logger;
   readonly #gate: GateCounters;
-  readonly #sessions = new Map<string, PeerSession>();
+  readonly #planner: PathPlanner;
+  readonly #sessions: PeerSessions;
   readonly #punched = new Set<string>(); // ids of connections made by our hole punch
-  readonly #spliced = new Set<string>(); // ids of connections over a relay's TCP splice
-  readonly #splice: SpliceClient;
+  readonly #splice: SplicePath;
   readonly #reservations: ReservationKeeper;
   readonly #punch: HolePunch;
-  readonly #caps: TunnelCaps;
+  readonly #dialer: Dialer;
+  readonly #punching: PunchScheduler;
+  readonly #tunnels: StreamTunnels;
   readonly #timers: NodeJS.Timeout[] = [];
-  readonly #probes = new Map<string, ConnectionProbe>();
+  readonly #liveness: Liveness;
   readonly #observed: { answered: number; refused: number };
   readonly #udp: UdpCarrier | undefined;
   readonly #relayBindings: RelayBindingService | undefined;
   readonly events = new EventEmitter<OverlayEvents>();
-  #badFrames = 0;
-  #badFrameHeaders = 0;
-  #tunnelsOpened = 0;
   #pathChanges = 0;
   #stopped = false;
 
@@ -298,7 +116,34 @@ class OverlayImpl implements Overlay {
     this.#dir = opts.directory;
     this.#log = log;
     this.#gate = gate;
-    this.#caps = { offload: opts.offload ?? false };
+    this.#planner = new PathPlanner({
+      directory: this.#dir,
+      peerId: this.peerId,
+      site: opts.site,
+      listen: opts.listen,
+      ...(opts.announce === undefined ? {} : { announce: opts.announce }),
+      punchPort: opts.punchPort,
+      relay: opts.relay,
+    });
+    this.#sessions = new PeerSessions({
+      udp: () => this.#udp,
+      detachLink: (node) => this.#opts.forwarder.detachLink(node),
+      onDropped: (session) => {
+        this.#udp?.drop(session.node);
+        void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
+      },
+    });
+    this.#liveness = new Liveness({
+      host,
+      sessions: this.#sessions,
+      directory: this.#dir,
+      attach: (session) => this.#tunnels.attach(session),
+      udp: () => this.#udp,
+      relay: opts.relay,
+      ...(opts.deadAfterMs === undefined ? {} : { deadAfterMs: opts.deadAfterMs }),
+      ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
+      log,
+    });
     this.#reservations = new ReservationKeeper(host, () => this.#dir.relays(), log);
     this.#punch = new HolePunch({
       host,
@@ -308,26 +153,105 @@ class OverlayImpl implements Overlay {
       log,
       onConnection: (conn) => this.#punched.add(conn.id),
     });
-    void host.handle(TUNNEL_PROTOCOL, (stream, conn) => this.#onInboundTunnel(stream, conn), {
-      runOnLimitedConnection: true,
-      maxInboundStreams: 8,
-      maxOutboundStreams: 8,
+    this.#tunnels = new StreamTunnels({
+      host,
+      directory: this.#dir,
+      sessions: this.#sessions,
+      caps: { offload: opts.offload ?? false },
+      ...(opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: opts.maxQueueBytes }),
+      forwarder: opts.forwarder,
+      isSpliced: (id) => this.#splice.isSpliced(id),
+      noteTraffic: (id) => this.#liveness.noteTraffic(id),
+      udpCarries: (node) => this.#udp?.carries(node) ?? false,
+      onPathMaybeChanged: (session) => this.#notePath(session),
+      onRelayedInbound: (session, peer) => this.#punching.afterRelayedInbound(session, peer),
+      log,
     });
+    this.#tunnels.listen();
     this.#punch.start();
-    this.#splice = this.#openSplice(opts.spliceRelay);
+    this.#splice = new SplicePath({
+      host,
+      internals: internalsOf(host),
+      directory: this.#dir,
+      relay: opts.spliceRelay,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      hasUdp: () => this.#udp !== undefined,
+      udpCarries: (node) => this.#udp?.carries(node) ?? false,
+      openTunnel: (session, conn) => this.#tunnels.open(session, conn),
+      stopped: () => this.#stopped,
+      log,
+    });
+    this.#dialer = new Dialer({
+      host,
+      directory: this.#dir,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      isSpliced: (id) => this.#splice.isSpliced(id),
+      relayObservedIpOf: (peerId) => this.#punch.relayObservedIpOf(peerId),
+      stopped: () => this.#stopped,
+      log,
+    });
+    this.#punching = new PunchScheduler({
+      host,
+      punch: this.#punch,
+      directory: this.#dir,
+      sessions: this.#sessions,
+      peerId: this.peerId,
+      planFor: (node) => this.planFor(node),
+      pathOf: (node) => this.pathOf(node),
+      openTunnel: (session, conn) => this.#tunnels.open(session, conn),
+      autoPunch: opts.autoPunch !== false,
+      stopped: () => this.#stopped,
+      onTick: (session) => {
+        this.#splice.maybeSplice(session);
+        // A tunnel without a UDP session (the handshake failed, the session expired): retry.
+        if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
+      },
+      log,
+    });
     this.#observed = serveObservedAddress(host, this.#dir);
-    this.#udp = opts.udp && opts.transport !== 'stream' ? this.#openUdp(opts.udp) : undefined;
-    this.#relayBindings = opts.udpRelay === undefined ? undefined : this.#serveRelayBindings(opts.udpRelay);
+    this.#udp =
+      opts.udp && opts.transport !== 'stream'
+        ? openCarrier({
+            carrier: {
+              factory: opts.udp,
+              host,
+              directory: this.#dir,
+              log,
+              mode: opts.transport ?? 'auto',
+              connectionTo: (node) => this.#dialer.connectionTo(node),
+              publicIp: () => this.#punch.publicIp(),
+              observedIpOf: (peerId) => this.#dialer.observedIpOf(peerId),
+              selfPublic: () => this.#planner.self().publicReachable,
+              announcedIps: () =>
+                (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
+              ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
+              ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
+              ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
+              ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
+            },
+            sessions: this.#sessions,
+            forwarder: opts.forwarder,
+            attach: (session) => this.#tunnels.attach(session),
+            connect: (node) => this.connect(node),
+            onPathMaybeChanged: (session) => this.#notePath(session),
+            ...(opts.idleTimeoutMs === undefined ? {} : { idleTimeoutMs: opts.idleTimeoutMs }),
+            stopped: () => this.#stopped,
+          })
+        : undefined;
+    this.#relayBindings =
+      opts.udpRelay === undefined ? undefined : serveRelayBindings(host, this.#dir, opts.udpRelay, log);
     void handleKeepalive(host);
     if (!opts.relay) this.#reservations.start();
-    this.#dir.on('peer:removed', (peer) => this.#dropPeer(peer.node));
+    this.#dir.on('peer:removed', (peer) => this.#sessions.drop(peer.node));
     this.#dir.on('peer:added', (peer) => {
       if (peer.relay) this.#reservations.check();
     });
     const keepalive = opts.keepaliveIntervalMs ?? 500;
-    this.#every(keepalive, () => this.#keepalive());
-    this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#closeIdle());
-    this.#every(1000, () => this.#maybePunchAll());
+    this.#every(keepalive, () => this.#liveness.keepalive());
+    this.#every(Math.min(10_000, opts.idleTimeoutMs ?? 120_000), () => this.#liveness.closeIdle());
+    this.#every(1000, () => this.#punching.tick());
     opts.forwarder.onPeerNeeded?.((node) => {
       this.connect(node).catch((err: Error) => this.#log.debug({ peer: node, err: err.message }, 'connect failed'));
     });
@@ -337,29 +261,8 @@ class OverlayImpl implements Overlay {
     return this.host.getMultiaddrs().map(String);
   }
 
-  #self(): { site: string; publicReachable: boolean; punchPort: number } {
-    const announced = (this.#opts.announce ?? this.#opts.listen).some((a) => {
-      const ip = a.split('/')[2];
-      return ip !== undefined && isPublicIp(ip);
-    });
-    return { site: this.#opts.site, publicReachable: announced, punchPort: this.#opts.punchPort };
-  }
-
   planFor(node: string): PathPlan {
-    const peer = this.#dir.get(node);
-    if (peer === undefined) return { kind: 'none', reason: `node ${node} is not in the peer directory` };
-    // A relay node counts itself: every NAT'd peer holds a reservation connection to it.
-    const relays =
-      this.#opts.relay || this.#dir.relays().some((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
-    return choosePath(
-      this.#self(),
-      {
-        site: peer.site,
-        publicReachable: peer.publicAddrs.length > 0,
-        ...(peer.punchPort === undefined ? {} : { punchPort: peer.punchPort }),
-      },
-      relays,
-    );
+    return this.#planner.planFor(node);
   }
 
   async connect(node: string): Promise<void> {
@@ -369,7 +272,7 @@ class OverlayImpl implements Overlay {
     const plan = this.planFor(node);
     if (plan.kind === 'host-gw') return;
     if (plan.kind === 'none') throw new Error(`no path to ${node}: ${plan.reason}`);
-    const session = this.#session(peer);
+    const session = this.#sessions.obtain(peer);
     if (this.#udp?.carries(node)) return;
     if (session.preferred() !== undefined) {
       this.#udp?.ensure(node);
@@ -382,110 +285,14 @@ class OverlayImpl implements Overlay {
   }
 
   async #open(session: PeerSession, peer: PeerInfo, plan: PathPlan): Promise<void> {
-    const conn = await this.#dialFor(peer, plan);
+    const conn = await this.#dialer.dialFor(peer, plan);
     // The UDP handshake runs on this connection while the tunnel opens (first contact waits
     // for the longer of the two, not their sum). Traffic flows on the stream at once; UDP
     // takes over when its path answers.
     this.#udp?.ensure(peer.node);
-    await this.#openTunnel(session, conn);
-    if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
-    if (plan.kind === 'relayed') this.#maybeSplice(session);
-  }
-
-  async #dialFor(peer: PeerInfo, plan: PathPlan): Promise<Connection> {
-    if (plan.kind === 'direct') {
-      return withDeadline(10_000, 'direct dial', (signal) =>
-        this.host.dial(
-          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-          { signal },
-        ),
-      );
-    }
-    if (plan.kind === 'reverse') return this.#reachNatPeer(peer);
-    return this.#dialViaRelay(peer);
-  }
-
-  /** A libp2p connection to run a UDP handshake on: an open one (direct first), else a new one. */
-  async #connectionTo(node: string): Promise<Connection> {
-    const peer = this.#dir.get(node);
-    if (peer === undefined) throw new Error(`node ${node} is not in the peer directory`);
-    const open = this.host.getConnections(peerIdFromString(peer.peerId)).filter((c) => c.status === 'open');
-    const best = open.find((c) => this.#isDirect(c)) ?? open[0];
-    if (best !== undefined) return best;
-    const plan = this.planFor(node);
-    if (plan.kind === 'host-gw' || plan.kind === 'none') throw new Error(`no libp2p path to ${node}`);
-    return this.#dialFor(peer, plan);
-  }
-
-  #openUdp(factory: UdpSocketFactory): UdpCarrier {
-    const opts = this.#opts;
-    return new UdpCarrier({
-      factory,
-      host: this.host,
-      directory: this.#dir,
-      log: this.#log,
-      mode: opts.transport ?? 'auto',
-      connectionTo: (node) => this.#connectionTo(node),
-      publicIp: () => this.#punch.publicIp(),
-      observedIpOf: (peerId) => this.#observedIpOf(peerId),
-      selfPublic: () => this.#self().publicReachable,
-      announcedIps: () =>
-        (opts.announce ?? []).map((a) => a.split('/')[2] ?? '').filter((ip) => ip !== '' && isPublicIp(ip)),
-      ...(opts.udpExcludeInterfaces === undefined ? {} : { excludeInterfaces: opts.udpExcludeInterfaces }),
-      onPackets: (node, packets) => this.#onUdpPackets(node, packets),
-      onChange: (node) => this.#onUdpChange(node),
-      streamUp: (node) => this.#sessions.get(node)?.preferred() !== undefined,
-      ...(opts.udpRekeyAfterMs === undefined ? {} : { rekeyAfterMs: opts.udpRekeyAfterMs }),
-      ...(opts.udpKeepaliveMs === undefined ? {} : { keepaliveMs: opts.udpKeepaliveMs }),
-      ...(opts.ladderTuning === undefined ? {} : { tuning: opts.ladderTuning }),
-    });
-  }
-
-  /** A connection straight to the peer: neither circuit-relayed nor spliced (its remote address is the peer's). */
-  #isDirect(c: Connection): boolean {
-    return !isCircuit(c.remoteAddr) && !this.#spliced.has(c.id);
-  }
-
-  /** Where `peerId` connects from: a direct connection of ours to it, else a relay's view. */
-  async #observedIpOf(peerId: string): Promise<string> {
-    const direct = this.host
-      .getConnections(peerIdFromString(peerId))
-      .find((c) => c.status === 'open' && this.#isDirect(c));
-    const ip = direct === undefined ? undefined : ipOf(direct.remoteAddr);
-    if (ip !== undefined) return ip;
-    return this.#punch.relayObservedIpOf(peerId);
-  }
-
-  #onUdpPackets(node: string, packets: Packet[]): void {
-    const session = this.#sessions.get(node);
-    if (session !== undefined) {
-      for (const p of packets) session.rxBytes += p.data.length;
-      session.lastSeen = session.udpActivity = Date.now();
-    }
-    this.#opts.forwarder.receivePackets?.(node, packets);
-  }
-
-  /** UDP started or stopped carrying `node`, or its UDP path changed. */
-  #onUdpChange(node: string): void {
-    const peer = this.#dir.get(node);
-    if (peer === undefined || this.#stopped) return;
-    const session = this.#session(peer);
-    if (this.#udp?.carries(node)) {
-      this.#attach(session);
-    } else if (session.preferred() === undefined) {
-      // UDP lost the peer and no stream tunnel is up (idle-closed): detach so packets are
-      // held, and bring the fallback up now if the peer was in use.
-      if (session.attached) {
-        session.attached = false;
-        this.#opts.forwarder.detachLink(node);
-      }
-      if (Date.now() - session.udpActivity < (this.#opts.idleTimeoutMs ?? 120_000)) {
-        this.connect(node).catch((err: Error) =>
-          this.#log.info({ peer: node, err: err.message }, 'stream fallback after UDP loss failed'),
-        );
-      }
-    }
-    this.#notePath(session);
+    await this.#tunnels.open(session, conn);
+    if (plan.kind === 'relayed' && plan.punch) this.#punching.maybePunch(session);
+    if (plan.kind === 'relayed') this.#splice.maybeSplice(session);
   }
 
   udpPort(): number | undefined {
@@ -495,183 +302,6 @@ class OverlayImpl implements Overlay {
   /** Our NAT kind as reflection shows it (undefined without a UDP socket). */
   natKind(): NatKind | undefined {
     return this.#udp?.natKind;
-  }
-
-  #serveRelayBindings(relay: RelayLike): RelayBindingService {
-    const service = new RelayBindingService({
-      relay,
-      // Membership is the directory's (a node that left is refused even on an open connection).
-      isMember: (peerId) => this.#dir.has(peerId),
-      log: this.#log.child({ component: 'udp-relay' }),
-    });
-    void this.host.handle(RELAY_BINDING_PROTOCOL, (stream, conn) => service.serve(stream, conn.remotePeer.toString()), {
-      maxInboundStreams: 16,
-    });
-    this.#dir.on('peer:removed', (peer) => {
-      if (!relay.closed) service.forgetMember(peer.peerId);
-    });
-    service.start();
-    return service;
-  }
-
-  /**
-   * We are public, the peer is behind NAT: we cannot dial it. Reuse a connection it already
-   * holds to us (its reservation connection when we are its relay, or any direct connection
-   * it made); else reach it through another relay, and it dials us back directly once the
-   * tunnel is up (see #onInboundTunnel).
-   */
-  async #reachNatPeer(peer: PeerInfo): Promise<Connection> {
-    const held = this.host
-      .getConnections(peerIdFromString(peer.peerId))
-      .find((c) => c.status === 'open' && c.limits === undefined && this.#isDirect(c));
-    if (held !== undefined) return held;
-    try {
-      return await this.#dialViaRelay(peer);
-    } catch (err) {
-      throw new Error(`${peer.node} holds no connection to us yet and ${(err as Error).message}`);
-    }
-  }
-
-  /**
-   * A relayed dial, tried again a few times within ~1.5 s when every relay refused at once: at a cold
-   * start the peer's reservation is often still being made, and without this the next try
-   * waited for the next packet (a second or more for a ping).
-   */
-  async #dialViaRelay(peer: PeerInfo): Promise<Connection> {
-    for (const waitMs of RELAY_DIAL_RETRIES_MS) {
-      const started = Date.now();
-      try {
-        return await this.#dialViaRelayOnce(peer);
-      } catch (err) {
-        // Only a quick refusal (no reservation yet) is worth another try; a dial that timed
-        // out would only make the caller wait many times as long.
-        if (this.#stopped || Date.now() - started > 2000 || this.#dir.get(peer.node)?.peerId !== peer.peerId) throw err;
-        this.#log.debug({ peer: peer.node, err: (err as Error).message, retryInMs: waitMs }, 'relayed dial failed');
-        await new Promise((r) => setTimeout(r, waitMs));
-      }
-    }
-    return this.#dialViaRelayOnce(peer);
-  }
-
-  async #dialViaRelayOnce(peer: PeerInfo): Promise<Connection> {
-    const relays = this.#dir.relays().filter((r) => r.peerId !== peer.peerId && r.peerId !== this.peerId);
-    const errors: string[] = [];
-    for (const relay of relays) {
-      const addrs: Multiaddr[] = relay.publicAddrs.map((ma) => circuitAddr(ma, relay.peerId, peer.peerId));
-      try {
-        // Straight to the transport, past libp2p's dial queue: the queue hands the circuit
-        // transport a per-address timeout signal it never clears; we keep our own deadline.
-        return await withDeadline(10_000, 'relayed dial', (signal) =>
-          firstSuccess(addrs.map((ma) => () => internalsOf(this.host).transportManager.dial(ma, { signal }))),
-        );
-      } catch (err) {
-        errors.push(`${relay.node}: ${(err as Error).message}`);
-      }
-    }
-    throw new Error(`cannot reach ${peer.node} through any relay (${errors.join('; ') || 'no relay'})`);
-  }
-
-  async #openTunnel(session: PeerSession, conn: Connection): Promise<TunnelStream> {
-    const stream = await withDeadline(10_000, 'tunnel stream', (signal) =>
-      conn.newStream(TUNNEL_PROTOCOL, { runOnLimitedConnection: true, signal }),
-    );
-    const tunnel = this.#addTunnel(session, stream, conn);
-    await raceTimeout(tunnel.ready, 10_000, 'tunnel handshake timed out');
-    return tunnel;
-  }
-
-  #onInboundTunnel(stream: Stream, conn: Connection): void {
-    const peer = this.#dir.byPeerId(conn.remotePeer.toString());
-    if (peer === undefined) {
-      // The gater already refused strangers; a peer removed since then lands here.
-      stream.abort(new Error('peer is not in the directory'));
-      return;
-    }
-    const session = this.#session(peer);
-    const tunnel = this.#addTunnel(session, stream, conn);
-    tunnel.ready
-      .then(() => {
-        // The peer reached us over a relay: if it is public we can dial it directly
-        // instead, and if both are behind NAT the punch leader starts the punch.
-        if (tunnel.direct) return;
-        const plan = this.planFor(peer.node);
-        if (plan.kind === 'direct') void this.#upgradeToDirect(session, peer);
-        else if (plan.kind === 'relayed' && plan.punch) this.#maybePunch(session);
-      })
-      .catch(() => {});
-  }
-
-  async #upgradeToDirect(session: PeerSession, peer: PeerInfo): Promise<void> {
-    try {
-      const conn = await withDeadline(10_000, 'direct dial back', (signal) =>
-        this.host.dial(
-          peer.publicAddrs.map((ma) => withPeer(ma, peer.peerId)),
-          { signal, force: true },
-        ),
-      );
-      await this.#openTunnel(session, conn);
-    } catch (err) {
-      this.#log.info({ peer: peer.node, err: (err as Error).message }, 'direct dial back failed, staying relayed');
-    }
-  }
-
-  #addTunnel(session: PeerSession, stream: Stream, conn: Connection): TunnelStream {
-    const tunnel = new TunnelStream({
-      stream,
-      connection: conn,
-      localCaps: this.#caps,
-      ...(this.#opts.maxQueueBytes === undefined ? {} : { maxQueueBytes: this.#opts.maxQueueBytes }),
-      spliced: this.#spliced.has(conn.id),
-      onFrame: (frame) => {
-        session.rxBytes += frame.length;
-        session.lastSeen = Date.now();
-        try {
-          this.#opts.forwarder.receive(session.node, frame);
-        } catch (err) {
-          this.#badFrames++;
-          throw err; // TunnelStream resets the stream
-        }
-      },
-      onClose: (t, err) => {
-        this.#badFrameHeaders += t.badFrames; // garbage its reader refused before the forwarder saw it
-        this.#onTunnelClosed(session, t, err);
-      },
-      onProgress: () => this.#probes.get(conn.id)?.noteTraffic(),
-    });
-    this.#tunnelsOpened++;
-    session.tunnels.add(tunnel);
-    tunnel.ready
-      .then(() => {
-        session.lastSeen = Date.now();
-        this.#attach(session);
-        this.#notePath(session);
-      })
-      .catch(() => {});
-    return tunnel;
-  }
-
-  #attach(session: PeerSession): void {
-    // A session dropped meanwhile (the peer left) must not leave a link behind.
-    if (session.attached || this.#sessions.get(session.node) !== session) return;
-    // The forwarder keeps a link that comes before the peer's pod CIDRs are routed.
-    this.#opts.forwarder.attachLink(session.node, session.link);
-    session.attached = true;
-  }
-
-  #onTunnelClosed(session: PeerSession, tunnel: TunnelStream, err?: Error): void {
-    session.tunnels.delete(tunnel);
-    // A direct path just died: give the NATs a moment before punching again.
-    if (tunnel.direct) session.nextPunchAt = Math.max(session.nextPunchAt, Date.now() + punchRetryDelayMs(1));
-    this.#log.info(
-      { peer: session.node, direct: tunnel.direct, err: err?.message, remote: tunnel.connection.remoteAddr.toString() },
-      'tunnel stream closed',
-    );
-    if (session.tunnels.size === 0 && session.attached && !this.#udp?.carries(session.node)) {
-      // Detach so the forwarder's next packet for this peer asks us to connect again.
-      session.attached = false;
-      this.#opts.forwarder.detachLink(session.node);
-    }
-    this.#notePath(session);
   }
 
   #notePath(session: PeerSession): void {
@@ -684,233 +314,6 @@ class OverlayImpl implements Overlay {
     this.events.emit('path', session.node, from, path);
   }
 
-  #session(peer: PeerInfo): PeerSession {
-    let session = this.#sessions.get(peer.node);
-    if (session === undefined || session.peerId !== peer.peerId) {
-      if (session !== undefined) this.#dropPeer(peer.node);
-      session = new PeerSession(peer.node, peer.peerId, this.#udp);
-      this.#sessions.set(peer.node, session);
-    }
-    return session;
-  }
-
-  #dropPeer(node: string, why = 'peer left the directory'): void {
-    const session = this.#sessions.get(node);
-    if (session === undefined) return;
-    this.#sessions.delete(node);
-    for (const t of session.tunnels) t.abort(new Error(why));
-    if (session.attached) this.#opts.forwarder.detachLink(node);
-    session.attached = false;
-    this.#udp?.drop(node);
-    void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
-  }
-
-  // --- hole punching -------------------------------------------------------------------
-
-  #maybePunchAll(): void {
-    for (const session of this.#sessions.values()) {
-      this.#maybePunch(session);
-      this.#maybeSplice(session);
-      // A tunnel without a UDP session (the handshake failed, the session expired): retry.
-      if (session.preferred() !== undefined) this.#udp?.ensure(session.node);
-    }
-  }
-
-  async punchNow(node: string): Promise<PathKind> {
-    const session = this.#sessions.get(node);
-    if (session === undefined) throw new Error(`no tunnel to ${node}: connect first`);
-    const attempt = this.#maybePunch(session, true);
-    if (attempt === undefined) throw new Error(`cannot punch to ${node} now (path ${this.pathOf(node)})`);
-    await attempt;
-    return this.pathOf(node);
-  }
-
-  #maybePunch(session: PeerSession, explicit = false): Promise<void> | undefined {
-    if (session.punching || this.#stopped) return;
-    if (!explicit && (this.#opts.autoPunch === false || Date.now() < session.nextPunchAt)) return;
-    const current = session.preferred();
-    if (current === undefined || current.direct) return;
-    const plan = this.planFor(session.node);
-    if (plan.kind !== 'relayed' || !plan.punch) return;
-    if (!explicit && !leadsPunch(this.peerId, session.peerId)) return;
-    const peer = this.#dir.get(session.node);
-    if (peer === undefined) return;
-    // Signal over the circuit: over a spliced connection the peer would see the relay's
-    // address as ours and refuse the offer.
-    const signalling =
-      [...session.tunnels].find((t) => !t.closed && !t.spliced && !t.direct)?.connection ??
-      this.host
-        .getConnections(peerIdFromString(session.peerId))
-        .find((c) => c.status === 'open' && isCircuit(c.remoteAddr));
-    if (signalling === undefined) return;
-    session.punching = true;
-    return this.#punch
-      .punch(signalling, peer)
-      .then(async (conn) => {
-        session.punchFailures = 0;
-        await this.#openTunnel(session, conn);
-      })
-      .catch((err: Error) => {
-        session.punchFailures++;
-        // Start short (a mapping often settles within seconds, and the peer may simply not
-        // have been ready), then back off: a NAT that keeps defeating us (symmetric) will
-        // likely go on doing it.
-        session.nextPunchAt = Date.now() + punchRetryDelayMs(session.punchFailures);
-        this.#log.info({ peer: session.node, err: err.message }, 'hole punch failed, staying relayed');
-      })
-      .finally(() => {
-        session.punching = false;
-      });
-  }
-
-  // --- the relayed stream's TCP splice (docs/stream-relay.md) ------------------------------
-
-  #openSplice(relay: SpliceRelay | undefined): SpliceClient {
-    const service =
-      relay === undefined
-        ? undefined
-        : new SpliceService({
-            host: this.host,
-            relay,
-            isMember: (peerId) => this.#dir.has(peerId),
-            log: this.#log.child({ component: 'splice-relay' }),
-          });
-    if (relay !== undefined) this.#dir.on('peer:removed', (peer) => relay.dropMember(peer.peerId));
-    const client = new SpliceClient({
-      host: this.host,
-      internals: internalsOf(this.host),
-      directory: this.#dir,
-      log: this.#log,
-      service,
-      onConnection: (conn) => {
-        this.#spliced.add(conn.id);
-        conn.addEventListener('close', () => this.#spliced.delete(conn.id), { once: true });
-      },
-    });
-    client.start();
-    return client;
-  }
-
-  /**
-   * Moves a peer's stream tunnel off the circuit relay onto a relay's TCP splice: the circuit
-   * (libp2p's hop pipe: decrypt/re-encrypt, no backpressure) then carries signalling only.
-   * The punch leader asks; with a UDP socket we first give UDP a few seconds to take over.
-   */
-  #maybeSplice(session: PeerSession): void {
-    const current = session.preferred();
-    const circuitOnly =
-      current !== undefined && !current.direct && !current.spliced && !this.#udp?.carries(session.node);
-    if (!circuitOnly) {
-      session.circuitOnlySince = 0;
-      return;
-    }
-    const now = Date.now();
-    if (session.circuitOnlySince === 0) session.circuitOnlySince = now;
-    if (session.splicing || this.#stopped || now < session.nextSpliceAt) return;
-    if (this.#udp !== undefined && now - session.circuitOnlySince < 3000) return;
-    if (!leadsPunch(this.peerId, session.peerId) || this.planFor(session.node).kind !== 'relayed') return;
-    session.splicing = true;
-    this.#splice
-      .splice(session.peerId)
-      .then(async (conn) => {
-        session.spliceFailures = 0;
-        await this.#openTunnel(session, conn);
-        this.#log.info({ peer: session.node, remote: conn.remoteAddr.toString() }, 'relayed tunnel moved to a splice');
-      })
-      .catch((err: Error) => {
-        session.spliceFailures++;
-        session.nextSpliceAt = Date.now() + Math.min(60_000, 1000 * 2 ** session.spliceFailures);
-        this.#log.info({ peer: session.node, err: err.message }, 'splice failed, staying on the circuit relay');
-      })
-      .finally(() => {
-        session.splicing = false;
-      });
-  }
-
-  #spliceCounters(): NonNullable<OverlayCounters['splice']> {
-    const c = this.#splice.counters;
-    const svc = this.#splice.service;
-    const own = { established: c.established, accepted: c.accepted, failed: { ...c.failed } };
-    if (svc === undefined) return own;
-    const r = svc.relay;
-    return {
-      ...own,
-      relay: {
-        granted: svc.counters.granted,
-        refused: { ...svc.counters.refused },
-        issued: r.counters.issued,
-        spliced: r.counters.spliced,
-        expired: r.counters.expired,
-        sockets: { ...r.counters.refused },
-        limited: { ...r.counters.limited },
-        active: r.active,
-        pending: r.pending,
-        bytes: r.bytes,
-      },
-    };
-  }
-
-  // --- liveness and idle ---------------------------------------------------------------
-
-  #keepalive(): void {
-    const deadAfter = this.#opts.deadAfterMs ?? 1500;
-    const live = new Set<string>();
-    for (const session of this.#sessions.values()) {
-      if (!session.attached && session.preferred() !== undefined) this.#attach(session);
-      for (const t of session.tunnels) {
-        const conn = t.connection;
-        if (conn.status !== 'open' || live.has(conn.id)) continue;
-        live.add(conn.id);
-        let probe = this.#probes.get(conn.id);
-        if (probe === undefined) {
-          probe = new ConnectionProbe(conn);
-          this.#probes.set(conn.id, probe);
-        }
-        // The relay is the fallback: only a long silence condemns it (queues on a busy
-        // relay can delay an echo by seconds; a direct path is held to a tighter bound).
-        if (probe.tick(t.direct ? deadAfter : Math.max(deadAfter, 10_000))) {
-          if (session.preferred()?.connection.id === conn.id && probe.rttMs !== undefined) session.rttMs = probe.rttMs;
-          continue;
-        }
-        this.#log.warn({ peer: session.node, remote: conn.remoteAddr.toString() }, 'path dead: no keepalive echo');
-        conn.abort(new Error(`path silent for more than ${deadAfter} ms`));
-      }
-    }
-    for (const [id, probe] of this.#probes) {
-      if (live.has(id)) continue;
-      probe.close();
-      this.#probes.delete(id);
-    }
-  }
-
-  #closeIdle(): void {
-    const idle = this.#opts.idleTimeoutMs ?? 120_000;
-    const now = Date.now();
-    for (const session of this.#sessions.values()) {
-      if (session.connecting) continue;
-      const udpIdle = now - session.udpActivity >= idle;
-      if (udpIdle && this.#udp?.sessions.current(session.node) !== undefined && session.tunnels.size === 0) {
-        this.#log.info({ peer: session.node }, 'closing idle UDP session');
-        this.#udp.drop(session.node);
-      }
-      if (session.tunnels.size === 0) continue;
-      const last = Math.max(...[...session.tunnels].map((t) => t.lastActivity));
-      if (now - last < idle) continue;
-      // UDP carries the traffic: the stream tunnel may close, the UDP session stays.
-      if (!udpIdle) {
-        for (const t of session.tunnels) void t.close();
-        continue;
-      }
-      this.#udp?.drop(session.node);
-      this.#log.info({ peer: session.node }, 'closing idle tunnel');
-      for (const t of session.tunnels) void t.close();
-      const peer = this.#dir.get(session.node);
-      // Keep connections to relays, and as a relay keep the peers' reservation connections.
-      if (!this.#opts.relay && peer?.relay !== true)
-        void this.host.hangUp(peerIdFromString(session.peerId)).catch(() => {});
-    }
-  }
-
   #every(ms: number, fn: () => void): void {
     const t = setInterval(fn, ms);
     t.unref();
@@ -918,6 +321,10 @@ class OverlayImpl implements Overlay {
   }
 
   // --- status ---------------------------------------------------------------------------
+
+  punchNow(node: string): Promise<PathKind> {
+    return this.#punching.punchNow(node);
+  }
 
   pathOf(node: string): PathKind {
     const peer = this.#dir.get(node);
@@ -972,13 +379,13 @@ class OverlayImpl implements Overlay {
     return {
       punch: this.#punch.counters,
       gateDenied: { ...this.#gate.denied },
-      badFrames: this.#badFrames,
-      badFrameHeaders: this.#badFrameHeaders,
-      tunnelsOpened: this.#tunnelsOpened,
+      badFrames: this.#tunnels.counters.badFrames,
+      badFrameHeaders: this.#tunnels.counters.badFrameHeaders,
+      tunnelsOpened: this.#tunnels.counters.opened,
       pathChanges: this.#pathChanges,
       observed: { ...this.#observed },
       ...(this.#udp === undefined ? {} : { udp: this.#udp.counters() }),
-      splice: this.#spliceCounters(),
+      splice: this.#splice.counters(),
       ...(this.#relayBindings === undefined
         ? {}
         : {
@@ -995,28 +402,8 @@ class OverlayImpl implements Overlay {
     this.#punch.stop();
     this.#splice.stop();
     this.#relayBindings?.stop();
-    for (const node of [...this.#sessions.keys()]) this.#dropPeer(node, 'overlay stopping');
+    for (const node of this.#sessions.nodes()) this.#sessions.drop(node, 'overlay stopping');
     await this.#udp?.stop();
     await this.host.stop();
   }
-}
-
-async function firstSuccess<T>(attempts: Array<() => Promise<T>>): Promise<T> {
-  let last: unknown = new Error('no address to dial');
-  for (const attempt of attempts) {
-    try {
-      return await attempt();
-    } catch (err) {
-      last = err;
-    }
-  }
-  throw last;
-}
-
-function raceTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(message)), ms);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

@@ -8,7 +8,8 @@ import type { Logger } from 'pino';
 import { withPeer } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerInfo } from './directory.ts';
-import { type Host, reservationStoreOf } from './host.ts';
+import type { Host } from './host.ts';
+import { reservationStoreOf } from './libp2p-internals.ts';
 
 export class ReservationKeeper {
   readonly #host: Host;

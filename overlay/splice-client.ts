@@ -15,7 +15,8 @@ import type { Logger } from 'pino';
 import { ipOf, ipPortToMultiaddr, isCircuit } from './addresses.ts';
 import { withDeadline } from './deadline.ts';
 import type { PeerDirectory } from './directory.ts';
-import type { Host, HostInternals } from './host.ts';
+import type { Host } from './host.ts';
+import type { HostInternals } from './libp2p-internals.ts';
 import { socketToMultiaddrConnection } from './socket-conn.ts';
 import {
   FirstMessage,
