@@ -10,6 +10,8 @@
 //                 forwarded unopened)
 //   relayed       edge-t-1 → edge-s-1 (the stream fallback through cloud-1: measured once the
 //                 tunnel has moved off circuit relay v2 onto the relay's TCP splice)
+//   and, on the udp-direct pair's own underlay (edge-a-1 node → cloud-2 node across edge-a's
+//   NAT), the underlay without a tunnel and nebula between the two node namespaces.
 // The agents are the product as deployed (the lab's agents, their default transport `auto`);
 // only edge-t's are configured `overlay.transport: stream`.
 // While bringing each pair up it times the first packet → path figures (hole-punch time).
@@ -23,6 +25,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { PathKind } from '../agent/status.ts';
 import { type Lab, labUp } from '../lab/lab.ts';
 import { resolveTopology } from '../lab/topology.ts';
+import { startNebula } from './baselines/nebula.ts';
+import type { Scenario } from './baselines/pair.ts';
 import { cpuSeconds } from './lib/cpu.ts';
 import { pingRtt } from './lib/iperf.ts';
 import { ratio } from './lib/stats.ts';
@@ -113,6 +117,8 @@ function watchPath(lab: Lab, from: string, to: string, log: (line: string) => vo
 
 const RELAYED = 'edgemesh-cni UDP relayed (via the UDP relay)';
 const DIRECT = 'edgemesh-cni UDP direct';
+const LAB_UNDERLAY = 'lab underlay, no tunnel (edge-a-1 node → cloud-2 node across the NAT)';
+const LAB_NEBULA = 'nebula on the lab underlay (edge-a-1 node → cloud-2 node across the NAT)';
 
 /** The UDP relay's figures from the run's medians (the issue's targets: ≥ 0.8 and ≤ 1 s/GB). */
 function relayFigures(summary: readonly Summary[]): BedFact[] {
@@ -191,42 +197,76 @@ export async function labBed(log: (line: string) => void): Promise<Bed> {
     }
     const agentPid = (node: string) => lab.agentProcess(node)?.pid ?? 0;
     const rounds = new Map<string, number>();
+    // The comparison on the UDP direct pair's own underlay (edge-a-1 behind its site's NAT →
+    // cloud-2's public address: the router's conntrack and NAT, the internet namespace): the
+    // underlay alone, and nebula between the two node namespaces, as the comparison bed runs
+    // it (no pods). At a fixed offered rate on two cores, loss depends on the path's kernel
+    // work as much as on the tunnel: these rows share it with the UDP direct row.
+    const edge = lab.node('edge-a-1');
+    const cloud = lab.node('cloud-2');
+    const nebula = await startNebula({
+      a: edge.netns,
+      b: cloud.netns,
+      underlayA: edge.ip,
+      underlayB: cloud.publicIp!,
+      destroy: async () => {},
+    });
+    const underlayRows: Scenario[] = [
+      {
+        name: LAB_UNDERLAY,
+        clientNetns: edge.netns,
+        serverNetns: cloud.netns,
+        target: cloud.publicIp!,
+        forwarderPids: () => [],
+      },
+      { ...nebula.scenario, name: LAB_NEBULA },
+    ];
     return {
       name: 'lab',
       facts,
       figures: relayFigures,
-      scenarios: pairs.map((p) => {
-        const client = lab.pods.find((x) => x.node === p.from)!;
-        const server = lab.pods.find((x) => x.node === p.to)!;
-        // The relay's agent forwards relayed bytes too (the UDP relay runs on a thread of its
-        // process): count its CPU on both relayed paths.
-        const forwarders =
-          p.path === 'relayed' || p.path === 'udp-relayed' ? [p.from, p.to, 'cloud-1'] : [p.from, p.to];
-        return {
-          name: p.name,
-          clientNetns: client.netns,
-          serverNetns: server.netns,
-          target: server.ips[0]!,
-          forwarderPids: () =>
-            p.path === 'host-gw' ? [] : forwarders.map(agentPid).filter((pid) => cpuSeconds(pid) > 0),
-          ...(p.path === 'udp-relayed' ? { relay: { pid: () => agentPid('cloud-1'), thread: 'edgemesh-relay' } } : {}),
-          prepare: async () => {
-            const round = (rounds.get(p.name) ?? 0) + 1;
-            rounds.set(p.name, round);
-            const times = await awaitPath(lab, p.from, p.to, p.path);
-            if (p.path === 'host-gw') return;
-            const ms = times[p.path] ?? Number.NaN;
-            log(`lab: round ${round}: ${p.from} → ${p.to} on ${p.path} ${ms === 0 ? '(still up)' : `after ${ms} ms`}`);
-            facts.push({
-              name: `${p.from} → ${p.to}, before measurement ${round}: first packet → ${p.path}${ms === 0 ? ' (still up)' : ''}`,
-              value: ms,
-              unit: 'ms',
-            });
-          },
-          watchPath: () => watchPath(lab, p.from, p.to, log),
-        };
-      }),
-      destroy: () => lab.down().then(() => {}),
+      scenarios: [
+        ...underlayRows,
+        ...pairs.map((p): Scenario => {
+          const client = lab.pods.find((x) => x.node === p.from)!;
+          const server = lab.pods.find((x) => x.node === p.to)!;
+          // The relay's agent forwards relayed bytes too (the UDP relay runs on a thread of its
+          // process): count its CPU on both relayed paths.
+          const forwarders =
+            p.path === 'relayed' || p.path === 'udp-relayed' ? [p.from, p.to, 'cloud-1'] : [p.from, p.to];
+          return {
+            name: p.name,
+            clientNetns: client.netns,
+            serverNetns: server.netns,
+            target: server.ips[0]!,
+            forwarderPids: () =>
+              p.path === 'host-gw' ? [] : forwarders.map(agentPid).filter((pid) => cpuSeconds(pid) > 0),
+            ...(p.path === 'udp-relayed'
+              ? { relay: { pid: () => agentPid('cloud-1'), thread: 'edgemesh-relay' } }
+              : {}),
+            prepare: async () => {
+              const round = (rounds.get(p.name) ?? 0) + 1;
+              rounds.set(p.name, round);
+              const times = await awaitPath(lab, p.from, p.to, p.path);
+              if (p.path === 'host-gw') return;
+              const ms = times[p.path] ?? Number.NaN;
+              log(
+                `lab: round ${round}: ${p.from} → ${p.to} on ${p.path} ${ms === 0 ? '(still up)' : `after ${ms} ms`}`,
+              );
+              facts.push({
+                name: `${p.from} → ${p.to}, before measurement ${round}: first packet → ${p.path}${ms === 0 ? ' (still up)' : ''}`,
+                value: ms,
+                unit: 'ms',
+              });
+            },
+            watchPath: () => watchPath(lab, p.from, p.to, log),
+          };
+        }),
+      ],
+      destroy: async () => {
+        await nebula.stop();
+        await lab.down();
+      },
     };
   } catch (err) {
     await lab.down();
