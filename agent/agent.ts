@@ -112,7 +112,12 @@ export class Agent {
     // nothing reaches them until the routes are installed further down.
     this.step('node key + libp2p host');
     const tunMtu = await this.tunMtu(self.nodeIp);
-    const tun = TunDevice.open({ name: cfg.tun.name, offload: cfg.tun.offload, mtu: tunMtu });
+    const tun = TunDevice.open({
+      name: cfg.tun.name,
+      offload: cfg.tun.offload,
+      mtu: tunMtu,
+      writeBurst: cfg.tun.writeBurst,
+    });
     this.parts.tun = tun;
     this.onClose('TUN', () => tun.close());
     const directory = new PeerDirectory();

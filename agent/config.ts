@@ -103,6 +103,13 @@ export const agentConfigSchema = z
          */
         mtu: z.union([z.number().int().min(1280).max(65535), z.literal('auto')]).default('auto'),
         offload: z.boolean().default(true),
+        /**
+         * The agent yields the CPU after every this many packets it writes into the TUN (0:
+         * never). A batch of datagrams opened at once lands in a pod's socket as one burst;
+         * on a busy node the receiving pod may not run before its buffer overflows, and a
+         * yield lets it. See docs/decisions.md, "UDP loss on the lab's underlay".
+         */
+        writeBurst: z.number().int().min(0).max(1024).default(8),
       })
       .prefault({}),
     bridge: z
