@@ -6,10 +6,9 @@
 // Run: node bench/tunnel-stream.ts [--size 1400] [--seconds 3] [--per-turn 4] [--module overlay/tunnel.ts]
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { generateKeyPair } from '@libp2p/crypto/keys';
 import { encodeFrame, FRAME_HEADER_LEN, PACKET_HEADER_LEN } from '../dataplane/frame-codec.ts';
-import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
-import { createHost, type Host } from '../overlay/host.ts';
+import type { Host } from '../overlay/host.ts';
+import { loopbackHosts } from '../test/support/loopback-hosts.ts';
 
 const { values } = parseArgs({
   options: {
@@ -24,34 +23,7 @@ const seconds = Number(values.seconds);
 const perTurn = Number(values['per-turn']);
 const tunnel: typeof import('../overlay/tunnel.ts') = await import(resolve(import.meta.dirname, '..', values.module));
 
-const keys = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519')]);
-const dirs = [new PeerDirectory(), new PeerDirectory()];
-const hosts = (await Promise.all(
-  keys.map((privateKey, i) =>
-    createHost({
-      privateKey,
-      listen: ['/ip4/127.0.0.1/tcp/0'],
-      relay: false,
-      directory: dirs[i]!,
-      gateCounters: { denied: {} },
-      announceLoopback: true, // both ends live on 127.0.0.1
-    }),
-  ),
-)) as [Host, Host];
-for (const [i, h] of hosts.entries()) {
-  for (const d of dirs) {
-    d.upsertFromNode({
-      name: `n${i}`,
-      annotations: peerAnnotations({
-        peerId: h.peerId.toString(),
-        multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
-        podCidrs: [`10.244.${i}.0/24`],
-        site: `s${i}`,
-        nodeIp: `192.0.2.${i + 1}`, // never contacted: only host-gw routes use it
-      }),
-    });
-  }
-}
+const hosts = (await loopbackHosts(2)) as [Host, Host];
 const [a, b] = hosts;
 let rxBytes = 0;
 await b.handle(tunnel.TUNNEL_PROTOCOL, (stream, connection) => {

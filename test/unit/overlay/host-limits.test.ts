@@ -5,41 +5,12 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { multiaddr } from '@multiformats/multiaddr';
 import { afterEach, describe, expect, it } from 'vitest';
 import { tcpPortOf } from '../../../overlay/addresses.ts';
-import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
+import { PeerDirectory } from '../../../overlay/directory.ts';
 import { createHost, type Host, type InboundCounters, isAnnounceable } from '../../../overlay/host.ts';
+import { loopbackHosts } from '../../support/loopback-hosts.ts';
 
-async function members(n: number, counters?: InboundCounters): Promise<Host[]> {
-  const keys = await Promise.all(Array.from({ length: n }, () => generateKeyPair('Ed25519')));
-  const dirs = keys.map(() => new PeerDirectory());
-  const hosts = await Promise.all(
-    keys.map((privateKey, i) =>
-      createHost({
-        privateKey,
-        listen: ['/ip4/127.0.0.1/tcp/0'],
-        relay: false,
-        directory: dirs[i]!,
-        gateCounters: { denied: {} },
-        announceLoopback: true,
-        ...(counters && i === 0 ? { inboundCounters: counters } : {}),
-      }),
-    ),
-  );
-  for (const [i, h] of hosts.entries()) {
-    for (const d of dirs) {
-      d.upsertFromNode({
-        name: `n${i}`,
-        annotations: peerAnnotations({
-          peerId: h.peerId.toString(),
-          multiaddrs: [],
-          podCidrs: [`10.244.${i}.0/24`],
-          site: `s${i}`,
-          nodeIp: `192.0.2.${i + 1}`,
-        }),
-      });
-    }
-  }
-  return hosts;
-}
+const members = (n: number, counters?: InboundCounters): Promise<Host[]> =>
+  loopbackHosts(n, { announce: () => [], ...(counters ? { inboundCounters: counters } : {}) });
 
 /** Opens `n` TCP connections from `localAddress` that never send a byte; resolves once all are accepted or refused. */
 async function idleSockets(target: { port: number }, n: number, localAddress: string): Promise<Socket[]> {

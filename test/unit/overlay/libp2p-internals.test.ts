@@ -4,12 +4,10 @@
 // file fails first, with what to re-check, instead of the overlay breaking at run time.
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection, Upgrader } from '@libp2p/interface';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { circuitAddr, ipPortToMultiaddr } from '../../../overlay/addresses.ts';
-import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
-import { createHost, type Host } from '../../../overlay/host.ts';
+import type { Host } from '../../../overlay/host.ts';
 import {
   dialTransport,
   internalsOf,
@@ -19,6 +17,7 @@ import {
   wrapUpgradeInbound,
 } from '../../../overlay/libp2p-internals.ts';
 import { socketToMultiaddrConnection } from '../../../overlay/socket-conn.ts';
+import { loopbackHosts } from '../../support/loopback-hosts.ts';
 
 const RECHECK =
   'internalsOf (the components service: upgrader, events, logger), dialTransport (transportManager.dial), ' +
@@ -52,35 +51,8 @@ describe('libp2p internals on real hosts', () => {
   const opened: Connection[] = [];
 
   beforeAll(async () => {
-    const keys = await Promise.all([0, 1, 2].map(() => generateKeyPair('Ed25519')));
-    const dirs = keys.map(() => new PeerDirectory());
-    const hosts = await Promise.all(
-      keys.map((privateKey, i) =>
-        createHost({
-          privateKey,
-          listen: ['/ip4/127.0.0.1/tcp/0'],
-          relay: i === 0,
-          directory: dirs[i]!,
-          gateCounters: { denied: {} },
-          announceLoopback: true,
-        }),
-      ),
-    );
+    const hosts = await loopbackHosts(3, { relayIndex: 0, announce: (h) => h.getMultiaddrs().map(String) });
     [r, a, b] = hosts as [Host, Host, Host];
-    for (const [i, h] of hosts.entries()) {
-      for (const d of dirs) {
-        d.upsertFromNode({
-          name: `n${i}`,
-          annotations: peerAnnotations({
-            peerId: h.peerId.toString(),
-            multiaddrs: h.getMultiaddrs().map(String),
-            podCidrs: [`10.244.${i}.0/24`],
-            site: `s${i}`,
-            nodeIp: `192.0.2.${i + 1}`,
-          }),
-        });
-      }
-    }
   }, 30_000);
 
   afterAll(async () => {

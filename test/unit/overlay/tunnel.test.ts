@@ -1,11 +1,9 @@
 // The tunnel protocol over a real libp2p pair (TCP + noise + yamux) on loopback.
 
-import { generateKeyPair } from '@libp2p/crypto/keys';
 import type { Connection, Stream } from '@libp2p/interface';
 import { afterEach, describe, expect, it } from 'vitest';
 import { encodeFrame, FRAME_HEADER_LEN, PACKET_HEADER_LEN } from '../../../dataplane/frame-codec.ts';
-import { PeerDirectory, peerAnnotations } from '../../../overlay/directory.ts';
-import { createHost, type Host } from '../../../overlay/host.ts';
+import type { Host } from '../../../overlay/host.ts';
 import {
   decodeHello,
   encodeHello,
@@ -15,6 +13,7 @@ import {
   type TunnelCaps,
   TunnelStream,
 } from '../../../overlay/tunnel.ts';
+import { loopbackHosts } from '../../support/loopback-hosts.ts';
 
 /** A frame of exactly `size` bytes whose one packet is filled with `fill`. */
 function frameOf(size: number, fill: number): Uint8Array {
@@ -45,35 +44,7 @@ interface Pair {
 }
 
 async function hostPair(): Promise<Pair> {
-  const keys = await Promise.all([generateKeyPair('Ed25519'), generateKeyPair('Ed25519')]);
-  const dirs = [new PeerDirectory(), new PeerDirectory()];
-  const hosts = await Promise.all(
-    keys.map((privateKey, i) =>
-      createHost({
-        privateKey,
-        listen: ['/ip4/127.0.0.1/tcp/0'],
-        relay: false,
-        directory: dirs[i]!,
-        gateCounters: { denied: {} },
-        announceLoopback: true,
-      }),
-    ),
-  );
-  // Each knows the other: the membership gate admits only directory peers.
-  for (const [i, h] of hosts.entries()) {
-    for (const d of dirs) {
-      d.upsertFromNode({
-        name: `n${i}`,
-        annotations: peerAnnotations({
-          peerId: h.peerId.toString(),
-          multiaddrs: h.getMultiaddrs().map((m) => m.decapsulate('/p2p').toString()),
-          podCidrs: [`10.244.${i}.0/24`],
-          site: `s${i}`,
-          nodeIp: `192.0.2.${i + 1}`, // never contacted: only host-gw routes use it
-        }),
-      });
-    }
-  }
+  const hosts = await loopbackHosts(2);
   const [a, b] = hosts as [Host, Host];
   const conn = await a.dial(b.getMultiaddrs()[0]!);
   return { a, b, conn };
