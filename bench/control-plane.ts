@@ -7,8 +7,9 @@
 // list, managedFields: about 9 KB each), not only the annotations edgemesh reads, because
 // every agent caches every Node. No namespaces needed.
 //   node bench/control-plane.ts [--sizes 1000,5000]
-// The measured process runs with a filled compile cache, as the agent does from its second
-// start (bin/edgemesh-cni.js); RSS counts the Node binary's resident pages like `ps` does.
+// The measured process runs as the agent does from its second start: with the agent's V8
+// flags and malloc settings (bin/agent-runtime.js) and a filled compile cache
+// (bin/edgemesh-cni.js); RSS counts the Node binary's resident pages like `ps` does.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
@@ -22,6 +23,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys';
 import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { NodeApi } from '../agent/kube.ts';
 import { releaseStartupMemory } from '../agent/startup-memory.ts';
+import { AGENT_V8_FLAGS, missingAgentEnv } from '../bin/agent-runtime.js';
 import { KubeClient, KubeConfig } from '../common/kube/client.ts';
 import { Forwarder } from '../dataplane/forwarder.ts';
 import type { Packet, PacketIO } from '../dataplane/types.ts';
@@ -222,14 +224,23 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
   };
 }
 
+/** The measured side's process, started as the entry shim starts the agent. */
+function agentLikeProcess(args: string[]): { argv: string[]; env: NodeJS.ProcessEnv } {
+  return {
+    argv: [...AGENT_V8_FLAGS, new URL(import.meta.url).pathname, ...args],
+    env: { ...process.env, ...missingAgentEnv(process.env) },
+  };
+}
+
 /**
  * Runs the measured side as the agent runs: with a compile cache that a first start has
  * filled (bin/edgemesh-cni.js), so the process never loads Node's type stripper.
  */
 async function warmCompileCache(dir: string): Promise<void> {
-  const child = spawn(process.execPath, [new URL(import.meta.url).pathname, '--warm-up'], {
+  const warm = agentLikeProcess(['--warm-up']);
+  const child = spawn(process.execPath, warm.argv, {
     stdio: 'inherit',
-    env: { ...process.env, NODE_COMPILE_CACHE: dir },
+    env: { ...warm.env, NODE_COMPILE_CACHE: dir },
   });
   const [code] = (await once(child, 'exit')) as [number | null];
   if (code !== 0) throw new Error(`compile cache warm-up failed (exit ${code})`);
@@ -239,14 +250,11 @@ async function measureSize(size: number, compileCache: string): Promise<ControlP
   const server = await startApiServerProcess();
   try {
     await createNodes(new KubeClient(kubeConfigFor(server.url)), 0, size);
-    const child = spawn(
-      process.execPath,
-      [new URL(import.meta.url).pathname, '--watch-side', server.url, String(size)],
-      {
-        stdio: ['ignore', 'pipe', 'inherit'],
-        env: { ...process.env, NODE_COMPILE_CACHE: compileCache },
-      },
-    );
+    const side = agentLikeProcess(['--watch-side', server.url, String(size)]);
+    const child = spawn(process.execPath, side.argv, {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...side.env, NODE_COMPILE_CACHE: compileCache },
+    });
     const [line] = (await once(createInterface({ input: child.stdout! }), 'line')) as [string];
     await once(child, 'exit');
     return JSON.parse(line) as ControlPlaneResult;

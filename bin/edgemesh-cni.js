@@ -9,26 +9,20 @@ if (major < 22 || (major === 22 && minor < 18)) {
   );
   process.exit(1);
 }
-// The agent forwards packets through short-lived Buffers. V8 13.6 (Node 24) raised the
-// young-generation cap from 8 to 32 MB, and since then V8 reclaims such Buffers by
-// Mark-Compact instead of Scavenge (nodejs/node#61967): measured in the lab, tunnel
-// throughput halved (1.54 → 0.80 Gbit/s) and forwarder CPU per GB doubled. The agent runs
-// with the old cap. Re-executing here (execve: same pid, same fds) applies it wherever the
-// agent is started — DaemonSet, image, lab, a hand-written unit — and an operator's own
-// value of the flag wins.
-const AGENT_V8_FLAGS = ['--scavenger-max-new-space-capacity-mb=8'];
+// The agent runs with its own V8 flags and malloc settings (./agent-runtime.js says why).
+// Re-executing here (execve: same pid, same fds) applies them wherever the agent is started
+// — DaemonSet, image, lab, a hand-written unit — and an operator's own value of a flag or
+// variable wins.
 const command = process.argv.slice(2).find((a) => !a.startsWith('-'));
-if (
-  command === 'agent' &&
-  typeof process.execve === 'function' &&
-  !process.execArgv.some((a) => a.startsWith('--scavenger-max-new-space-capacity-mb'))
-) {
-  process.execve(process.execPath, [
-    process.execPath,
-    ...process.execArgv,
-    ...AGENT_V8_FLAGS,
-    ...process.argv.slice(1),
-  ]);
+if (command === 'agent' && typeof process.execve === 'function') {
+  const { missingAgentEnv, missingAgentFlags } = await import('./agent-runtime.js');
+  const flags = missingAgentFlags(process.execArgv);
+  const env = missingAgentEnv(process.env);
+  if (flags.length > 0 || Object.keys(env).length > 0)
+    process.execve(process.execPath, [process.execPath, ...process.execArgv, ...flags, ...process.argv.slice(1)], {
+      ...process.env,
+      ...env,
+    });
 }
 // Type stripping still announces itself as experimental on some 24.x releases; the
 // warning is noise for operators, every other warning is kept.

@@ -1,0 +1,30 @@
+// How the agent's process is started, wherever it runs (the entry shim re-executes itself
+// with these; benchmarks that measure agent code outside the agent start their process
+// the same way). Plain JavaScript: the entry shim loads it before it checks the Node version.
+
+// The agent forwards packets through short-lived Buffers. V8 13.6 (Node 24) raised the
+// young-generation cap from 8 to 32 MB, and since then V8 reclaims such Buffers by
+// Mark-Compact instead of Scavenge (nodejs/node#61967): measured in the lab, tunnel
+// throughput halved (1.54 → 0.80 Gbit/s) and forwarder CPU per GB doubled. The agent runs
+// with the old cap.
+export const AGENT_V8_FLAGS = ['--scavenger-max-new-space-capacity-mb=8'];
+
+// glibc's malloc, left to itself, raises its mmap and trim thresholds each time it frees a
+// large block (up to 32 and 64 MB), so what start-up allocated stays in its heaps for good:
+// an idle agent held 31 MB of heaps with 9 MB in use. Setting the thresholds fixes them
+// (mallopt(3)); glibc reads them once, when the process starts. Blocks under 2 MiB come from
+// the heaps (the TUN reader's 1 MiB batches among them: mapping each one on its own, which
+// a 128 KiB threshold does, cost 50 % more CPU per GB through the TUN), and a heap gives
+// back a free top above 2 MiB. Idle agent 122 → 116 MiB RSS, TUN CPU per GB within noise.
+// Figures: "Memory, idle and with many Nodes" in docs/decisions.md.
+export const AGENT_MALLOC_ENV = { MALLOC_MMAP_THRESHOLD_: '2097152', MALLOC_TRIM_THRESHOLD_: '2097152' };
+
+/** The flags of AGENT_V8_FLAGS that `execArgv` does not set itself (an operator's own value wins). */
+export function missingAgentFlags(execArgv) {
+  return AGENT_V8_FLAGS.filter((flag) => !execArgv.some((a) => a.startsWith(flag.split('=')[0])));
+}
+
+/** The variables of AGENT_MALLOC_ENV that `env` does not set itself (an operator's own value wins). */
+export function missingAgentEnv(env) {
+  return Object.fromEntries(Object.entries(AGENT_MALLOC_ENV).filter(([name]) => env[name] === undefined));
+}
