@@ -10,6 +10,7 @@
 import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { trimNativeHeap } from '../dataplane/native-addon.ts';
 
 type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async'; flavor?: string }) => void;
 
@@ -23,12 +24,18 @@ function gcFunction(): GcFunction | undefined {
   return gc;
 }
 
-/** Saves the compile cache, then runs one memory-reducing full collection; false when this V8 offers none. */
+/**
+ * Saves the compile cache, runs one memory-reducing full collection, then hands what the C
+ * heaps hold free back to the kernel (what start-up freed there, V8's own among it: the
+ * collection frees some of it, so the trim comes after); false when this V8 offers no
+ * collection.
+ */
 export function releaseStartupMemory(): boolean {
   // A no-op when no compile cache is enabled (tests, benches, a directory it could not use).
   flushCompileCache?.();
   const gc = gcFunction();
   if (!gc) return false;
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  trimNativeHeap();
   return true;
 }

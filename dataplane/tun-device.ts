@@ -1,8 +1,9 @@
 // The TUN device as the forwarder sees it: batches of Packets in, batches out, counters.
 // The native addon (dataplane/native/tun.c) does the syscalls on its own thread; this file
 // turns its batch buffers into Packet views (no copies) and keeps the statistics.
-import { createRequire } from 'node:module';
+
 import { logger } from '../common/log.ts';
+import { nativeAddon } from './native-addon.ts';
 import { type SegmentRejectReason, toPlainPackets } from './segmentation.ts';
 import { type Packet, type PacketIO, VNET_HDR_LEN } from './types.ts';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, gsoType, isGso, needsChecksum } from './vnet-header.ts';
@@ -31,17 +32,8 @@ interface NativeTun {
   close(h: NativeHandle): void;
 }
 
-let native: NativeTun | undefined;
 function loadNative(): NativeTun {
-  if (!native) {
-    const require = createRequire(import.meta.url);
-    try {
-      native = require('../build/edgemesh_tun.node') as NativeTun;
-    } catch (err) {
-      throw new Error(`the TUN addon is not built (run \`npm run build:native\`): ${(err as Error).message}`);
-    }
-  }
-  return native;
+  return nativeAddon<NativeTun>();
 }
 
 /**

@@ -6,9 +6,9 @@
 // Key exchange, candidate endpoints and the decision when to rekey are the overlay's: it
 // adds sessions with keys it derived, watches session() and replaces them (rekey = add a
 // new localIndex, switch tx to it, keep the old one for a grace period, then remove it).
-import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { logger } from '../common/log.ts';
+import { nativeAddon } from './native-addon.ts';
 import { type Packet, VNET_HDR_LEN } from './types.ts';
 
 export interface UdpEndpoint {
@@ -157,18 +157,9 @@ interface NativeUdp {
   udpCryptoBench(cipher: UdpCipher, size: number, iterations: number): { sealNsPerByte: number; openNsPerByte: number };
 }
 
-let native: NativeUdp | undefined;
 /** The addon (build/edgemesh_tun.node): the UDP engine lives beside the TUN code. */
 export function udpNative(): NativeUdp {
-  if (!native) {
-    const require = createRequire(import.meta.url);
-    try {
-      native = require('../build/edgemesh_tun.node') as NativeUdp;
-    } catch (err) {
-      throw new Error(`the dataplane addon is not built (run \`npm run build:native\`): ${(err as Error).message}`);
-    }
-  }
-  return native;
+  return nativeAddon<NativeUdp>();
 }
 
 const MSG_DATA = 4;

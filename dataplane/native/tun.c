@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <malloc.h>
 #include <node_api.h>
 #include <poll.h>
 #include <pthread.h>
@@ -864,8 +865,22 @@ napi_status edgemesh_udp_init(napi_env env, napi_value exports);
 // The UDP relay (relay.c) too.
 napi_status edgemesh_relay_init(napi_env env, napi_value exports);
 
+// trimHeap() → malloc_trim(0): returns what glibc's heaps hold free to the kernel (true
+// when it gave anything back). For a process that allocated much at start-up and then idles.
+static napi_value tun_trim_heap(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value r;
+#ifdef __GLIBC__
+  CHECK(env, napi_get_boolean(env, malloc_trim(0) == 1, &r));
+#else
+  CHECK(env, napi_get_boolean(env, false, &r));
+#endif
+  return r;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
+      {"trimHeap", NULL, tun_trim_heap, NULL, NULL, NULL, napi_enumerable, NULL},
       {"open", NULL, tun_open, NULL, NULL, NULL, napi_enumerable, NULL},
       {"start", NULL, tun_start, NULL, NULL, NULL, napi_enumerable, NULL},
       {"write", NULL, tun_write, NULL, NULL, NULL, napi_enumerable, NULL},
