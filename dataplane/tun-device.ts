@@ -178,8 +178,8 @@ export class TunDevice implements PacketIO {
   /**
    * Sets the batch handler; the first call starts reading (the reader thread, or polling on
    * the loop). A batch's packets are views of the reader's buffer, valid until the handler
-   * returns (a batch read on the loop reuses one buffer: its views are emptied afterwards);
-   * copy what must outlive it.
+   * returns (the loop reuses one buffer, the reader thread a fixed pool: the views are
+   * emptied afterwards); copy what must outlive it.
    */
   onBatch(handler: (batch: Packet[]) => void): void {
     if (this.#closed) throw new Error(`EBADF: TUN ${this.name} is closed`);

@@ -36,6 +36,7 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -60,6 +61,10 @@
 #define BATCH_MAX_PACKETS 1024
 // At most this many batches wait for the JS thread; then the reader blocks.
 #define QUEUE_DEPTH 8
+// The reader thread's batch buffers: the queue, the one JS is handling and the one being
+// filled. Allocated when the thread starts, reused batch after batch; a batch's ArrayBuffer
+// is detached when its handler returns and the buffer goes back to the pool.
+#define POOL_BATCHES (QUEUE_DEPTH + 2)
 // Reader 'auto': the loop hands reading to the thread when one wake-up finds this much, and
 // the thread hands it back after this long without a packet.
 #define AUTO_BUSY_PACKETS 8
@@ -103,6 +108,12 @@ typedef struct tun {
   // detached when the callback returns, so no read allocates (the thread's batches outlive
   // the read and are allocated per batch).
   uint8_t *loop_buf;
+  // Thread mode: the pool of batch buffers (mmap'd; pool_ready once they and the lock exist).
+  uint8_t *pool[POOL_BATCHES];
+  int pool_free[POOL_BATCHES];
+  int pool_ready;
+  pthread_mutex_t pool_lock;
+  pthread_cond_t pool_cond;
   char name[IFNAMSIZ];
   unsigned offload_flags;
   // Counters, written by the reader thread (rx) or the JS thread (tx), read by JS.
@@ -115,7 +126,8 @@ typedef struct {
   uint8_t *buf;
   size_t used;
   uint32_t count;
-  int err;  // non-zero: the reader stopped on this errno (buf is NULL)
+  int err;   // non-zero: the reader stopped on this errno (buf is NULL)
+  int slot;  // the pool buffer holding it, or -1 (the loop's buffer; no data)
 } batch_t;
 
 // ---- reading ---------------------------------------------------------------------------
@@ -154,39 +166,83 @@ static uint32_t read_into(tun_t *t, uint8_t *buf, size_t *used_out, int *fatal) 
   return count;
 }
 
+// The reader thread's buffers, mapped once (pages come in as batches fill them); 0 or errno.
+static int pool_init(tun_t *t) {
+  if (t->pool_ready) return 0;
+  for (int i = 0; i < POOL_BATCHES; i++) {
+    void *m = mmap(NULL, batch_cap(t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      int e = errno;
+      while (i-- > 0) munmap(t->pool[i], batch_cap(t));
+      return e;
+    }
+    t->pool[i] = m;
+    t->pool_free[i] = 1;
+  }
+  pthread_mutex_init(&t->pool_lock, NULL);
+  pthread_cond_init(&t->pool_cond, NULL);
+  t->pool_ready = 1;
+  return 0;
+}
+
+// The reader thread's next free pool buffer; blocks while JS holds them all. -1 once the
+// device is closing.
+static int pool_take(tun_t *t) {
+  pthread_mutex_lock(&t->pool_lock);
+  int got = -1;
+  while (!atomic_load(&t->stop)) {
+    for (int i = 0; i < POOL_BATCHES && got < 0; i++)
+      if (t->pool_free[i]) {
+        t->pool_free[i] = 0;
+        got = i;
+      }
+    if (got >= 0) break;
+    pthread_cond_wait(&t->pool_cond, &t->pool_lock);
+  }
+  pthread_mutex_unlock(&t->pool_lock);
+  return got;
+}
+
+static void pool_give(tun_t *t, int slot) {
+  pthread_mutex_lock(&t->pool_lock);
+  t->pool_free[slot] = 1;
+  pthread_cond_signal(&t->pool_cond);
+  pthread_mutex_unlock(&t->pool_lock);
+}
+
+// Reader thread: drains the fd into a pool buffer. Returns the batch (NULL when nothing was
+// read or the device is closing); *fatal as read_into; *nomem when the small descriptor
+// could not be allocated.
 static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
   *fatal = 0;
   *nomem = 0;
-  uint8_t *buf = malloc(batch_cap(t));
-  if (!buf) {
-    atomic_fetch_add(&t->rx_read_errors, 1);
-    *nomem = 1;
-    return NULL;
-  }
+  int slot = pool_take(t);
+  if (slot < 0) return NULL;
   size_t used = 0;
-  uint32_t count = read_into(t, buf, &used, fatal);
-  if (count == 0) {
-    free(buf);
-    return NULL;
-  }
-  // Give back the unused tail (mremap for large chunks: cheap) before JS owns it.
-  uint8_t *shrunk = realloc(buf, used);
-  batch_t *b = malloc(sizeof *b);
+  uint32_t count = read_into(t, t->pool[slot], &used, fatal);
+  batch_t *b = count == 0 ? NULL : malloc(sizeof *b);
   if (!b) {
-    free(shrunk ? shrunk : buf);
-    *nomem = 1;
+    if (count > 0) {
+      atomic_fetch_add(&t->rx_read_errors, 1);
+      *nomem = 1;
+    }
+    pool_give(t, slot);
     return NULL;
   }
-  b->buf = shrunk ? shrunk : buf;
+  b->buf = t->pool[slot];
   b->used = used;
   b->count = count;
   b->err = 0;
+  b->slot = slot;
   return b;
 }
 
 static batch_t *error_batch(int err) {
   batch_t *b = calloc(1, sizeof *b);
-  if (b) b->err = err;
+  if (b) {
+    b->err = err;
+    b->slot = -1;
+  }
   return b;
 }
 
@@ -206,7 +262,7 @@ static void *reader_main(void *arg) {
     if (nomem) usleep(1000);
     // Blocks while QUEUE_DEPTH batches wait for JS: the bound on memory in flight.
     if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
-      free(b->buf);
+      pool_give(t, b->slot);
       free(b);
       break;  // closing
     }
@@ -254,7 +310,7 @@ static void *auto_reader_main(void *arg) {
         sparse = waited_ms > 0 && light ? sparse + 1 : 0;
         waited_ms = 0;
         if (b && napi_call_threadsafe_function(t->tsfn, b, napi_tsfn_blocking) != napi_ok) {
-          free(b->buf);
+          pool_give(t, b->slot);
           free(b);
           return NULL;
         }
@@ -281,11 +337,6 @@ static void *auto_reader_main(void *arg) {
   return NULL;
 }
 
-static void free_batch_buffer(napi_env env, void *data, void *hint) {
-  (void)env;
-  (void)hint;
-  free(data);
-}
 
 static void keep_batch_buffer(napi_env env, void *data, void *hint) {
   (void)env;
@@ -293,33 +344,32 @@ static void keep_batch_buffer(napi_env env, void *data, void *hint) {
   (void)hint;
 }
 
-// JS thread: batch → callback(arrayBuffer, count) or callback(null, 0, errnoName); frees b.
+// JS thread: batch → callback(arrayBuffer, count) or callback(null, 0, errnoName).
 // From a libuv callback (loop mode) it goes through make_callback, which runs the microtasks
-// and reports exceptions.
-// A batch in t->loop_buf (loop mode) is not freed: its ArrayBuffer is detached once the
-// callback returns, so nothing in JS can see the buffer after the next read refills it.
+// and reports exceptions. No batch buffer is allocated per read: a batch is the loop's
+// buffer (on its stack descriptor) or one of the reader thread's pool buffers (its heap
+// descriptor is freed here, the buffer goes back to the pool); either way its ArrayBuffer is
+// detached once the callback returns, so nothing in JS can see the buffer after the next
+// read refills it.
 static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_loop) {
   napi_value recv, argv[3];
   napi_get_undefined(env, &recv);
-  int reused = b->err == 0 && b->buf == t->loop_buf;
-  if (b->err) {
+  int data = b->err == 0;
+  int slot = b->slot;
+  int heap = b->buf != t->loop_buf || !data;  // a descriptor from read_batch/error_batch
+  if (!data) {
     napi_get_null(env, &argv[0]);
     napi_create_uint32(env, 0, &argv[1]);
     napi_create_string_utf8(env, errno_name(b->err), NAPI_AUTO_LENGTH, &argv[2]);
-    free(b);
+  } else if (napi_create_external_arraybuffer(env, b->buf, b->used, keep_batch_buffer, NULL, &argv[0]) != napi_ok) {
+    if (heap) free(b);
+    if (slot >= 0) pool_give(t, slot);
+    return;
   } else {
-    napi_finalize fin = reused ? keep_batch_buffer : free_batch_buffer;
-    if (napi_create_external_arraybuffer(env, b->buf, b->used, fin, NULL, &argv[0]) != napi_ok) {
-      if (!reused) {
-        free(b->buf);
-        free(b);
-      }
-      return;
-    }
     napi_create_uint32(env, b->count, &argv[1]);
     napi_get_undefined(env, &argv[2]);
-    if (!reused) free(b);
   }
+  if (heap) free(b);
   napi_value result;
   if (from_loop) {
     napi_value err;
@@ -331,7 +381,8 @@ static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_
     // An exception thrown by the handler surfaces as an uncaught exception, as for any event.
     napi_call_function(env, recv, cb, 3, argv, &result);
   }
-  if (reused) napi_detach_arraybuffer(env, argv[0]);
+  if (data) napi_detach_arraybuffer(env, argv[0]);
+  if (slot >= 0) pool_give(t, slot);
 }
 
 static void on_readable(void *handle, int status, int events);
@@ -339,8 +390,7 @@ static void on_readable(void *handle, int status, int events);
 // Thread mode, JS thread: the reader's batch → callback ('auto': or the loop polls again).
 static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   batch_t *b = data;
-  if (env == NULL || cb == NULL) {  // torn down with batches still queued
-    if (b && b->err == 0) free(b->buf);
+  if (env == NULL || cb == NULL) {  // torn down with batches still queued: the pool goes with the device
     free(b);
     return;
   }
@@ -348,6 +398,9 @@ static void call_js(napi_env env, napi_value cb, void *context, void *data) {
   if (b->err == EM_HANDBACK) {
     free(b);
     t->handbacks++;
+    // Every batch queued before this message has been handled: the whole pool is free, and
+    // its pages go back to the kernel until the next load (an idle node holds none of them).
+    for (int i = 0; i < POOL_BATCHES && t->pool_ready; i++) madvise(t->pool[i], batch_cap(t), MADV_DONTNEED);
     if (!t->closed && t->poll) uv_poll_start(t->poll, EM_UV_READABLE, on_readable);
     return;
   }
@@ -374,17 +427,11 @@ static void on_readable(void *handle, int status, int events) {
   if (status < 0 || (events & ~EM_UV_READABLE)) {
     fatal = EIO;  // the device went away (POLLERR/POLLHUP)
   } else {
-    if (!t->loop_buf) t->loop_buf = malloc(batch_cap(t));  // NULL: per-batch buffers, as the thread
     for (int n = 0; n < 4 && !t->closed; n++) {
-      int nomem;
-      batch_t loop_batch = {.buf = t->loop_buf, .err = 0};
+      batch_t loop_batch = {.buf = t->loop_buf, .err = 0, .slot = -1};
       batch_t *b = &loop_batch;
-      if (t->loop_buf) {
-        loop_batch.count = read_into(t, t->loop_buf, &loop_batch.used, &fatal);
-        if (loop_batch.count == 0) break;
-      } else if (!(b = read_batch(t, &fatal, &nomem))) {
-        break;
-      }
+      loop_batch.count = read_into(t, t->loop_buf, &loop_batch.used, &fatal);
+      if (loop_batch.count == 0) break;
       uint32_t count = b->count;
       size_t used = b->used;
       deliver(env, t, cb, b, 1);
@@ -436,6 +483,11 @@ static void tun_shutdown(tun_t *t) {
   if (t->closed) return;
   t->closed = 1;
   atomic_store(&t->stop, 1);
+  if (t->pool_ready) {  // a reader waiting for a pool buffer JS will never give back
+    pthread_mutex_lock(&t->pool_lock);
+    pthread_cond_broadcast(&t->pool_cond);
+    pthread_mutex_unlock(&t->pool_lock);
+  }
   loop_stop(t);
   if (t->running) {
     reader_stop(t->stop_fd, &t->stop);
@@ -461,6 +513,11 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
   if (t->hook_added) napi_remove_env_cleanup_hook(env, cleanup_hook, t);
   // Here, not at close(): a handler may close the device while its batch is still in use.
   free(t->loop_buf);
+  if (t->pool_ready) {
+    for (int i = 0; i < POOL_BATCHES; i++) munmap(t->pool[i], batch_cap(t));
+    pthread_mutex_destroy(&t->pool_lock);
+    pthread_cond_destroy(&t->pool_cond);
+  }
   free(t);
 }
 
@@ -715,6 +772,11 @@ static napi_value tun_start(napi_env env, napi_callback_info info) {
     return throw_plain(env, "EINVAL", "EINVAL: callback must be a function");
   napi_value resource_name;
   CHECK(env, napi_create_string_utf8(env, "edgemesh_tun_reader", NAPI_AUTO_LENGTH, &resource_name));
+  if (loop_mode && !(t->loop_buf = malloc(batch_cap(t)))) return throw_errno(env, ENOMEM, "allocating the TUN batch buffer");
+  if (!loop_mode || auto_mode) {
+    int rc = pool_init(t);
+    if (rc != 0) return throw_errno(env, rc, "allocating the TUN reader's batch buffers");
+  }
   if (loop_mode) {
     uv_loop_t *loop = NULL;
     if (napi_get_uv_event_loop(env, (struct uv_loop_s **)&loop) != napi_ok ||
