@@ -335,6 +335,13 @@ describe('client-node informer', { timeout: 60_000 }, () => {
     await informer.start();
     try {
       await until(() => informer.get('old') !== undefined, 'the first list');
+      // The double's resourceVersions start at the clock (ms) and count changes: a server
+      // restarted within a few ms of the first one's last change would start *below* the
+      // informer's resourceVersion, which it then reports as too new (504, retried as is for
+      // ever), not expired (410). A real API server never goes back; make sure this one
+      // does not either, so the test is about the 410.
+      const lastRv = Number((await h.core.listNode()).metadata?.resourceVersion);
+      while (Date.now() <= lastRv + 10) await new Promise((r) => setTimeout(r, 5));
       await h.server.close();
       const second = await startApiServer({ host: '127.0.0.1', port });
       const previous = h;
