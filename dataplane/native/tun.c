@@ -105,8 +105,7 @@ typedef struct tun {
   napi_ref cb_ref;
   napi_async_context async_ctx;
   // Loop mode: one batch buffer, reused. A batch read on the loop is handed to JS and
-  // detached when the callback returns, so no read allocates (the thread's batches outlive
-  // the read and are allocated per batch).
+  // detached when the callback returns, so no read allocates.
   uint8_t *loop_buf;
   // Thread mode: the pool of batch buffers (mmap'd; pool_ready once they and the lock exist).
   uint8_t *pool[POOL_BATCHES];
@@ -132,13 +131,11 @@ typedef struct {
 
 // ---- reading ---------------------------------------------------------------------------
 
-// Drains the non-blocking fd into one new batch until EAGAIN, the buffer is full or
-// BATCH_MAX_PACKETS. Returns the batch (NULL when nothing was read); *fatal gets the errno
-// that ends reading for good (the device is gone), else 0; *nomem is set when memory ran out.
 static size_t batch_cap(const tun_t *t) { return t->vnet ? BATCH_BYTES_OFFLOAD : BATCH_BYTES_PLAIN; }
 
-// Drains the fd into `buf` (batch_cap bytes) as [u32 len][packet] records; returns the
-// packets read, *used the bytes, *fatal as read_batch.
+// Drains the non-blocking fd into `buf` (batch_cap bytes) as [u32 len][packet] records until
+// EAGAIN, the buffer is full or BATCH_MAX_PACKETS; returns the packets read, *used_out the
+// bytes; *fatal gets the errno that ends reading for good (the device is gone), else 0.
 static uint32_t read_into(tun_t *t, uint8_t *buf, size_t *used_out, int *fatal) {
   const size_t cap = batch_cap(t);
   const size_t room = 4 + (t->vnet ? VNET_HDR_LEN : 0) + MAX_PACKET;
@@ -212,7 +209,9 @@ static void pool_give(tun_t *t, int slot) {
 
 // Reader thread: drains the fd into a pool buffer. Returns the batch (NULL when nothing was
 // read or the device is closing); *fatal as read_into; *nomem when the small descriptor
-// could not be allocated.
+// could not be allocated. The descriptor is on the heap, not in the pool: a batch still
+// queued when the device is torn down reaches call_js after the device is gone, and only
+// its descriptor may be touched then.
 static batch_t *read_batch(tun_t *t, int *fatal, int *nomem) {
   *fatal = 0;
   *nomem = 0;
@@ -337,7 +336,6 @@ static void *auto_reader_main(void *arg) {
   return NULL;
 }
 
-
 static void keep_batch_buffer(napi_env env, void *data, void *hint) {
   (void)env;
   (void)data;
@@ -356,7 +354,7 @@ static void deliver(napi_env env, tun_t *t, napi_value cb, batch_t *b, int from_
   napi_get_undefined(env, &recv);
   int data = b->err == 0;
   int slot = b->slot;
-  int heap = b->buf != t->loop_buf || !data;  // a descriptor from read_batch/error_batch
+  int heap = slot >= 0 || !data;  // a descriptor from read_batch/error_batch, not the loop's stack one
   if (!data) {
     napi_get_null(env, &argv[0]);
     napi_create_uint32(env, 0, &argv[1]);
