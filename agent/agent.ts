@@ -27,10 +27,12 @@ import { BlockWatch } from './block-watch.ts';
 import { buildConflist, installCniClient, writeConflist, writeSubnetInfo } from './cni-files.ts';
 import { type AgentConfig, agentFiles } from './config.ts';
 import type { CaptureRequest } from './control-api.ts';
+import { type ForwarderRoutes, routeForwarder } from './forwarder-routes.ts';
 import { deviceTowards, ensureFallbackRoutes, hostGwRoutes, tunRoutes } from './host-routes.ts';
 import { loadKubeConfig, NodeApi } from './kube.ts';
 import { AgentMetrics } from './metrics.ts';
 import { NodeWatch } from './node-watch.ts';
+import { PeerRouteVerifier } from './peer-routes.ts';
 import { PodCidrAuthority } from './pod-cidr-authority.ts';
 import { RouteReconciler } from './route-reconciler.ts';
 import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
@@ -46,8 +48,12 @@ export interface AgentParts {
   overlay: Overlay;
   tun: TunDevice;
   forwarder: Forwarder;
+  /** Programs the forwarder from the peer table's routes. */
+  forwarderRoutes: ForwarderRoutes;
   plugin: CniPlugin;
   routes: RouteReconciler;
+  /** Decides each peer's routes in the peer table. */
+  peerRoutes: PeerRouteVerifier;
   watch: NodeWatch;
 }
 
@@ -125,6 +131,10 @@ export class Agent {
     // The overlay subscribes to the forwarder's "peer needed" (connect on demand) itself.
     const forwarder = new Forwarder({ tun, localCidrs: [], logger: this.log.child({ component: 'forwarder' }) });
     this.parts.forwarder = forwarder;
+    // The forwarder follows the peer table's routes from here on (none are set before the Node watch).
+    const forwarderRoutes = routeForwarder(directory, forwarder, this.log.child({ component: 'forwarder' }));
+    this.parts.forwarderRoutes = forwarderRoutes;
+    this.onClose('forwarder routes', () => forwarderRoutes.stop());
     const punch = await loadOrCreatePunchPort(files.punchPort, { configured: cfg.overlay.punchPort });
     this.punchPort = punch.port;
     this.log.info({ port: punch.port, source: punch.source }, 'punch port');
@@ -234,6 +244,14 @@ export class Agent {
     });
     this.parts.routes = routes;
     this.onClose('route reconciler', () => routes.stop());
+    // Host-gw routes depend on a peer's routed CIDRs, its site and its addresses: any change
+    // to a peer in the table is a reason to reconcile (coalesced).
+    const reroute = () => routes.schedule();
+    const peerEvents = ['peer:added', 'peer:updated', 'peer:removed', 'peer:routes'] as const;
+    for (const event of peerEvents) directory.on(event, reroute);
+    this.onClose('route triggers', () => {
+      for (const event of peerEvents) directory.off(event, reroute);
+    });
     await routes.runNow();
     if (routes.lastError) throw new Error(`cannot install pod routes: ${routes.lastError}`);
 
@@ -253,12 +271,11 @@ export class Agent {
     await blockWatch.start();
 
     this.step('Node watch');
-    const watch = new NodeWatch({
-      api,
-      selfName: cfg.nodeName,
+    const peerRoutes = new PeerRouteVerifier({
       directory,
-      forwarder,
       authority,
+      localCidrs: blocks.map((b) => b.cidr),
+      logger: this.log.child({ component: 'peer-routes' }),
       onRefused: (node, refused) => {
         const message = `edgemesh agent on ${cfg.nodeName} refuses pod CIDRs of this node: ${refused
           .map((r) => `${r.cidr} (${r.reason})`)
@@ -267,7 +284,14 @@ export class Agent {
           .warnAboutNode(node, cfg.nodeName, 'PodCIDRRefused', message)
           .catch((err: Error) => this.log.debug({ node, err: err.message }, 'could not create event'));
       },
-      onChange: () => routes.schedule(),
+    });
+    this.parts.peerRoutes = peerRoutes;
+    this.onClose('peer routes', () => peerRoutes.stop());
+    const watch = new NodeWatch({
+      api,
+      selfName: cfg.nodeName,
+      directory,
+      authority,
       onSelf: (node) => this.checkOwnAnnotations(node),
       logger: this.log.child({ component: 'node-watch' }),
     });
@@ -296,8 +320,9 @@ export class Agent {
       },
       ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
       refusedNodes: () => directory.ignored.size,
-      nodeEventErrors: () => watch.handlerErrors + blockWatch.handlerErrors,
-      refusedPodCidrs: () => [...watch.refusedCidrs().values()].reduce((n, r) => n + r.length, 0),
+      nodeEventErrors: () =>
+        watch.handlerErrors + peerRoutes.handlerErrors + forwarderRoutes.errors + blockWatch.handlerErrors,
+      refusedPodCidrs: () => [...directory.refusals().values()].reduce((n, r) => n + r.length, 0),
       peerIdConflicts: () => directory.conflicts().size,
       paths: () => {
         const c = overlay.counters();
@@ -451,7 +476,7 @@ export class Agent {
 
   /** Cluster CIDRs → TUN; same-site peers' pod CIDRs → host-gw via their node IP (per family). */
   private async desiredRoutes(): Promise<RouteSpec[]> {
-    const { blocks, directory, self, watch } = this.parts;
+    const { blocks, directory, self } = this.parts;
     if (!blocks || !directory || !self) return [];
     const sameSite = directory
       .list()
@@ -460,7 +485,7 @@ export class Agent {
         node: p.node,
         nextHops: [...new Set([p.nodeIp, ...p.internalIps])],
         // Only what the cluster backs: a peer's own word never becomes a kernel route.
-        podCidrs: watch?.verifiedCidrs(p.node) ?? [],
+        podCidrs: directory.routesOf(p.node),
       }));
     const devs = new Map<string, string | undefined>();
     for (const ip of new Set(sameSite.flatMap((p) => p.nextHops))) devs.set(ip, await deviceTowards(ip));
@@ -490,19 +515,19 @@ export class Agent {
 
   /** The control API's `GET /status`. */
   status(): AgentStatus {
-    const { self, overlay, blocks, directory, forwarder, watch } = this.parts;
-    const refusedCidrs = watch?.refusedCidrs() ?? new Map();
+    const { self, overlay, blocks, directory, forwarder } = this.parts;
     const perPeer = forwarder?.stats().peers ?? {};
     const overlayPeers = new Map((overlay?.status() ?? []).map((p) => [p.node, p]));
     const peers: PeerStatus[] = (directory?.list() ?? []).map((info) => {
       const o = overlayPeers.get(info.node);
       const f = perPeer[info.node];
       const lastSeen = o?.lastSeen;
+      const refused = directory?.refusedOf(info.node) ?? [];
       return {
         node: info.node,
         site: info.site,
-        podCidrs: watch?.verifiedCidrs(info.node) ?? [],
-        ...(refusedCidrs.has(info.node) ? { refusedCidrs: refusedCidrs.get(info.node) } : {}),
+        podCidrs: directory?.routesOf(info.node) ?? [],
+        ...(refused.length > 0 ? { refusedCidrs: refused } : {}),
         path: overlay?.pathOf(info.node) ?? 'none',
         rttMs: o?.rttMs ?? null,
         txBytes: f?.txBytes ?? o?.txBytes ?? 0,

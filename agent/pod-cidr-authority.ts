@@ -14,11 +14,10 @@ import { isCanonicalCidr, parseCidr } from '../common/cidr.ts';
 import { RouteTable } from '../dataplane/route-table.ts';
 import { cidrFamily, containsCidr } from '../ipam/cidr.ts';
 import { blockObjectName } from '../ipam/node-blocks.ts';
+import type { RefusedCidr } from '../overlay/directory.ts';
 
-export interface RefusedCidr {
-  cidr: string;
-  reason: string;
-}
+// The peer table (overlay/directory.ts) keeps the refusals; one type for both.
+export type { RefusedCidr };
 
 export interface Verdict {
   accepted: string[];

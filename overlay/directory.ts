@@ -1,7 +1,12 @@
-// The peer directory: what this node knows about every other cluster node, fed from the
-// Node objects' annotations (overlay/annotations.ts). A Node whose annotations are missing
-// or invalid is ignored with a reason (it may simply not have started its agent yet); it
-// never throws out of upsertFromNode, because one bad Node must not stop the watch.
+// The peer directory: this node's one peer table. What it knows about every other cluster
+// node lives here and nowhere else: the identity each Node publishes in its annotations
+// (overlay/annotations.ts, parsed into a PeerInfo), and, for each trusted peer, its route
+// state: the pod CIDRs actually routed to it and the claimed ones refused, with why (set by
+// agent/peer-routes.ts, which checks the annotated CIDRs against the cluster). The overlay,
+// the forwarder and the host routes subscribe to its typed events instead of keeping maps
+// of their own, so nothing has to be wired in two phases. A Node whose annotations are
+// missing or invalid is ignored with a reason (it may simply not have started its agent
+// yet); it never throws out of upsertFromNode, because one bad Node must not stop the watch.
 import { EventEmitter } from 'node:events';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
@@ -39,6 +44,18 @@ export interface NodeLike {
   internalIps?: string[];
 }
 
+/** A claimed pod CIDR that is not routed, and why. */
+export interface RefusedCidr {
+  cidr: string;
+  reason: string;
+}
+
+/** A trusted peer's route state (see setRoutes). */
+interface RouteState {
+  routes: string[];
+  refused: RefusedCidr[];
+}
+
 export type UpsertResult =
   | { ok: true; peer: PeerInfo; change: 'added' | 'updated' | 'unchanged' }
   | { ok: false; reason: string };
@@ -48,6 +65,11 @@ export interface PeerDirectoryEvents {
   'peer:updated': [PeerInfo, PeerInfo];
   'peer:removed': [PeerInfo];
   'peer:ignored': [string, string];
+  /**
+   * The pod CIDRs routed to a trusted peer changed (setRoutes). Not emitted for a removed
+   * peer: its routes go with it, and peer:removed says so.
+   */
+  'peer:routes': [node: string, routes: string[], previous: string[]];
 }
 
 export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
@@ -57,6 +79,8 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
   readonly #claims = new Map<string, PeerInfo>();
   /** Why each ignored node was ignored (for status/logs). */
   readonly ignored = new Map<string, string>();
+  /** Route state of trusted peers that have any (absent: nothing routed, nothing refused). */
+  readonly #routes = new Map<string, RouteState>();
 
   /**
    * Takes one Node's annotations. Two Nodes publishing one peer ID are both refused (a
@@ -141,9 +165,44 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
     const peer = this.#byNode.get(name);
     if (peer === undefined) return false;
     this.#byNode.delete(name);
+    this.#routes.delete(name);
     if (this.#byPeerId.get(peer.peerId) === peer) this.#byPeerId.delete(peer.peerId);
     this.emit('peer:removed', peer);
     return true;
+  }
+
+  /**
+   * Records which of a trusted peer's pod CIDRs are routed and which are refused. Emits
+   * peer:routes when the routes changed; a change in the refusals alone is only recorded
+   * (status reads it, nothing is routed differently). Ignored for a node that is not a
+   * trusted peer (its routes would outlive it). Returns whether the routes changed.
+   */
+  setRoutes(node: string, routes: readonly string[], refused: readonly RefusedCidr[]): boolean {
+    if (!this.#byNode.has(node)) return false;
+    const previous = this.#routes.get(node)?.routes ?? [];
+    const next = [...routes];
+    if (next.length === 0 && refused.length === 0) this.#routes.delete(node);
+    else this.#routes.set(node, { routes: next, refused: refused.map((r) => ({ ...r })) });
+    if (previous.join() === next.join()) return false;
+    this.emit('peer:routes', node, [...next], [...previous]);
+    return true;
+  }
+
+  /** The pod CIDRs routed to `node` (none for a node that is not a trusted peer). */
+  routesOf(node: string): string[] {
+    return [...(this.#routes.get(node)?.routes ?? [])];
+  }
+
+  /** The pod CIDRs `node` claims that are not routed, with why. */
+  refusedOf(node: string): RefusedCidr[] {
+    return (this.#routes.get(node)?.refused ?? []).map((r) => ({ ...r }));
+  }
+
+  /** Every trusted peer with refused pod CIDRs, and why. */
+  refusals(): Map<string, RefusedCidr[]> {
+    const out = new Map<string, RefusedCidr[]>();
+    for (const [node, state] of this.#routes) if (state.refused.length > 0) out.set(node, this.refusedOf(node));
+    return out;
   }
 
   get(name: string): PeerInfo | undefined {

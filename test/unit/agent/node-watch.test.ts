@@ -1,153 +1,72 @@
-import { EventEmitter } from 'node:events';
 import type { V1Node } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { agentConfigSchema } from '../../../agent/config.ts';
+import { routeForwarder } from '../../../agent/forwarder-routes.ts';
 import type { NodeApi } from '../../../agent/kube.ts';
 import { NodeWatch } from '../../../agent/node-watch.ts';
-import { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
+import { PeerRouteVerifier } from '../../../agent/peer-routes.ts';
+import type { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
 import { resolveIdentity } from '../../../agent/self-node.ts';
 import { silentLogger } from '../../../common/log.ts';
 import { Forwarder } from '../../../dataplane/forwarder.ts';
 import type { PacketIO } from '../../../dataplane/types.ts';
-import { blockObjectName } from '../../../ipam/node-blocks.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
-
-const PEER_ID = '12D3KooWGLmu861KbXD6HjhGKVBSFtR7saza4j8J25nP2RPWHwnp';
-/** Distinct valid peer IDs (a directory refuses two Nodes with one ID). */
-const IDS = [
-  '12D3KooWRBy97UB99e3J6hiPesre1MZeuNQvfan4gBziswrRJsNK',
-  '12D3KooWJWoaqZhDaoEFshF7Rh1bpY9ohihFhzcW6d69Lr2NASuq',
-  '12D3KooWSvKm7CjcLgiPcpr2xjZQ3tMF25U3GHoW6vWkN8w9nqNb',
-  '12D3KooWQZnbsbQj4tcvZzBW3gpZ5kZq8cKvdAzKhJv1KZFCzMXM',
-  '12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN',
-];
-
-function node(name: string, opts: { cidr?: string; site?: string; ips?: string[]; peerId?: string } = {}): V1Node {
-  return {
-    metadata: {
-      name,
-      labels: {},
-      annotations: {
-        'edgemesh.io/peer-id': opts.peerId ?? PEER_ID,
-        'edgemesh.io/multiaddrs': JSON.stringify(['/ip4/192.168.1.2/tcp/4001']),
-        'edgemesh.io/pod-cidrs': opts.cidr ?? '10.244.2.0/24',
-        'edgemesh.io/site': opts.site ?? 'lan',
-        'edgemesh.io/node-ip': '192.168.1.2',
-      },
-    },
-    status: { addresses: (opts.ips ?? ['192.168.1.2']).map((address) => ({ type: 'InternalIP', address })) },
-  };
-}
-
-/** An IPAMBlock object as the API server returns it. */
-function block(cidr: string, owner: string) {
-  return {
-    apiVersion: 'edgemesh.io/v1alpha1',
-    kind: 'IPAMBlock',
-    metadata: { name: blockObjectName(cidr) },
-    spec: { cidr, node: owner, family: cidr.includes(':') ? 6 : 4 },
-  };
-}
-
-/** The cluster's view: 10.244.0.0/16, with the given blocks. */
-function authorityWith(blocks: Array<[string, string]>): PodCidrAuthority {
-  const authority = new PodCidrAuthority(['10.244.0.0/16']);
-  for (const [cidr, owner] of blocks) authority.setBlock(block(cidr, owner));
-  return authority;
-}
-
-const nextTick = () => new Promise((r) => setImmediate(r));
+import { authorityWith, fakeInformer, IDS, node } from '../../support/peer-nodes.ts';
 
 function setup() {
   const directory = new PeerDirectory();
-  const calls: string[] = [];
-  let changes = 0;
+  const events: string[] = [];
+  directory.on('peer:added', (p) => events.push(`added ${p.node}`));
+  directory.on('peer:updated', (p) => events.push(`updated ${p.node}`));
+  directory.on('peer:removed', (p) => events.push(`removed ${p.node}`));
   const selfSeen: string[] = [];
+  const authority = authorityWith([]);
   const watch = new NodeWatch({
     api: {} as NodeApi,
     selfName: 'me',
     directory,
-    forwarder: {
-      setPeer: (n, cidrs) => {
-        calls.push(`set ${n} ${cidrs.join(',')}`);
-        return [];
-      },
-      removePeer: (n) => {
-        calls.push(`remove ${n}`);
-      },
-    },
-    authority: authorityWith([
-      ['10.244.2.0/24', 'peer'],
-      ['10.244.9.0/24', 'peer'],
-    ]),
-    onChange: () => {
-      changes++;
-    },
+    authority,
     onSelf: (n) => selfSeen.push(n.metadata!.name!),
     logger: silentLogger(),
   });
-  return { directory, watch, calls, changes: () => changes, selfSeen };
+  return { directory, authority, watch, events, selfSeen };
 }
 
 describe('NodeWatch', () => {
-  it('feeds peers to the directory and the forwarder, and signals route changes', () => {
+  it('feeds Nodes to the peer table, which reports only real changes', () => {
     const t = setup();
     t.watch.upsert(node('peer'));
-    expect(t.calls).toEqual(['set peer 10.244.2.0/24']);
-    expect(t.changes()).toBe(1);
+    expect(t.events).toEqual(['added peer']);
     // The same object again changes nothing.
     t.watch.upsert(node('peer'));
-    expect(t.changes()).toBe(1);
+    expect(t.events).toEqual(['added peer']);
     t.watch.upsert(node('peer', { cidr: '10.244.9.0/24' }));
-    expect(t.calls.at(-1)).toBe('set peer 10.244.9.0/24');
-    expect(t.changes()).toBe(2);
+    expect(t.events.at(-1)).toBe('updated peer');
+    expect(t.directory.get('peer')?.podCidrs).toEqual(['10.244.9.0/24']);
     // A new InternalIP (dual-stack next hop) is part of the peer: a change like any other.
     t.watch.upsert(node('peer', { cidr: '10.244.9.0/24', ips: ['192.168.1.2', 'fd00::2', 'not-an-ip'] }));
-    expect(t.changes()).toBe(3);
+    expect(t.events).toHaveLength(3);
     expect(t.directory.get('peer')?.internalIps).toEqual(['192.168.1.2', 'fd00::2']);
     t.watch.remove(node('peer'));
-    expect(t.calls.at(-1)).toBe('remove peer');
+    expect(t.events.at(-1)).toBe('removed peer');
     expect(t.directory.list()).toEqual([]);
   });
 
-  it('takes the routes of a peer whose update failed, but keeps the peer (and the link the overlay gave it)', () => {
-    const calls: string[] = [];
-    const authority = authorityWith([['10.244.2.0/24', 'peer']]);
-    let fail = false;
-    const verify = authority.verify.bind(authority);
-    authority.verify = (n, cidrs) => {
-      if (fail) throw new Error('a bug nobody foresaw');
-      return verify(n, cidrs);
-    };
-    const watch = new NodeWatch({
-      api: {} as NodeApi,
-      selfName: 'me',
-      directory: new PeerDirectory(),
-      forwarder: {
-        setPeer: (n, cidrs) => {
-          calls.push(`set ${n} ${cidrs.join(',')}`);
-          return [];
-        },
-        removePeer: (n) => {
-          calls.push(`remove ${n}`);
-        },
-      },
-      authority,
-      onChange: () => undefined,
-      logger: silentLogger(),
-    });
-    watch.upsert(node('peer'));
-    fail = true;
-    watch.upsert(node('peer', { cidr: '10.244.9.0/24' }));
-    expect(watch.handlerErrors).toBe(1);
-    expect(calls).toEqual(['set peer 10.244.2.0/24', 'set peer ']);
+  it("feeds every Node's spec.podCIDRs, its own too, to the authority", () => {
+    const t = setup();
+    t.watch.upsert({ ...node('peer'), spec: { podCIDRs: ['10.244.5.0/24'] } });
+    t.watch.upsert({ ...node('me'), spec: { podCIDR: '10.244.6.0/24' } });
+    expect(t.authority.assigned('peer')).toEqual(['10.244.5.0/24']);
+    expect(t.authority.assigned('me')).toEqual(['10.244.6.0/24']);
+    t.watch.remove(node('peer'));
+    expect(t.authority.assigned('peer')).toEqual([]);
   });
 
   it('keeps its own Node out of the peers but reports it', () => {
     const t = setup();
     t.watch.upsert(node('me'));
     expect(t.directory.list()).toEqual([]);
-    expect(t.calls).toEqual([]);
+    expect(t.events).toEqual([]);
     expect(t.selfSeen).toEqual(['me']);
   });
 
@@ -157,27 +76,56 @@ describe('NodeWatch', () => {
     expect(t.directory.list()).toEqual([]);
     expect(t.directory.ignored.get('fresh')).toMatch(/peer-id/);
   });
+
+  it('counts, and survives, a Node whose handling throws', async () => {
+    const t = setup();
+    const informer = fakeInformer([]);
+    const authority = t.authority;
+    authority.setNodePodCidrs = () => {
+      throw new Error('a bug nobody foresaw');
+    };
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory: t.directory,
+      authority,
+      logger: silentLogger(),
+    });
+    await watch.start();
+    expect(() => informer.emit('add', node('peer'))).not.toThrow();
+    expect(watch.handlerErrors).toBe(1);
+    await watch.stop();
+  });
 });
 
-/** An informer double: the watch subscribes to it; the test emits the API server's events. */
-function fakeInformer(initial: V1Node[]) {
-  const events = new EventEmitter();
-  const informer = Object.assign(events, {
-    start: async () => {
-      for (const n of initial) events.emit('add', n);
-    },
-    stop: async () => undefined,
-    list: () => initial,
-  });
-  return informer;
-}
-
-describe('NodeWatch with the real forwarder: hostile annotations', () => {
+describe('NodeWatch with the peer table, its routes and the real forwarder: hostile annotations', () => {
   const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
 
-  it('refuses pod CIDRs the forwarder would not parse, and keeps serving every other Node', async () => {
-    const directory = new PeerDirectory();
+  /** Node informer → table → route verification → forwarder, as the agent wires them. */
+  function stack(
+    informer: ReturnType<typeof fakeInformer>,
+    authority: PodCidrAuthority,
+    directory = new PeerDirectory(),
+  ) {
     const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
+    const binding = routeForwarder(directory, forwarder, silentLogger());
+    const verifier = new PeerRouteVerifier({
+      directory,
+      authority,
+      localCidrs: ['10.244.0.0/24'],
+      logger: silentLogger(),
+    });
+    const watch = new NodeWatch({
+      api: { nodeInformer: () => informer } as unknown as NodeApi,
+      selfName: 'me',
+      directory,
+      authority,
+      logger: silentLogger(),
+    });
+    return { directory, forwarder, binding, verifier, watch };
+  }
+
+  it('refuses pod CIDRs the forwarder would not parse, and keeps serving every other Node', async () => {
     const good = node('good', { cidr: '10.244.2.0/24' });
     // ipaddr.js accepts all of these; the forwarder's parser does not. One of them on one
     // Node took down every agent of a 9-node lab before this was checked.
@@ -185,54 +133,20 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
       node(`bad-${i}`, { cidr, peerId: IDS[i]! }),
     );
     const informer = fakeInformer([...hostile, good]);
-    const watch = new NodeWatch({
-      api: { nodeInformer: () => informer } as unknown as NodeApi,
-      selfName: 'me',
-      directory,
-      forwarder,
-      authority: authorityWith([['10.244.2.0/24', 'good']]),
-      onChange: () => undefined,
-      logger: silentLogger(),
-    });
-    await watch.start();
-    expect(directory.list().map((p) => p.node)).toEqual(['good']);
-    for (const n of hostile) expect(directory.ignored.get(n.metadata!.name!)).toMatch(/pod-cidrs/);
-    expect(Object.keys(forwarder.stats().peers)).toEqual(['good']);
+    const t = stack(informer, authorityWith([['10.244.2.0/24', 'good']]));
+    await t.watch.start();
+    expect(t.directory.list().map((p) => p.node)).toEqual(['good']);
+    for (const n of hostile) expect(t.directory.ignored.get(n.metadata!.name!)).toMatch(/pod-cidrs/);
+    expect(Object.keys(t.forwarder.stats().peers)).toEqual(['good']);
+    expect(t.directory.routesOf('good')).toEqual(['10.244.2.0/24']);
     // An update that turns a good Node bad removes it instead of crashing.
     informer.emit('update', node('good', { cidr: '10.1/16' }));
-    expect(directory.list()).toEqual([]);
-    expect(Object.keys(forwarder.stats().peers)).toEqual([]);
-    expect(watch.handlerErrors).toBe(0);
-    await watch.stop();
-  });
-
-  it('survives a handler that throws: the event is logged and counted, the peer left without routes', async () => {
-    const directory = new PeerDirectory();
-    const removed: string[] = [];
-    const informer = fakeInformer([]);
-    const watch = new NodeWatch({
-      api: { nodeInformer: () => informer } as unknown as NodeApi,
-      selfName: 'me',
-      directory,
-      forwarder: {
-        setPeer: () => {
-          throw new Error('kernel said no');
-        },
-        removePeer: (n) => {
-          removed.push(n);
-        },
-      },
-      authority: authorityWith([]),
-      onChange: () => undefined,
-      logger: silentLogger(),
-    });
-    await watch.start();
-    expect(() => informer.emit('add', node('peer'))).not.toThrow();
-    expect(watch.handlerErrors).toBe(1);
-    expect(removed).toEqual(['peer']);
-    informer.emit('delete', node('peer'));
-    expect(watch.handlerErrors).toBe(1);
-    await watch.stop();
+    expect(t.directory.list()).toEqual([]);
+    expect(t.directory.routesOf('good')).toEqual([]);
+    expect(Object.keys(t.forwarder.stats().peers)).toEqual([]);
+    expect(t.watch.handlerErrors + t.verifier.handlerErrors + t.binding.errors).toBe(0);
+    await t.watch.stop();
+    t.verifier.stop();
   });
 
   it('forgets, after a relist, Nodes that vanished while refused (a conflict does not outlive them)', async () => {
@@ -243,122 +157,14 @@ describe('NodeWatch with the real forwarder: hostile annotations', () => {
     directory.upsertFromNode({ name: 'gone-c', annotations: {} });
     expect(directory.conflicts().size).toBe(1);
     const informer = fakeInformer([node('stays', { peerId: IDS[0]! })]);
-    const watch = new NodeWatch({
-      api: { nodeInformer: () => informer } as unknown as NodeApi,
-      selfName: 'me',
-      directory,
-      forwarder: new Forwarder({ tun, localCidrs: [], logger: silentLogger() }),
-      authority: authorityWith([['10.244.2.0/24', 'stays']]),
-      onChange: () => undefined,
-      logger: silentLogger(),
-    });
-    await watch.start();
+    const t = stack(informer, authorityWith([['10.244.2.0/24', 'stays']]), directory);
+    await t.watch.start();
     expect(directory.knownNodes()).toEqual(['stays']);
     expect(directory.conflicts().size).toBe(0);
     expect(directory.ignored.size).toBe(0);
-    await watch.stop();
-  });
-});
-
-describe('NodeWatch: a node speaks only for itself', () => {
-  const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
-
-  function cluster(blocks: Array<[string, string]>, opts: { reportAfterMs?: number } = {}) {
-    const directory = new PeerDirectory();
-    const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
-    const authority = authorityWith([['10.244.0.0/24', 'me'], ...blocks]);
-    const reported: Array<[string, string[]]> = [];
-    let changes = 0;
-    const watch = new NodeWatch({
-      api: {} as NodeApi,
-      selfName: 'me',
-      directory,
-      forwarder,
-      authority,
-      onRefused: (n, refused) => reported.push([n, refused.map((r) => r.cidr)]),
-      reportRefusalsAfterMs: opts.reportAfterMs ?? 0,
-      onChange: () => {
-        changes++;
-      },
-      logger: silentLogger(),
-    });
-    const routed = () =>
-      Object.fromEntries(directory.list().map((p) => [p.node, watch.verifiedCidrs(p.node)] as [string, string[]]));
-    return { directory, forwarder, authority, watch, reported, routed, changes: () => changes };
-  }
-
-  it('routes only the CIDRs an IPAMBlock or spec.podCIDRs assigns to the announcing node', () => {
-    const t = cluster([['10.244.2.0/24', 'good']]);
-    t.watch.upsert(node('good', { cidr: '10.244.2.0/24', peerId: IDS[0]! }));
-    // Each of these used to be routed to the intruder: another node's block (last writer
-    // won), a /32 inside it (longest prefix won), everything, a range outside the cluster
-    // (then a host-gw kernel route), this node's own block, and a block nobody assigned it.
-    const claims = ['10.244.2.0/24', '10.244.2.7/32', '0.0.0.0/0', '192.168.0.0/16', '10.244.0.0/24', '10.244.77.0/24'];
-    t.watch.upsert(node('evil', { cidr: claims.join(','), peerId: IDS[1]! }));
-    expect(t.routed()).toEqual({ good: ['10.244.2.0/24'], evil: [] });
-    const reasons = Object.fromEntries(
-      t.watch
-        .refusedCidrs()
-        .get('evil')!
-        .map((r) => [r.cidr, r.reason]),
-    );
-    expect(reasons).toEqual({
-      '10.244.2.0/24': expect.stringMatching(/no IPAMBlock or spec.podCIDRs assigns it to node evil/),
-      '10.244.2.7/32': expect.stringMatching(/assigns it/),
-      '0.0.0.0/0': 'outside the cluster CIDRs',
-      '192.168.0.0/16': 'outside the cluster CIDRs',
-      '10.244.0.0/24': expect.stringMatching(/assigns it/),
-      '10.244.77.0/24': expect.stringMatching(/assigns it/),
-    });
-    expect(t.reported).toEqual([['evil', claims]]);
-    // The real forwarder routes nothing to it.
-    expect(t.forwarder.stats().refusedCidrs).toEqual({});
-    expect(Object.keys(t.forwarder.stats().peers).sort()).toEqual(['evil', 'good']);
-  });
-
-  it('takes spec.podCIDRs as authoritative: a block overlapping them is the one refused', () => {
-    const t = cluster([['10.244.37.0/24', 'b']]);
-    const withSpec = (n: V1Node, podCIDRs: string[]): V1Node => ({ ...n, spec: { podCIDRs } });
-    t.watch.upsert(withSpec(node('a', { cidr: '10.244.16.0/20', peerId: IDS[0]! }), ['10.244.16.0/20']));
-    expect(t.routed()).toEqual({ a: ['10.244.16.0/20'] });
-    // b's block lies inside a's spec.podCIDRs (a block claimed before the controller-manager
-    // assigned them): the control plane's word wins, b's block is refused.
-    t.watch.upsert(withSpec(node('a', { cidr: '10.244.32.0/20', peerId: IDS[0]! }), ['10.244.32.0/20']));
-    t.watch.upsert(node('b', { cidr: '10.244.37.0/24', peerId: IDS[1]! }));
-    expect(t.routed()).toEqual({ a: ['10.244.32.0/20'], b: [] });
-    expect(t.watch.refusedCidrs().get('b')![0]!.reason).toMatch(/overlaps pod CIDRs assigned to a/);
-  });
-
-  it('reports a refusal (the Warning Event) only when it outlasts the grace period', async () => {
-    const t = cluster([], { reportAfterMs: 50 });
-    // A joining node: its annotations arrive before its IPAMBlock. No event for that moment.
-    t.watch.upsert(node('joining', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
-    t.authority.setBlock(block('10.244.3.0/24', 'joining'));
-    await nextTick();
-    expect(t.routed()).toEqual({ joining: ['10.244.3.0/24'] });
-    // A lasting false claim is reported once the grace period is over.
-    t.watch.upsert(node('liar', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
-    expect(t.reported).toEqual([]);
-    await new Promise((r) => setTimeout(r, 120));
-    expect(t.reported).toEqual([['liar', ['10.244.3.0/24']]]);
-  });
-
-  it('follows IPAMBlocks as they come and go', async () => {
-    const t = cluster([]);
-    t.watch.upsert(node('late', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
-    expect(t.routed()).toEqual({ late: [] });
-    const before = t.changes();
-    // The block arrives (the watch saw the Node first): verified again, routed, routes re-reconciled.
-    t.authority.setBlock(block('10.244.3.0/24', 'late'));
-    await nextTick();
-    expect(t.routed()).toEqual({ late: ['10.244.3.0/24'] });
-    expect(t.watch.refusedCidrs().size).toBe(0);
-    expect(t.changes()).toBe(before + 1);
-    // A block whose name does not encode its CIDR is not evidence of anything.
-    t.authority.setBlock({ metadata: { name: 'v4-10-244-3-0-24' }, spec: { cidr: '10.244.4.0/24', node: 'late' } });
-    await nextTick();
-    expect(t.routed()).toEqual({ late: [] });
-    expect(t.authority.badBlocks.get('v4-10-244-3-0-24')).toMatch(/name does not encode/);
+    expect(directory.routesOf('stays')).toEqual(['10.244.2.0/24']);
+    await t.watch.stop();
+    t.verifier.stop();
   });
 });
 

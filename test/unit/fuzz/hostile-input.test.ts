@@ -1,14 +1,16 @@
 // Thousands of random and adversarial inputs through the real parsers and state machines
 // that take input from other nodes or from the runtime: Node annotations (PeerDirectory +
-// PodCidrAuthority + NodeWatch + the real Forwarder), tunnel frames (FrameDecoder +
+// PodCidrAuthority + NodeWatch + PeerRouteVerifier + the real Forwarder), tunnel frames (FrameDecoder +
 // Forwarder.receive) and CNI inputs (cni/config.ts). Whatever arrives, nothing escapes but
 // the documented errors, and the invariants the trust model promises still hold.
 import { EventEmitter } from 'node:events';
 import type { V1Node } from '@kubernetes/client-node';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { routeForwarder } from '../../../agent/forwarder-routes.ts';
 import type { NodeApi } from '../../../agent/kube.ts';
 import { NodeWatch } from '../../../agent/node-watch.ts';
+import { PeerRouteVerifier } from '../../../agent/peer-routes.ts';
 import { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
 import { parseEnv, parseNetConf } from '../../../cni/config.ts';
 import { CniError } from '../../../cni/spec.ts';
@@ -208,13 +210,18 @@ describe('fuzz: hostile Node annotations and IPAMBlocks', () => {
           stop: async () => undefined,
           list: () => [],
         });
+        const binding = routeForwarder(directory, forwarder, silentLogger());
+        const verifier = new PeerRouteVerifier({
+          directory,
+          authority,
+          localCidrs: ['10.244.0.0/24'],
+          logger: silentLogger(),
+        });
         const watch = new NodeWatch({
           api: { nodeInformer: () => informer } as unknown as NodeApi,
           selfName: 'me',
           directory,
-          forwarder,
           authority,
-          onChange: () => undefined,
           logger: silentLogger(),
         });
         void watch.start();
@@ -232,15 +239,17 @@ describe('fuzz: hostile Node annotations and IPAMBlocks', () => {
           else if (e.kind === 'unblock')
             expect(() => authority.removeBlock(blockOf(e.block).metadata.name)).not.toThrow();
           else expect(() => informer.emit(e.kind, toV1Node(e.node))).not.toThrow();
-          watch.reverifyAll(); // what the scheduled pass does after a burst
+          verifier.reverifyAll(); // what the scheduled pass does after a burst
         }
-        expect(watch.handlerErrors).toBe(0);
+        expect(watch.handlerErrors + verifier.handlerErrors + binding.errors).toBe(0);
+        // The forwarder's own overlap guard never had to step in.
+        expect(binding.refusedByForwarder).toBe(0);
         const peers = directory.list();
         // One trusted node per peer ID.
         expect(new Set(peers.map((p) => p.peerId)).size).toBe(peers.length);
-        const routed = peers.flatMap((p) => watch.verifiedCidrs(p.node).map((cidr) => ({ node: p.node, cidr })));
+        const routed = peers.flatMap((p) => directory.routesOf(p.node).map((cidr) => ({ node: p.node, cidr })));
         if (routed.length > 0) runsWithRoutes++;
-        if (watch.refusedCidrs().size > 0) runsWithRefusals++;
+        if (directory.refusals().size > 0) runsWithRefusals++;
         for (const r of routed) {
           expect(inside(r.cidr), r.cidr).toBe(true);
           expect(authority.assigned(r.node)).toContain(r.cidr);
@@ -252,7 +261,9 @@ describe('fuzz: hostile Node annotations and IPAMBlocks', () => {
         }
         // The forwarder routes exactly the verified CIDRs: nothing else reaches it.
         expect(Object.keys(forwarder.stats().peers).sort()).toEqual(peers.map((p) => p.node).sort());
+        expect(forwarder.stats().refusedCidrs).toEqual({});
         void watch.stop();
+        verifier.stop();
       }),
       { numRuns: RUNS * 2 },
     );

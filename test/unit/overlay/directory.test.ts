@@ -131,6 +131,54 @@ describe('PeerDirectory', () => {
     expect(events).toEqual(['added n1', 'updated n1 site-a->site-b', 'removed n1']);
   });
 
+  it("keeps each trusted peer's routes: peer:routes on a change only, gone with the peer", () => {
+    const dir = new PeerDirectory();
+    const events: string[] = [];
+    dir.on('peer:routes', (n, routes, previous) => events.push(`${n} ${previous.join(',')} -> ${routes.join(',')}`));
+    dir.on('peer:removed', (p) => events.push(`removed ${p.node}`));
+    // Not a peer (yet): nothing is kept, nothing emitted.
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], [])).toBe(false);
+    expect(dir.routesOf('n1')).toEqual([]);
+    dir.upsertFromNode(node('n1', ids[0]!));
+    expect(dir.routesOf('n1')).toEqual([]);
+    const refused = [{ cidr: 'fd00:244:1::/64', reason: 'outside the cluster CIDRs' }];
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], refused)).toBe(true);
+    expect(dir.routesOf('n1')).toEqual(['10.244.1.0/24']);
+    expect(dir.refusedOf('n1')).toEqual(refused);
+    expect(dir.refusals()).toEqual(new Map([['n1', refused]]));
+    // The same routes again: no event. Other refusals alone: recorded, no event.
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], refused)).toBe(false);
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], [])).toBe(false);
+    expect(dir.refusals().size).toBe(0);
+    // What the getters return is a copy: the table changes only through setRoutes.
+    dir.routesOf('n1').push('10.0.0.0/8');
+    expect(dir.routesOf('n1')).toEqual(['10.244.1.0/24']);
+    // An update of the Node keeps its routes (the verifier decides them again).
+    dir.upsertFromNode(node('n1', ids[0]!, { [Annotations.site]: 'site-b' }));
+    expect(dir.routesOf('n1')).toEqual(['10.244.1.0/24']);
+    expect(dir.setRoutes('n1', [], refused)).toBe(true);
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], [])).toBe(true);
+    dir.remove('n1');
+    expect(dir.routesOf('n1')).toEqual([]);
+    expect(dir.refusedOf('n1')).toEqual([]);
+    expect(events).toEqual(['n1  -> 10.244.1.0/24', 'n1 10.244.1.0/24 -> ', 'n1  -> 10.244.1.0/24', 'removed n1']);
+  });
+
+  it('drops the routes of a peer that stops being trusted, and starts it from none when trusted again', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode(node('n1', ids[0]!));
+    dir.setRoutes('n1', ['10.244.1.0/24'], [{ cidr: 'fd00:244:1::/64', reason: 'x' }]);
+    // Another Node publishes the same peer ID: neither is trusted, n1's routes go.
+    dir.upsertFromNode(node('n2', ids[0]!));
+    expect(dir.get('n1')).toBeUndefined();
+    expect(dir.routesOf('n1')).toEqual([]);
+    expect(dir.refusals().size).toBe(0);
+    expect(dir.setRoutes('n1', ['10.244.1.0/24'], [])).toBe(false);
+    dir.remove('n2');
+    expect(dir.get('n1')).toBeDefined();
+    expect(dir.routesOf('n1')).toEqual([]);
+  });
+
   it('re-indexes by peer ID when a node gets a new key', () => {
     const dir = new PeerDirectory();
     dir.upsertFromNode(node('n1', ids[0]!));
