@@ -142,7 +142,9 @@ export class Forwarder {
    * (CidrError on a bad one). A CIDR that shares any address with another peer's CIDR or
    * with this node's own is refused, whoever asked first: neither the last writer nor a
    * longer prefix inside someone else's block may take traffic over. Returns the refused
-   * CIDRs (logged, and listed in stats().refusedCidrs until the peer is set again).
+   * CIDRs (logged, and listed in stats().refusedCidrs until the peer is set again). The
+   * agent hands it only CIDRs it has already checked the same way (agent/peer-routes.ts):
+   * here the check is the guard that holds whoever the caller is.
    */
   setPeer(node: string, podCidrs: string[]): string[] {
     const canonical = [...new Set(podCidrs.map((c) => parseCidr(c).text))];
