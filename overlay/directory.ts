@@ -3,10 +3,12 @@
 // (overlay/annotations.ts, parsed into a PeerInfo), and, for each trusted peer, its route
 // state: the pod CIDRs actually routed to it and the claimed ones refused, with why (set by
 // agent/peer-routes.ts, which checks the annotated CIDRs against the cluster). The overlay,
-// the forwarder and the host routes subscribe to its typed events instead of keeping maps
-// of their own, so nothing has to be wired in two phases. A Node whose annotations are
-// missing or invalid is ignored with a reason (it may simply not have started its agent
-// yet); it never throws out of upsertFromNode, because one bad Node must not stop the watch.
+// the forwarder (through agent/forwarder-routes.ts) and the host routes follow its typed
+// events; what they keep per peer (sessions, the LPM table) is derived from it, never a
+// second record of who a peer is or what it routes, so nothing is wired in two phases. A
+// Node whose annotations are missing or invalid is ignored with a reason (it may simply not
+// have started its agent yet); it never throws out of upsertFromNode, because one bad Node
+// must not stop the watch.
 import { EventEmitter } from 'node:events';
 import { peerIdFromString } from '@libp2p/peer-id';
 import { type Multiaddr, multiaddr } from '@multiformats/multiaddr';
