@@ -179,13 +179,11 @@ export class PeerRouteVerifier {
       const message = err instanceof Error ? err.message : String(err);
       this.#log.error({ event, node: peer?.node, err: message }, 'peer route handler failed');
       if (peer === undefined) return;
-      // A peer whose CIDRs could not be verified must not keep routes from before.
+      // A peer whose CIDRs could not be verified must not keep routes from before; what it
+      // gave up may be what another peer was refused for (only once: unchanged, no pass).
       try {
-        this.#o.directory.setRoutes(
-          peer.node,
-          [],
-          peer.podCidrs.map((cidr) => ({ cidr, reason: 'verifying it failed (see the agent log)' })),
-        );
+        const refused = peer.podCidrs.map((cidr) => ({ cidr, reason: 'verifying it failed (see the agent log)' }));
+        if (this.#o.directory.setRoutes(peer.node, [], refused)) this.#scheduleReverify();
       } catch {
         // a subscriber failed too; already logged above, nothing more to undo
       }
