@@ -12,7 +12,10 @@
 // the annotation claims, addresses, conditions, nodeInfo, capacity, an image list,
 // managedFields: about 9 KB each), not only the annotations edgemesh reads, because every
 // agent caches every Node, and because the agent routes a CIDR only where the cluster
-// assigned it. No namespaces needed.
+// assigned it. This node's own Node object is not created (the agent only checks its own
+// annotations on it). Also printed, not a target: how long after a create the agent's event
+// loop stays busy, since a new Node's spec.podCIDRs change the authority and the verifier
+// then checks every peer again. No namespaces needed.
 //   node bench/control-plane.ts [--sizes 1000,5000]
 // The measured process runs as the agent does from its second start: with the agent's V8
 // flags and malloc settings (bin/agent-runtime.js), a filled compile cache
