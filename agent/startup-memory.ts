@@ -4,12 +4,13 @@
 // heap when it collects, and an idle agent hardly allocates. One memory-reducing full
 // collection once the agent is ready gives it back: idle RSS 213 → 152 MiB
 // (`node bench/agent-memory.ts`). The young generation grows again under traffic, up to the
-// same cap, so forwarding is not affected. The same moment saves the compile cache the entry
-// shim enabled (bin/edgemesh-cni.js): the next start — a restart, an upgrade's second pod
-// start — finds every module stripped and compiled, also after an exit that never flushes.
+// same cap, so forwarding is not affected. The same moment tidies the cache of stripped
+// sources the entry shim reads (bin/stripped-sources.js: entries no start has used for a
+// week go), or saves Node's compile cache where an operator enabled that instead.
 import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { pruneStrippedSources } from '../bin/stripped-sources.js';
 import { trimNativeHeap } from '../dataplane/native-addon.ts';
 
 type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async'; flavor?: string }) => void;
@@ -25,13 +26,14 @@ function gcFunction(): GcFunction | undefined {
 }
 
 /**
- * Saves the compile cache, runs one memory-reducing full collection, then hands what the C
+ * Tidies the source cache, runs one memory-reducing full collection, then hands what the C
  * heaps hold free back to the kernel (what start-up freed there, V8's own among it: the
  * collection frees some of it, so the trim comes after); false when this V8 offers no
  * collection.
  */
 export function releaseStartupMemory(): boolean {
-  // A no-op when no compile cache is enabled (tests, benches, a directory it could not use).
+  // Each a no-op where its cache is not in use (tests, benches, a directory it could not use).
+  pruneStrippedSources();
   flushCompileCache?.();
   const gc = gcFunction();
   if (!gc) return false;

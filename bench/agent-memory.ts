@@ -1,8 +1,8 @@
 // Idle memory of one agent as deployed: `edgemesh-cni agent` on a node namespace with the
 // Kubernetes API test server, its block claimed, its TUN and libp2p host up, no traffic.
 // Reports RSS and the V8 heap (from the agent's own metrics) after it has settled, for the
-// first start on a node (empty compile cache: Node loads its type stripper) and for every
-// start after it (the cache the first one saved; bin/edgemesh-cni.js), against the target
+// first start on a node (empty source cache: Node loads its type stripper) and for every
+// start after it (the stripped sources the first one saved; bin/stripped-sources.js), against the target
 // of issue #16. RSS counts the Node binary's resident pages (shared with every other Node
 // process) like `ps` and the kubelet's working set do.
 //   node bench/agent-memory.ts [--settle-seconds 20]      (root)
@@ -33,13 +33,13 @@ async function smapsKiB(pid: number): Promise<{ anonymous: number; pssFile: numb
   return { anonymous: field('Anonymous'), pssFile: field('Pss_File') };
 }
 
-async function measureOnce(dir: string, settleSeconds: number, compileCache: string, label: string): Promise<number> {
+async function measureOnce(dir: string, settleSeconds: number, sourceCache: string, label: string): Promise<number> {
   const node = await startAgentNode({
     dir,
     name: 'mem-node',
     nodeIp: NODE_IP,
     clusterCidr: '10.244.0.0/16',
-    env: { NODE_COMPILE_CACHE: compileCache },
+    env: { EDGEMESH_SOURCE_CACHE: sourceCache },
   });
   try {
     await new Promise((r) => setTimeout(r, settleSeconds * 1000));
@@ -69,9 +69,9 @@ async function measureOnce(dir: string, settleSeconds: number, compileCache: str
 }
 
 async function inner(dir: string, settleSeconds: number): Promise<void> {
-  const compileCache = join(dir, 'compile-cache');
-  await measureOnce(join(dir, 'first'), settleSeconds, compileCache, 'first start (empty compile cache)');
-  await measureOnce(join(dir, 'next'), settleSeconds, compileCache, 'next start (compile cache filled)');
+  const sourceCache = join(dir, 'source-cache');
+  await measureOnce(join(dir, 'first'), settleSeconds, sourceCache, 'first start (empty source cache)');
+  await measureOnce(join(dir, 'next'), settleSeconds, sourceCache, 'next start (source cache filled)');
 }
 
 async function outer(settleSeconds: number): Promise<void> {

@@ -18,8 +18,8 @@
 // then checks every peer again. No namespaces needed.
 //   node bench/control-plane.ts [--sizes 1000,5000]
 // The measured process runs as the agent does from its second start: with the agent's V8
-// flags and malloc settings (bin/agent-runtime.js), a filled compile cache
-// (bin/edgemesh-cni.js) and the DaemonSet's log level (info; its log goes to /dev/null);
+// flags and malloc settings (bin/agent-runtime.js), its module loading and a filled cache
+// of stripped sources (bin/agent-loader.js) and the DaemonSet's log level (info; its log goes to /dev/null);
 // RSS counts the Node binary's resident pages like `ps` does.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -59,6 +59,7 @@ import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
 import { percentile } from './lib/stats.ts';
 
 const root = new URL('..', import.meta.url).pathname;
+const AGENT_LOADER = new URL('../bin/agent-loader.js', import.meta.url).href;
 
 /** Issue #16: what one agent may hold and how fast it programs a new Node in a 5,000-node cluster. */
 const TARGET = { peers: 5000, rssMB: 150, p50Ms: 10 };
@@ -325,40 +326,47 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
   };
 }
 
-/** The measured side's process, started as the entry shim starts the agent. */
-function agentLikeProcess(args: string[]): { argv: string[]; env: NodeJS.ProcessEnv } {
+/**
+ * The measured side's process, started as the entry shim starts the agent: its V8 flags,
+ * malloc settings and module loading (bin/agent-loader.js), its stripped sources in `sourceCache`.
+ */
+function agentLikeProcess(args: string[], sourceCache: string): { argv: string[]; env: NodeJS.ProcessEnv } {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    ...missingAgentEnv(process.env),
+    EDGEMESH_SOURCE_CACHE: sourceCache,
+  };
+  delete env.NODE_COMPILE_CACHE;
   return {
-    argv: [...AGENT_V8_FLAGS, new URL(import.meta.url).pathname, ...args],
-    env: { ...process.env, ...missingAgentEnv(process.env) },
+    argv: [...AGENT_V8_FLAGS, '--import', AGENT_LOADER, new URL(import.meta.url).pathname, ...args],
+    env,
   };
 }
 
 /**
- * Runs the measured side as the agent runs: with a compile cache that a first start has
- * filled (bin/edgemesh-cni.js), so the process never loads Node's type stripper.
+ * Runs the measured side as the agent runs from its second start on: with the stripped
+ * sources a first start has saved (bin/stripped-sources.js), so the process never loads
+ * Node's type stripper.
  */
-async function warmCompileCache(dir: string): Promise<void> {
-  const warm = agentLikeProcess(['--warm-up']);
-  const child = spawn(process.execPath, warm.argv, {
-    stdio: 'inherit',
-    env: { ...warm.env, NODE_COMPILE_CACHE: dir },
-  });
+async function warmSourceCache(dir: string): Promise<void> {
+  const warm = agentLikeProcess(['--warm-up'], dir);
+  const child = spawn(process.execPath, warm.argv, { stdio: 'inherit', env: warm.env });
   const [code] = (await once(child, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`compile cache warm-up failed (exit ${code})`);
+  if (code !== 0) throw new Error(`source cache warm-up failed (exit ${code})`);
 }
 
-async function measureSize(size: number, compileCache: string): Promise<ControlPlaneResult> {
+async function measureSize(size: number, sourceCache: string): Promise<ControlPlaneResult> {
   const server = await startApiServerProcess();
   try {
     const api = new KubeClient(kubeConfigFor(server.url));
     await createSelfBlock(api);
     await createNodes(api, 0, size);
-    const side = agentLikeProcess(['--watch-side', server.url, String(size)]);
+    const side = agentLikeProcess(['--watch-side', server.url, String(size)], sourceCache);
     // The measured side logs as the DaemonSet's agent does (info, JSON lines on stdout, here
     // into /dev/null); its result comes on fd 3.
     const child = spawn(process.execPath, side.argv, {
       stdio: ['ignore', 'ignore', 'inherit', 'pipe'],
-      env: { ...side.env, NODE_COMPILE_CACHE: compileCache, EDGEMESH_LOG_LEVEL: 'info' },
+      env: { ...side.env, EDGEMESH_LOG_LEVEL: 'info' },
     });
     const lines = createInterface({ input: child.stdio[3] as Readable });
     const exited = once(child, 'exit');
@@ -372,7 +380,7 @@ async function measureSize(size: number, compileCache: string): Promise<ControlP
 }
 
 if (import.meta.main && process.argv[2] === '--warm-up') {
-  // Importing this module compiled everything the measured side loads: the exit saves it.
+  // Importing this module stripped and saved every TypeScript module the measured side loads.
 } else if (import.meta.main && process.argv[2] === '--watch-side') {
   writeSync(3, `${JSON.stringify(await watchSide(process.argv[3]!, Number(process.argv[4])))}\n`);
 } else if (import.meta.main) {
@@ -385,12 +393,12 @@ if (import.meta.main && process.argv[2] === '--warm-up') {
     `targets at ${TARGET.peers} peers: RSS ≤ ${TARGET.rssMB} MB, new node → LPM p50 < ${TARGET.p50Ms} ms (issue #16)`,
   );
   console.log('peers | initial sync ms | new node → LPM p50 ms | p99 ms | process RSS MB | heap MB | target');
-  const compileCache = await mkdtemp(join(tmpdir(), 'control-plane-compile-cache-'));
+  const sourceCache = await mkdtemp(join(tmpdir(), 'control-plane-source-cache-'));
   try {
-    await warmCompileCache(compileCache);
+    await warmSourceCache(sourceCache);
     const busy: string[] = [];
     for (const size of sizes) {
-      const r = await measureSize(size, compileCache);
+      const r = await measureSize(size, sourceCache);
       const verdict =
         size !== TARGET.peers
           ? ''
@@ -403,6 +411,6 @@ if (import.meta.main && process.argv[2] === '--warm-up') {
     // Not a target: what each new Node costs the agent after programming it (see watchSide).
     console.log(`new node → agent idle again (route verifier's pass over every peer) p50: ${busy.join(', ')}`);
   } finally {
-    await rm(compileCache, { recursive: true, force: true });
+    await rm(sourceCache, { recursive: true, force: true });
   }
 }

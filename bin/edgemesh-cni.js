@@ -32,17 +32,7 @@ process.emitWarning = (warning, ...rest) => {
   if (typeof text === 'string' && text.includes('Type Stripping')) return;
   return emitWarning.call(process, warning, ...rest);
 };
-// Node strips the agent's TypeScript with a WebAssembly build of swc that, once loaded,
-// stays for the life of the process: about 20 MB of an idle agent's RSS (the module's source,
-// its wasm memory and code). The compile cache keeps the stripped sources (and V8's code) on
-// disk, so a start that finds them never loads the stripper. The directory is
-// NODE_COMPILE_CACHE when set (the DaemonSet points it at the node's state directory, so it
-// outlives the container), else node-compile-cache under the temporary directory; a start
-// that cannot write it just runs without. The agent saves the cache once it is up
-// (agent/startup-memory.ts).
-if (command === 'agent') {
-  const { enableCompileCache } = await import('node:module');
-  enableCompileCache?.();
-}
+// The agent loads its modules its own way (./agent-loader.js says how and why).
+if (command === 'agent') await import('./agent-loader.js');
 const { main } = await import('./cli.ts');
 await main(process.argv);

@@ -25,7 +25,7 @@ import {
 import { CniCallError, type CniTarget, cniAdd, cniDel, resultAddresses } from './cni-runtime.ts';
 import { buildNetwork, type LabNetwork, type NodeNetwork, planNetwork } from './network.ts';
 import { preflight } from './preflight.ts';
-import { getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
+import { agentProcessEnv, getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
 import {
   cleanupState,
   LabState,
@@ -456,10 +456,14 @@ export class Lab {
     if (this.agentImage) return this.startAgentContainer(nodeName);
     const node = this.node(nodeName);
     const argv = [process.execPath, CLI, 'agent', '--config', node.configPath];
-    return startInNetns(this.state, `agent ${node.name}`, node.netns, argv, {
-      stdout: node.logPath,
-      stderr: node.logPath,
-    });
+    return startInNetns(
+      this.state,
+      `agent ${node.name}`,
+      node.netns,
+      argv,
+      { stdout: node.logPath, stderr: node.logPath },
+      agentProcessEnv(),
+    );
   }
 
   /** Signals a node's agent (SIGKILL by default: a crash) and waits until it is gone. */

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { type LabState, processStartTime, REPO_ROOT, type RecordedProcess } from './state.ts';
 
 const COMPILE_CACHE = join(REPO_ROOT, 'node_modules', '.cache', 'edgemesh-lab');
+const SOURCE_CACHE = join(REPO_ROOT, 'node_modules', '.cache', 'edgemesh-lab-sources');
 
 export interface StartedProcess extends RecordedProcess {
   stdoutPath: string;
@@ -29,6 +30,17 @@ export function processEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
   // user-s per agent import). It lives with the other tool caches in node_modules/.cache.
   env.NODE_COMPILE_CACHE = process.env.NODE_COMPILE_CACHE ?? COMPILE_CACHE;
   return { ...env, ...extra };
+}
+
+/**
+ * An agent's environment: as the DaemonSet runs it, with its stripped sources from a cache
+ * on disk (bin/stripped-sources.js) and without Node's compile cache, which would keep every
+ * entry in memory and make the lab's agents bigger than the deployed ones.
+ */
+export function agentProcessEnv(): NodeJS.ProcessEnv {
+  const env = processEnv({ EDGEMESH_SOURCE_CACHE: SOURCE_CACHE });
+  delete env.NODE_COMPILE_CACHE;
+  return env;
 }
 
 /**

@@ -5,11 +5,14 @@
 // its few REST calls are made here, with the same authentication and TLS as the library's
 // own (KubeConfig.applySecurityAuthentication, undici, as client-node's Watch does).
 //
-// Two imports inside client-node are redirected, each only for the one module that makes
-// it, to a module that exports exactly what that importer uses (./slim/): KubeConfig
-// takes createConfiguration and ServerConfiguration from the generated index, ListWatch
-// serializes selector strings. Every other importer — a test or tool that loads the whole
-// package in the same process — still gets the real modules. A client-node upgrade that
+// Imports inside client-node are redirected, each only for the modules named, to a module
+// that exports exactly what those importers use (./slim/): KubeConfig takes
+// createConfiguration and ServerConfiguration from the generated index, ListWatch
+// serializes selector strings, KubeConfig, Watch and the generated HTTP helpers take two
+// dispatchers and fetch from undici (as the agent's own requests here do), and KubeConfig's
+// OpenID Connect provider is loaded when a kubeconfig user first needs it. Every other
+// importer — a test or tool that loads the whole package in the same process — still gets
+// the real modules. A client-node upgrade that
 // imports something more fails at load time ("does not provide an export named"), loudly.
 import { registerHooks } from 'node:module';
 import type { KubernetesObject } from '@kubernetes/client-node';
@@ -23,6 +26,10 @@ const dist = new URL('./', import.meta.resolve('@kubernetes/client-node/dist/con
 const redirects = new Map<string, string>([
   [`${new URL('config.js', dist)}\0./gen/index.js`, new URL('./slim/gen.ts', import.meta.url).href],
   [`${new URL('cache.js', dist)}\0./serializer.js`, new URL('./slim/serializer.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0./oidc_auth.js`, new URL('./slim/oidc-auth.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
+  [`${new URL('watch.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
+  [`${new URL('gen/http/isomorphic-fetch.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
 ]);
 registerHooks({
   resolve(specifier, context, nextResolve) {
@@ -37,7 +44,7 @@ const [config, cache, watch, http, undici] = await Promise.all([
   import('@kubernetes/client-node/dist/cache.js') as Promise<typeof CacheModule>,
   import('@kubernetes/client-node/dist/watch.js') as Promise<typeof WatchModule>,
   import('@kubernetes/client-node/dist/gen/http/http.js') as Promise<typeof HttpModule>,
-  import('undici'),
+  import('./slim/undici.ts'),
 ]);
 
 export const { KubeConfig } = config;

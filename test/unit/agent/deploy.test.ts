@@ -299,7 +299,7 @@ describe("the lab's container mode follows the DaemonSet", () => {
     expect(values('--env')).toEqual([
       'NODE_NAME=n1',
       'EDGEMESH_LOG_LEVEL=info',
-      'NODE_COMPILE_CACHE=/var/lib/edgemesh/compile-cache',
+      'EDGEMESH_SOURCE_CACHE=/var/lib/edgemesh/source-cache',
     ]);
     expect(JSON.parse(values('--entrypoint')[0]!)).toEqual(contract.command);
     expect(args.at(-1)).toBe('localhost/edgemesh-cni:test');

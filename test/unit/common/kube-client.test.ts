@@ -40,6 +40,36 @@ describe('kube-client', () => {
     expect(urls.filter((u) => GENERATED.test(u))).toEqual([]);
   });
 
+  it("loads undici's dispatchers and fetch without its entry point, and OpenID Connect only for a user who needs it", {
+    timeout: 60_000,
+  }, () => {
+    // A JWT that expires in an hour: the provider uses it as it is, asking no issuer.
+    const part = (o: object) => Buffer.from(JSON.stringify(o)).toString('base64url');
+    const idToken = `${part({ alg: 'none' })}.${part({ exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
+    const kubeconfig = (user: object) =>
+      JSON.stringify({
+        clusters: [{ name: 'c', server: 'https://127.0.0.1:1' }],
+        users: [{ name: 'u', ...user }],
+        contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+        currentContext: 'x',
+      });
+    const authorize = (user: object) => `
+      const m = await import(${JSON.stringify(KUBE_CLIENT)});
+      const { RequestContext } = await import('@kubernetes/client-node/dist/gen/http/http.js');
+      const kc = new m.KubeConfig();
+      kc.loadFromOptions(${kubeconfig(user)});
+      const ctx = new RequestContext('https://127.0.0.1:1/api', 'GET');
+      await kc.applySecurityAuthentication(ctx);
+      if (ctx.getHeaders().Authorization !== ${JSON.stringify(`Bearer ${'token' in user ? user.token : idToken}`)}) process.exit(3);
+`;
+    const withToken = loadedModules(authorize({ token: 't' }));
+    expect(withToken.filter((u) => /\/undici\/index\.js$|openid-client|oauth4webapi|\/jose\//.test(u))).toEqual([]);
+    const withOidc = loadedModules(
+      authorize({ authProvider: { name: 'oidc', config: { 'id-token': idToken, 'client-id': 'c' } } }),
+    );
+    expect(withOidc.some((u) => u.endsWith('/client-node/dist/oidc_auth.js'))).toBe(true);
+  });
+
   it('leaves the whole package intact for a process that imports it', { timeout: 60_000 }, () => {
     const urls = loadedModules(`
       const slim = await import(${JSON.stringify(KUBE_CLIENT)});
