@@ -8,14 +8,15 @@
 // reported (onRefused) once the refusal has lasted a while.
 //
 // A peer's decision depends only on the authority's assignments and the other peers'
-// routes that share an address with what it claims. So a peer is verified again (once per
-// burst) only when one of those changed: the authority names the CIDRs a change touched,
-// and a peer that goes, gives up, or takes a route names its own; whoever claims something
-// overlapping them (an index of the claims) is verified in the next pass, not every peer
-// (with thousands of peers, that pass held up the forwarder on the same event loop for
-// every Node added). reverifyAll() still checks every peer. Every handler is guarded: an
-// exception is logged and counted, and the peer is left without routes, never the agent
-// without its event loop.
+// routes that share an address with what it claims. So a peer is verified again (in one
+// pass per burst) only when one of those changed: when the authority's assignments change
+// (it names the CIDRs a change touched), every peer claiming something overlapping them;
+// when a peer goes, gives up or takes a route, every peer refused something overlapping
+// it for overlapping a route. Indexes of the claims and of those refusals find them, so a
+// new Node costs the peers concerned, not a pass over every peer (with thousands of peers,
+// that held up the forwarder on the same event loop for every Node added). reverifyAll()
+// still checks every peer. Every handler is guarded: an exception is logged and counted,
+// and the peer is left without routes, never the agent without its event loop.
 import type { Logger } from '../common/log.ts';
 import { RouteTable } from '../dataplane/route-table.ts';
 import type { PeerDirectory, PeerInfo, RefusedCidr } from '../overlay/directory.ts';
@@ -77,8 +78,14 @@ export class PeerRouteVerifier {
   readonly #local = new RouteTable<true>();
   /** What the table routes to each peer (from its peer:routes events). */
   readonly #routed = new NodeCidrs();
-  /** What each peer claims (its annotated pod CIDRs): whom a change to a CIDR concerns. */
+  /** What each peer claims (its annotated pod CIDRs): whom an authority change concerns. */
   readonly #claimed = new NodeCidrs();
+  /**
+   * What each peer claims that the authority backs but that was refused for overlapping a
+   * route (another peer's, or this node's): whom a route given up or taken concerns. No
+   * other claim depends on the routes (first come: nobody is routed what overlaps a route).
+   */
+  readonly #blocked = new NodeCidrs();
   /** Peers to verify again in the next pass, gathered over the burst. */
   readonly #pending = new Set<string>();
   #reverifyPending: NodeJS.Immediate | undefined;
@@ -113,23 +120,24 @@ export class PeerRouteVerifier {
         const held = this.#routed.of(p.node);
         this.#routed.set(p.node, []);
         this.#claimed.set(p.node, []);
+        this.#blocked.set(p.node, []);
         this.#pending.delete(p.node);
         clearTimeout(this.#reportTimers.get(p.node));
         this.#reportTimers.delete(p.node);
         // A CIDR refused because this peer held it may be free now.
-        this.#concern(held);
+        this.#concern(this.#blocked, held);
       });
     const onRoutes = (node: string, routes: string[]) =>
       this.#guarded('peer:routes', undefined, () => {
         const before = this.#routed.of(node);
         this.#routed.set(node, routes);
         // A route given up may be what another peer was refused for; one taken changes who
-        // the refusals of the peers claiming it name.
+        // such a refusal names.
         const changed = [...before.filter((c) => !routes.includes(c)), ...routes.filter((c) => !before.includes(c))];
-        this.#concern(changed, node);
+        this.#concern(this.#blocked, changed, node);
       });
     const onAuthority = (change: AuthorityChange) =>
-      this.#guarded('authority change', undefined, () => this.#concern(change.cidrs));
+      this.#guarded('authority change', undefined, () => this.#concern(this.#claimed, change.cidrs));
     directory.on('peer:routes', onRoutes);
     directory.on('peer:added', onUpsert);
     directory.on('peer:updated', onUpsert);
@@ -166,15 +174,18 @@ export class PeerRouteVerifier {
     const { directory, authority } = this.#o;
     const verdict = authority.verify(p.node, p.podCidrs);
     const routes: string[] = [];
+    const blocked: string[] = [];
     const refused = [...verdict.refused];
     for (const cidr of verdict.accepted) {
       const holders = this.#routed.overlapping(cidr);
       holders.delete(p.node);
       if (this.#local.overlapping(cidr).length > 0) holders.add('this node');
       if (holders.size > 0) {
+        blocked.push(cidr);
         refused.push({ cidr, reason: `overlaps a pod CIDR routed to ${[...holders].sort().join(', ')}` });
       } else routes.push(cidr);
     }
+    this.#blocked.set(p.node, blocked);
     const previous = directory.routesOf(p.node);
     const refusedBefore = JSON.stringify(directory.refusedOf(p.node));
     // The peer:routes this emits when the routes change has the peers concerned verified again.
@@ -211,9 +222,9 @@ export class PeerRouteVerifier {
     }
   }
 
-  /** Has every peer (but `except`) claiming something that shares an address with `cidrs` verified in the next pass. */
-  #concern(cidrs: readonly string[], except?: string): void {
-    for (const cidr of cidrs) for (const n of this.#claimed.overlapping(cidr)) if (n !== except) this.#pending.add(n);
+  /** Has every peer (but `except`) with something in `index` that shares an address with `cidrs` verified in the next pass. */
+  #concern(index: NodeCidrs, cidrs: readonly string[], except?: string): void {
+    for (const cidr of cidrs) for (const n of index.overlapping(cidr)) if (n !== except) this.#pending.add(n);
     if (this.#pending.size > 0) this.#scheduleReverify();
   }
 
@@ -222,11 +233,13 @@ export class PeerRouteVerifier {
     if (this.#reverifyPending || this.#stopped) return;
     this.#reverifyPending = setImmediate(() => {
       this.#reverifyPending = undefined;
-      // Peers this pass concerns (a route one of them gives up) wait for the next one.
-      const nodes = [...this.#pending];
-      this.#pending.clear();
+      if (this.#pending.size === 0) return;
       this.passes.runs++;
-      for (const node of nodes) {
+      // A peer this pass concerns again (a route one of them gave up) is verified in it when
+      // its turn is still to come, else in the next pass; one verified since (updated,
+      // removed, reverifyAll) is no longer pending.
+      for (const node of [...this.#pending]) {
+        if (!this.#pending.delete(node)) continue;
         const p = this.#o.directory.get(node);
         if (p === undefined) continue;
         this.passes.peersVerified++;
