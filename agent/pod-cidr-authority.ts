@@ -9,6 +9,10 @@
 // then align and never overlap, and the name — the lock — keeps two from being equal),
 // and where a block overlaps a node's spec.podCIDRs (the control plane's word), the
 // spec.podCIDRs win and only the block is refused.
+//
+// Each change names the CIDRs whose assignment it touched: a verdict on a claimed CIDR
+// depends only on the assignments that share an address with it, so whoever acts on
+// verdicts (agent/peer-routes.ts) checks again only the claims overlapping those.
 import { EventEmitter } from 'node:events';
 import { isCanonicalCidr, parseCidr } from '../common/cidr.ts';
 import { RouteTable } from '../dataplane/route-table.ts';
@@ -35,7 +39,17 @@ function canonicalOrUndefined(text: unknown): string | undefined {
   return isCanonicalCidr(text) ? text : undefined;
 }
 
-export class PodCidrAuthority extends EventEmitter<{ change: [] }> {
+/** What one change of the authority touched. */
+export interface AuthorityChange {
+  /**
+   * Every CIDR assigned to some node, or no longer, or by another source (an IPAMBlock
+   * added, removed or moved to another node; a Node's spec.podCIDRs before and after).
+   * Only verdicts on claims overlapping one of these can differ from before.
+   */
+  cidrs: readonly string[];
+}
+
+export class PodCidrAuthority extends EventEmitter<{ change: [AuthorityChange] }> {
   /** IPAMBlock name → (canonical CIDR, node), for blocks whose name encodes their CIDR. */
   private readonly blocks = new Map<string, { cidr: string; node: string }>();
   /** Node → its spec.podCIDRs (canonical). */
@@ -81,13 +95,13 @@ export class PodCidrAuthority extends EventEmitter<{ change: [] }> {
     }
     if (why !== undefined) {
       this.badBlocks.set(name, why);
-      if (before) this.changed();
+      if (before) this.changed([before.cidr]);
       return;
     }
     this.badBlocks.delete(name);
     this.blocks.set(name, { cidr: cidr as string, node: node as string });
     this.hold(cidr as string, node as string, 1);
-    this.changed();
+    this.changed(before ? [before.cidr, cidr as string] : [cidr as string]);
   }
 
   removeBlock(name: string): void {
@@ -96,7 +110,7 @@ export class PodCidrAuthority extends EventEmitter<{ change: [] }> {
     if (!before) return;
     this.blocks.delete(name);
     this.hold(before.cidr, before.node, -1);
-    this.changed();
+    this.changed([before.cidr]);
   }
 
   /** A Node's spec.podCIDRs (an empty list forgets them). Non-canonical entries are not authoritative. */
@@ -108,7 +122,7 @@ export class PodCidrAuthority extends EventEmitter<{ change: [] }> {
     for (const c of canonical) this.hold(c, node, 1, true);
     if (canonical.length === 0) this.podCidrs.delete(node);
     else this.podCidrs.set(node, canonical);
-    this.changed();
+    this.changed([...before, ...canonical]);
   }
 
   /** The CIDRs the cluster assigns to `node`. */
@@ -161,8 +175,8 @@ export class PodCidrAuthority extends EventEmitter<{ change: [] }> {
     else this.byNode.delete(node);
   }
 
-  private changed(): void {
-    this.emit('change');
+  private changed(cidrs: readonly string[]): void {
+    this.emit('change', { cidrs: [...new Set(cidrs)] });
   }
 }
 

@@ -1,4 +1,5 @@
 import type { V1Node } from '@kubernetes/client-node';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { type ForwarderPeers, routeForwarder } from '../../../agent/forwarder-routes.ts';
 import type { NodeApi } from '../../../agent/kube.ts';
@@ -265,5 +266,190 @@ describe('PeerRouteVerifier: a node speaks only for itself', () => {
     await new Promise((r) => setTimeout(r, 60));
     expect(t.reported).toEqual([]);
     expect(t.routed()).toEqual({ liar: [] });
+  });
+});
+
+describe('PeerRouteVerifier: verifies again only the peers a change concerns', () => {
+  /** Settles every scheduled pass (a pass may schedule one more). */
+  const settle = async () => {
+    for (let i = 0; i < 5; i++) await nextTick();
+  };
+  const withSpec = (n: V1Node, podCIDRs: string[]): V1Node => ({ ...n, spec: { podCIDRs } });
+
+  it('a change to one CIDR verifies its claimants (a liar too), not the bystanders', async () => {
+    const authority = authorityWith([
+      ['10.244.3.0/24', 'a'],
+      ['10.244.4.0/24', 'b'],
+      ['10.244.5.0/24', 'c'],
+    ]);
+    const t = chain(authority);
+    t.watch.upsert(node('a', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.watch.upsert(node('b', { cidr: '10.244.4.0/24', peerId: IDS[1]! }));
+    t.watch.upsert(node('c', { cidr: '10.244.5.0/24', peerId: IDS[2]! }));
+    t.watch.upsert(node('liar', { cidr: '10.244.3.128/25', peerId: IDS[3]! }));
+    await settle();
+    const before = { ...t.verifier.passes };
+    // b's Node gets spec.podCIDRs (equal to its block): only b claims anything overlapping.
+    t.watch.upsert(withSpec(node('b', { cidr: '10.244.4.0/24', peerId: IDS[1]! }), ['10.244.4.0/24']));
+    await settle();
+    // The table sees no change in b (its annotations are the same): the pass verifies b alone.
+    expect(t.verifier.passes.peersVerified - before.peersVerified).toBe(1);
+    // The block of a goes: a and the liar claiming inside it are verified, b and c are not.
+    authority.removeBlock(block('10.244.3.0/24', 'a').metadata.name);
+    authority.setNodePodCidrs('c', []); // c never had spec.podCIDRs: no change, no pass
+    await settle();
+    expect(t.verifier.passes.peersVerified - before.peersVerified).toBe(3);
+    expect(t.verifier.passes.runs - before.runs).toBe(2);
+    expect(t.routed()).toEqual({ a: [], b: ['10.244.4.0/24'], c: ['10.244.5.0/24'], liar: [] });
+    expect(t.directory.refusedOf('a')[0]!.reason).toMatch(/no IPAMBlock or spec.podCIDRs assigns it/);
+  });
+
+  it('a burst of changes is one pass over the peers they concern', async () => {
+    const authority = authorityWith([]);
+    const t = chain(authority);
+    const names = ['a', 'b', 'c', 'd'];
+    for (const [i, n] of names.entries()) t.watch.upsert(node(n, { cidr: `10.244.${i + 3}.0/24`, peerId: IDS[i]! }));
+    expect(t.verifier.passes.runs).toBe(0);
+    for (const [i, n] of names.entries()) authority.setBlock(block(`10.244.${i + 3}.0/24`, n));
+    authority.setBlock(block('10.244.3.0/24', 'a')); // unchanged: nothing
+    await settle();
+    expect(t.verifier.passes).toEqual({ runs: 1, peersVerified: 4 });
+    expect(t.routed()).toEqual({
+      a: ['10.244.3.0/24'],
+      b: ['10.244.4.0/24'],
+      c: ['10.244.5.0/24'],
+      d: ['10.244.6.0/24'],
+    });
+  });
+
+  it('a CIDR freed by a peer that goes reaches the peer refused it, and only that one is verified', async () => {
+    const authority = authorityWith([
+      ['10.244.3.0/24', 'old'],
+      ['10.244.4.0/24', 'bystander'],
+    ]);
+    const t = chain(authority);
+    t.watch.upsert(node('old', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.watch.upsert(node('bystander', { cidr: '10.244.4.0/24', peerId: IDS[1]! }));
+    authority.removeBlock(block('10.244.3.0/24', 'old').metadata.name);
+    authority.setBlock(block('10.244.3.0/24', 'new'));
+    t.watch.upsert(node('new', { cidr: '10.244.3.0/24', peerId: IDS[2]! }));
+    expect(t.directory.refusedOf('new')).toEqual([
+      { cidr: '10.244.3.0/24', reason: 'overlaps a pod CIDR routed to old' },
+    ]);
+    // The old Node goes before the pass the block move scheduled.
+    t.watch.remove(node('old'));
+    await settle();
+    expect(t.verifier.passes).toEqual({ runs: 1, peersVerified: 1 });
+    expect(t.routed()).toEqual({ bystander: ['10.244.4.0/24'], new: ['10.244.3.0/24'] });
+    expect(t.directory.refusals().size).toBe(0);
+  });
+
+  it('an IPAMBlock that moves verifies its old and its new holder, the old one giving it up to the new one', async () => {
+    const authority = authorityWith([
+      ['10.244.3.0/24', 'old'],
+      ['10.244.4.0/24', 'bystander'],
+    ]);
+    const t = chain(authority);
+    t.watch.upsert(node('old', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.watch.upsert(node('new', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
+    t.watch.upsert(node('bystander', { cidr: '10.244.4.0/24', peerId: IDS[2]! }));
+    expect(t.routed()).toEqual({ old: ['10.244.3.0/24'], new: [], bystander: ['10.244.4.0/24'] });
+    // The same block object now names another node (an update, not a re-creation).
+    authority.setBlock(block('10.244.3.0/24', 'new'));
+    await settle();
+    expect(t.routed()).toEqual({ old: [], new: ['10.244.3.0/24'], bystander: ['10.244.4.0/24'] });
+    expect(t.directory.refusedOf('old')[0]!.reason).toMatch(/assigns it to node old/);
+    expect(t.directory.refusals().has('new')).toBe(false);
+    expect(t.verifier.passes).toEqual({ runs: 1, peersVerified: 2 });
+  });
+
+  it('a peer verified before the one giving up its route in the same pass gets it in the next', async () => {
+    const authority = authorityWith([['10.244.3.0/24', 'old']]);
+    const t = chain(authority);
+    // new claims first (so a pass reaches it first), unbacked; old is routed the block.
+    t.watch.upsert(node('new', { cidr: '10.244.3.0/24', peerId: IDS[0]! }));
+    t.watch.upsert(node('old', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
+    expect(t.routed()).toEqual({ new: [], old: ['10.244.3.0/24'] });
+    authority.setBlock(block('10.244.3.0/24', 'new'));
+    await nextTick();
+    // new was refused for old's route, then old gave it up: new is verified again.
+    expect(t.routed()).toEqual({ new: [], old: [] });
+    expect(t.directory.refusedOf('new')[0]!.reason).toBe('overlaps a pod CIDR routed to old');
+    await nextTick();
+    expect(t.routed()).toEqual({ new: ['10.244.3.0/24'], old: [] });
+    expect(t.verifier.passes).toEqual({ runs: 2, peersVerified: 3 });
+  });
+
+  it('spec.podCIDRs taken away free the block inside them for its node', async () => {
+    const authority = authorityWith([['10.244.3.0/24', 'a']]);
+    const t = chain(authority);
+    // big's spec.podCIDRs cover a's block: the spec wins, big is backed, a's block is refused.
+    t.watch.upsert(withSpec(node('big', { cidr: '10.244.2.0/23', peerId: IDS[0]! }), ['10.244.2.0/23']));
+    t.watch.upsert(node('a', { cidr: '10.244.3.0/24', peerId: IDS[1]! }));
+    expect(t.routed()).toEqual({ big: ['10.244.2.0/23'], a: [] });
+    // The spec moves away; big keeps its route until verified, a is verified in the same pass.
+    t.watch.upsert(withSpec(node('big', { cidr: '10.244.2.0/23', peerId: IDS[0]! }), []));
+    await settle();
+    expect(t.routed()).toEqual({ big: [], a: ['10.244.3.0/24'] });
+    expect(t.directory.refusals().has('a')).toBe(false);
+  });
+});
+
+describe('PeerRouteVerifier: the passes over the peers concerned leave what a full pass would', () => {
+  // Few nodes and CIDRs, so that claims collide: blocks move, specs cover blocks, a peer
+  // holds a route the authority no longer backs while another is refused for it.
+  const NODES = ['n0', 'n1', 'n2'];
+  const CIDRS = ['10.244.2.0/24', '10.244.2.0/25'];
+  const SPECS = ['10.244.2.0/23', '10.244.2.0/24', '10.244.0.0/24'];
+  const opArb = fc.oneof(
+    fc.record({
+      kind: fc.constant('block' as const),
+      cidr: fc.constantFrom(...CIDRS),
+      node: fc.constantFrom(...NODES),
+    }),
+    fc.record({ kind: fc.constant('unblock' as const), cidr: fc.constantFrom(...CIDRS) }),
+    fc.record({
+      kind: fc.constant('node' as const),
+      node: fc.constantFrom(...NODES),
+      claims: fc.uniqueArray(fc.constantFrom(...CIDRS), { minLength: 1, maxLength: 2 }),
+      spec: fc.oneof(
+        { weight: 3, arbitrary: fc.constant<string[]>([]) },
+        fc.array(fc.constantFrom(...SPECS), { maxLength: 1 }),
+      ),
+    }),
+    fc.record({ kind: fc.constant('delete' as const), node: fc.constantFrom(...NODES) }),
+    fc.record({ kind: fc.constant('settle' as const) }),
+  );
+
+  it('after any sequence of events, verifying every peer again changes nothing', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 20 }), async (ops) => {
+        const authority = authorityWith([['10.244.0.0/24', 'me']]);
+        const t = chain(authority);
+        const settle = async () => {
+          for (let i = 0; i < 8; i++) await nextTick();
+        };
+        for (const op of ops) {
+          if (op.kind === 'block') authority.setBlock(block(op.cidr, op.node));
+          else if (op.kind === 'unblock') authority.removeBlock(block(op.cidr, 'x').metadata.name);
+          else if (op.kind === 'node') {
+            const n = node(op.node, { cidr: op.claims.join(','), peerId: IDS[NODES.indexOf(op.node)]! });
+            t.watch.upsert({ ...n, spec: { podCIDRs: op.spec } });
+          } else if (op.kind === 'delete') t.watch.remove(node(op.node));
+          else await settle();
+        }
+        await settle();
+        const state = () =>
+          JSON.stringify(
+            t.directory.list().map((p) => [p.node, t.directory.routesOf(p.node), t.directory.refusedOf(p.node)]),
+          );
+        const incremental = state();
+        t.verifier.reverifyAll();
+        expect(state()).toBe(incremental);
+        expect(t.verifier.handlerErrors).toBe(0);
+        t.verifier.stop();
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -56,6 +56,29 @@ describe('PodCidrAuthority', () => {
     expect(changes).toBe(5);
   });
 
+  it('names the CIDRs each change touched: a block added, moved, made invalid or removed; spec.podCIDRs before and after', () => {
+    const a = new PodCidrAuthority(['10.244.0.0/16']);
+    const seen: string[][] = [];
+    a.on('change', (c) => seen.push([...c.cidrs]));
+    a.setBlock(block('10.244.1.0/24', 'n1'));
+    a.setBlock(block('10.244.1.0/24', 'n2')); // the same object names another node
+    a.setBlock(block('10.244.1.0/24', 42)); // now garbage: the assignment it made is gone
+    a.setBlock(block('10.244.2.0/24', 'n1'));
+    a.removeBlock(blockObjectName('10.244.2.0/24'));
+    a.setNodePodCidrs('n3', ['10.244.8.0/24', '10.244.9.0/24']);
+    a.setNodePodCidrs('n3', ['10.244.9.0/24']);
+    a.removeBlock(blockObjectName('10.244.7.0/24')); // never known: no change
+    expect(seen).toEqual([
+      ['10.244.1.0/24'],
+      ['10.244.1.0/24'],
+      ['10.244.1.0/24'],
+      ['10.244.2.0/24'],
+      ['10.244.2.0/24'],
+      ['10.244.8.0/24', '10.244.9.0/24'],
+      ['10.244.8.0/24', '10.244.9.0/24'],
+    ]);
+  });
+
   it('a node cannot refuse everyone with one big block: only blocks of the cluster block size count', () => {
     const a = new PodCidrAuthority(['10.244.0.0/16'], { v4: 24 });
     a.setBlock(block('10.244.1.0/24', 'n1'));
