@@ -15,7 +15,7 @@
 // assigned it. This node's own Node object is not created (the agent only checks its own
 // annotations on it). Also printed, not a target: how long after a create the agent's event
 // loop stays busy, since a new Node's spec.podCIDRs change the authority and the verifier
-// then checks every peer again. No namespaces needed.
+// then checks the peers whose claims overlap them again. No namespaces needed.
 //   node bench/control-plane.ts [--sizes 1000,5000]
 // The measured process runs as the agent does from its second start: with the agent's V8
 // flags and malloc settings (bin/agent-runtime.js), its module loading and a filled cache
@@ -409,7 +409,9 @@ if (import.meta.main && process.argv[2] === '--warm-up') {
       busy.push(`${r.peers} peers ${r.newNodeBusyP50Ms.toFixed(2)} ms`);
     }
     // Not a target: what each new Node costs the agent after programming it (see watchSide).
-    console.log(`new node → agent idle again (route verifier's pass over every peer) p50: ${busy.join(', ')}`);
+    console.log(
+      `new node → agent idle again (the route verifier's pass over the peers the new Node concerns) p50: ${busy.join(', ')}`,
+    );
   } finally {
     await rm(sourceCache, { recursive: true, force: true });
   }
