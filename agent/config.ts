@@ -3,7 +3,8 @@
 // overriding the one before. Validated with zod so an operator reads one line per mistake.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { parse as parseYaml } from 'yaml';
+// js-yaml, not yaml: client-node reads kubeconfigs with it, so the agent loads one YAML parser.
+import { load as parseYaml } from 'js-yaml';
 import { z } from 'zod';
 import { parseCidr, parseIp } from '../common/cidr.ts';
 import { ConfigError, parseConfig } from '../common/config.ts';

@@ -20,6 +20,9 @@ function loadedModules(source: string): string[] {
   return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as string[];
 }
 
+/** What client-node's KubeConfig needs only for a cluster behind a proxy. */
+const PROXY_PACKAGES = /\/(socks-proxy-agent|socks|hpagent|agent-base|ip-address|smart-buffer)\//;
+
 const GENERATED = /@kubernetes\/client-node\/dist\/gen\/(index\.js|models\/|apis\/|types\/)/;
 
 describe('kube-client', () => {
@@ -68,6 +71,30 @@ describe('kube-client', () => {
       authorize({ authProvider: { name: 'oidc', config: { 'id-token': idToken, 'client-id': 'c' } } }),
     );
     expect(withOidc.some((u) => u.endsWith('/client-node/dist/oidc_auth.js'))).toBe(true);
+    expect(withToken.filter((u) => PROXY_PACKAGES.test(u))).toEqual([]);
+  });
+
+  it("builds a kubeconfig's proxy agents with the real packages, loaded when a cluster names a proxy", {
+    timeout: 60_000,
+  }, () => {
+    const agentFor = (proxyUrl: string, expected: string) => `
+      const m = await import(${JSON.stringify(KUBE_CLIENT)});
+      const kc = new m.KubeConfig();
+      kc.loadFromOptions(${JSON.stringify({
+        clusters: [{ name: 'c', server: 'https://127.0.0.1:1', proxyUrl: '@PROXY@' }],
+        users: [{ name: 'u', token: 't' }],
+        contexts: [{ name: 'x', cluster: 'c', user: 'u' }],
+        currentContext: 'x',
+      }).replace('@PROXY@', proxyUrl)});
+      const opts = {};
+      await kc.applyToHTTPSOptions(opts);
+      if (opts.agent?.constructor.name !== '${expected}') process.exit(3);`;
+    expect(loadedModules(agentFor('http://127.0.0.1:1', 'HttpsProxyAgent')).some((u) => /\/hpagent\//.test(u))).toBe(
+      true,
+    );
+    expect(
+      loadedModules(agentFor('socks5://127.0.0.1:1', 'SocksProxyAgent')).some((u) => /\/socks-proxy-agent\//.test(u)),
+    ).toBe(true);
   });
 
   it('leaves the whole package intact for a process that imports it', { timeout: 60_000 }, () => {
