@@ -10,10 +10,10 @@
 // createConfiguration and ServerConfiguration from the generated index, ListWatch
 // serializes selector strings, KubeConfig, Watch and the generated HTTP helpers take two
 // dispatchers and fetch from undici (as the agent's own requests here do), and KubeConfig's
-// OpenID Connect provider and proxy clients are loaded when a kubeconfig first needs them. Every other
-// importer — a test or tool that loads the whole package in the same process — still gets
-// the real modules. A client-node upgrade that
-// imports something more fails at load time ("does not provide an export named"), loudly.
+// auth providers (oidc, azure, gcp) and proxy clients are loaded when a kubeconfig first
+// needs them. Every other importer — a test or tool that loads the whole package in the
+// same process — still gets the real modules. A client-node upgrade that imports something
+// more fails at load time ("does not provide an export named"), loudly.
 import { registerHooks } from 'node:module';
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type * as CacheModule from '@kubernetes/client-node/dist/cache.js';
@@ -26,7 +26,9 @@ const dist = new URL('./', import.meta.resolve('@kubernetes/client-node/dist/con
 const redirects = new Map<string, string>([
   [`${new URL('config.js', dist)}\0./gen/index.js`, new URL('./slim/gen.ts', import.meta.url).href],
   [`${new URL('cache.js', dist)}\0./serializer.js`, new URL('./slim/serializer.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0./oidc_auth.js`, new URL('./slim/oidc-auth.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0./oidc_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0./azure_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
+  [`${new URL('config.js', dist)}\0./gcp_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
   [`${new URL('config.js', dist)}\0socks-proxy-agent`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
   [`${new URL('config.js', dist)}\0socks`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
   [`${new URL('config.js', dist)}\0hpagent`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
