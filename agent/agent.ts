@@ -499,6 +499,13 @@ export class Agent {
     return this.ready;
   }
 
+  /** Packets the forwarder has moved to and from peers so far (a measure of activity). */
+  packetsMoved(): number {
+    let n = 0;
+    for (const c of Object.values(this.parts.forwarder?.stats().peers ?? {})) n += c.txPackets + c.rxPackets;
+    return n;
+  }
+
   /**
    * The TUN's MTU: configured, or the underlay's MTU (of the interface with the node IP)
    * less the UDP session overhead over IPv6, the larger of the two outer headers, so a

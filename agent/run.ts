@@ -7,8 +7,9 @@ import { Agent } from './agent.ts';
 import { type AgentFlags, agentFiles, loadAgentConfig } from './config.ts';
 import { startControlServer } from './control-api.ts';
 import { startHttpServer } from './http.ts';
+import { IdleMemoryTrimmer } from './idle-memory.ts';
 import { AgentMetrics } from './metrics.ts';
-import { releaseStartupMemory } from './startup-memory.ts';
+import { releaseIdleMemory, releaseStartupMemory } from './startup-memory.ts';
 
 export async function runAgent(flags: AgentFlags): Promise<void> {
   const config = loadAgentConfig(flags);
@@ -61,6 +62,13 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
     setTimeout(() => {
       if (!shuttingDown && releaseStartupMemory()) log.debug('released start-up memory');
     }, 5000).unref();
+    // And what traffic grew, once it stops (see the module).
+    new IdleMemoryTrimmer({
+      activity: () => agent.packetsMoved(),
+      release: () => {
+        if (!shuttingDown && releaseIdleMemory()) log.debug('released memory after traffic');
+      },
+    }).start();
   } catch (err) {
     startError = (err as Error).message;
     log.error({ err: startError }, 'agent failed to start');

@@ -50,3 +50,16 @@ export function releaseStartupMemory(): boolean {
   trimNativeHeap();
   return true;
 }
+
+/**
+ * What traffic grew, given back once the agent is idle (agent/idle-memory.ts): one
+ * memory-reducing collection (not the start-up's series: the data path's bytecode is kept)
+ * and a trim of the C heaps; false when this V8 offers no collection.
+ */
+export function releaseIdleMemory(): boolean {
+  const gc = gcFunction();
+  if (!gc) return false;
+  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  trimNativeHeap();
+  return true;
+}
