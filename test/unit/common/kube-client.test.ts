@@ -66,7 +66,9 @@ describe('kube-client', () => {
       if (ctx.getHeaders().Authorization !== ${JSON.stringify(`Bearer ${'token' in user ? user.token : idToken}`)}) process.exit(3);
 `;
     const withToken = loadedModules(authorize({ token: 't' }));
-    expect(withToken.filter((u) => /\/undici\/index\.js$|openid-client|oauth4webapi|\/jose\/|jsonpath-plus/.test(u))).toEqual([]);
+    expect(
+      withToken.filter((u) => /\/undici\/index\.js$|openid-client|oauth4webapi|\/jose\/|jsonpath-plus/.test(u)),
+    ).toEqual([]);
     const withOidc = loadedModules(
       authorize({ authProvider: { name: 'oidc', config: { 'id-token': idToken, 'client-id': 'c' } } }),
     );
