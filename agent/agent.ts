@@ -5,6 +5,7 @@
 //   own Node → subnet info + conflist → CNI client → bridge (gateway address) + masquerade
 //   → TUN up, routes, forwarding → CNI socket → Node informer → ready.
 import { mkdir } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import type { V1Node } from '@kubernetes/client-node';
 import { CniPlugin } from '../cni/plugin.ts';
 import { startCniServer } from '../cni/server.ts';
@@ -34,6 +35,7 @@ import { AgentMetrics } from './metrics.ts';
 import { NodeWatch } from './node-watch.ts';
 import { PeerRouteVerifier } from './peer-routes.ts';
 import { PodCidrAuthority } from './pod-cidr-authority.ts';
+import { resolveReaders } from './readers.ts';
 import { RouteReconciler } from './route-reconciler.ts';
 import { resolveIdentity, type SelfIdentity, waitForOwnNode } from './self-node.ts';
 import type { AgentStatus, PeerStatus } from './status.ts';
@@ -118,11 +120,14 @@ export class Agent {
     // nothing reaches them until the routes are installed further down.
     this.step('node key + libp2p host');
     const tunMtu = await this.tunMtu(self.nodeIp);
+    const readers = resolveReaders(cfg.tun.readers);
+    this.log.info({ setting: cfg.tun.readers, readers, cpus: availableParallelism() }, 'TUN and UDP readers');
     const tun = TunDevice.open({
       name: cfg.tun.name,
       offload: cfg.tun.offload,
       mtu: tunMtu,
       writeBurst: cfg.tun.writeBurst,
+      reader: readers,
     });
     this.parts.tun = tun;
     this.onClose('TUN', () => tun.close());
@@ -162,6 +167,7 @@ export class Agent {
             udp: udpSocketFactory({
               port: cfg.overlay.udpPort ?? punch.port,
               mtu: tunMtu,
+              receiver: readers,
               log: this.log.child({ component: 'udp' }),
             }),
             udpExcludeInterfaces: [cfg.tun.name, cfg.bridge.name],

@@ -111,6 +111,12 @@ export const agentConfigSchema = z
          * yield lets it. See docs/decisions.md, "UDP loss on the lab's underlay".
          */
         writeBurst: z.number().int().min(0).max(1024).default(8),
+        /**
+         * Where the TUN and the UDP data socket are read: `loop` (on the event loop),
+         * `adaptive` (on the loop while idle, on reader threads under load), `thread`, or
+         * `auto`: `loop` on nodes with at most two CPUs, `adaptive` elsewhere (agent/readers.ts).
+         */
+        readers: z.enum(['auto', 'loop', 'adaptive', 'thread']).default('auto'),
       })
       .prefault({}),
     bridge: z

@@ -6,7 +6,13 @@ import { relayAllocateDatagram } from '../dataplane/udp-relay.ts';
 import { UdpDataSocket } from '../dataplane/udp-session.ts';
 import type { UdpSocketFactory, UdpSocketHandlers } from '../overlay/udp-carrier.ts';
 
-export function udpSocketFactory(opts: { port: number; mtu: number; log: Logger }): UdpSocketFactory {
+export function udpSocketFactory(opts: {
+  port: number;
+  mtu: number;
+  /** Where the socket is read (agent/readers.ts). */
+  receiver: 'thread' | 'loop' | 'auto';
+  log: Logger;
+}): UdpSocketFactory {
   return {
     // The member side of UDP relays: allocate datagrams are built (HMAC) in the addon.
     allocateDatagram: relayAllocateDatagram,
@@ -14,6 +20,7 @@ export function udpSocketFactory(opts: { port: number; mtu: number; log: Logger 
       const common = {
         port: opts.port,
         mtu: opts.mtu,
+        receiver: opts.receiver,
         ...handlers,
         onError: (err: Error) => opts.log.warn({ err: err.message }, 'UDP packet handler failed'),
       };

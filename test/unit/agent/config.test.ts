@@ -72,12 +72,23 @@ describe('agent config', () => {
     });
   });
 
+  it("takes the TUN and UDP readers' setting and refuses an unknown one", () => {
+    const base = 'nodeName: n1\nclusterCidrs: [10.244.0.0/16]\n';
+    expect(loadAgentConfig({ config: configFile(`${base}tun: { readers: adaptive }\n`) }, {}).tun.readers).toBe(
+      'adaptive',
+    );
+    expect(issuesOf(() => loadAgentConfig({ config: configFile(`${base}tun: { readers: fast }\n`) }, {}))[0]).toMatch(
+      /tun\.readers/,
+    );
+  });
+
   it('fills defaults so a DaemonSet needs only NODE_NAME and the cluster CIDR', () => {
     const cfg = loadAgentConfig({}, { NODE_NAME: 'n1', EDGEMESH_CLUSTER_CIDRS: '10.244.0.0/16' });
     expect(cfg.nodeName).toBe('n1');
     expect(cfg.kubeconfig).toBeUndefined();
     expect(cfg.site).toBeUndefined();
     expect(cfg.blockPrefixV4).toBe(24);
+    expect(cfg.tun.readers).toBe('auto');
     expect(cfg.paths.runDir).toBe('/run/edgemesh');
     expect(cfg.overlay.listen).toEqual(['/ip4/0.0.0.0/tcp/4001']);
     expect(cfg.http.listen).toBe('127.0.0.1:9273');
