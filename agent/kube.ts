@@ -14,6 +14,51 @@ export function loadKubeConfig(path?: string): KubeConfig {
   return kc;
 }
 
+/** A watch event's object: an API Status on ERROR events. */
+interface WatchStatus {
+  code?: number;
+  message?: string;
+  details?: { causes?: Array<{ reason?: string }> };
+}
+
+/**
+ * A watch from a resourceVersion the server has not reached: it answers with an ERROR event,
+ * Status 504 "Too large resource version" (cause ResourceVersionTooLarge), and ends the watch.
+ */
+function isTooLargeResourceVersion(obj: WatchStatus | undefined): boolean {
+  return (
+    obj?.code === 504 &&
+    (obj.details?.causes?.some((c) => c.reason === 'ResourceVersionTooLarge') === true ||
+      /too large resource version/i.test(obj.message ?? ''))
+  );
+}
+
+/**
+ * client-node's Watch for a ListWatch, with each event's object passed through `map`, and a
+ * "too large resource version" passed on as 410 Gone. ListWatch relists only on 410; an API
+ * server whose resourceVersions went back (an etcd restored from a backup, a fresh server)
+ * answers its next watch with 504 instead, which ListWatch ignores and watches again from the
+ * same version, for ever, with no error to see. Relisting is what client-go's reflector does.
+ */
+function relistingWatch(kubeconfig: KubeConfig, map: (phase: string, obj: unknown) => unknown = (_, o) => o): Watch {
+  const watch = new Watch(kubeconfig);
+  return {
+    watch: (path: string, query: Parameters<Watch['watch']>[1], onEvent: WatchCallback, done: (err: unknown) => void) =>
+      watch.watch(
+        path,
+        query,
+        (phase, obj, raw) => {
+          if (phase === 'ERROR' && isTooLargeResourceVersion(obj as WatchStatus)) {
+            onEvent(phase, { ...(obj as WatchStatus), code: 410 }, raw);
+            return;
+          }
+          onEvent(phase, map(phase, obj), raw);
+        },
+        done,
+      ),
+  } as Watch;
+}
+
 export class NodeApi {
   readonly kubeconfig: KubeConfig;
   readonly client: KubeClient;
@@ -40,26 +85,14 @@ export class NodeApi {
   }
 
   /**
-   * An informer over all Nodes (list, then watch from its resourceVersion; relists on 410)
+   * An informer over all Nodes (list, then watch from its resourceVersion; relists on 410 and
+   * on a resourceVersion the server has not reached, see relistingWatch)
    * whose cache and events hold trimmed Nodes (trimNode): every agent caches every Node.
    */
   nodeInformer(): Informer<V1Node> & ObjectCache<V1Node> {
-    const watch = new Watch(this.kubeconfig);
-    const trimming = {
-      watch: (
-        path: string,
-        query: Parameters<Watch['watch']>[1],
-        onEvent: WatchCallback,
-        done: (err: unknown) => void,
-      ) =>
-        watch.watch(
-          path,
-          query,
-          (phase, obj, raw) =>
-            onEvent(phase, phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? trimNode(obj) : obj, raw),
-          done,
-        ),
-    } as Watch;
+    const trimming = relistingWatch(this.kubeconfig, (phase, obj) =>
+      phase === 'ADDED' || phase === 'MODIFIED' || phase === 'DELETED' ? trimNode(obj as V1Node) : obj,
+    );
     return new ListWatch<V1Node>(
       '/api/v1/nodes',
       trimming,
@@ -86,7 +119,7 @@ export class NodeApi {
     const path = `/apis/${IPAM_GROUP}/${IPAM_VERSION}/${IPAM_PLURAL}`;
     return new ListWatch<IpamBlockObject>(
       path,
-      new Watch(this.kubeconfig),
+      relistingWatch(this.kubeconfig),
       () => this.client.request<{ metadata?: { resourceVersion?: string }; items: IpamBlockObject[] }>('GET', path),
       false,
     );
@@ -119,7 +152,7 @@ interface NodeListJson {
   items: V1Node[];
 }
 
-type WatchCallback = (phase: string, obj: V1Node, raw: unknown) => void;
+type WatchCallback = (phase: string, obj: unknown, raw: unknown) => void;
 
 /**
  * The part of a Node an agent reads: name, uid, resourceVersion, deletion time, its

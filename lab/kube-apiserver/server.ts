@@ -38,6 +38,8 @@ export type ApiServerOptions = {
   gcDelayMs?: number;
   /** Largest accepted request body (the real server's limit is 3 MiB). */
   maxBodyBytes?: number;
+  /** The first resourceVersion (default: the clock in ms); a restored etcd starts lower than before. */
+  initialResourceVersion?: number;
   watch?: Partial<WatchLimits>;
 };
 
@@ -65,6 +67,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     historyLimit: opts.historyLimit ?? 1000,
     historyMaxBytes: opts.historyMaxBytes,
     gcDelayMs: opts.gcDelayMs,
+    initialResourceVersion: opts.initialResourceVersion,
   });
   const maxBody = opts.maxBodyBytes ?? 3 * 1024 * 1024;
   const limits: WatchLimits = {

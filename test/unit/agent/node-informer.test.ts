@@ -2,7 +2,10 @@
 // in pages (more Nodes than one page holds), and the cache and the events hold trimmed Nodes.
 import type { V1Node } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { InformerKeeper } from '../../../agent/informer-keeper.ts';
 import { NodeApi } from '../../../agent/kube.ts';
+import { silentLogger } from '../../../common/log.ts';
+import { startApiServer } from '../../../lab/kube-apiserver/server.ts';
 import { type Harness, startHarness } from '../kube-apiserver/helpers.ts';
 
 const NODES = 1_050; // more pages than one (LIST_PAGE in common/kube/client.ts)
@@ -61,4 +64,38 @@ describe('NodeApi.nodeInformer', () => {
       await informer.stop();
     }
   }, 60_000);
+});
+
+describe('NodeApi.nodeInformer after the API server went back in time', () => {
+  it('relists when its resourceVersion is one the server has not reached (an etcd restore)', {
+    timeout: 30_000,
+  }, async () => {
+    let h = await startHarness();
+    const port = h.server.port;
+    await h.core.createNode({ body: node(1) });
+    const informer = new NodeApi(h.kc).nodeInformer();
+    // As the agent does: the informer stops when its connection breaks; the keeper restarts it.
+    const keeper = new InformerKeeper(informer, { log: silentLogger(), what: 'Node', firstDelayMs: 100 });
+    await informer.start();
+    try {
+      expect(informer.get('n1')).toBeDefined();
+      // The restored server counts from far below the informer's resourceVersion: a watch
+      // from there gets 504 "Too large resource version", which client-node alone retries as is.
+      await h.server.close();
+      const restored = await startApiServer({ host: '127.0.0.1', port, initialResourceVersion: 1 });
+      const previous = h;
+      h = { ...previous, server: restored, close: async () => restored.close().then(() => previous.close()) };
+      await h.core.createNode({ body: node(2) });
+      const deadline = Date.now() + 20_000;
+      while (!(informer.get('n2') !== undefined && informer.get('n1') === undefined) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(informer.get('n2')).toBeDefined();
+      expect(informer.get('n1')).toBeUndefined();
+    } finally {
+      keeper.stop();
+      await informer.stop();
+      await h.close();
+    }
+  });
 });
