@@ -5,7 +5,10 @@
 // start after it (the stripped sources the first one saved; bin/stripped-sources.js), against the target
 // of issue #16. RSS counts the Node binary's resident pages (shared with every other Node
 // process) like `ps` and the kubelet's working set do.
-//   node bench/agent-memory.ts [--settle-seconds 20]      (root)
+// Then the same for every agent of the default lab (`npm start`: six nodes, pods, the
+// reachability matrix), at its second start (the lab's source cache filled by the first),
+// the matrix's traffic done: what the issue's target is about.
+//   node bench/agent-memory.ts [--settle-seconds 20] [--no-lab]      (root)
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { run } from '../common/exec.ts';
 import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
+import { labUp } from '../lab/lab.ts';
+import { runMatrix } from '../lab/matrix.ts';
 import { metricValue, startAgentNode } from './lib/agent-node.ts';
 
 const NODE_IP = '192.168.77.11';
@@ -97,8 +102,43 @@ async function outer(settleSeconds: number): Promise<void> {
   }
 }
 
+/** Every agent of the default lab, idle after the matrix, at its second start. */
+async function defaultLab(settleSeconds: number): Promise<void> {
+  for (const start of ['first', 'second']) {
+    const lab = await labUp();
+    try {
+      const matrix = await runMatrix(lab);
+      if (start === 'first') continue;
+      console.log(
+        `default lab, agents' second start, ${settleSeconds} s after the matrix (${matrix.entries.filter((e) => e.ok).length}/${matrix.entries.length} pairs reachable):`,
+      );
+      await new Promise((r) => setTimeout(r, settleSeconds * 1000));
+      const rows: number[] = [];
+      for (const node of lab.nodes) {
+        const pid = lab.agentProcess(node.name)?.pid;
+        if (pid === undefined) throw new Error(`no agent on ${node.name}`);
+        const rss = (await rssKiB(pid)) / 1024;
+        const { anonymous } = await smapsKiB(pid);
+        rows.push(rss);
+        console.log(
+          `  ${node.name.padEnd(9)} RSS ${rss.toFixed(1)} MiB (target ≤ ${TARGET_RSS_MIB}: ${rss <= TARGET_RSS_MIB ? 'met' : 'MISSED'}); anonymous ${(anonymous / 1024).toFixed(1)} MiB`,
+        );
+      }
+      const sorted = [...rows].sort((a, b) => a - b);
+      console.log(
+        `  median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} MiB, range ${sorted[0]!.toFixed(1)}–${sorted.at(-1)!.toFixed(1)}`,
+      );
+    } finally {
+      await lab.down();
+    }
+  }
+}
+
 if (process.argv[2] === '--inner') await inner(process.argv[3]!, Number(process.argv[4]));
 else {
-  const { values } = parseArgs({ options: { 'settle-seconds': { type: 'string', default: '20' } } });
+  const { values } = parseArgs({
+    options: { 'settle-seconds': { type: 'string', default: '20' }, 'no-lab': { type: 'boolean', default: false } },
+  });
   await outer(Number(values['settle-seconds']));
+  if (!values['no-lab']) await defaultLab(Number(values['settle-seconds']));
 }
