@@ -2,8 +2,14 @@
 // watch and of the peers' route verification (test/unit/agent).
 import { EventEmitter } from 'node:events';
 import type { V1Node } from '@kubernetes/client-node';
+import { routeForwarder } from '../../agent/forwarder-routes.ts';
+import type { NodeApi } from '../../agent/kube.ts';
+import { NodeWatch } from '../../agent/node-watch.ts';
+import { PeerRouteVerifier } from '../../agent/peer-routes.ts';
 import { PodCidrAuthority } from '../../agent/pod-cidr-authority.ts';
+import { silentLogger } from '../../common/log.ts';
 import { blockObjectName } from '../../ipam/node-blocks.ts';
+import { PeerDirectory } from '../../overlay/directory.ts';
 
 export const PEER_ID = '12D3KooWGLmu861KbXD6HjhGKVBSFtR7saza4j8J25nP2RPWHwnp';
 /** Distinct valid peer IDs (a directory refuses two Nodes with one ID). */
@@ -66,3 +72,33 @@ export function fakeInformer(initial: V1Node[]) {
 }
 
 export const nextTick = () => new Promise((r) => setImmediate(r));
+
+/**
+ * The agent's peer parts wired as agent/agent.ts wires them: the Node watch on `informer`
+ * feeding the peer table, the route verifier deciding each peer's routes, the binding that
+ * programs `forwarder` from the table.
+ */
+export function peerStack(opts: {
+  informer: EventEmitter & { start(): Promise<void>; stop(): Promise<void>; list(): V1Node[] };
+  authority: PodCidrAuthority;
+  forwarder: Parameters<typeof routeForwarder>[1];
+  localCidrs?: string[];
+  directory?: PeerDirectory;
+}) {
+  const directory = opts.directory ?? new PeerDirectory();
+  const binding = routeForwarder(directory, opts.forwarder, silentLogger());
+  const verifier = new PeerRouteVerifier({
+    directory,
+    authority: opts.authority,
+    localCidrs: opts.localCidrs ?? [],
+    logger: silentLogger(),
+  });
+  const watch = new NodeWatch({
+    api: { nodeInformer: () => opts.informer } as unknown as NodeApi,
+    selfName: 'me',
+    directory,
+    authority: opts.authority,
+    logger: silentLogger(),
+  });
+  return { directory, binding, verifier, watch };
+}

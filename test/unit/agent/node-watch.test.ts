@@ -1,17 +1,15 @@
 import type { V1Node } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { agentConfigSchema } from '../../../agent/config.ts';
-import { routeForwarder } from '../../../agent/forwarder-routes.ts';
 import type { NodeApi } from '../../../agent/kube.ts';
 import { NodeWatch } from '../../../agent/node-watch.ts';
-import { PeerRouteVerifier } from '../../../agent/peer-routes.ts';
 import type { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
 import { resolveIdentity } from '../../../agent/self-node.ts';
 import { silentLogger } from '../../../common/log.ts';
 import { Forwarder } from '../../../dataplane/forwarder.ts';
 import type { PacketIO } from '../../../dataplane/types.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
-import { authorityWith, fakeInformer, IDS, node } from '../../support/peer-nodes.ts';
+import { authorityWith, fakeInformer, IDS, node, peerStack } from '../../support/peer-nodes.ts';
 
 function setup() {
   const directory = new PeerDirectory();
@@ -108,21 +106,8 @@ describe('NodeWatch with the peer table, its routes and the real forwarder: host
     directory = new PeerDirectory(),
   ) {
     const forwarder = new Forwarder({ tun, localCidrs: ['10.244.0.0/24'], logger: silentLogger() });
-    const binding = routeForwarder(directory, forwarder, silentLogger());
-    const verifier = new PeerRouteVerifier({
-      directory,
-      authority,
-      localCidrs: ['10.244.0.0/24'],
-      logger: silentLogger(),
-    });
-    const watch = new NodeWatch({
-      api: { nodeInformer: () => informer } as unknown as NodeApi,
-      selfName: 'me',
-      directory,
-      authority,
-      logger: silentLogger(),
-    });
-    return { directory, forwarder, binding, verifier, watch };
+    const parts = peerStack({ informer, authority, forwarder, localCidrs: ['10.244.0.0/24'], directory });
+    return { ...parts, forwarder };
   }
 
   it('refuses pod CIDRs the forwarder would not parse, and keeps serving every other Node', async () => {

@@ -10,7 +10,7 @@ import { silentLogger } from '../../../common/log.ts';
 import { Forwarder } from '../../../dataplane/forwarder.ts';
 import type { PacketIO } from '../../../dataplane/types.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
-import { authorityWith, block, fakeInformer, IDS, nextTick, node } from '../../support/peer-nodes.ts';
+import { authorityWith, block, fakeInformer, IDS, nextTick, node, peerStack } from '../../support/peer-nodes.ts';
 
 const tun: PacketIO = { offload: false, onBatch: () => undefined, write: (b) => b.length };
 
@@ -105,9 +105,11 @@ describe('PeerRouteVerifier + routeForwarder', () => {
     const informer = fakeInformer([]);
     const directory = new PeerDirectory();
     const authority = authorityWith([['10.244.2.0/24', 'peer']]);
-    const binding = routeForwarder(
+    const { binding, verifier, watch } = peerStack({
+      informer,
+      authority,
       directory,
-      {
+      forwarder: {
         setPeer: () => {
           throw new Error('kernel said no');
         },
@@ -115,15 +117,6 @@ describe('PeerRouteVerifier + routeForwarder', () => {
           removed.push(n);
         },
       },
-      silentLogger(),
-    );
-    const verifier = new PeerRouteVerifier({ directory, authority, localCidrs: [], logger: silentLogger() });
-    const watch = new NodeWatch({
-      api: { nodeInformer: () => informer } as unknown as NodeApi,
-      selfName: 'me',
-      directory,
-      authority,
-      logger: silentLogger(),
     });
     await watch.start();
     expect(() => informer.emit('add', node('peer'))).not.toThrow();

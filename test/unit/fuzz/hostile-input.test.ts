@@ -7,10 +7,6 @@ import { EventEmitter } from 'node:events';
 import type { V1Node } from '@kubernetes/client-node';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { routeForwarder } from '../../../agent/forwarder-routes.ts';
-import type { NodeApi } from '../../../agent/kube.ts';
-import { NodeWatch } from '../../../agent/node-watch.ts';
-import { PeerRouteVerifier } from '../../../agent/peer-routes.ts';
 import { PodCidrAuthority } from '../../../agent/pod-cidr-authority.ts';
 import { parseEnv, parseNetConf } from '../../../cni/config.ts';
 import { CniError } from '../../../cni/spec.ts';
@@ -25,6 +21,7 @@ import { isPublicIp } from '../../../overlay/addresses.ts';
 import { PeerDirectory } from '../../../overlay/directory.ts';
 import { PunchError, type PunchOffer, validateOffer } from '../../../overlay/hole-punch.ts';
 import { parseReply, RelayBindingError } from '../../../overlay/relay-binding.ts';
+import { peerStack } from '../../support/peer-nodes.ts';
 import { udp4, udp6 } from '../dataplane/packets.ts';
 
 const RUNS = Number(process.env.EDGEMESH_FUZZ_RUNS ?? 300);
@@ -210,19 +207,12 @@ describe('fuzz: hostile Node annotations and IPAMBlocks', () => {
           stop: async () => undefined,
           list: () => [],
         });
-        const binding = routeForwarder(directory, forwarder, silentLogger());
-        const verifier = new PeerRouteVerifier({
-          directory,
+        const { binding, verifier, watch } = peerStack({
+          informer,
           authority,
+          forwarder,
           localCidrs: ['10.244.0.0/24'],
-          logger: silentLogger(),
-        });
-        const watch = new NodeWatch({
-          api: { nodeInformer: () => informer } as unknown as NodeApi,
-          selfName: 'me',
           directory,
-          authority,
-          logger: silentLogger(),
         });
         void watch.start();
         const blockOf = (b: { cidr: string; node: string; honestName: boolean }) => {
