@@ -9,13 +9,11 @@
 // bytecode once it has not run for BYTECODE_OLD_AGE collections, and an idle agent collects
 // rarely. So the collection is repeated until that age is passed: about 1 MiB of heap
 // (100.1 → 99.1, 98.6 MiB RSS), some tens of ms once; a dropped function that runs again is
-// compiled again then. The same moment tidies the cache of stripped
-// sources the entry shim reads (bin/stripped-sources.js: entries no start has used for a
-// week go), or saves Node's compile cache where an operator enabled that instead.
+// compiled again then. The same moment saves Node's compile cache where an operator
+// enabled it instead of the agent's own cache of stripped sources (bin/stripped-sources.js).
 import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { pruneStrippedSources } from '../bin/stripped-sources.js';
 import { trimNativeHeap } from '../dataplane/native-addon.ts';
 
 /** V8's --bytecode-old-age (its default, 6): collections a function must sit out before its bytecode goes. */
@@ -34,15 +32,15 @@ function gcFunction(): GcFunction | undefined {
 }
 
 /**
- * Tidies the source cache, runs memory-reducing full collections (enough for start-up's
+ * Saves Node's compile cache (if enabled), runs memory-reducing full collections (enough for start-up's
  * bytecode to age out), then hands what the C
  * heaps hold free back to the kernel (what start-up freed there, V8's own among it: the
  * collection frees some of it, so the trim comes after); false when this V8 offers no
  * collection.
  */
 export function releaseStartupMemory(): boolean {
-  // Each a no-op where its cache is not in use (tests, benches, a directory it could not use).
-  pruneStrippedSources();
+  // A no-op where Node's compile cache is not in use (the agent's own cache of stripped
+  // sources, bin/stripped-sources.js, tidies itself).
   flushCompileCache?.();
   const gc = gcFunction();
   if (!gc) return false;

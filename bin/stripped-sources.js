@@ -31,6 +31,8 @@ import { fileURLToPath } from 'node:url';
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** Entries no start has used for this long are removed (old releases' sources). */
 export const STALE_AFTER_MS = 7 * DAY_MS;
+/** When the process prunes: by then start-up has loaded every module it loads. */
+const PRUNE_AFTER_MS = 60_000;
 
 let cacheDir;
 /** The entries this process read or wrote (kept fresh, never pruned). */
@@ -88,7 +90,7 @@ function loadStripped(path) {
 
 /**
  * Loads every `file:` URL ending in .ts from the cache (stripping and storing what is not
- * there). False, and nothing installed, where this Node has no registerHooks or the
+ * there), and a minute later removes the entries no start has used for a week. False, and nothing installed, where this Node has no registerHooks or the
  * directory cannot be made: Node then strips as usual.
  */
 export function installStrippedSources(dir = strippedSourceDir()) {
@@ -105,6 +107,7 @@ export function installStrippedSources(dir = strippedSourceDir()) {
       return { format: 'module', source: loadStripped(fileURLToPath(url)), shortCircuit: true };
     },
   });
+  setTimeout(() => pruneStrippedSources(), PRUNE_AFTER_MS).unref();
   return true;
 }
 
