@@ -93,3 +93,44 @@ void reader_stop(int stop_fd, atomic_int *stop) {
   ssize_t w = write(stop_fd, &one, sizeof one);
   (void)w;  // a full eventfd counter (never reached) still wakes the reader
 }
+
+void slot_pool_init(slot_pool_t *p, int n) {
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->cond, NULL);
+  p->n = n;
+  for (int i = 0; i < n; i++) p->free[i] = 1;
+}
+
+void slot_pool_destroy(slot_pool_t *p) {
+  pthread_mutex_destroy(&p->lock);
+  pthread_cond_destroy(&p->cond);
+}
+
+int slot_pool_take(slot_pool_t *p, atomic_int *stop) {
+  pthread_mutex_lock(&p->lock);
+  int got = -1;
+  while (!atomic_load(stop)) {
+    for (int i = 0; i < p->n && got < 0; i++)
+      if (p->free[i]) {
+        p->free[i] = 0;
+        got = i;
+      }
+    if (got >= 0) break;
+    pthread_cond_wait(&p->cond, &p->lock);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return got;
+}
+
+void slot_pool_give(slot_pool_t *p, int slot) {
+  pthread_mutex_lock(&p->lock);
+  p->free[slot] = 1;
+  pthread_cond_signal(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+}
+
+void slot_pool_wake(slot_pool_t *p) {
+  pthread_mutex_lock(&p->lock);
+  pthread_cond_broadcast(&p->cond);
+  pthread_mutex_unlock(&p->lock);
+}

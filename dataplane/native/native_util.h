@@ -5,6 +5,7 @@
 #ifndef EDGEMESH_NATIVE_UTIL_H
 #define EDGEMESH_NATIVE_UTIL_H
 #include <node_api.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -83,4 +84,22 @@ static inline uint64_t now_ns(void) {
 int reader_wait(int fd, int stop_fd, atomic_int *stop);
 // Asks the reader to end (the thread is joined by the caller).
 void reader_stop(int stop_fd, atomic_int *stop);
+// A reader thread's fixed set of buffers (tun.c, udp.c): the thread takes a free slot,
+// fills it and hands it to JavaScript, which gives it back once its handler has returned.
+// The thread blocks while JavaScript holds every slot (back-pressure, no allocation).
+#define SLOT_POOL_MAX 16
+typedef struct {
+  pthread_mutex_t lock;
+  pthread_cond_t cond;
+  int n;
+  unsigned char free[SLOT_POOL_MAX];
+} slot_pool_t;
+// All n (<= SLOT_POOL_MAX) slots free.
+void slot_pool_init(slot_pool_t *p, int n);
+void slot_pool_destroy(slot_pool_t *p);
+// The next free slot; blocks while none is. -1 once *stop is set (see slot_pool_wake).
+int slot_pool_take(slot_pool_t *p, atomic_int *stop);
+void slot_pool_give(slot_pool_t *p, int slot);
+// Wakes a reader blocked in slot_pool_take, after the caller has set its stop flag.
+void slot_pool_wake(slot_pool_t *p);
 #endif

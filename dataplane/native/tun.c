@@ -109,10 +109,8 @@ typedef struct tun {
   uint8_t *loop_buf;
   // Thread mode: the pool of batch buffers (mmap'd; pool_ready once they and the lock exist).
   uint8_t *pool[POOL_BATCHES];
-  int pool_free[POOL_BATCHES];
   int pool_ready;
-  pthread_mutex_t pool_lock;
-  pthread_cond_t pool_cond;
+  slot_pool_t slots;  // which of pool[] the reader may fill
   char name[IFNAMSIZ];
   unsigned offload_flags;
   // Counters, written by the reader thread (rx) or the JS thread (tx), read by JS.
@@ -174,38 +172,17 @@ static int pool_init(tun_t *t) {
       return e;
     }
     t->pool[i] = m;
-    t->pool_free[i] = 1;
   }
-  pthread_mutex_init(&t->pool_lock, NULL);
-  pthread_cond_init(&t->pool_cond, NULL);
+  slot_pool_init(&t->slots, POOL_BATCHES);
   t->pool_ready = 1;
   return 0;
 }
 
 // The reader thread's next free pool buffer; blocks while JS holds them all. -1 once the
 // device is closing.
-static int pool_take(tun_t *t) {
-  pthread_mutex_lock(&t->pool_lock);
-  int got = -1;
-  while (!atomic_load(&t->stop)) {
-    for (int i = 0; i < POOL_BATCHES && got < 0; i++)
-      if (t->pool_free[i]) {
-        t->pool_free[i] = 0;
-        got = i;
-      }
-    if (got >= 0) break;
-    pthread_cond_wait(&t->pool_cond, &t->pool_lock);
-  }
-  pthread_mutex_unlock(&t->pool_lock);
-  return got;
-}
+static int pool_take(tun_t *t) { return slot_pool_take(&t->slots, &t->stop); }
 
-static void pool_give(tun_t *t, int slot) {
-  pthread_mutex_lock(&t->pool_lock);
-  t->pool_free[slot] = 1;
-  pthread_cond_signal(&t->pool_cond);
-  pthread_mutex_unlock(&t->pool_lock);
-}
+static void pool_give(tun_t *t, int slot) { slot_pool_give(&t->slots, slot); }
 
 // Reader thread: drains the fd into a pool buffer. Returns the batch (NULL when nothing was
 // read or the device is closing); *fatal as read_into; *nomem when the small descriptor
@@ -481,11 +458,7 @@ static void tun_shutdown(tun_t *t) {
   if (t->closed) return;
   t->closed = 1;
   atomic_store(&t->stop, 1);
-  if (t->pool_ready) {  // a reader waiting for a pool buffer JS will never give back
-    pthread_mutex_lock(&t->pool_lock);
-    pthread_cond_broadcast(&t->pool_cond);
-    pthread_mutex_unlock(&t->pool_lock);
-  }
+  if (t->pool_ready) slot_pool_wake(&t->slots);  // a reader waiting for a buffer JS will never give back
   loop_stop(t);
   if (t->running) {
     reader_stop(t->stop_fd, &t->stop);
@@ -513,8 +486,7 @@ static void finalize_tun(napi_env env, void *data, void *hint) {
   free(t->loop_buf);
   if (t->pool_ready) {
     for (int i = 0; i < POOL_BATCHES; i++) munmap(t->pool[i], batch_cap(t));
-    pthread_mutex_destroy(&t->pool_lock);
-    pthread_cond_destroy(&t->pool_cond);
+    slot_pool_destroy(&t->slots);
   }
   free(t);
 }

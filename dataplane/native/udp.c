@@ -194,10 +194,8 @@ typedef struct udp {
   session_t *buckets[SESSION_BUCKETS];
   uint32_t sessions;
   // Delivery buffer pool.
-  pthread_mutex_t pool_lock;
-  pthread_cond_t pool_cond;
+  slot_pool_t slots;  // which of pool[] the receiver may fill
   uint8_t *pool[POOL_BUFFERS];
-  int pool_free[POOL_BUFFERS];
   delivery_t deliveries[POOL_BUFFERS];
   // Send buffers (JS thread).
   uint8_t *txbuf;
@@ -241,29 +239,9 @@ static void free_session(session_t *s) {
 
 // ---- receive -----------------------------------------------------------------------------
 
-static int pool_take(udp_t *u) {
-  pthread_mutex_lock(&u->pool_lock);
-  int got = -1;
-  while (!atomic_load(&u->stop)) {
-    for (int i = 0; i < POOL_BUFFERS; i++)
-      if (u->pool_free[i]) {
-        u->pool_free[i] = 0;
-        got = i;
-        break;
-      }
-    if (got >= 0) break;
-    pthread_cond_wait(&u->pool_cond, &u->pool_lock);
-  }
-  pthread_mutex_unlock(&u->pool_lock);
-  return got;
-}
+static int pool_take(udp_t *u) { return slot_pool_take(&u->slots, &u->stop); }
 
-static void pool_give(udp_t *u, int i) {
-  pthread_mutex_lock(&u->pool_lock);
-  u->pool_free[i] = 1;
-  pthread_cond_signal(&u->pool_cond);
-  pthread_mutex_unlock(&u->pool_lock);
-}
+static void pool_give(udp_t *u, int i) { slot_pool_give(&u->slots, i); }
 
 static void count_drop(udp_t *u, int reason) { atomic_fetch_add_explicit(&u->drops[reason], 1, memory_order_relaxed); }
 
@@ -603,9 +581,7 @@ static void udp_shutdown(udp_t *u) {
   if (u->closed) return;
   u->closed = 1;
   reader_stop(u->stop_fd, &u->stop);
-  pthread_mutex_lock(&u->pool_lock);
-  pthread_cond_broadcast(&u->pool_cond);
-  pthread_mutex_unlock(&u->pool_lock);
+  slot_pool_wake(&u->slots);
   if (u->tsfn) napi_release_threadsafe_function(u->tsfn, napi_tsfn_abort);
   if (u->poll) {
     uv_poll_stop(u->poll);
@@ -659,9 +635,8 @@ static void udp_unref(udp_t *u) {
   for (int i = 0; i < POOL_BUFFERS; i++) free(u->pool[i]);
   free(u->txbuf);
   pthread_mutex_destroy(&u->lock);
-  pthread_mutex_destroy(&u->pool_lock);
   pthread_mutex_destroy(&u->socks_lock);
-  pthread_cond_destroy(&u->pool_cond);
+  slot_pool_destroy(&u->slots);
   free(u);
 }
 
@@ -805,14 +780,12 @@ static napi_value udp_open(napi_env env, napi_callback_info info) {
   u->gso_ok = 1;
   u->coalesce = coalesce;
   pthread_mutex_init(&u->lock, NULL);
-  pthread_mutex_init(&u->pool_lock, NULL);
-  pthread_cond_init(&u->pool_cond, NULL);
+  slot_pool_init(&u->slots, POOL_BUFFERS);
   u->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   u->txbuf = malloc(TX_BUF_BYTES);
   int ok = u->stop_fd >= 0 && u->txbuf && u->epfd >= 0;
   for (int i = 0; i < POOL_BUFFERS && ok; i++) {
     u->pool[i] = malloc(DELIVERY_BYTES);
-    u->pool_free[i] = 1;
     ok = u->pool[i] != NULL;
   }
   if (!ok) {
