@@ -10,10 +10,10 @@ import { registerHooks } from 'node:module';
 
 const FACADE_URL = 'edgemesh:node-http';
 /** The getters of node:http that load undici when read. */
-export const LAZY_HTTP_EXPORTS = new Set(['WebSocket', 'CloseEvent', 'MessageEvent']);
+const LAZY_HTTP_EXPORTS = new Set(['WebSocket', 'CloseEvent', 'MessageEvent']);
 
 /** The facade's source: node:http as require() returns it, every export but the lazy ones. */
-export function httpFacadeSource() {
+function httpFacadeSource() {
   const http = process.getBuiltinModule('node:http');
   const names = Object.keys(http).filter((name) => !LAZY_HTTP_EXPORTS.has(name) && /^[A-Za-z_$][\w$]*$/.test(name));
   return [

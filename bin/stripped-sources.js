@@ -14,6 +14,7 @@
 // Plain JavaScript: the entry shim installs it before it loads any TypeScript.
 import { createHash } from 'node:crypto';
 import {
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -25,12 +26,12 @@ import {
 } from 'node:fs';
 import { registerHooks, stripTypeScriptTypes } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 /** Entries no start has used for this long are removed (old releases' sources). */
-export const STALE_AFTER_MS = 7 * DAY_MS;
+const STALE_AFTER_MS = 7 * DAY_MS;
 /** When the process prunes: by then start-up has loaded every module it loads. */
 const PRUNE_AFTER_MS = 60_000;
 
@@ -41,8 +42,18 @@ const used = new Set();
 export const strippedSourceCounts = { hits: 0, stripped: 0, unwritable: 0 };
 
 /** The cache directory: EDGEMESH_SOURCE_CACHE, else edgemesh-source-cache in the temporary directory. */
-export function strippedSourceDir(env = process.env) {
+function strippedSourceDir(env = process.env) {
   return join(env.EDGEMESH_SOURCE_CACHE || join(tmpdir(), 'edgemesh-source-cache'), process.version);
+}
+
+/** A real directory (no symlink), owned by this user, writable by nobody else. */
+function privateDir(path) {
+  try {
+    const st = lstatSync(path);
+    return st.isDirectory() && st.uid === process.getuid?.() && (st.mode & 0o022) === 0;
+  } catch {
+    return false;
+  }
 }
 
 function strip(source) {
@@ -100,6 +111,10 @@ export function installStrippedSources(dir = strippedSourceDir()) {
   } catch {
     return false;
   }
+  // The agent runs what it finds here as its own code: under a shared temporary directory
+  // anyone could have made the directory first and planted a module. Only a directory of
+  // this user's that nobody else can write to is used; else Node strips as usual.
+  if (!privateDir(dir) || !privateDir(dirname(dir))) return false;
   cacheDir = dir;
   registerHooks({
     load(url, context, nextLoad) {

@@ -3,7 +3,7 @@
 // compile cache, and ESM imports of node:http do not load Node's bundled undici. Each case
 // runs in a child process: the hooks are process-wide.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -65,6 +65,17 @@ describe("the agent's module loading", () => {
     expect(second.amaro).toBe(false);
     expect(second.counts).toEqual({ hits: first.counts.stripped, stripped: 0, unwritable: 0 });
     expect(readdirSync(join(cache, process.version)).sort()).toEqual(entries.sort());
+  });
+
+  it('refuses a cache directory that others can write to: Node strips the sources itself', { timeout: 60_000 }, () => {
+    const cache = join(tempDir(), 'cache');
+    mkdirSync(cache);
+    chmodSync(cache, 0o777); // as if anyone could have planted a module in it
+    const loaded = loadAgentModules(cache);
+    expect(loaded.counts).toEqual({ hits: 0, stripped: 0, unwritable: 0 });
+    expect(loaded.amaro).toBe(true);
+    expect(existsSync(join(cache, process.version))).toBe(true); // made, then found not private
+    expect(readdirSync(join(cache, process.version))).toEqual([]);
   });
 
   it("imports node:http from ES modules without Node's bundled undici", { timeout: 60_000 }, () => {
