@@ -59,8 +59,10 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
   try {
     await agent.start();
     // Give back what start-up used once the first Node events have settled (see the module).
+    // Once traffic flows the series of collections would stall forwarding: one will do.
     setTimeout(() => {
-      if (!shuttingDown && releaseStartupMemory()) log.debug('released start-up memory');
+      const release = agent.packetsMoved() === 0 ? releaseStartupMemory : releaseIdleMemory;
+      if (!shuttingDown && release()) log.debug('released start-up memory');
     }, 5000).unref();
     // And what traffic grew, once it stops (see the module).
     new IdleMemoryTrimmer({

@@ -38,26 +38,33 @@ function gcFunction(): GcFunction | undefined {
  * collection frees some of it, so the trim comes after); false when this V8 offers no
  * collection.
  */
-export function releaseStartupMemory(): boolean {
+export function releaseStartupMemory(deps: ReleaseDeps = {}): boolean {
   // A no-op where Node's compile cache is not in use (the agent's own cache of stripped
   // sources, bin/stripped-sources.js, tidies itself).
   flushCompileCache?.();
-  const gc = gcFunction();
-  if (!gc) return false;
-  for (let i = 0; i <= BYTECODE_OLD_AGE; i++) gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-  trimNativeHeap();
-  return true;
+  return collectAndTrim(BYTECODE_OLD_AGE + 1, deps);
 }
 
 /**
- * What traffic grew, given back once the agent is idle (agent/idle-memory.ts): one
- * memory-reducing collection (not the start-up's series: the data path's bytecode is kept)
- * and a trim of the C heaps; false when this V8 offers no collection.
+ * What traffic grew, given back once the agent is idle (agent/idle-memory.ts), or at
+ * start-up when traffic already flows: one memory-reducing collection (not the start-up's
+ * series: it would stall the loop, which reads the TUN on small nodes, and drop the data
+ * path's bytecode) and a trim of the C heaps; false when this V8 offers no collection.
  */
-export function releaseIdleMemory(): boolean {
-  const gc = gcFunction();
+export function releaseIdleMemory(deps: ReleaseDeps = {}): boolean {
+  return collectAndTrim(1, deps);
+}
+
+/** The collection and the trim, replaceable in tests. */
+export interface ReleaseDeps {
+  gc?: GcFunction | undefined;
+  trim?: () => void;
+}
+
+function collectAndTrim(collections: number, deps: ReleaseDeps): boolean {
+  const gc = 'gc' in deps ? deps.gc : gcFunction();
   if (!gc) return false;
-  gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
-  trimNativeHeap();
+  for (let i = 0; i < collections; i++) gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  (deps.trim ?? trimNativeHeap)();
   return true;
 }
