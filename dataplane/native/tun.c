@@ -65,6 +65,7 @@
 // filled. Allocated when the thread starts, reused batch after batch; a batch's ArrayBuffer
 // is detached when its handler returns and the buffer goes back to the pool.
 #define POOL_BATCHES (QUEUE_DEPTH + 2)
+_Static_assert(POOL_BATCHES <= SLOT_POOL_MAX, "the reader's pool is a slot_pool_t");
 // Reader 'auto': the loop hands reading to the thread when one wake-up finds this much, and
 // the thread hands it back after this long without a packet.
 #define AUTO_BUSY_PACKETS 8

@@ -77,6 +77,7 @@
 // Receive side (RX_MSGS messages of RX_BUF_BYTES per recvmmsg(): udp_socket.h).
 #define POOL_BUFFERS 4  // delivery buffers: one being filled, the rest queued for JS
 #define QUEUE_DEPTH (POOL_BUFFERS - 1)
+_Static_assert(POOL_BUFFERS <= SLOT_POOL_MAX, "the receiver's pool is a slot_pool_t");
 #define REC_HDR 38  // [u32 len][u32 localIndex][u8 type][u8 family][u16 port][16 addr][10 vnet]
 // A record is at most REC_HDR - OVERHEAD bytes longer than its datagram, and one received
 // message (GRO) holds at most RX_BUF_BYTES / OVERHEAD datagrams: the most one message can
