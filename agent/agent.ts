@@ -326,8 +326,13 @@ export class Agent {
       },
       ipam: () => leases.usage().map((u) => ({ cidr: u.cidr, used: u.used, capacity: u.capacity })),
       refusedNodes: () => directory.ignored.size,
+      // A CIDR the forwarder's guard refused after the verifier routed it is a bug too: counted here.
       nodeEventErrors: () =>
-        watch.handlerErrors + peerRoutes.handlerErrors + forwarderRoutes.errors + blockWatch.handlerErrors,
+        watch.handlerErrors +
+        peerRoutes.handlerErrors +
+        forwarderRoutes.errors +
+        forwarderRoutes.refusedByForwarder +
+        blockWatch.handlerErrors,
       refusedPodCidrs: () => [...directory.refusals().values()].reduce((n, r) => n + r.length, 0),
       peerIdConflicts: () => directory.conflicts().size,
       paths: () => {

@@ -524,13 +524,12 @@ export class UdpPaths {
         { peer: p.node, endpoint: endpointKey(from), ...(from.socket ? { socket: from.socket } : {}) },
         'UDP path confirmed',
       );
-      if (this.#o.relay?.isRelay(from) !== true) this.birthday?.adopted(p.node, from);
+      if (!viaRelay) this.birthday?.adopted(p.node, from);
     }
     if (!wasAlive || p.confirmedAt === undefined) {
       if (p.msToDirect === undefined) p.msToDirect = now - p.startedAt;
       // An attempt that ends on a relay got a path, but no punch: counted as such.
-      if (p.attempting && this.#o.relay?.isRelay(from) === true)
-        this.counters.failures.relayed = (this.counters.failures.relayed ?? 0) + 1;
+      if (p.attempting && viaRelay) this.counters.failures.relayed = (this.counters.failures.relayed ?? 0) + 1;
       else if (p.attempting) this.counters.successes++;
       p.attempting = false;
       p.confirmedAt = now;
