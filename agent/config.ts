@@ -245,6 +245,8 @@ function applyEnv(raw: Raw, env: NodeJS.ProcessEnv): void {
   }
   const mtu = e('EDGEMESH_TUN_MTU');
   if (mtu) section(raw, 'tun').mtu = mtu === 'auto' ? 'auto' : int('EDGEMESH_TUN_MTU', mtu);
+  const readers = e('EDGEMESH_TUN_READERS');
+  if (readers) section(raw, 'tun').readers = readers;
   const http = e('EDGEMESH_HTTP_LISTEN');
   if (http) section(raw, 'http').listen = http;
 }

@@ -23,8 +23,12 @@ export function processEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
     HOME: process.env.HOME ?? '/root',
     LANG: 'C.UTF-8',
   };
-  const level = process.env.EDGEMESH_LOG_LEVEL;
-  if (level) env.EDGEMESH_LOG_LEVEL = level;
+  // The log level, and where the agents read their TUN and UDP socket (to compare the
+  // readers in a lab: EDGEMESH_TUN_READERS=adaptive npm start).
+  for (const name of ['EDGEMESH_LOG_LEVEL', 'EDGEMESH_TUN_READERS'] as const) {
+    const value = process.env[name];
+    if (value) env[name] = value;
+  }
   // Seven Node processes load the same modules at once; V8's on-disk compile cache cuts
   // their start-up CPU by about a quarter from the second lab on (measured: 2.6–3.1 → 1.9–2.1
   // user-s per agent import). It lives with the other tool caches in node_modules/.cache.

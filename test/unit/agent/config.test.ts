@@ -77,6 +77,9 @@ describe('agent config', () => {
     expect(loadAgentConfig({ config: configFile(`${base}tun: { readers: adaptive }\n`) }, {}).tun.readers).toBe(
       'adaptive',
     );
+    expect(loadAgentConfig({ config: configFile(base) }, { EDGEMESH_TUN_READERS: 'thread' }).tun.readers).toBe(
+      'thread',
+    );
     expect(issuesOf(() => loadAgentConfig({ config: configFile(`${base}tun: { readers: fast }\n`) }, {}))[0]).toMatch(
       /tun\.readers/,
     );
