@@ -2,10 +2,10 @@
 // TunReader, the UDP socket's receiver). A reader thread overlaps reading with the
 // JavaScript forwarder but costs a thread hop (a wake-up, a context switch) per batch; that
 // pays only where the thread has a CPU of its own. On two CPUs, shared by the agent, the
-// pods and the kernel's packet work, the hops cost more than the overlap gives:
-// `bench/udp-session.ts --pods --paths udp-auto,udp-loop`, 3 rounds, both fds on the event
-// loop moved 7.9–9.2 Gbit/s at 1.3 CPU s/GB against 6.2–7.2 at 1.7 for the adaptive readers,
-// with a lower RTT too (docs/decisions.md, "Readers on two CPUs").
+// pods and the kernel's packet work, the hops cost more than the overlap gives: in the lab,
+// through the agents as deployed (`bash bench/lab-readers.sh`, two runs), TCP one stream
+// 4.8–7.3 against 2.8–5.1 Gbit/s with the adaptive readers (UDP loss and ping mixed); the
+// data-plane engine alone agrees (docs/decisions.md, "Readers on two CPUs").
 import { availableParallelism } from 'node:os';
 import type { TunReader } from '../dataplane/tun-device.ts';
 

@@ -44,7 +44,8 @@ async function measureOnce(dir: string, settleSeconds: number, sourceCache: stri
     name: 'mem-node',
     nodeIp: NODE_IP,
     clusterCidr: '10.244.0.0/16',
-    env: { EDGEMESH_SOURCE_CACHE: sourceCache },
+    // The DaemonSet's log level (deploy/daemonset.yaml), not the quieter one of other benches.
+    env: { EDGEMESH_SOURCE_CACHE: sourceCache, EDGEMESH_LOG_LEVEL: 'info' },
   });
   try {
     await new Promise((r) => setTimeout(r, settleSeconds * 1000));

@@ -1,4 +1,6 @@
-// The UDP session data path against the stream path, between two forwarders.
+// The UDP session data path against the stream path, between two forwarders: the agent's
+// data-plane parts in test scripts (no libp2p, no Kubernetes), not the agent; the product's
+// figures come from the lab bench (bench/lab-bed.ts).
 // Two namespaces joined by a veth; each runs one dataplane node process (a real TUN +
 // Forwarder): either with a UDP session (test/integration/dataplane/udp-node.ts) or with the
 // frame codec over a TCP socket, the stream path (test/support/forwarder-node.ts); the UDP
@@ -21,6 +23,7 @@ import { randomBytes } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { missingAgentEnv } from '../bin/agent-runtime.js';
 import { run } from '../common/exec.ts';
 import { ipBatch } from '../common/host-net/index.ts';
 import { createNetns, deleteNetns, runPrefix } from '../common/netns.ts';
@@ -104,8 +107,10 @@ class NodeProcess {
 
   constructor(ns: string, script: string, args: string[]) {
     const flags = scavengerMb > 0 ? [`--scavenger-max-new-space-capacity-mb=${scavengerMb}`] : [];
+    // The agent's malloc settings (bin/agent-runtime.js), as its forwarder runs under them.
     this.child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...flags, script, ...args], {
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...missingAgentEnv(process.env) },
     });
     this.child.stderr!.setEncoding('utf8').on('data', (d: string) => {
       this.stderr = (this.stderr + d).slice(-2000);
@@ -357,7 +362,7 @@ async function main(): Promise<void> {
     // interleaved rounds: a load change on the shared machine hits both paths alike
     for (let r = 0; r < rounds; r++) for (const path of PATHS) samples[path]!.push(await measure(path, r));
     console.log(
-      `\n[bench] ${rounds} round(s) of ${seconds} s, medians (node --scavenger-max-new-space-capacity-mb=${scavengerMb}):`,
+      `\n[bench] ${rounds} round(s) of ${seconds} s, medians (forwarder scripts, not the agent: node --scavenger-max-new-space-capacity-mb=${scavengerMb}, the agent's malloc settings):`,
     );
     console.log('| path | TCP 1 stream Gbit/s | forwarder CPU s/GB | RTT p50 ms | RTT p99 ms | UDP loss % |');
     console.log('|---|---|---|---|---|---|');
