@@ -19,10 +19,9 @@
 //   node bench/control-plane.ts [--sizes 1000,5000]
 // The measured process runs as the agent does from its second start: with the agent's V8
 // flags and malloc settings (bin/agent-runtime.js), its module loading and a filled cache
-// of stripped sources (bin/agent-loader.js) and the DaemonSet's log level (info; its log goes to /dev/null);
+// of compacted sources (bin/agent-loader.js) and the DaemonSet's log level (info; its log goes to /dev/null);
 // RSS counts the Node binary's resident pages like `ps` does.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { writeSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -31,9 +30,6 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
-import type { V1Node } from '@kubernetes/client-node';
-import { generateKeyPair } from '@libp2p/crypto/keys';
-import { peerIdFromPrivateKey } from '@libp2p/peer-id';
 import { parse as parseYaml } from 'yaml';
 import { BlockWatch } from '../agent/block-watch.ts';
 import { routeForwarder } from '../agent/forwarder-routes.ts';
@@ -55,7 +51,8 @@ import {
   IPAM_VERSION,
   type IpamBlockObject,
 } from '../ipam/node-blocks.ts';
-import { PeerDirectory, peerAnnotations } from '../overlay/directory.ts';
+import { PeerDirectory } from '../overlay/directory.ts';
+import { createNodes, peerNode } from './lib/peer-nodes.ts';
 import { percentile } from './lib/stats.ts';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -89,100 +86,6 @@ async function startApiServerProcess(): Promise<{ url: string; stop(): Promise<v
       await once(child, 'exit');
     },
   };
-}
-
-async function peerNode(i: number): Promise<V1Node> {
-  const peerId = peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString();
-  // Peer i owns 10.(i/256).(i%256).0/24 inside the cluster CIDR 10.0.0.0/8, so every block
-  // is distinct; the node IPAM controller assigned it (spec.podCIDRs), the agent annotates it.
-  const cidr = `10.${Math.floor(i / 256) % 256}.${i % 256}.0/24`;
-  const ip = `192.168.${Math.floor(i / 250) % 250}.${(i % 250) + 1}`;
-  const name = `peer-${i}`;
-  const now = '2026-11-30T12:00:00Z';
-  return {
-    metadata: {
-      name,
-      labels: {
-        'edgemesh.io/site': `site-${i % 50}`,
-        'kubernetes.io/hostname': name,
-        'kubernetes.io/os': 'linux',
-        'kubernetes.io/arch': 'amd64',
-        'node.kubernetes.io/instance-type': 'edge-small',
-      },
-      annotations: {
-        ...peerAnnotations({
-          peerId,
-          multiaddrs: [`/ip4/${ip}/tcp/4001`],
-          podCidrs: [cidr],
-          site: `site-${i % 50}`,
-          nodeIp: ip,
-          punchPort: 4002,
-        }),
-        'node.alpha.kubernetes.io/ttl': '0',
-        'volumes.kubernetes.io/controller-managed-attach-detach': 'true',
-      },
-      managedFields: ['kubelet', 'kube-controller-manager', 'edgemesh'].map((manager) => ({
-        manager,
-        operation: 'Update',
-        apiVersion: 'v1',
-        time: new Date(now),
-        fieldsType: 'FieldsV1',
-        fieldsV1: {
-          'f:metadata': { 'f:annotations': { '.': {}, 'f:node.alpha.kubernetes.io/ttl': {} }, 'f:labels': { '.': {} } },
-          'f:status': {
-            'f:conditions': { 'k:{"type":"Ready"}': { '.': {}, 'f:lastHeartbeatTime': {}, 'f:status': {} } },
-          },
-        },
-      })),
-    },
-    spec: { podCIDR: cidr, podCIDRs: [cidr] },
-    status: {
-      addresses: [
-        { type: 'InternalIP', address: ip },
-        { type: 'Hostname', address: name },
-      ],
-      capacity: { cpu: '4', memory: '8025072Ki', pods: '110', 'ephemeral-storage': '61202244Ki' },
-      allocatable: { cpu: '4', memory: '7922672Ki', pods: '110', 'ephemeral-storage': '56403987978' },
-      conditions: ['MemoryPressure', 'DiskPressure', 'PIDPressure', 'Ready'].map((type) => ({
-        type,
-        status: type === 'Ready' ? 'True' : 'False',
-        lastHeartbeatTime: new Date(now),
-        lastTransitionTime: new Date(now),
-        reason: type === 'Ready' ? 'KubeletReady' : `KubeletHasNo${type}`,
-        message: type === 'Ready' ? 'kubelet is posting ready status' : `kubelet has no ${type}`,
-      })),
-      nodeInfo: {
-        architecture: 'amd64',
-        bootID: `b00t-${i}`,
-        containerRuntimeVersion: 'containerd://1.7.24',
-        kernelVersion: '6.1.0-28-amd64',
-        kubeProxyVersion: 'v1.32.0',
-        kubeletVersion: 'v1.32.0',
-        machineID: `m${i}`,
-        operatingSystem: 'linux',
-        osImage: 'Debian GNU/Linux 12 (bookworm)',
-        systemUUID: `uuid-${i}`,
-      },
-      // A small edge node's image cache: its digests dominate a real Node's size.
-      images: Array.from({ length: 24 }, (_, k) => ({
-        names: [
-          `registry.example.com/team/app-${k}@sha256:${createHash('sha256').update(`${i}/${k}`).digest('hex')}`,
-          `registry.example.com/team/app-${k}:v1.${k}.0`,
-        ],
-        sizeBytes: 10_000_000 + k * 1_000_003,
-      })),
-    },
-  };
-}
-
-async function createNodes(api: KubeClient, from: number, to: number): Promise<void> {
-  const queue = Array.from({ length: to - from }, (_, k) => from + k);
-  const worker = async () => {
-    for (let i = queue.shift(); i !== undefined; i = queue.shift()) {
-      await api.request('POST', '/api/v1/nodes', { body: await peerNode(i) });
-    }
-  };
-  await Promise.all(Array.from({ length: 16 }, worker));
 }
 
 export interface ControlPlaneResult {
@@ -328,7 +231,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
 
 /**
  * The measured side's process, started as the entry shim starts the agent: its V8 flags,
- * malloc settings and module loading (bin/agent-loader.js), its stripped sources in `sourceCache`.
+ * malloc settings and module loading (bin/agent-loader.js), its compacted sources in `sourceCache`.
  */
 function agentLikeProcess(args: string[], sourceCache: string): { argv: string[]; env: NodeJS.ProcessEnv } {
   const env: NodeJS.ProcessEnv = {
@@ -344,8 +247,8 @@ function agentLikeProcess(args: string[], sourceCache: string): { argv: string[]
 }
 
 /**
- * Runs the measured side as the agent runs from its second start on: with the stripped
- * sources a first start has saved (bin/stripped-sources.js), so the process never loads
+ * Runs the measured side as the agent runs from its second start on: with the compacted
+ * sources a first start has saved (bin/compact-sources.js), so the process never loads
  * Node's type stripper.
  */
 async function warmSourceCache(dir: string): Promise<void> {
@@ -380,7 +283,7 @@ async function measureSize(size: number, sourceCache: string): Promise<ControlPl
 }
 
 if (import.meta.main && process.argv[2] === '--warm-up') {
-  // Importing this module stripped and saved every TypeScript module the measured side loads.
+  // Importing this module compacted and saved every module the measured side loads.
 } else if (import.meta.main && process.argv[2] === '--watch-side') {
   writeSync(3, `${JSON.stringify(await watchSide(process.argv[3]!, Number(process.argv[4])))}\n`);
 } else if (import.meta.main) {

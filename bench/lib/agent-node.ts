@@ -30,6 +30,8 @@ export interface AgentNode {
   metrics(): Promise<string>;
   /** The agent's pid (for memory and CPU readings). */
   agentPid: number;
+  /** The agent's control socket (`fetchStatus`). */
+  controlSocket: string;
   logPath: string;
   stop(): Promise<void>;
 }
@@ -54,6 +56,8 @@ export async function startAgentNode(opts: {
   clusterCidr: string;
   env?: NodeJS.ProcessEnv;
   readyTimeoutMs?: number;
+  /** Runs against the API server before the agent starts (e.g. to fill it with Nodes). */
+  beforeAgent?: (kubeconfig: string) => Promise<void>;
 }): Promise<AgentNode> {
   const { dir, name } = opts;
   const paths = {
@@ -93,6 +97,7 @@ export async function startAgentNode(opts: {
       input: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [node] }),
     });
 
+    await opts.beforeAgent?.(kubeconfig);
     const configPath = join(dir, 'agent.yaml');
     const config = {
       nodeName: name,
@@ -129,6 +134,7 @@ export async function startAgentNode(opts: {
       cniBinDir: paths.cniBinDir,
       metrics: async () => (await fetch(`http://${config.http.listen}/metrics`)).text(),
       agentPid: started.pid!,
+      controlSocket,
       logPath,
       stop,
     };
