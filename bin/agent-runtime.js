@@ -17,15 +17,16 @@ export const AGENT_V8_FLAGS = ['--scavenger-max-new-space-capacity-mb=8'];
 // a 128 KiB threshold does, cost 50 % more CPU per GB through the TUN), and a heap gives
 // back a free top above 2 MiB. Idle agent 122 → 116 MiB RSS, TUN CPU per GB within noise.
 // Every thread that allocates (V8's workers, libuv's pool, the TUN and UDP threads) gets an
-// arena of its own by default, each keeping its own free memory: two arenas (the main
-// thread's, one shared by the others) hold about 1 MiB less in an idle agent; the threads
-// allocate per batch, not per packet, and the UDP path's throughput and CPU per GB stayed
-// within their run-to-run spread. Figures: "Memory, idle and with many Nodes" in
-// docs/decisions.md.
+// arena of its own by default, each keeping its own free memory: one arena for all holds
+// about 1.5 MiB less in a lab agent than two, and two about 1 MiB less than glibc's
+// default; the threads allocate per batch, not per packet (and on two CPUs the agent reads
+// its TUN and UDP socket on the event loop, agent/readers.ts), and the UDP path's
+// throughput and CPU per GB stayed within their run-to-run spread. Figures: "Memory, idle
+// and with many Nodes" in docs/decisions.md.
 export const AGENT_MALLOC_ENV = {
   MALLOC_MMAP_THRESHOLD_: '2097152',
   MALLOC_TRIM_THRESHOLD_: '2097152',
-  MALLOC_ARENA_MAX: '2',
+  MALLOC_ARENA_MAX: '1',
 };
 
 /** The flags of AGENT_V8_FLAGS that `execArgv` does not set itself (an operator's own value wins). */
