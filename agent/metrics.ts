@@ -5,7 +5,7 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { NatKind } from '../overlay/nat-kind.ts';
 import type { ReflectionCounters } from '../overlay/reflection.ts';
-import type { AgentStatus } from './status.ts';
+import type { PeerStatus } from './status.ts';
 
 export interface HolePunchCounts {
   attempts: number;
@@ -21,7 +21,8 @@ export interface IpamUsage {
 
 /** Where the metrics read their values at scrape time. */
 export interface MetricsSources {
-  status(): AgentStatus;
+  /** The status lines of the peers with a path or with packets or drops counted (agent.peerSamples). */
+  peers(): PeerStatus[];
   /** Dataplane drops by reason (forwarder + TUN). */
   drops(): Record<string, number>;
   holePunch(): HolePunchCounts;
@@ -85,8 +86,27 @@ export interface PathCounts {
   birthday?: Record<string, number> | undefined;
   /** This node's NAT kind (undefined without a UDP socket). */
   natKind?: NatKind | undefined;
-  /** Per peer: ms from the first UDP session to the first working UDP path. */
-  msToDirect?: Record<string, number>;
+}
+
+/**
+ * `read` once per scrape. prom-client starts every collector in one synchronous pass (the
+ * registry maps its metrics to promises, and each metric's collect runs before its first
+ * await), so a value kept until the next microtask is shared by that pass and no other.
+ * The agent's status and path counters walk every peer: with 5,000 Nodes, building them for
+ * each collector that reads them (7 and 12 times a scrape) grew an agent by 50 MiB RSS at
+ * its first scrape (`node bench/agent-memory.ts`).
+ */
+function oncePerScrape<T>(read: () => T): () => T {
+  let kept: { value: T } | undefined;
+  return () => {
+    if (kept === undefined) {
+      kept = { value: read() };
+      queueMicrotask(() => {
+        kept = undefined;
+      });
+    }
+    return kept.value;
+  };
 }
 
 /** A Counter whose value is owned elsewhere: each scrape sets it to the source's total. */
@@ -117,7 +137,8 @@ export class AgentMetrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'edgemesh_' });
-    const peers = () => this.sources?.status().peers ?? [];
+    const peers = oncePerScrape(() => this.sources?.peers() ?? []);
+    const paths = oncePerScrape(() => this.sources?.paths?.());
     const perPeer = (field: 'txBytes' | 'rxBytes' | 'txPackets' | 'rxPackets') => () =>
       peers().map((p): [Partial<Record<'peer', string>>, number] => [{ peer: p.node }, p[field]]);
     mirroredCounter(
@@ -180,14 +201,14 @@ export class AgentMetrics {
         ),
     );
     mirroredCounter(this.registry, 'edgemesh_path_changes_total', 'Peer path changes (any kind)', [], () => [
-      [{}, this.sources?.paths?.().changes ?? 0],
+      [{}, paths()?.changes ?? 0],
     ]);
     mirroredCounter(
       this.registry,
       'edgemesh_udp_carrier_switches_total',
       'Times peer traffic moved between a UDP session and the stream tunnel',
       [],
-      () => [[{}, this.sources?.paths?.().udpSwitches ?? 0]],
+      () => [[{}, paths()?.udpSwitches ?? 0]],
     );
     mirroredCounter(
       this.registry,
@@ -195,7 +216,7 @@ export class AgentMetrics {
       'UDP session handshakes that produced no session, by reason',
       ['reason'],
       () =>
-        Object.entries(this.sources?.paths?.().udpHandshakeFailures ?? {}).map(
+        Object.entries(paths()?.udpHandshakeFailures ?? {}).map(
           ([reason, n]): [Partial<Record<'reason', string>>, number] => [{ reason }, n],
         ),
     );
@@ -204,7 +225,7 @@ export class AgentMetrics {
       'edgemesh_udp_bad_control_total',
       'Authentic UDP control messages that made no sense (unknown session, bad content, unsolicited reply)',
       [],
-      () => [[{}, this.sources?.paths?.().udpBadControl ?? 0]],
+      () => [[{}, paths()?.udpBadControl ?? 0]],
     );
     const relay = () => this.sources?.udpRelay?.();
     mirroredCounter(
@@ -325,7 +346,7 @@ export class AgentMetrics {
       'edgemesh_udp_punch_attempts_total',
       'Probe bursts towards a peer without a working UDP path (new session or path lost)',
       [],
-      () => [[{}, this.sources?.paths?.().udpAttempts ?? 0]],
+      () => [[{}, paths()?.udpAttempts ?? 0]],
     );
     mirroredCounter(
       this.registry,
@@ -333,9 +354,10 @@ export class AgentMetrics {
       'How UDP probe bursts ended: success (a direct path), relayed (a path through a UDP relay only), or the failure reason',
       ['result'],
       () =>
-        Object.entries(this.sources?.paths?.().udpResults ?? {}).map(
-          ([result, n]): [Partial<Record<'result', string>>, number] => [{ result }, n],
-        ),
+        Object.entries(paths()?.udpResults ?? {}).map(([result, n]): [Partial<Record<'result', string>>, number] => [
+          { result },
+          n,
+        ]),
     );
     mirroredCounter(
       this.registry,
@@ -343,7 +365,7 @@ export class AgentMetrics {
       'Binding requests and answers (reflection), by event: requests-sent, answers (ours), answered, rate-limited, refused-not-public (as a reflector), bad, mapping-changes',
       ['event'],
       () => {
-        const r = this.sources?.paths?.().reflection;
+        const r = paths()?.reflection;
         if (r === undefined) return [];
         const events: Record<string, number> = {
           'requests-sent': r.requestsSent,
@@ -363,11 +385,11 @@ export class AgentMetrics {
       "Birthday punching through an endpoint-dependent NAT, by event: attempts-hard, attempts-easy, probes-sent, rate-limited (held back at least once), sockets-opened, socket-errors, hits, unanswered, superseded (by a new session), both-hard (sessions left to the relay, no probes), unvouched (no relay vouched for the peer's public IP: no spray)",
       ['event'],
       () =>
-        Object.entries(this.sources?.paths?.().birthday ?? {}).map(
-          ([event, n]): [Partial<Record<'event', string>>, number] => [{ event }, n],
-        ),
+        Object.entries(paths()?.birthday ?? {}).map(([event, n]): [Partial<Record<'event', string>>, number] => [
+          { event },
+          n,
+        ]),
     );
-    const paths = () => this.sources?.paths?.();
     new Gauge({
       name: 'edgemesh_nat_kind',
       help: "This node's NAT as reflectors see it (1 for the current kind): none, endpoint-independent, endpoint-dependent, unknown",
@@ -386,7 +408,7 @@ export class AgentMetrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [peer, ms] of Object.entries(paths()?.msToDirect ?? {})) this.set({ peer }, ms / 1000);
+        for (const p of peers()) if (p.msToDirect !== undefined) this.set({ peer: p.node }, p.msToDirect / 1000);
       },
     });
     new Gauge({
@@ -396,7 +418,8 @@ export class AgentMetrics {
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const p of peers()) this.set({ peer: p.node, path: p.path }, 1);
+        // A peer with no path (no traffic yet: tunnels open on demand) has no series, as a counter at 0 has none.
+        for (const p of peers()) if (p.path !== 'none') this.set({ peer: p.node, path: p.path }, 1);
       },
     });
     new Gauge({

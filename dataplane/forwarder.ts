@@ -254,6 +254,11 @@ export class Forwarder {
     if (packets.length > 0) this.forwardInbound(peer, packets);
   }
 
+  /** One peer's counters as they stand (no copy: read them now, do not keep them); undefined for an unknown peer. */
+  countersOf(node: string): Readonly<PeerCounters> | undefined {
+    return this.peers.get(node)?.counters;
+  }
+
   stats(): ForwarderStats {
     const peers: Record<string, PeerCounters> = {};
     for (const [node, p] of this.peers) peers[node] = { ...p.counters };

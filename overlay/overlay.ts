@@ -49,6 +49,8 @@ export interface Overlay {
   connect(node: string): Promise<void>;
   pathOf(node: string): PathKind;
   status(): OverlayPeerStatus[];
+  /** One peer's entry of status() (`path` when the caller has it already); undefined for an unknown node. */
+  statusOf(node: string, path?: PathKind): OverlayPeerStatus | undefined;
   counters(): OverlayCounters;
   /** Runs a hole punch to a peer now (we lead it) and resolves with the resulting path. */
   punchNow(node: string): Promise<PathKind>;
@@ -355,24 +357,31 @@ class OverlayImpl implements Overlay {
     return this.#dir
       .list()
       .filter((p) => p.peerId !== this.peerId)
-      .map((peer) => {
-        const s = this.#sessions.get(peer.node);
-        return {
-          node: peer.node,
-          site: peer.site,
-          podCidrs: peer.podCidrs,
-          path: this.pathOf(peer.node),
-          rttMs: s?.rttMs,
-          txBytes: s?.txBytes ?? 0,
-          rxBytes: s?.rxBytes ?? 0,
-          drops: s?.drops ?? 0,
-          lastSeen: s?.lastSeen,
-          remoteAddr:
-            (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
-            s?.preferred()?.connection.remoteAddr.toString(),
-          msToDirect: this.#udp?.msToDirect(peer.node),
-        };
-      });
+      .map((peer) => this.#statusOf(peer, this.pathOf(peer.node)));
+  }
+
+  statusOf(node: string, path = this.pathOf(node)): OverlayPeerStatus | undefined {
+    const peer = this.#dir.get(node);
+    return peer === undefined || peer.peerId === this.peerId ? undefined : this.#statusOf(peer, path);
+  }
+
+  #statusOf(peer: PeerInfo, path: PathKind): OverlayPeerStatus {
+    const s = this.#sessions.get(peer.node);
+    return {
+      node: peer.node,
+      site: peer.site,
+      podCidrs: peer.podCidrs,
+      path,
+      rttMs: s?.rttMs,
+      txBytes: s?.txBytes ?? 0,
+      rxBytes: s?.rxBytes ?? 0,
+      drops: s?.drops ?? 0,
+      lastSeen: s?.lastSeen,
+      remoteAddr:
+        (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
+        s?.preferred()?.connection.remoteAddr.toString(),
+      msToDirect: this.#udp?.msToDirect(peer.node),
+    };
   }
 
   counters(): OverlayCounters {

@@ -23,6 +23,20 @@ function statusWith(tx: number): AgentStatus {
         rxPackets: 20,
         drops: 1,
         lastSeen: null,
+        msToDirect: 1500,
+      },
+      {
+        node: 'edge-c-1',
+        site: 'c',
+        podCidrs: ['10.244.3.0/24'],
+        path: 'none',
+        rttMs: null,
+        txBytes: 0,
+        rxBytes: 0,
+        txPackets: 0,
+        rxPackets: 0,
+        drops: 0,
+        lastSeen: null,
       },
     ],
   };
@@ -32,14 +46,19 @@ describe('agent metrics', () => {
   it('mirrors the per-peer counters, path, RTT, drops, hole punches and IPAM usage at scrape time', async () => {
     const metrics = new AgentMetrics();
     let tx = 1000;
+    const reads = { peers: 0, paths: 0 };
     metrics.attach({
-      status: () => statusWith(tx),
+      peers: () => {
+        reads.peers++;
+        return statusWith(tx).peers;
+      },
       drops: () => ({ 'spoofed-source': 3, 'no-route': 0 }),
       holePunch: () => ({ attempts: 4, results: { success: 3, timeout: 1 } }),
       ipam: () => [{ cidr: '10.244.1.0/24', used: 5, capacity: 253 }],
       refusedNodes: () => 2,
       nodeEventErrors: () => 1,
       paths: () => ({
+        ...{ read: reads.paths++ },
         changes: 2,
         udpSwitches: 1,
         udpHandshakeFailures: {},
@@ -57,7 +76,6 @@ describe('agent metrics', () => {
           bad: 0,
         },
         natKind: 'endpoint-independent',
-        msToDirect: { 'edge-b-1': 1500 },
       }),
     });
     metrics.observeCni('ADD', 0.004, true);
@@ -82,16 +100,21 @@ describe('agent metrics', () => {
     expect(text).toContain('edgemesh_node_event_errors_total 1');
     expect(text).toContain('edgemesh_unhandled_rejections_total 0');
     expect(text).toContain('# TYPE edgemesh_peer_tx_bytes_total counter');
+    // The status and the path counters walk every peer: built once a scrape, not once a collector.
+    expect(reads).toEqual({ peers: 1, paths: 1 });
+    // A peer without a path or traffic has no series.
+    expect(text).not.toContain('edge-c-1');
     // Counters follow their source on the next scrape, without double counting.
     tx = 5000;
     text = await metrics.registry.metrics();
     expect(text).toContain('edgemesh_peer_tx_bytes_total{peer="edge-b-1"} 5000');
+    expect(reads).toEqual({ peers: 2, paths: 2 });
   });
 
   it("mirrors the relay TCP splice's counters (member and relay side)", async () => {
     const metrics = new AgentMetrics();
     metrics.attach({
-      status: () => statusWith(0),
+      peers: () => statusWith(0).peers,
       drops: () => ({}),
       holePunch: () => ({ attempts: 0, results: {} }),
       ipam: () => [],
