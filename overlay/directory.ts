@@ -77,6 +77,8 @@ export interface PeerDirectoryEvents {
 export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
   readonly #byNode = new Map<string, PeerInfo>();
   readonly #byPeerId = new Map<string, PeerInfo>();
+  /** relays(), until the trusted entries change. */
+  #relayList: PeerInfo[] | undefined;
   /** Every Node's valid annotations, trusted or not: a peer-ID conflict is decided over all of them. */
   readonly #claims = new Map<string, PeerInfo>();
   /** Why each ignored node was ignored (for status/logs). */
@@ -156,6 +158,7 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
       this.#byPeerId.delete(previous.peerId);
     }
     this.#byNode.set(peer.node, peer);
+    this.#relayList = undefined;
     this.#byPeerId.set(peer.peerId, peer);
     if (previous === undefined) this.emit('peer:added', peer);
     else this.emit('peer:updated', peer, previous);
@@ -167,6 +170,7 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
     const peer = this.#byNode.get(name);
     if (peer === undefined) return false;
     this.#byNode.delete(name);
+    this.#relayList = undefined;
     this.#routes.delete(name);
     if (this.#byPeerId.get(peer.peerId) === peer) this.#byPeerId.delete(peer.peerId);
     this.emit('peer:removed', peer);
@@ -223,8 +227,15 @@ export class PeerDirectory extends EventEmitter<PeerDirectoryEvents> {
     return [...this.#byNode.values()];
   }
 
+  /**
+   * The relay nodes (a copy: callers may sort it). Kept between changes of the trusted
+   * entries: every path plan asks (the status and the metrics plan every peer), and walking
+   * 5,000 entries for each of 5,000 peers made each scrape of an agent in such a cluster
+   * allocate hundreds of MB (`node bench/agent-memory.ts`).
+   */
   relays(): PeerInfo[] {
-    return this.list().filter((p) => p.relay && p.publicAddrs.length > 0);
+    this.#relayList ??= this.list().filter((p) => p.relay && p.publicAddrs.length > 0);
+    return [...this.#relayList];
   }
 }
 

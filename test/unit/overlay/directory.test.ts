@@ -249,4 +249,19 @@ describe('PeerDirectory', () => {
     dir.upsertFromNode(node('relay', ids[1]!, {}, { [Labels.relay]: 'true' }));
     expect(dir.relays().map((p) => p.node)).toEqual(['relay']);
   });
+
+  it('keeps its relay list current as Nodes come, change and go, whatever callers do to a copy', () => {
+    const dir = new PeerDirectory();
+    dir.upsertFromNode(node('edge', ids[0]!));
+    expect(dir.relays()).toEqual([]);
+    dir.upsertFromNode(node('relay', ids[1]!, {}, { [Labels.relay]: 'true' }));
+    const relays = dir.relays();
+    expect(relays.map((p) => p.node)).toEqual(['relay']);
+    relays.pop();
+    expect(dir.relays().map((p) => p.node)).toEqual(['relay']);
+    dir.upsertFromNode(node('edge', ids[0]!, {}, { [Labels.relay]: 'true' }));
+    expect(dir.relays().map((p) => p.node).sort()).toEqual(['edge', 'relay']);
+    dir.remove('relay');
+    expect(dir.relays().map((p) => p.node)).toEqual(['edge']);
+  });
 });
