@@ -1,35 +1,25 @@
 // An agent whose traffic stops keeps what the traffic grew: V8's young generation at its cap,
-// the free pages of its heap, glibc's free blocks, and the bytecode and feedback of every
-// function the traffic ran once (dialling a peer, a Noise handshake, a pod's CNI ADD). V8
-// shrinks the heap only when it collects, and drops a function's bytecode only once the
-// function has sat out several collections (--bytecode-old-age); an idle agent hardly
-// allocates, so it hardly collects, and a node that carried a burst an hour ago would hold
-// all of that until the next burst. Once the forwarder has moved no packet for a whole
-// interval after moving some, one memory-reducing collection and a trim of the C heaps
-// (agent/startup-memory.ts releaseIdleMemory) run at each quiet interval, up to `releases`
-// of them: a function that runs between two of them (keepalives, the metrics, Node watches)
-// stays young and keeps its bytecode; one that ran only for the burst ages out and is
-// compiled again if it runs again. Traffic ends the series; a node that stays idle after it
-// is left alone. Back to back, the collections would age out everything, keepalives included.
-
-import { BYTECODE_OLD_AGE } from './startup-memory.ts';
+// the free pages of its heap, glibc's free blocks. V8 shrinks the heap only when it collects,
+// and an idle agent hardly allocates, so a node that carried a burst an hour ago would hold
+// that memory until the next burst. Once the forwarder has moved no packet for a whole
+// interval after moving some, one memory-reducing collection and a trim of the C heaps give
+// it back (agent/startup-memory.ts releaseIdleMemory); the next burst grows them again.
+// One collection per quiet spell, not one per interval: a node that stays idle is left alone.
 
 export interface IdleMemoryOptions {
   /** A count that grows while the agent carries traffic (packets the forwarder moved). */
   activity: () => number;
-  /** Gives memory back: one collection and a trim. */
+  /** Gives the memory back. */
   release: () => void;
-  /** How long without traffic counts as idle, and the spacing of the releases (default 10 s). */
+  /** How long without traffic counts as idle (default 30 s). */
   intervalMs?: number;
-  /** Releases per quiet spell (default BYTECODE_OLD_AGE + 1: enough for what only the traffic ran to age out). */
-  releases?: number;
 }
 
 export class IdleMemoryTrimmer {
   readonly #o: IdleMemoryOptions;
   #last: number;
-  /** Releases still due in this quiet spell (traffic since the last spell sets it). */
-  #due = 0;
+  /** Traffic moved since the last release: the next quiet interval releases. */
+  #grown = false;
   #timer: NodeJS.Timeout | undefined;
   /** How many times memory was given back. */
   releases = 0;
@@ -40,7 +30,7 @@ export class IdleMemoryTrimmer {
   }
 
   start(): void {
-    this.#timer ??= setInterval(() => this.check(), this.#o.intervalMs ?? 10_000);
+    this.#timer ??= setInterval(() => this.check(), this.#o.intervalMs ?? 30_000);
     this.#timer.unref();
   }
 
@@ -49,17 +39,17 @@ export class IdleMemoryTrimmer {
     this.#timer = undefined;
   }
 
-  /** One interval's look: releases if traffic moved before and none since the last look, while releases are due. Returns whether it released. */
+  /** One interval's look: releases if traffic moved before and none since the last look. Returns whether it released. */
   check(): boolean {
     const now = this.#o.activity();
     const moved = now !== this.#last;
     this.#last = now;
     if (moved) {
-      this.#due = this.#o.releases ?? BYTECODE_OLD_AGE + 1;
+      this.#grown = true;
       return false;
     }
-    if (this.#due === 0) return false;
-    this.#due--;
+    if (!this.#grown) return false;
+    this.#grown = false;
     this.#o.release();
     this.releases++;
     return true;

@@ -10,14 +10,14 @@
 // rarely. So the collection is repeated until that age is passed: about 1 MiB of heap
 // (100.1 → 99.1, 98.6 MiB RSS), some tens of ms once; a dropped function that runs again is
 // compiled again then. The same moment saves Node's compile cache where an operator
-// enabled it instead of the agent's own cache of compacted sources (bin/compact-sources.js).
+// enabled it instead of the agent's own cache of stripped sources (bin/stripped-sources.js).
 import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { trimNativeHeap } from '../dataplane/native-addon.ts';
 
 /** V8's --bytecode-old-age (its default, 6): collections a function must sit out before its bytecode goes. */
-export const BYTECODE_OLD_AGE = 6;
+const BYTECODE_OLD_AGE = 6;
 
 type GcFunction = (options?: { type?: 'major' | 'minor'; execution?: 'sync' | 'async'; flavor?: string }) => void;
 
@@ -39,18 +39,17 @@ function gcFunction(): GcFunction | undefined {
  * collection.
  */
 export function releaseStartupMemory(deps: ReleaseDeps = {}): boolean {
-  // A no-op where Node's compile cache is not in use (the agent's own cache of compacted
-  // sources, bin/compact-sources.js, tidies itself).
+  // A no-op where Node's compile cache is not in use (the agent's own cache of stripped
+  // sources, bin/stripped-sources.js, tidies itself).
   flushCompileCache?.();
   return collectAndTrim(BYTECODE_OLD_AGE + 1, deps);
 }
 
 /**
- * What traffic grew, given back once the agent is idle (agent/idle-memory.ts spaces a series
- * of these), or at start-up when traffic already flows: one memory-reducing collection (not
- * the start-up's series back to back: it would stall the loop, which reads the TUN on small
- * nodes, and drop the data path's bytecode) and a trim of the C heaps; false when this V8
- * offers no collection.
+ * What traffic grew, given back once the agent is idle (agent/idle-memory.ts), or at
+ * start-up when traffic already flows: one memory-reducing collection (not the start-up's
+ * series: it would stall the loop, which reads the TUN on small nodes, and drop the data
+ * path's bytecode) and a trim of the C heaps; false when this V8 offers no collection.
  */
 export function releaseIdleMemory(deps: ReleaseDeps = {}): boolean {
   return collectAndTrim(1, deps);
