@@ -260,7 +260,12 @@ describe('PeerDirectory', () => {
     relays.pop();
     expect(dir.relays().map((p) => p.node)).toEqual(['relay']);
     dir.upsertFromNode(node('edge', ids[0]!, {}, { [Labels.relay]: 'true' }));
-    expect(dir.relays().map((p) => p.node).sort()).toEqual(['edge', 'relay']);
+    expect(
+      dir
+        .relays()
+        .map((p) => p.node)
+        .sort(),
+    ).toEqual(['edge', 'relay']);
     dir.remove('relay');
     expect(dir.relays().map((p) => p.node)).toEqual(['edge']);
   });
