@@ -79,17 +79,6 @@ function escapeAboveLatin1(text, astral) {
   return out;
 }
 
-/** How acorn reads a module: 'module', or 'script' (a CommonJS module's body, which may return). */
-export function parseOptions(sourceType) {
-  return {
-    ecmaVersion: 'latest',
-    sourceType,
-    allowHashBang: true,
-    allowReturnOutsideFunction: sourceType === 'script',
-    allowAwaitOutsideFunction: sourceType === 'module',
-  };
-}
-
 /**
  * `source` compacted (see above), or undefined when acorn cannot parse it as `sourceType`
  * ('module' or 'script', a CommonJS module's body).
@@ -99,7 +88,14 @@ export function compactSource(source, sourceType) {
   const tt = acorn.tokTypes;
   const tokens = [];
   try {
-    acorn.parse(source, { ...parseOptions(sourceType), onToken: tokens });
+    acorn.parse(source, {
+      ecmaVersion: 'latest',
+      sourceType,
+      allowHashBang: true,
+      allowReturnOutsideFunction: sourceType === 'script',
+      allowAwaitOutsideFunction: sourceType === 'module',
+      onToken: tokens,
+    });
   } catch {
     return undefined;
   }

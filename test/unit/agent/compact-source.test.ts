@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { runInNewContext } from 'node:vm';
 import * as acorn from 'acorn';
 import { describe, expect, it } from 'vitest';
-import { compactSource, parseOptions } from '../../../bin/compact-source.js';
+import { compactSource } from '../../../bin/compact-source.js';
 
 const ROOT = join(import.meta.dirname, '../../..');
 const require = createRequire(join(ROOT, 'package.json'));
@@ -16,7 +16,11 @@ const require = createRequire(join(ROOT, 'package.json'));
 function tokens(source: string, sourceType: 'module' | 'script') {
   const out: unknown[] = [];
   acorn.parse(source, {
-    ...parseOptions(sourceType),
+    ecmaVersion: 'latest',
+    sourceType,
+    allowHashBang: true,
+    allowReturnOutsideFunction: sourceType === 'script',
+    allowAwaitOutsideFunction: sourceType === 'module',
     locations: true,
     onToken: (t) => {
       const raw = (t as acorn.Token & { value?: unknown }).value;
