@@ -3,15 +3,14 @@
 // with `--import`, so both load modules the same way.
 //   - ESM imports of node:http get a facade that does not load Node's bundled undici
 //     (./http-facade.js);
-//   - every module comes compacted from a cache on disk (its TypeScript stripped of types),
-//     so a start after the first loads neither Node's type stripper nor its compile cache,
-//     and V8 keeps less than half the source text it would (./compact-sources.js). The
+//   - the agent's TypeScript comes stripped from a cache on disk, so a start after the first
+//     loads neither Node's type stripper nor its compile cache (./stripped-sources.js). The
 //     directory is EDGEMESH_SOURCE_CACHE (the DaemonSet puts it in the node's state
 //     directory, so it outlives the container), else edgemesh-source-cache under the
-//     temporary directory; a start that cannot use it loads as Node does. An operator who
+//     temporary directory; a start that cannot write it strips as Node does. An operator who
 //     sets NODE_COMPILE_CACHE gets Node's own cache instead, which keeps stripped sources too.
-import { installCompactSources } from './compact-sources.js';
 import { installHttpFacade } from './http-facade.js';
+import { installStrippedSources } from './stripped-sources.js';
 
 installHttpFacade();
-if (!process.env.NODE_COMPILE_CACHE) installCompactSources();
+if (!process.env.NODE_COMPILE_CACHE) installStrippedSources();

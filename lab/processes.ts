@@ -37,8 +37,8 @@ export function processEnv(extra: Record<string, string> = {}): NodeJS.ProcessEn
 }
 
 /**
- * An agent's environment: as the DaemonSet runs it, with its compacted sources from a cache
- * on disk (bin/compact-sources.js) and without Node's compile cache, which would keep every
+ * An agent's environment: as the DaemonSet runs it, with its stripped sources from a cache
+ * on disk (bin/stripped-sources.js) and without Node's compile cache, which would keep every
  * entry in memory and make the lab's agents bigger than the deployed ones.
  */
 export function agentProcessEnv(): NodeJS.ProcessEnv {
