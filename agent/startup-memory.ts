@@ -10,7 +10,7 @@
 // rarely. So the collection is repeated until that age is passed: about 1 MiB of heap
 // (100.1 → 99.1, 98.6 MiB RSS), some tens of ms once; a dropped function that runs again is
 // compiled again then. The same moment saves Node's compile cache where an operator
-// enabled it instead of the agent's own cache of compacted sources (bin/compact-sources.js).
+// enabled it instead of the agent's own cache of stripped sources (bin/stripped-sources.js).
 import { flushCompileCache } from 'node:module';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -39,8 +39,8 @@ function gcFunction(): GcFunction | undefined {
  * collection.
  */
 export function releaseStartupMemory(deps: ReleaseDeps = {}): boolean {
-  // A no-op where Node's compile cache is not in use (the agent's own cache of compacted
-  // sources, bin/compact-sources.js, tidies itself).
+  // A no-op where Node's compile cache is not in use (the agent's own cache of stripped
+  // sources, bin/stripped-sources.js, tidies itself).
   flushCompileCache?.();
   return collectAndTrim(BYTECODE_OLD_AGE + 1, deps);
 }

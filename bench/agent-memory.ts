@@ -2,7 +2,7 @@
 // Kubernetes API test server, its block claimed, its TUN and libp2p host up, no traffic.
 // Reports RSS and the V8 heap (from the agent's own metrics) after it has settled, for the
 // first start on a node (empty source cache: Node loads its type stripper) and for every
-// start after it (the compacted sources the first one saved; bin/compact-sources.js), against the target
+// start after it (the stripped sources the first one saved; bin/stripped-sources.js), against the target
 // of issue #16. RSS counts the Node binary's resident pages (shared with every other Node
 // process) like `ps` and the kubelet's working set do.
 // Then an agent that starts in a cluster of 5,000 Nodes (emulated peers as

@@ -19,7 +19,7 @@
 //   node bench/control-plane.ts [--sizes 1000,5000]
 // The measured process runs as the agent does from its second start: with the agent's V8
 // flags and malloc settings (bin/agent-runtime.js), its module loading and a filled cache
-// of compacted sources (bin/agent-loader.js) and the DaemonSet's log level (info; its log goes to /dev/null);
+// of stripped sources (bin/agent-loader.js) and the DaemonSet's log level (info; its log goes to /dev/null);
 // RSS counts the Node binary's resident pages like `ps` does.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -231,7 +231,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
 
 /**
  * The measured side's process, started as the entry shim starts the agent: its V8 flags,
- * malloc settings and module loading (bin/agent-loader.js), its compacted sources in `sourceCache`.
+ * malloc settings and module loading (bin/agent-loader.js), its stripped sources in `sourceCache`.
  */
 function agentLikeProcess(args: string[], sourceCache: string): { argv: string[]; env: NodeJS.ProcessEnv } {
   const env: NodeJS.ProcessEnv = {
@@ -247,8 +247,8 @@ function agentLikeProcess(args: string[], sourceCache: string): { argv: string[]
 }
 
 /**
- * Runs the measured side as the agent runs from its second start on: with the compacted
- * sources a first start has saved (bin/compact-sources.js), so the process never loads
+ * Runs the measured side as the agent runs from its second start on: with the stripped
+ * sources a first start has saved (bin/stripped-sources.js), so the process never loads
  * Node's type stripper.
  */
 async function warmSourceCache(dir: string): Promise<void> {
@@ -283,7 +283,7 @@ async function measureSize(size: number, sourceCache: string): Promise<ControlPl
 }
 
 if (import.meta.main && process.argv[2] === '--warm-up') {
-  // Importing this module compacted and saved every module the measured side loads.
+  // Importing this module stripped and saved every TypeScript module the measured side loads.
 } else if (import.meta.main && process.argv[2] === '--watch-side') {
   writeSync(3, `${JSON.stringify(await watchSide(process.argv[3]!, Number(process.argv[4])))}\n`);
 } else if (import.meta.main) {
