@@ -528,7 +528,6 @@ export class Agent {
     return mtu;
   }
 
-  /** The control API's `GET /status`. */
   /** One peer's line of the status, `path` already known. */
   #peerStatus(info: PeerInfo, path: PathKind): PeerStatus {
     const { overlay, directory, forwarder } = this.parts;
@@ -572,6 +571,7 @@ export class Agent {
     return samples;
   }
 
+  /** The control API's `GET /status`. */
   status(): AgentStatus {
     const { self, overlay, blocks, directory } = this.parts;
     const peers = (directory?.list() ?? []).map((info) => this.#peerStatus(info, overlay?.pathOf(info.node) ?? 'none'));
