@@ -541,6 +541,7 @@ export class Agent {
       podCidrs: directory?.routesOf(info.node) ?? [],
       ...(refused.length > 0 ? { refusedCidrs: refused } : {}),
       path,
+      ...(o?.pathSince === undefined ? {} : { pathSince: new Date(o.pathSince).toISOString() }),
       rttMs: o?.rttMs ?? null,
       txBytes: f?.txBytes ?? o?.txBytes ?? 0,
       rxBytes: f?.rxBytes ?? o?.rxBytes ?? 0,

@@ -9,7 +9,7 @@ import { startControlServer } from './control-api.ts';
 import { startHttpServer } from './http.ts';
 import { IdleMemoryTrimmer } from './idle-memory.ts';
 import { AgentMetrics } from './metrics.ts';
-import { releaseIdleMemory, releaseStartupMemory } from './startup-memory.ts';
+import { releaseIdleMemory, releaseStartupMemory, STARTUP_RELEASE_DELAY_MS } from './startup-memory.ts';
 
 export async function runAgent(flags: AgentFlags): Promise<void> {
   const config = loadAgentConfig(flags);
@@ -63,7 +63,7 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
     setTimeout(() => {
       const release = agent.packetsMoved() === 0 ? releaseStartupMemory : releaseIdleMemory;
       if (!shuttingDown && release()) log.debug('released start-up memory');
-    }, 5000).unref();
+    }, STARTUP_RELEASE_DELAY_MS).unref();
     // And what traffic grew, once it stops (see the module).
     new IdleMemoryTrimmer({
       activity: () => agent.packetsMoved(),

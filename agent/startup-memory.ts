@@ -16,6 +16,13 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { trimNativeHeap } from '../dataplane/native-addon.ts';
 
+/**
+ * How long after start-up the release runs (the first Node events have settled). Its
+ * collections take the agent's CPU for a moment: the lab's timings wait for it to pass
+ * (lab/time-to-direct.ts), since there every node's agent shares the same few cores.
+ */
+export const STARTUP_RELEASE_DELAY_MS = 5000;
+
 /** V8's --bytecode-old-age (its default, 6): collections a function must sit out before its bytecode goes. */
 const BYTECODE_OLD_AGE = 6;
 

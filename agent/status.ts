@@ -15,6 +15,8 @@ export interface PeerStatus {
   /** Pod CIDRs the peer announces but that are not routed, with why. */
   refusedCidrs?: Array<{ cidr: string; reason: string }>;
   path: PathKind;
+  /** ISO time the agent took the current path (absent: not known, e.g. no tunnel yet). */
+  pathSince?: string;
   rttMs: number | null;
   txBytes: number;
   rxBytes: number;

@@ -11,6 +11,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { describeQuiet } from '../lab/quiet-cpu.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import { NAT_KINDS, type NatKind, NatKindSchema } from '../lab/topology.ts';
 import { runLabSeries } from './lib/lab-series.ts';
@@ -107,6 +108,7 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
       );
       result.pairs = await measureTimeToDirect(lab, crossSitePairs(lab, 'edge-a', 'edge-b'), {
         timeoutMs: opts.timeoutMs,
+        onSettled: (s) => log(`  ${label}: ${describeQuiet(s)}, first packets now`),
         progress: (direct, total, ms, leftMs) =>
           log(
             `  ${label}: ${direct}/${total} pairs direct after ${(ms / 1000).toFixed(0)} s (${(leftMs / 1000).toFixed(0)} s left for this lab)`,

@@ -15,6 +15,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { describeQuiet } from '../lab/quiet-cpu.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../lab/time-to-direct.ts';
 import type { NatKind } from '../lab/topology.ts';
 import { runLabSeries } from './lib/lab-series.ts';
@@ -170,6 +171,7 @@ export async function runNatTrials(
       await waitForNatKinds(lab, plan.kinds);
       trial.pairs = await measureTimeToDirect(lab, crossSitePairs(lab, 'edge-a', 'edge-b'), {
         timeoutMs: plan.timeoutMs,
+        onSettled: (s) => log(`  ${label}: ${describeQuiet(s)}, first packets now`),
       });
       for (const node of lab.nodes.filter((x) => x.site !== 'cloud'))
         trial.birthday[node.name] = await birthdayMetrics(lab, node.name);

@@ -174,6 +174,8 @@ export class Lab {
   readonly state: LabState;
   readonly network: LabNetwork;
   readonly nodes: LabNode[];
+  /** When an agent of this lab was last seen become ready (epoch ms; 0: none yet). */
+  lastAgentReadyAt = 0;
 
   constructor(state: LabState, network: LabNetwork) {
     this.state = state;
@@ -485,7 +487,9 @@ export class Lab {
     return waitFor(
       async () => {
         const status = await this.agentStatus(nodeName);
-        return status.ready === false ? undefined : status;
+        if (status.ready === false) return undefined;
+        this.lastAgentReadyAt = Date.now();
+        return status;
       },
       {
         timeoutMs,

@@ -1,11 +1,16 @@
-// First packet → direct path, per node pair: the first pod of each source node pings the
+// First packet → direct path, per node pair. Once the machine's CPUs are quiet (the lab's
+// agents have finished starting, their start-up memory release included; lab/quiet-cpu.ts),
+// the first pod of each source node pings the
 // first pod of its destination node (all pairs at once, as a busy cluster would), and the
 // source agent's path to the destination node is polled until no relay carries it or the
-// timeout passes. Used by the NAT matrix benchmark and the hole-punching e2e tests.
+// timeout passes; a change counts at the time the agent took it (its status's pathSince).
+// Used by the NAT matrix benchmark and the hole-punching e2e tests.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { STARTUP_RELEASE_DELAY_MS } from '../agent/startup-memory.ts';
 import type { PathKind } from '../agent/status.ts';
 import type { Lab } from './lab.ts';
 import { pingFrom } from './network.ts';
+import { type QuietCpu, waitForQuietCpu } from './quiet-cpu.ts';
 
 export type Path = PathKind | 'unknown';
 
@@ -14,9 +19,9 @@ export interface PairResult {
   to: string;
   /** The path the source agent reported last. */
   finalPath: Path;
-  /** Every path change the polls saw: ms after the first packet. */
+  /** Every path change the polls saw: ms after the first packet (the agent's time of it, where it gives one). */
   timeline: Array<{ path: Path; ms: number }>;
-  /** First packet → the first poll that saw a direct path; null: never within the timeout. */
+  /** First packet → the agent's switch to a direct path (seen by a poll); null: never within the timeout. */
   msToDirect: number | null;
   /** First packet → first ping reply (over whatever path); null: no reply at all. */
   msToFirstReply: number | null;
@@ -49,6 +54,13 @@ export interface TimeToDirectOptions {
   pollMs?: number;
   /** Called about every 5 s: pairs direct so far, how long since the first packet, time left. */
   progress?: (direct: number, total: number, elapsedMs: number, leftMs: number) => void;
+  /**
+   * Before the first packet, wait up to this long for the agents' start-up memory release to
+   * pass, and as long again for the CPUs to go quiet (lab/quiet-cpu.ts); default 20 s, 0: no wait.
+   */
+  settleMs?: number;
+  /** What that wait found, before the first packet. */
+  onSettled?: (s: QuietCpu) => void;
 }
 
 /** Sends the first packets of every pair and times each until its path is direct. */
@@ -69,6 +81,14 @@ export async function measureTimeToDirect(
       msToFirstReply: null,
     }),
   );
+  const settleMs = opts.settleMs ?? 20_000;
+  if (settleMs > 0) {
+    // The agents' start-up memory release comes a few seconds after they are ready and takes
+    // every agent's CPU at once: past it first, then quiet.
+    const released = lab.lastAgentReadyAt + STARTUP_RELEASE_DELAY_MS + 1000 - Date.now();
+    if (released > 0) await sleep(Math.min(released, settleMs));
+    opts.onSettled?.(await waitForQuietCpu({ timeoutMs: settleMs }));
+  }
   const t0 = Date.now();
   const deadline = t0 + opts.timeoutMs;
   let done = false;
@@ -90,9 +110,14 @@ export async function measureTimeToDirect(
       const statuses = new Map(
         await Promise.all(sources.map(async (n) => [n, await lab.agentStatus(n).catch(() => undefined)] as const)),
       );
-      const ms = Date.now() - t0;
+      const polledMs = Date.now() - t0;
       for (const r of results) {
-        const path: Path = statuses.get(r.from)?.peers.find((p) => p.node === r.to)?.path ?? 'unknown';
+        const peer = statuses.get(r.from)?.peers.find((p) => p.node === r.to);
+        const path: Path = peer?.path ?? 'unknown';
+        // The agent's own time of the change where it says one, not the poll that saw it: the
+        // polls (and this process, which also runs every pair's pings) lag on a busy machine.
+        const since = peer?.pathSince === undefined ? Number.NaN : Date.parse(peer.pathSince) - t0;
+        const ms = Number.isFinite(since) ? Math.min(polledMs, Math.max(0, since)) : polledMs;
         if (r.timeline.at(-1)?.path !== path) r.timeline.push({ path, ms });
         r.finalPath = path;
         if (r.msToDirect === null && isDirect(path)) r.msToDirect = ms;
@@ -100,7 +125,7 @@ export async function measureTimeToDirect(
       if (opts.progress && Date.now() - lastReport > 5000) {
         lastReport = Date.now();
         const direct = results.filter((r) => r.msToDirect !== null).length;
-        opts.progress(direct, results.length, ms, Math.max(0, deadline - Date.now()));
+        opts.progress(direct, results.length, polledMs, Math.max(0, deadline - Date.now()));
       }
       await sleep(opts.pollMs ?? 200);
     }

@@ -41,6 +41,8 @@ export interface OverlayPeerStatus {
   remoteAddr: string | undefined;
   /** Milliseconds from the first UDP session with the peer to its first working UDP path. */
   msToDirect: number | undefined;
+  /** Since when (epoch ms) the current path carries the peer; undefined when not known. */
+  pathSince: number | undefined;
 }
 
 export interface OverlayCounters {

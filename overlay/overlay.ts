@@ -312,6 +312,7 @@ class OverlayImpl implements Overlay {
     this.#log.info({ peer: session.node, from: session.lastPath, to: path }, 'tunnel path changed');
     const from = session.lastPath;
     session.lastPath = path;
+    session.pathSince = Date.now();
     this.#pathChanges++;
     this.events.emit('path', session.node, from, path);
   }
@@ -381,6 +382,8 @@ class OverlayImpl implements Overlay {
         (this.#udp?.carries(peer.node) ? this.#udp.endpointText(peer.node) : undefined) ??
         s?.preferred()?.connection.remoteAddr.toString(),
       msToDirect: this.#udp?.msToDirect(peer.node),
+      // Only when the path asked about is the one last noted (status reads it live).
+      pathSince: s !== undefined && s.pathSince > 0 && s.lastPath === path ? s.pathSince : undefined,
     };
   }
 

@@ -33,6 +33,8 @@ export class PeerSession {
   drops = 0;
   lastSeen: number | undefined;
   lastPath: PathKind = 'none';
+  /** When lastPath was taken (epoch ms; 0: never changed). */
+  pathSince = 0;
   attached = false;
   /** Last UDP packet either way (epoch ms), for idle close. */
   udpActivity = 0;

@@ -6,6 +6,7 @@
 // --checks punch`).
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Lab, labUp } from '../../lab/lab.ts';
+import { describeQuiet } from '../../lab/quiet-cpu.ts';
 import { crossSitePairs, measureTimeToDirect, type PairResult } from '../../lab/time-to-direct.ts';
 import { resolveTopology } from '../../lab/topology.ts';
 import { snapshotHost } from './helpers/host-snapshot.ts';
@@ -60,7 +61,10 @@ describe(`${NODES_PER_EDGE} nodes behind each of two port-preserving NATs`, () =
       // Every cross-site node pair once, half of them started from each side.
       const pairs = crossSitePairs(lab, 'edge-a', 'edge-b');
       // Measured well past the bound, so a miss shows how late (or whether) the pair went direct.
-      const results = await measureTimeToDirect(lab, pairs, { timeoutMs: 4 * DIRECT_WITHIN_MS });
+      const results = await measureTimeToDirect(lab, pairs, {
+        timeoutMs: 4 * DIRECT_WITHIN_MS,
+        onSettled: (s) => console.log(`trial ${trial}: ${describeQuiet(s)}, first packets now`),
+      });
       for (const r of results) all.push({ ...r, trial });
       const marks = { prefix: lab.prefix, dir: lab.dir, id: lab.id };
       await lab.down();

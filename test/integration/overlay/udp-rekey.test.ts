@@ -32,9 +32,14 @@ describe('UDP rekey under traffic', () => {
   }, 60_000);
 
   it('keeps the flow on UDP across several rekeys', async () => {
+    const connectedAt = Date.now();
     await c.a.request('connect', { node: 'b' });
     await waitFor('udp-punched at A', async () => (await c.a.request('path', { node: 'b' })) === 'udp-punched', 30_000);
     const start = await c.a.request<Stats>('stats');
+    // The status says when the path was taken: after the connect, and no rekey moves it.
+    const since = start.status.find((p) => p.node === 'b')?.pathSince;
+    expect(since).toBeGreaterThanOrEqual(connectedAt);
+    expect(since).toBeLessThanOrEqual(Date.now());
     const rekeysBefore = start.counters.udp?.sessions.rekeys ?? 0;
     await c.a.request('flow-start', { node: 'b', intervalMs: 5, size: 1000 });
     let flow: { sent: number; dropped: number } | undefined;
@@ -63,5 +68,6 @@ describe('UDP rekey under traffic', () => {
     const end = await c.a.request<Stats>('stats');
     const reflectorsOnUdp = end.status.filter((p) => p.node !== 'b' && p.path.startsWith('udp')).length;
     expect(end.counters.udp?.paths.switches).toBe(1 + reflectorsOnUdp);
+    expect(end.status.find((p) => p.node === 'b')?.pathSince).toBe(since);
   }, 120_000);
 });
