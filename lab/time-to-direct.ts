@@ -1,15 +1,15 @@
 // First packet → direct path, per node pair. Once the machine's CPUs are quiet (the lab's
 // agents have finished starting, their start-up memory release included; lab/quiet-cpu.ts),
-// the first pod of each source node pings the
-// first pod of its destination node (all pairs at once, as a busy cluster would), and the
-// source agent's path to the destination node is polled until no relay carries it or the
-// timeout passes; a change counts at the time the agent took it (its status's pathSince).
-// Used by the NAT matrix benchmark and the hole-punching e2e tests.
+// the first pod of each source node pings the first pod of its destination node, all pairs
+// at once as a busy cluster would (each ping spawned beforehand and fired together,
+// lab/armed-ping.ts), and the source agent's path to the destination node is polled until no
+// relay carries it or the timeout passes; a change counts at the time the agent took it
+// (its status's pathSince). Used by the NAT matrix benchmark and the hole-punching e2e tests.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { STARTUP_RELEASE_DELAY_MS } from '../agent/startup-memory.ts';
 import type { PathKind } from '../agent/status.ts';
+import { ArmedPing } from './armed-ping.ts';
 import type { Lab } from './lab.ts';
-import { pingFrom } from './network.ts';
 import { type QuietCpu, waitForQuietCpu } from './quiet-cpu.ts';
 
 export type Path = PathKind | 'unknown';
@@ -89,20 +89,24 @@ export async function measureTimeToDirect(
     if (released > 0) await sleep(Math.min(released, settleMs));
     opts.onSettled?.(await waitForQuietCpu({ timeoutMs: settleMs }));
   }
+  // Every pair's ping is spawned first and waits: the first packets all leave at t0.
+  const armed = await Promise.allSettled(
+    results.map(async (r) => {
+      const src = firstPod(r.from);
+      const dst = firstPod(r.to);
+      if (!src || !dst) throw new Error(`${r.from} → ${r.to}: both nodes need a pod with an address`);
+      return ArmedPing.arm(src.netns, dst.ips[0]!);
+    }),
+  );
+  const pings = armed.flatMap((a) => (a.status === 'fulfilled' ? [a.value] : []));
+  const unarmed = armed.find((a) => a.status === 'rejected');
+  if (unarmed) {
+    await Promise.all(pings.map((p) => p.stop()));
+    throw (unarmed as PromiseRejectedResult).reason;
+  }
   const t0 = Date.now();
   const deadline = t0 + opts.timeoutMs;
-  let done = false;
-  // Traffic: each pair pings (1 s timeout each) until its path is direct.
-  const traffic = results.map(async (r) => {
-    const src = firstPod(r.from);
-    const dst = firstPod(r.to);
-    if (!src || !dst) throw new Error(`${r.from} → ${r.to}: both nodes need a pod with an address`);
-    while (!done && r.msToDirect === null && Date.now() < deadline) {
-      const rtt = await pingFrom(src.netns, dst.ips[0]!, 1);
-      if (rtt !== null && r.msToFirstReply === null) r.msToFirstReply = Date.now() - t0;
-      if (rtt !== null) await sleep(100);
-    }
-  });
+  for (const p of pings) p.fire();
   // Paths: one status request per source node serves all its pairs.
   let lastReport = 0;
   try {
@@ -115,12 +119,15 @@ export async function measureTimeToDirect(
         const peer = statuses.get(r.from)?.peers.find((p) => p.node === r.to);
         const path: Path = peer?.path ?? 'unknown';
         // The agent's own time of the change where it says one, not the poll that saw it: the
-        // polls (and this process, which also runs every pair's pings) lag on a busy machine.
+        // polls lag on a busy machine.
         const since = peer?.pathSince === undefined ? Number.NaN : Date.parse(peer.pathSince) - t0;
         const ms = Number.isFinite(since) ? Math.min(polledMs, Math.max(0, since)) : polledMs;
         if (r.timeline.at(-1)?.path !== path) r.timeline.push({ path, ms });
         r.finalPath = path;
-        if (r.msToDirect === null && isDirect(path)) r.msToDirect = ms;
+        if (r.msToDirect === null && isDirect(path)) {
+          r.msToDirect = ms;
+          void pings[results.indexOf(r)]!.stop();
+        }
       }
       if (opts.progress && Date.now() - lastReport > 5000) {
         lastReport = Date.now();
@@ -130,10 +137,11 @@ export async function measureTimeToDirect(
       await sleep(opts.pollMs ?? 200);
     }
   } finally {
-    done = true;
-    await Promise.allSettled(traffic);
+    await Promise.all(pings.map((p) => p.stop()));
   }
-  const failed = (await Promise.allSettled(traffic)).find((t) => t.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
+  results.forEach((r, i) => {
+    const at = pings[i]!.firstReplyAt;
+    r.msToFirstReply = at === undefined ? null : at - t0;
+  });
   return results;
 }
