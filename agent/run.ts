@@ -60,9 +60,11 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
     await agent.start();
     // Give back what start-up used once the first Node events have settled (see the module).
     // Once traffic flows the series of collections would stall forwarding: one will do.
-    setTimeout(() => {
-      const release = agent.packetsMoved() === 0 ? releaseStartupMemory : releaseIdleMemory;
-      if (!shuttingDown && release()) log.debug('released start-up memory');
+    setTimeout(async () => {
+      if (shuttingDown) return;
+      const started = performance.now();
+      const released = agent.packetsMoved() === 0 ? await releaseStartupMemory() : releaseIdleMemory();
+      if (released) log.debug({ ms: Math.round(performance.now() - started) }, 'released start-up memory');
     }, STARTUP_RELEASE_DELAY_MS).unref();
     // And what traffic grew, once it stops (see the module).
     new IdleMemoryTrimmer({

@@ -214,7 +214,7 @@ async function watchSide(url: string, size: number): Promise<ControlPlaneResult>
   forwarderRoutes.stop();
   // What the process holds, as the agent does after start-up (agent/startup-memory.ts),
   // not the garbage the initial list left behind.
-  releaseStartupMemory();
+  await releaseStartupMemory();
   const mem = process.memoryUsage();
   const found = faults();
   if (Object.values(found).some((n) => n > 0)) throw new Error(`the measured path faulted: ${JSON.stringify(found)}`);
