@@ -3,6 +3,7 @@
 // with `--import`, so both load modules the same way.
 //   - ESM imports of node:http get a facade that does not load Node's bundled undici
 //     (./http-facade.js);
+//   - zod's locales are English alone (./zod-locales.js);
 //   - the agent's TypeScript comes stripped from a cache on disk, so a start after the first
 //     loads neither Node's type stripper nor its compile cache (./stripped-sources.js). The
 //     directory is EDGEMESH_SOURCE_CACHE (the DaemonSet puts it in the node's state
@@ -11,6 +12,8 @@
 //     sets NODE_COMPILE_CACHE gets Node's own cache instead, which keeps stripped sources too.
 import { installHttpFacade } from './http-facade.js';
 import { installStrippedSources } from './stripped-sources.js';
+import { installEnglishOnlyZod } from './zod-locales.js';
 
 installHttpFacade();
+installEnglishOnlyZod();
 if (!process.env.NODE_COMPILE_CACHE) installStrippedSources();

@@ -1,6 +1,7 @@
 // The agent's module loading (bin/agent-loader.js): its TypeScript comes stripped from a
 // cache on disk, so a start after the first loads neither Node's type stripper nor its
-// compile cache, and ESM imports of node:http do not load Node's bundled undici. Each case
+// compile cache, ESM imports of node:http do not load Node's bundled undici, and zod loads
+// its English locale alone. Each case
 // runs in a child process: the hooks are process-wide.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
@@ -30,13 +31,23 @@ function cleanEnv(extra: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
 }
 
 /** Loads the agent's config module and the Kubernetes client through the agent's loader; reports what Node loaded. */
-function loadAgentModules(cache: string): { amaro: boolean; undici: boolean; counts: Record<string, number> } {
+function loadAgentModules(cache: string): {
+  amaro: boolean;
+  undici: boolean;
+  counts: Record<string, number>;
+  zodLocales: string[];
+  zodMessage: string;
+} {
   const script = `
     const { strippedSourceCounts } = await import(${JSON.stringify(join(ROOT, 'bin/stripped-sources.js'))});
     await import(${JSON.stringify(join(ROOT, 'agent/config.ts'))});
     await import(${JSON.stringify(join(ROOT, 'common/kube/client.ts'))});
     const loaded = process.moduleLoadList;
+    const { z } = await import('zod');
+    const zodMessage = z.string().safeParse(1).error.issues[0].message;
     console.log(JSON.stringify({
+      zodLocales: Object.keys(z.locales),
+      zodMessage,
       amaro: loaded.some((m) => m.includes('deps/amaro')),
       undici: loaded.some((m) => m.includes('deps/undici/undici')),
       counts: strippedSourceCounts,
@@ -82,6 +93,13 @@ describe("the agent's module loading", () => {
     const cache = join(tempDir(), 'cache');
     // client-node's KubeConfig and Watch import node:http; so does agent-base under them.
     expect(loadAgentModules(cache).undici).toBe(false);
+  });
+
+  it("loads zod's English locale alone, and its messages stay English", { timeout: 60_000 }, () => {
+    const cache = join(tempDir(), 'cache');
+    const loaded = loadAgentModules(cache);
+    expect(loaded.zodLocales).toEqual(['en']);
+    expect(loaded.zodMessage).toBe('Invalid input: expected string, received number');
   });
 
   it('prunes entries no start has used for a week, keeps recent and used ones', { timeout: 60_000 }, () => {
