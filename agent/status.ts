@@ -90,7 +90,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
   const tail = refused.length > 0 ? `\nrefused:\n${refused.join('\n')}\n` : '';
   if (status.peers.length === 0) return `${head.join('\n')}\n\nno peers\n${tail}`;
   const rows = [
-    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'ENDPOINT', 'TO DIRECT', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
+    ['NODE', 'SITE', 'POD CIDRS', 'PATH', 'SINCE', 'ENDPOINT', 'TO DIRECT', 'RTT', 'TX', 'RX', 'DROPS', 'LAST SEEN'],
     ...[...status.peers]
       .sort((a, b) => a.node.localeCompare(b.node))
       .map((p) => [
@@ -98,6 +98,7 @@ export function formatStatus(status: AgentStatus, now = Date.now()): string {
         p.site ?? '-',
         p.podCidrs.join(',') || '-',
         p.path,
+        p.pathSince === undefined ? '-' : ago(p.pathSince, now),
         p.endpoint ?? '-',
         p.msToDirect === undefined ? '-' : `${(p.msToDirect / 1000).toFixed(2)}s`,
         p.rttMs === null ? '-' : `${p.rttMs.toFixed(1)}ms`,

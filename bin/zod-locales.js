@@ -28,7 +28,11 @@ export function installEnglishOnlyZod() {
     },
     load(url, context, nextLoad) {
       if (url !== SLIM_URL) return nextLoad(url, context);
-      return { format: 'module', source: `export { default as en } from ${JSON.stringify(english)};`, shortCircuit: true };
+      return {
+        format: 'module',
+        source: `export { default as en } from ${JSON.stringify(english)};`,
+        shortCircuit: true,
+      };
     },
   });
   return true;

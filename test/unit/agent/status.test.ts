@@ -24,6 +24,7 @@ const status: AgentStatus = {
       lastSeen: '2026-01-01T11:59:55Z',
       endpoint: 'udp://203.0.113.102:24001',
       msToDirect: 1234,
+      pathSince: '2026-01-01T11:57:00Z',
     },
     {
       node: 'edge-a-2',
@@ -49,12 +50,12 @@ describe('formatStatus', () => {
     expect(lines[2]).toBe('pod CIDRs: 10.244.1.0/24');
     const header = lines[4]!;
     expect(header).toMatch(
-      /^NODE\s+SITE\s+POD CIDRS\s+PATH\s+ENDPOINT\s+TO DIRECT\s+RTT\s+TX\s+RX\s+DROPS\s+LAST SEEN$/,
+      /^NODE\s+SITE\s+POD CIDRS\s+PATH\s+SINCE\s+ENDPOINT\s+TO DIRECT\s+RTT\s+TX\s+RX\s+DROPS\s+LAST SEEN$/,
     );
-    expect(lines[5]).toMatch(/^edge-a-2\s+edge-a\s+10\.244\.3\.0\/24\s+host-gw\s+-\s+-\s+-\s+0 B \(0 pkts\)/);
+    expect(lines[5]).toMatch(/^edge-a-2\s+edge-a\s+10\.244\.3\.0\/24\s+host-gw\s+-\s+-\s+-\s+-\s+0 B \(0 pkts\)/);
     expect(lines[5]).toMatch(/never$/);
     expect(lines[6]).toMatch(
-      /^edge-b-1\s+edge-b\s+10\.244\.2\.0\/24\s+relayed\s+udp:\/\/203\.0\.113\.102:24001\s+1\.23s\s+12\.3ms\s+3\.0 MiB \(40 pkts\)\s+512 B/,
+      /^edge-b-1\s+edge-b\s+10\.244\.2\.0\/24\s+relayed\s+3m ago\s+udp:\/\/203\.0\.113\.102:24001\s+1\.23s\s+12\.3ms\s+3\.0 MiB \(40 pkts\)\s+512 B/,
     );
     expect(lines[6]).toMatch(/\s2\s+5s ago$/);
     // Columns line up: PATH starts at the same offset in every row.
