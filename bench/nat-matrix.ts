@@ -148,8 +148,9 @@ export async function runNatMatrix(opts: NatMatrixOptions, log: (line: string) =
       `${fmtPaths(s.finalPaths)}${s.errors ? ` (${s.errors} lab failures)` : ''}`,
     ]),
     notes: [
-      'Direct = the source agent reports a path no relay carries (direct, hole-punched). Times are polled every 200 ms ' +
-        'on a shared 2-core machine: noisy. Every node pair sends its first packet at the same moment.',
+      'Direct = the source agent reports a path no relay carries (direct, hole-punched, udp-punched), timed at the ' +
+        "agent's own switch (pathSince; polled every 200 ms) on a shared 2-core machine. Every node pair sends its " +
+        'first packet at the same moment, once the agents are past their start-up memory release and the CPUs are quiet.',
     ],
   };
   await mkdir(opts.outDir, { recursive: true });

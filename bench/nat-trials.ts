@@ -230,8 +230,10 @@ export async function runNatTrials(
       s.pass ? 'yes' : 'NO',
     ]),
     notes: [
-      'Times are polled every 200 ms on a shared machine (other agents running): noisy. Each lab waits for its NAT ' +
-        'kinds to be known before the first packets; all pairs of a lab start at once.',
+      "A pair's time runs from its first packet to the agent's switch to a direct path (its status's pathSince; " +
+        'polled every 200 ms). Each lab waits for its NAT kinds to be known, for its agents to be past their ' +
+        "start-up memory release and for the CPUs to be quiet; then every pair's ping, spawned beforehand, " +
+        'fires at once. Every node of a lab shares the same 2 cores: first contact is CPU-bound there.',
     ],
   };
   await mkdir(opts.outDir, { recursive: true });
