@@ -1,7 +1,9 @@
 // `edgemesh-cni agent`: the process the DaemonSet runs. Serves /healthz and the control
 // socket from the first second (so probes and `status` explain a slow start), starts the
 // agent, and on SIGTERM/SIGINT drains and exits 0.
+
 import { mkdir } from 'node:fs/promises';
+import { getHeapStatistics } from 'node:v8';
 import { logger } from '../common/log.ts';
 import { Agent } from './agent.ts';
 import { type AgentFlags, agentFiles, loadAgentConfig } from './config.ts';
@@ -66,12 +68,13 @@ export async function runAgent(flags: AgentFlags): Promise<void> {
       const released = agent.packetsMoved() === 0 ? await releaseStartupMemory() : releaseIdleMemory();
       if (released) log.debug({ ms: Math.round(performance.now() - started) }, 'released start-up memory');
     }, STARTUP_RELEASE_DELAY_MS).unref();
-    // And what traffic grew, once it stops (see the module).
+    // And what traffic grew, once it stops, and what idle chores pile up (see the module).
     new IdleMemoryTrimmer({
       activity: () => agent.packetsMoved(),
       release: () => {
-        if (!shuttingDown && releaseIdleMemory()) log.debug('released memory after traffic');
+        if (!shuttingDown && releaseIdleMemory()) log.debug('released idle memory');
       },
+      heapUsed: () => getHeapStatistics().used_heap_size,
     }).start();
   } catch (err) {
     startError = (err as Error).message;
