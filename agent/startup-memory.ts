@@ -13,8 +13,10 @@
 // back, its seven last-resort collections held the loop (and so forwarding) for 404–466 ms
 // in one piece on a quiet machine; one at a time, the first holds it for 119–139 ms and each
 // after it for 48–68, and the idle agent's RSS is the same (98.7–98.8 MiB against
-// 98.4–98.8). Code that runs in the gaps (forwarding, keepalives) stays young, as it should. The same moment saves Node's compile cache where an operator
-// enabled it instead of the agent's own cache of stripped sources (bin/stripped-sources.js).
+// 98.4–98.8; the agent logs the longest collection, `node bench/agent-memory.ts` prints it).
+// Code that runs in the gaps (forwarding, keepalives) stays young, as it should. The same
+// moment saves Node's compile cache where an operator enabled it instead of the agent's own
+// cache of stripped sources (bin/stripped-sources.js).
 import { flushCompileCache } from 'node:module';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { setFlagsFromString } from 'node:v8';
@@ -59,17 +61,18 @@ export async function releaseStartupMemory(deps: ReleaseDeps = {}): Promise<bool
   if (!gc) return false;
   for (let i = 0; i < BYTECODE_OLD_AGE + 1; i++) {
     if (i > 0) await sleep(deps.gapMs ?? SERIES_GAP_MS);
-    collect(gc);
+    collect(gc, deps);
   }
   (deps.trim ?? trimNativeHeap)();
   return true;
 }
 
 /**
- * What traffic grew, given back once the agent is idle (agent/idle-memory.ts), or at
- * start-up when traffic already flows: one memory-reducing collection (not the start-up's
- * series: it would stall the loop, which reads the TUN on small nodes, and drop the data
- * path's bytecode) and a trim of the C heaps; false when this V8 offers no collection.
+ * What traffic grew, or what idle chores piled up, given back once the agent is idle
+ * (agent/idle-memory.ts), or at start-up when traffic already flows: one memory-reducing
+ * collection (not the start-up's series: its seven collections cost seven times the CPU,
+ * and there is no start-up bytecode left to age out) and a trim of the C heaps; false when
+ * this V8 offers no collection.
  */
 export function releaseIdleMemory(deps: ReleaseDeps = {}): boolean {
   return collectAndTrim(1, deps);
@@ -81,20 +84,24 @@ export interface ReleaseDeps {
   trim?: () => void;
   /** Between the start-up series' collections (default SERIES_GAP_MS). */
   gapMs?: number;
+  /** Told how long each collection held the event loop (ms). */
+  onCollection?: (ms: number) => void;
 }
 
 function gcOf(deps: ReleaseDeps): GcFunction | undefined {
   return 'gc' in deps ? deps.gc : gcFunction();
 }
 
-function collect(gc: GcFunction): void {
+function collect(gc: GcFunction, deps: ReleaseDeps): void {
+  const started = performance.now();
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
+  deps.onCollection?.(performance.now() - started);
 }
 
 function collectAndTrim(collections: number, deps: ReleaseDeps): boolean {
   const gc = gcOf(deps);
   if (!gc) return false;
-  for (let i = 0; i < collections; i++) collect(gc);
+  for (let i = 0; i < collections; i++) collect(gc, deps);
   (deps.trim ?? trimNativeHeap)();
   return true;
 }

@@ -34,6 +34,8 @@ const MiB = 1024 * 1024;
 const TARGET_RSS_MB = 100;
 /** Issue #16: an agent in a cluster of 5,000 Nodes, in MB. */
 const TARGET_SCALE_RSS_MB = 150;
+/** Scrapes of the 5,000-Node agent's metrics, 5 s apart, as a Prometheus would. */
+const SCRAPES = 6;
 
 /**
  * An RSS in MiB against a target in MB, in both readings of "MB": as MiB (what ps and top
@@ -44,8 +46,16 @@ function against(rssMiB: number, targetMB: number): string {
   const asDecimal = (rssMiB * MiB) / 1e6 <= targetMB ? 'met' : 'MISSED';
   return `target ≤ ${targetMB} MB: ${asMiB} as MiB, ${asDecimal} as 10⁶ B`;
 }
-/** Scrapes of the 5,000-Node agent's metrics, 5 s apart, as a Prometheus would. */
-const SCRAPES = 6;
+
+/** What the agent logged of its start-up memory release: how long forwarding waited at most. */
+async function startupRelease(logPath: string): Promise<string> {
+  for (const line of (await readFile(logPath, 'utf8')).split('\n')) {
+    if (!line.includes('released start-up memory')) continue;
+    const { ms, longestCollectionMs } = JSON.parse(line) as { ms: number; longestCollectionMs: number };
+    return `start-up memory release: ${ms} ms in all, the longest collection (the event loop held) ${longestCollectionMs} ms`;
+  }
+  return 'start-up memory release: not logged';
+}
 
 async function rssKiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
@@ -91,6 +101,7 @@ async function measureOnce(dir: string, settleSeconds: number, sourceCache: stri
       `  V8 heap: total ${m('nodejs_heap_size_total_bytes').toFixed(1)} MiB, used ${m('nodejs_heap_size_used_bytes').toFixed(1)} MiB, ` +
         `external ${m('nodejs_external_memory_bytes').toFixed(1)} MiB`,
     );
+    console.log(`  ${await startupRelease(node.logPath)}`);
     for (const line of metrics.split('\n')) {
       const space = /^edgemesh_nodejs_heap_space_size_(total|used)_bytes\{space="(\w+)"\} (\S+)$/.exec(line);
       if (space && Number(space[3]) > MiB)
@@ -229,8 +240,9 @@ async function labRows(lab: Awaited<ReturnType<typeof labUp>>): Promise<number[]
     );
   }
   const sorted = [...rows].sort((a, b) => a - b);
+  const median = sorted[Math.floor(sorted.length / 2)]!;
   console.log(
-    `  median ${sorted[Math.floor(sorted.length / 2)]!.toFixed(1)} MiB (${against(sorted[Math.floor(sorted.length / 2)]!, TARGET_RSS_MB)}), range ${sorted[0]!.toFixed(1)}–${sorted.at(-1)!.toFixed(1)}`,
+    `  median ${median.toFixed(1)} MiB (${against(median, TARGET_RSS_MB)}), range ${sorted[0]!.toFixed(1)}–${sorted.at(-1)!.toFixed(1)}`,
   );
   return rows;
 }

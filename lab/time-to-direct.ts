@@ -115,7 +115,7 @@ export async function measureTimeToDirect(
         await Promise.all(sources.map(async (n) => [n, await lab.agentStatus(n).catch(() => undefined)] as const)),
       );
       const polledMs = Date.now() - t0;
-      for (const r of results) {
+      for (const [i, r] of results.entries()) {
         const peer = statuses.get(r.from)?.peers.find((p) => p.node === r.to);
         const path: Path = peer?.path ?? 'unknown';
         // The agent's own time of the change where it says one, not the poll that saw it: the
@@ -126,7 +126,7 @@ export async function measureTimeToDirect(
         r.finalPath = path;
         if (r.msToDirect === null && isDirect(path)) {
           r.msToDirect = ms;
-          void pings[results.indexOf(r)]!.stop();
+          void pings[i]!.stop();
         }
       }
       if (opts.progress && Date.now() - lastReport > 5000) {

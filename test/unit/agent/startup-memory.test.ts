@@ -27,6 +27,17 @@ describe.each([
     expect(gc).toHaveBeenCalledWith({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   });
 
+  it('says how long each collection held the event loop', async () => {
+    const held: number[] = [];
+    const gc = () => {
+      const until = performance.now() + 5;
+      while (performance.now() < until); // a collection that takes 5 ms
+    };
+    await release({ gc, trim: () => {}, gapMs: 1, onCollection: (ms) => held.push(ms) });
+    expect(held).toHaveLength(collections);
+    for (const ms of held) expect(ms).toBeGreaterThanOrEqual(5);
+  });
+
   it('does nothing where V8 offers no collection', async () => {
     const trim = vi.fn();
     expect(await release({ gc: undefined, trim })).toBe(false);
