@@ -11,7 +11,7 @@
 // serializes selector strings, KubeConfig, Watch and the generated HTTP helpers take two
 // dispatchers and fetch from undici (as the agent's own requests here do), and KubeConfig's
 // auth providers (oidc, azure, gcp) and proxy clients are loaded when a kubeconfig first
-// needs them. Every other importer — a test or tool that loads the whole package in the
+// needs them (the table: ./slim/redirects.ts). Every other importer — a test or tool that loads the whole package in the
 // same process — still gets the real modules. A client-node upgrade that imports something
 // more fails at load time ("does not provide an export named"), loudly.
 import { registerHooks } from 'node:module';
@@ -21,21 +21,9 @@ import type * as ConfigModule from '@kubernetes/client-node/dist/config.js';
 import type * as HttpModule from '@kubernetes/client-node/dist/gen/http/http.js';
 import type * as WatchModule from '@kubernetes/client-node/dist/watch.js';
 import type { Dispatcher } from 'undici';
+import { clientNodeRedirects } from './slim/redirects.ts';
 
-const dist = new URL('./', import.meta.resolve('@kubernetes/client-node/dist/config.js'));
-const redirects = new Map<string, string>([
-  [`${new URL('config.js', dist)}\0./gen/index.js`, new URL('./slim/gen.ts', import.meta.url).href],
-  [`${new URL('cache.js', dist)}\0./serializer.js`, new URL('./slim/serializer.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0./oidc_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0./azure_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0./gcp_auth.js`, new URL('./slim/auth-providers.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0socks-proxy-agent`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0socks`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0hpagent`, new URL('./slim/proxy-agents.ts', import.meta.url).href],
-  [`${new URL('config.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
-  [`${new URL('watch.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
-  [`${new URL('gen/http/isomorphic-fetch.js', dist)}\0undici`, new URL('./slim/undici.ts', import.meta.url).href],
-]);
+const redirects = new Map(clientNodeRedirects().map((r) => [`${r.importer}\0${r.specifier}`, r.target]));
 registerHooks({
   resolve(specifier, context, nextResolve) {
     const url = redirects.get(`${context.parentURL}\0${specifier}`);
