@@ -3,6 +3,7 @@
 // agent, and on SIGTERM/SIGINT drains and exits 0.
 
 import { mkdir } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { getHeapStatistics } from 'node:v8';
 import { logger } from '../common/log.ts';
 import { Agent } from './agent.ts';
@@ -16,6 +17,9 @@ import { releaseIdleMemory, releaseStartupMemory, STARTUP_RELEASE_DELAY_MS } fro
 export async function runAgent(flags: AgentFlags): Promise<void> {
   const config = loadAgentConfig(flags);
   const log = logger('agent', { node: config.nodeName });
+  // Which code runs: the bundle as deployed (build/agent.js), or the sources when the bundle
+  // was not current (bin/agent-bundle.js).
+  log.info({ code: fileURLToPath(import.meta.url) }, 'agent starting');
   const metrics = new AgentMetrics();
   const agent = new Agent(config, { logger: log, metrics });
   // A rejection nobody handled is a bug, but not one that should take every pod's network

@@ -1,17 +1,17 @@
 // Idle memory of one agent as deployed: `edgemesh-cni agent` on a node namespace with the
 // Kubernetes API test server, its block claimed, its TUN and libp2p host up, no traffic.
-// Reports RSS and the V8 heap (from the agent's own metrics) after it has settled, for the
-// first start on a node (empty source cache: Node loads its type stripper) and for every
-// start after it (the stripped sources the first one saved; bin/stripped-sources.js), against the target
-// of issue #16. RSS counts the Node binary's resident pages (shared with every other Node
-// process) like `ps` and the kubelet's working set do.
+// Reports RSS and the V8 heap (from the agent's own metrics) after it has settled, running
+// from its bundle (build/agent.js, built first when not current: bin/agent-bundle.js), against
+// the target of issue #16; then the same agent from its sources (EDGEMESH_AGENT_FROM_SOURCES=1,
+// at a start after the one that filled its source cache), what the bundle is worth. RSS counts
+// the Node binary's resident pages (shared with every other Node process) like `ps` and the
+// kubelet's working set do. Each figure says which code the agent ran (its own start-up log).
 // Then an agent that starts in a cluster of 5,000 Nodes (emulated peers as
 // bench/control-plane.ts has them, each with a pod CIDR the agent routes): the issue's
 // target at scale, for the whole agent.
 // Then the same for every agent of the default lab (`npm start`: six nodes, pods, the
-// reachability matrix), at its second start (the lab's source cache filled by the first),
-// the matrix's traffic done: shortly after, and once the agents count as idle (their idle
-// trimmer has released, 90 s after): what the issue's target is about.
+// reachability matrix), the matrix's traffic done: shortly after, and once the agents count
+// as idle (their idle trimmer has released, 90 s after): what the issue's target is about.
 //   node bench/agent-memory.ts [--settle-seconds 20] [--nodes 5000] [--no-lab]      (root)
 import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -23,6 +23,7 @@ import { fetchStatus } from '../agent/control-api.ts';
 import { run } from '../common/exec.ts';
 import { KubeClient, KubeConfig } from '../common/kube/client.ts';
 import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
+import { ensureAgentBundle } from '../lab/agent-bundle.ts';
 import { labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
 import { metricValue, startAgentNode } from './lib/agent-node.ts';
@@ -57,6 +58,14 @@ async function startupRelease(logPath: string): Promise<string> {
   return 'start-up memory release: not logged';
 }
 
+/** Which code the agent ran, from its start-up log (agent/run.ts). */
+async function codeRun(logPath: string): Promise<string> {
+  for (const line of (await readFile(logPath, 'utf8')).split('\n')) {
+    if (line.includes('agent starting')) return (JSON.parse(line) as { code: string }).code;
+  }
+  return 'not logged';
+}
+
 async function rssKiB(pid: number): Promise<number> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8');
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN);
@@ -76,22 +85,29 @@ async function smapsKiB(pid: number): Promise<{ anonymous: number; pssFile: numb
   return { anonymous: field('Anonymous'), pssFile: field('Pss_File') };
 }
 
-async function measureOnce(dir: string, settleSeconds: number, sourceCache: string, label: string): Promise<number> {
+async function measureOnce(
+  dir: string,
+  settleSeconds: number,
+  env: NodeJS.ProcessEnv,
+  label: string,
+): Promise<number | undefined> {
   const node = await startAgentNode({
     dir,
     name: 'mem-node',
     nodeIp: NODE_IP,
     clusterCidr: '10.244.0.0/16',
     // The DaemonSet's log level (deploy/daemonset.yaml), not the quieter one of other benches.
-    env: { EDGEMESH_SOURCE_CACHE: sourceCache, EDGEMESH_LOG_LEVEL: 'info' },
+    env: { ...env, EDGEMESH_LOG_LEVEL: 'info' },
   });
   try {
+    if (settleSeconds === 0) return undefined;
     await new Promise((r) => setTimeout(r, settleSeconds * 1000));
     const metrics = await node.metrics();
     const m = (name: string) => metricValue(metrics, `edgemesh_${name}`) / MiB;
     const rss = (await rssKiB(node.agentPid)) / 1024;
     const { anonymous, pssFile } = await smapsKiB(node.agentPid);
     console.log(`idle agent, ${label}, after ${settleSeconds} s (one node, no peers, no traffic):`);
+    console.log(`  code run: ${await codeRun(node.logPath)}`);
     console.log(
       `  RSS ${rss.toFixed(1)} MiB (${against(rss, TARGET_RSS_MB)}); ` +
         `anonymous ${(anonymous / 1024).toFixed(1)} MiB, the rest file pages (mostly the Node binary, ` +
@@ -114,7 +130,7 @@ async function measureOnce(dir: string, settleSeconds: number, sourceCache: stri
 }
 
 /** The agent started in a cluster of `nodes` peer Nodes, once it routes every one's pod CIDR and has settled. */
-async function measureScale(dir: string, settleSeconds: number, sourceCache: string, nodes: number): Promise<void> {
+async function measureScale(dir: string, settleSeconds: number, nodes: number): Promise<void> {
   // Peers from index 1024 on: pod CIDRs 10.4.0.0/24 and up, clear of this node's own block (10.0.0.0/22).
   const first = 1024;
   const started = Date.now();
@@ -123,7 +139,7 @@ async function measureScale(dir: string, settleSeconds: number, sourceCache: str
     name: 'mem-node',
     nodeIp: NODE_IP,
     clusterCidr: '10.0.0.0/8',
-    env: { EDGEMESH_SOURCE_CACHE: sourceCache, EDGEMESH_LOG_LEVEL: 'info' },
+    env: { EDGEMESH_LOG_LEVEL: 'info' },
     readyTimeoutMs: 300_000,
     beforeAgent: async (kubeconfig) => {
       const kc = new KubeConfig();
@@ -166,6 +182,7 @@ async function measureScale(dir: string, settleSeconds: number, sourceCache: str
     console.log(
       `agent started in a cluster of ${nodes} Nodes, every peer routed, after ${settleSeconds} s (the whole agent):`,
     );
+    console.log(`  code run: ${await codeRun(node.logPath)}`);
     console.log(
       `  RSS ${rss.toFixed(1)} MiB (${against(rss, TARGET_SCALE_RSS_MB)}); anonymous ${(anonymous / 1024).toFixed(1)} MiB: ` +
         `V8 heap total ${m('nodejs_heap_size_total_bytes').toFixed(1)} MiB (used ${m('nodejs_heap_size_used_bytes').toFixed(1)}), ` +
@@ -181,13 +198,21 @@ async function measureScale(dir: string, settleSeconds: number, sourceCache: str
 }
 
 async function inner(dir: string, settleSeconds: number, nodes: number): Promise<void> {
-  const sourceCache = join(dir, 'source-cache');
-  await measureOnce(join(dir, 'first'), settleSeconds, sourceCache, 'first start (empty source cache)');
-  await measureOnce(join(dir, 'next'), settleSeconds, sourceCache, 'next start (source cache filled)');
-  if (nodes > 0) await measureScale(join(dir, 'scale'), settleSeconds, sourceCache, nodes);
+  await measureOnce(join(dir, 'bundle'), settleSeconds, {}, 'as deployed (from its bundle)');
+  const sources = { EDGEMESH_AGENT_FROM_SOURCES: '1', EDGEMESH_SOURCE_CACHE: join(dir, 'source-cache') };
+  console.log('  (starting the agent from its sources once, to fill its source cache)');
+  await measureOnce(join(dir, 'sources-first'), 0, sources, '');
+  await measureOnce(
+    join(dir, 'sources'),
+    settleSeconds,
+    sources,
+    'from its sources, for comparison (source cache filled)',
+  );
+  if (nodes > 0) await measureScale(join(dir, 'scale'), settleSeconds, nodes);
 }
 
 async function outer(settleSeconds: number, nodes: number): Promise<void> {
+  console.log((await ensureAgentBundle()) || "the agent's bundle (build/agent.js) is current");
   const prefix = runPrefix('mm');
   const netns = `${prefix}node`;
   const dir = await mkdtemp(join(tmpdir(), `${prefix}agent-memory-`));
@@ -236,7 +261,8 @@ async function labRows(lab: Awaited<ReturnType<typeof labUp>>): Promise<number[]
     const { anonymous } = await smapsKiB(pid);
     rows.push(rss);
     console.log(
-      `  ${node.name.padEnd(9)} RSS ${rss.toFixed(1)} MiB (${against(rss, TARGET_RSS_MB)}); anonymous ${(anonymous / 1024).toFixed(1)} MiB`,
+      `  ${node.name.padEnd(9)} RSS ${rss.toFixed(1)} MiB (${against(rss, TARGET_RSS_MB)}); anonymous ${(anonymous / 1024).toFixed(1)} MiB; ` +
+        `code run: ${await codeRun(node.logPath)}`,
     );
   }
   const sorted = [...rows].sort((a, b) => a - b);
@@ -248,29 +274,26 @@ async function labRows(lab: Awaited<ReturnType<typeof labUp>>): Promise<number[]
 }
 
 /**
- * Every agent of the default lab at its second start, after the matrix: `settleSeconds` after
- * it (the agents have not yet given back what the traffic grew), and once the idle trimmer
- * has (an idle agent).
+ * Every agent of the default lab after the matrix: `settleSeconds` after it (the agents have
+ * not yet given back what the traffic grew), and once the idle trimmer has (an idle agent).
+ * One start: the agents run from their bundle, so a first start is like any other.
  */
 async function defaultLab(settleSeconds: number): Promise<void> {
-  for (const start of ['first', 'second']) {
-    const lab = await labUp();
-    try {
-      const matrix = await runMatrix(lab);
-      if (start === 'first') continue;
-      const done = Date.now();
-      const reachable = `${matrix.entries.filter((e) => e.ok).length}/${matrix.entries.length} pairs reachable`;
-      await new Promise((r) => setTimeout(r, settleSeconds * 1000));
-      console.log(`default lab, agents' second start, ${settleSeconds} s after the matrix (${reachable}):`);
-      await labRows(lab);
-      const idle = Math.max(IDLE_RELEASE_SECONDS, settleSeconds);
-      console.log(`  (waiting for the agents' idle release: ${idle} s after the matrix)`);
-      await new Promise((r) => setTimeout(r, Math.max(0, done + idle * 1000 - Date.now())));
-      console.log(`default lab, ${idle} s after the matrix (idle: the agents' idle release done):`);
-      await labRows(lab);
-    } finally {
-      await lab.down();
-    }
+  const lab = await labUp();
+  try {
+    const matrix = await runMatrix(lab);
+    const done = Date.now();
+    const reachable = `${matrix.entries.filter((e) => e.ok).length}/${matrix.entries.length} pairs reachable`;
+    await new Promise((r) => setTimeout(r, settleSeconds * 1000));
+    console.log(`default lab, ${settleSeconds} s after the matrix (${reachable}):`);
+    await labRows(lab);
+    const idle = Math.max(IDLE_RELEASE_SECONDS, settleSeconds);
+    console.log(`  (waiting for the agents' idle release: ${idle} s after the matrix)`);
+    await new Promise((r) => setTimeout(r, Math.max(0, done + idle * 1000 - Date.now())));
+    console.log(`default lab, ${idle} s after the matrix (idle: the agents' idle release done):`);
+    await labRows(lab);
+  } finally {
+    await lab.down();
   }
 }
 

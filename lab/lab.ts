@@ -13,6 +13,7 @@ import type { AgentStatus } from '../agent/status.ts';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
+import { ensureAgentBundle } from './agent-bundle.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,
@@ -559,6 +560,10 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   const topology = opts.topology ?? defaultTopology(opts.overrides);
   await preflight({ needTc: [...topology.routers, ...topology.nodes].some((x) => x.netem) });
   if (opts.containers) await checkContainerTools(opts.containers.image ?? DEFAULT_AGENT_IMAGE);
+  else {
+    const built = await ensureAgentBundle();
+    if (built) say(built.split('\n').at(-1) ?? built);
+  }
 
   const prefix = runPrefix('em');
   const id = prefix.slice(0, -1);

@@ -46,10 +46,12 @@ mkdir -p "$debs" "$work"
 rm -rf "$rootfs"
 mkdir -p "$rootfs"
 
-# 1. The native addon and the static thin CNI client.
+# 1. The native addon and the static thin CNI client; the agent's bundle, when its sources
+# changed since it was built (bin/agent-bundle.js).
 if [ ! -f build/edgemesh_tun.node ] || [ ! -f build/edgemesh ]; then
   node scripts/build-native.mjs
 fi
+node_modules/node/bin/node scripts/build-agent.mjs --if-stale
 
 # 2. Debian packages: the closure of what `node`, `ip`, `iptables*` and `nsenter` load,
 # checked below by running each of them inside the tree. util-linux is extracted aside and
@@ -93,15 +95,19 @@ printf 'hosts: files dns\n' >"$rootfs/etc/nsswitch.conf"
 install -D -m 0755 node_modules/node/bin/node "$rootfs/usr/local/bin/node"
 if command -v strip >/dev/null; then strip --strip-unneeded "$rootfs/usr/local/bin/node"; fi
 
-# 4. The product: sources, the native build, the production dependencies. bin/cli.ts
-# registers the lab and bench command groups too, so their (small) sources ship.
+# 4. The product: the agent's bundle, sources, the native build, the production
+# dependencies. The agent runs from the bundle while every file it was built from is as it
+# was (size and time): so files keep their times (cp -p; node_modules below with cp -a).
+# bin/cli.ts registers the lab and bench command groups too, so their (small) sources ship.
 app="$rootfs/app"
 mkdir -p "$app/build"
 cp package.json "$app/"
 for d in bin common agent cni dataplane ipam overlay lab bench; do
-  git ls-files -z -- "$d" | grep -zv -e '^bench/results/' -e '\.c$' -e '\.h$' | xargs -0 cp --parents -t "$app"
+  git ls-files -z -- "$d" | grep -zv -e '^bench/results/' -e '\.c$' -e '\.h$' | xargs -0 cp -p --parents -t "$app"
 done
-cp build/edgemesh_tun.node build/edgemesh "$app/build/"
+cp -p --parents scripts/build-agent.mjs "$app"
+cp -p build/edgemesh_tun.node build/edgemesh build/agent.js build/agent.js.map build/agent.js.LEGAL.txt \
+  build/agent.inputs.json "$app/build/"
 node -e '
   const lock = require("./package-lock.json");
   for (const [path, meta] of Object.entries(lock.packages)) {
@@ -128,6 +134,13 @@ for argv in "/usr/local/bin/node --version" "/bin/ip -V" "/usr/sbin/iptables --v
     exit 1
   fi
 done
+# And the agent's bundle is current inside it: else every agent would run from its sources.
+stale=$(chroot "$rootfs" /usr/local/bin/node --input-type=module \
+  -e "const { agentBundleStaleness } = await import('/app/bin/agent-bundle.js'); console.log(agentBundleStaleness() ?? '')")
+if [ -n "$stale" ]; then
+  echo "image.sh: the agent's bundle is not current inside the image tree: $stale" >&2
+  exit 1
+fi
 echo "rootfs: $(du -sh "$rootfs" | cut -f1) in $rootfs"
 if $rootfs_only; then exit 0; fi
 

@@ -3,7 +3,7 @@
 // Pod-IP matrix must work as with agents run as processes; a killed container agent is
 // restarted by the runtime (restart policy Always, as a DaemonSet's), pods keep their IPs
 // and traffic resumes; lab down leaves no container, process, namespace or rule behind.
-import { readlink, stat } from 'node:fs/promises';
+import { readFile, readlink, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { run } from '../../common/exec.ts';
 import { loadAgentContract } from '../../lab/agent-container.ts';
@@ -93,6 +93,8 @@ describe('lab up --containers (agents from the image under podman, DaemonSet con
         expect(c.Mounts.find((m) => m.Source === dir)?.Destination, dir).toBe(dir);
       }
       expect(c.Mounts.find((m) => m.Destination === '/etc/edgemesh')?.RW).toBe(false);
+      // The agent runs from the image's bundle, as built (its sources' times kept).
+      expect(await readFile(node.logPath, 'utf8')).toContain('"code":"/app/build/agent.js"');
     }
   });
 

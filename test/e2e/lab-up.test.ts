@@ -1,11 +1,13 @@
 // The whole lab through the library: lab up → every pod reaches every other pod by Pod IP
 // over the path its pair should take (docs/architecture.md, "The path ladder") → lab down leaves nothing behind.
-import { access } from 'node:fs/promises';
+import { access, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AGENT_BUNDLE_PATH } from '../../bin/agent-bundle.js';
 import { type Lab, labUp } from '../../lab/lab.ts';
 import { formatMatrix, type MatrixResult, runMatrix } from '../../lab/matrix.ts';
 import { pingFrom } from '../../lab/network.ts';
+import { REPO_ROOT } from '../../lab/state.ts';
 import { type HostSnapshot, snapshotHost } from './helpers/host-snapshot.ts';
 import { expectNothingLeft } from './helpers/lab-checks.ts';
 
@@ -40,6 +42,14 @@ describe('lab up (built-in topology)', () => {
     expect(
       nodes.items.filter((n) => n.metadata.labels['edgemesh.io/relay'] === 'true').map((n) => n.metadata.name),
     ).toEqual(['cloud-1']);
+  });
+
+  it('runs every agent as deployed, from its bundle', async () => {
+    for (const node of lab!.nodes) {
+      const starting = (await readFile(node.logPath, 'utf8')).split('\n').find((l) => l.includes('agent starting'));
+      expect(starting, node.name).toBeDefined();
+      expect((JSON.parse(starting!) as { code: string }).code).toBe(join(REPO_ROOT, AGENT_BUNDLE_PATH));
+    }
   });
 
   it('created every pod through the CNI client, with a cluster IP and a runtime-style cache entry', async () => {

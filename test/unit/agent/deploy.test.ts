@@ -260,8 +260,13 @@ describe('deploy/ manifests', () => {
     for (const dir of ['bin', 'common', 'agent', 'cni', 'dataplane', 'ipam', 'overlay', 'lab', 'bench']) {
       expect(dirs).toContain(dir);
     }
+    // The agent's bundle and what tells it is current: the manifest, and every input's time.
+    expect(script).toMatch(/xargs -0 cp -p --parents/);
+    expect(script).toMatch(/cp -p --parents scripts\/build-agent.mjs/);
     for (const pkg of ['iproute2', 'iptables', 'util-linux', 'libstdc++6']) expect(script).toContain(pkg);
-    expect(script).toMatch(/cp build\/edgemesh_tun.node build\/edgemesh /);
+    expect(script).toMatch(
+      /cp -p build\/edgemesh_tun.node build\/edgemesh build\/agent.js .*\n.*build\/agent.inputs.json/,
+    );
   });
 
   it("the DaemonSet's image is the one `npm run image` builds, not an image nobody publishes", () => {
@@ -296,11 +301,7 @@ describe("the lab's container mode follows the DaemonSet", () => {
     expect(values('--restart')).toEqual(['always']);
     expect(values('--stop-timeout')).toEqual(['30']);
     expect(values('--memory')).toEqual([`${512 * 1024 * 1024}b`]);
-    expect(values('--env')).toEqual([
-      'NODE_NAME=n1',
-      'EDGEMESH_LOG_LEVEL=info',
-      'EDGEMESH_SOURCE_CACHE=/var/lib/edgemesh/source-cache',
-    ]);
+    expect(values('--env')).toEqual(['NODE_NAME=n1', 'EDGEMESH_LOG_LEVEL=info']);
     expect(JSON.parse(values('--entrypoint')[0]!)).toEqual(contract.command);
     expect(args.at(-1)).toBe('localhost/edgemesh-cni:test');
   });

@@ -129,13 +129,16 @@ describe("the agent's module loading", () => {
     for (const name of used) expect(existsSync(join(dir, name))).toBe(true);
   });
 
-  it('runs the agent command through it, and leaves other commands alone', { timeout: 60_000 }, () => {
+  it('runs the agent command through it (from its sources), and leaves other commands alone', {
+    timeout: 60_000,
+  }, () => {
     const tmp = tempDir();
     const cache = join(tmp, 'cache');
     mkdirSync(join(tmp, 'tmp'));
     const run = (args: string[]) =>
       spawnSync(process.execPath, [CLI, ...args], {
-        env: cleanEnv({ TMPDIR: join(tmp, 'tmp'), EDGEMESH_SOURCE_CACHE: cache }),
+        // The agent from its sources: its bundle (bin/agent-bundle.js) strips nothing.
+        env: cleanEnv({ TMPDIR: join(tmp, 'tmp'), EDGEMESH_SOURCE_CACHE: cache, EDGEMESH_AGENT_FROM_SOURCES: '1' }),
         encoding: 'utf8',
         timeout: 60_000,
       });
