@@ -10,3 +10,4 @@ export declare const AGENT_MANIFEST_PATH: string;
 export declare function fileStamp(path: string): FileStamp | undefined;
 export declare function agentManifest(root: string, inputs: Iterable<string>, bundlePath?: string): AgentManifest;
 export declare function agentBundleStaleness(root?: string, manifestPath?: string): string | undefined;
+export declare function restampAgentManifest(root: string, manifestPath?: string): void;

@@ -11,7 +11,7 @@
 // sources, as it did before the bundle existed, saying so on stderr; `npm run build:agent`,
 // `lab up` and `npm ci` build it again. Plain JavaScript: the entry shim reads it before it
 // loads any TypeScript.
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -67,4 +67,23 @@ export function agentBundleStaleness(root = REPO_ROOT, manifestPath = AGENT_MANI
     if (!same(path, stamp)) return `${path} changed since ${bundlePath} was built`;
   }
   return undefined;
+}
+
+/**
+ * Stamps the manifest under `root` again with its files' times as they are now, for a tree
+ * whose files were copied as they were built, found current, then all given one time
+ * (scripts/image.sh: image layers keep times to the second at best). Refuses when a file's
+ * size is not the one recorded.
+ */
+export function restampAgentManifest(root, manifestPath = AGENT_MANIFEST_PATH) {
+  const manifest = JSON.parse(readFileSync(join(root, manifestPath), 'utf8'));
+  const [bundlePath, [bundleSize]] = manifest.bundle;
+  for (const [path, [size]] of [[bundlePath, [bundleSize]], ...Object.entries(manifest.inputs)]) {
+    if (fileStamp(join(root, path))?.[0] !== size)
+      throw new Error(`cannot stamp ${manifestPath} again: ${path} is not the file the bundle was built from`);
+  }
+  writeFileSync(
+    join(root, manifestPath),
+    `${JSON.stringify(agentManifest(root, Object.keys(manifest.inputs), bundlePath))}\n`,
+  );
 }

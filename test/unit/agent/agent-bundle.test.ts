@@ -12,6 +12,7 @@ import {
   type AgentManifest,
   agentBundleStaleness,
   agentManifest,
+  restampAgentManifest,
 } from '../../../bin/agent-bundle.js';
 
 const ROOT = join(import.meta.dirname, '../../..');
@@ -74,6 +75,18 @@ describe('whether the bundle is current', () => {
     const root = builtRoot();
     writeFileSync(join(root, AGENT_BUNDLE_PATH), 'export const a = 1, b = 2, c = 3;\n');
     expect(agentBundleStaleness(root)).toBe(`${AGENT_BUNDLE_PATH} is not the one its manifest describes`);
+  });
+
+  it('is current again once stamped with the times a copy gave its files, not when a file differs', () => {
+    const root = builtRoot();
+    const copied = new Date(1_700_000_000_000);
+    for (const file of [AGENT_BUNDLE_PATH, 'agent/run.ts', 'agent/config.ts'])
+      utimesSync(join(root, file), copied, copied);
+    expect(agentBundleStaleness(root)).toBe(`${AGENT_BUNDLE_PATH} is not the one its manifest describes`);
+    restampAgentManifest(root);
+    expect(agentBundleStaleness(root)).toBeUndefined();
+    writeFileSync(join(root, 'agent/run.ts'), 'export const a = 10;\n');
+    expect(() => restampAgentManifest(root)).toThrow(/agent\/run.ts is not the file the bundle was built from/);
   });
 
   it('refuses to describe a build whose input went missing', () => {
