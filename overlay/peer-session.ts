@@ -76,13 +76,17 @@ export class PeerSession {
   /** The tunnel to send on: a ready one, direct before spliced before circuit-relayed, the newest first. */
   preferred(): TunnelStream | undefined {
     let best: TunnelStream | undefined;
-    const rank = (t: TunnelStream) => (t.direct ? 2 : t.spliced ? 1 : 0);
     for (const t of this.tunnels) {
       if (t.closed || t.caps === undefined) continue;
-      if (best === undefined || rank(t) >= rank(best)) best = t;
+      if (best === undefined || tunnelRank(t) >= tunnelRank(best)) best = t;
     }
     return best;
   }
+}
+
+/** Direct before spliced before circuit-relayed. */
+function tunnelRank(t: TunnelStream): number {
+  return t.direct ? 2 : t.spliced ? 1 : 0;
 }
 
 export interface PeerSessionsDeps {

@@ -33,7 +33,11 @@ function processesOf(args: string[], env: NodeJS.ProcessEnv = {}): Seen[] {
 describe('the agent process settings', () => {
   it('name only what is not set already', () => {
     expect(missingAgentFlags([])).toEqual(AGENT_V8_FLAGS);
-    expect(missingAgentFlags(['--scavenger-max-new-space-capacity-mb=16'])).toEqual([]);
+    expect(missingAgentFlags(['--scavenger-max-new-space-capacity-mb=16'])).toEqual(['--no-sparkplug']);
+    // An operator's opposite of a flag is their own value of it, however it is spelt.
+    expect(missingAgentFlags(['--sparkplug'])).toEqual(['--scavenger-max-new-space-capacity-mb=8']);
+    expect(missingAgentFlags(['--no_sparkplug', '--scavenger_max_new_space_capacity_mb=4'])).toEqual([]);
+    expect(missingAgentFlags(['--import', 'x.js'])).toEqual(AGENT_V8_FLAGS);
     expect(missingAgentEnv({})).toEqual(AGENT_MALLOC_ENV);
     const { MALLOC_TRIM_THRESHOLD_: _own, ...others } = AGENT_MALLOC_ENV;
     expect(missingAgentEnv({ MALLOC_TRIM_THRESHOLD_: '1048576' })).toEqual(others);
