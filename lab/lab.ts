@@ -77,6 +77,12 @@ export interface LabUpOptions {
    * DEFAULT_AGENT_IMAGE (`npm run image`).
    */
   containers?: { image?: string };
+  /**
+   * Node options every agent process starts with, before the CLI: V8 flags to compare
+   * (bench/agent-flags.ts). A flag named here wins over the agent's own (bin/agent-runtime.js),
+   * as an operator's does. Agents as processes only.
+   */
+  agentNodeOptions?: string[];
 }
 
 function nodeLayout(dir: string, node: NodeNetwork): LabNode {
@@ -348,6 +354,11 @@ export class Lab {
     return this.state.data.info.agentImage as string | undefined;
   }
 
+  /** The Node options the agents start with (LabUpOptions.agentNodeOptions). */
+  get agentNodeOptions(): string[] {
+    return (this.state.data.info.agentNodeOptions as string[] | undefined) ?? [];
+  }
+
   /** The podman container of a node's agent (container mode). */
   agentContainerName(nodeName: string): string {
     return `${this.prefix}agent-${nodeName}`;
@@ -458,7 +469,7 @@ export class Lab {
   async startAgent(nodeName: string): Promise<RecordedProcess> {
     if (this.agentImage) return this.startAgentContainer(nodeName);
     const node = this.node(nodeName);
-    const argv = [process.execPath, CLI, 'agent', '--config', node.configPath];
+    const argv = [process.execPath, ...this.agentNodeOptions, CLI, 'agent', '--config', node.configPath];
     return startInNetns(
       this.state,
       `agent ${node.name}`,
@@ -570,6 +581,7 @@ export async function labUp(opts: LabUpOptions = {}): Promise<Lab> {
   const state = await LabState.create(id, prefix);
   await state.setInfo('topology', topology);
   if (opts.containers) await state.setInfo('agentImage', opts.containers.image ?? DEFAULT_AGENT_IMAGE);
+  if (opts.agentNodeOptions?.length) await state.setInfo('agentNodeOptions', opts.agentNodeOptions);
   say(
     `lab ${id}: ${topology.nodes.length} nodes in ${new Set(topology.nodes.map((n) => n.site)).size} sites, state in ${state.data.dir}`,
   );
