@@ -3,16 +3,19 @@
 // own whose agents start with that set (lab/lab.ts agentNodeOptions; a flag named there wins
 // over the agent's own, bin/agent-runtime.js). Per round: the agents' RSS 20 s after the
 // reachability matrix (median of the six), then from edge-a-1-p1, to cloud-2-p1 (UDP direct)
-// and to edge-b-1-p1 (UDP hole-punched): ping p50 (300 pings 10 ms apart) and iperf3 TCP one
-// stream. Prints every round, the medians and compared/shipped ratios. The default compares
+// and to edge-b-1-p1 (UDP hole-punched): ping p50 (300 pings 10 ms apart), the two agents'
+// CPU per ping per node during them (their threads' time on CPU from the scheduler, less
+// what they used idle over as long just before: steadier than the RTT on a shared
+// machine), and iperf3 TCP one stream. Prints every round, the medians and compared/shipped ratios. The default compares
 // `--sparkplug`, what the agent gave up (bin/agent-runtime.js says why).
-//   node bench/agent-flags.ts [--rounds 4] [--compare '--sparkplug'] [--seconds 5]    (root)
+//   node bench/agent-flags.ts [--rounds 4] [--compare='--sparkplug'] [--seconds 5]    (root)
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { ensureAgentBundle } from '../lab/agent-bundle.ts';
 import { type Lab, labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
+import { cpuNanoseconds } from './lib/cpu.ts';
 import { iperfClient, pingRtt, startIperfServer, stopProcess } from './lib/iperf.ts';
 import { median, ratio } from './lib/stats.ts';
 
@@ -22,21 +25,30 @@ const PAIRS = [
   { path: 'udp-punched', target: 'edge-b-1-p1' },
 ] as const;
 const SETTLE_SECONDS = 20;
+const PINGS = 300;
+/** pingRtt's interval. */
+const PING_INTERVAL_MS = 10;
 /** One round's lab up, matrix, settle and measurements, for the time-left estimate. */
-const ROUND_SECONDS_ESTIMATE = 75;
+const ROUND_SECONDS_ESTIMATE = 60;
 
 interface RoundResult {
   rssMiB: number;
   pingP50Ms: Record<string, number>;
+  /** The two agents' CPU per ping, per node (µs), their idle CPU taken out. */
+  pingCpuUs: Record<string, number>;
   tcpGbps: Record<string, number>;
+}
+
+function agentPid(lab: Lab, node: string): number {
+  const pid = lab.agentProcess(node)?.pid;
+  if (pid === undefined) throw new Error(`no agent on ${node}`);
+  return pid;
 }
 
 async function agentRssMiB(lab: Lab): Promise<number> {
   const rss: number[] = [];
   for (const node of lab.nodes) {
-    const pid = lab.agentProcess(node.name)?.pid;
-    if (pid === undefined) throw new Error(`no agent on ${node.name}`);
-    const status = await readFile(`/proc/${pid}/status`, 'utf8');
+    const status = await readFile(`/proc/${agentPid(lab, node.name)}/status`, 'utf8');
     rss.push(Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]) / 1024);
   }
   return median(rss);
@@ -49,12 +61,22 @@ async function round(options: string[], seconds: number): Promise<RoundResult> {
     const failed = matrix.entries.filter((e) => !e.ok).length;
     if (failed > 0) throw new Error(`${failed} pod pairs unreachable`);
     await sleep(SETTLE_SECONDS * 1000);
-    const result: RoundResult = { rssMiB: await agentRssMiB(lab), pingP50Ms: {}, tcpGbps: {} };
+    const result: RoundResult = { rssMiB: await agentRssMiB(lab), pingP50Ms: {}, pingCpuUs: {}, tcpGbps: {} };
     const from = lab.netnsOf(SOURCE);
     for (const { path, target } of PAIRS) {
       const ip = lab.pod(target).ips[0]!;
       await pingRtt(from, ip, 20); // the pair's path up and warm
-      result.pingP50Ms[path] = (await pingRtt(from, ip, 300)).p50Ms;
+      const agents = [SOURCE, target].map((pod) => agentPid(lab, lab.pod(pod).node));
+      const cpu = () => agents.reduce((sum, pid) => sum + cpuNanoseconds(pid), 0);
+      const idleFrom = cpu();
+      const idleStarted = performance.now();
+      await sleep(PINGS * PING_INTERVAL_MS);
+      const idlePerMs = (cpu() - idleFrom) / (performance.now() - idleStarted);
+      const pingFrom = cpu();
+      const pingStarted = performance.now();
+      result.pingP50Ms[path] = (await pingRtt(from, ip, PINGS)).p50Ms;
+      const busy = cpu() - pingFrom - idlePerMs * (performance.now() - pingStarted);
+      result.pingCpuUs[path] = busy / agents.length / PINGS / 1000;
       const server = await startIperfServer(lab.netnsOf(target));
       try {
         result.tcpGbps[path] = (await iperfClient({ netns: from, server: ip, seconds })).gbps;
@@ -70,9 +92,10 @@ async function round(options: string[], seconds: number): Promise<RoundResult> {
 
 function summary(label: string, results: RoundResult[]): RoundResult {
   const of = (pick: (r: RoundResult) => number) => median(results.map(pick));
-  const s: RoundResult = { rssMiB: of((r) => r.rssMiB), pingP50Ms: {}, tcpGbps: {} };
+  const s: RoundResult = { rssMiB: of((r) => r.rssMiB), pingP50Ms: {}, pingCpuUs: {}, tcpGbps: {} };
   for (const { path } of PAIRS) {
     s.pingP50Ms[path] = of((r) => r.pingP50Ms[path]!);
+    s.pingCpuUs[path] = of((r) => r.pingCpuUs[path]!);
     s.tcpGbps[path] = of((r) => r.tcpGbps[path]!);
   }
   console.log(`  ${label.padEnd(28)} ${line(s)}`);
@@ -81,7 +104,9 @@ function summary(label: string, results: RoundResult[]): RoundResult {
 
 function line(r: RoundResult): string {
   const paths = PAIRS.map(
-    ({ path }) => `${path} ping p50 ${r.pingP50Ms[path]!.toFixed(3)} ms, TCP ${r.tcpGbps[path]!.toFixed(2)} Gbit/s`,
+    ({ path }) =>
+      `${path} ping p50 ${r.pingP50Ms[path]!.toFixed(3)} ms, ${r.pingCpuUs[path]!.toFixed(0)} µs CPU per ping per node, ` +
+      `TCP ${r.tcpGbps[path]!.toFixed(2)} Gbit/s`,
   );
   return `agents' RSS median ${r.rssMiB.toFixed(1)} MiB; ${paths.join('; ')}`;
 }
@@ -126,6 +151,7 @@ console.log(
     PAIRS.map(
       ({ path }) =>
         `${path} ping p50 ${ratio(other!.pingP50Ms[path]!, shipped!.pingP50Ms[path]!).toFixed(2)}, ` +
+        `CPU per ping ${ratio(other!.pingCpuUs[path]!, shipped!.pingCpuUs[path]!).toFixed(2)}, ` +
         `TCP ${ratio(other!.tcpGbps[path]!, shipped!.tcpGbps[path]!).toFixed(2)}`,
     ).join('; '),
 );

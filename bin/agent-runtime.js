@@ -12,10 +12,10 @@
 // now and then (libp2p's connections, keepalives, the control plane), while the per-packet
 // code is hot enough for Maglev and Turbofan either way. An idle agent alone held 3 MiB
 // less V8 heap (16.9 → 14.0 MiB used), the default lab's agents about 4 MiB less RSS
-// (median 99.5 → 95.2 MiB 20 s after the matrix); through the lab's agents, four rounds
-// each, interleaved (edge-a-1 → cloud-2 UDP direct, → edge-b-1 UDP hole-punched): ping p50
-// 0.87 and 0.81 ms against 0.90 and 0.86 with it, TCP one stream 3.25 and 3.62 Gbit/s
-// against 3.07 and 3.38: no loss, within the rounds' spread (docs/decisions.md).
+// (median 99.5 → 95.2 MiB 20 s after the matrix). Through the lab's agents, ping p50, their
+// CPU per ping and TCP one stream over UDP direct and hole-punched stayed within the
+// rounds' spread, either way round from series to series (`node bench/agent-flags.ts`,
+// which compares `--sparkplug`; figures in docs/decisions.md).
 export const AGENT_V8_FLAGS = ['--scavenger-max-new-space-capacity-mb=8', '--no-sparkplug'];
 
 /** A V8 flag's name, whatever its spelling: `--no-x`, `--x=v` and `--x_y` name x and x-y. */

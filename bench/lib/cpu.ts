@@ -40,3 +40,24 @@ export function threadCpuSeconds(pid: number, thread: string): number {
 export function totalCpuSeconds(pids: readonly number[]): number {
   return pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 }
+
+/**
+ * Time on CPU of every thread of `pid`, in ns (/proc/<pid>/task/<tid>/schedstat: the
+ * scheduler's own count, not 10-ms ticks, so a few hundred pings' worth is measurable); 0 if
+ * it is gone.
+ */
+export function cpuNanoseconds(pid: number): number {
+  let sum = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return sum;
+}
