@@ -12,7 +12,7 @@
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
-import { ensureAgentBundle } from '../lab/agent-bundle.ts';
+import { ensureAgentBundle } from '../lab/ensure-bundle.ts';
 import { type Lab, labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
 import { cpuNanoseconds } from './lib/cpu.ts';

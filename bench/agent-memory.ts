@@ -23,7 +23,7 @@ import { fetchStatus } from '../agent/control-api.ts';
 import { run } from '../common/exec.ts';
 import { KubeClient, KubeConfig } from '../common/kube/client.ts';
 import { createNetns, deleteNetnsWithPrefix, runPrefix } from '../common/netns.ts';
-import { ensureAgentBundle } from '../lab/agent-bundle.ts';
+import { ensureAgentBundle } from '../lab/ensure-bundle.ts';
 import { labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
 import { metricValue, startAgentNode } from './lib/agent-node.ts';

@@ -13,7 +13,6 @@ import type { AgentStatus } from '../agent/status.ts';
 import { run, tryRun } from '../common/exec.ts';
 import { runPrefix } from '../common/netns.ts';
 import { Labels } from '../overlay/annotations.ts';
-import { ensureAgentBundle } from './agent-bundle.ts';
 import {
   type AgentContainerContract,
   checkContainerTools,
@@ -24,6 +23,7 @@ import {
   prepareHostPaths,
 } from './agent-container.ts';
 import { CniCallError, type CniTarget, cniAdd, cniDel, resultAddresses } from './cni-runtime.ts';
+import { ensureAgentBundle } from './ensure-bundle.ts';
 import { buildNetwork, type LabNetwork, type NodeNetwork, planNetwork } from './network.ts';
 import { preflight } from './preflight.ts';
 import { agentProcessEnv, getUnix, isAlive, startInNetns, tail, waitFor } from './processes.ts';
