@@ -9,7 +9,6 @@
 // machine), and iperf3 TCP one stream. Prints every round, the medians and compared/shipped ratios. The default compares
 // `--sparkplug`, what the agent gave up (bin/agent-runtime.js says why).
 //   node bench/agent-flags.ts [--rounds 4] [--compare='--sparkplug'] [--seconds 5]    (root)
-import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { ensureAgentBundle } from '../lab/ensure-bundle.ts';
@@ -17,6 +16,7 @@ import { type Lab, labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
 import { cpuNanoseconds } from './lib/cpu.ts';
 import { iperfClient, pingRtt, startIperfServer, stopProcess } from './lib/iperf.ts';
+import { rssKiB } from './lib/memory.ts';
 import { median, ratio } from './lib/stats.ts';
 
 const SOURCE = 'edge-a-1-p1';
@@ -47,10 +47,7 @@ function agentPid(lab: Lab, node: string): number {
 
 async function agentRssMiB(lab: Lab): Promise<number> {
   const rss: number[] = [];
-  for (const node of lab.nodes) {
-    const status = await readFile(`/proc/${agentPid(lab, node.name)}/status`, 'utf8');
-    rss.push(Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]) / 1024);
-  }
+  for (const node of lab.nodes) rss.push((await rssKiB(agentPid(lab, node.name))) / 1024);
   return median(rss);
 }
 

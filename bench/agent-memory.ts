@@ -27,6 +27,7 @@ import { ensureAgentBundle } from '../lab/ensure-bundle.ts';
 import { labUp } from '../lab/lab.ts';
 import { runMatrix } from '../lab/matrix.ts';
 import { metricValue, startAgentNode } from './lib/agent-node.ts';
+import { rssKiB } from './lib/memory.ts';
 import { createNodes } from './lib/peer-nodes.ts';
 
 const NODE_IP = '192.168.77.11';
@@ -48,27 +49,24 @@ function against(rssMiB: number, targetMB: number): string {
   return `target ≤ ${targetMB} MB: ${asMiB} as MiB, ${asDecimal} as 10⁶ B`;
 }
 
+/** The fields of the first line of the agent's JSON log with message `msg`; undefined when it never logged one. */
+async function logged<T>(logPath: string, msg: string): Promise<T | undefined> {
+  for (const line of (await readFile(logPath, 'utf8')).split('\n')) {
+    if (line.includes(`"msg":"${msg}"`)) return JSON.parse(line) as T;
+  }
+  return undefined;
+}
+
 /** What the agent logged of its start-up memory release: how long forwarding waited at most. */
 async function startupRelease(logPath: string): Promise<string> {
-  for (const line of (await readFile(logPath, 'utf8')).split('\n')) {
-    if (!line.includes('released start-up memory')) continue;
-    const { ms, longestCollectionMs } = JSON.parse(line) as { ms: number; longestCollectionMs: number };
-    return `start-up memory release: ${ms} ms in all, the longest collection (the event loop held) ${longestCollectionMs} ms`;
-  }
-  return 'start-up memory release: not logged';
+  const release = await logged<{ ms: number; longestCollectionMs: number }>(logPath, 'released start-up memory');
+  if (!release) return 'start-up memory release: not logged';
+  return `start-up memory release: ${release.ms} ms in all, the longest collection (the event loop held) ${release.longestCollectionMs} ms`;
 }
 
 /** Which code the agent ran, from its start-up log (agent/run.ts). */
 async function codeRun(logPath: string): Promise<string> {
-  for (const line of (await readFile(logPath, 'utf8')).split('\n')) {
-    if (line.includes('agent starting')) return (JSON.parse(line) as { code: string }).code;
-  }
-  return 'not logged';
-}
-
-async function rssKiB(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1] ?? Number.NaN);
+  return (await logged<{ code: string }>(logPath, 'agent starting'))?.code ?? 'not logged';
 }
 
 /** glibc's main heap (`[heap]`): resident KiB. */
@@ -85,12 +83,13 @@ async function smapsKiB(pid: number): Promise<{ anonymous: number; pssFile: numb
   return { anonymous: field('Anonymous'), pssFile: field('Pss_File') };
 }
 
-async function measureOnce(
-  dir: string,
-  settleSeconds: number,
-  env: NodeJS.ProcessEnv,
-  label: string,
-): Promise<number | undefined> {
+/** Starts the agent once and stops it as soon as it is ready (what a start leaves on disk, e.g. its source cache). */
+async function startOnce(dir: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const node = await startAgentNode({ dir, name: 'mem-node', nodeIp: NODE_IP, clusterCidr: '10.244.0.0/16', env });
+  await node.stop();
+}
+
+async function measureOnce(dir: string, settleSeconds: number, env: NodeJS.ProcessEnv, label: string): Promise<void> {
   const node = await startAgentNode({
     dir,
     name: 'mem-node',
@@ -100,7 +99,6 @@ async function measureOnce(
     env: { ...env, EDGEMESH_LOG_LEVEL: 'info' },
   });
   try {
-    if (settleSeconds === 0) return undefined;
     await new Promise((r) => setTimeout(r, settleSeconds * 1000));
     const metrics = await node.metrics();
     const m = (name: string) => metricValue(metrics, `edgemesh_${name}`) / MiB;
@@ -123,7 +121,6 @@ async function measureOnce(
       if (space && Number(space[3]) > MiB)
         console.log(`    ${space[2]} ${space[1]} ${(Number(space[3]) / MiB).toFixed(1)} MiB`);
     }
-    return rss;
   } finally {
     await node.stop();
   }
@@ -201,7 +198,7 @@ async function inner(dir: string, settleSeconds: number, nodes: number): Promise
   await measureOnce(join(dir, 'bundle'), settleSeconds, {}, 'as deployed (from its bundle)');
   const sources = { EDGEMESH_AGENT_FROM_SOURCES: '1', EDGEMESH_SOURCE_CACHE: join(dir, 'source-cache') };
   console.log('  (starting the agent from its sources once, to fill its source cache)');
-  await measureOnce(join(dir, 'sources-first'), 0, sources, '');
+  await startOnce(join(dir, 'sources-first'), sources);
   await measureOnce(
     join(dir, 'sources'),
     settleSeconds,

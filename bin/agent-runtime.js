@@ -11,8 +11,8 @@
 // little into machine code kept beside its bytecode, which in an agent is most of what runs
 // now and then (libp2p's connections, keepalives, the control plane), while the per-packet
 // code is hot enough for Maglev and Turbofan either way. An idle agent alone held 3 MiB
-// less V8 heap (16.9 → 14.0 MiB used), the default lab's agents about 4 MiB less RSS
-// (median 99.5 → 95.2 MiB 20 s after the matrix). Through the lab's agents, ping p50, their
+// less V8 heap (16.9 → 14.0 MiB used), the default lab's agents 2.8 and 3.6 MiB less RSS
+// (medians of two series of five labs against `--sparkplug`). Through them, ping p50, their
 // CPU per ping and TCP one stream over UDP direct and hole-punched stayed within the
 // rounds' spread, either way round from series to series (`node bench/agent-flags.ts`,
 // which compares `--sparkplug`; figures in docs/decisions.md).

@@ -44,7 +44,7 @@ if (command === 'agent') {
     if (stale === undefined) cli = new URL(`../${AGENT_BUNDLE_PATH}`, import.meta.url).href;
     else
       process.stderr.write(
-        `edgemesh-cni: ${stale}: the agent runs from its sources, about 10 MiB more memory ` +
+        `edgemesh-cni: ${stale}: the agent runs from its sources, about 9 MiB more memory ` +
           '(`npm run build:agent` builds the bundle again)\n',
       );
   }

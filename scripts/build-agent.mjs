@@ -94,7 +94,6 @@ const result = await esbuild.build({
   legalComments: 'linked',
   sourcemap: 'linked',
   sourcesContent: false,
-  external: ['*.node'],
   banner: {
     js: "import { createRequire as __edgemeshCreateRequire } from 'node:module'; const require = __edgemeshCreateRequire(import.meta.url);",
   },

@@ -122,19 +122,25 @@ done
 # Never loaded at run time: source maps, TypeScript sources and declarations (Node does not
 # strip types under node_modules), markdown.
 find "$app/node_modules" -type f \( -name '*.map' -o -name '*.ts' -o -name '*.mts' -o -name '*.cts' -o -name '*.md' \) -delete
-# The bundle is current in the tree as copied. Image layers keep file times to the second at
-# best (podman's rounds them), so every file of /app gets one time, the commit's
-# (SOURCE_DATE_EPOCH, as reproducible builds do), and the manifest is stamped with it.
-bundle_js="$repo/bin/agent-bundle.js"
-stale=$(node_modules/node/bin/node --input-type=module \
-  -e "const b = await import('$bundle_js'); console.log(b.agentBundleStaleness('$app') ?? '')")
-if [ -n "$stale" ]; then
-  echo "image.sh: the agent's bundle is not current in the image tree: $stale" >&2
-  exit 1
-fi
+# The bundle must be current in the tree, or every agent would run from its sources:
+# check_bundle APP NODE... runs bin/agent-bundle.js of the tree at APP with NODE....
+check_bundle() {
+  local at=$1 stale
+  shift
+  stale=$("$@" --input-type=module \
+    -e "const b = await import('$at/bin/agent-bundle.js'); console.log(b.agentBundleStaleness('$at') ?? '')")
+  if [ -n "$stale" ]; then
+    echo "image.sh: the agent's bundle is not current in the image tree: $stale" >&2
+    exit 1
+  fi
+}
+# Current as copied. Image layers keep file times to the second at best (podman's rounds
+# them), so every file of /app then gets one time, the commit's (SOURCE_DATE_EPOCH, as
+# reproducible builds do), and the manifest is stamped with it.
+check_bundle "$app" node_modules/node/bin/node
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 find "$app" -exec touch -h -d "@$epoch" {} +
-node_modules/node/bin/node --input-type=module -e "(await import('$bundle_js')).restampAgentManifest('$app')"
+node_modules/node/bin/node --input-type=module -e "(await import('$app/bin/agent-bundle.js')).restampAgentManifest('$app')"
 
 # 5. Check the tree: every program the agent runs starts inside it.
 for argv in "/usr/local/bin/node --version" "/bin/ip -V" "/usr/sbin/iptables --version" \
@@ -148,12 +154,7 @@ for argv in "/usr/local/bin/node --version" "/bin/ip -V" "/usr/sbin/iptables --v
   fi
 done
 # And the agent's bundle is current inside it, as the container sees it.
-stale=$(chroot "$rootfs" /usr/local/bin/node --input-type=module \
-  -e "const { agentBundleStaleness } = await import('/app/bin/agent-bundle.js'); console.log(agentBundleStaleness() ?? '')")
-if [ -n "$stale" ]; then
-  echo "image.sh: the agent's bundle is not current inside the image tree: $stale" >&2
-  exit 1
-fi
+check_bundle /app chroot "$rootfs" /usr/local/bin/node
 echo "rootfs: $(du -sh "$rootfs" | cut -f1) in $rootfs"
 if $rootfs_only; then exit 0; fi
 

@@ -17,22 +17,33 @@ export function cpuSeconds(pid: number): number {
   }
 }
 
+/** The ids of the threads of `pid` (none once it is gone). */
+function threadsOf(pid: number): string[] {
+  try {
+    return readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+}
+
+/** A file of one thread of `pid`; undefined once the thread has ended. */
+function threadFile(pid: number, tid: string, file: string): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/task/${tid}/${file}`, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
 /** utime + stime of the threads of `pid` named `thread` (comm), in seconds (0 if none). */
 export function threadCpuSeconds(pid: number, thread: string): number {
   let sum = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        if (readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim() !== thread) continue;
-        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        sum += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-  } catch {
-    return 0;
+  for (const tid of threadsOf(pid)) {
+    if (threadFile(pid, tid, 'comm')?.trim() !== thread) continue;
+    const stat = threadFile(pid, tid, 'stat');
+    if (stat === undefined) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    sum += (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
   }
   return sum;
 }
@@ -48,16 +59,6 @@ export function totalCpuSeconds(pids: readonly number[]): number {
  */
 export function cpuNanoseconds(pid: number): number {
   let sum = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        sum += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // the thread ended meanwhile
-      }
-    }
-  } catch {
-    return 0;
-  }
+  for (const tid of threadsOf(pid)) sum += Number(threadFile(pid, tid, 'schedstat')?.split(' ')[0] ?? 0);
   return sum;
 }
